@@ -1,0 +1,45 @@
+//! What each subcommand does.
+
+pub mod proxy;
+pub mod run;
+
+use crate::config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `fulcrum validate`: `ok` and exit 0, or every error and exit 1.
+pub fn validate(path: Option<PathBuf>) -> ExitCode {
+    let path = path.unwrap_or_else(config::default_path);
+    match config::load_file(&path) {
+        Ok(_) => {
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for line in errors.lines() {
+                eprintln!("{line}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Worker threads: the given number, else what the CPU affinity allows.
+pub fn tokio_runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let n = workers.filter(|&n| n > 0).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    if n == 1 {
+        // One thread: a current-thread runtime avoids the work-stealing machinery.
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()
+    }
+}

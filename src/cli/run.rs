@@ -1,0 +1,137 @@
+//! `fulcrum run`: serve until told to stop, reloading on SIGHUP and file changes.
+
+use crate::app::{App, ReloadError, ReloadOutcome};
+use crate::config::{self, Loaded};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+
+pub fn run(path: Option<PathBuf>, workers: Option<usize>) -> ExitCode {
+    let path = path.unwrap_or_else(config::default_path);
+    let loaded = match config::load_file(&path) {
+        Ok(l) => l,
+        Err(errors) => {
+            for line in errors.lines() {
+                eprintln!("{line}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    serve(loaded, workers, true)
+}
+
+/// Runs an instance from a loaded config until SIGTERM/SIGINT.
+pub fn serve(loaded: Loaded, workers: Option<usize>, watch_file: bool) -> ExitCode {
+    let rt = match super::tokio_runtime(workers) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let app = match App::start(loaded).await {
+            Ok(app) => app,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("fulcrum: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            generation = app.generation(),
+            "fulcrum started"
+        );
+        match supervise(&app, watch_file).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("fulcrum: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Handles signals and file changes; returns after a graceful shutdown.
+async fn supervise(app: &Arc<App>, watch_file: bool) -> std::io::Result<()> {
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let _watcher = match (&app.config_path, watch_file) {
+        (Some(p), true) => watch(p, changed_tx),
+        _ => None,
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                report(app.reload_from_file(true).await);
+            }
+            Some(()) = changed_rx.recv() => {
+                // Debounce: editors write in several steps.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                while changed_rx.try_recv().is_ok() {}
+                report(app.reload_from_file(false).await);
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    let timeout = app.runtime.load().config.shutdown_timeout;
+    tracing::info!(timeout = ?timeout, "shutting down: draining in-flight requests");
+    app.shutdown(timeout).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn report(r: Result<ReloadOutcome, ReloadError>) {
+    match r {
+        Ok(ReloadOutcome::Applied(g)) => tracing::info!(generation = g, "reload applied"),
+        Ok(ReloadOutcome::Unchanged(_)) => tracing::debug!("config file unchanged"),
+        Err(ReloadError::Invalid(errors)) => {
+            for line in errors.lines() {
+                tracing::error!(error = %line, "reload rejected; the previous configuration keeps serving");
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reload failed; the previous configuration keeps serving")
+        }
+    }
+}
+
+/// Watches the config file's directory (editors replace files rather than write
+/// them in place) and signals changes to that file.
+fn watch(
+    path: &std::path::Path,
+    tx: tokio::sync::mpsc::Sender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let file_name = path.file_name()?.to_os_string();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            let ours = ev
+                .paths
+                .iter()
+                .any(|p| p.file_name() == Some(file_name.as_os_str()));
+            if ours && (ev.kind.is_modify() || ev.kind.is_create()) {
+                let _ = tx.try_send(());
+            }
+        }
+    })
+    .map_err(|e| tracing::warn!(error = %e, "cannot watch the config file; SIGHUP still reloads"))
+    .ok()?;
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        tracing::warn!(error = %e, "cannot watch the config directory; SIGHUP still reloads");
+        return None;
+    }
+    Some(watcher)
+}

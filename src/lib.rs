@@ -1,0 +1,17 @@
+//! Fulcrum: a reverse proxy and load balancer built to keep an application up.
+//!
+//! Data flows one way: `config` (parse, validate) → `runtime` (an immutable
+//! compiled snapshot) → `proxy` (the request path). Health checks and the admin API
+//! write backend state through atomics that the request path only reads.
+
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod failover;
+pub mod logging;
+pub mod proxy;
+pub mod rand;
+pub mod runtime;
+pub mod telemetry;
+pub mod upstream;

@@ -1,0 +1,52 @@
+//! The `fulcrum` command line: parses arguments and hands over to `fulcrum::cli`.
+
+use clap::{Parser, Subcommand};
+use fulcrum::cli;
+use fulcrum::logging;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Fulcrum: a reverse proxy and load balancer that keeps your application up.
+#[derive(Parser)]
+#[command(name = "fulcrum", version, about, long_about = None)]
+struct Cli {
+    /// Log output format (logs go to stderr).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: logging::Format,
+    /// Log level or filter (e.g. `debug`, `fulcrum=debug,info`); default from RUST_LOG, else info.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy. SIGHUP reloads the config; SIGTERM/SIGINT drain and exit.
+    Run {
+        /// Config file [default: $FULCRUM_CONFIG, then ./fulcrum.yaml]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Worker threads [default: the CPUs this process may use]
+        #[arg(long, env = "FULCRUM_WORKERS")]
+        workers: Option<usize>,
+    },
+    /// Check a config file without serving: prints `ok`, or every error as FILE:LINE:COL: message.
+    Validate {
+        /// Config file [default: $FULCRUM_CONFIG, then ./fulcrum.yaml]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Zero-config reverse proxy: fulcrum proxy --from :8080 --to http://10.0.0.1:80 --to ...
+    Proxy(cli::proxy::ProxyArgs),
+}
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    logging::init(args.log_format, args.log_level.as_deref());
+    match args.command {
+        Command::Run { config, workers } => cli::run::run(config, workers),
+        Command::Validate { config } => cli::validate(config),
+        Command::Proxy(p) => cli::proxy::run(p),
+    }
+}

@@ -1,0 +1,108 @@
+//! What happens when a request is over (its response body sent or abandoned):
+//! the backend's in-flight count drops, and the access log and metrics get one
+//! record.
+
+use crate::app::App;
+use crate::runtime::Runtime;
+use crate::upstream::backend::Backend;
+use crate::upstream::body::BodyStats;
+use http::{HeaderValue, Method};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+pub struct Completion {
+    pub app: Arc<App>,
+    pub rt: Arc<Runtime>,
+    pub route: Option<usize>,
+    pub pool: Option<usize>,
+    pub backend: Option<Arc<Backend>>,
+    pub started: Instant,
+    /// Time until the chosen backend's response headers, in microseconds.
+    pub upstream_us: Option<u64>,
+    pub attempts: u32,
+    pub status: u16,
+    pub method: Method,
+    pub request_id: HeaderValue,
+    pub client_ip: IpAddr,
+    /// Host and path, kept only when the access log is on.
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub bytes_in: Option<Arc<BodyStats>>,
+    pub bytes_out: u64,
+    /// The response was cut short (client gone, backend error mid-body).
+    pub aborted: bool,
+    /// The split variant chosen, if the route splits traffic.
+    pub variant: Option<usize>,
+    done: bool,
+}
+
+impl Completion {
+    pub fn new(
+        app: Arc<App>,
+        rt: Arc<Runtime>,
+        started: Instant,
+        method: Method,
+        request_id: HeaderValue,
+        client_ip: IpAddr,
+    ) -> Self {
+        Completion {
+            app,
+            rt,
+            route: None,
+            pool: None,
+            backend: None,
+            started,
+            upstream_us: None,
+            attempts: 0,
+            status: 0,
+            method,
+            request_id,
+            client_ip,
+            host: None,
+            path: None,
+            bytes_in: None,
+            bytes_out: 0,
+            aborted: false,
+            variant: None,
+            done: false,
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        if let Some(b) = &self.backend {
+            b.in_flight.fetch_sub(1, Relaxed);
+        }
+        self.app.telemetry.request_done(self);
+        if let Some(log) = self.app.access_log.load().as_ref() {
+            log.write(self);
+        }
+    }
+
+    pub fn route_name(&self) -> &str {
+        self.route
+            .map(|i| self.rt.routes[i].name.as_str())
+            .unwrap_or("")
+    }
+
+    pub fn pool_name(&self) -> &str {
+        self.pool
+            .map(|i| self.rt.pools[i].name.as_str())
+            .unwrap_or("")
+    }
+
+    pub fn backend_key(&self) -> &str {
+        self.backend.as_ref().map(|b| b.key()).unwrap_or("")
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

@@ -1,0 +1,580 @@
+//! The request path: route, choose a backend, forward, retry, answer.
+
+use super::body::{ProxyBody, UpstreamStream};
+use super::completion::Completion;
+use super::guard::GuardState;
+use super::headers::{self as hdr, PeerInfo, X_FORWARDED_FOR, X_REQUEST_ID};
+use super::respond;
+use crate::app::App;
+use crate::config::{HashKey, Scheme};
+use crate::runtime::{Route, Runtime, Target};
+use crate::upstream::balance::{Balancer, PickKey};
+use crate::upstream::body::{BodyStats, ClientBody, Replay, UpstreamBody};
+use crate::upstream::client::{self, SendError};
+use crate::upstream::pool::{Pick, Pool, Tried};
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+/// Per client connection: who is on the other end and how they reached us.
+pub struct ConnCtx {
+    pub app: Arc<App>,
+    pub peer: PeerInfo,
+    /// `http` or `https`, for X-Forwarded-Proto.
+    pub scheme: &'static str,
+    pub guard: Option<Arc<GuardState>>,
+    /// Requests seen on this connection (matches the smuggling guard's count).
+    pub served: AtomicU64,
+}
+
+/// Everything needed to (re)build the upstream request for one more attempt.
+struct Outgoing {
+    method: Method,
+    /// Present only when the request may be rebuilt after it was sent.
+    headers: Option<HeaderMap>,
+    path: PathAndQuery,
+    /// The Host the client asked for: the backend sees it as Host / :authority.
+    host: Option<HeaderValue>,
+}
+
+impl Outgoing {
+    fn build(&self, body: UpstreamBody) -> Option<Request<UpstreamBody>> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.headers_mut() = self.headers.clone()?;
+        Some(req)
+    }
+}
+
+/// Makes `req` fit the protocol of the backend it is about to go to.
+fn address_for(
+    req: &mut Request<UpstreamBody>,
+    out: &Outgoing,
+    scheme: Scheme,
+    backend_authority: &str,
+) {
+    match scheme {
+        Scheme::H2c => {
+            *req.version_mut() = Version::HTTP_2;
+            let authority = out
+                .host
+                .as_ref()
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+                .or_else(|| Authority::try_from(backend_authority).ok());
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(http::uri::Scheme::HTTP);
+            parts.authority = authority;
+            parts.path_and_query = Some(out.path.clone());
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+            req.headers_mut().remove(header::HOST);
+        }
+        Scheme::Http | Scheme::Https => {
+            *req.version_mut() = Version::HTTP_11;
+            *req.uri_mut() = Uri::from(out.path.clone());
+            if !req.headers().contains_key(header::HOST) {
+                let host = out
+                    .host
+                    .clone()
+                    .or_else(|| HeaderValue::from_str(backend_authority).ok());
+                if let Some(h) = host {
+                    req.headers_mut().insert(header::HOST, h);
+                }
+            }
+        }
+    }
+}
+
+fn via_for(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_2 => "2 fulcrum",
+        Version::HTTP_10 => "1.0 fulcrum",
+        _ => "1.1 fulcrum",
+    }
+}
+
+/// The client as the access log and `ip_hash` see it: behind trusted proxies, the
+/// right-most X-Forwarded-For entry that is not itself a trusted proxy.
+fn client_ip(rt: &Runtime, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    if rt.trusted_proxies.is_empty() || !rt.is_trusted(peer) {
+        return peer;
+    }
+    let mut ip = peer;
+    for v in headers.get_all(&X_FORWARDED_FOR) {
+        let Ok(s) = v.to_str() else { continue };
+        for part in s.rsplit(',') {
+            match part.trim().parse::<IpAddr>() {
+                Ok(a) => {
+                    ip = a;
+                    if !rt.is_trusted(a) {
+                        return a;
+                    }
+                }
+                Err(_) => return ip,
+            }
+        }
+    }
+    ip
+}
+
+fn hash_of(key: &HashKey, headers: &HeaderMap, uri: &Uri) -> Option<u64> {
+    let bytes: Option<&[u8]> = match key {
+        HashKey::Header(name) => headers.get(name).map(|v| v.as_bytes()),
+        HashKey::Cookie(name) => hdr::cookie(headers, name).map(|s| s.as_bytes()),
+        HashKey::Path => Some(uri.path().as_bytes()),
+        HashKey::Query(name) => uri
+            .query()
+            .and_then(|q| hdr::query_param(q, name))
+            .map(|s| s.as_bytes()),
+    };
+    bytes.map(crate::rand::stable_hash)
+}
+
+/// The path the backend sees: the route's prefix removed when `strip_prefix` is on.
+fn upstream_path(route: &Route, uri: &Uri) -> PathAndQuery {
+    let original = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    if !route.strip_prefix || route.path_prefix == "/" {
+        return original;
+    }
+    let rest = uri
+        .path()
+        .strip_prefix(route.path_prefix.as_str())
+        .unwrap_or(uri.path());
+    let mut s = String::with_capacity(rest.len() + 1 + uri.query().map_or(0, |q| q.len() + 1));
+    if !rest.starts_with('/') {
+        s.push('/');
+    }
+    s.push_str(rest);
+    if let Some(q) = uri.query() {
+        s.push('?');
+        s.push_str(q);
+    }
+    PathAndQuery::try_from(s).unwrap_or(original)
+}
+
+/// Picks the pool for a request: the route's pool, or a split variant (sticky by
+/// cookie when asked). Returns the pool, the balancer to use, the variant index and
+/// a cookie to set.
+fn choose_pool<'r>(
+    route: &'r Route,
+    headers: &HeaderMap,
+) -> Option<(
+    &'r Arc<Pool>,
+    Option<&'r Balancer>,
+    Option<usize>,
+    Option<HeaderValue>,
+)> {
+    match &route.target {
+        Target::Pool { pool, balancer } => Some((pool, balancer.as_ref(), None, None)),
+        Target::Split {
+            variants,
+            total_weight,
+            sticky,
+            cookie,
+        } => {
+            if variants.is_empty() || *total_weight == 0 {
+                return None;
+            }
+            if *sticky {
+                if let Some(name) = hdr::cookie(headers, cookie) {
+                    if let Some(i) = variants
+                        .iter()
+                        .position(|v| v.pool.name == name && v.weight > 0)
+                    {
+                        let v = &variants[i];
+                        v.requests.fetch_add(1, Relaxed);
+                        return Some((&v.pool, v.balancer.as_ref(), Some(i), None));
+                    }
+                }
+            }
+            let mut r = crate::rand::below(*total_weight as u64) as u32;
+            let i = variants
+                .iter()
+                .position(|v| {
+                    if r < v.weight {
+                        true
+                    } else {
+                        r -= v.weight;
+                        false
+                    }
+                })
+                .unwrap_or(0);
+            let v = &variants[i];
+            v.requests.fetch_add(1, Relaxed);
+            let set_cookie = if *sticky {
+                HeaderValue::from_str(&format!(
+                    "{cookie}={}; Path=/; HttpOnly; SameSite=Lax",
+                    v.pool.name
+                ))
+                .ok()
+            } else {
+                None
+            };
+            Some((&v.pool, v.balancer.as_ref(), Some(i), set_cookie))
+        }
+    }
+}
+
+fn local(mut done: Completion, status: StatusCode, detail: &str) -> Response<ProxyBody> {
+    let resp = respond::error(status, &done.request_id, detail);
+    done.status = status.as_u16();
+    done.bytes_out = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+    resp
+}
+
+pub async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let index = ctx.served.fetch_add(1, Relaxed);
+    let app = &ctx.app;
+    let rt = app.runtime.load_full();
+    let request_id = match req.headers().get(&X_REQUEST_ID) {
+        Some(v) if hdr::acceptable_request_id(v) => v.clone(),
+        _ => hdr::generate_request_id(),
+    };
+    let logging = app.access_log.load().is_some();
+    let client = client_ip(&rt, ctx.peer.ip, req.headers());
+    let mut done = Completion::new(
+        app.clone(),
+        rt.clone(),
+        started,
+        req.method().clone(),
+        request_id.clone(),
+        client,
+    );
+    // 499 (nginx's "client closed request") unless a response is produced.
+    done.status = 499;
+
+    // The Host the client asked for: the authority of an absolute URI (HTTP/2, or an
+    // absolute-form HTTP/1.1 target), else the Host header.
+    let host_value: Option<HeaderValue> = match req.uri().authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => req.headers().get(header::HOST).cloned(),
+    };
+    if logging {
+        done.host = host_value
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string);
+        done.path = Some(
+            req.uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
+        );
+    }
+    if let Some(g) = &ctx.guard {
+        if g.is_bad(index) {
+            let mut resp = local(
+                done,
+                StatusCode::BAD_REQUEST,
+                "conflicting Content-Length and Transfer-Encoding",
+            );
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
+    }
+    if host_value.is_none() && req.version() == Version::HTTP_11 {
+        return local(done, StatusCode::BAD_REQUEST, "missing Host header");
+    }
+    let host_text = host_value
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let host = super::super::runtime::router::normalize_host(host_text);
+    let Some(route_idx) = rt.router.find(&host, req.uri().path()) else {
+        return local(done, StatusCode::NOT_FOUND, "no route");
+    };
+    let route = &rt.routes[route_idx];
+    done.route = Some(route_idx);
+    let Some((pool, route_balancer, variant, set_cookie)) = choose_pool(route, req.headers())
+    else {
+        return local(done, StatusCode::SERVICE_UNAVAILABLE, "no pool");
+    };
+    done.pool = Some(pool.index);
+    done.variant = variant;
+    let balancer = route_balancer.unwrap_or(&pool.balancer);
+
+    // Body limit, checked up front when the length is declared.
+    let max_body = rt.limits.max_body_bytes;
+    if let Some(max) = max_body {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            let mut resp = local(
+                done,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body larger than limits.max_body_bytes",
+            );
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
+    }
+
+    let upgrade = req.version() == Version::HTTP_11 && hdr::wants_upgrade(req.headers());
+    let client_upgrade = if upgrade {
+        Some(hyper::upgrade::on(&mut req))
+    } else {
+        None
+    };
+    let client_version = req.version();
+    let key = PickKey {
+        client_ip: client,
+        hash: pool
+            .hash_key
+            .as_ref()
+            .and_then(|k| hash_of(k, req.headers(), req.uri())),
+        _marker: std::marker::PhantomData,
+    };
+    let path = upstream_path(route, req.uri());
+    let (parts, body) = req.into_parts();
+    let method = parts.method;
+    let mut headers = parts.headers;
+    hdr::remove_hop_by_hop(&mut headers, upgrade);
+    let trusted = !rt.trusted_proxies.is_empty() && rt.is_trusted(ctx.peer.ip);
+    hdr::add_forwarding(
+        &mut headers,
+        &ctx.peer,
+        trusted,
+        ctx.scheme,
+        host_value.as_ref(),
+        via_for(client_version),
+    );
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    hdr::apply_ops(&mut headers, &route.headers.request);
+
+    let retry = &pool.retries;
+    // A request can go to another backend after it was sent only for listed methods,
+    // and only if its body can be sent again.
+    let retry_after_send =
+        !retry.try_duration.is_zero() && !upgrade && retry.methods.contains(&method);
+    let stats = (logging || max_body.is_some()).then(|| Arc::new(BodyStats::default()));
+    done.bytes_in = stats.clone();
+    let mut replay: Option<Replay> = None;
+    let first_body = if body.is_end_stream() {
+        UpstreamBody::Empty
+    } else {
+        let b = ClientBody::new(body, max_body, stats.clone());
+        if retry_after_send {
+            let r = Replay::new(b);
+            let reader = r.reader(1);
+            replay = Some(r);
+            UpstreamBody::Replay(reader)
+        } else {
+            UpstreamBody::Client(b)
+        }
+    };
+    let body_is_empty = matches!(first_body, UpstreamBody::Empty);
+    // A copy of the headers is kept only when the request may have to be rebuilt for
+    // another backend after being sent; "nothing was sent" retries get the request
+    // back whole from the client layer.
+    let out = Outgoing {
+        method: method.clone(),
+        headers: retry_after_send.then(|| headers.clone()),
+        path,
+        host: host_value,
+    };
+    let mut first = Request::new(first_body);
+    *first.method_mut() = method;
+    *first.headers_mut() = headers;
+    let mut pending = Some(first);
+
+    let deadline = started + retry.try_duration;
+    let mut tried = Tried::default();
+    let mut attempts: u32 = 0;
+    let mut last_error: Option<(StatusCode, String)> = None;
+    loop {
+        let member_idx = match pool.pick(balancer, &key, &tried) {
+            Pick::Member(i) => i,
+            pick => {
+                let can_wait =
+                    !retry.try_duration.is_zero() && Instant::now() + retry.try_interval < deadline;
+                if can_wait && (pending.is_some() || retry_after_send) {
+                    tokio::time::sleep(retry.try_interval).await;
+                    tried.clear();
+                    continue;
+                }
+                if attempts == 0 || matches!(pick, Pick::NoneAvailable) && last_error.is_none() {
+                    return local(done, StatusCode::SERVICE_UNAVAILABLE, "no healthy backend");
+                }
+                break;
+            }
+        };
+        let member = &pool.members[member_idx];
+        let backend = &member.backend;
+        tried.add(member_idx);
+        let mut request = match pending.take() {
+            Some(r) => r,
+            None => {
+                // Rebuild for another attempt: only possible with an empty or
+                // replayable body.
+                let body = if body_is_empty {
+                    UpstreamBody::Empty
+                } else {
+                    match &replay {
+                        Some(r) if r.replayable() => {
+                            UpstreamBody::Replay(r.reader(attempts as u64 + 1))
+                        }
+                        _ => break,
+                    }
+                };
+                match out.build(body) {
+                    Some(r) => r,
+                    None => break,
+                }
+            }
+        };
+        attempts += 1;
+        if attempts > 1 {
+            pool.state.retries.fetch_add(1, Relaxed);
+        }
+        address_for(
+            &mut request,
+            &out,
+            backend.address.scheme,
+            &backend.address.key,
+        );
+        backend.in_flight.fetch_add(1, Relaxed);
+        backend.requests.fetch_add(1, Relaxed);
+        let sent_at = Instant::now();
+        match client::send(backend, request, &pool.timeouts).await {
+            Ok((mut resp, lease)) => {
+                let upstream_us = sent_at.elapsed().as_micros() as u64;
+                backend.observe_latency(upstream_us as f64);
+                let status = resp.status();
+                if pool.passive.unhealthy_status.matches(status.as_u16())
+                    && backend.record_failure(&pool.passive)
+                {
+                    tracing::warn!(pool = %pool.name, backend = %backend.key(), status = status.as_u16(), "backend taken out: too many failed responses");
+                }
+                done.backend = Some(backend.clone());
+                done.attempts = attempts;
+                done.upstream_us = Some(upstream_us);
+                done.status = status.as_u16();
+                if status == StatusCode::SWITCHING_PROTOCOLS {
+                    if let Some(client_up) = client_upgrade {
+                        let upstream_up = hyper::upgrade::on(&mut resp);
+                        return tunnel(app, resp, client_up, upstream_up, done, &request_id, route);
+                    }
+                }
+                let (mut rparts, rbody) = resp.into_parts();
+                hdr::remove_hop_by_hop(&mut rparts.headers, false);
+                hdr::apply_ops(&mut rparts.headers, &route.headers.response);
+                rparts.headers.insert(X_REQUEST_ID.clone(), request_id);
+                if let Some(c) = set_cookie {
+                    rparts.headers.append(header::SET_COOKIE, c);
+                }
+                rparts.version = client_version;
+                let stream = UpstreamStream::new(rbody, lease, done, pool.timeouts.idle);
+                return Response::from_parts(rparts, ProxyBody::Upstream(Box::new(stream)));
+            }
+            Err((err, returned)) => {
+                backend.in_flight.fetch_sub(1, Relaxed);
+                if let Some(s) = &stats {
+                    if s.too_large.load(Relaxed) {
+                        done.attempts = attempts;
+                        let mut resp = local(
+                            done,
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "body larger than limits.max_body_bytes",
+                        );
+                        resp.headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                        return resp;
+                    }
+                    if s.client_error.load(Relaxed) {
+                        done.attempts = attempts;
+                        return local(
+                            done,
+                            StatusCode::BAD_REQUEST,
+                            "could not read the request body",
+                        );
+                    }
+                }
+                let status = match err {
+                    SendError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                if backend.record_failure(&pool.passive) {
+                    tracing::warn!(pool = %pool.name, backend = %backend.key(), error = %err, "backend taken out: too many failures");
+                }
+                tracing::debug!(pool = %pool.name, backend = %backend.key(), attempt = attempts, error = %err, "upstream attempt failed");
+                let nothing_sent = returned.is_some();
+                pending = returned;
+                last_error = Some((status, err.to_string()));
+                let retryable = !retry.try_duration.is_zero()
+                    && Instant::now() < deadline
+                    && (nothing_sent
+                        || (retry_after_send
+                            && (body_is_empty || replay.as_ref().is_some_and(|r| r.replayable()))));
+                if !retryable {
+                    break;
+                }
+            }
+        }
+    }
+    done.attempts = attempts;
+    let (status, detail) =
+        last_error.unwrap_or((StatusCode::BAD_GATEWAY, "no backend could be tried".into()));
+    tracing::debug!(request_id = ?done.request_id, %status, %detail, "request failed");
+    let detail = match status {
+        StatusCode::GATEWAY_TIMEOUT => "backend did not answer in time",
+        _ => "backend unreachable",
+    };
+    local(done, status, detail)
+}
+
+/// Answers 101 to the client and joins the two upgraded connections. The request
+/// stays in flight (and counted on its backend) until the tunnel closes.
+fn tunnel(
+    app: &Arc<App>,
+    resp: Response<Incoming>,
+    client_up: hyper::upgrade::OnUpgrade,
+    upstream_up: hyper::upgrade::OnUpgrade,
+    done: Completion,
+    request_id: &HeaderValue,
+    route: &Route,
+) -> Response<ProxyBody> {
+    let (mut rparts, _) = resp.into_parts();
+    hdr::remove_hop_by_hop(&mut rparts.headers, true);
+    hdr::apply_ops(&mut rparts.headers, &route.headers.response);
+    rparts
+        .headers
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    app.tunnels.spawn(async move {
+        let mut done = done;
+        let (c, u) = match tokio::try_join!(client_up, upstream_up) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                done.aborted = true;
+                return;
+            }
+        };
+        let mut c = hyper_util::rt::TokioIo::new(c);
+        let mut u = hyper_util::rt::TokioIo::new(u);
+        match tokio::io::copy_bidirectional(&mut c, &mut u).await {
+            Ok((to_up, to_client)) => {
+                done.bytes_out = to_client;
+                if let Some(s) = &done.bytes_in {
+                    s.bytes.fetch_add(to_up, Relaxed);
+                }
+            }
+            Err(_) => done.aborted = true,
+        }
+    });
+    Response::from_parts(rparts, ProxyBody::empty())
+}

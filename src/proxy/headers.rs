@@ -1,0 +1,305 @@
+//! Header rules of the request path: hop-by-hop removal, forwarding headers, the
+//! request ID, and the user's set/remove rules.
+
+use crate::config::HeaderOps;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes hop-by-hop headers (RFC 9110 7.6.1): the fixed set and any named in
+/// `Connection`. With `keep_upgrade`, `Upgrade` survives and `Connection: upgrade` is
+/// set again, for a protocol switch that must reach the other side.
+pub fn remove_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    if let Some(conn) = h.get(header::CONNECTION) {
+        if conn.as_bytes().contains(&b',') || !is_standard_connection_token(conn.as_bytes()) {
+            let named: Vec<HeaderName> = conn
+                .to_str()
+                .unwrap_or("")
+                .split(',')
+                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+                .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+                .collect();
+            for n in named {
+                h.remove(n);
+            }
+        }
+    }
+    h.remove(header::CONNECTION);
+    h.remove(&KEEP_ALIVE);
+    h.remove(&PROXY_CONNECTION);
+    h.remove(header::TE);
+    h.remove(header::TRAILER);
+    h.remove(header::TRANSFER_ENCODING);
+    h.remove(header::PROXY_AUTHORIZATION);
+    if keep_upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        h.remove(header::UPGRADE);
+    }
+}
+
+fn is_standard_connection_token(v: &[u8]) -> bool {
+    v.eq_ignore_ascii_case(b"keep-alive")
+        || v.eq_ignore_ascii_case(b"close")
+        || v.eq_ignore_ascii_case(b"upgrade")
+}
+
+/// Whether an HTTP/1.1 request asks to switch protocols (WebSocket and the like).
+pub fn wants_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str()
+                .map(|s| {
+                    s.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+                })
+                .unwrap_or(false)
+        })
+}
+
+pub fn apply_ops(h: &mut HeaderMap, ops: &HeaderOps) {
+    for name in &ops.remove {
+        h.remove(name);
+    }
+    for (name, value) in &ops.set {
+        h.insert(name.clone(), value.clone());
+    }
+}
+
+/// A request ID the client sent that is safe to pass on and log.
+pub fn acceptable_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 200 && b.iter().all(|c| c.is_ascii_graphic())
+}
+
+/// 32 lowercase hex characters, like nginx's `$request_id`.
+pub fn generate_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 32];
+    let a = crate::rand::u64();
+    let b = crate::rand::u64();
+    for i in 0..16 {
+        buf[i] = HEX[((a >> (i * 4)) & 0xf) as usize];
+        buf[16 + i] = HEX[((b >> (i * 4)) & 0xf) as usize];
+    }
+    // Always valid: hex digits only.
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// Precomputed per connection: what the forwarding headers say about the peer.
+pub struct PeerInfo {
+    pub ip: IpAddr,
+    /// The peer as an `X-Forwarded-For` element.
+    pub xff: HeaderValue,
+    /// The peer as a `Forwarded` `for=` value (IPv6 quoted and bracketed).
+    pub forwarded_for: String,
+}
+
+impl PeerInfo {
+    pub fn new(ip: IpAddr) -> Self {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
+            v4 => v4,
+        };
+        let text = ip.to_string();
+        let forwarded_for = match ip {
+            IpAddr::V4(_) => text.clone(),
+            IpAddr::V6(_) => format!("\"[{text}]\""),
+        };
+        PeerInfo {
+            ip,
+            xff: HeaderValue::from_str(&text)
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            forwarded_for,
+        }
+    }
+}
+
+/// Adds X-Forwarded-For/Proto/Host, Forwarded and Via. A trusted peer's own
+/// forwarding headers are kept and extended; anyone else's are replaced.
+pub fn add_forwarding(
+    h: &mut HeaderMap,
+    peer: &PeerInfo,
+    trusted: bool,
+    scheme: &'static str,
+    host: Option<&HeaderValue>,
+    via: &'static str,
+) {
+    // X-Forwarded-For
+    match h.get(&X_FORWARDED_FOR) {
+        Some(prev) if trusted => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + peer.xff.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(peer.xff.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&v) {
+                h.insert(X_FORWARDED_FOR.clone(), v);
+            }
+        }
+        _ => {
+            h.insert(X_FORWARDED_FOR.clone(), peer.xff.clone());
+        }
+    }
+    if !(trusted && h.contains_key(&X_FORWARDED_PROTO)) {
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+    }
+    if !(trusted && h.contains_key(&X_FORWARDED_HOST)) {
+        match host {
+            Some(v) => {
+                h.insert(X_FORWARDED_HOST.clone(), v.clone());
+            }
+            None => {
+                h.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+    // Forwarded (RFC 7239)
+    let mut fwd = String::with_capacity(64);
+    if trusted {
+        if let Some(prev) = h.get(&FORWARDED).and_then(|v| v.to_str().ok()) {
+            fwd.push_str(prev);
+            fwd.push_str(", ");
+        }
+    }
+    fwd.push_str("for=");
+    fwd.push_str(&peer.forwarded_for);
+    fwd.push_str(";proto=");
+    fwd.push_str(scheme);
+    if let Some(host) = host.and_then(|v| v.to_str().ok()) {
+        if host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        {
+            fwd.push_str(";host=");
+            if host.contains(':') {
+                fwd.push('"');
+                fwd.push_str(host);
+                fwd.push('"');
+            } else {
+                fwd.push_str(host);
+            }
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&fwd) {
+        h.insert(FORWARDED.clone(), v);
+    }
+    // Via
+    match h.get(header::VIA) {
+        Some(prev) => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + via.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(via.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&v) {
+                h.insert(header::VIA, v);
+            }
+        }
+        None => {
+            h.insert(header::VIA, HeaderValue::from_static(via));
+        }
+    }
+}
+
+/// The value of a cookie in the request's Cookie headers.
+pub fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    for v in h.get_all(header::COOKIE) {
+        let Ok(s) = v.to_str() else { continue };
+        for pair in s.split(';') {
+            if let Some((k, val)) = pair.trim().split_once('=') {
+                if k == name {
+                    return Some(val.trim_matches('"'));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The value of a query parameter (not percent-decoded).
+pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_tokens() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn upgrade_survives_when_asked() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(wants_upgrade(&h));
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
+        assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn forwarding_untrusted_replaces() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
+        h.insert(&FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
+        let peer = PeerInfo::new("10.1.2.3".parse().unwrap());
+        let host = HeaderValue::from_static("example.com");
+        add_forwarding(&mut h, &peer, false, "http", Some(&host), "1.1 fulcrum");
+        assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3");
+        assert_eq!(h[&FORWARDED], "for=10.1.2.3;proto=http;host=example.com");
+        assert_eq!(h[&X_FORWARDED_HOST], "example.com");
+        assert_eq!(h[header::VIA], "1.1 fulcrum");
+    }
+
+    #[test]
+    fn forwarding_trusted_appends() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        h.insert(header::VIA, HeaderValue::from_static("1.1 edge"));
+        let peer = PeerInfo::new("::1".parse().unwrap());
+        add_forwarding(&mut h, &peer, true, "http", None, "1.1 fulcrum");
+        assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, ::1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(h[&FORWARDED], "for=\"[::1]\";proto=http");
+        assert_eq!(h[header::VIA], "1.1 edge, 1.1 fulcrum");
+    }
+
+    #[test]
+    fn cookies_and_queries() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; user=bob"));
+        assert_eq!(cookie(&h, "user"), Some("bob"));
+        assert_eq!(cookie(&h, "nope"), None);
+        assert_eq!(query_param("x=1&user=al&y", "user"), Some("al"));
+        assert_eq!(query_param("x=1&y", "y"), Some(""));
+    }
+}

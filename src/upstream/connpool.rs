@@ -1,0 +1,91 @@
+//! Keep-alive connections to one backend.
+//!
+//! HTTP/1.1: idle connections wait in a lock-free bounded queue; a request takes one,
+//! and the response body hands it back once it has been read to the end (a body
+//! abandoned half-way closes the connection instead, as its framing is unknown).
+//! HTTP/2: one shared connection multiplexes every request; it is replaced when it
+//! closes.
+
+use super::body::UpstreamBody;
+use crate::clock::now_ms;
+use arc_swap::ArcSwapOption;
+use crossbeam_queue::ArrayQueue;
+use hyper::client::conn::{http1, http2};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Idle HTTP/1.1 connections kept per backend; more are closed after use.
+const MAX_IDLE: usize = 512;
+
+pub type H1Sender = http1::SendRequest<UpstreamBody>;
+pub type H2Sender = http2::SendRequest<UpstreamBody>;
+
+pub struct ConnPool {
+    idle: ArrayQueue<(H1Sender, u64)>,
+    pub(super) h2: ArcSwapOption<H2Sender>,
+    pub(super) h2_connect: tokio::sync::Mutex<()>,
+    /// Connections opened so far (for metrics and tests of reuse).
+    pub opened: AtomicU64,
+}
+
+impl Default for ConnPool {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ConnPool {
+    pub fn new() -> Self {
+        ConnPool {
+            idle: ArrayQueue::new(MAX_IDLE),
+            h2: ArcSwapOption::empty(),
+            h2_connect: tokio::sync::Mutex::new(()),
+            opened: AtomicU64::new(0),
+        }
+    }
+
+    /// An idle HTTP/1.1 connection that has not been idle longer than `max_idle_ms`.
+    pub fn take_idle(&self, max_idle_ms: u64) -> Option<H1Sender> {
+        let now = now_ms();
+        while let Some((sender, since)) = self.idle.pop() {
+            if sender.is_closed() || now.saturating_sub(since) > max_idle_ms {
+                continue;
+            }
+            return Some(sender);
+        }
+        None
+    }
+
+    pub fn put_idle(&self, sender: H1Sender) {
+        if !sender.is_closed() {
+            // When full, the connection is dropped (and closed).
+            let _ = self.idle.push((sender, now_ms()));
+        }
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.len()
+    }
+
+    pub fn shared_h2(&self) -> Option<H2Sender> {
+        let guard = self.h2.load();
+        match guard.as_ref() {
+            Some(s) if !s.is_closed() => Some((**s).clone()),
+            _ => None,
+        }
+    }
+
+    pub(super) fn set_h2(&self, sender: Option<H2Sender>) {
+        self.h2.store(sender.map(Arc::new));
+    }
+
+    /// Drops every idle connection (backend removed or its address changed).
+    pub fn clear(&self) {
+        while self.idle.pop().is_some() {}
+        self.h2.store(None);
+    }
+
+    pub(super) fn count_open(&self) {
+        self.opened.fetch_add(1, Relaxed);
+    }
+}

@@ -1,0 +1,213 @@
+//! A compiled pool: its members in config order, its balancer, and the rules that
+//! decide which members may take a request right now.
+
+use super::backend::{AdminState, Backend};
+use super::balance::{Balancer, PickKey};
+use crate::clock::now_ms;
+use crate::config::{HealthCheckConfig, PassiveHealthConfig, PoolConfig, RetryConfig, Timeouts};
+use crate::rand;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+pub struct Member {
+    pub backend: Arc<Backend>,
+    pub weight: u32,
+    pub level: u32,
+    pub region: Option<String>,
+    pub health_check: Option<HealthCheckConfig>,
+    /// Stable hash of the backend's address (consistent hashing).
+    pub key_hash: u64,
+}
+
+/// Per-pool state that outlives a reload (failover decisions live here).
+#[derive(Default)]
+pub struct PoolState {
+    pub failover: crate::failover::PoolFailoverState,
+    pub retries: std::sync::atomic::AtomicU64,
+}
+
+pub struct Pool {
+    pub name: String,
+    /// Position in the runtime's pool list.
+    pub index: usize,
+    pub members: Vec<Member>,
+    pub balancer: Balancer,
+    pub retries: RetryConfig,
+    pub timeouts: Timeouts,
+    pub passive: PassiveHealthConfig,
+    pub fail_open: bool,
+    pub slow_start_ms: u64,
+    pub hash_key: Option<crate::config::HashKey>,
+    /// Distinct failover levels, ascending.
+    pub levels: Vec<u32>,
+    pub state: Arc<PoolState>,
+    pub config: PoolConfig,
+}
+
+/// Members already tried by one request (a retry goes elsewhere). Up to 64 members
+/// are tracked; beyond that a retry may land on a member tried before.
+#[derive(Default, Clone, Copy)]
+pub struct Tried(u64);
+
+impl Tried {
+    pub fn add(&mut self, i: usize) {
+        if i < 64 {
+            self.0 |= 1 << i;
+        }
+    }
+    pub fn has(&self, i: usize) -> bool {
+        i < 64 && self.0 & (1 << i) != 0
+    }
+    pub fn clear(&mut self) {
+        self.0 = 0;
+    }
+}
+
+pub enum Pick {
+    Member(usize),
+    /// No member can take the request (and fail_open does not apply).
+    NoneAvailable,
+    /// Every available member was tried already.
+    AllTried,
+}
+
+impl Pool {
+    pub fn new(
+        index: usize,
+        config: &PoolConfig,
+        backends: Vec<Arc<Backend>>,
+        state: Arc<PoolState>,
+    ) -> Pool {
+        let members: Vec<Member> = config
+            .backends
+            .iter()
+            .zip(backends)
+            .map(|(b, backend)| Member {
+                key_hash: rand::stable_hash(b.address.key.as_bytes()),
+                backend,
+                weight: b.weight,
+                level: b.failover_level,
+                region: b.region.clone(),
+                health_check: config.health_check_for(b),
+            })
+            .collect();
+        let mut levels: Vec<u32> = members.iter().map(|m| m.level).collect();
+        levels.sort_unstable();
+        levels.dedup();
+        Pool {
+            name: config.name.clone(),
+            index,
+            balancer: Balancer::new(config.algorithm, &members),
+            members,
+            retries: config.retries.clone(),
+            timeouts: config.timeouts,
+            passive: config.passive_health.clone(),
+            fail_open: config.fail_open,
+            slow_start_ms: config.slow_start.as_millis() as u64,
+            hash_key: config.hash_key.clone(),
+            levels,
+            state,
+            config: config.clone(),
+        }
+    }
+
+    pub fn member_index(&self, key: &str) -> Option<usize> {
+        self.members.iter().position(|m| m.backend.key() == key)
+    }
+
+    /// Whether any member of `level` is available now.
+    pub fn level_available(&self, level: u32, now: u64) -> bool {
+        self.members
+            .iter()
+            .any(|m| m.level == level && m.backend.available(now))
+    }
+
+    /// The lowest level with an available member, by health alone.
+    pub fn healthy_level(&self, now: u64) -> Option<u32> {
+        self.levels
+            .iter()
+            .copied()
+            .find(|&l| self.level_available(l, now))
+    }
+
+    /// Chooses a member for a request with `balancer` (the pool's, or a route's
+    /// override), skipping members in `tried`.
+    pub fn pick(&self, balancer: &Balancer, key: &PickKey, tried: &Tried) -> Pick {
+        let now = now_ms();
+        let n = self.members.len();
+        // The level traffic should go to: decided by the failover controller when the
+        // pool has backups, otherwise simply the lowest level with a healthy member.
+        let target = self.state.failover.route_level(self, now);
+        let mut any_available = false;
+        for &level in self.levels.iter().filter(|&&l| l >= target) {
+            let in_level = |i: usize| {
+                let m = &self.members[i];
+                m.level == level && m.backend.available(now)
+            };
+            if !(0..n).any(in_level) {
+                continue;
+            }
+            any_available = true;
+            let untried = |i: usize| in_level(i) && !tried.has(i);
+            if let Some(i) = self.pick_ramped(balancer, key, &untried, now) {
+                return Pick::Member(i);
+            }
+        }
+        // Levels below the target are used only when nothing at or above it is up
+        // (e.g. a manual failover to a backup level that is down).
+        for &level in self.levels.iter().filter(|&&l| l < target) {
+            let ok = |i: usize| {
+                let m = &self.members[i];
+                m.level == level && m.backend.available(now) && !tried.has(i)
+            };
+            if let Some(i) = balancer.pick(&self.members, key, &ok) {
+                return Pick::Member(i);
+            }
+        }
+        if any_available {
+            return Pick::AllTried;
+        }
+        if self.fail_open {
+            // Panic mode: every backend looks down, which more often means the checks
+            // are wrong than that all of them are; spread over those not taken out
+            // by an operator.
+            let ok = |i: usize| {
+                let b = &self.members[i].backend;
+                b.admin_state() == AdminState::Active && !tried.has(i)
+            };
+            if let Some(i) = balancer.pick(&self.members, key, &ok) {
+                return Pick::Member(i);
+            }
+        }
+        Pick::NoneAvailable
+    }
+
+    /// Applies slow start: a member that came back less than `slow_start` ago takes
+    /// part with a probability growing linearly from 0 to 1 over that time.
+    fn pick_ramped(
+        &self,
+        balancer: &Balancer,
+        key: &PickKey,
+        ok: &dyn Fn(usize) -> bool,
+        now: u64,
+    ) -> Option<usize> {
+        if self.slow_start_ms == 0 {
+            return balancer.pick(&self.members, key, ok);
+        }
+        let ramp = |i: usize| -> f64 {
+            let since = self.members[i].backend.up_since_ms.load(Relaxed);
+            if since == 0 || now >= since + self.slow_start_ms {
+                1.0
+            } else if now <= since {
+                0.0
+            } else {
+                (now - since) as f64 / self.slow_start_ms as f64
+            }
+        };
+        let draw = rand::unit();
+        let ramped = |i: usize| ok(i) && draw < ramp(i).max(0.02);
+        balancer
+            .pick(&self.members, key, &ramped)
+            .or_else(|| balancer.pick(&self.members, key, ok))
+    }
+}
