@@ -32,6 +32,15 @@ pub fn serve(loaded: Loaded, workers: Option<usize>, watch_file: bool) -> ExitCo
         }
     };
     rt.block_on(async move {
+        // Signal handlers first: a SIGHUP that arrives while starting must not kill
+        // the process (its default action).
+        let signals = match Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("fulcrum: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let app = match App::start(loaded).await {
             Ok(app) => app,
             Err(e) => {
@@ -45,21 +54,34 @@ pub fn serve(loaded: Loaded, workers: Option<usize>, watch_file: bool) -> ExitCo
             generation = app.generation(),
             "fulcrum started"
         );
-        match supervise(&app, watch_file).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("fulcrum: {e}");
-                ExitCode::FAILURE
-            }
-        }
+        supervise(&app, signals, watch_file).await;
+        ExitCode::SUCCESS
     })
 }
 
+pub struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
 /// Handles signals and file changes; returns after a graceful shutdown.
-async fn supervise(app: &Arc<App>, watch_file: bool) -> std::io::Result<()> {
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+async fn supervise(app: &Arc<App>, signals: Signals, watch_file: bool) {
+    let Signals {
+        mut hup,
+        mut term,
+        mut int,
+    } = signals;
     let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(1);
     let _watcher = match (&app.config_path, watch_file) {
         (Some(p), true) => watch(p, changed_tx),
@@ -85,7 +107,6 @@ async fn supervise(app: &Arc<App>, watch_file: bool) -> std::io::Result<()> {
     tracing::info!(timeout = ?timeout, "shutting down: draining in-flight requests");
     app.shutdown(timeout).await;
     tracing::info!("stopped");
-    Ok(())
 }
 
 fn report(r: Result<ReloadOutcome, ReloadError>) {

@@ -323,10 +323,11 @@ impl StatusMatcher {
 
     pub fn parse_one(text: &str) -> Result<(u16, u16), String> {
         let t = text.trim();
-        if t.len() == 3 && t.ends_with("xx") {
-            if let Some(d) = t[..1].parse::<u16>().ok().filter(|d| (1..=5).contains(d)) {
-                return Ok((d * 100, d * 100 + 99));
-            }
+        if t.len() == 3
+            && t.ends_with("xx")
+            && let Some(d) = t[..1].parse::<u16>().ok().filter(|d| (1..=5).contains(d))
+        {
+            return Ok((d * 100, d * 100 + 99));
         }
         match t.parse::<u16>() {
             Ok(c) if (100..=599).contains(&c) => Ok((c, c)),

@@ -67,10 +67,10 @@ pub fn decode_config(d: &mut Decoder, root: &Node, base_dir: &Path) -> Config {
             })
             .collect();
     }
-    if let Some(n) = m.get("shutdown_timeout") {
-        if let Some(v) = d.duration(n, "shutdown_timeout") {
-            cfg.shutdown_timeout = v;
-        }
+    if let Some(n) = m.get("shutdown_timeout")
+        && let Some(v) = d.duration(n, "shutdown_timeout")
+    {
+        cfg.shutdown_timeout = v;
     }
     if let Some(n) = m.get("pools") {
         cfg.pools = d
@@ -154,10 +154,10 @@ fn listener(d: &mut Decoder, n: &Node, base_dir: &Path) -> Option<ListenerConfig
             );
         }
     }
-    if let Some(h) = m.get("http2") {
-        if let Some(v) = d.boolean(h, "http2") {
-            l.http2 = v;
-        }
+    if let Some(h) = m.get("http2")
+        && let Some(v) = d.boolean(h, "http2")
+    {
+        l.http2 = v;
     }
     address.map(|_| l)
 }
@@ -278,18 +278,18 @@ fn acme(d: &mut Decoder, n: &Node, base_dir: &Path) -> Option<AcmeConfig> {
 
 fn admin(d: &mut Decoder, n: &Node) -> Option<AdminConfig> {
     let m = d.map(n, "admin", &["address", "token", "enabled"])?;
-    if let Some(e) = m.get("enabled") {
-        if d.boolean(e, "enabled") == Some(false) {
-            return None;
-        }
+    if let Some(e) = m.get("enabled")
+        && d.boolean(e, "enabled") == Some(false)
+    {
+        return None;
     }
     let mut a = AdminConfig::default();
-    if let Some(v) = m.get("address") {
-        if let Some(text) = d.scalar_string(v, "admin address") {
-            match parse_listen_address(&text) {
-                Ok(addr) => a.address = addr,
-                Err(e) => d.error(v.loc, e),
-            }
+    if let Some(v) = m.get("address")
+        && let Some(text) = d.scalar_string(v, "admin address")
+    {
+        match parse_listen_address(&text) {
+            Ok(addr) => a.address = addr,
+            Err(e) => d.error(v.loc, e),
         }
     }
     if let Some(v) = m.get("token") {
@@ -315,14 +315,14 @@ fn access_log(d: &mut Decoder, n: &Node, base_dir: &Path) -> AccessLogConfig {
     if let Some(v) = m.get("enabled").and_then(|v| d.boolean(v, "enabled")) {
         a.enabled = v;
     }
-    if let Some(v) = m.get("format") {
-        if let Some(f) = d.choice(
+    if let Some(v) = m.get("format")
+        && let Some(f) = d.choice(
             v,
             "format",
             &[("json", LogFormat::Json), ("text", LogFormat::Text)],
-        ) {
-            a.format = f;
-        }
+        )
+    {
+        a.format = f;
     }
     if let Some(v) = m.get("path").and_then(|v| d.string(v, "path")) {
         a.path = match v.as_str() {
@@ -537,7 +537,7 @@ fn backend(d: &mut Decoder, n: &Node) -> Option<BackendConfig> {
         .get("failover_level")
         .and_then(|v| d.int(v, "failover_level", 0, 100));
     match (shorthand, level) {
-        (Some(true), Some(l)) if l == 0 => d.error(
+        (Some(true), Some(0)) => d.error(
             m.key_loc("failover").unwrap_or(m.loc),
             "`failover: true` contradicts `failover_level: 0`",
         ),
@@ -1174,27 +1174,26 @@ fn validate(d: &mut Decoder, cfg: &Config) {
                 ),
             );
         }
-        if let Some(r) = l.redirect_http_from {
-            if let Some(prev) = seen_listeners.insert(r, l.loc) {
-                d.error(
-                    l.loc,
-                    format!(
-                        "redirect_http_from {r} is already used at line {}",
-                        prev.line
-                    ),
-                );
-            }
+        if let Some(r) = l.redirect_http_from
+            && let Some(prev) = seen_listeners.insert(r, l.loc)
+        {
+            d.error(
+                l.loc,
+                format!(
+                    "redirect_http_from {r} is already used at line {}",
+                    prev.line
+                ),
+            );
         }
     }
-    if let Some(a) = &cfg.admin {
-        if let Some(prev) = seen_listeners.get(&a.address) {
-            if a.address.port() != 0 {
-                d.error(
-                    *prev,
-                    format!("listener address {} is also the admin address", a.address),
-                );
-            }
-        }
+    if let Some(a) = &cfg.admin
+        && let Some(prev) = seen_listeners.get(&a.address)
+        && a.address.port() != 0
+    {
+        d.error(
+            *prev,
+            format!("listener address {} is also the admin address", a.address),
+        );
     }
     let mut pools: HashMap<&str, &PoolConfig> = HashMap::new();
     for p in &cfg.pools {
@@ -1231,16 +1230,16 @@ fn validate(d: &mut Decoder, cfg: &Config) {
             _ => {}
         }
         for b in &p.backends {
-            if let Some(h) = p.health_check_for(b) {
-                if h.timeout > h.interval {
-                    d.error(
-                        b.loc,
-                        format!(
-                            "health check of {}: timeout ({:?}) is longer than interval ({:?})",
-                            b.address.key, h.timeout, h.interval
-                        ),
-                    );
-                }
+            if let Some(h) = p.health_check_for(b)
+                && h.timeout > h.interval
+            {
+                d.error(
+                    b.loc,
+                    format!(
+                        "health check of {}: timeout ({:?}) is longer than interval ({:?})",
+                        b.address.key, h.timeout, h.interval
+                    ),
+                );
             }
         }
     }
@@ -1273,18 +1272,16 @@ fn validate(d: &mut Decoder, cfg: &Config) {
                 }
             }
         }
-        if r.load_balancing == Some(Algorithm::Hash) {
-            if let RouteTarget::Pool { name, loc } = &r.target {
-                if pools
-                    .get(name.as_str())
-                    .is_some_and(|p| p.hash_key.is_none())
-                {
-                    d.error(
-                        *loc,
-                        format!("load_balancing hash needs `hash_key` on pool `{name}`"),
-                    );
-                }
-            }
+        if r.load_balancing == Some(Algorithm::Hash)
+            && let RouteTarget::Pool { name, loc } = &r.target
+            && pools
+                .get(name.as_str())
+                .is_some_and(|p| p.hash_key.is_none())
+        {
+            d.error(
+                *loc,
+                format!("load_balancing hash needs `hash_key` on pool `{name}`"),
+            );
         }
     }
 }

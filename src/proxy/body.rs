@@ -64,10 +64,9 @@ impl UpstreamStream {
         }
         self.finished = true;
         if let (true, Lease::H1(sender)) = (clean, std::mem::replace(&mut self.lease, Lease::None))
+            && let Some(b) = &self.completion.backend
         {
-            if let Some(b) = &self.completion.backend {
-                b.conns.put_idle(sender);
-            }
+            b.conns.put_idle(sender);
         }
         if !clean {
             self.completion.aborted = true;
@@ -128,13 +127,13 @@ impl Body for ProxyBody {
                                 }
                             }
                         }
-                        if let Some(t) = &mut s.idle_timer {
-                            if t.as_mut().poll(cx).is_ready() {
-                                s.finish(false);
-                                return Poll::Ready(Some(Err(
-                                    "backend sent nothing for timeouts.idle".into(),
-                                )));
-                            }
+                        if let Some(t) = &mut s.idle_timer
+                            && t.as_mut().poll(cx).is_ready()
+                        {
+                            s.finish(false);
+                            return Poll::Ready(Some(Err(
+                                "backend sent nothing for timeouts.idle".into(),
+                            )));
                         }
                         Poll::Pending
                     }

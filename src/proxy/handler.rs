@@ -164,15 +164,16 @@ fn upstream_path(route: &Route, uri: &Uri) -> PathAndQuery {
 /// Picks the pool for a request: the route's pool, or a split variant (sticky by
 /// cookie when asked). Returns the pool, the balancer to use, the variant index and
 /// a cookie to set.
-fn choose_pool<'r>(
-    route: &'r Route,
-    headers: &HeaderMap,
-) -> Option<(
+/// The pool a request goes to, the balancer to use, the split variant, and a
+/// cookie to set.
+type Chosen<'r> = (
     &'r Arc<Pool>,
     Option<&'r Balancer>,
     Option<usize>,
     Option<HeaderValue>,
-)> {
+);
+
+fn choose_pool<'r>(route: &'r Route, headers: &HeaderMap) -> Option<Chosen<'r>> {
     match &route.target {
         Target::Pool { pool, balancer } => Some((pool, balancer.as_ref(), None, None)),
         Target::Split {
@@ -184,17 +185,15 @@ fn choose_pool<'r>(
             if variants.is_empty() || *total_weight == 0 {
                 return None;
             }
-            if *sticky {
-                if let Some(name) = hdr::cookie(headers, cookie) {
-                    if let Some(i) = variants
-                        .iter()
-                        .position(|v| v.pool.name == name && v.weight > 0)
-                    {
-                        let v = &variants[i];
-                        v.requests.fetch_add(1, Relaxed);
-                        return Some((&v.pool, v.balancer.as_ref(), Some(i), None));
-                    }
-                }
+            if *sticky
+                && let Some(name) = hdr::cookie(headers, cookie)
+                && let Some(i) = variants
+                    .iter()
+                    .position(|v| v.pool.name == name && v.weight > 0)
+            {
+                let v = &variants[i];
+                v.requests.fetch_add(1, Relaxed);
+                return Some((&v.pool, v.balancer.as_ref(), Some(i), None));
             }
             let mut r = crate::rand::below(*total_weight as u64) as u32;
             let i = variants
@@ -271,17 +270,17 @@ pub async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<Proxy
                 .to_string(),
         );
     }
-    if let Some(g) = &ctx.guard {
-        if g.is_bad(index) {
-            let mut resp = local(
-                done,
-                StatusCode::BAD_REQUEST,
-                "conflicting Content-Length and Transfer-Encoding",
-            );
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return resp;
-        }
+    if let Some(g) = &ctx.guard
+        && g.is_bad(index)
+    {
+        let mut resp = local(
+            done,
+            StatusCode::BAD_REQUEST,
+            "conflicting Content-Length and Transfer-Encoding",
+        );
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
     }
     if host_value.is_none() && req.version() == Version::HTTP_11 {
         return local(done, StatusCode::BAD_REQUEST, "missing Host header");
@@ -464,11 +463,11 @@ pub async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<Proxy
                 done.attempts = attempts;
                 done.upstream_us = Some(upstream_us);
                 done.status = status.as_u16();
-                if status == StatusCode::SWITCHING_PROTOCOLS {
-                    if let Some(client_up) = client_upgrade {
-                        let upstream_up = hyper::upgrade::on(&mut resp);
-                        return tunnel(app, resp, client_up, upstream_up, done, &request_id, route);
-                    }
+                if status == StatusCode::SWITCHING_PROTOCOLS
+                    && let Some(client_up) = client_upgrade
+                {
+                    let upstream_up = hyper::upgrade::on(&mut resp);
+                    return tunnel(app, resp, client_up, upstream_up, done, &request_id, route);
                 }
                 let (mut rparts, rbody) = resp.into_parts();
                 hdr::remove_hop_by_hop(&mut rparts.headers, false);

@@ -17,18 +17,18 @@ pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connect
 /// `Connection`. With `keep_upgrade`, `Upgrade` survives and `Connection: upgrade` is
 /// set again, for a protocol switch that must reach the other side.
 pub fn remove_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(conn) = h.get(header::CONNECTION) {
-        if conn.as_bytes().contains(&b',') || !is_standard_connection_token(conn.as_bytes()) {
-            let named: Vec<HeaderName> = conn
-                .to_str()
-                .unwrap_or("")
-                .split(',')
-                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-                .filter(|n| !(keep_upgrade && n == header::UPGRADE))
-                .collect();
-            for n in named {
-                h.remove(n);
-            }
+    if let Some(conn) = h.get(header::CONNECTION)
+        && (conn.as_bytes().contains(&b',') || !is_standard_connection_token(conn.as_bytes()))
+    {
+        let named: Vec<HeaderName> = conn
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+            .collect();
+        for n in named {
+            h.remove(n);
         }
     }
     h.remove(header::CONNECTION);
@@ -165,29 +165,26 @@ pub fn add_forwarding(
     }
     // Forwarded (RFC 7239)
     let mut fwd = String::with_capacity(64);
-    if trusted {
-        if let Some(prev) = h.get(&FORWARDED).and_then(|v| v.to_str().ok()) {
-            fwd.push_str(prev);
-            fwd.push_str(", ");
-        }
+    if trusted && let Some(prev) = h.get(&FORWARDED).and_then(|v| v.to_str().ok()) {
+        fwd.push_str(prev);
+        fwd.push_str(", ");
     }
     fwd.push_str("for=");
     fwd.push_str(&peer.forwarded_for);
     fwd.push_str(";proto=");
     fwd.push_str(scheme);
-    if let Some(host) = host.and_then(|v| v.to_str().ok()) {
-        if host
+    if let Some(host) = host.and_then(|v| v.to_str().ok())
+        && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-        {
-            fwd.push_str(";host=");
-            if host.contains(':') {
-                fwd.push('"');
-                fwd.push_str(host);
-                fwd.push('"');
-            } else {
-                fwd.push_str(host);
-            }
+    {
+        fwd.push_str(";host=");
+        if host.contains(':') {
+            fwd.push('"');
+            fwd.push_str(host);
+            fwd.push('"');
+        } else {
+            fwd.push_str(host);
         }
     }
     if let Ok(v) = HeaderValue::from_str(&fwd) {
@@ -215,10 +212,10 @@ pub fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     for v in h.get_all(header::COOKIE) {
         let Ok(s) = v.to_str() else { continue };
         for pair in s.split(';') {
-            if let Some((k, val)) = pair.trim().split_once('=') {
-                if k == name {
-                    return Some(val.trim_matches('"'));
-                }
+            if let Some((k, val)) = pair.trim().split_once('=')
+                && k == name
+            {
+                return Some(val.trim_matches('"'));
             }
         }
     }

@@ -15,7 +15,7 @@ struct PrefixTable {
 impl PrefixTable {
     fn insert(&mut self, prefix: &str, route: usize) {
         self.entries.push((prefix.to_string(), route));
-        self.entries.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.entries.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
     }
 
     fn find(&self, path: &str) -> Option<usize> {
@@ -49,7 +49,7 @@ impl Router {
                         let mut t = PrefixTable::default();
                         t.insert(prefix, route);
                         self.wildcard.push((suffix.clone(), t));
-                        self.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+                        self.wildcard.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
                     }
                 }
             }
@@ -68,10 +68,9 @@ impl Router {
             if host.len() > suffix.len() + 1
                 && host.ends_with(suffix.as_str())
                 && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+                && let Some(r) = table.find(path)
             {
-                if let Some(r) = table.find(path) {
-                    return Some(r);
-                }
+                return Some(r);
             }
         }
         self.any.find(path)

@@ -1,0 +1,176 @@
+//! Real HTTP backends in the test process, on 127.0.0.1 ephemeral ports.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+pub type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+pub type Handler = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync,
+>;
+
+pub fn full(s: impl Into<Bytes>) -> Body {
+    Full::new(s.into()).map_err(|e| match e {}).boxed()
+}
+
+/// What a backend saw of one request.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub version: http::Version,
+    pub headers: http::HeaderMap,
+}
+
+pub struct TestBackend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    accept: Option<JoinSet<()>>,
+    conns: Arc<Mutex<JoinSet<()>>>,
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl TestBackend {
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("backend saw no request")
+    }
+
+    /// Stops listening and drops every open connection (like a crashed server).
+    pub fn stop(&mut self) {
+        self.accept.take();
+        self.conns.lock().unwrap().abort_all();
+    }
+
+    /// A backend that answers 200 with its name and echoes what it saw (JSON).
+    pub async fn echo(name: &str) -> TestBackend {
+        Self::echo_at(name, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    pub async fn echo_at(name: &str, addr: SocketAddr) -> TestBackend {
+        let n = name.to_string();
+        Self::start_at(
+            name,
+            addr,
+            Arc::new(move |req| Box::pin(echo_handler(n.clone(), req))),
+        )
+        .await
+    }
+
+    pub async fn start(name: &str, handler: Handler) -> TestBackend {
+        Self::start_at(name, "127.0.0.1:0".parse().unwrap(), handler).await
+    }
+
+    pub async fn start_at(name: &str, addr: SocketAddr, handler: Handler) -> TestBackend {
+        let listener = TcpListener::bind(addr).await.expect("bind backend");
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let conns = Arc::new(Mutex::new(JoinSet::new()));
+        let mut accept = JoinSet::new();
+        let (h, s, c) = (hits.clone(), seen.clone(), conns.clone());
+        accept.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let handler = handler.clone();
+                let (h, s) = (h.clone(), s.clone());
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    s.lock().unwrap().push(Seen {
+                        method: req.method().to_string(),
+                        uri: req.uri().to_string(),
+                        version: req.version(),
+                        headers: req.headers().clone(),
+                    });
+                    let fut = handler(req);
+                    async move { Ok::<_, Infallible>(fut.await) }
+                });
+                c.lock().unwrap().spawn(async move {
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        TestBackend {
+            name: name.to_string(),
+            addr,
+            hits,
+            seen,
+            accept: Some(accept),
+            conns,
+        }
+    }
+}
+
+async fn echo_handler(name: String, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().to_string();
+    let uri = req.uri().to_string();
+    let headers: serde_json::Map<String, serde_json::Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                serde_json::Value::from(v.to_str().unwrap_or("")),
+            )
+        })
+        .collect();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let v = serde_json::json!({
+        "backend": name,
+        "method": method,
+        "uri": uri,
+        "headers": headers,
+        "body_len": body.len(),
+        "body_sum": checksum(&body),
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("x-backend", name)
+        .header("content-type", "application/json")
+        .body(full(v.to_string()))
+        .unwrap()
+}
+
+/// FNV-1a over a byte stream, to compare large bodies end to end.
+pub fn checksum(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}

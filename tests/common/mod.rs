@@ -1,0 +1,282 @@
+//! Shared test support: the real `fulcrum` binary started with a config, real
+//! backend servers on 127.0.0.1 ephemeral ports, and small HTTP/WebSocket clients.
+#![allow(dead_code)]
+
+pub mod backend;
+pub mod client;
+pub mod ws;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Generous deadline for anything we poll for.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "fulcrum-test-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).expect("write file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fulcrum")
+}
+
+/// Log lines of a child process, collected by a reader thread.
+#[derive(Clone, Default)]
+pub struct Lines {
+    inner: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl Lines {
+    pub fn all(&self) -> Vec<String> {
+        self.inner.0.lock().unwrap().clone()
+    }
+
+    /// Waits until a line satisfies `pred`; returns it.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        let (lock, cv) = &*self.inner;
+        let mut lines = lock.lock().unwrap();
+        loop {
+            if let Some(l) = lines.iter().find(|l| pred(l)) {
+                return l.clone();
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                panic!(
+                    "timed out waiting for {what}; log so far:\n{}",
+                    lines.join("\n")
+                );
+            }
+            lines = cv.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+
+    pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.inner
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| pred(l))
+            .count()
+    }
+
+    fn push(&self, line: String) {
+        let (lock, cv) = &*self.inner;
+        lock.lock().unwrap().push(line);
+        cv.notify_all();
+    }
+
+    pub fn spawn_reader(&self, r: impl std::io::Read + Send + 'static) {
+        let lines = self.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines() {
+                match line {
+                    Ok(l) => lines.push(l),
+                    Err(_) => break,
+                }
+            }
+        });
+    }
+}
+
+/// A running `fulcrum` process.
+pub struct Fulcrum {
+    pub child: Child,
+    pub stderr: Lines,
+    pub stdout: Lines,
+    pub dir: TempDir,
+    pub config: PathBuf,
+}
+
+impl Fulcrum {
+    /// Writes `config` to a temp dir and runs `fulcrum run` on it; waits until
+    /// every listener is up.
+    pub fn start(config: &str) -> Fulcrum {
+        Self::start_args(config, &[])
+    }
+
+    pub fn start_args(config: &str, extra: &[&str]) -> Fulcrum {
+        let dir = TempDir::new("run");
+        let path = dir.write("fulcrum.yaml", config);
+        let p = path.to_str().unwrap().to_string();
+        let mut args = vec!["--log-format", "json", "run", "-c", p.as_str()];
+        args.extend_from_slice(extra);
+        Self::spawn(dir, path.clone(), &args)
+    }
+
+    pub fn spawn(dir: TempDir, config: PathBuf, args: &[&str]) -> Fulcrum {
+        let mut child = Command::new(bin())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn fulcrum");
+        let stderr = Lines::default();
+        stderr.spawn_reader(child.stderr.take().unwrap());
+        let stdout = Lines::default();
+        stdout.spawn_reader(child.stdout.take().unwrap());
+        let f = Fulcrum {
+            child,
+            stderr,
+            stdout,
+            dir,
+            config,
+        };
+        f.stderr.wait_for("startup", |l| {
+            l.contains("fulcrum started") || l.contains("\"level\":\"ERROR\"")
+        });
+        f
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The bound address of the listener configured as `configured` (e.g.
+    /// "127.0.0.1:0" appears once per listener; `nth` picks among equal ones).
+    pub fn listener(&self, nth: usize) -> SocketAddr {
+        let lines: Vec<String> = self
+            .stderr
+            .all()
+            .into_iter()
+            .filter(|l| l.contains("\"message\":\"listening\""))
+            .collect();
+        let line = lines.get(nth).unwrap_or_else(|| {
+            panic!("no listener #{nth}; log:\n{}", self.stderr.all().join("\n"))
+        });
+        let v: serde_json::Value = serde_json::from_str(line).expect("json log line");
+        v["address"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// The address a named log field reported in a line with `message`.
+    pub fn logged_addr(&self, message: &str) -> SocketAddr {
+        let line = self.stderr.wait_for(message, |l| {
+            l.contains(&format!("\"message\":\"{message}\""))
+        });
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+        v["address"].as_str().unwrap().parse().unwrap()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    pub fn rewrite_config(&self, text: &str) {
+        // Write atomically so a file watcher never sees half a file.
+        let tmp = self.dir.path("next.yaml");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self) -> i32 {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "fulcrum did not exit; log:\n{}",
+                    self.stderr.all().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Access-log lines (JSON objects that carry a request_id).
+    pub fn access_lines(&self) -> Vec<serde_json::Value> {
+        self.stderr
+            .all()
+            .iter()
+            .filter(|l| l.contains("\"request_id\"") && l.contains("\"status\""))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Fulcrum {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `fulcrum validate` on a config text; returns (exit code, stdout, stderr).
+pub fn validate(config: &str) -> (i32, String, String) {
+    validate_env(config, &[])
+}
+
+pub fn validate_env(config: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    let dir = TempDir::new("validate");
+    let path = dir.write("fulcrum.yaml", config);
+    let out = Command::new(bin())
+        .args(["validate", "-c", path.to_str().unwrap()])
+        .envs(env.iter().copied())
+        .output()
+        .expect("run validate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).replace(path.to_str().unwrap(), "CFG"),
+    )
+}
+
+/// Polls `f` until it returns Some, or panics after DEADLINE.
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

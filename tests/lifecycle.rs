@@ -1,0 +1,230 @@
+//! Reload and shutdown of the real binary: SIGHUP, file watch, invalid configs,
+//! SIGTERM with requests in flight.
+
+mod common;
+
+use bytes::Bytes;
+use common::backend::{TestBackend, full};
+use common::client;
+use common::{Fulcrum, ws};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+fn config(pools: &str, routes: &str) -> String {
+    format!("listeners:\n  - address: \"127.0.0.1:0\"\npools:\n{pools}routes:\n{routes}")
+}
+
+fn pool(name: &str, b: &TestBackend) -> String {
+    format!("  - name: {name}\n    backends: [\"{}\"]\n", b.addr)
+}
+
+/// Sends GETs on a few keep-alive connections until stopped; counts failures.
+fn background_load(
+    addr: std::net::SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(usize, usize)> {
+    tokio::spawn(async move {
+        let mut ok = 0;
+        let mut failed = 0;
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        // Bounded in count and time.
+        for _ in 0..20_000 {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let req = Request::get("/")
+                .header("host", "x")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            match sender.send_request(req).await {
+                Ok(r) if r.status() == StatusCode::OK => {
+                    let _ = http_body_util::BodyExt::collect(r.into_body()).await;
+                    ok += 1
+                }
+                _ => failed += 1,
+            }
+        }
+        (ok, failed)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_a_route_without_dropping_anything() {
+    let a = TestBackend::echo("a").await;
+    let b = TestBackend::echo("b").await;
+    let w = TestBackend::start("ws", Arc::new(|req| Box::pin(ws::echo_upgrade(req)))).await;
+    let routes = "  - { path_prefix: /, pool: a }\n  - { path_prefix: /ws, pool: ws }\n";
+    let pools = format!("{}{}", pool("a", &a), pool("ws", &w));
+    let f = Fulcrum::start(&config(&pools, routes));
+    let addr = f.listener(0);
+    let pid = f.pid();
+    assert_eq!(
+        client::get(addr, "/new")
+            .await
+            .header("x-backend")
+            .as_deref(),
+        Some("a")
+    );
+
+    let mut socket = ws::WsClient::connect(addr, "/ws").await;
+    assert_eq!(socket.echo("before").await, "before");
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = background_load(addr, stop.clone());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let pools2 = format!("{pools}{}", pool("b", &b));
+    f.rewrite_config(&config(
+        &pools2,
+        &format!("{routes}  - {{ path_prefix: /new, pool: b }}\n"),
+    ));
+    f.signal(libc::SIGHUP);
+    f.stderr.wait_for("reload", |l| {
+        l.contains("configuration applied") && l.contains("\"generation\":2")
+    });
+    common::eventually("the new route", || async {
+        (client::get(addr, "/new")
+            .await
+            .header("x-backend")
+            .as_deref()
+            == Some("b"))
+        .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (ok, failed) = load.await.unwrap();
+    assert!(ok > 0);
+    assert_eq!(failed, 0, "requests failed during the reload");
+    assert_eq!(f.pid(), pid);
+    assert_eq!(
+        socket.echo("after").await,
+        "after",
+        "the WebSocket did not survive the reload"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_reload_keeps_the_old_config_serving() {
+    let a = TestBackend::echo("a").await;
+    let f = Fulcrum::start(&config(&pool("a", &a), "  - { path_prefix: /, pool: a }\n"));
+    let addr = f.listener(0);
+    f.rewrite_config("listeners: [\"127.0.0.1:0\"]\npools:\n  - name: a\n    backends: [\"nope:xx\"]\nroutes:\n  - { path_prefix: /, pool: missing }\n");
+    f.signal(libc::SIGHUP);
+    let line = f
+        .stderr
+        .wait_for("rejection", |l| l.contains("reload rejected"));
+    assert!(
+        line.contains("fulcrum.yaml:4:"),
+        "error lacks file:line:col: {line}"
+    );
+    f.stderr.wait_for("second error", |l| {
+        l.contains("reload rejected") && l.contains("unknown pool")
+    });
+    let r = client::get(addr, "/").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("x-backend").as_deref(), Some("a"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_change_is_picked_up_without_a_signal() {
+    let a = TestBackend::echo("a").await;
+    let b = TestBackend::echo("b").await;
+    let f = Fulcrum::start(&config(&pool("p", &a), "  - { path_prefix: /, pool: p }\n"));
+    let addr = f.listener(0);
+    f.rewrite_config(&config(&pool("p", &b), "  - { path_prefix: /, pool: p }\n"));
+    common::eventually("the watched file to be applied", || async {
+        (client::get(addr, "/").await.header("x-backend").as_deref() == Some("b")).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_slow_request_finish_and_exits_zero() {
+    let started = Arc::new(AtomicUsize::new(0));
+    let s2 = started.clone();
+    let slow = TestBackend::start(
+        "slow",
+        Arc::new(move |_req| {
+            let s = s2.clone();
+            Box::pin(async move {
+                s.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                Response::new(full("finished"))
+            })
+        }),
+    )
+    .await;
+    let mut f = Fulcrum::start(&format!(
+        "shutdown_timeout: 20s\n{}",
+        config(&pool("s", &slow), "  - { path_prefix: /, pool: s }\n")
+    ));
+    let addr = f.listener(0);
+    let req = tokio::spawn(async move { client::get(addr, "/").await });
+    common::eventually("the backend to get the request", || async {
+        (started.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    f.signal(libc::SIGTERM);
+    // New connections are refused once it stops accepting.
+    common::eventually("the listener to close", || async {
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    let r = req.await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "finished");
+    assert_eq!(f.wait_exit(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_listener_on_reload_and_a_removed_one() {
+    let a = TestBackend::echo("a").await;
+    let routes = "  - { path_prefix: /, pool: a }\n";
+    let f = Fulcrum::start(&config(&pool("a", &a), routes));
+    let first = f.listener(0);
+    // Add a second listener (a fixed free port so both configs name it).
+    let second = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let two = format!(
+        "listeners:\n  - address: \"127.0.0.1:0\"\n  - address: \"{second}\"\npools:\n{}routes:\n{routes}",
+        pool("a", &a)
+    );
+    f.rewrite_config(&two);
+    f.signal(libc::SIGHUP);
+    f.stderr.wait_for("second listener", |l| {
+        l.contains("listening") && l.contains(&second.to_string())
+    });
+    assert_eq!(client::get(second, "/").await.status, StatusCode::OK);
+    assert_eq!(
+        client::get(first, "/").await.status,
+        StatusCode::OK,
+        "the unchanged listener was disturbed"
+    );
+    // And remove it again.
+    f.rewrite_config(&config(&pool("a", &a), routes));
+    f.signal(libc::SIGHUP);
+    f.stderr
+        .wait_for("removal", |l| l.contains("listener removed"));
+    common::eventually("the removed listener to close", || async {
+        tokio::net::TcpStream::connect(second)
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(client::get(first, "/").await.status, StatusCode::OK);
+}

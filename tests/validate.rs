@@ -1,0 +1,158 @@
+//! `fulcrum validate` on good and bad configs: every error, with FILE:LINE:COL.
+
+mod common;
+
+use common::validate;
+
+fn assert_errors(config: &str, expected: &[&str]) {
+    let (code, out, err) = validate(config);
+    assert_eq!(code, 1, "expected failure; stdout={out} stderr={err}");
+    for e in expected {
+        assert!(
+            err.lines().any(|l| l.starts_with("CFG:") && l.contains(e)),
+            "missing `{e}` in:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn good_config_is_ok() {
+    let (code, out, err) = validate(
+        "
+listeners:
+  - address: \"0.0.0.0:8080\"
+  - \":8081\"
+access_log: { enabled: true, format: json, path: stderr }
+limits: { max_header_bytes: 64KiB, max_body_bytes: 10MB, header_read_timeout: 10s, max_connections: 100 }
+trusted_proxies: [\"10.0.0.0/8\", \"192.168.1.1\"]
+shutdown_timeout: 30s
+pools:
+  - name: app
+    algorithm: round_robin
+    backends:
+      - address: \"10.0.0.11:80\"
+      - address: \"http://10.0.0.12:8080\"
+        weight: 3
+      - \"h2c://10.0.0.13:9000\"
+    timeouts: { connect: 5s, response_header: 60s, idle: 90s }
+routes:
+  - host: app.example.com
+    path_prefix: /
+    pool: app
+    strip_prefix: false
+    headers:
+      request: { set: { X-Env: prod }, remove: [X-Debug] }
+      response: { set: {}, remove: [Server] }
+  - host: \"*.example.com\"
+    pool: app
+  - pool: app
+",
+    );
+    assert_eq!((code, out.trim()), (0, "ok"), "{err}");
+}
+
+#[test]
+fn json_config_is_ok() {
+    let (code, out, err) = validate(
+        r#"{"listeners": [{"address": "127.0.0.1:8080"}], "pools": [{"name": "a", "backends": ["127.0.0.1:9"]}], "routes": [{"pool": "a"}]}"#,
+    );
+    assert_eq!((code, out.trim()), (0, "ok"), "{err}");
+}
+
+#[test]
+fn unknown_keys_with_position_and_suggestion() {
+    assert_errors(
+        "pools:\n  - name: a\n    algoritm: round_robin\n    backends: [\"127.0.0.1:1\"]\nroutes:\n  - pool: a\n    pathprefix: /x\nbogus: 1\n",
+        &[
+            "CFG:3:5: unknown key `algoritm` in a pool (did you mean `algorithm`?)",
+            "CFG:7:5: unknown key `pathprefix`",
+            "CFG:8:1: unknown key `bogus`",
+        ],
+    );
+}
+
+#[test]
+fn bad_types_durations_and_sizes() {
+    assert_errors(
+        "shutdown_timeout: 5x\nlimits:\n  max_header_bytes: lots\n  max_connections: many\n  header_read_timeout: 10\npools:\n  - name: a\n    backends: \"127.0.0.1:1\"\n    timeouts: { connect: -1s }\nroutes: []\n",
+        &[
+            "CFG:1:19: shutdown_timeout: unknown unit `x`",
+            "CFG:3:21: max_header_bytes",
+            "CFG:4:20: max_connections must be an integer",
+            "CFG:5:24: header_read_timeout: duration `10` needs a unit",
+            "CFG:8:15: backends must be a list",
+            "CFG:9:26: connect",
+        ],
+    );
+}
+
+#[test]
+fn duplicate_names_and_unknown_pools() {
+    assert_errors(
+        "pools:\n  - name: a\n    backends: [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n  - name: a\n    backends: []\nroutes:\n  - { pool: b }\n  - { host: x.com, pool: a }\n  - { host: x.com, pool: a }\n",
+        &[
+            "CFG:4:11: duplicate pool name `a`",
+            "duplicate backend 127.0.0.1:1 in pool `a`",
+            "CFG:7:13: route refers to unknown pool `b`",
+            "CFG:9:5: duplicate route",
+        ],
+    );
+}
+
+#[test]
+fn bad_addresses() {
+    assert_errors(
+        "listeners:\n  - address: \"999.1.1.1:80\"\n  - address: \"localhost\"\npools:\n  - name: a\n    backends: [\"ftp://x:1\", \"host:notaport\", \"::1:80\"]\nroutes: [{ pool: a }]\ntrusted_proxies: [\"10.0.0.0/99\"]\n",
+        &[
+            "CFG:2:14: invalid listen address `999.1.1.1:80`",
+            "CFG:3:14: invalid listen address `localhost`",
+            "unsupported scheme in backend address `ftp://x:1`",
+            "bad port `notaport`",
+            "IPv6 addresses must be written in brackets",
+            "CFG:8:19: invalid trusted proxy",
+        ],
+    );
+}
+
+#[test]
+fn syntax_error_has_a_position() {
+    assert_errors("pools:\n  - name: [a\n  b: 1\n", &["CFG:3:4: "]);
+}
+
+#[test]
+fn unbuilt_features_are_rejected_not_ignored() {
+    assert_errors(
+        "cluster: { node_id: n1 }\ndiscovery: { docker: true }\npools: []\nroutes: []\n",
+        &[
+            "CFG:1:1: `cluster` (high availability of the proxy) is not supported yet",
+            "CFG:2:1: `discovery`",
+        ],
+    );
+}
+
+#[test]
+fn env_interpolation() {
+    let (code, _, err) = common::validate_env(
+        "pools:\n  - name: a\n    backends: [\"${FULCRUM_TEST_BACKEND}\"]\nroutes: [{ pool: a }]\n",
+        &[("FULCRUM_TEST_BACKEND", "127.0.0.1:4321")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_errors(
+        "pools:\n  - name: a\n    backends: [\"${UNSET_FULCRUM_VAR_X}\"]\nroutes: [{ pool: a }]\n",
+        &["CFG:3:16: backend address `` has no host"],
+    );
+}
+
+#[test]
+fn shipped_example_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/fulcrum.yaml");
+    let out = std::process::Command::new(common::bin())
+        .args(["validate", "-c", path])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
