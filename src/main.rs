@@ -50,3 +50,8 @@ fn main() -> ExitCode {
         Command::Proxy(p) => cli::proxy::run(p),
     }
 }
+
+// mimalloc: the request path allocates many small short-lived objects (header maps,
+// buffers); glibc malloc spent ~12% of user CPU on them in profiles.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -49,11 +49,6 @@ pub fn serve(loaded: Loaded, workers: Option<usize>, watch_file: bool) -> ExitCo
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(
-            version = env!("CARGO_PKG_VERSION"),
-            generation = app.generation(),
-            "fulcrum started"
-        );
         supervise(&app, signals, watch_file).await;
         ExitCode::SUCCESS
     })
@@ -87,6 +82,12 @@ async fn supervise(app: &Arc<App>, signals: Signals, watch_file: bool) {
         (Some(p), true) => watch(p, changed_tx),
         _ => None,
     };
+    // Everything that reacts to the outside is in place: say so.
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        generation = app.generation(),
+        "fulcrum started"
+    );
     loop {
         tokio::select! {
             _ = hup.recv() => {
