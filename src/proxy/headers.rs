@@ -13,36 +13,60 @@ pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    n == header::CONNECTION
+        || n == header::TE
+        || n == header::TRAILER
+        || n == header::TRANSFER_ENCODING
+        || n == header::UPGRADE
+        || n == header::PROXY_AUTHORIZATION
+        || n == KEEP_ALIVE
+        || n == PROXY_CONNECTION
+}
+
 /// Removes hop-by-hop headers (RFC 9110 7.6.1): the fixed set and any named in
 /// `Connection`. With `keep_upgrade`, `Upgrade` survives and `Connection: upgrade` is
 /// set again, for a protocol switch that must reach the other side.
 pub fn remove_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(conn) = h.get(header::CONNECTION)
-        && (conn.as_bytes().contains(&b',') || !is_standard_connection_token(conn.as_bytes()))
-    {
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .filter(|n| !(keep_upgrade && n == header::UPGRADE))
-            .collect();
-        for n in named {
-            h.remove(n);
+    // One pass over the names first: most messages carry none of these, and a
+    // lookup per name would hash each one.
+    let mut present: [Option<HeaderName>; 8] = Default::default();
+    let mut n = 0;
+    for name in h.keys() {
+        if n < present.len() && is_hop_by_hop(name) && !(keep_upgrade && name == header::UPGRADE) {
+            present[n] = Some(name.clone());
+            n += 1;
         }
     }
-    h.remove(header::CONNECTION);
-    h.remove(&KEEP_ALIVE);
-    h.remove(&PROXY_CONNECTION);
-    h.remove(header::TE);
-    h.remove(header::TRAILER);
-    h.remove(header::TRANSFER_ENCODING);
-    h.remove(header::PROXY_AUTHORIZATION);
+    if n > 0 {
+        let mut named: Vec<HeaderName> = Vec::new();
+        for conn in h.get_all(header::CONNECTION) {
+            let v = conn.as_bytes();
+            if v.contains(&b',') || !is_standard_connection_token(v) {
+                named.extend(
+                    conn.to_str()
+                        .unwrap_or("")
+                        .split(',')
+                        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+                        .filter(|n| !(keep_upgrade && n == header::UPGRADE)),
+                );
+            }
+        }
+        for name in named {
+            h.remove(name);
+        }
+        for name in present.iter().take(n).flatten() {
+            h.remove(name);
+        }
+    }
     if keep_upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        h.remove(header::UPGRADE);
     }
+}
+
+/// A header value built in a buffer that becomes the value without a copy.
+fn value_from(buf: Vec<u8>) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(buf)).ok()
 }
 
 fn is_standard_connection_token(v: &[u8]) -> bool {
@@ -142,7 +166,7 @@ pub fn add_forwarding(
             v.extend_from_slice(prev.as_bytes());
             v.extend_from_slice(b", ");
             v.extend_from_slice(peer.xff.as_bytes());
-            if let Ok(v) = HeaderValue::from_bytes(&v) {
+            if let Some(v) = value_from(v) {
                 h.insert(X_FORWARDED_FOR.clone(), v);
             }
         }
@@ -164,30 +188,31 @@ pub fn add_forwarding(
         }
     }
     // Forwarded (RFC 7239)
-    let mut fwd = String::with_capacity(64);
-    if trusted && let Some(prev) = h.get(&FORWARDED).and_then(|v| v.to_str().ok()) {
-        fwd.push_str(prev);
-        fwd.push_str(", ");
+    let mut fwd: Vec<u8> = Vec::with_capacity(96);
+    if trusted && let Some(prev) = h.get(&FORWARDED) {
+        fwd.extend_from_slice(prev.as_bytes());
+        fwd.extend_from_slice(b", ");
     }
-    fwd.push_str("for=");
-    fwd.push_str(&peer.forwarded_for);
-    fwd.push_str(";proto=");
-    fwd.push_str(scheme);
-    if let Some(host) = host.and_then(|v| v.to_str().ok())
+    fwd.extend_from_slice(b"for=");
+    fwd.extend_from_slice(peer.forwarded_for.as_bytes());
+    fwd.extend_from_slice(b";proto=");
+    fwd.extend_from_slice(scheme.as_bytes());
+    if let Some(host) = host.map(|v| v.as_bytes())
+        && !host.is_empty()
         && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(b))
     {
-        fwd.push_str(";host=");
-        if host.contains(':') {
-            fwd.push('"');
-            fwd.push_str(host);
-            fwd.push('"');
+        fwd.extend_from_slice(b";host=");
+        if host.contains(&b':') {
+            fwd.push(b'"');
+            fwd.extend_from_slice(host);
+            fwd.push(b'"');
         } else {
-            fwd.push_str(host);
+            fwd.extend_from_slice(host);
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&fwd) {
+    if let Some(v) = value_from(fwd) {
         h.insert(FORWARDED.clone(), v);
     }
     // Via
@@ -197,7 +222,7 @@ pub fn add_forwarding(
             v.extend_from_slice(prev.as_bytes());
             v.extend_from_slice(b", ");
             v.extend_from_slice(via.as_bytes());
-            if let Ok(v) = HeaderValue::from_bytes(&v) {
+            if let Some(v) = value_from(v) {
                 h.insert(header::VIA, v);
             }
         }

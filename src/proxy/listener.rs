@@ -196,6 +196,7 @@ async fn serve(
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let mut conn = pin!(conn);
         tokio::select! {
+            biased;
             r = conn.as_mut() => { log_conn_end(r.err()); return; }
             _ = stop.cancelled() => {}
         }
@@ -217,6 +218,7 @@ async fn serve(
             .with_upgrades();
         let mut conn = pin!(conn);
         tokio::select! {
+            biased;
             r = conn.as_mut() => { log_conn_end(r.err()); return; }
             _ = stop.cancelled() => {}
         }
