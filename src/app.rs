@@ -28,11 +28,13 @@ pub struct App {
     /// Cancelled on shutdown: listeners stop accepting, connections wind down.
     pub shutdown: CancellationToken,
     pub config_path: Option<PathBuf>,
+    pub events: crate::events::Events,
     state: tokio::sync::Mutex<ReloadState>,
 }
 
 struct ReloadState {
     listeners: HashMap<SocketAddr, ListenerHandle>,
+    health: crate::health::HealthChecks,
     text: String,
     generation: u64,
 }
@@ -74,8 +76,10 @@ impl App {
             tunnels: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             config_path: loaded.path,
+            events: crate::events::Events::default(),
             state: tokio::sync::Mutex::new(ReloadState {
                 listeners: HashMap::new(),
+                health: crate::health::HealthChecks::default(),
                 text: loaded.text,
                 generation: 1,
             }),
@@ -89,6 +93,7 @@ impl App {
             tracing::info!(address = %handle.local_addr, configured = %l.address, "listening");
             state.listeners.insert(l.address, handle);
         }
+        state.health.reconcile(&app);
         drop(state);
         Ok(app)
     }
@@ -190,9 +195,16 @@ impl App {
                     false
                 }
             });
+        state.health.reconcile(self);
         state.text = text;
         state.generation = generation;
         tracing::info!(generation, "configuration applied");
+        self.events.record(
+            "config.applied",
+            None,
+            None,
+            format!("configuration generation {generation} applied"),
+        );
         Ok(ReloadOutcome::Applied(generation))
     }
 

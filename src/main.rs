@@ -39,6 +39,9 @@ enum Command {
     },
     /// Zero-config reverse proxy: fulcrum proxy --from :8080 --to http://10.0.0.1:80 --to ...
     Proxy(cli::proxy::ProxyArgs),
+    /// Self-contained demo: the proxy plus three local backends, one of which fails
+    /// and recovers every ~20 s. Ctrl-C stops everything.
+    Demo(cli::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Run { config, workers } => cli::run::run(config, workers),
         Command::Validate { config } => cli::validate(config),
         Command::Proxy(p) => cli::proxy::run(p),
+        Command::Demo(d) => cli::demo::run(d),
     }
 }
 

@@ -71,7 +71,7 @@ impl Signals {
 }
 
 /// Handles signals and file changes; returns after a graceful shutdown.
-async fn supervise(app: &Arc<App>, signals: Signals, watch_file: bool) {
+pub async fn supervise(app: &Arc<App>, signals: Signals, watch_file: bool) {
     let Signals {
         mut hup,
         mut term,

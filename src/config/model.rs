@@ -342,10 +342,23 @@ impl StatusMatcher {
 pub struct HealthCheckConfig {
     pub path: String,
     pub interval: Duration,
+    /// How often a backend that is down is probed (default: a quarter of
+    /// `interval`, at least 100ms), so it rejoins soon after it recovers.
+    pub down_interval: Option<Duration>,
     pub timeout: Duration,
     pub expected_status: StatusMatcher,
     pub unhealthy_threshold: u32,
     pub healthy_threshold: u32,
+}
+
+impl HealthCheckConfig {
+    pub fn down_interval(&self) -> Duration {
+        self.down_interval.unwrap_or_else(|| {
+            (self.interval / 4)
+                .max(Duration::from_millis(100))
+                .min(self.interval)
+        })
+    }
 }
 
 impl Default for HealthCheckConfig {
@@ -353,6 +366,7 @@ impl Default for HealthCheckConfig {
         HealthCheckConfig {
             path: "/health".into(),
             interval: Duration::from_secs(5),
+            down_interval: None,
             timeout: Duration::from_secs(2),
             expected_status: StatusMatcher::class(2),
             unhealthy_threshold: 2,
@@ -367,6 +381,7 @@ impl Default for HealthCheckConfig {
 pub struct HealthCheckOverride {
     pub path: Option<String>,
     pub interval: Option<Duration>,
+    pub down_interval: Option<Duration>,
     pub timeout: Option<Duration>,
     pub expected_status: Option<StatusMatcher>,
     pub unhealthy_threshold: Option<u32>,
@@ -378,6 +393,7 @@ impl HealthCheckOverride {
         HealthCheckConfig {
             path: self.path.clone().unwrap_or_else(|| base.path.clone()),
             interval: self.interval.unwrap_or(base.interval),
+            down_interval: self.down_interval.or(base.down_interval),
             timeout: self.timeout.unwrap_or(base.timeout),
             expected_status: self
                 .expected_status
@@ -411,6 +427,17 @@ pub struct RetryConfig {
     pub try_duration: Duration,
     pub try_interval: Duration,
     pub methods: Vec<Method>,
+    /// Hedged requests: a bodyless request of a listed method whose backend has not
+    /// answered within this delay is also sent to another backend; the first
+    /// answer wins.
+    pub hedge_after: Option<HedgeDelay>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HedgeDelay {
+    /// From the pool's recent latency: smoothed latency + 4 x its deviation.
+    Auto,
+    Fixed(Duration),
 }
 
 impl Default for RetryConfig {
@@ -425,6 +452,7 @@ impl Default for RetryConfig {
                 Method::PUT,
                 Method::DELETE,
             ],
+            hedge_after: None,
         }
     }
 }

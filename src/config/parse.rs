@@ -576,6 +576,7 @@ fn health_check(d: &mut Decoder, n: &Node) -> Option<HealthCheckOverride> {
         &[
             "path",
             "interval",
+            "down_interval",
             "timeout",
             "expected_status",
             "unhealthy_threshold",
@@ -597,6 +598,15 @@ fn health_check(d: &mut Decoder, n: &Node) -> Option<HealthCheckOverride> {
         d.error(
             m.get("interval").map(|n| n.loc).unwrap_or(m.loc),
             "interval must be more than 0",
+        );
+    }
+    h.down_interval = m
+        .get("down_interval")
+        .and_then(|v| d.duration(v, "down_interval"));
+    if h.down_interval == Some(std::time::Duration::ZERO) {
+        d.error(
+            m.get("down_interval").map(|n| n.loc).unwrap_or(m.loc),
+            "down_interval must be more than 0",
         );
     }
     h.timeout = m.get("timeout").and_then(|v| d.duration(v, "timeout"));
@@ -646,9 +656,24 @@ fn passive_health(d: &mut Decoder, n: &Node) -> PassiveHealthConfig {
 
 fn retries(d: &mut Decoder, n: &Node) -> RetryConfig {
     let mut r = RetryConfig::default();
-    let Some(m) = d.map(n, "retries", &["try_duration", "try_interval", "methods"]) else {
+    let Some(m) = d.map(
+        n,
+        "retries",
+        &["try_duration", "try_interval", "methods", "hedge_after"],
+    ) else {
         return r;
     };
+    if let Some(v) = m.get_raw("hedge_after") {
+        r.hedge_after = match &v.value {
+            Value::Null | Value::Bool(false) => None,
+            Value::Str(s) if s == "off" => None,
+            Value::Str(s) if s == "auto" => Some(HedgeDelay::Auto),
+            _ => d
+                .duration(v, "hedge_after")
+                .filter(|d| !d.is_zero())
+                .map(HedgeDelay::Fixed),
+        };
+    }
     if let Some(v) = m
         .get("try_duration")
         .and_then(|v| d.duration(v, "try_duration"))
@@ -1228,19 +1253,6 @@ fn validate(d: &mut Decoder, cfg: &Config) {
                 format!("pool `{}`: hash_key only applies to algorithm hash", p.name),
             ),
             _ => {}
-        }
-        for b in &p.backends {
-            if let Some(h) = p.health_check_for(b)
-                && h.timeout > h.interval
-            {
-                d.error(
-                    b.loc,
-                    format!(
-                        "health check of {}: timeout ({:?}) is longer than interval ({:?})",
-                        b.address.key, h.timeout, h.interval
-                    ),
-                );
-            }
         }
     }
     let mut seen_routes: HashMap<(Option<HostMatch>, &str), Loc> = HashMap::new();

@@ -9,7 +9,6 @@ use crate::upstream::body::BodyStats;
 use http::{HeaderValue, Method};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 pub struct Completion {
@@ -18,6 +17,8 @@ pub struct Completion {
     pub route: Option<usize>,
     pub pool: Option<usize>,
     pub backend: Option<Arc<Backend>>,
+    /// Keeps the backend's in-flight count until the request is over.
+    pub in_flight: Option<crate::upstream::backend::InFlight>,
     pub started: Instant,
     /// Time until the chosen backend's response headers, in microseconds.
     pub upstream_us: Option<u64>,
@@ -53,6 +54,7 @@ impl Completion {
             route: None,
             pool: None,
             backend: None,
+            in_flight: None,
             started,
             upstream_us: None,
             attempts: 0,
@@ -75,9 +77,7 @@ impl Completion {
             return;
         }
         self.done = true;
-        if let Some(b) = &self.backend {
-            b.in_flight.fetch_sub(1, Relaxed);
-        }
+        self.in_flight = None;
         self.app.telemetry.request_done(self);
         if let Some(log) = self.app.access_log.load().as_ref() {
             log.write(self);

@@ -8,6 +8,7 @@ use super::respond;
 use crate::app::App;
 use crate::config::{HashKey, Scheme};
 use crate::runtime::{Route, Runtime, Target};
+use crate::upstream::backend::{Backend, InFlight};
 use crate::upstream::balance::{Balancer, PickKey};
 use crate::upstream::body::{BodyStats, ClientBody, Replay, UpstreamBody};
 use crate::upstream::client::{self, SendError};
@@ -395,9 +396,17 @@ pub async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<Proxy
     let mut tried = Tried::default();
     let mut attempts: u32 = 0;
     let mut last_error: Option<(StatusCode, String)> = None;
-    loop {
-        let member_idx = match pool.pick(balancer, &key, &tried) {
-            Pick::Member(i) => i,
+    pool.state.earn_hedge();
+    // Only requests without a body, of a method that may be retried after it was
+    // sent, are hedged.
+    let hedge = if retry_after_send && body_is_empty {
+        pool.hedge_delay()
+    } else {
+        None
+    };
+    let won = loop {
+        let Some(member_idx) = (match pool.pick(balancer, &key, &tried) {
+            Pick::Member(i) => Some(i),
             pick => {
                 let can_wait =
                     !retry.try_duration.is_zero() && Instant::now() + retry.try_interval < deadline;
@@ -409,131 +418,238 @@ pub async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<Proxy
                 if attempts == 0 || matches!(pick, Pick::NoneAvailable) && last_error.is_none() {
                     return local(done, StatusCode::SERVICE_UNAVAILABLE, "no healthy backend");
                 }
-                break;
+                None
             }
+        }) else {
+            break None;
         };
-        let member = &pool.members[member_idx];
-        let backend = &member.backend;
         tried.add(member_idx);
-        let mut request = match pending.take() {
-            Some(r) => r,
-            None => {
-                // Rebuild for another attempt: only possible with an empty or
-                // replayable body.
-                let body = if body_is_empty {
-                    UpstreamBody::Empty
-                } else {
-                    match &replay {
-                        Some(r) if r.replayable() => {
-                            UpstreamBody::Replay(r.reader(attempts as u64 + 1))
-                        }
-                        _ => break,
-                    }
-                };
-                match out.build(body) {
-                    Some(r) => r,
-                    None => break,
+        let request = match pending.take() {
+            Some(r) => Some(r),
+            // Rebuild for another attempt: only possible with an empty or
+            // replayable body.
+            None if body_is_empty => out.build(UpstreamBody::Empty),
+            None => match &replay {
+                Some(r) if r.replayable() => {
+                    out.build(UpstreamBody::Replay(r.reader(attempts as u64 + 1)))
                 }
-            }
+                _ => None,
+            },
         };
+        let Some(request) = request else { break None };
         attempts += 1;
         if attempts > 1 {
             pool.state.retries.fetch_add(1, Relaxed);
         }
-        address_for(
-            &mut request,
-            &out,
-            backend.address.scheme,
-            &backend.address.key,
-        );
-        backend.in_flight.fetch_add(1, Relaxed);
-        backend.requests.fetch_add(1, Relaxed);
-        let sent_at = Instant::now();
-        match client::send(backend, request, &pool.timeouts).await {
-            Ok((mut resp, lease)) => {
-                let upstream_us = sent_at.elapsed().as_micros() as u64;
-                backend.observe_latency(upstream_us as f64);
-                let status = resp.status();
-                if pool.passive.unhealthy_status.matches(status.as_u16())
-                    && backend.record_failure(&pool.passive)
-                {
-                    tracing::warn!(pool = %pool.name, backend = %backend.key(), status = status.as_u16(), "backend taken out: too many failed responses");
-                }
-                done.backend = Some(backend.clone());
-                done.attempts = attempts;
-                done.upstream_us = Some(upstream_us);
-                done.status = status.as_u16();
-                if status == StatusCode::SWITCHING_PROTOCOLS
-                    && let Some(client_up) = client_upgrade
-                {
-                    let upstream_up = hyper::upgrade::on(&mut resp);
-                    return tunnel(app, resp, client_up, upstream_up, done, &request_id, route);
-                }
-                let (mut rparts, rbody) = resp.into_parts();
-                hdr::remove_hop_by_hop(&mut rparts.headers, false);
-                hdr::apply_ops(&mut rparts.headers, &route.headers.response);
-                rparts.headers.insert(X_REQUEST_ID.clone(), request_id);
-                if let Some(c) = set_cookie {
-                    rparts.headers.append(header::SET_COOKIE, c);
-                }
-                rparts.version = client_version;
-                let stream = UpstreamStream::new(rbody, lease, done, pool.timeouts.idle);
-                return Response::from_parts(rparts, ProxyBody::Upstream(Box::new(stream)));
-            }
-            Err((err, returned)) => {
-                backend.in_flight.fetch_sub(1, Relaxed);
-                if let Some(s) = &stats {
-                    if s.too_large.load(Relaxed) {
-                        done.attempts = attempts;
-                        let mut resp = local(
-                            done,
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "body larger than limits.max_body_bytes",
-                        );
-                        resp.headers_mut()
-                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                        return resp;
-                    }
-                    if s.client_error.load(Relaxed) {
-                        done.attempts = attempts;
-                        return local(
-                            done,
-                            StatusCode::BAD_REQUEST,
-                            "could not read the request body",
-                        );
-                    }
-                }
-                let status = match err {
-                    SendError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-                    _ => StatusCode::BAD_GATEWAY,
+        let (first, first_req) = Attempt::start(pool, member_idx, request, &out);
+        let first_backend = first.backend.clone();
+        let mut first_fut = std::pin::pin!(client::send(&first_backend, first_req, &pool.timeouts));
+        // Wait for the first answer, or for the hedge delay.
+        let early = match hedge {
+            Some(delay) => tokio::select! {
+                biased;
+                r = first_fut.as_mut() => Some(r),
+                _ = tokio::time::sleep(delay) => None,
+            },
+            None => Some(first_fut.as_mut().await),
+        };
+        let mut outcomes: Vec<(Attempt, client::SendResult)> = Vec::with_capacity(2);
+        match early {
+            Some(r) => outcomes.push((first, r)),
+            None => {
+                // Hedge: the same request to another backend, if one is free and
+                // the budget allows; the first answer wins.
+                let second = match pool.pick(balancer, &key, &tried) {
+                    Pick::Member(i) if pool.state.spend_hedge() => out
+                        .build(UpstreamBody::Empty)
+                        .map(|req| Attempt::start(pool, i, req, &out)),
+                    _ => None,
                 };
-                if backend.record_failure(&pool.passive) {
-                    tracing::warn!(pool = %pool.name, backend = %backend.key(), error = %err, "backend taken out: too many failures");
-                }
-                tracing::debug!(pool = %pool.name, backend = %backend.key(), attempt = attempts, error = %err, "upstream attempt failed");
-                let nothing_sent = returned.is_some();
-                pending = returned;
-                last_error = Some((status, err.to_string()));
-                let retryable = !retry.try_duration.is_zero()
-                    && Instant::now() < deadline
-                    && (nothing_sent
-                        || (retry_after_send
-                            && (body_is_empty || replay.as_ref().is_some_and(|r| r.replayable()))));
-                if !retryable {
-                    break;
+                match second {
+                    None => outcomes.push((first, first_fut.as_mut().await)),
+                    Some((second, second_req)) => {
+                        tried.add(second.idx);
+                        attempts += 1;
+                        pool.state.hedges.fetch_add(1, Relaxed);
+                        let second_backend = second.backend.clone();
+                        let mut second_fut = std::pin::pin!(client::send(
+                            &second_backend,
+                            second_req,
+                            &pool.timeouts
+                        ));
+                        let (mut first, mut second) = (Some(first), Some(second));
+                        let (mut first_done, mut second_done) = (false, false);
+                        while !(first_done && second_done) {
+                            tokio::select! {
+                                r = first_fut.as_mut(), if !first_done => {
+                                    first_done = true;
+                                    let ok = r.is_ok();
+                                    outcomes.push((first.take().expect("first attempt"), r));
+                                    if ok { break; }
+                                }
+                                r = second_fut.as_mut(), if !second_done => {
+                                    second_done = true;
+                                    let ok = r.is_ok();
+                                    outcomes.push((second.take().expect("second attempt"), r));
+                                    if ok { break; }
+                                }
+                            }
+                        }
+                        // The slower one is abandoned; it counts as a failure of its
+                        // backend, and its wait feeds that backend's latency.
+                        if let Some(loser) = first.take().or(second.take()) {
+                            loser
+                                .backend
+                                .observe_latency(loser.sent_at.elapsed().as_micros() as f64);
+                            if loser.backend.record_failure(&pool.passive) {
+                                ejected(app, pool, &loser.backend, "slower than a hedged request");
+                            }
+                        }
+                    }
                 }
             }
         }
-    }
-    done.attempts = attempts;
-    let (status, detail) =
-        last_error.unwrap_or((StatusCode::BAD_GATEWAY, "no backend could be tried".into()));
-    tracing::debug!(request_id = ?done.request_id, %status, %detail, "request failed");
-    let detail = match status {
-        StatusCode::GATEWAY_TIMEOUT => "backend did not answer in time",
-        _ => "backend unreachable",
+        let mut winner = None;
+        for (attempt, result) in outcomes {
+            match result {
+                Ok((resp, lease)) => winner = Some((attempt, resp, lease)),
+                Err((err, returned)) => {
+                    if let Some(s) = &stats {
+                        if s.too_large.load(Relaxed) {
+                            done.attempts = attempts;
+                            let mut resp = local(
+                                done,
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                "body larger than limits.max_body_bytes",
+                            );
+                            resp.headers_mut()
+                                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                            return resp;
+                        }
+                        if s.client_error.load(Relaxed) {
+                            done.attempts = attempts;
+                            return local(
+                                done,
+                                StatusCode::BAD_REQUEST,
+                                "could not read the request body",
+                            );
+                        }
+                    }
+                    let status = match err {
+                        SendError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                        _ => StatusCode::BAD_GATEWAY,
+                    };
+                    if attempt.backend.record_failure(&pool.passive) {
+                        ejected(app, pool, &attempt.backend, &err.to_string());
+                    }
+                    tracing::debug!(pool = %pool.name, backend = %attempt.backend.key(), attempt = attempts, error = %err, "upstream attempt failed");
+                    if returned.is_some() {
+                        pending = returned;
+                    }
+                    last_error = Some((status, err.to_string()));
+                }
+            }
+        }
+        if let Some(w) = winner {
+            break Some(w);
+        }
+        let nothing_sent = pending.is_some();
+        let retryable = !retry.try_duration.is_zero()
+            && Instant::now() < deadline
+            && (nothing_sent
+                || (retry_after_send
+                    && (body_is_empty || replay.as_ref().is_some_and(|r| r.replayable()))));
+        if !retryable {
+            break None;
+        }
     };
-    local(done, status, detail)
+    done.attempts = attempts;
+    let Some((attempt, mut resp, lease)) = won else {
+        let (status, detail) =
+            last_error.unwrap_or((StatusCode::BAD_GATEWAY, "no backend could be tried".into()));
+        tracing::debug!(request_id = ?done.request_id, %status, %detail, "request failed");
+        let detail = match status {
+            StatusCode::GATEWAY_TIMEOUT => "backend did not answer in time",
+            _ => "backend unreachable",
+        };
+        return local(done, status, detail);
+    };
+    let backend = &attempt.backend;
+    let upstream_us = attempt.sent_at.elapsed().as_micros() as u64;
+    backend.observe_latency(upstream_us as f64);
+    pool.state.observe_latency(upstream_us as f64);
+    let status = resp.status();
+    if pool.passive.unhealthy_status.matches(status.as_u16())
+        && backend.record_failure(&pool.passive)
+    {
+        ejected(app, pool, backend, &format!("status {}", status.as_u16()));
+    }
+    done.backend = Some(backend.clone());
+    done.in_flight = Some(attempt.guard);
+    done.upstream_us = Some(upstream_us);
+    done.status = status.as_u16();
+    if status == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_up) = client_upgrade
+    {
+        let upstream_up = hyper::upgrade::on(&mut resp);
+        return tunnel(app, resp, client_up, upstream_up, done, &request_id, route);
+    }
+    let (mut rparts, rbody) = resp.into_parts();
+    hdr::remove_hop_by_hop(&mut rparts.headers, false);
+    hdr::apply_ops(&mut rparts.headers, &route.headers.response);
+    rparts.headers.insert(X_REQUEST_ID.clone(), request_id);
+    if let Some(c) = set_cookie {
+        rparts.headers.append(header::SET_COOKIE, c);
+    }
+    rparts.version = client_version;
+    let stream = UpstreamStream::new(rbody, lease, done, pool.timeouts.idle);
+    Response::from_parts(rparts, ProxyBody::Upstream(Box::new(stream)))
+}
+
+/// One try of a request on one backend.
+struct Attempt {
+    idx: usize,
+    backend: Arc<Backend>,
+    guard: InFlight,
+    sent_at: Instant,
+}
+
+impl Attempt {
+    /// Counts the request in flight on the member and shapes it for its protocol.
+    fn start(
+        pool: &Pool,
+        idx: usize,
+        mut request: Request<UpstreamBody>,
+        out: &Outgoing,
+    ) -> (Attempt, Request<UpstreamBody>) {
+        let backend = pool.members[idx].backend.clone();
+        address_for(
+            &mut request,
+            out,
+            backend.address.scheme,
+            &backend.address.key,
+        );
+        let attempt = Attempt {
+            idx,
+            guard: InFlight::new(backend.clone()),
+            backend,
+            sent_at: Instant::now(),
+        };
+        (attempt, request)
+    }
+}
+
+fn ejected(app: &App, pool: &Pool, backend: &Backend, reason: &str) {
+    tracing::warn!(pool = %pool.name, backend = %backend.key(), %reason, "backend taken out for passive_health.fail_duration");
+    app.events.record(
+        "backend.ejected",
+        Some(&pool.name),
+        Some(backend.key()),
+        format!(
+            "{} failures within {:?}: {reason}",
+            pool.passive.max_fails, pool.passive.fail_duration
+        ),
+    );
 }
 
 /// Answers 101 to the client and joins the two upgraded connections. The request

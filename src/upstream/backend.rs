@@ -61,6 +61,23 @@ pub struct Backend {
     pub up_since_ms: AtomicU64,
 }
 
+/// One request in flight on a backend: counted from creation until dropped.
+pub struct InFlight(pub std::sync::Arc<Backend>);
+
+impl InFlight {
+    pub fn new(backend: std::sync::Arc<Backend>) -> Self {
+        backend.in_flight.fetch_add(1, Relaxed);
+        backend.requests.fetch_add(1, Relaxed);
+        InFlight(backend)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
 impl Backend {
     pub fn new(pool: &str, address: BackendAddress) -> Self {
         Backend {

@@ -56,6 +56,7 @@ pub enum Lease {
 /// The request comes back with the error when it was certainly not sent, so that a
 /// retry can reuse it as is.
 pub type Failed = (SendError, Option<Request<UpstreamBody>>);
+pub type SendResult = Result<(Response<Incoming>, Lease), Failed>;
 
 /// Sends `req` to `backend`. The URI must already be in the form the backend's
 /// protocol needs (origin-form for HTTP/1.1, absolute for HTTP/2).

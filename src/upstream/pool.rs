@@ -7,7 +7,8 @@ use crate::clock::now_ms;
 use crate::config::{HealthCheckConfig, PassiveHealthConfig, PoolConfig, RetryConfig, Timeouts};
 use crate::rand;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 pub struct Member {
     pub backend: Arc<Backend>,
@@ -20,10 +21,71 @@ pub struct Member {
 }
 
 /// Per-pool state that outlives a reload (failover decisions live here).
-#[derive(Default)]
 pub struct PoolState {
     pub failover: crate::failover::PoolFailoverState,
-    pub retries: std::sync::atomic::AtomicU64,
+    pub retries: AtomicU64,
+    pub hedges: AtomicU64,
+    /// Smoothed response-header latency and its deviation, in microseconds
+    /// (f64 bits), as TCP estimates round-trip times.
+    srtt_us: AtomicU64,
+    rttvar_us: AtomicU64,
+    /// Hedging budget in tenths of a hedge: each request adds one, a hedge costs
+    /// ten, so at most about 10% of requests are hedged.
+    hedge_tokens: AtomicU64,
+}
+
+const HEDGE_TOKEN_CAP: u64 = 1000;
+
+impl Default for PoolState {
+    fn default() -> Self {
+        PoolState {
+            failover: Default::default(),
+            retries: AtomicU64::new(0),
+            hedges: AtomicU64::new(0),
+            srtt_us: AtomicU64::new(0),
+            rttvar_us: AtomicU64::new(0),
+            // Room for ten hedges from the start.
+            hedge_tokens: AtomicU64::new(100),
+        }
+    }
+}
+
+impl PoolState {
+    pub fn observe_latency(&self, us: f64) {
+        let srtt = f64::from_bits(self.srtt_us.load(Relaxed));
+        if srtt == 0.0 {
+            self.srtt_us.store(us.to_bits(), Relaxed);
+            self.rttvar_us.store((us / 2.0).to_bits(), Relaxed);
+            return;
+        }
+        let var = f64::from_bits(self.rttvar_us.load(Relaxed));
+        let var = 0.75 * var + 0.25 * (srtt - us).abs();
+        let srtt = 0.875 * srtt + 0.125 * us;
+        self.srtt_us.store(srtt.to_bits(), Relaxed);
+        self.rttvar_us.store(var.to_bits(), Relaxed);
+    }
+
+    /// The adaptive hedge delay: smoothed latency + 4 deviations, at least 5 ms.
+    pub fn auto_hedge_delay(&self) -> Duration {
+        let srtt = f64::from_bits(self.srtt_us.load(Relaxed));
+        let var = f64::from_bits(self.rttvar_us.load(Relaxed));
+        let us = (srtt + 4.0 * var).max(5_000.0);
+        Duration::from_micros(us as u64)
+    }
+
+    /// Adds budget for one request.
+    pub fn earn_hedge(&self) {
+        if self.hedge_tokens.load(Relaxed) < HEDGE_TOKEN_CAP {
+            self.hedge_tokens.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Takes the budget for one hedge, if there is enough.
+    pub fn spend_hedge(&self) -> bool {
+        self.hedge_tokens
+            .fetch_update(Relaxed, Relaxed, |t| t.checked_sub(10))
+            .is_ok()
+    }
 }
 
 pub struct Pool {
@@ -108,6 +170,14 @@ impl Pool {
             levels,
             state,
             config: config.clone(),
+        }
+    }
+
+    /// How long to wait before hedging a request, if this pool hedges.
+    pub fn hedge_delay(&self) -> Option<Duration> {
+        match self.retries.hedge_after? {
+            crate::config::HedgeDelay::Fixed(d) => Some(d),
+            crate::config::HedgeDelay::Auto => Some(self.state.auto_hedge_delay()),
         }
     }
 

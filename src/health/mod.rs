@@ -1,0 +1,198 @@
+//! Active health checks: one task per checked backend, reconciled on every reload.
+//! They write the backend's health atomics; the request path only reads them.
+//! Passive health (failures seen in live traffic) lives in `upstream::backend`.
+
+use crate::app::App;
+use crate::config::HealthCheckConfig;
+use crate::upstream::backend::{AdminState, Backend};
+use crate::upstream::body::UpstreamBody;
+use crate::upstream::client;
+use http::{HeaderValue, Request, header};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// The running checkers, keyed by backend identity.
+#[derive(Default)]
+pub struct HealthChecks {
+    running: HashMap<usize, Checker>,
+}
+
+struct Checker {
+    config: HealthCheckConfig,
+    backend: Arc<Backend>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl HealthChecks {
+    /// Starts checkers for backends that need one, restarts those whose check
+    /// changed, and stops the rest.
+    pub fn reconcile(&mut self, app: &Arc<App>) {
+        let rt = app.runtime.load_full();
+        let mut wanted: HashMap<usize, (Arc<Backend>, HealthCheckConfig)> = HashMap::new();
+        for (_, m) in rt.backends() {
+            if let Some(hc) = &m.health_check {
+                wanted.insert(
+                    Arc::as_ptr(&m.backend) as usize,
+                    (m.backend.clone(), hc.clone()),
+                );
+            }
+        }
+        self.running
+            .retain(|key, c| wanted.get(key).is_some_and(|(_, hc)| *hc == c.config));
+        for (key, (backend, hc)) in wanted {
+            if self.running.contains_key(&key) {
+                continue;
+            }
+            backend.checked.store(true, Relaxed);
+            let task = tokio::spawn(run(Arc::downgrade(app), backend.clone(), hc.clone()));
+            self.running.insert(
+                key,
+                Checker {
+                    config: hc,
+                    backend,
+                    task,
+                },
+            );
+        }
+        // Backends without a check any more count as up.
+        for (_, m) in rt.backends() {
+            if m.health_check.is_none() && m.backend.checked.swap(false, Relaxed) {
+                m.backend.set_active_up(true);
+            }
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Backends being checked (for tests and the API).
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
+        self.running.values().map(|c| &c.backend)
+    }
+}
+
+/// The verdict of one probe.
+pub enum Probe {
+    Pass,
+    Fail(String),
+}
+
+/// Sends one health-check request and judges the answer.
+pub async fn probe(backend: &Arc<Backend>, hc: &HealthCheckConfig) -> Probe {
+    let mut req = Request::new(UpstreamBody::Empty);
+    *req.uri_mut() = match hc.path.parse() {
+        Ok(u) => u,
+        Err(_) => return Probe::Fail(format!("invalid path {}", hc.path)),
+    };
+    if let Ok(h) = HeaderValue::from_str(&backend.address.key) {
+        req.headers_mut().insert(header::HOST, h);
+    }
+    req.headers_mut().insert(
+        header::USER_AGENT,
+        HeaderValue::from_static("fulcrum-health-check"),
+    );
+    if backend.address.scheme == crate::config::Scheme::H2c {
+        *req.version_mut() = http::Version::HTTP_2;
+        let uri = format!("http://{}{}", backend.address.key, hc.path);
+        if let Ok(u) = uri.parse() {
+            *req.uri_mut() = u;
+        }
+    }
+    let timeouts = crate::config::Timeouts {
+        connect: hc.timeout,
+        response_header: hc.timeout,
+        idle: Duration::from_secs(90),
+    };
+    let work = async {
+        match client::send(backend, req, &timeouts).await {
+            Ok((resp, lease)) => {
+                let status = resp.status().as_u16();
+                // Read the (small) body so the connection can be reused.
+                let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+                if let (true, client::Lease::H1(sender)) = (body.is_ok(), lease) {
+                    backend.conns.put_idle(sender);
+                }
+                if hc.expected_status.matches(status) {
+                    Probe::Pass
+                } else {
+                    Probe::Fail(format!("status {status}"))
+                }
+            }
+            Err((e, _)) => Probe::Fail(e.to_string()),
+        }
+    };
+    match tokio::time::timeout(hc.timeout, work).await {
+        Ok(p) => p,
+        Err(_) => Probe::Fail(format!("no answer within {:?}", hc.timeout)),
+    }
+}
+
+/// A backend's checker: probes every `interval` (more often while the backend is
+/// down, so that it rejoins quickly) and flips its health after the thresholds.
+async fn run(app: Weak<App>, backend: Arc<Backend>, hc: HealthCheckConfig) {
+    loop {
+        let verdict = probe(&backend, &hc).await;
+        let Some(app) = app.upgrade() else { return };
+        match verdict {
+            Probe::Pass => {
+                backend.consecutive_fail.store(0, Relaxed);
+                let ok = backend.consecutive_ok.fetch_add(1, Relaxed) + 1;
+                backend.last_check_error.store(None);
+                if !backend.active_up() && ok >= hc.healthy_threshold {
+                    backend.set_active_up(true);
+                    backend.clear_ejection();
+                    tracing::info!(pool = %backend.pool, backend = %backend.key(), "backend is up: health check passed");
+                    app.events.record(
+                        "backend.up",
+                        Some(&backend.pool),
+                        Some(backend.key()),
+                        format!("health check {} passed {ok} time(s)", hc.path),
+                    );
+                }
+                if backend.admin_state() == AdminState::Enabling {
+                    backend.set_admin_state(AdminState::Active);
+                    backend.up_since_ms.store(crate::clock::now_ms(), Relaxed);
+                    app.events.record(
+                        "backend.enabled",
+                        Some(&backend.pool),
+                        Some(backend.key()),
+                        "passed its health check: back in rotation",
+                    );
+                }
+            }
+            Probe::Fail(reason) => {
+                backend.consecutive_ok.store(0, Relaxed);
+                backend.check_failures.fetch_add(1, Relaxed);
+                let fails = backend.consecutive_fail.fetch_add(1, Relaxed) + 1;
+                if backend.active_up() && fails >= hc.unhealthy_threshold {
+                    backend.set_active_up(false);
+                    tracing::warn!(pool = %backend.pool, backend = %backend.key(), %reason, "backend is down: health check failed");
+                    app.events.record(
+                        "backend.down",
+                        Some(&backend.pool),
+                        Some(backend.key()),
+                        format!("health check {} failed {fails} time(s): {reason}", hc.path),
+                    );
+                }
+                backend.last_check_error.store(Some(Arc::new(reason)));
+            }
+        }
+        drop(app);
+        let wait = if backend.active_up() {
+            hc.interval
+        } else {
+            hc.down_interval()
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
