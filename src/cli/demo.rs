@@ -292,7 +292,7 @@ async fn traffic(proxy: SocketAddr) {
             None => errors += 1,
         }
         n += 1;
-        if n % 25 == 0 {
+        if n.is_multiple_of(25) {
             let mut parts: Vec<String> = counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
             parts.sort();
             println!("[traffic] last 5s: {} errors={errors}", parts.join(" "));
