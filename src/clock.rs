@@ -15,6 +15,11 @@ pub fn now_ms() -> u64 {
     start().elapsed().as_millis() as u64 + 1
 }
 
+/// Microseconds since the process started.
+pub fn now_us() -> u64 {
+    start().elapsed().as_micros() as u64 + 1
+}
+
 /// The `Instant` matching a value from [`now_ms`].
 pub fn instant_of(ms: u64) -> Instant {
     start() + Duration::from_millis(ms.saturating_sub(1))

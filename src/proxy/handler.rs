@@ -8,7 +8,7 @@ use super::respond;
 use crate::app::App;
 use crate::config::{HashKey, Scheme};
 use crate::runtime::{Route, Runtime, Target};
-use crate::upstream::backend::{Backend, InFlight};
+use crate::upstream::backend::{Awaiting, Backend, InFlight};
 use crate::upstream::balance::{Balancer, PickKey};
 use crate::upstream::body::{BodyStats, ClientBody, Replay, UpstreamBody};
 use crate::upstream::client::{self, SendError};
@@ -442,68 +442,80 @@ pub async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<Proxy
             pool.state.retries.fetch_add(1, Relaxed);
         }
         let (first, first_req) = Attempt::start(pool, member_idx, request, &out);
-        let first_backend = first.backend.clone();
-        let mut first_fut = std::pin::pin!(client::send(&first_backend, first_req, &pool.timeouts));
-        // Wait for the first answer, or for the hedge delay.
-        let early = match hedge {
-            Some(delay) => tokio::select! {
-                biased;
-                r = first_fut.as_mut() => Some(r),
-                _ = tokio::time::sleep(delay) => None,
-            },
-            None => Some(first_fut.as_mut().await),
-        };
         let mut outcomes: Vec<(Attempt, client::SendResult)> = Vec::with_capacity(2);
-        match early {
-            Some(r) => outcomes.push((first, r)),
+        match hedge {
             None => {
-                // Hedge: the same request to another backend, if one is free and
-                // the budget allows; the first answer wins.
-                let second = match pool.pick(balancer, &key, &tried) {
-                    Pick::Member(i) if pool.state.spend_hedge() => out
-                        .build(UpstreamBody::Empty)
-                        .map(|req| Attempt::start(pool, i, req, &out)),
-                    _ => None,
-                };
-                match second {
-                    None => outcomes.push((first, first_fut.as_mut().await)),
-                    Some((second, second_req)) => {
+                let r = send_tracked(first.backend.clone(), first_req, pool.timeouts).await;
+                outcomes.push((first, r));
+            }
+            Some(delay) => {
+                let mut first_fut = send_owned(first.backend.clone(), first_req, pool.timeouts);
+                // Wait for the first answer; every hedge delay without one, try to
+                // send the same request to another backend (one that keeps
+                // answering, budget permitting). The first answer wins.
+                let mut early = None;
+                let mut second = None;
+                loop {
+                    tokio::select! {
+                        biased;
+                        r = first_fut.as_mut() => { early = Some(r); break; }
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    if let Some(i) = pool.pick_for_hedge(balancer, &key, &tried)
+                        && pool.state.spend_hedge()
+                    {
+                        second = out
+                            .build(UpstreamBody::Empty)
+                            .map(|req| Attempt::start(pool, i, req, &out));
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                }
+                match (early, second) {
+                    (Some(r), _) => outcomes.push((first, r)),
+                    (None, None) => outcomes.push((first, first_fut.await)),
+                    (None, Some((second, second_req))) => {
                         tried.add(second.idx);
                         attempts += 1;
                         pool.state.hedges.fetch_add(1, Relaxed);
-                        let second_backend = second.backend.clone();
-                        let mut second_fut = std::pin::pin!(client::send(
-                            &second_backend,
-                            second_req,
-                            &pool.timeouts
-                        ));
-                        let (mut first, mut second) = (Some(first), Some(second));
-                        let (mut first_done, mut second_done) = (false, false);
-                        while !(first_done && second_done) {
-                            tokio::select! {
-                                r = first_fut.as_mut(), if !first_done => {
-                                    first_done = true;
-                                    let ok = r.is_ok();
-                                    outcomes.push((first.take().expect("first attempt"), r));
-                                    if ok { break; }
+                        let second_fut =
+                            send_owned(second.backend.clone(), second_req, pool.timeouts);
+                        let mut slots = [Some((first, first_fut)), Some((second, second_fut))];
+                        // Until one answers; a failed one leaves the other running.
+                        while slots.iter().any(Option::is_some) {
+                            let (i, r) = {
+                                let [a, b] = &mut slots;
+                                tokio::select! {
+                                    r = async { a.as_mut().expect("pending").1.as_mut().await }, if a.is_some() => (0, r),
+                                    r = async { b.as_mut().expect("pending").1.as_mut().await }, if b.is_some() => (1, r),
                                 }
-                                r = second_fut.as_mut(), if !second_done => {
-                                    second_done = true;
-                                    let ok = r.is_ok();
-                                    outcomes.push((second.take().expect("second attempt"), r));
-                                    if ok { break; }
-                                }
+                            };
+                            let ok = r.is_ok();
+                            if let Some((attempt, _)) = slots[i].take() {
+                                outcomes.push((attempt, r));
+                            }
+                            if ok {
+                                break;
                             }
                         }
-                        // The slower one is abandoned; it counts as a failure of its
-                        // backend, and its wait feeds that backend's latency.
-                        if let Some(loser) = first.take().or(second.take()) {
-                            loser
-                                .backend
-                                .observe_latency(loser.sent_at.elapsed().as_micros() as f64);
-                            if loser.backend.record_failure(&pool.passive) {
-                                ejected(app, pool, &loser.backend, "slower than a hedged request");
-                            }
+                        // The slower one keeps running on its own until it answers
+                        // or times out: its real latency (or failure) is what tells
+                        // latency-aware balancing and passive health to avoid it.
+                        for (attempt, fut) in slots.into_iter().flatten() {
+                            let passive = pool.passive.clone();
+                            tokio::spawn(async move {
+                                let result = fut.await;
+                                let waited = attempt.sent_at.elapsed().as_micros() as f64;
+                                match result {
+                                    Ok(_) => attempt.backend.observe_latency(waited),
+                                    Err(_) => {
+                                        attempt.backend.observe_latency(waited);
+                                        attempt.backend.record_failure(&passive);
+                                    }
+                                }
+                            });
                         }
                     }
                 }
@@ -604,6 +616,31 @@ pub async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<Proxy
     rparts.version = client_version;
     let stream = UpstreamStream::new(rbody, lease, done, pool.timeouts.idle);
     Response::from_parts(rparts, ProxyBody::Upstream(Box::new(stream)))
+}
+
+type SendFuture = std::pin::Pin<Box<dyn std::future::Future<Output = client::SendResult> + Send>>;
+
+/// A send that owns what it needs, so that a hedged loser can finish on its own.
+fn send_owned(
+    backend: Arc<Backend>,
+    request: Request<UpstreamBody>,
+    timeouts: crate::config::Timeouts,
+) -> SendFuture {
+    Box::pin(send_tracked(backend, request, timeouts))
+}
+
+/// Sends, keeping the request counted as waiting for an answer until it has one.
+async fn send_tracked(
+    backend: Arc<Backend>,
+    request: Request<UpstreamBody>,
+    timeouts: crate::config::Timeouts,
+) -> client::SendResult {
+    let waiting = Awaiting::new(backend.clone());
+    let result = client::send(&backend, request, &timeouts).await;
+    if matches!(&result, Ok(_) | Err((client::SendError::Exchange(_), _))) {
+        waiting.answered();
+    }
+    result
 }
 
 /// One try of a request on one backend.

@@ -36,6 +36,12 @@ pub struct Backend {
     pub conns: ConnPool,
 
     pub in_flight: AtomicU32,
+    /// Sum of the start times of the requests in flight: their mean age shows a
+    /// backend that stopped answering before any of them completes.
+    outstanding_since_sum_us: AtomicU64,
+    /// Requests waiting for response headers, and when the backend last answered.
+    awaiting: AtomicU32,
+    last_answer_us: AtomicU64,
     pub requests: AtomicU64,
     pub failures: AtomicU64,
     /// Peak-EWMA of response-header latency, in microseconds (f64 bits).
@@ -62,19 +68,53 @@ pub struct Backend {
 }
 
 /// One request in flight on a backend: counted from creation until dropped.
-pub struct InFlight(pub std::sync::Arc<Backend>);
+pub struct InFlight {
+    backend: std::sync::Arc<Backend>,
+    started_us: u64,
+}
 
 impl InFlight {
     pub fn new(backend: std::sync::Arc<Backend>) -> Self {
+        let started_us = crate::clock::now_us();
         backend.in_flight.fetch_add(1, Relaxed);
+        backend
+            .outstanding_since_sum_us
+            .fetch_add(started_us, Relaxed);
         backend.requests.fetch_add(1, Relaxed);
-        InFlight(backend)
+        InFlight {
+            backend,
+            started_us,
+        }
+    }
+}
+
+/// A request sent to a backend whose response headers have not arrived yet.
+pub struct Awaiting(std::sync::Arc<Backend>);
+
+impl Awaiting {
+    pub fn new(backend: std::sync::Arc<Backend>) -> Self {
+        backend.awaiting.fetch_add(1, Relaxed);
+        Awaiting(backend)
+    }
+
+    /// The backend answered (headers, or an error of its own making).
+    pub fn answered(self) {
+        self.0.last_answer_us.store(crate::clock::now_us(), Relaxed);
+    }
+}
+
+impl Drop for Awaiting {
+    fn drop(&mut self) {
+        self.0.awaiting.fetch_sub(1, Relaxed);
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Relaxed);
+        self.backend
+            .outstanding_since_sum_us
+            .fetch_sub(self.started_us, Relaxed);
+        self.backend.in_flight.fetch_sub(1, Relaxed);
     }
 }
 
@@ -85,6 +125,9 @@ impl Backend {
             address,
             pool: pool.to_string(),
             in_flight: AtomicU32::new(0),
+            outstanding_since_sum_us: AtomicU64::new(0),
+            awaiting: AtomicU32::new(0),
+            last_answer_us: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             ewma_us: AtomicU64::new(0f64.to_bits()),
@@ -194,6 +237,32 @@ impl Backend {
             prev * w + micros * (1.0 - w)
         };
         self.ewma_us.store(next.to_bits(), Relaxed);
+    }
+
+    /// No latency sample for a second and nothing in flight: worth probing.
+    pub fn latency_is_stale(&self, now: u64) -> bool {
+        const STALE_MS: u64 = 1000;
+        let stamp = self.ewma_stamp_ms.load(Relaxed);
+        stamp != 0 && now.saturating_sub(stamp) > STALE_MS && self.in_flight.load(Relaxed) == 0
+    }
+
+    /// How long the backend has had requests waiting without answering anything
+    /// (0 when nothing waits).
+    pub fn stall_us(&self, now_us: u64) -> u64 {
+        if self.awaiting.load(Relaxed) == 0 {
+            return 0;
+        }
+        now_us.saturating_sub(self.last_answer_us.load(Relaxed))
+    }
+
+    /// Mean age of the requests in flight, in microseconds (0 when none).
+    pub fn outstanding_age_us(&self, now_us: u64) -> f64 {
+        let n = self.in_flight.load(Relaxed) as u64;
+        if n == 0 {
+            return 0.0;
+        }
+        let mean_start = self.outstanding_since_sum_us.load(Relaxed) / n;
+        now_us.saturating_sub(mean_start) as f64
     }
 
     pub fn latency_ewma_us(&self) -> f64 {

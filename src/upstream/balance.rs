@@ -50,7 +50,9 @@ impl Balancer {
         candidate: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {
         let n = members.len();
-        if n == 0 {
+        // Nothing to choose from: return before touching any rotation counter, so
+        // that an empty try does not shift the round-robin order.
+        if !(0..n).any(candidate) {
             return None;
         }
         match self.algorithm {
@@ -117,11 +119,23 @@ impl Balancer {
                         }
                         let ia = self.nth_candidate(n, a, candidate)?;
                         let ib = self.nth_candidate(n, b, candidate)?;
-                        Some(if p2c_cost(&members[ia]) <= p2c_cost(&members[ib]) {
-                            ia
-                        } else {
-                            ib
-                        })
+                        // A backend without a latency sample for a while gets one
+                        // request (one at a time) so its estimate stays current and a
+                        // recovered backend is not starved.
+                        let now = crate::clock::now_ms();
+                        for i in [ia, ib] {
+                            if members[i].backend.latency_is_stale(now) {
+                                return Some(i);
+                            }
+                        }
+                        let now_us = crate::clock::now_us();
+                        Some(
+                            if p2c_cost(&members[ia], now_us) <= p2c_cost(&members[ib], now_us) {
+                                ia
+                            } else {
+                                ib
+                            },
+                        )
                     }
                 }
             }
@@ -154,10 +168,15 @@ impl Balancer {
     }
 }
 
-/// Peak-EWMA latency times load (in-flight + 1), per unit of weight. A backend with
-/// no latency sample yet counts as 1 ms so it gets probed.
-fn p2c_cost(m: &Member) -> f64 {
-    let lat = m.backend.latency_ewma_us();
+/// Peak-EWMA latency times load (in-flight + 1), per unit of weight. The latency is
+/// at least the mean age of the requests in flight, so a backend that stops
+/// answering looks slow at once rather than when its first slow answer lands. A
+/// backend with no latency sample yet counts as 1 ms so it gets probed.
+fn p2c_cost(m: &Member, now_us: u64) -> f64 {
+    let lat = m
+        .backend
+        .latency_ewma_us()
+        .max(m.backend.outstanding_age_us(now_us));
     let lat = if lat <= 0.0 { 1000.0 } else { lat };
     lat * (m.backend.in_flight.load(Relaxed) as f64 + 1.0) / m.weight.max(1) as f64
 }

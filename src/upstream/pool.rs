@@ -65,6 +65,10 @@ impl PoolState {
         self.rttvar_us.store(var.to_bits(), Relaxed);
     }
 
+    pub fn srtt_us(&self) -> f64 {
+        f64::from_bits(self.srtt_us.load(Relaxed))
+    }
+
     /// The adaptive hedge delay: smoothed latency + 4 deviations, at least 5 ms.
     pub fn auto_hedge_delay(&self) -> Duration {
         let srtt = f64::from_bits(self.srtt_us.load(Relaxed));
@@ -203,11 +207,34 @@ impl Pool {
     /// Chooses a member for a request with `balancer` (the pool's, or a route's
     /// override), skipping members in `tried`.
     pub fn pick(&self, balancer: &Balancer, key: &PickKey, tried: &Tried) -> Pick {
+        self.pick_inner(balancer, key, tried, false)
+    }
+
+    /// A member for a hedge: like `pick`, but never one that has stalled (a hedge
+    /// there would only wait as well).
+    pub fn pick_for_hedge(
+        &self,
+        balancer: &Balancer,
+        key: &PickKey,
+        tried: &Tried,
+    ) -> Option<usize> {
+        match self.pick_inner(balancer, key, tried, true) {
+            Pick::Member(i) => Some(i),
+            _ => None,
+        }
+    }
+
+    fn pick_inner(&self, balancer: &Balancer, key: &PickKey, tried: &Tried, hedge: bool) -> Pick {
         let now = now_ms();
         let n = self.members.len();
         // The level traffic should go to: decided by the failover controller when the
         // pool has backups, otherwise simply the lowest level with a healthy member.
         let target = self.state.failover.route_level(self, now);
+        let stall_limit = self
+            .retries
+            .hedge_after
+            .map(|_| (2.0 * self.state.srtt_us()).max(2000.0) as u64);
+        let now_us = crate::clock::now_us();
         let mut any_available = false;
         for &level in self.levels.iter().filter(|&&l| l >= target) {
             let in_level = |i: usize| {
@@ -218,6 +245,31 @@ impl Pool {
                 continue;
             }
             any_available = true;
+            // In a pool that hedges (it asked for latency sensitivity), a member
+            // with requests waiting that has not answered anything for twice the
+            // pool's usual latency has stalled: leave it out while others keep up.
+            // This is a per-request steer, not an ejection: it ends with the next
+            // answer.
+            if let Some(limit) = stall_limit {
+                let untried = |i: usize| in_level(i) && !tried.has(i);
+                let gap = |i: usize| self.members[i].backend.stall_us(now_us);
+                // Those that keep answering; failing that (a busy moment where
+                // every member paused), those that answered most recently. A hedge
+                // never goes to a member stalled for long: it would only wait too.
+                let freshest = (0..n).filter(|&i| untried(i)).map(gap).min().unwrap_or(0);
+                let bound = if hedge {
+                    limit.max(freshest + limit).min(4 * limit)
+                } else {
+                    freshest.max(limit) + limit
+                };
+                let fresh = |i: usize| untried(i) && (gap(i) <= limit || gap(i) <= bound);
+                if let Some(i) = self.pick_ramped(balancer, key, &fresh, now) {
+                    return Pick::Member(i);
+                }
+                if hedge {
+                    continue;
+                }
+            }
             let untried = |i: usize| in_level(i) && !tried.has(i);
             if let Some(i) = self.pick_ramped(balancer, key, &untried, now) {
                 return Pick::Member(i);
@@ -236,6 +288,21 @@ impl Pool {
         }
         if any_available {
             return Pick::AllTried;
+        }
+        // Everything left was taken out by passive health alone (active checks still
+        // pass): rather than refuse the request, try those, lowest level first, as
+        // nginx does when all its servers are marked failed.
+        for &level in &self.levels {
+            let ok = |i: usize| {
+                let m = &self.members[i];
+                m.level == level
+                    && m.backend.admin_state() == AdminState::Active
+                    && m.backend.active_up()
+                    && !tried.has(i)
+            };
+            if let Some(i) = balancer.pick(&self.members, key, &ok) {
+                return Pick::Member(i);
+            }
         }
         if self.fail_open {
             // Panic mode: every backend looks down, which more often means the checks
