@@ -1,12 +1,25 @@
-//! The running instance: the current snapshot, the listeners, and the reload and
-//! shutdown procedures that change them.
+//! The running instance: the current snapshot, the listeners, and the procedures
+//! that change them (reload, admin changes, shutdown).
+//!
+//! The running config is the *base* config (from the file, or the last
+//! `PUT /api/v1/config`) plus the *runtime changes* made through the admin API
+//! (backends added or removed). Every apply recompiles base + changes, so runtime
+//! changes survive a reload of the file; a change the file now contains itself is
+//! absorbed into it, and a change whose pool disappeared is dropped.
 
-use crate::config::{self, Config, ConfigErrors, Loaded};
+use crate::admin::AdminServer;
+use crate::config::{self, BackendConfig, Config, ConfigErrors, Loaded};
+use crate::events::Events;
+use crate::failover::controller::Controllers;
+use crate::failover::notify::Notifier;
 use crate::proxy::access_log::AccessLog;
 use crate::proxy::listener::{self, ListenerHandle};
 use crate::runtime::Runtime;
 use crate::telemetry::Telemetry;
+use crate::upstream::backend::{AdminState, Backend};
 use arc_swap::{ArcSwap, ArcSwapOption};
+use http::StatusCode;
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub struct App {
-    /// What the request path reads: replaced whole on reload.
+    /// What the request path reads: replaced whole on every apply.
     pub runtime: ArcSwap<Runtime>,
     pub access_log: ArcSwapOption<AccessLog>,
     pub telemetry: Telemetry,
@@ -28,21 +41,100 @@ pub struct App {
     /// Cancelled on shutdown: listeners stop accepting, connections wind down.
     pub shutdown: CancellationToken,
     pub config_path: Option<PathBuf>,
-    pub events: crate::events::Events,
+    pub events: Events,
+    pub notifier: Notifier,
+    pub admin_token: ArcSwapOption<String>,
     state: tokio::sync::Mutex<ReloadState>,
+}
+
+/// Changes made through the admin API, re-applied on top of every base config.
+#[derive(Default, Clone)]
+struct Overlay {
+    added: Vec<(String, BackendConfig)>,
+    removed: Vec<(String, String)>,
+}
+
+impl Overlay {
+    fn apply(&self, base: &Config) -> Config {
+        let mut c = base.clone();
+        for p in c.pools.iter_mut() {
+            p.backends
+                .retain(|b| !self.removed.iter().any(|(pool, key)| *pool == p.name && *key == b.address.key));
+            for (pool, b) in &self.added {
+                if *pool == p.name && !p.backends.iter().any(|x| x.address.key == b.address.key) {
+                    p.backends.push(b.clone());
+                }
+            }
+        }
+        c
+    }
+
+    /// Drops changes the base already contains, or that no longer apply.
+    fn absorb(&mut self, base: &Config) {
+        let has = |pool: &str, key: &str| {
+            base.pools
+                .iter()
+                .find(|p| p.name == pool)
+                .map(|p| p.backends.iter().any(|b| b.address.key == key))
+        };
+        self.added.retain(|(pool, b)| has(pool, &b.address.key) == Some(false));
+        self.removed.retain(|(pool, key)| has(pool, key) == Some(true));
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "added_backends": self.added.iter().map(|(p, b)| json!({"pool": p, "backend": config::serialize::backend(b)})).collect::<Vec<_>>(),
+            "removed_backends": self.removed.iter().map(|(p, k)| json!({"pool": p, "address": k})).collect::<Vec<_>>(),
+        })
+    }
 }
 
 struct ReloadState {
     listeners: HashMap<SocketAddr, ListenerHandle>,
     health: crate::health::HealthChecks,
+    failover: Controllers,
+    admin: Option<AdminServer>,
+    base: Config,
+    overlay: Overlay,
     text: String,
     generation: u64,
+}
+
+/// An error for the admin API: status, message, and config errors if any.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub errors: Vec<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            errors: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug)]
 pub enum ReloadError {
     Invalid(ConfigErrors),
     Apply(String),
+}
+
+impl From<ReloadError> for ApiError {
+    fn from(e: ReloadError) -> Self {
+        match e {
+            ReloadError::Invalid(errors) => ApiError {
+                status: StatusCode::BAD_REQUEST,
+                message: "invalid config".into(),
+                errors: errors.lines(),
+            },
+            ReloadError::Apply(m) => ApiError::new(StatusCode::CONFLICT, m),
+        }
+    }
 }
 
 impl std::fmt::Display for ReloadError {
@@ -59,13 +151,20 @@ pub enum ReloadOutcome {
     Unchanged(u64),
 }
 
+impl ReloadOutcome {
+    pub fn generation(&self) -> u64 {
+        match self {
+            ReloadOutcome::Applied(g) | ReloadOutcome::Unchanged(g) => *g,
+        }
+    }
+}
+
 impl App {
     /// Builds the instance and starts its listeners. Fails if a listener cannot be
     /// bound or the access log cannot be opened.
     pub async fn start(loaded: Loaded) -> Result<Arc<App>, String> {
         let config = Arc::new(loaded.config);
-        let access_log = AccessLog::open(&config.access_log)
-            .map_err(|e| format!("cannot open the access log: {e}"))?;
+        let access_log = AccessLog::open(&config.access_log).map_err(|e| format!("cannot open the access log: {e}"))?;
         let runtime = Runtime::compile(config.clone(), 1, None);
         let app = Arc::new(App {
             runtime: ArcSwap::from_pointee(runtime),
@@ -76,24 +175,35 @@ impl App {
             tunnels: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             config_path: loaded.path,
-            events: crate::events::Events::default(),
+            events: Events::default(),
+            notifier: Notifier::default(),
+            admin_token: ArcSwapOption::from(config.admin.as_ref().and_then(|a| a.token.clone()).map(Arc::new)),
             state: tokio::sync::Mutex::new(ReloadState {
                 listeners: HashMap::new(),
-                health: crate::health::HealthChecks::default(),
+                health: Default::default(),
+                failover: Default::default(),
+                admin: None,
+                base: (*config).clone(),
+                overlay: Overlay::default(),
                 text: loaded.text,
                 generation: 1,
             }),
         });
         let mut state = app.state.lock().await;
         for l in &config.listeners {
-            let sock = listener::bind(l.address)
-                .map_err(|e| format!("cannot listen on {}: {e}", l.address))?;
-            let handle = listener::start(&app, sock, l.clone(), config.limits.max_connections)
-                .map_err(|e| e.to_string())?;
+            let sock = listener::bind(l.address).map_err(|e| format!("cannot listen on {}: {e}", l.address))?;
+            let handle = listener::start(&app, sock, l.clone(), config.limits.max_connections).map_err(|e| e.to_string())?;
             tracing::info!(address = %handle.local_addr, configured = %l.address, "listening");
             state.listeners.insert(l.address, handle);
         }
+        if let Some(a) = &config.admin {
+            let server = crate::admin::start(&app, a.address)
+                .map_err(|e| format!("cannot start the admin API on {}: {e}", a.address))?;
+            state.admin = Some(server);
+        }
+        app.notifier.configure(&config.failover.notification);
         state.health.reconcile(&app);
+        state.failover.reconcile(&app);
         drop(state);
         Ok(app)
     }
@@ -105,20 +215,19 @@ impl App {
     /// Addresses the listeners actually bound (useful with port 0).
     pub async fn listener_addresses(&self) -> Vec<(SocketAddr, SocketAddr)> {
         let state = self.state.lock().await;
-        state
-            .listeners
-            .iter()
-            .map(|(k, v)| (*k, v.local_addr))
-            .collect()
+        let mut v: Vec<_> = state.listeners.iter().map(|(k, v)| (*k, v.local_addr)).collect();
+        v.sort();
+        v
+    }
+
+    pub async fn admin_address(&self) -> Option<SocketAddr> {
+        self.state.lock().await.admin.as_ref().map(|a| a.local_addr)
     }
 
     /// Re-reads the config file and applies it. With `force`, a file that did not
     /// change still produces a new generation (SIGHUP); without, it is a no-op
     /// (file watch).
-    pub async fn reload_from_file(
-        self: &Arc<Self>,
-        force: bool,
-    ) -> Result<ReloadOutcome, ReloadError> {
+    pub async fn reload_from_file(self: &Arc<Self>, force: bool) -> Result<ReloadOutcome, ReloadError> {
         let Some(path) = &self.config_path else {
             return Err(ReloadError::Apply("no config file to reload from".into()));
         };
@@ -126,38 +235,49 @@ impl App {
         self.apply(loaded.config, loaded.text, force).await
     }
 
-    /// Swaps in a new config: binds new listeners first (so a failure changes
-    /// nothing), then replaces the snapshot atomically, then retires listeners
-    /// that are gone. In-flight requests keep the snapshot they started with.
-    pub async fn apply(
-        self: &Arc<Self>,
-        config: Config,
-        text: String,
-        force: bool,
-    ) -> Result<ReloadOutcome, ReloadError> {
+    /// Swaps in a new base config. See [`App::apply_locked`].
+    pub async fn apply(self: &Arc<Self>, config: Config, text: String, force: bool) -> Result<ReloadOutcome, ReloadError> {
         let mut state = self.state.lock().await;
         if !force && text == state.text {
             return Ok(ReloadOutcome::Unchanged(state.generation));
         }
+        let mut overlay = state.overlay.clone();
+        overlay.absorb(&config);
+        let g = self.apply_locked(&mut state, config, overlay).await?;
+        state.text = text;
+        Ok(ReloadOutcome::Applied(g))
+    }
+
+    /// Compiles base + overlay and swaps it in: binds new listeners first (so a
+    /// failure changes nothing), then replaces the snapshot atomically, then
+    /// retires listeners that are gone and reconciles the background tasks.
+    /// In-flight requests keep the snapshot they started with.
+    async fn apply_locked(self: &Arc<Self>, state: &mut ReloadState, base: Config, overlay: Overlay) -> Result<u64, ReloadError> {
+        let config = overlay.apply(&base);
         let mut bound = Vec::new();
         for l in &config.listeners {
             if !state.listeners.contains_key(&l.address) {
-                let sock = listener::bind(l.address).map_err(|e| {
-                    ReloadError::Apply(format!("cannot listen on {}: {e}", l.address))
-                })?;
+                let sock = listener::bind(l.address).map_err(|e| ReloadError::Apply(format!("cannot listen on {}: {e}", l.address)))?;
                 bound.push((l.clone(), sock));
             }
         }
+        let admin_addr = config.admin.as_ref().map(|a| a.address);
+        let new_admin = match (admin_addr, state.admin.as_ref().map(|a| a.configured)) {
+            (Some(want), Some(have)) if want == have => None,
+            (Some(want), _) => Some(Some(
+                crate::admin::start(self, want)
+                    .map_err(|e| ReloadError::Apply(format!("cannot start the admin API on {want}: {e}")))?,
+            )),
+            (None, Some(_)) => Some(None),
+            (None, None) => None,
+        };
         let current_log = self.access_log.load_full();
         let new_log = if current_log.as_ref().map(|l| &l.config) == Some(&config.access_log)
             || (current_log.is_none() && !config.access_log.enabled)
         {
             None
         } else {
-            Some(
-                AccessLog::open(&config.access_log)
-                    .map_err(|e| ReloadError::Apply(format!("cannot open the access log: {e}")))?,
-            )
+            Some(AccessLog::open(&config.access_log).map_err(|e| ReloadError::Apply(format!("cannot open the access log: {e}")))?)
         };
 
         let generation = state.generation + 1;
@@ -168,44 +288,182 @@ impl App {
         if let Some(log) = new_log {
             self.access_log.store(log.map(Arc::new));
         }
-
+        self.admin_token
+            .store(config.admin.as_ref().and_then(|a| a.token.clone()).map(Arc::new));
+        if let Some(admin) = new_admin {
+            state.admin = admin;
+        }
         for (cfg, sock) in bound {
             match listener::start(self, sock, cfg.clone(), config.limits.max_connections) {
                 Ok(handle) => {
                     tracing::info!(address = %handle.local_addr, configured = %cfg.address, "listening");
                     state.listeners.insert(cfg.address, handle);
                 }
-                Err(e) => {
-                    tracing::error!(address = %cfg.address, error = %e, "cannot start listener")
-                }
+                Err(e) => tracing::error!(address = %cfg.address, error = %e, "cannot start listener"),
             }
         }
-        let wanted: HashMap<SocketAddr, &config::ListenerConfig> =
-            config.listeners.iter().map(|l| (l.address, l)).collect();
-        state
-            .listeners
-            .retain(|addr, handle| match wanted.get(addr) {
-                Some(cfg) => {
-                    handle.update((*cfg).clone(), config.limits.max_connections);
-                    true
-                }
-                None => {
-                    tracing::info!(address = %handle.local_addr, "listener removed");
-                    handle.stop();
-                    false
-                }
-            });
+        let wanted: HashMap<SocketAddr, &config::ListenerConfig> = config.listeners.iter().map(|l| (l.address, l)).collect();
+        state.listeners.retain(|addr, handle| match wanted.get(addr) {
+            Some(cfg) => {
+                handle.update((*cfg).clone(), config.limits.max_connections);
+                true
+            }
+            None => {
+                tracing::info!(address = %handle.local_addr, "listener removed");
+                handle.stop();
+                false
+            }
+        });
+        self.notifier.configure(&config.failover.notification);
         state.health.reconcile(self);
-        state.text = text;
+        state.failover.reconcile(self);
+        state.base = base;
+        state.overlay = overlay;
         state.generation = generation;
         tracing::info!(generation, "configuration applied");
+        self.events
+            .record("config.applied", None, None, format!("configuration generation {generation} applied"));
+        Ok(generation)
+    }
+
+    /// `PUT /api/v1/config`: replaces the base config (and forgets runtime
+    /// changes: the document sent is the new truth). With `persist`, the text is
+    /// also written to the config file, atomically.
+    pub async fn put_config(self: &Arc<Self>, text: &str, persist: bool) -> Result<u64, ApiError> {
+        let base_dir = self
+            .config_path
+            .as_ref()
+            .and_then(|p| p.parent())
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let config = config::load_str(text, "api", &base_dir).map_err(|e| ApiError::from(ReloadError::Invalid(e)))?;
+        if persist && self.config_path.is_none() {
+            return Err(ApiError::new(StatusCode::CONFLICT, "no config file to persist to (started without one)"));
+        }
+        let mut state = self.state.lock().await;
+        let g = self.apply_locked(&mut state, config, Overlay::default()).await.map_err(ApiError::from)?;
+        state.text = text.to_string();
+        if persist && let Some(path) = &self.config_path {
+            let tmp = path.with_extension("tmp-fulcrum");
+            std::fs::write(&tmp, text)
+                .and_then(|_| std::fs::rename(&tmp, path))
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("applied, but writing {} failed: {e}", path.display())))?;
+        }
+        Ok(g)
+    }
+
+    pub async fn add_backend(self: &Arc<Self>, pool: &str, backend: BackendConfig) -> Result<(), ApiError> {
+        let mut state = self.state.lock().await;
+        let current = self.runtime.load_full();
+        let Some(p) = current.config.pools.iter().find(|p| p.name == pool) else {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no pool named `{pool}`")));
+        };
+        if p.backends.iter().any(|b| b.address.key == backend.address.key) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("pool `{pool}` already has backend {}", backend.address.key),
+            ));
+        }
+        let mut overlay = state.overlay.clone();
+        overlay
+            .removed
+            .retain(|(p, k)| !(p == pool && *k == backend.address.key));
+        overlay.added.push((pool.to_string(), backend.clone()));
+        let base = state.base.clone();
+        self.apply_locked(&mut state, base, overlay).await.map_err(ApiError::from)?;
         self.events.record(
-            "config.applied",
-            None,
-            None,
-            format!("configuration generation {generation} applied"),
+            "backend.added",
+            Some(pool),
+            Some(&backend.address.key),
+            "added through the admin API",
         );
-        Ok(ReloadOutcome::Applied(generation))
+        Ok(())
+    }
+
+    pub async fn remove_backend(self: &Arc<Self>, pool: &str, key: &str) -> Result<(), ApiError> {
+        let mut state = self.state.lock().await;
+        let current = self.runtime.load_full();
+        let Some(p) = current.config.pools.iter().find(|p| p.name == pool) else {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no pool named `{pool}`")));
+        };
+        if !p.backends.iter().any(|b| b.address.key == key) {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, format!("pool `{pool}` has no backend {key}")));
+        }
+        let mut overlay = state.overlay.clone();
+        let was_added = overlay.added.len();
+        overlay.added.retain(|(p, b)| !(p == pool && b.address.key == key));
+        if overlay.added.len() == was_added {
+            overlay.removed.push((pool.to_string(), key.to_string()));
+        }
+        let base = state.base.clone();
+        self.apply_locked(&mut state, base, overlay).await.map_err(ApiError::from)?;
+        self.events
+            .record("backend.removed", Some(pool), Some(key), "removed through the admin API");
+        Ok(())
+    }
+
+    pub fn find_backend(&self, pool: &str, key: &str) -> Option<Arc<Backend>> {
+        let rt = self.runtime.load();
+        let p = rt.pool(pool)?;
+        p.members
+            .iter()
+            .find(|m| m.backend.key() == key)
+            .map(|m| m.backend.clone())
+    }
+
+    /// Drain, disable or enable. Enabling waits for a passing health check (or a
+    /// successful connection when the backend has no check) before traffic returns.
+    pub async fn set_backend_state(self: &Arc<Self>, pool: &str, key: &str, state: AdminState) -> Result<(), ApiError> {
+        let rt = self.runtime.load_full();
+        let Some(p) = rt.pool(pool) else {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no pool named `{pool}`")));
+        };
+        let Some(m) = p.members.iter().find(|m| m.backend.key() == key) else {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, format!("pool `{pool}` has no backend {key}")));
+        };
+        let backend = m.backend.clone();
+        let previous = backend.admin_state();
+        if state == AdminState::Enabling && previous == AdminState::Active {
+            return Ok(());
+        }
+        backend.set_admin_state(state);
+        let (kind, msg) = match state {
+            AdminState::Draining => ("backend.draining", "draining: no new requests, in-flight ones finish"),
+            AdminState::Disabled => ("backend.disabled", "disabled by the operator"),
+            _ => ("backend.enabling", "enabled: waiting for a passing health check"),
+        };
+        self.events.record(kind, Some(pool), Some(key), msg);
+        if state == AdminState::Enabling && m.health_check.is_none() {
+            tokio::spawn(confirm_reachable(Arc::downgrade(self), backend, p.timeouts.connect));
+        }
+        Ok(())
+    }
+
+    /// `GET /api/v1/config`: the running config (secrets redacted) and the runtime
+    /// changes it includes.
+    pub async fn config_json(&self) -> Value {
+        let state = self.state.lock().await;
+        let rt = self.runtime.load();
+        let mut states = Vec::new();
+        for (p, m) in rt.backends() {
+            let s = m.backend.admin_state();
+            if s != AdminState::Active {
+                states.push(json!({"pool": p.name, "address": m.backend.key(), "state": format!("{s:?}").to_lowercase()}));
+            }
+        }
+        let mut changes = state.overlay.json();
+        changes["backend_states"] = Value::Array(states);
+        json!({
+            "generation": state.generation,
+            "source": self.config_path.as_ref().map(|p| p.display().to_string()),
+            "config": config::serialize::config(&rt.config, true),
+            "runtime_changes": changes,
+        })
+    }
+
+    pub fn certificates_json(&self) -> Value {
+        Value::Array(Vec::new())
     }
 
     /// Stops accepting, lets in-flight requests and open tunnels finish for at most
@@ -225,5 +483,29 @@ impl App {
                 "shutdown timeout reached; closing what is left"
             );
         }
+    }
+}
+
+/// Enabling a backend without a health check: wait until it accepts a connection.
+async fn confirm_reachable(app: std::sync::Weak<App>, backend: Arc<Backend>, timeout: Duration) {
+    loop {
+        if backend.admin_state() != AdminState::Enabling {
+            return;
+        }
+        let ok = crate::upstream::io::connect(&backend.address, timeout).await.is_ok();
+        if ok {
+            if backend.admin_state() == AdminState::Enabling {
+                backend.set_admin_state(AdminState::Active);
+                backend
+                    .up_since_ms
+                    .store(crate::clock::now_ms(), std::sync::atomic::Ordering::Relaxed);
+                if let Some(app) = app.upgrade() {
+                    app.events
+                        .record("backend.enabled", Some(&backend.pool), Some(backend.key()), "reachable again: back in rotation");
+                }
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

@@ -4,6 +4,7 @@
 //! compiled snapshot) → `proxy` (the request path). Health checks and the admin API
 //! write backend state through atomics that the request path only reads.
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod clock;
@@ -12,8 +13,10 @@ pub mod events;
 pub mod failover;
 pub mod health;
 pub mod logging;
+pub mod net;
 pub mod proxy;
 pub mod rand;
 pub mod runtime;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

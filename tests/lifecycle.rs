@@ -123,7 +123,7 @@ async fn invalid_reload_keeps_the_old_config_serving() {
         .stderr
         .wait_for("rejection", |l| l.contains("reload rejected"));
     assert!(
-        line.contains("fulcrum.yaml:4:"),
+        line.contains("fulcrum.yaml:5:"),
         "error lacks file:line:col: {line}"
     );
     f.stderr.wait_for("second error", |l| {

@@ -6,6 +6,7 @@ mod decode;
 mod env;
 mod model;
 mod parse;
+pub mod serialize;
 pub mod tree;
 pub mod units;
 

@@ -89,8 +89,7 @@ pub fn decode_config(d: &mut Decoder, root: &Node, base_dir: &Path) -> Config {
     if let Some(n) = m.get("failover") {
         cfg.failover = failover(d, n);
     }
-    d.unbuilt(&m, "failover", "failover strategies and notifications");
-    d.unbuilt(&m, "admin", "the admin API");
+
     d.unbuilt(&m, "cluster", "high availability of the proxy");
     d.unbuilt(&m, "discovery", "Docker discovery");
     validate(d, &cfg);
@@ -444,7 +443,7 @@ fn pool(d: &mut Decoder, n: &Node) -> Option<PoolConfig> {
     if let Some(v) = m.get("failover") {
         p.failover = failover_override(d, v, "pool failover");
     }
-    d.unbuilt(&m, "failover", "failover strategies");
+
     if let Some(v) = m.get("fail_open").and_then(|v| d.boolean(v, "fail_open")) {
         p.fail_open = v;
     }

@@ -36,6 +36,8 @@ pub enum Target {
 
 pub struct Route {
     pub name: String,
+    /// The name, shared with the request counters.
+    pub name_arc: Arc<str>,
     pub path_prefix: String,
     pub strip_prefix: bool,
     pub target: Target,
@@ -144,6 +146,7 @@ impl Runtime {
             };
             router.add(rc.host.as_ref(), &rc.path_prefix, routes.len());
             routes.push(Route {
+                name_arc: Arc::from(rc.name.as_str()),
                 name: rc.name.clone(),
                 path_prefix: rc.path_prefix.clone(),
                 strip_prefix: rc.strip_prefix,

@@ -32,6 +32,8 @@ impl AdminState {
 
 pub struct Backend {
     pub address: BackendAddress,
+    /// The `host:port` key, shared with the request counters.
+    pub key_arc: std::sync::Arc<str>,
     pub pool: String,
     pub conns: ConnPool,
 
@@ -121,6 +123,7 @@ impl Drop for InFlight {
 impl Backend {
     pub fn new(pool: &str, address: BackendAddress) -> Self {
         Backend {
+            key_arc: std::sync::Arc::from(address.key.as_str()),
             conns: ConnPool::new(),
             address,
             pool: pool.to_string(),

@@ -94,6 +94,8 @@ impl PoolState {
 
 pub struct Pool {
     pub name: String,
+    /// The name, shared with the request counters.
+    pub name_arc: Arc<str>,
     /// Position in the runtime's pool list.
     pub index: usize,
     pub members: Vec<Member>,
@@ -161,6 +163,7 @@ impl Pool {
         levels.sort_unstable();
         levels.dedup();
         Pool {
+            name_arc: Arc::from(config.name.as_str()),
             name: config.name.clone(),
             index,
             balancer: Balancer::new(config.algorithm, &members),

@@ -131,7 +131,8 @@ impl Fulcrum {
 
     pub fn start_args(config: &str, extra: &[&str]) -> Fulcrum {
         let dir = TempDir::new("run");
-        let path = dir.write("fulcrum.yaml", config);
+        let config = with_test_admin(config);
+        let path = dir.write("fulcrum.yaml", &config);
         let p = path.to_str().unwrap().to_string();
         let mut args = vec!["--log-format", "json", "run", "-c", p.as_str()];
         args.extend_from_slice(extra);
@@ -184,6 +185,11 @@ impl Fulcrum {
         v["address"].as_str().unwrap().parse().unwrap()
     }
 
+    /// The admin API's bound address.
+    pub fn admin(&self) -> SocketAddr {
+        self.logged_addr("admin API listening")
+    }
+
     /// The address a named log field reported in a line with `message`.
     pub fn logged_addr(&self, message: &str) -> SocketAddr {
         let line = self.stderr.wait_for(message, |l| {
@@ -202,7 +208,7 @@ impl Fulcrum {
     pub fn rewrite_config(&self, text: &str) {
         // Write atomically so a file watcher never sees half a file.
         let tmp = self.dir.path("next.yaml");
-        std::fs::write(&tmp, text).unwrap();
+        std::fs::write(&tmp, with_test_admin(text)).unwrap();
         std::fs::rename(&tmp, &self.config).unwrap();
     }
 
@@ -240,6 +246,16 @@ impl Drop for Fulcrum {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Every test instance gets its admin API on an ephemeral port (the default,
+/// 127.0.0.1:9000, would collide between tests running in parallel).
+pub fn with_test_admin(config: &str) -> String {
+    if config.starts_with("admin:") || config.contains("\nadmin:") {
+        config.to_string()
+    } else {
+        format!("admin: {{ address: \"127.0.0.1:0\" }}\n{config}")
     }
 }
 

@@ -1,0 +1,178 @@
+//! `GET /metrics`: Prometheus text exposition (via prometheus-client).
+//!
+//! Everything is read at scrape time from the live state (request counters from
+//! the per-thread shards, backend and pool atomics, failover state), so label sets
+//! of backends that were removed disappear with them.
+
+use crate::app::App;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[derive(Debug)]
+struct Collector {
+    app: std::sync::Weak<App>,
+}
+
+/// Writes one metric family whose samples are (labels, value).
+fn family<M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: Vec<(Labels, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut fam = enc.encode_descriptor(name, help, None, kind)?;
+    for (l, m) in samples {
+        m.encode(fam.encode_family(&l)?)?;
+    }
+    Ok(())
+}
+
+impl prometheus_client::collector::Collector for Collector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(app) = self.app.upgrade() else { return Ok(()) };
+        let rt = app.runtime.load_full();
+        let now = crate::clock::now_ms();
+        let live: HashSet<(String, String)> = rt
+            .backends()
+            .map(|(p, m)| (p.name.clone(), m.backend.key().to_string()))
+            .collect();
+
+        let counts = app
+            .telemetry
+            .request_counts(&|pool, backend| live.contains(&(pool.to_string(), backend.to_string())));
+        family(
+            &mut enc,
+            "fulcrum_requests",
+            "Requests answered, by route, pool, backend and status code",
+            MetricType::Counter,
+            counts
+                .into_iter()
+                .map(|((route, pool, backend, code), n)| {
+                    (
+                        labels(&[("route", &route), ("pool", &pool), ("backend", &backend), ("code", &code.to_string())]),
+                        ConstCounter::new(n),
+                    )
+                })
+                .collect(),
+        )?;
+
+        {
+            let mut fam = enc.encode_descriptor(
+                "fulcrum_request_duration_seconds",
+                "Time from request head to the end of the response, by route",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (route, h) in app.telemetry.latency() {
+                let l = labels(&[("route", &route)]);
+                let mut m = fam.encode_family(&l)?;
+                m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(h.sum, h.count, &h.pairs(), None)?;
+            }
+        }
+
+        let mut up = Vec::new();
+        let mut in_flight = Vec::new();
+        let mut check_failures = Vec::new();
+        let mut failures = Vec::new();
+        for (p, m) in rt.backends() {
+            let l = labels(&[("pool", &p.name), ("backend", m.backend.key())]);
+            up.push((l.clone(), ConstGauge::new(i64::from(m.backend.healthy(now)))));
+            in_flight.push((l.clone(), ConstGauge::new(m.backend.in_flight.load(Relaxed) as i64)));
+            check_failures.push((l.clone(), ConstCounter::new(m.backend.check_failures.load(Relaxed))));
+            failures.push((l, ConstCounter::new(m.backend.failures.load(Relaxed))));
+        }
+        family(&mut enc, "fulcrum_backend_up", "1 when the backend passes its health checks", MetricType::Gauge, up)?;
+        family(&mut enc, "fulcrum_backend_in_flight", "Requests in flight on the backend", MetricType::Gauge, in_flight)?;
+        family(
+            &mut enc,
+            "fulcrum_health_check_failures",
+            "Failed active health checks",
+            MetricType::Counter,
+            check_failures,
+        )?;
+        family(
+            &mut enc,
+            "fulcrum_backend_failures",
+            "Failed attempts on the backend (connect errors, timeouts, unhealthy statuses)",
+            MetricType::Counter,
+            failures,
+        )?;
+        let per_pool = |f: &dyn Fn(&crate::upstream::pool::Pool) -> u64| -> Vec<(Labels, ConstCounter)> {
+            rt.pools.iter().map(|p| (labels(&[("pool", &p.name)]), ConstCounter::new(f(p)))).collect()
+        };
+        family(
+            &mut enc,
+            "fulcrum_retries",
+            "Attempts beyond the first, by pool",
+            MetricType::Counter,
+            per_pool(&|p| p.state.retries.load(Relaxed)),
+        )?;
+        family(
+            &mut enc,
+            "fulcrum_hedges",
+            "Hedged requests (sent to a second backend), by pool",
+            MetricType::Counter,
+            per_pool(&|p| p.state.hedges.load(Relaxed)),
+        )?;
+        let mut split = Vec::new();
+        for r in &rt.routes {
+            if let crate::runtime::Target::Split { variants, .. } = &r.target {
+                for v in variants {
+                    split.push((
+                        labels(&[("route", &r.name), ("pool", &v.pool.name)]),
+                        ConstCounter::new(v.requests.load(Relaxed)),
+                    ));
+                }
+            }
+        }
+        family(
+            &mut enc,
+            "fulcrum_split_requests",
+            "Requests sent to each variant of a split route",
+            MetricType::Counter,
+            split,
+        )?;
+        crate::failover::metrics::encode(&app, &rt, &mut enc)?;
+        let gauge = |v: i64| vec![(Labels::new(), ConstGauge::new(v))];
+        family(&mut enc, "fulcrum_config_generation", "Generation of the running config", MetricType::Gauge, gauge(rt.generation as i64))?;
+        family(
+            &mut enc,
+            "fulcrum_uptime_seconds",
+            "Seconds since the process started",
+            MetricType::Gauge,
+            gauge(app.started.elapsed().as_secs() as i64),
+        )?;
+        let dropped = app.access_log.load().as_ref().map_or(0, |l| l.dropped.load(Relaxed));
+        family(
+            &mut enc,
+            "fulcrum_access_log_dropped",
+            "Access log lines dropped because the writer fell behind",
+            MetricType::Counter,
+            vec![(Labels::new(), ConstCounter::new(dropped))],
+        )?;
+        Ok(())
+    }
+}
+
+pub fn render(app: &Arc<App>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Collector { app: Arc::downgrade(app) }));
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+        out.clear();
+    }
+    out
+}
