@@ -58,8 +58,12 @@ impl Overlay {
     fn apply(&self, base: &Config) -> Config {
         let mut c = base.clone();
         for p in c.pools.iter_mut() {
-            p.backends
-                .retain(|b| !self.removed.iter().any(|(pool, key)| *pool == p.name && *key == b.address.key));
+            p.backends.retain(|b| {
+                !self
+                    .removed
+                    .iter()
+                    .any(|(pool, key)| *pool == p.name && *key == b.address.key)
+            });
             for (pool, b) in &self.added {
                 if *pool == p.name && !p.backends.iter().any(|x| x.address.key == b.address.key) {
                     p.backends.push(b.clone());
@@ -77,8 +81,10 @@ impl Overlay {
                 .find(|p| p.name == pool)
                 .map(|p| p.backends.iter().any(|b| b.address.key == key))
         };
-        self.added.retain(|(pool, b)| has(pool, &b.address.key) == Some(false));
-        self.removed.retain(|(pool, key)| has(pool, key) == Some(true));
+        self.added
+            .retain(|(pool, b)| has(pool, &b.address.key) == Some(false));
+        self.removed
+            .retain(|(pool, key)| has(pool, key) == Some(true));
     }
 
     fn json(&self) -> Value {
@@ -164,7 +170,8 @@ impl App {
     /// bound or the access log cannot be opened.
     pub async fn start(loaded: Loaded) -> Result<Arc<App>, String> {
         let config = Arc::new(loaded.config);
-        let access_log = AccessLog::open(&config.access_log).map_err(|e| format!("cannot open the access log: {e}"))?;
+        let access_log = AccessLog::open(&config.access_log)
+            .map_err(|e| format!("cannot open the access log: {e}"))?;
         let runtime = Runtime::compile(config.clone(), 1, None);
         let app = Arc::new(App {
             runtime: ArcSwap::from_pointee(runtime),
@@ -177,7 +184,13 @@ impl App {
             config_path: loaded.path,
             events: Events::default(),
             notifier: Notifier::default(),
-            admin_token: ArcSwapOption::from(config.admin.as_ref().and_then(|a| a.token.clone()).map(Arc::new)),
+            admin_token: ArcSwapOption::from(
+                config
+                    .admin
+                    .as_ref()
+                    .and_then(|a| a.token.clone())
+                    .map(Arc::new),
+            ),
             state: tokio::sync::Mutex::new(ReloadState {
                 listeners: HashMap::new(),
                 health: Default::default(),
@@ -191,8 +204,10 @@ impl App {
         });
         let mut state = app.state.lock().await;
         for l in &config.listeners {
-            let sock = listener::bind(l.address).map_err(|e| format!("cannot listen on {}: {e}", l.address))?;
-            let handle = listener::start(&app, sock, l.clone(), config.limits.max_connections).map_err(|e| e.to_string())?;
+            let sock = listener::bind(l.address)
+                .map_err(|e| format!("cannot listen on {}: {e}", l.address))?;
+            let handle = listener::start(&app, sock, l.clone(), config.limits.max_connections)
+                .map_err(|e| e.to_string())?;
             tracing::info!(address = %handle.local_addr, configured = %l.address, "listening");
             state.listeners.insert(l.address, handle);
         }
@@ -215,7 +230,11 @@ impl App {
     /// Addresses the listeners actually bound (useful with port 0).
     pub async fn listener_addresses(&self) -> Vec<(SocketAddr, SocketAddr)> {
         let state = self.state.lock().await;
-        let mut v: Vec<_> = state.listeners.iter().map(|(k, v)| (*k, v.local_addr)).collect();
+        let mut v: Vec<_> = state
+            .listeners
+            .iter()
+            .map(|(k, v)| (*k, v.local_addr))
+            .collect();
         v.sort();
         v
     }
@@ -227,7 +246,10 @@ impl App {
     /// Re-reads the config file and applies it. With `force`, a file that did not
     /// change still produces a new generation (SIGHUP); without, it is a no-op
     /// (file watch).
-    pub async fn reload_from_file(self: &Arc<Self>, force: bool) -> Result<ReloadOutcome, ReloadError> {
+    pub async fn reload_from_file(
+        self: &Arc<Self>,
+        force: bool,
+    ) -> Result<ReloadOutcome, ReloadError> {
         let Some(path) = &self.config_path else {
             return Err(ReloadError::Apply("no config file to reload from".into()));
         };
@@ -236,7 +258,12 @@ impl App {
     }
 
     /// Swaps in a new base config. See [`App::apply_locked`].
-    pub async fn apply(self: &Arc<Self>, config: Config, text: String, force: bool) -> Result<ReloadOutcome, ReloadError> {
+    pub async fn apply(
+        self: &Arc<Self>,
+        config: Config,
+        text: String,
+        force: bool,
+    ) -> Result<ReloadOutcome, ReloadError> {
         let mut state = self.state.lock().await;
         if !force && text == state.text {
             return Ok(ReloadOutcome::Unchanged(state.generation));
@@ -252,22 +279,28 @@ impl App {
     /// failure changes nothing), then replaces the snapshot atomically, then
     /// retires listeners that are gone and reconciles the background tasks.
     /// In-flight requests keep the snapshot they started with.
-    async fn apply_locked(self: &Arc<Self>, state: &mut ReloadState, base: Config, overlay: Overlay) -> Result<u64, ReloadError> {
+    async fn apply_locked(
+        self: &Arc<Self>,
+        state: &mut ReloadState,
+        base: Config,
+        overlay: Overlay,
+    ) -> Result<u64, ReloadError> {
         let config = overlay.apply(&base);
         let mut bound = Vec::new();
         for l in &config.listeners {
             if !state.listeners.contains_key(&l.address) {
-                let sock = listener::bind(l.address).map_err(|e| ReloadError::Apply(format!("cannot listen on {}: {e}", l.address)))?;
+                let sock = listener::bind(l.address).map_err(|e| {
+                    ReloadError::Apply(format!("cannot listen on {}: {e}", l.address))
+                })?;
                 bound.push((l.clone(), sock));
             }
         }
         let admin_addr = config.admin.as_ref().map(|a| a.address);
         let new_admin = match (admin_addr, state.admin.as_ref().map(|a| a.configured)) {
             (Some(want), Some(have)) if want == have => None,
-            (Some(want), _) => Some(Some(
-                crate::admin::start(self, want)
-                    .map_err(|e| ReloadError::Apply(format!("cannot start the admin API on {want}: {e}")))?,
-            )),
+            (Some(want), _) => Some(Some(crate::admin::start(self, want).map_err(|e| {
+                ReloadError::Apply(format!("cannot start the admin API on {want}: {e}"))
+            })?)),
             (None, Some(_)) => Some(None),
             (None, None) => None,
         };
@@ -277,7 +310,10 @@ impl App {
         {
             None
         } else {
-            Some(AccessLog::open(&config.access_log).map_err(|e| ReloadError::Apply(format!("cannot open the access log: {e}")))?)
+            Some(
+                AccessLog::open(&config.access_log)
+                    .map_err(|e| ReloadError::Apply(format!("cannot open the access log: {e}")))?,
+            )
         };
 
         let generation = state.generation + 1;
@@ -288,8 +324,13 @@ impl App {
         if let Some(log) = new_log {
             self.access_log.store(log.map(Arc::new));
         }
-        self.admin_token
-            .store(config.admin.as_ref().and_then(|a| a.token.clone()).map(Arc::new));
+        self.admin_token.store(
+            config
+                .admin
+                .as_ref()
+                .and_then(|a| a.token.clone())
+                .map(Arc::new),
+        );
         if let Some(admin) = new_admin {
             state.admin = admin;
         }
@@ -299,21 +340,26 @@ impl App {
                     tracing::info!(address = %handle.local_addr, configured = %cfg.address, "listening");
                     state.listeners.insert(cfg.address, handle);
                 }
-                Err(e) => tracing::error!(address = %cfg.address, error = %e, "cannot start listener"),
+                Err(e) => {
+                    tracing::error!(address = %cfg.address, error = %e, "cannot start listener")
+                }
             }
         }
-        let wanted: HashMap<SocketAddr, &config::ListenerConfig> = config.listeners.iter().map(|l| (l.address, l)).collect();
-        state.listeners.retain(|addr, handle| match wanted.get(addr) {
-            Some(cfg) => {
-                handle.update((*cfg).clone(), config.limits.max_connections);
-                true
-            }
-            None => {
-                tracing::info!(address = %handle.local_addr, "listener removed");
-                handle.stop();
-                false
-            }
-        });
+        let wanted: HashMap<SocketAddr, &config::ListenerConfig> =
+            config.listeners.iter().map(|l| (l.address, l)).collect();
+        state
+            .listeners
+            .retain(|addr, handle| match wanted.get(addr) {
+                Some(cfg) => {
+                    handle.update((*cfg).clone(), config.limits.max_connections);
+                    true
+                }
+                None => {
+                    tracing::info!(address = %handle.local_addr, "listener removed");
+                    handle.stop();
+                    false
+                }
+            });
         self.notifier.configure(&config.failover.notification);
         state.health.reconcile(self);
         state.failover.reconcile(self);
@@ -321,8 +367,12 @@ impl App {
         state.overlay = overlay;
         state.generation = generation;
         tracing::info!(generation, "configuration applied");
-        self.events
-            .record("config.applied", None, None, format!("configuration generation {generation} applied"));
+        self.events.record(
+            "config.applied",
+            None,
+            None,
+            format!("configuration generation {generation} applied"),
+        );
         Ok(generation)
     }
 
@@ -337,29 +387,51 @@ impl App {
             .filter(|p| !p.as_os_str().is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("."));
-        let config = config::load_str(text, "api", &base_dir).map_err(|e| ApiError::from(ReloadError::Invalid(e)))?;
+        let config = config::load_str(text, "api", &base_dir)
+            .map_err(|e| ApiError::from(ReloadError::Invalid(e)))?;
         if persist && self.config_path.is_none() {
-            return Err(ApiError::new(StatusCode::CONFLICT, "no config file to persist to (started without one)"));
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "no config file to persist to (started without one)",
+            ));
         }
         let mut state = self.state.lock().await;
-        let g = self.apply_locked(&mut state, config, Overlay::default()).await.map_err(ApiError::from)?;
+        let g = self
+            .apply_locked(&mut state, config, Overlay::default())
+            .await
+            .map_err(ApiError::from)?;
         state.text = text.to_string();
         if persist && let Some(path) = &self.config_path {
             let tmp = path.with_extension("tmp-fulcrum");
             std::fs::write(&tmp, text)
                 .and_then(|_| std::fs::rename(&tmp, path))
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("applied, but writing {} failed: {e}", path.display())))?;
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("applied, but writing {} failed: {e}", path.display()),
+                    )
+                })?;
         }
         Ok(g)
     }
 
-    pub async fn add_backend(self: &Arc<Self>, pool: &str, backend: BackendConfig) -> Result<(), ApiError> {
+    pub async fn add_backend(
+        self: &Arc<Self>,
+        pool: &str,
+        backend: BackendConfig,
+    ) -> Result<(), ApiError> {
         let mut state = self.state.lock().await;
         let current = self.runtime.load_full();
         let Some(p) = current.config.pools.iter().find(|p| p.name == pool) else {
-            return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no pool named `{pool}`")));
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no pool named `{pool}`"),
+            ));
         };
-        if p.backends.iter().any(|b| b.address.key == backend.address.key) {
+        if p.backends
+            .iter()
+            .any(|b| b.address.key == backend.address.key)
+        {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 format!("pool `{pool}` already has backend {}", backend.address.key),
@@ -371,7 +443,9 @@ impl App {
             .retain(|(p, k)| !(p == pool && *k == backend.address.key));
         overlay.added.push((pool.to_string(), backend.clone()));
         let base = state.base.clone();
-        self.apply_locked(&mut state, base, overlay).await.map_err(ApiError::from)?;
+        self.apply_locked(&mut state, base, overlay)
+            .await
+            .map_err(ApiError::from)?;
         self.events.record(
             "backend.added",
             Some(pool),
@@ -385,21 +459,35 @@ impl App {
         let mut state = self.state.lock().await;
         let current = self.runtime.load_full();
         let Some(p) = current.config.pools.iter().find(|p| p.name == pool) else {
-            return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no pool named `{pool}`")));
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no pool named `{pool}`"),
+            ));
         };
         if !p.backends.iter().any(|b| b.address.key == key) {
-            return Err(ApiError::new(StatusCode::NOT_FOUND, format!("pool `{pool}` has no backend {key}")));
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("pool `{pool}` has no backend {key}"),
+            ));
         }
         let mut overlay = state.overlay.clone();
         let was_added = overlay.added.len();
-        overlay.added.retain(|(p, b)| !(p == pool && b.address.key == key));
+        overlay
+            .added
+            .retain(|(p, b)| !(p == pool && b.address.key == key));
         if overlay.added.len() == was_added {
             overlay.removed.push((pool.to_string(), key.to_string()));
         }
         let base = state.base.clone();
-        self.apply_locked(&mut state, base, overlay).await.map_err(ApiError::from)?;
-        self.events
-            .record("backend.removed", Some(pool), Some(key), "removed through the admin API");
+        self.apply_locked(&mut state, base, overlay)
+            .await
+            .map_err(ApiError::from)?;
+        self.events.record(
+            "backend.removed",
+            Some(pool),
+            Some(key),
+            "removed through the admin API",
+        );
         Ok(())
     }
 
@@ -414,13 +502,24 @@ impl App {
 
     /// Drain, disable or enable. Enabling waits for a passing health check (or a
     /// successful connection when the backend has no check) before traffic returns.
-    pub async fn set_backend_state(self: &Arc<Self>, pool: &str, key: &str, state: AdminState) -> Result<(), ApiError> {
+    pub async fn set_backend_state(
+        self: &Arc<Self>,
+        pool: &str,
+        key: &str,
+        state: AdminState,
+    ) -> Result<(), ApiError> {
         let rt = self.runtime.load_full();
         let Some(p) = rt.pool(pool) else {
-            return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no pool named `{pool}`")));
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no pool named `{pool}`"),
+            ));
         };
         let Some(m) = p.members.iter().find(|m| m.backend.key() == key) else {
-            return Err(ApiError::new(StatusCode::NOT_FOUND, format!("pool `{pool}` has no backend {key}")));
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("pool `{pool}` has no backend {key}"),
+            ));
         };
         let backend = m.backend.clone();
         let previous = backend.admin_state();
@@ -429,13 +528,23 @@ impl App {
         }
         backend.set_admin_state(state);
         let (kind, msg) = match state {
-            AdminState::Draining => ("backend.draining", "draining: no new requests, in-flight ones finish"),
+            AdminState::Draining => (
+                "backend.draining",
+                "draining: no new requests, in-flight ones finish",
+            ),
             AdminState::Disabled => ("backend.disabled", "disabled by the operator"),
-            _ => ("backend.enabling", "enabled: waiting for a passing health check"),
+            _ => (
+                "backend.enabling",
+                "enabled: waiting for a passing health check",
+            ),
         };
         self.events.record(kind, Some(pool), Some(key), msg);
         if state == AdminState::Enabling && m.health_check.is_none() {
-            tokio::spawn(confirm_reachable(Arc::downgrade(self), backend, p.timeouts.connect));
+            tokio::spawn(confirm_reachable(
+                Arc::downgrade(self),
+                backend,
+                p.timeouts.connect,
+            ));
         }
         Ok(())
     }
@@ -492,7 +601,9 @@ async fn confirm_reachable(app: std::sync::Weak<App>, backend: Arc<Backend>, tim
         if backend.admin_state() != AdminState::Enabling {
             return;
         }
-        let ok = crate::upstream::io::connect(&backend.address, timeout).await.is_ok();
+        let ok = crate::upstream::io::connect(&backend.address, timeout)
+            .await
+            .is_ok();
         if ok {
             if backend.admin_state() == AdminState::Enabling {
                 backend.set_admin_state(AdminState::Active);
@@ -500,8 +611,12 @@ async fn confirm_reachable(app: std::sync::Weak<App>, backend: Arc<Backend>, tim
                     .up_since_ms
                     .store(crate::clock::now_ms(), std::sync::atomic::Ordering::Relaxed);
                 if let Some(app) = app.upgrade() {
-                    app.events
-                        .record("backend.enabled", Some(&backend.pool), Some(backend.key()), "reachable again: back in rotation");
+                    app.events.record(
+                        "backend.enabled",
+                        Some(&backend.pool),
+                        Some(backend.key()),
+                        "reachable again: back in rotation",
+                    );
                 }
             }
             return;

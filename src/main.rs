@@ -42,6 +42,8 @@ enum Command {
     /// Self-contained demo: the proxy plus three local backends, one of which fails
     /// and recovers every ~20 s. Ctrl-C stops everything.
     Demo(cli::demo::DemoArgs),
+    /// Talk to a running Fulcrum's admin API (status, pools, drain/enable, failover...).
+    Ctl(cli::ctl::CtlArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Validate { config } => cli::validate(config),
         Command::Proxy(p) => cli::proxy::run(p),
         Command::Demo(d) => cli::demo::run(d),
+        Command::Ctl(c) => cli::ctl::run(c),
     }
 }
 

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 /// Upper bounds of the latency histogram buckets, in seconds.
-pub const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+pub const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
 
 /// (route, pool, backend) name pointers and the status code.
 type CountKey = (usize, usize, usize, u16);
@@ -47,7 +49,10 @@ impl Default for Histogram {
 
 impl Histogram {
     fn observe(&mut self, secs: f64) {
-        let i = BUCKETS.iter().position(|b| secs <= *b).unwrap_or(BUCKETS.len());
+        let i = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
         self.buckets[i] += 1;
         self.count += 1;
         self.sum += secs;
@@ -143,8 +148,11 @@ impl Telemetry {
         self.with_shard(|d| {
             let key = (
                 Arc::as_ptr(route) as *const u8 as usize,
-                pool.as_ref().map_or(0, |p| Arc::as_ptr(p) as *const u8 as usize),
-                backend.as_ref().map_or(0, |b| Arc::as_ptr(b) as *const u8 as usize),
+                pool.as_ref()
+                    .map_or(0, |p| Arc::as_ptr(p) as *const u8 as usize),
+                backend
+                    .as_ref()
+                    .map_or(0, |b| Arc::as_ptr(b) as *const u8 as usize),
                 c.status,
             );
             d.counts
@@ -168,15 +176,26 @@ impl Telemetry {
     /// Request counts summed over all threads, by (route, pool, backend, code).
     /// Entries for backends no longer present are dropped (their label sets
     /// disappear from /metrics).
-    pub fn request_counts(&self, keep: &dyn Fn(&str, &str) -> bool) -> Vec<((String, String, String, u16), u64)> {
+    pub fn request_counts(
+        &self,
+        keep: &dyn Fn(&str, &str) -> bool,
+    ) -> Vec<((String, String, String, u16), u64)> {
         let mut sum: HashMap<(String, String, String, u16), u64> = HashMap::new();
         if let Ok(shards) = self.shards.lock() {
             for shard in shards.iter() {
-                let Ok(mut d) = shard.data.lock() else { continue };
-                d.counts.retain(|_, e| e.backend.is_empty() || keep(&e.pool, &e.backend));
+                let Ok(mut d) = shard.data.lock() else {
+                    continue;
+                };
+                d.counts
+                    .retain(|_, e| e.backend.is_empty() || keep(&e.pool, &e.backend));
                 for e in d.counts.values() {
-                    *sum.entry((e.route.to_string(), e.pool.to_string(), e.backend.to_string(), e.code))
-                        .or_insert(0) += e.count;
+                    *sum.entry((
+                        e.route.to_string(),
+                        e.pool.to_string(),
+                        e.backend.to_string(),
+                        e.code,
+                    ))
+                    .or_insert(0) += e.count;
                 }
             }
         }

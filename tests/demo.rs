@@ -13,6 +13,11 @@ async fn demo_shows_a_backend_leaving_and_rejoining() {
         .unwrap();
     let dir = TempDir::new("demo");
     let listen = free.to_string();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
     let f = Fulcrum::spawn(
         dir,
         std::path::PathBuf::new(),

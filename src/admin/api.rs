@@ -17,16 +17,20 @@ use std::sync::atomic::Ordering::Relaxed;
 const BODY_LIMIT: usize = 4 * 1024 * 1024;
 
 fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -52,7 +56,11 @@ fn api_error(e: ApiError) -> Response<AdminBody> {
 pub async fn route(app: &Arc<App>, req: Request<Incoming>, rest: String) -> Response<AdminBody> {
     let method = req.method().clone();
     let query = req.uri().query().map(str::to_string);
-    let segs: Vec<String> = rest.split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
+    let segs: Vec<String> = rest
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let m = method.as_str();
     match segs.as_slice() {
@@ -60,12 +68,18 @@ pub async fn route(app: &Arc<App>, req: Request<Incoming>, rest: String) -> Resp
         ["config"] if m == "GET" => json(StatusCode::OK, &app.config_json().await),
         ["config"] if m == "PUT" => put_config(app, req, query.as_deref()).await,
         ["reload"] if m == "POST" => match app.reload_from_file(true).await {
-            Ok(outcome) => json(StatusCode::OK, &json!({ "generation": outcome.generation() })),
+            Ok(outcome) => json(
+                StatusCode::OK,
+                &json!({ "generation": outcome.generation() }),
+            ),
             Err(e) => api_error(ApiError::from(e)),
         },
         ["pools"] if m == "GET" => {
             let rt = app.runtime.load();
-            json(StatusCode::OK, &Value::Array(rt.pools.iter().map(|p| pool_json(p)).collect()))
+            json(
+                StatusCode::OK,
+                &Value::Array(rt.pools.iter().map(|p| pool_json(p)).collect()),
+            )
         }
         ["pools", name] if m == "GET" => match app.runtime.load().pool(name) {
             Some(p) => json(StatusCode::OK, &pool_json(p)),
@@ -75,26 +89,49 @@ pub async fn route(app: &Arc<App>, req: Request<Incoming>, rest: String) -> Resp
         ["pools", name, "backends", addr] if m == "GET" => match app.runtime.load().pool(name) {
             Some(p) => match p.members.iter().find(|mb| mb.backend.key() == *addr) {
                 Some(mb) => json(StatusCode::OK, &member_json(p, mb)),
-                None => error(StatusCode::NOT_FOUND, format!("pool `{name}` has no backend {addr}")),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    format!("pool `{name}` has no backend {addr}"),
+                ),
             },
             None => error(StatusCode::NOT_FOUND, format!("no pool named `{name}`")),
         },
-        ["pools", name, "backends", addr] if m == "DELETE" => match app.remove_backend(name, addr).await {
-            Ok(()) => json(StatusCode::OK, &json!({ "removed": addr, "pool": name })),
-            Err(e) => api_error(e),
-        },
-        ["pools", name, "backends", addr, action] if m == "POST" => backend_action(app, name, addr, action).await,
+        ["pools", name, "backends", addr] if m == "DELETE" => {
+            match app.remove_backend(name, addr).await {
+                Ok(()) => json(StatusCode::OK, &json!({ "removed": addr, "pool": name })),
+                Err(e) => api_error(e),
+            }
+        }
+        ["pools", name, "backends", addr, action] if m == "POST" => {
+            backend_action(app, name, addr, action).await
+        }
         ["events"] if m == "GET" => {
-            let limit = query_param(query.as_deref(), "limit").and_then(|l| l.parse().ok()).unwrap_or(100);
+            let limit = query_param(query.as_deref(), "limit")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(100);
             json(StatusCode::OK, &json!(app.events.recent(limit)))
         }
         ["events", "stream"] if m == "GET" => event_stream(app),
-        ["failover", action] => crate::failover::api::handle(app, &method, action, query.as_deref()).await,
-        ["status"] | ["config"] | ["reload"] | ["pools"] | ["pools", _] | ["pools", _, "backends"] | ["pools", _, "backends", _]
-        | ["pools", _, "backends", _, _] | ["events"] | ["events", "stream"] => {
-            error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed here"))
+        ["failover", action] => {
+            crate::failover::api::handle(app, &method, action, query.as_deref()).await
         }
-        _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: /api/v1{rest}")),
+        ["status"]
+        | ["config"]
+        | ["reload"]
+        | ["pools"]
+        | ["pools", _]
+        | ["pools", _, "backends"]
+        | ["pools", _, "backends", _]
+        | ["pools", _, "backends", _, _]
+        | ["events"]
+        | ["events", "stream"] => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed here"),
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint: /api/v1{rest}"),
+        ),
     }
 }
 
@@ -183,17 +220,27 @@ pub fn pool_json(p: &Pool) -> Value {
     })
 }
 
-async fn put_config(app: &Arc<App>, req: Request<Incoming>, query: Option<&str>) -> Response<AdminBody> {
+async fn put_config(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    query: Option<&str>,
+) -> Response<AdminBody> {
     let persist = query_param(query, "persist").is_some_and(|v| v == "true" || v == "1");
     let body = match read_body(req, BODY_LIMIT).await {
         Ok(b) => b,
         Err(r) => return r,
     };
     let Ok(text) = std::str::from_utf8(&body) else {
-        return error(StatusCode::BAD_REQUEST, "the config must be UTF-8 text (YAML or JSON)");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the config must be UTF-8 text (YAML or JSON)",
+        );
     };
     match app.put_config(text, persist).await {
-        Ok(generation) => json(StatusCode::OK, &json!({ "generation": generation, "persisted": persist })),
+        Ok(generation) => json(
+            StatusCode::OK,
+            &json!({ "generation": generation, "persisted": persist }),
+        ),
         Err(e) => api_error(e),
     }
 }
@@ -218,17 +265,31 @@ async fn add_backend(app: &Arc<App>, pool: &str, req: Request<Incoming>) -> Resp
         None | Some(Value::Null) => 1,
         Some(w) => match w.as_u64().filter(|w| (1..=1_000_000).contains(w)) {
             Some(w) => w as u32,
-            None => return error(StatusCode::BAD_REQUEST, "`weight` must be an integer from 1 to 1000000"),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "`weight` must be an integer from 1 to 1000000",
+                );
+            }
         },
     };
     let level = match v.get("failover_level") {
         None | Some(Value::Null) => 0,
         Some(l) => match l.as_u64().filter(|l| *l <= 100) {
             Some(l) => l as u32,
-            None => return error(StatusCode::BAD_REQUEST, "`failover_level` must be an integer from 0 to 100"),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "`failover_level` must be an integer from 0 to 100",
+                );
+            }
         },
     };
-    for key in v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default() {
+    for key in v
+        .as_object()
+        .map(|o| o.keys().cloned().collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
         if !["address", "weight", "failover_level", "region"].contains(&key.as_str()) {
             return error(StatusCode::BAD_REQUEST, format!("unknown field `{key}`"));
         }
@@ -247,7 +308,12 @@ async fn add_backend(app: &Arc<App>, pool: &str, req: Request<Incoming>) -> Resp
             let rt = app.runtime.load();
             let body = rt
                 .pool(pool)
-                .and_then(|p| p.members.iter().find(|m| m.backend.key() == key).map(|m| member_json(p, m)))
+                .and_then(|p| {
+                    p.members
+                        .iter()
+                        .find(|m| m.backend.key() == key)
+                        .map(|m| member_json(p, m))
+                })
                 .unwrap_or(Value::Null);
             json(StatusCode::CREATED, &body)
         }
@@ -255,19 +321,34 @@ async fn add_backend(app: &Arc<App>, pool: &str, req: Request<Incoming>) -> Resp
     }
 }
 
-async fn backend_action(app: &Arc<App>, pool: &str, addr: &str, action: &str) -> Response<AdminBody> {
+async fn backend_action(
+    app: &Arc<App>,
+    pool: &str,
+    addr: &str,
+    action: &str,
+) -> Response<AdminBody> {
     let state = match action {
         "drain" => AdminState::Draining,
         "disable" => AdminState::Disabled,
         "enable" => AdminState::Enabling,
-        other => return error(StatusCode::NOT_FOUND, format!("unknown action `{other}` (drain, disable, enable)")),
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("unknown action `{other}` (drain, disable, enable)"),
+            );
+        }
     };
     match app.set_backend_state(pool, addr, state).await {
         Ok(()) => {
             let rt = app.runtime.load();
             let body = rt
                 .pool(pool)
-                .and_then(|p| p.members.iter().find(|m| m.backend.key() == addr).map(|m| member_json(p, m)))
+                .and_then(|p| {
+                    p.members
+                        .iter()
+                        .find(|m| m.backend.key() == addr)
+                        .map(|m| member_json(p, m))
+                })
                 .unwrap_or(Value::Null);
             json(StatusCode::OK, &body)
         }
@@ -300,8 +381,14 @@ fn event_stream(app: &Arc<App>) -> Response<AdminBody> {
     });
     let body = ChannelBody(body_rx).boxed();
     let mut r = Response::new(body);
-    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
-    r.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    r.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
     r
 }
 
@@ -315,7 +402,9 @@ impl http_body::Body for ChannelBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        self.0.poll_recv(cx).map(|m| m.map(|b| Ok(http_body::Frame::data(b))))
+        self.0
+            .poll_recv(cx)
+            .map(|m| m.map(|b| Ok(http_body::Frame::data(b))))
     }
 }
 
@@ -329,5 +418,6 @@ mod tests {
         assert_eq!(percent_decode("10.0.0.1:80"), "10.0.0.1:80");
         assert_eq!(percent_decode("bad%zz"), "bad%zz");
         assert_eq!(percent_decode("end%4"), "end%4");
+        assert_eq!(percent_decode("%é1"), "%é1");
     }
 }

@@ -17,7 +17,10 @@ use std::sync::atomic::Ordering::Relaxed;
 type Labels = Vec<(String, String)>;
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[derive(Debug)]
@@ -42,7 +45,9 @@ fn family<M: EncodeMetric>(
 
 impl prometheus_client::collector::Collector for Collector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(app) = self.app.upgrade() else { return Ok(()) };
+        let Some(app) = self.app.upgrade() else {
+            return Ok(());
+        };
         let rt = app.runtime.load_full();
         let now = crate::clock::now_ms();
         let live: HashSet<(String, String)> = rt
@@ -50,9 +55,9 @@ impl prometheus_client::collector::Collector for Collector {
             .map(|(p, m)| (p.name.clone(), m.backend.key().to_string()))
             .collect();
 
-        let counts = app
-            .telemetry
-            .request_counts(&|pool, backend| live.contains(&(pool.to_string(), backend.to_string())));
+        let counts = app.telemetry.request_counts(&|pool, backend| {
+            live.contains(&(pool.to_string(), backend.to_string()))
+        });
         family(
             &mut enc,
             "fulcrum_requests",
@@ -62,7 +67,12 @@ impl prometheus_client::collector::Collector for Collector {
                 .into_iter()
                 .map(|((route, pool, backend, code), n)| {
                     (
-                        labels(&[("route", &route), ("pool", &pool), ("backend", &backend), ("code", &code.to_string())]),
+                        labels(&[
+                            ("route", &route),
+                            ("pool", &pool),
+                            ("backend", &backend),
+                            ("code", &code.to_string()),
+                        ]),
                         ConstCounter::new(n),
                     )
                 })
@@ -79,7 +89,12 @@ impl prometheus_client::collector::Collector for Collector {
             for (route, h) in app.telemetry.latency() {
                 let l = labels(&[("route", &route)]);
                 let mut m = fam.encode_family(&l)?;
-                m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(h.sum, h.count, &h.pairs(), None)?;
+                m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    h.sum,
+                    h.count,
+                    &h.pairs(),
+                    None,
+                )?;
             }
         }
 
@@ -89,13 +104,34 @@ impl prometheus_client::collector::Collector for Collector {
         let mut failures = Vec::new();
         for (p, m) in rt.backends() {
             let l = labels(&[("pool", &p.name), ("backend", m.backend.key())]);
-            up.push((l.clone(), ConstGauge::new(i64::from(m.backend.healthy(now)))));
-            in_flight.push((l.clone(), ConstGauge::new(m.backend.in_flight.load(Relaxed) as i64)));
-            check_failures.push((l.clone(), ConstCounter::new(m.backend.check_failures.load(Relaxed))));
+            up.push((
+                l.clone(),
+                ConstGauge::new(i64::from(m.backend.healthy(now))),
+            ));
+            in_flight.push((
+                l.clone(),
+                ConstGauge::new(m.backend.in_flight.load(Relaxed) as i64),
+            ));
+            check_failures.push((
+                l.clone(),
+                ConstCounter::new(m.backend.check_failures.load(Relaxed)),
+            ));
             failures.push((l, ConstCounter::new(m.backend.failures.load(Relaxed))));
         }
-        family(&mut enc, "fulcrum_backend_up", "1 when the backend passes its health checks", MetricType::Gauge, up)?;
-        family(&mut enc, "fulcrum_backend_in_flight", "Requests in flight on the backend", MetricType::Gauge, in_flight)?;
+        family(
+            &mut enc,
+            "fulcrum_backend_up",
+            "1 when the backend passes its health checks",
+            MetricType::Gauge,
+            up,
+        )?;
+        family(
+            &mut enc,
+            "fulcrum_backend_in_flight",
+            "Requests in flight on the backend",
+            MetricType::Gauge,
+            in_flight,
+        )?;
         family(
             &mut enc,
             "fulcrum_health_check_failures",
@@ -110,9 +146,13 @@ impl prometheus_client::collector::Collector for Collector {
             MetricType::Counter,
             failures,
         )?;
-        let per_pool = |f: &dyn Fn(&crate::upstream::pool::Pool) -> u64| -> Vec<(Labels, ConstCounter)> {
-            rt.pools.iter().map(|p| (labels(&[("pool", &p.name)]), ConstCounter::new(f(p)))).collect()
-        };
+        let per_pool =
+            |f: &dyn Fn(&crate::upstream::pool::Pool) -> u64| -> Vec<(Labels, ConstCounter)> {
+                rt.pools
+                    .iter()
+                    .map(|p| (labels(&[("pool", &p.name)]), ConstCounter::new(f(p))))
+                    .collect()
+            };
         family(
             &mut enc,
             "fulcrum_retries",
@@ -147,7 +187,13 @@ impl prometheus_client::collector::Collector for Collector {
         )?;
         crate::failover::metrics::encode(&app, &rt, &mut enc)?;
         let gauge = |v: i64| vec![(Labels::new(), ConstGauge::new(v))];
-        family(&mut enc, "fulcrum_config_generation", "Generation of the running config", MetricType::Gauge, gauge(rt.generation as i64))?;
+        family(
+            &mut enc,
+            "fulcrum_config_generation",
+            "Generation of the running config",
+            MetricType::Gauge,
+            gauge(rt.generation as i64),
+        )?;
         family(
             &mut enc,
             "fulcrum_uptime_seconds",
@@ -155,7 +201,11 @@ impl prometheus_client::collector::Collector for Collector {
             MetricType::Gauge,
             gauge(app.started.elapsed().as_secs() as i64),
         )?;
-        let dropped = app.access_log.load().as_ref().map_or(0, |l| l.dropped.load(Relaxed));
+        let dropped = app
+            .access_log
+            .load()
+            .as_ref()
+            .map_or(0, |l| l.dropped.load(Relaxed));
         family(
             &mut enc,
             "fulcrum_access_log_dropped",
@@ -169,7 +219,9 @@ impl prometheus_client::collector::Collector for Collector {
 
 pub fn render(app: &Arc<App>) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Collector { app: Arc::downgrade(app) }));
+    registry.register_collector(Box::new(Collector {
+        app: Arc::downgrade(app),
+    }));
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
         out.clear();

@@ -80,11 +80,17 @@ pub fn start(app: &Arc<App>, address: SocketAddr) -> std::io::Result<AdminServer
     })
 }
 
-pub fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<AdminBody> {
+pub fn full(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<AdminBody> {
     let mut r = Response::new(Full::new(body.into()).boxed());
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
@@ -110,7 +116,11 @@ fn authorized(app: &App, req: &Request<Incoming>) -> bool {
     let Some(token) = token.as_deref() else {
         return true;
     };
-    let Some(given) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+    let Some(given) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     match given.strip_prefix("Bearer ") {
@@ -135,7 +145,11 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<AdminBody> {
         if req.method() != http::Method::GET {
             return error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
         }
-        return full(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics::render(&app));
+        return full(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics::render(&app),
+        );
     }
     match path.strip_prefix("/api/v1") {
         Some(rest) => api::route(&app, req, rest.to_string()).await,
@@ -148,6 +162,9 @@ pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Re
     let limited = http_body_util::Limited::new(req.into_body(), limit);
     match limited.collect().await {
         Ok(b) => Ok(b.to_bytes()),
-        Err(_) => Err(error(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {limit} bytes"))),
+        Err(_) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {limit} bytes"),
+        )),
     }
 }

@@ -28,6 +28,9 @@ pub struct DemoArgs {
     /// Proxy address [default: 127.0.0.1:8080, or a free port if taken]
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Admin API and dashboard address [default: 127.0.0.1:9000, or a free port if taken]
+    #[arg(long)]
+    admin: Option<SocketAddr>,
     /// How long backend-2 runs before each crash
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     fail_every: Duration,
@@ -111,7 +114,7 @@ impl DemoBackend {
     }
 }
 
-fn demo_config(listen: SocketAddr, backends: &[SocketAddr]) -> Config {
+fn demo_config(listen: SocketAddr, admin: SocketAddr, backends: &[SocketAddr]) -> Config {
     let mut pool = PoolConfig::new("demo");
     for b in backends {
         pool.backends.push(BackendConfig {
@@ -139,7 +142,10 @@ fn demo_config(listen: SocketAddr, backends: &[SocketAddr]) -> Config {
     };
     Config {
         listeners: vec![ListenerConfig::plain(listen)],
-        admin: None,
+        admin: Some(crate::config::AdminConfig {
+            address: admin,
+            token: None,
+        }),
         access_log: AccessLogConfig {
             enabled: false,
             ..Default::default()
@@ -200,7 +206,8 @@ pub fn run(args: DemoArgs) -> ExitCode {
             }
         }
         let listen = args.listen.unwrap_or_else(|| free_addr("127.0.0.1:8080".parse().expect("static address")));
-        let config = demo_config(listen, &backends.iter().map(|b| b.addr).collect::<Vec<_>>());
+        let admin = args.admin.unwrap_or_else(|| free_addr("127.0.0.1:9000".parse().expect("static address")));
+        let config = demo_config(listen, admin, &backends.iter().map(|b| b.addr).collect::<Vec<_>>());
         let app = match App::start(Loaded {
             config,
             path: None,
@@ -215,8 +222,12 @@ pub fn run(args: DemoArgs) -> ExitCode {
             }
         };
         let proxy = app.listener_addresses().await.first().map(|(_, a)| *a).unwrap_or(listen);
+        let admin = app.admin_address().await.unwrap_or(admin);
         println!("Fulcrum demo");
         println!("  proxy:     http://{proxy}/        (try: curl -i http://{proxy}/)");
+        println!("  dashboard: http://{admin}/");
+        println!("  admin API: http://{admin}/api/v1/pools   (or: fulcrum ctl --admin http://{admin} pools)");
+        println!("  metrics:   http://{admin}/metrics");
         for b in &backends {
             println!("  {}: http://{}/", b.name, b.addr);
         }

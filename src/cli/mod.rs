@@ -1,5 +1,6 @@
 //! What each subcommand does.
 
+pub mod ctl;
 pub mod demo;
 pub mod proxy;
 pub mod run;

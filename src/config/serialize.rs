@@ -121,7 +121,10 @@ fn pool(p: &PoolConfig) -> Value {
         };
         m.insert("hash_key".into(), Value::String(text));
     }
-    m.insert("backends".into(), Value::Array(p.backends.iter().map(backend).collect()));
+    m.insert(
+        "backends".into(),
+        Value::Array(p.backends.iter().map(backend).collect()),
+    );
     if let Some(h) = &p.health_check {
         m.insert("health_check".into(), health(h));
     }
@@ -164,7 +167,12 @@ fn header_ops(o: &HeaderOps) -> Value {
     let set: Map<String, Value> = o
         .set
         .iter()
-        .map(|(k, v)| (k.to_string(), Value::String(v.to_str().unwrap_or("").to_string())))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                Value::String(v.to_str().unwrap_or("").to_string()),
+            )
+        })
         .collect();
     json!({"set": set, "remove": o.remove.iter().map(|h| h.as_str()).collect::<Vec<_>>()})
 }
@@ -189,7 +197,11 @@ fn route(r: &RouteConfig) -> Value {
         RouteTarget::Split(vs) => {
             m.insert(
                 "split".into(),
-                Value::Array(vs.iter().map(|v| json!({"pool": v.pool, "weight": v.weight})).collect()),
+                Value::Array(
+                    vs.iter()
+                        .map(|v| json!({"pool": v.pool, "weight": v.weight}))
+                        .collect(),
+                ),
             );
             m.insert("sticky".into(), Value::Bool(r.sticky));
         }
@@ -239,7 +251,8 @@ fn channel(c: &NotificationChannel, redact: bool) -> Value {
                 v["smtp_user"] = Value::String(u.clone());
             }
             if let Some(p) = smtp_password {
-                v["smtp_password"] = Value::String(if redact { REDACTED.into() } else { p.clone() });
+                v["smtp_password"] =
+                    Value::String(if redact { REDACTED.into() } else { p.clone() });
             }
             if let Some(f) = from {
                 v["from"] = Value::String(f.clone());
@@ -291,7 +304,11 @@ pub fn config(c: &Config, redact: bool) -> Value {
             Some(a) => {
                 let mut v = json!({"address": a.address.to_string()});
                 if a.token.is_some() {
-                    v["token"] = Value::String(if redact { REDACTED.into() } else { a.token.clone().unwrap_or_default() });
+                    v["token"] = Value::String(if redact {
+                        REDACTED.into()
+                    } else {
+                        a.token.clone().unwrap_or_default()
+                    });
                 }
                 v
             }
@@ -316,11 +333,22 @@ pub fn config(c: &Config, redact: bool) -> Value {
     );
     m.insert(
         "trusted_proxies".into(),
-        Value::Array(c.trusted_proxies.iter().map(|n| Value::String(n.to_string())).collect()),
+        Value::Array(
+            c.trusted_proxies
+                .iter()
+                .map(|n| Value::String(n.to_string()))
+                .collect(),
+        ),
     );
     m.insert("shutdown_timeout".into(), d(c.shutdown_timeout));
-    m.insert("pools".into(), Value::Array(c.pools.iter().map(pool).collect()));
-    m.insert("routes".into(), Value::Array(c.routes.iter().map(route).collect()));
+    m.insert(
+        "pools".into(),
+        Value::Array(c.pools.iter().map(pool).collect()),
+    );
+    m.insert(
+        "routes".into(),
+        Value::Array(c.routes.iter().map(route).collect()),
+    );
     let f = &c.failover;
     m.insert(
         "failover".into(),

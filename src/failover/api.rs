@@ -16,30 +16,43 @@ fn pool_param(query: Option<&str>) -> Option<String> {
     })
 }
 
-pub async fn handle(app: &Arc<App>, method: &Method, action: &str, query: Option<&str>) -> Response<AdminBody> {
+pub async fn handle(
+    app: &Arc<App>,
+    method: &Method,
+    action: &str,
+    query: Option<&str>,
+) -> Response<AdminBody> {
     let rt = app.runtime.load_full();
     let pool_name = pool_param(query);
-    let find = |name: &Option<String>| -> Result<&Arc<Pool>, Response<AdminBody>> {
+    let find = |name: &Option<String>| -> Result<&Arc<Pool>, Box<Response<AdminBody>>> {
         match name {
-            None => Err(error(StatusCode::BAD_REQUEST, "add ?pool=NAME")),
-            Some(n) => rt.pool(n).ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no pool named `{n}`"))),
+            None => Err(Box::new(error(StatusCode::BAD_REQUEST, "add ?pool=NAME"))),
+            Some(n) => rt.pool(n).ok_or_else(|| {
+                Box::new(error(StatusCode::NOT_FOUND, format!("no pool named `{n}`")))
+            }),
         }
     };
     match (method.as_str(), action) {
         ("GET", "status") => match &pool_name {
             Some(_) => match find(&pool_name) {
                 Ok(p) => json(StatusCode::OK, &status_json(p)),
-                Err(r) => r,
+                Err(r) => *r,
             },
             None => json(
                 StatusCode::OK,
-                &serde_json::Value::Array(rt.pools.iter().filter(|p| p.levels.len() > 1).map(|p| status_json(p)).collect()),
+                &serde_json::Value::Array(
+                    rt.pools
+                        .iter()
+                        .filter(|p| p.levels.len() > 1)
+                        .map(|p| status_json(p))
+                        .collect(),
+                ),
             ),
         },
         ("POST", "activate") => {
             let p = match find(&pool_name) {
                 Ok(p) => p,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             match controller::manual_activate(app, p, &settings_for(&rt.config, p)) {
                 Ok(_) => json(StatusCode::OK, &status_json(p)),
@@ -49,7 +62,7 @@ pub async fn handle(app: &Arc<App>, method: &Method, action: &str, query: Option
         ("POST", "deactivate") => {
             let p = match find(&pool_name) {
                 Ok(p) => p,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             controller::manual_deactivate(app, p, &settings_for(&rt.config, p));
             json(StatusCode::OK, &status_json(p))
@@ -57,14 +70,18 @@ pub async fn handle(app: &Arc<App>, method: &Method, action: &str, query: Option
         ("POST", "test") => {
             let p = match find(&pool_name) {
                 Ok(p) => p,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             test(app, p).await
         }
-        (_, "status" | "activate" | "deactivate" | "test") => {
-            error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed here"))
-        }
-        _ => error(StatusCode::NOT_FOUND, format!("unknown failover action `{action}`")),
+        (_, "status" | "activate" | "deactivate" | "test") => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed here"),
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("unknown failover action `{action}`"),
+        ),
     }
 }
 
@@ -73,7 +90,10 @@ pub async fn handle(app: &Arc<App>, method: &Method, action: &str, query: Option
 async fn test(app: &Arc<App>, p: &Arc<Pool>) -> Response<AdminBody> {
     let primary = p.levels.first().copied().unwrap_or(0);
     let Some(&first_backup) = p.levels.iter().find(|&&l| l > primary) else {
-        return error(StatusCode::CONFLICT, format!("pool `{}` has no backup level", p.name));
+        return error(
+            StatusCode::CONFLICT,
+            format!("pool `{}` has no backup level", p.name),
+        );
     };
     let mut report = Vec::new();
     let mut healthy = 0;
@@ -108,7 +128,8 @@ async fn test(app: &Arc<App>, p: &Arc<Pool>) -> Response<AdminBody> {
         duration_seconds: 0.0,
     };
     p.state.failover.record(&event);
-    app.events.record(&event.event, Some(&p.name), None, event.reason.clone());
+    app.events
+        .record(&event.event, Some(&p.name), None, event.reason.clone());
     app.notifier.send(event.clone());
     json(
         StatusCode::OK,

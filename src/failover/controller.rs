@@ -43,10 +43,15 @@ impl Controllers {
         for p in &rt.pools {
             let s = settings_for(&rt.config, p);
             if p.levels.len() > 1 && s.enabled {
+                p.state
+                    .failover
+                    .hold
+                    .store(s.strategy == FailoverStrategy::Delayed, Relaxed);
                 wanted.insert(p.name.clone(), s);
             } else {
+                p.state.failover.hold.store(false, Relaxed);
                 p.state.failover.set_serving(None);
-                p.state.failover.set_ramp(None, 0);
+                p.state.failover.set_move(None);
             }
         }
         self.running.retain(|name, (s, task)| {
@@ -85,7 +90,9 @@ async fn run(app: Weak<App>, pool_name: String, s: FailoverSettings) {
         let tick = {
             let Some(app) = app.upgrade() else { return };
             let rt = app.runtime.load_full();
-            let Some(pool) = rt.pool(&pool_name) else { return };
+            let Some(pool) = rt.pool(&pool_name) else {
+                return;
+            };
             evaluate(&app, pool, &s, &mut mem);
             match pool.state.failover.current_move() {
                 Some(_) => s.check_interval.min(step_len(&s)),
@@ -124,7 +131,9 @@ fn ramp_share(s: &FailoverSettings, elapsed_ms: u64) -> u32 {
 fn evaluate(app: &App, pool: &Pool, s: &FailoverSettings, mem: &mut Memory) {
     let f = &pool.state.failover;
     let now = now_ms();
-    let Some(&primary) = pool.levels.first() else { return };
+    let Some(&primary) = pool.levels.first() else {
+        return;
+    };
     let healthy = |l: u32| pool.level_available(l, now);
     let serving = match f.serving() {
         Some(l) => l,
@@ -148,7 +157,15 @@ fn evaluate(app: &App, pool: &Pool, s: &FailoverSettings, mem: &mut Memory) {
                 f.set_move(None);
                 let manual = f.manual.load(Relaxed);
                 if to > from {
-                    activated(app, pool, from, to, "moved gradually", if manual { "manual" } else { "auto" }, 0.0);
+                    activated(
+                        app,
+                        pool,
+                        from,
+                        to,
+                        "moved gradually",
+                        if manual { "manual" } else { "auto" },
+                        0.0,
+                    );
                 } else {
                     recovered(app, pool, from, to, if manual { "manual" } else { "auto" });
                 }
@@ -165,16 +182,29 @@ fn evaluate(app: &App, pool: &Pool, s: &FailoverSettings, mem: &mut Memory) {
     // 1. The serving level is entirely down: move to the lowest healthy level above.
     if !healthy(serving) {
         let since = *mem.down_since.get_or_insert(now);
-        let next = pool.levels.iter().copied().find(|&l| l > serving && healthy(l));
+        let next = pool
+            .levels
+            .iter()
+            .copied()
+            .find(|&l| l > serving && healthy(l));
         if let Some(next) = next {
             let waited = now - since;
-            let due = s.strategy != FailoverStrategy::Delayed || waited >= s.delay.as_millis() as u64;
+            let due =
+                s.strategy != FailoverStrategy::Delayed || waited >= s.delay.as_millis() as u64;
             if due {
                 f.set_serving(Some(next));
                 mem.down_since = None;
                 mem.healthy_since.clear();
                 let reason = format!("every backend of level {serving} is down");
-                activated(app, pool, serving, next, &reason, "auto", waited as f64 / 1000.0);
+                activated(
+                    app,
+                    pool,
+                    serving,
+                    next,
+                    &reason,
+                    "auto",
+                    waited as f64 / 1000.0,
+                );
             }
         }
         return;
@@ -189,11 +219,16 @@ fn evaluate(app: &App, pool: &Pool, s: &FailoverSettings, mem: &mut Memory) {
             mem.healthy_since.remove(&l);
         }
     }
-    let recover_to = pool.levels.iter().copied().filter(|&l| l < serving).find(|l| {
-        mem.healthy_since
-            .get(l)
-            .is_some_and(|&t| now - t >= s.recovery_interval.as_millis() as u64)
-    });
+    let recover_to = pool
+        .levels
+        .iter()
+        .copied()
+        .filter(|&l| l < serving)
+        .find(|l| {
+            mem.healthy_since
+                .get(l)
+                .is_some_and(|&t| now - t >= s.recovery_interval.as_millis() as u64)
+        });
     if let Some(to) = recover_to {
         mem.healthy_since.clear();
         if s.strategy == FailoverStrategy::Graceful && !s.ramp.is_zero() {
@@ -207,7 +242,15 @@ fn evaluate(app: &App, pool: &Pool, s: &FailoverSettings, mem: &mut Memory) {
     }
 }
 
-fn event(pool: &Pool, kind: &str, from: u32, to: u32, reason: &str, mode: &str, duration: f64) -> FailoverEvent {
+fn event(
+    pool: &Pool,
+    kind: &str,
+    from: u32,
+    to: u32,
+    reason: &str,
+    mode: &str,
+    duration: f64,
+) -> FailoverEvent {
     FailoverEvent {
         event: kind.into(),
         pool: pool.name.clone(),
@@ -229,12 +272,23 @@ pub fn publish(app: &App, pool: &Pool, e: FailoverEvent) {
         &e.event,
         Some(&e.pool),
         None,
-        format!("level {} -> {}: {} ({})", e.from_level, e.to_level, e.reason, e.mode),
+        format!(
+            "level {} -> {}: {} ({})",
+            e.from_level, e.to_level, e.reason, e.mode
+        ),
     );
     app.notifier.send(e);
 }
 
-pub fn activated(app: &App, pool: &Pool, from: u32, to: u32, reason: &str, mode: &str, duration: f64) {
+pub fn activated(
+    app: &App,
+    pool: &Pool,
+    from: u32,
+    to: u32,
+    reason: &str,
+    mode: &str,
+    duration: f64,
+) {
     let f = &pool.state.failover;
     if f.since_ms.load(Relaxed) == 0 {
         f.since_ms.store(now_ms(), Relaxed);
@@ -242,13 +296,21 @@ pub fn activated(app: &App, pool: &Pool, from: u32, to: u32, reason: &str, mode:
     f.events_total.fetch_add(1, Relaxed);
     f.last_activation_unix
         .store(crate::clock::unix_secs_f64() as u64, Relaxed);
-    publish(app, pool, event(pool, "failover.activated", from, to, reason, mode, duration));
+    publish(
+        app,
+        pool,
+        event(pool, "failover.activated", from, to, reason, mode, duration),
+    );
 }
 
 pub fn recovered(app: &App, pool: &Pool, from: u32, to: u32, mode: &str) {
     let f = &pool.state.failover;
     let since = f.since_ms.load(Relaxed);
-    let lasted = if since == 0 { 0 } else { now_ms().saturating_sub(since) };
+    let lasted = if since == 0 {
+        0
+    } else {
+        now_ms().saturating_sub(since)
+    };
     let primary = pool.levels.first().copied().unwrap_or(0);
     if to == primary {
         f.since_ms.store(0, Relaxed);
@@ -256,7 +318,19 @@ pub fn recovered(app: &App, pool: &Pool, from: u32, to: u32, mode: &str) {
     }
     f.events_total.fetch_add(1, Relaxed);
     let reason = format!("level {to} healthy again");
-    publish(app, pool, event(pool, "failover.recovered", from, to, &reason, mode, lasted as f64 / 1000.0));
+    publish(
+        app,
+        pool,
+        event(
+            pool,
+            "failover.recovered",
+            from,
+            to,
+            &reason,
+            mode,
+            lasted as f64 / 1000.0,
+        ),
+    );
 }
 
 /// Manual activation: traffic leaves the primary level for the first backup level
@@ -265,7 +339,10 @@ pub fn manual_activate(app: &App, pool: &Pool, s: &FailoverSettings) -> Result<u
     let f = &pool.state.failover;
     let primary = *pool.levels.first().ok_or("the pool has no backends")?;
     let Some(&target) = pool.levels.iter().find(|&&l| l > primary) else {
-        return Err(format!("pool `{}` has no backup level (set failover_level or failover: true on a backend)", pool.name));
+        return Err(format!(
+            "pool `{}` has no backup level (set failover_level or failover: true on a backend)",
+            pool.name
+        ));
     };
     f.manual.store(true, Relaxed);
     let serving = f.serving().unwrap_or(primary);
@@ -276,10 +353,23 @@ pub fn manual_activate(app: &App, pool: &Pool, s: &FailoverSettings) -> Result<u
         // The controller performs the steps; announce it so it wakes up now.
         f.set_move(Some((serving, target, now_ms())));
         f.set_ramp(Some(target), ramp_share(s, 0));
-        app.events.record("failover.manual", Some(&pool.name), None, format!("moving to level {target} over {:?}", s.ramp));
+        app.events.record(
+            "failover.manual",
+            Some(&pool.name),
+            None,
+            format!("moving to level {target} over {:?}", s.ramp),
+        );
     } else {
         f.set_serving(Some(target));
-        activated(app, pool, serving, target, "manual activation", "manual", 0.0);
+        activated(
+            app,
+            pool,
+            serving,
+            target,
+            "manual activation",
+            "manual",
+            0.0,
+        );
     }
     Ok(target)
 }
@@ -298,13 +388,23 @@ pub fn manual_deactivate(app: &App, pool: &Pool, s: &FailoverSettings) -> u32 {
         if s.strategy == FailoverStrategy::Graceful && !s.ramp.is_zero() {
             f.set_move(Some((serving, best, now)));
             f.set_ramp(Some(best), ramp_share(s, 0));
-            app.events.record("failover.manual", Some(&pool.name), None, format!("returning to level {best} over {:?}", s.ramp));
+            app.events.record(
+                "failover.manual",
+                Some(&pool.name),
+                None,
+                format!("returning to level {best} over {:?}", s.ramp),
+            );
         } else {
             f.set_serving(Some(best));
             recovered(app, pool, serving, best, "manual");
         }
     } else {
-        app.events.record("failover.manual", Some(&pool.name), None, "back to automatic");
+        app.events.record(
+            "failover.manual",
+            Some(&pool.name),
+            None,
+            "back to automatic",
+        );
     }
     best
 }

@@ -8,7 +8,11 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use std::sync::atomic::Ordering::Relaxed;
 
-pub fn encode(_app: &App, rt: &Runtime, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+pub fn encode(
+    _app: &App,
+    rt: &Runtime,
+    enc: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
     let pools: Vec<_> = rt.pools.iter().filter(|p| p.levels.len() > 1).collect();
     let now = crate::clock::now_ms();
     let label = |name: &str| vec![("pool".to_string(), name.to_string())];
@@ -21,8 +25,13 @@ pub fn encode(_app: &App, rt: &Runtime, enc: &mut DescriptorEncoder) -> Result<(
         )?;
         for p in &pools {
             let primary = p.levels[0];
-            let level = p.state.failover.serving().unwrap_or_else(|| p.healthy_level(now).unwrap_or(primary));
-            ConstGauge::new(i64::from(level != primary)).encode(fam.encode_family(&label(&p.name))?)?;
+            let level = p
+                .state
+                .failover
+                .serving()
+                .unwrap_or_else(|| p.healthy_level(now).unwrap_or(primary));
+            ConstGauge::new(i64::from(level != primary))
+                .encode(fam.encode_family(&label(&p.name))?)?;
         }
     }
     {
@@ -33,7 +42,8 @@ pub fn encode(_app: &App, rt: &Runtime, enc: &mut DescriptorEncoder) -> Result<(
             MetricType::Counter,
         )?;
         for p in &pools {
-            ConstCounter::new(p.state.failover.events_total.load(Relaxed)).encode(fam.encode_family(&label(&p.name))?)?;
+            ConstCounter::new(p.state.failover.events_total.load(Relaxed))
+                .encode(fam.encode_family(&label(&p.name))?)?;
         }
     }
     {
@@ -58,7 +68,11 @@ pub fn encode(_app: &App, rt: &Runtime, enc: &mut DescriptorEncoder) -> Result<(
         for p in &pools {
             let f = &p.state.failover;
             let since = f.since_ms.load(Relaxed);
-            let ms = if since > 0 { now.saturating_sub(since) } else { f.last_duration_ms.load(Relaxed) };
+            let ms = if since > 0 {
+                now.saturating_sub(since)
+            } else {
+                f.last_duration_ms.load(Relaxed)
+            };
             ConstGauge::new(ms as f64 / 1000.0).encode(fam.encode_family(&label(&p.name))?)?;
         }
     }

@@ -58,6 +58,9 @@ pub struct PoolFailoverState {
     ramp_permille: AtomicU32,
     /// Set by the admin API: the controller leaves the level alone.
     pub manual: AtomicBool,
+    /// `delayed` strategy: requests never cascade past the serving level on their
+    /// own; only the controller moves traffic, once the delay has passed.
+    pub hold: AtomicBool,
     /// When the current failover began (ms, clock::now_ms), 0 when not failed over.
     pub since_ms: AtomicU64,
     pub events_total: AtomicU64,
@@ -76,6 +79,7 @@ impl Default for PoolFailoverState {
             ramp_level: AtomicU32::new(UNMANAGED),
             ramp_permille: AtomicU32::new(0),
             manual: AtomicBool::new(false),
+            hold: AtomicBool::new(false),
             since_ms: AtomicU64::new(0),
             events_total: AtomicU64::new(0),
             last_activation_unix: AtomicU64::new(0),
@@ -111,7 +115,8 @@ impl PoolFailoverState {
     }
 
     pub fn set_serving(&self, level: Option<u32>) {
-        self.serving_level.store(level.unwrap_or(UNMANAGED), Relaxed);
+        self.serving_level
+            .store(level.unwrap_or(UNMANAGED), Relaxed);
     }
 
     /// Sends `permille` of new requests to `level` (a gradual move in progress).
@@ -150,7 +155,10 @@ impl PoolFailoverState {
     }
 
     pub fn events(&self) -> Vec<FailoverEvent> {
-        self.history.lock().map(|h| h.iter().cloned().collect()).unwrap_or_default()
+        self.history
+            .lock()
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -159,12 +167,18 @@ pub fn status_json(p: &Pool) -> serde_json::Value {
     let f = &p.state.failover;
     let primary = p.levels.first().copied().unwrap_or(0);
     let now = crate::clock::now_ms();
-    let level = f.serving().unwrap_or_else(|| p.healthy_level(now).unwrap_or(primary));
+    let level = f
+        .serving()
+        .unwrap_or_else(|| p.healthy_level(now).unwrap_or(primary));
     let since = f.since_ms.load(Relaxed);
     let mut regions: Vec<serde_json::Value> = Vec::new();
     for l in &p.levels {
-        let names: std::collections::BTreeSet<&str> =
-            p.members.iter().filter(|m| m.level == *l).filter_map(|m| m.region.as_deref()).collect();
+        let names: std::collections::BTreeSet<&str> = p
+            .members
+            .iter()
+            .filter(|m| m.level == *l)
+            .filter_map(|m| m.region.as_deref())
+            .collect();
         regions.push(serde_json::json!({
             "level": l,
             "regions": names,

@@ -21,7 +21,10 @@ const BACKOFF: [Duration; 5] = [
 
 enum Channel {
     Log(LogLevel),
-    Queued { name: String, tx: mpsc::Sender<FailoverEvent> },
+    Queued {
+        name: String,
+        tx: mpsc::Sender<FailoverEvent>,
+    },
 }
 
 struct Active {
@@ -83,10 +86,18 @@ impl Notifier {
 fn log(level: LogLevel, e: &FailoverEvent) {
     let msg = summary(e);
     match level {
-        LogLevel::Error => tracing::error!(target: "fulcrum::failover", event = %e.event, pool = %e.pool, "{msg}"),
-        LogLevel::Warning => tracing::warn!(target: "fulcrum::failover", event = %e.event, pool = %e.pool, "{msg}"),
-        LogLevel::Info => tracing::info!(target: "fulcrum::failover", event = %e.event, pool = %e.pool, "{msg}"),
-        LogLevel::Debug => tracing::debug!(target: "fulcrum::failover", event = %e.event, pool = %e.pool, "{msg}"),
+        LogLevel::Error => {
+            tracing::error!(target: "fulcrum::failover", event = %e.event, pool = %e.pool, "{msg}")
+        }
+        LogLevel::Warning => {
+            tracing::warn!(target: "fulcrum::failover", event = %e.event, pool = %e.pool, "{msg}")
+        }
+        LogLevel::Info => {
+            tracing::info!(target: "fulcrum::failover", event = %e.event, pool = %e.pool, "{msg}")
+        }
+        LogLevel::Debug => {
+            tracing::debug!(target: "fulcrum::failover", event = %e.event, pool = %e.pool, "{msg}")
+        }
     }
 }
 
@@ -169,7 +180,11 @@ where
     }
 }
 
-async fn deliver_webhook(url: &str, format: WebhookFormat, e: &FailoverEvent) -> Result<(), String> {
+async fn deliver_webhook(
+    url: &str,
+    format: WebhookFormat,
+    e: &FailoverEvent,
+) -> Result<(), String> {
     let body = match format {
         WebhookFormat::Json => serde_json::to_vec(e),
         WebhookFormat::Slack => serde_json::to_vec(&serde_json::json!({ "text": summary(e) })),
@@ -199,12 +214,19 @@ async fn deliver_email(c: &NotificationChannel, e: &FailoverEvent) -> Result<(),
     else {
         return Err("not an email channel".into());
     };
-    let from = from.clone().unwrap_or_else(|| format!("fulcrum@{}", hostname()));
+    let from = from
+        .clone()
+        .unwrap_or_else(|| format!("fulcrum@{}", hostname()));
     let mut msg = Message::builder()
-        .from(from.parse().map_err(|err| format!("invalid from address `{from}`: {err}"))?)
+        .from(
+            from.parse()
+                .map_err(|err| format!("invalid from address `{from}`: {err}"))?,
+        )
         .subject(format!("[fulcrum] {} on pool {}", e.event, e.pool));
     for r in recipients {
-        msg = msg.to(r.parse().map_err(|err| format!("invalid recipient `{r}`: {err}"))?);
+        msg = msg.to(r
+            .parse()
+            .map_err(|err| format!("invalid recipient `{r}`: {err}"))?);
     }
     let text = format!(
         "{}\n\n{}\n",

@@ -24,20 +24,37 @@ async fn post(url: &str, body: Vec<u8>) -> Result<StatusCode, String> {
     };
     let host = uri.host().ok_or("the URL has no host")?.to_string();
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
-    let authority = uri.authority().map(|a| a.as_str()).unwrap_or(&host).to_string();
-    let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(|e| format!("connect: {e}"))?;
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str())
+        .unwrap_or(&host)
+        .to_string();
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
     let req = Request::post(path)
         .header(header::HOST, authority)
         .header(header::CONTENT_TYPE, "application/json")
-        .header(header::USER_AGENT, concat!("fulcrum/", env!("CARGO_PKG_VERSION")))
+        .header(
+            header::USER_AGENT,
+            concat!("fulcrum/", env!("CARGO_PKG_VERSION")),
+        )
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| e.to_string())?;
     if https {
-        let name = rustls_pki_types::ServerName::try_from(host.clone()).map_err(|e| format!("bad host name: {e}"))?;
+        let name = rustls_pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| format!("bad host name: {e}"))?;
         let connector = tokio_rustls::TlsConnector::from(crate::tls::client_config(&[b"http/1.1"]));
-        let tls = connector.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
         send(TokioIo::new(tls), req).await
     } else {
         send(TokioIo::new(tcp), req).await
@@ -48,7 +65,9 @@ async fn send<I>(io: I, req: Request<Full<Bytes>>) -> Result<StatusCode, String>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status();

@@ -6,7 +6,8 @@ use std::sync::{Arc, OnceLock};
 /// The process-wide crypto provider: ring (a small C/asm build, unlike aws-lc-rs).
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     static P: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
-    P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())).clone()
+    P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
 }
 
 /// The system's trusted roots (loaded once).
@@ -29,7 +30,10 @@ pub fn system_roots() -> Arc<rustls::RootCertStore> {
 pub fn client_config(alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map(|b| b.with_root_certificates(system_roots()).with_no_client_auth())
+        .map(|b| {
+            b.with_root_certificates(system_roots())
+                .with_no_client_auth()
+        })
         .unwrap_or_else(|_| {
             rustls::ClientConfig::builder()
                 .with_root_certificates(system_roots())

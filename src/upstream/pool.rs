@@ -239,7 +239,12 @@ impl Pool {
             .map(|_| (2.0 * self.state.srtt_us()).max(2000.0) as u64);
         let now_us = crate::clock::now_us();
         let mut any_available = false;
-        for &level in self.levels.iter().filter(|&&l| l >= target) {
+        // With the `delayed` strategy, requests do not cascade past the serving
+        // level by themselves: only the controller moves traffic.
+        let hold =
+            self.state.failover.hold.load(Relaxed) && self.state.failover.serving().is_some();
+        let highest = if hold { target } else { u32::MAX };
+        for &level in self.levels.iter().filter(|&&l| l >= target && l <= highest) {
             let in_level = |i: usize| {
                 let m = &self.members[i];
                 m.level == level && m.backend.available(now)
@@ -295,7 +300,7 @@ impl Pool {
         // Everything left was taken out by passive health alone (active checks still
         // pass): rather than refuse the request, try those, lowest level first, as
         // nginx does when all its servers are marked failed.
-        for &level in &self.levels {
+        for &level in self.levels.iter().filter(|&&l| l <= highest) {
             let ok = |i: usize| {
                 let m = &self.members[i];
                 m.level == level

@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod smtp;
 pub mod ws;
 
 use std::io::{BufRead, BufReader};
