@@ -27,6 +27,8 @@ async fn demo_shows_a_backend_leaving_and_rejoining() {
             "demo",
             "--listen",
             &listen,
+            "--admin",
+            &admin,
             "--fail-every",
             "2s",
             "--fail-for",
@@ -39,6 +41,11 @@ async fn demo_shows_a_backend_leaving_and_rejoining() {
     let r = client::get(free, "/").await;
     assert_eq!(r.status, http::StatusCode::OK);
     assert!(r.text().starts_with("Hello from backend-"), "{}", r.text());
+    f.stdout.wait_for("the dashboard URL", |l| {
+        l.contains(&format!("dashboard: http://{admin}/"))
+    });
+    let page = client::get(admin.parse().unwrap(), "/").await;
+    assert!(page.text().contains("<title>Fulcrum</title>"));
     f.stdout
         .wait_for("the crash", |l| l.contains("backend-2 crashed"));
     f.stdout
