@@ -44,6 +44,8 @@ pub struct App {
     pub events: Events,
     pub notifier: Notifier,
     pub admin_token: ArcSwapOption<String>,
+    /// Trace export, when `tracing:` is configured.
+    pub otlp: ArcSwapOption<crate::otlp::Otlp>,
     state: tokio::sync::Mutex<ReloadState>,
 }
 
@@ -191,6 +193,10 @@ impl App {
                     .and_then(|a| a.token.clone())
                     .map(Arc::new),
             ),
+            otlp: ArcSwapOption::from(match &config.tracing {
+                Some(t) => Some(Arc::new(crate::otlp::Otlp::start(t)?)),
+                None => None,
+            }),
             state: tokio::sync::Mutex::new(ReloadState {
                 listeners: HashMap::new(),
                 health: Default::default(),
@@ -316,6 +322,17 @@ impl App {
             )
         };
 
+        let current_otlp = self.otlp.load_full();
+        let new_otlp = if current_otlp.as_ref().map(|o| &o.config) == config.tracing.as_ref() {
+            None
+        } else {
+            Some(match &config.tracing {
+                Some(t) => Some(Arc::new(
+                    crate::otlp::Otlp::start(t).map_err(ReloadError::Apply)?,
+                )),
+                None => None,
+            })
+        };
         let generation = state.generation + 1;
         let config = Arc::new(config);
         let prev = self.runtime.load_full();
@@ -323,6 +340,9 @@ impl App {
         self.runtime.store(Arc::new(runtime));
         if let Some(log) = new_log {
             self.access_log.store(log.map(Arc::new));
+        }
+        if let Some(otlp) = new_otlp {
+            self.otlp.store(otlp);
         }
         self.admin_token.store(
             config

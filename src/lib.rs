@@ -14,6 +14,7 @@ pub mod failover;
 pub mod health;
 pub mod logging;
 pub mod net;
+pub mod otlp;
 pub mod proxy;
 pub mod rand;
 pub mod runtime;

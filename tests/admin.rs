@@ -397,7 +397,7 @@ async fn drain_waits_for_in_flight_and_enable_needs_a_passing_check() {
     let (admin, addr) = (f.admin(), f.listener(0));
     let slow = tokio::spawn(async move { client::get(addr, "/slow").await });
     eventually("the slow request on a", || async {
-        (a.hits() >= 1).then_some(())
+        (a.saw("/slow") >= 1).then_some(())
     })
     .await;
     let r = call(

@@ -30,7 +30,11 @@ impl Drop for Driver {
 
 impl Driver {
     async fn start() -> Driver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = std::process::Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(std::process::Stdio::null())
@@ -38,7 +42,10 @@ impl Driver {
             .spawn()
             .expect("chromedriver (Debian package chromium-driver) must be installed");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        common::eventually("chromedriver to listen", || async { tokio::net::TcpStream::connect(addr).await.ok().map(|_| ()) }).await;
+        common::eventually("chromedriver to listen", || async {
+            tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
+        })
+        .await;
         Driver { child, addr }
     }
 
@@ -48,10 +55,13 @@ impl Driver {
             .uri(path)
             .header("host", self.addr.to_string())
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.map(|b| b.to_string()).unwrap_or_default())))
+            .body(Full::new(Bytes::from(
+                body.map(|b| b.to_string()).unwrap_or_default(),
+            )))
             .unwrap();
         let r = client::send(self.addr, req).await;
-        serde_json::from_slice(&r.body).unwrap_or_else(|_| panic!("webdriver answered {}: {}", r.status, r.text()))
+        serde_json::from_slice(&r.body)
+            .unwrap_or_else(|_| panic!("webdriver answered {}: {}", r.status, r.text()))
     }
 }
 
@@ -90,7 +100,11 @@ async fn dashboard_shows_pools_and_follows_a_backend_going_down() {
         Arc::new(move |req: Request<Incoming>| {
             let h = h.clone();
             Box::pin(async move {
-                let status = if req.uri().path() == "/health" && !h.load(Ordering::SeqCst) { 503 } else { 200 };
+                let status = if req.uri().path() == "/health" && !h.load(Ordering::SeqCst) {
+                    503
+                } else {
+                    200
+                };
                 Response::builder().status(status).body(full("a")).unwrap()
             })
         }),
@@ -114,16 +128,29 @@ async fn dashboard_shows_pools_and_follows_a_backend_going_down() {
         }
     }}});
     let session = driver.call("POST", "/session", Some(caps)).await;
-    let id = session["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {session}")).to_string();
+    let id = session["value"]["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no session: {session}"))
+        .to_string();
     let url = format!("http://{}/", f.admin());
-    driver.call("POST", &format!("/session/{id}/url"), Some(json!({ "url": url }))).await;
+    driver
+        .call(
+            "POST",
+            &format!("/session/{id}/url"),
+            Some(json!({ "url": url })),
+        )
+        .await;
     let row_state = format!(
         "const el = document.querySelector('[data-backend=\"app/{}\"] .state'); return el ? el.textContent : null;",
         a.addr
     );
     let state = || async {
         driver
-            .call("POST", &format!("/session/{id}/execute/sync"), Some(json!({ "script": row_state, "args": [] })))
+            .call(
+                "POST",
+                &format!("/session/{id}/execute/sync"),
+                Some(json!({ "script": row_state, "args": [] })),
+            )
             .await["value"]
             .clone()
     };
@@ -136,21 +163,35 @@ async fn dashboard_shows_pools_and_follows_a_backend_going_down() {
                 if s == want {
                     return;
                 }
-                assert!(Instant::now() < deadline, "the dashboard never showed `{want}` (last: {s})");
+                assert!(
+                    Instant::now() < deadline,
+                    "the dashboard never showed `{want}` (last: {s})"
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     };
     wait_state("up").await;
     let text = driver
-        .call("POST", &format!("/session/{id}/execute/sync"), Some(json!({"script": "return document.body.innerText", "args": []})))
+        .call(
+            "POST",
+            &format!("/session/{id}/execute/sync"),
+            Some(json!({"script": "return document.body.innerText", "args": []})),
+        )
         .await["value"]
         .as_str()
         .unwrap_or_default()
         .to_string();
-    assert!(text.contains("app") && text.contains(&b.addr.to_string()), "{text}");
+    assert!(
+        text.contains("app") && text.contains(&b.addr.to_string()),
+        "{text}"
+    );
     let marker = driver
-        .call("POST", &format!("/session/{id}/execute/sync"), Some(json!({"script": "window.__noReload = 42; return 1", "args": []})))
+        .call(
+            "POST",
+            &format!("/session/{id}/execute/sync"),
+            Some(json!({"script": "window.__noReload = 42; return 1", "args": []})),
+        )
         .await;
     assert_eq!(marker["value"], 1);
 
@@ -158,13 +199,29 @@ async fn dashboard_shows_pools_and_follows_a_backend_going_down() {
     wait_state("down").await;
     // Same page: the marker set before is still there.
     let still = driver
-        .call("POST", &format!("/session/{id}/execute/sync"), Some(json!({"script": "return window.__noReload", "args": []})))
+        .call(
+            "POST",
+            &format!("/session/{id}/execute/sync"),
+            Some(json!({"script": "return window.__noReload", "args": []})),
+        )
         .await;
     assert_eq!(still["value"], 42, "the page was reloaded");
     let events = driver
-        .call("POST", &format!("/session/{id}/execute/sync"), Some(json!({"script": "return document.getElementById('events').innerText", "args": []})))
+        .call(
+            "POST",
+            &format!("/session/{id}/execute/sync"),
+            Some(
+                json!({"script": "return document.getElementById('events').innerText", "args": []}),
+            ),
+        )
         .await;
-    assert!(events["value"].as_str().unwrap_or_default().contains("backend.down"), "{events}");
+    assert!(
+        events["value"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("backend.down"),
+        "{events}"
+    );
     // Usable at a phone's width: nothing overflows the viewport sideways.
     let overflow = driver
         .call(
@@ -173,9 +230,14 @@ async fn dashboard_shows_pools_and_follows_a_backend_going_down() {
             Some(json!({"script": "return document.documentElement.scrollWidth - window.innerWidth", "args": []})),
         )
         .await;
-    assert!(overflow["value"].as_i64().unwrap_or(999) <= 1, "the page is wider than the phone: {overflow}");
+    assert!(
+        overflow["value"].as_i64().unwrap_or(999) <= 1,
+        "the page is wider than the phone: {overflow}"
+    );
 
-    let shot = driver.call("GET", &format!("/session/{id}/screenshot"), None).await;
+    let shot = driver
+        .call("GET", &format!("/session/{id}/screenshot"), None)
+        .await;
     let png = b64decode(shot["value"].as_str().unwrap_or_default());
     assert!(png.starts_with(b"\x89PNG"), "not a PNG screenshot");
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-phone.png");

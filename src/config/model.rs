@@ -19,6 +19,24 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     pub routes: Vec<RouteConfig>,
     pub failover: FailoverConfig,
+    pub tracing: Option<TracingConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    Protobuf,
+    Json,
+}
+
+/// OpenTelemetry trace export over OTLP/HTTP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// Collector base URL, e.g. `http://127.0.0.1:4318` (`/v1/traces` is added).
+    pub otlp_endpoint: String,
+    pub protocol: OtlpProtocol,
+    pub service_name: String,
+    /// Share of new traces recorded (a client's sampled flag is always followed).
+    pub sample_ratio: f64,
 }
 
 impl Default for Config {
@@ -35,6 +53,7 @@ impl Default for Config {
             pools: Vec::new(),
             routes: Vec::new(),
             failover: FailoverConfig::default(),
+            tracing: None,
         }
     }
 }

@@ -22,6 +22,7 @@ const TOP_KEYS: &[&str] = &[
     "failover",
     "cluster",
     "discovery",
+    "tracing",
 ];
 
 /// Decodes a whole document. `base_dir` resolves relative file paths.
@@ -90,6 +91,9 @@ pub fn decode_config(d: &mut Decoder, root: &Node, base_dir: &Path) -> Config {
         cfg.failover = failover(d, n);
     }
 
+    if let Some(n) = m.get("tracing") {
+        cfg.tracing = tracing(d, n);
+    }
     d.unbuilt(&m, "cluster", "high availability of the proxy");
     d.unbuilt(&m, "discovery", "Docker discovery");
     validate(d, &cfg);
@@ -1295,4 +1299,69 @@ fn validate(d: &mut Decoder, cfg: &Config) {
             );
         }
     }
+}
+
+fn tracing(d: &mut Decoder, n: &Node) -> Option<TracingConfig> {
+    let m = d.map(
+        n,
+        "tracing",
+        &[
+            "otlp_endpoint",
+            "protocol",
+            "service_name",
+            "sample_ratio",
+            "enabled",
+        ],
+    )?;
+    if m.get("enabled").and_then(|v| d.boolean(v, "enabled")) == Some(false) {
+        return None;
+    }
+    let Some(e) = m.get("otlp_endpoint") else {
+        d.error(
+            m.loc,
+            "tracing needs `otlp_endpoint` (e.g. http://127.0.0.1:4318)",
+        );
+        return None;
+    };
+    let endpoint = d.string(e, "otlp_endpoint")?;
+    if !endpoint.starts_with("http://") {
+        d.error(
+            e.loc,
+            "otlp_endpoint must be an http:// URL (OTLP/HTTP without TLS)",
+        );
+    }
+    let protocol = m
+        .get("protocol")
+        .and_then(|v| {
+            d.choice(
+                v,
+                "protocol",
+                &[
+                    ("http/protobuf", OtlpProtocol::Protobuf),
+                    ("http/json", OtlpProtocol::Json),
+                ],
+            )
+        })
+        .unwrap_or(OtlpProtocol::Protobuf);
+    let service_name = m
+        .get("service_name")
+        .and_then(|v| d.string(v, "service_name"))
+        .unwrap_or_else(|| "fulcrum".into());
+    let sample_ratio = match m.get("sample_ratio") {
+        Some(v) => match &v.value {
+            Value::Float(f) if (0.0..=1.0).contains(f) => *f,
+            Value::Int(i) if (0..=1).contains(i) => *i as f64,
+            _ => {
+                d.error(v.loc, "sample_ratio must be a number from 0 to 1");
+                1.0
+            }
+        },
+        None => 1.0,
+    };
+    Some(TracingConfig {
+        otlp_endpoint: endpoint,
+        protocol,
+        service_name,
+        sample_ratio,
+    })
 }

@@ -365,5 +365,16 @@ pub fn config(c: &Config, redact: bool) -> Value {
             },
         }),
     );
+    if let Some(t) = &c.tracing {
+        m.insert(
+            "tracing".into(),
+            json!({
+                "otlp_endpoint": t.otlp_endpoint,
+                "protocol": match t.protocol { OtlpProtocol::Protobuf => "http/protobuf", OtlpProtocol::Json => "http/json" },
+                "service_name": t.service_name,
+                "sample_ratio": t.sample_ratio,
+            }),
+        );
+    }
     Value::Object(m)
 }

@@ -36,6 +36,8 @@ pub struct Completion {
     pub aborted: bool,
     /// The split variant chosen, if the route splits traffic.
     pub variant: Option<usize>,
+    /// Spans to export, when tracing is on.
+    pub trace: Option<Box<crate::otlp::RequestTrace>>,
     done: bool,
 }
 
@@ -68,6 +70,7 @@ impl Completion {
             bytes_out: 0,
             aborted: false,
             variant: None,
+            trace: None,
             done: false,
         }
     }
@@ -79,6 +82,28 @@ impl Completion {
         self.done = true;
         self.in_flight = None;
         self.app.telemetry.request_done(self);
+        if let Some(t) = self.trace.take()
+            && let Some(otlp) = self.app.otlp.load().as_ref()
+        {
+            use opentelemetry::KeyValue;
+            let mut attrs = vec![
+                KeyValue::new("http.request.method", self.method.to_string()),
+                KeyValue::new("http.response.status_code", i64::from(self.status)),
+                KeyValue::new(
+                    "fulcrum.request_id",
+                    self.request_id.to_str().unwrap_or("").to_string(),
+                ),
+                KeyValue::new("fulcrum.route", self.route_name().to_string()),
+                KeyValue::new("fulcrum.pool", self.pool_name().to_string()),
+                KeyValue::new("fulcrum.backend", self.backend_key().to_string()),
+                KeyValue::new("fulcrum.attempts", i64::from(self.attempts)),
+                KeyValue::new("client.address", self.client_ip.to_string()),
+            ];
+            if let Some(p) = &self.path {
+                attrs.push(KeyValue::new("url.path", p.clone()));
+            }
+            otlp.finish(*t, attrs, self.status);
+        }
         if let Some(log) = self.app.access_log.load().as_ref() {
             log.write(self);
         }

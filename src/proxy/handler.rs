@@ -302,6 +302,19 @@ pub async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<Proxy
     };
     done.pool = Some(pool.index);
     done.variant = variant;
+    // With trace export on, this request gets a span continuing the client's
+    // traceparent, and the backend is told that span is its parent.
+    let upstream_traceparent = match app.otlp.load().as_ref() {
+        Some(otlp) => {
+            let (trace, header) = otlp.start_request(
+                format!("{} {}", req.method(), route.name),
+                req.headers().get(&hdr::TRACEPARENT),
+            );
+            done.trace = Some(Box::new(trace));
+            header
+        }
+        None => None,
+    };
     let balancer = route_balancer.unwrap_or(&pool.balancer);
 
     // Body limit, checked up front when the length is declared.
@@ -354,6 +367,9 @@ pub async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<Proxy
         via_for(client_version),
     );
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    if let Some(tp) = upstream_traceparent {
+        headers.insert(hdr::TRACEPARENT.clone(), tp);
+    }
     hdr::apply_ops(&mut headers, &route.headers.request);
 
     let retry = &pool.retries;
@@ -519,6 +535,20 @@ pub async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<Proxy
                         }
                     }
                 }
+            }
+        }
+        if let Some(t) = done.trace.as_mut() {
+            let end = Instant::now();
+            for (attempt, result) in &outcomes {
+                t.attempts.push(crate::otlp::Attempt {
+                    backend: attempt.backend.key().to_string(),
+                    start: attempt.sent_at,
+                    end,
+                    outcome: match result {
+                        Ok(_) => "ok".into(),
+                        Err((e, _)) => e.to_string(),
+                    },
+                });
             }
         }
         let mut winner = None;

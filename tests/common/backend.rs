@@ -52,6 +52,11 @@ impl TestBackend {
         self.hits.load(Ordering::SeqCst)
     }
 
+    /// Requests this backend saw for `path`.
+    pub fn saw(&self, path: &str) -> usize {
+        self.seen.lock().unwrap().iter().filter(|s| s.uri.ends_with(path)).count()
+    }
+
     pub fn last(&self) -> Seen {
         self.seen
             .lock()
