@@ -16,6 +16,7 @@ use crate::proxy::access_log::AccessLog;
 use crate::proxy::listener::{self, ListenerHandle};
 use crate::runtime::Runtime;
 use crate::telemetry::Telemetry;
+use crate::tls::acme::AcmeState;
 use crate::upstream::backend::{AdminState, Backend};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use http::StatusCode;
@@ -46,6 +47,8 @@ pub struct App {
     pub admin_token: ArcSwapOption<String>,
     /// Trace export, when `tracing:` is configured.
     pub otlp: ArcSwapOption<crate::otlp::Otlp>,
+    /// ACME state of every manager (challenge answers, issued certificates).
+    pub acme: ArcSwap<Vec<Arc<AcmeState>>>,
     state: tokio::sync::Mutex<ReloadState>,
 }
 
@@ -99,6 +102,8 @@ impl Overlay {
 
 struct ReloadState {
     listeners: HashMap<SocketAddr, ListenerHandle>,
+    /// ACME managers by storage directory.
+    acme: HashMap<PathBuf, AcmeManager>,
     health: crate::health::HealthChecks,
     failover: Controllers,
     admin: Option<AdminServer>,
@@ -174,7 +179,7 @@ impl App {
         let config = Arc::new(loaded.config);
         let access_log = AccessLog::open(&config.access_log)
             .map_err(|e| format!("cannot open the access log: {e}"))?;
-        let runtime = Runtime::compile(config.clone(), 1, None);
+        let runtime = Runtime::compile(config.clone(), 1, None)?;
         let app = Arc::new(App {
             runtime: ArcSwap::from_pointee(runtime),
             access_log: ArcSwapOption::from(access_log.map(Arc::new)),
@@ -197,7 +202,9 @@ impl App {
                 Some(t) => Some(Arc::new(crate::otlp::Otlp::start(t)?)),
                 None => None,
             }),
+            acme: ArcSwap::from_pointee(Vec::new()),
             state: tokio::sync::Mutex::new(ReloadState {
+                acme: HashMap::new(),
                 listeners: HashMap::new(),
                 health: Default::default(),
                 failover: Default::default(),
@@ -209,13 +216,13 @@ impl App {
             }),
         });
         let mut state = app.state.lock().await;
-        for l in &config.listeners {
-            let sock = listener::bind(l.address)
-                .map_err(|e| format!("cannot listen on {}: {e}", l.address))?;
-            let handle = listener::start(&app, sock, l.clone(), config.limits.max_connections)
+        app.reconcile_acme(&mut state, &config);
+        for (addr, spec) in listener_specs(&config, &app.acme.load())? {
+            let sock = listener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let handle = listener::start(&app, sock, spec, config.limits.max_connections)
                 .map_err(|e| e.to_string())?;
-            tracing::info!(address = %handle.local_addr, configured = %l.address, "listening");
-            state.listeners.insert(l.address, handle);
+            tracing::info!(address = %handle.local_addr, configured = %addr, "listening");
+            state.listeners.insert(addr, handle);
         }
         if let Some(a) = &config.admin {
             let server = crate::admin::start(&app, a.address)
@@ -292,13 +299,16 @@ impl App {
         overlay: Overlay,
     ) -> Result<u64, ReloadError> {
         let config = overlay.apply(&base);
+        // Certificates are read and TLS configs built before anything changes, so
+        // a broken certificate file fails the reload instead of a listener.
+        let acme_preview = self.acme_states_for(state, &config);
+        let specs = listener_specs(&config, &acme_preview).map_err(ReloadError::Apply)?;
         let mut bound = Vec::new();
-        for l in &config.listeners {
-            if !state.listeners.contains_key(&l.address) {
-                let sock = listener::bind(l.address).map_err(|e| {
-                    ReloadError::Apply(format!("cannot listen on {}: {e}", l.address))
-                })?;
-                bound.push((l.clone(), sock));
+        for (addr, spec) in &specs {
+            if !state.listeners.contains_key(addr) {
+                let sock = listener::bind(*addr)
+                    .map_err(|e| ReloadError::Apply(format!("cannot listen on {addr}: {e}")))?;
+                bound.push((*addr, spec.clone(), sock));
             }
         }
         let admin_addr = config.admin.as_ref().map(|a| a.address);
@@ -336,7 +346,8 @@ impl App {
         let generation = state.generation + 1;
         let config = Arc::new(config);
         let prev = self.runtime.load_full();
-        let runtime = Runtime::compile(config.clone(), generation, Some(&prev));
+        let runtime = Runtime::compile(config.clone(), generation, Some(&prev))
+            .map_err(ReloadError::Apply)?;
         self.runtime.store(Arc::new(runtime));
         if let Some(log) = new_log {
             self.access_log.store(log.map(Arc::new));
@@ -354,24 +365,22 @@ impl App {
         if let Some(admin) = new_admin {
             state.admin = admin;
         }
-        for (cfg, sock) in bound {
-            match listener::start(self, sock, cfg.clone(), config.limits.max_connections) {
+        self.reconcile_acme(state, &config);
+        for (addr, spec, sock) in bound {
+            match listener::start(self, sock, spec, config.limits.max_connections) {
                 Ok(handle) => {
-                    tracing::info!(address = %handle.local_addr, configured = %cfg.address, "listening");
-                    state.listeners.insert(cfg.address, handle);
+                    tracing::info!(address = %handle.local_addr, configured = %addr, "listening");
+                    state.listeners.insert(addr, handle);
                 }
-                Err(e) => {
-                    tracing::error!(address = %cfg.address, error = %e, "cannot start listener")
-                }
+                Err(e) => tracing::error!(address = %addr, error = %e, "cannot start listener"),
             }
         }
-        let wanted: HashMap<SocketAddr, &config::ListenerConfig> =
-            config.listeners.iter().map(|l| (l.address, l)).collect();
+        let wanted: HashMap<SocketAddr, listener::ListenerSpec> = specs.into_iter().collect();
         state
             .listeners
             .retain(|addr, handle| match wanted.get(addr) {
-                Some(cfg) => {
-                    handle.update((*cfg).clone(), config.limits.max_connections);
+                Some(spec) => {
+                    handle.update(spec.clone(), config.limits.max_connections);
                     true
                 }
                 None => {
@@ -591,8 +600,92 @@ impl App {
         })
     }
 
+    /// Every certificate served: static ones from the TLS listeners' files, and
+    /// those issued by ACME.
+    pub fn certificates(&self) -> Vec<crate::tls::certs::CertInfo> {
+        let rt = self.runtime.load();
+        let mut out = Vec::new();
+        for l in &rt.config.listeners {
+            for c in l.tls.iter().flat_map(|t| &t.certificates) {
+                if let Ok(loaded) = crate::tls::certs::from_files(&c.cert, &c.key) {
+                    out.push(loaded.info);
+                }
+            }
+        }
+        for a in self.acme.load().iter() {
+            out.extend(a.infos());
+        }
+        out
+    }
+
     pub fn certificates_json(&self) -> Value {
-        Value::Array(Vec::new())
+        serde_json::to_value(
+            self.certificates()
+                .into_iter()
+                .map(|c| {
+                    json!({
+                        "names": c.names,
+                        "issuer": c.issuer,
+                        "not_after": crate::failover::rfc3339(c.not_after as f64),
+                        "source": c.source,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_or(Value::Null)
+    }
+
+    /// The ACME states a config would use: running managers whose settings did not
+    /// change, fresh ones otherwise (not started yet).
+    fn acme_states_for(&self, state: &ReloadState, config: &Config) -> Vec<Arc<AcmeState>> {
+        acme_wanted(config)
+            .into_iter()
+            .map(|(cfg, domains)| match state.acme.get(&cfg.storage) {
+                Some(m) if m.state.config == cfg && m.state.domains == domains => m.state.clone(),
+                _ => Arc::new(AcmeState::new(cfg, domains)),
+            })
+            .collect()
+    }
+
+    /// Starts, keeps or stops ACME managers to match the config.
+    fn reconcile_acme(self: &Arc<Self>, state: &mut ReloadState, config: &Config) {
+        let wanted = acme_wanted(config);
+        let keys: Vec<PathBuf> = wanted.iter().map(|(c, _)| c.storage.clone()).collect();
+        state.acme.retain(|k, m| {
+            let keep = keys.contains(k);
+            if !keep {
+                m.stop.cancel();
+            }
+            keep
+        });
+        for (cfg, domains) in wanted {
+            let same = state
+                .acme
+                .get(&cfg.storage)
+                .is_some_and(|m| m.state.config == cfg && m.state.domains == domains);
+            if same {
+                continue;
+            }
+            if let Some(old) = state.acme.remove(&cfg.storage) {
+                old.stop.cancel();
+            }
+            if domains.is_empty() {
+                tracing::warn!(storage = %cfg.storage.display(), "ACME is configured but there is no domain to order (no `domains`, no exact route host)");
+            }
+            let st = Arc::new(AcmeState::new(cfg.clone(), domains));
+            let stop = self.shutdown.child_token();
+            tokio::spawn(crate::tls::acme::run(
+                st.clone(),
+                Arc::downgrade(self),
+                stop.clone(),
+            ));
+            state
+                .acme
+                .insert(cfg.storage.clone(), AcmeManager { state: st, stop });
+        }
+        self.acme.store(Arc::new(
+            state.acme.values().map(|m| m.state.clone()).collect(),
+        ));
     }
 
     /// Stops accepting, lets in-flight requests and open tunnels finish for at most
@@ -613,6 +706,88 @@ impl App {
             );
         }
     }
+}
+
+struct AcmeManager {
+    state: Arc<AcmeState>,
+    stop: CancellationToken,
+}
+
+/// ACME configs by storage directory, with the domains each should cover: its
+/// `domains`, or every exact host of the routes.
+fn acme_wanted(config: &Config) -> Vec<(config::AcmeConfig, Vec<String>)> {
+    let mut out: Vec<(config::AcmeConfig, Vec<String>)> = Vec::new();
+    for l in &config.listeners {
+        let Some(a) = l.tls.as_ref().and_then(|t| t.acme.as_ref()) else {
+            continue;
+        };
+        if out.iter().any(|(c, _)| c.storage == a.storage) {
+            continue;
+        }
+        let mut domains = if a.domains.is_empty() {
+            config
+                .routes
+                .iter()
+                .filter_map(|r| match &r.host {
+                    Some(config::HostMatch::Exact(h)) if h.parse::<std::net::IpAddr>().is_err() => {
+                        Some(h.clone())
+                    }
+                    _ => None,
+                })
+                .collect()
+        } else {
+            a.domains.clone()
+        };
+        domains.sort();
+        domains.dedup();
+        out.push((a.clone(), domains));
+    }
+    out
+}
+
+/// Every socket the config asks for: its listeners (with their TLS configs, which
+/// reads the certificate files) and the `redirect_http_from` ones.
+fn listener_specs(
+    config: &Config,
+    acme: &[Arc<AcmeState>],
+) -> Result<Vec<(SocketAddr, listener::ListenerSpec)>, String> {
+    let mut out = Vec::new();
+    for l in &config.listeners {
+        let tls = match &l.tls {
+            Some(t) => {
+                let state = t
+                    .acme
+                    .as_ref()
+                    .and_then(|a| acme.iter().find(|s| s.config.storage == a.storage).cloned());
+                Some(
+                    crate::tls::server_config(l, state)
+                        .map_err(|e| format!("listener {}: {e}", l.address))?,
+                )
+            }
+            None => None,
+        };
+        out.push((
+            l.address,
+            listener::ListenerSpec {
+                config: l.clone(),
+                role: listener::Role::Proxy,
+                tls,
+            },
+        ));
+        if let Some(r) = l.redirect_http_from {
+            out.push((
+                r,
+                listener::ListenerSpec {
+                    config: config::ListenerConfig::plain(r),
+                    role: listener::Role::Redirect {
+                        https_port: l.address.port(),
+                    },
+                    tls: None,
+                },
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// Enabling a backend without a health check: wait until it accepts a connection.

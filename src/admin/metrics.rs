@@ -186,6 +186,27 @@ impl prometheus_client::collector::Collector for Collector {
             split,
         )?;
         crate::failover::metrics::encode(&app, &rt, &mut enc)?;
+        let certs: Vec<(Labels, ConstGauge)> = app
+            .certificates()
+            .into_iter()
+            .flat_map(|c| {
+                let t = c.not_after;
+                let source = c.source.clone();
+                c.names.into_iter().map(move |n| {
+                    (
+                        labels(&[("name", &n), ("source", &source)]),
+                        ConstGauge::new(t),
+                    )
+                })
+            })
+            .collect();
+        family(
+            &mut enc,
+            "fulcrum_certificate_expiry_timestamp_seconds",
+            "When each served certificate expires (Unix time)",
+            MetricType::Gauge,
+            certs,
+        )?;
         let gauge = |v: i64| vec![(Labels::new(), ConstGauge::new(v))];
         family(
             &mut enc,

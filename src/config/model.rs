@@ -493,9 +493,21 @@ impl Default for Timeouts {
     }
 }
 
+/// How `https://` backends are verified.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpstreamTls {
+    /// Trust this CA (PEM) instead of the system roots.
+    pub ca: Option<PathBuf>,
+    /// Name to send as SNI and verify, instead of the backend's host.
+    pub server_name: Option<String>,
+    /// Accept any certificate. For tests only; logged loudly.
+    pub insecure_skip_verify: bool,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
     pub name: String,
+    pub upstream_tls: UpstreamTls,
     pub algorithm: Algorithm,
     pub hash_key: Option<HashKey>,
     pub backends: Vec<BackendConfig>,
@@ -513,6 +525,7 @@ impl PoolConfig {
     pub fn new(name: &str) -> Self {
         PoolConfig {
             name: name.to_string(),
+            upstream_tls: UpstreamTls::default(),
             algorithm: Algorithm::RoundRobin,
             hash_key: None,
             backends: Vec::new(),

@@ -77,7 +77,7 @@ pub fn decode_config(d: &mut Decoder, root: &Node, base_dir: &Path) -> Config {
         cfg.pools = d
             .seq(n, "pools")
             .iter()
-            .filter_map(|p| pool(d, p))
+            .filter_map(|p| pool(d, p, base_dir))
             .collect();
     }
     if let Some(n) = m.get("routes") {
@@ -141,8 +141,7 @@ fn listener(d: &mut Decoder, n: &Node, base_dir: &Path) -> Option<ListenerConfig
     if let Some(t) = m.get("tls") {
         l.tls = tls(d, t, base_dir);
     }
-    d.unbuilt(&m, "tls", "TLS termination");
-    d.unbuilt(&m, "redirect_http_from", "HTTP to HTTPS redirects");
+
     if let Some(r) = m.get("redirect_http_from") {
         if let Some(text) = d.scalar_string(r, "redirect_http_from") {
             match parse_listen_address(&text) {
@@ -393,6 +392,7 @@ fn parse_cidr(s: &str) -> Result<IpNet, String> {
 
 const POOL_KEYS: &[&str] = &[
     "name",
+    "tls",
     "algorithm",
     "hash_key",
     "backends",
@@ -405,7 +405,7 @@ const POOL_KEYS: &[&str] = &[
     "slow_start",
 ];
 
-fn pool(d: &mut Decoder, n: &Node) -> Option<PoolConfig> {
+fn pool(d: &mut Decoder, n: &Node, base_dir: &Path) -> Option<PoolConfig> {
     let m = d.map(n, "a pool", POOL_KEYS)?;
     let name = match m.get("name") {
         Some(v) => d.scalar_string(v, "pool name")?,
@@ -448,6 +448,24 @@ fn pool(d: &mut Decoder, n: &Node) -> Option<PoolConfig> {
         p.failover = failover_override(d, v, "pool failover");
     }
 
+    if let Some(v) = m.get("tls")
+        && let Some(t) = d.map(
+            v,
+            "pool tls",
+            &["ca", "server_name", "insecure_skip_verify"],
+        )
+    {
+        if t.get("ca").is_some() {
+            p.upstream_tls.ca = file_path(d, &t, "ca", base_dir);
+        }
+        p.upstream_tls.server_name = t
+            .get("server_name")
+            .and_then(|v| d.string(v, "server_name"));
+        p.upstream_tls.insecure_skip_verify = t
+            .get("insecure_skip_verify")
+            .and_then(|v| d.boolean(v, "insecure_skip_verify"))
+            .unwrap_or(false);
+    }
     if let Some(v) = m.get("fail_open").and_then(|v| d.boolean(v, "fail_open")) {
         p.fail_open = v;
     }

@@ -231,10 +231,66 @@ fn local(mut done: Completion, status: StatusCode, detail: &str) -> Response<Pro
     resp
 }
 
+const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// The answer to an ACME http-01 validation request, if an order waits on it.
+fn acme_http01(app: &App, path: &str) -> Option<Response<ProxyBody>> {
+    let token = path.strip_prefix(ACME_CHALLENGE_PREFIX)?;
+    let states = app.acme.load();
+    let answer = states.iter().find_map(|s| s.http01_answer(token))?;
+    let mut resp = Response::new(ProxyBody::text(answer));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Some(resp)
+}
+
+/// `redirect_http_from`: 308 to the same URL over HTTPS, except ACME http-01
+/// validation requests, which are answered here.
+pub fn redirect(app: &App, req: Request<Incoming>, https_port: u16) -> Response<ProxyBody> {
+    if let Some(r) = acme_http01(app, req.uri().path()) {
+        return r;
+    }
+    let host = req
+        .uri()
+        .host()
+        .map(str::to_string)
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| super::super::runtime::router::normalize_host(h).into_owned())
+        })
+        .unwrap_or_default();
+    let id = hdr::generate_request_id();
+    if host.is_empty() || host.contains(['/', '@', ' ']) {
+        return respond::error(StatusCode::BAD_REQUEST, &id, "missing or invalid Host");
+    }
+    let port = if https_port == 443 {
+        String::new()
+    } else {
+        format!(":{https_port}")
+    };
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("https://{host}{port}{target}");
+    let mut resp = Response::new(ProxyBody::empty());
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
 pub async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
     let index = ctx.served.fetch_add(1, Relaxed);
     let app = &ctx.app;
+    if req.uri().path().starts_with(ACME_CHALLENGE_PREFIX)
+        && let Some(r) = acme_http01(app, req.uri().path())
+    {
+        return r;
+    }
     let rt = app.runtime.load_full();
     let request_id = match req.headers().get(&X_REQUEST_ID) {
         Some(v) if hdr::acceptable_request_id(v) => v.clone(),

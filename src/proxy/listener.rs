@@ -26,19 +26,39 @@ use tokio_util::sync::CancellationToken;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// What a listening socket is for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Role {
+    /// Proxies requests (plain, or TLS when the config has `tls`).
+    Proxy,
+    /// `redirect_http_from`: answers 308 to the HTTPS listener on this port (and
+    /// ACME http-01 challenges).
+    Redirect { https_port: u16 },
+}
+
+/// Everything a listener needs to serve a new connection; swapped on reload.
+#[derive(Clone)]
+pub struct ListenerSpec {
+    pub config: ListenerConfig,
+    pub role: Role,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
 /// A running listener.
 pub struct ListenerHandle {
     pub local_addr: SocketAddr,
-    pub settings: Arc<ArcSwap<ListenerConfig>>,
+    pub settings: Arc<ArcSwap<ListenerSpec>>,
     connection_limit: Arc<Semaphore>,
     limit: usize,
     stop: CancellationToken,
 }
 
 impl ListenerHandle {
-    /// Applies a new config for the same address without touching the socket.
-    pub fn update(&mut self, config: ListenerConfig, max_connections: usize) {
-        self.settings.store(Arc::new(config));
+    /// Applies a new spec for the same address without touching the socket:
+    /// open connections keep theirs, new ones get the new one (new certificates
+    /// included).
+    pub fn update(&mut self, spec: ListenerSpec, max_connections: usize) {
+        self.settings.store(Arc::new(spec));
         if max_connections > self.limit {
             self.connection_limit
                 .add_permits(max_connections - self.limit);
@@ -56,13 +76,17 @@ impl ListenerHandle {
     }
 }
 
-/// Binds a listening socket (SO_REUSEADDR, a deep backlog).
+/// Binds a listening socket (SO_REUSEADDR, a deep backlog; IP_FREEBIND so an
+/// address that is not (yet) on this host, like a floating VIP, can be bound).
 pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
         let _ = socket.set_only_v6(false);
+        let _ = socket.set_freebind_v6(true);
+    } else {
+        let _ = socket.set_freebind_v4(true);
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
@@ -74,12 +98,12 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 pub fn start(
     app: &Arc<App>,
     std_listener: std::net::TcpListener,
-    config: ListenerConfig,
+    spec: ListenerSpec,
     max_connections: usize,
 ) -> io::Result<ListenerHandle> {
     let listener = TcpListener::from_std(std_listener)?;
     let local_addr = listener.local_addr()?;
-    let settings = Arc::new(ArcSwap::from_pointee(config));
+    let settings = Arc::new(ArcSwap::from_pointee(spec));
     let connection_limit = Arc::new(Semaphore::new(max_connections));
     let stop = app.shutdown.child_token();
     tokio::spawn(accept_loop(
@@ -101,7 +125,7 @@ pub fn start(
 async fn accept_loop(
     app: Arc<App>,
     listener: TcpListener,
-    settings: Arc<ArcSwap<ListenerConfig>>,
+    settings: Arc<ArcSwap<ListenerSpec>>,
     limit: Arc<Semaphore>,
     stop: CancellationToken,
 ) {
@@ -117,12 +141,12 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let cfg = settings.load_full();
+                let spec = settings.load_full();
                 let app2 = app.clone();
                 let stop2 = stop.clone();
                 app.connections.spawn(async move {
                     let _permit = permit;
-                    serve(app2, stream, peer, cfg, stop2).await;
+                    serve(app2, stream, peer, spec, stop2).await;
                 });
             }
             Err(e) => {
@@ -158,12 +182,44 @@ async fn serve(
     app: Arc<App>,
     stream: TcpStream,
     peer: SocketAddr,
-    cfg: Arc<ListenerConfig>,
+    spec: Arc<ListenerSpec>,
     stop: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
     let limits = app.runtime.load().limits.clone();
-    let h2 = if cfg.http2 {
+    if let Role::Redirect { https_port } = spec.role {
+        let svc = service_fn(move |req| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(super::handler::redirect(&app, req, https_port)) }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout);
+        drive_h1(builder.serve_connection(TokioIo::new(stream), svc), &stop).await;
+        return;
+    }
+    if let Some(tls) = &spec.tls {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+        let tls_stream =
+            match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+        let alpn = tls_stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        match alpn.as_deref() {
+            // ACME tls-alpn-01 validation: the handshake was the whole point.
+            Some(crate::tls::ACME_TLS_ALPN) => return,
+            Some(b"h2") => serve_h2(app, tls_stream, peer, "https", &limits, stop).await,
+            _ => serve_h1(app, tls_stream, peer, "https", &limits, stop).await,
+        }
+        return;
+    }
+    let h2 = if spec.config.http2 {
         match tokio::time::timeout(limits.header_read_timeout, starts_with_h2_preface(&stream))
             .await
         {
@@ -173,58 +229,134 @@ async fn serve(
     } else {
         false
     };
-    let guard = (!h2).then(|| Arc::new(GuardState::new()));
-    let ctx = Arc::new(ConnCtx {
-        app: app.clone(),
+    if h2 {
+        serve_h2(app, stream, peer, "http", &limits, stop).await;
+    } else {
+        serve_h1(app, stream, peer, "http", &limits, stop).await;
+    }
+}
+
+fn context(
+    app: Arc<App>,
+    peer: SocketAddr,
+    scheme: &'static str,
+    guard: Option<Arc<GuardState>>,
+) -> Arc<ConnCtx> {
+    Arc::new(ConnCtx {
+        app,
         peer: PeerInfo::new(peer.ip()),
-        scheme: "http",
-        guard: guard.clone(),
+        scheme,
+        guard,
         served: AtomicU64::new(0),
-    });
+    })
+}
+
+async fn serve_h1<I>(
+    app: Arc<App>,
+    io: I,
+    peer: SocketAddr,
+    scheme: &'static str,
+    limits: &crate::config::Limits,
+    stop: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let guard = Arc::new(GuardState::new());
+    let ctx = context(app, peer, scheme, Some(guard.clone()));
     let service = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
     });
-    if h2 {
-        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    let io = Guarded::new(io, Some(Scanner::new(guard, limits.max_header_bytes)));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .max_buf_size((limits.max_header_bytes + 8192).max(400 * 1024));
+    drive_h1(
         builder
-            .timer(TokioTimer::new())
-            .max_header_list_size(limits.max_header_bytes as u32)
-            .max_concurrent_streams(256)
-            .keep_alive_interval(Some(Duration::from_secs(30)))
-            .keep_alive_timeout(Duration::from_secs(20));
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let mut conn = pin!(conn);
-        tokio::select! {
-            biased;
-            r = conn.as_mut() => { log_conn_end(r.err()); return; }
-            _ = stop.cancelled() => {}
-        }
-        conn.as_mut().graceful_shutdown();
-        log_conn_end(conn.await.err());
-    } else {
-        let io = Guarded::new(
-            stream,
-            guard.map(|g| Scanner::new(g, limits.max_header_bytes)),
-        );
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .max_header_size(limits.max_header_bytes)
-            .max_buf_size((limits.max_header_bytes + 8192).max(400 * 1024));
-        let conn = builder
             .serve_connection(TokioIo::new(io), service)
-            .with_upgrades();
-        let mut conn = pin!(conn);
-        tokio::select! {
-            biased;
-            r = conn.as_mut() => { log_conn_end(r.err()); return; }
-            _ = stop.cancelled() => {}
-        }
-        conn.as_mut().graceful_shutdown();
-        log_conn_end(conn.await.err());
+            .with_upgrades(),
+        &stop,
+    )
+    .await;
+}
+
+async fn drive_h1<F>(conn: F, stop: &CancellationToken)
+where
+    F: std::future::Future<Output = Result<(), hyper::Error>> + GracefulConn,
+{
+    let mut conn = pin!(conn);
+    tokio::select! {
+        biased;
+        r = conn.as_mut() => { log_conn_end(r.err()); return; }
+        _ = stop.cancelled() => {}
     }
+    conn.as_mut().graceful();
+    log_conn_end(conn.await.err());
+}
+
+/// The graceful-shutdown call of hyper's different connection types.
+trait GracefulConn {
+    fn graceful(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S> GracefulConn for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S> GracefulConn for hyper::server::conn::http1::Connection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+async fn serve_h2<I>(
+    app: Arc<App>,
+    io: I,
+    peer: SocketAddr,
+    scheme: &'static str,
+    limits: &crate::config::Limits,
+    stop: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let ctx = context(app, peer, scheme, None);
+    let service = service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let mut conn = pin!(conn);
+    tokio::select! {
+        biased;
+        r = conn.as_mut() => { log_conn_end(r.err()); return; }
+        _ = stop.cancelled() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    log_conn_end(conn.await.err());
 }
 
 fn log_conn_end(err: Option<hyper::Error>) {

@@ -73,7 +73,12 @@ impl Runtime {
 
     /// Builds a snapshot from `config`, keeping the live state (health, counters,
     /// idle connections) of every backend and pool that `prev` already had.
-    pub fn compile(config: Arc<Config>, generation: u64, prev: Option<&Runtime>) -> Runtime {
+    /// Fails only when a pool's TLS settings cannot be loaded (a CA file).
+    pub fn compile(
+        config: Arc<Config>,
+        generation: u64,
+        prev: Option<&Runtime>,
+    ) -> Result<Runtime, String> {
         let mut old_backends: HashMap<(&str, &str), &Arc<Backend>> = HashMap::new();
         let mut old_states: HashMap<&str, &Arc<PoolState>> = HashMap::new();
         if let Some(prev) = prev {
@@ -87,7 +92,24 @@ impl Runtime {
         let mut pools = Vec::with_capacity(config.pools.len());
         let mut pool_index = HashMap::new();
         for pc in &config.pools {
-            let backends = pc
+            let tls = if pc
+                .backends
+                .iter()
+                .any(|b| b.address.scheme == crate::config::Scheme::Https)
+            {
+                if pc.upstream_tls.insecure_skip_verify {
+                    tracing::warn!(pool = %pc.name, "TLS VERIFICATION IS OFF for this pool's https backends (tls.insecure_skip_verify): anyone on the path can impersonate them");
+                }
+                let cfg = crate::tls::upstream_client_config(&pc.upstream_tls)
+                    .map_err(|e| format!("pool `{}`: {e}", pc.name))?;
+                Some(Arc::new(crate::upstream::io::TlsClient {
+                    config: cfg,
+                    server_name: pc.upstream_tls.server_name.clone(),
+                }))
+            } else {
+                None
+            };
+            let backends: Vec<Arc<Backend>> = pc
                 .backends
                 .iter()
                 .map(
@@ -98,6 +120,9 @@ impl Runtime {
                     },
                 )
                 .collect();
+            for b in &backends {
+                b.tls.store(tls.clone());
+            }
             let state = old_states
                 .get(pc.name.as_str())
                 .map(|s| Arc::clone(s))
@@ -154,7 +179,7 @@ impl Runtime {
                 headers: rc.headers.clone(),
             });
         }
-        Runtime {
+        Ok(Runtime {
             generation,
             trusted_proxies: config.trusted_proxies.clone(),
             limits: config.limits.clone(),
@@ -163,7 +188,7 @@ impl Runtime {
             routes,
             pools,
             pool_index,
-        }
+        })
     }
 }
 

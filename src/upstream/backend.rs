@@ -34,6 +34,8 @@ pub struct Backend {
     pub address: BackendAddress,
     /// The `host:port` key, shared with the request counters.
     pub key_arc: std::sync::Arc<str>,
+    /// For `https://` backends: how to speak TLS (set by each compile).
+    pub tls: arc_swap::ArcSwapOption<super::io::TlsClient>,
     pub pool: String,
     pub conns: ConnPool,
 
@@ -124,6 +126,7 @@ impl Backend {
     pub fn new(pool: &str, address: BackendAddress) -> Self {
         Backend {
             key_arc: std::sync::Arc::from(address.key.as_str()),
+            tls: arc_swap::ArcSwapOption::empty(),
             conns: ConnPool::new(),
             address,
             pool: pool.to_string(),

@@ -3,7 +3,7 @@
 use super::backend::Backend;
 use super::body::UpstreamBody;
 use super::connpool::{H1Sender, H2Sender};
-use super::io::{UpstreamIo, connect};
+use super::io::{UpstreamIo, connect, connect_tls};
 use crate::config::{Scheme, Timeouts};
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -126,9 +126,13 @@ pub async fn send(
 }
 
 async fn h1_connect(backend: &Arc<Backend>, timeout: Duration) -> Result<H1Sender, SendError> {
-    let io = connect(&backend.address, timeout)
-        .await
-        .map_err(SendError::Connect)?;
+    let io = if backend.address.scheme == Scheme::Https {
+        let tls = backend.tls.load_full();
+        connect_tls(&backend.address, timeout, tls.as_deref()).await
+    } else {
+        connect(&backend.address, timeout).await
+    }
+    .map_err(SendError::Connect)?;
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake::<_, UpstreamBody>(TokioIo::new(io))
         .await

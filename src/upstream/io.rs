@@ -8,9 +8,46 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+/// How to speak TLS to a backend.
+pub struct TlsClient {
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    /// SNI and verified name; the backend's host when not set.
+    pub server_name: Option<String>,
+}
+
 /// The byte stream to a backend.
 pub enum UpstreamIo {
     Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Connects, and for `https://` backends completes the TLS handshake, all within
+/// `timeout`.
+pub async fn connect_tls(
+    addr: &BackendAddress,
+    timeout: Duration,
+    tls: Option<&TlsClient>,
+) -> io::Result<UpstreamIo> {
+    let work = async {
+        let io = connect(addr, timeout).await?;
+        let (UpstreamIo::Plain(tcp), Some(tls)) = (io, tls) else {
+            return Err(io::Error::other("TLS is required for https:// backends"));
+        };
+        let name = tls.server_name.clone().unwrap_or_else(|| addr.host.clone());
+        let name = rustls_pki_types::ServerName::try_from(name)
+            .map_err(|e| io::Error::other(format!("bad TLS server name: {e}")))?;
+        let s = tokio_rustls::TlsConnector::from(tls.config.clone())
+            .connect(name, tcp)
+            .await?;
+        Ok(UpstreamIo::Tls(Box::new(s)))
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("TLS connect timed out after {timeout:?}"),
+        )),
+    }
 }
 
 pub async fn connect(addr: &BackendAddress, timeout: Duration) -> io::Result<UpstreamIo> {
@@ -36,6 +73,7 @@ impl AsyncRead for UpstreamIo {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -48,6 +86,7 @@ impl AsyncWrite for UpstreamIo {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -58,24 +97,28 @@ impl AsyncWrite for UpstreamIo {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             UpstreamIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             UpstreamIo::Plain(s) => s.is_write_vectored(),
+            UpstreamIo::Tls(s) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

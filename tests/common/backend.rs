@@ -54,7 +54,12 @@ impl TestBackend {
 
     /// Requests this backend saw for `path`.
     pub fn saw(&self, path: &str) -> usize {
-        self.seen.lock().unwrap().iter().filter(|s| s.uri.ends_with(path)).count()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.uri.ends_with(path))
+            .count()
     }
 
     pub fn last(&self) -> Seen {

@@ -1,0 +1,660 @@
+//! TLS termination: certificates by SNI, ALPN h2, old protocol versions refused,
+//! HTTP to HTTPS redirects, HTTPS backends, and automatic certificates from a real
+//! ACME server (Debian's Pebble) over http-01 and tls-alpn-01.
+
+mod common;
+
+use bytes::Bytes;
+use common::backend::TestBackend;
+use common::{DEADLINE, Fulcrum, TempDir, client};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A test CA that signs leaf certificates.
+struct Ca {
+    cert: rcgen::Certificate,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Ca {
+            cert,
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// (cert PEM, key PEM) for these names (DNS names or IPs).
+    fn leaf(&self, names: &[&str]) -> (String, String) {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names[0]);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+fn roots(ca_pem: &str) -> rustls::RootCertStore {
+    let mut store = rustls::RootCertStore::empty();
+    for c in rustls_pemfile_free(ca_pem) {
+        store.add(c).unwrap();
+    }
+    store
+}
+
+fn rustls_pemfile_free(pem: &str) -> Vec<CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|c| c.unwrap())
+        .collect()
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Accepts any certificate (to look at what a server presents).
+#[derive(Debug)]
+struct AnyCert;
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn client_config(trust: Option<&str>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let b = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let mut c = match trust {
+        Some(pem) => b.with_root_certificates(roots(pem)).with_no_client_auth(),
+        None => b
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert))
+            .with_no_client_auth(),
+    };
+    c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(c)
+}
+
+/// Connects with TLS; returns the stream, the server's leaf certificate (subject
+/// CN, issuer CN) and the negotiated ALPN.
+async fn tls_connect(
+    addr: SocketAddr,
+    sni: &str,
+    cfg: Arc<rustls::ClientConfig>,
+) -> Result<
+    (
+        tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+        String,
+        String,
+        Option<Vec<u8>>,
+    ),
+    String,
+> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let s = tokio_rustls::TlsConnector::from(cfg)
+        .connect(ServerName::try_from(sni.to_string()).unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (subject, issuer) = {
+        let der = s.get_ref().1.peer_certificates().unwrap()[0].clone();
+        let (_, c) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        let cn = |n: &x509_parser::x509::X509Name| {
+            n.iter_common_name()
+                .next()
+                .and_then(|c| c.as_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        (cn(c.subject()), cn(c.issuer()))
+    };
+    let alpn = s.get_ref().1.alpn_protocol().map(|p| p.to_vec());
+    Ok((s, subject, issuer, alpn))
+}
+
+async fn https_get(
+    addr: SocketAddr,
+    sni: &str,
+    trust: Option<&str>,
+) -> (String, String, client::Resp) {
+    let (s, subject, issuer, _) = tls_connect(addr, sni, client_config(trust, &[b"http/1.1"]))
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(
+            Request::get("/")
+                .header("host", sni)
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        subject,
+        issuer,
+        client::Resp {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        },
+    )
+}
+
+fn write_pair(dir: &TempDir, name: &str, pair: &(String, String)) -> (PathBuf, PathBuf) {
+    (
+        dir.write(&format!("{name}.crt"), &pair.0),
+        dir.write(&format!("{name}.key"), &pair.1),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_certificates_by_sni_alpn_and_protocols() {
+    let be = TestBackend::echo("be").await;
+    let ca = Ca::new("Fulcrum Test CA");
+    let dir = TempDir::new("tls");
+    let (a_crt, a_key) = write_pair(&dir, "a", &ca.leaf(&["a.test"]));
+    let (b_crt, b_key) = write_pair(&dir, "b", &ca.leaf(&["*.b.test"]));
+    let cfg = format!(
+        "listeners:\n  - address: \"127.0.0.1:0\"\n    tls:\n      certificates:\n        - {{ cert: \"{}\", key: \"{}\" }}\n        - {{ cert: \"{}\", key: \"{}\" }}\npools:\n  - name: app\n    backends: [\"{}\"]\nroutes:\n  - {{ pool: app }}\n",
+        a_crt.display(),
+        a_key.display(),
+        b_crt.display(),
+        b_key.display(),
+        be.addr
+    );
+    let f = Fulcrum::start(&cfg);
+    let addr = f.listener(0);
+    let (subject, issuer, r) = https_get(addr, "a.test", Some(&ca.pem())).await;
+    assert_eq!(
+        (subject.as_str(), issuer.as_str()),
+        ("a.test", "Fulcrum Test CA")
+    );
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["headers"]["x-forwarded-proto"], "https");
+    let (subject, _, _) = https_get(addr, "x.b.test", Some(&ca.pem())).await;
+    assert_eq!(subject, "*.b.test");
+
+    // ALPN h2: an HTTP/2 client over TLS.
+    let (s, _, _, alpn) = tls_connect(
+        addr,
+        "a.test",
+        client_config(Some(&ca.pem()), &[b"h2", b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(
+            Request::get("https://a.test/h2")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+
+    // TLS 1.1 (and below) refused; TLS 1.2 and 1.3 accepted.
+    let s_client = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &addr.to_string(),
+                "-servername",
+                "a.test",
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("openssl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (_, out) = s_client(&["-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"]);
+    assert!(
+        out.contains("no peer certificate available") && !out.contains("TLSv1.1, Cipher is"),
+        "TLS 1.1 was accepted:\n{out}"
+    );
+    let (ok, out) = s_client(&["-tls1_2"]);
+    assert!(ok && out.contains("TLSv1.2"), "TLS 1.2 refused:\n{out}");
+    let (ok, out) = s_client(&["-tls1_3"]);
+    assert!(ok && out.contains("TLSv1.3"), "TLS 1.3 refused:\n{out}");
+
+    let status = client::send(
+        f.admin(),
+        Request::get("/api/v1/status")
+            .header("host", "a")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await
+    .json();
+    let certs = status["certificates"].as_array().unwrap();
+    assert!(
+        certs
+            .iter()
+            .any(|c| c["names"][0] == "a.test" && c["issuer"] == "Fulcrum Test CA"),
+        "{status}"
+    );
+    let metrics = client::send(
+        f.admin(),
+        Request::get("/metrics")
+            .header("host", "a")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await
+    .text();
+    assert!(
+        metrics.contains("fulcrum_certificate_expiry_timestamp_seconds{name=\"a.test\""),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_reloaded_without_dropping_connections() {
+    let be = TestBackend::echo("be").await;
+    let ca = Ca::new("Reload CA");
+    let dir = TempDir::new("tls-reload");
+    let (crt, key) = write_pair(&dir, "s", &ca.leaf(&["old.test"]));
+    let cfg = format!(
+        "listeners:\n  - address: \"127.0.0.1:0\"\n    tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }}\npools:\n  - name: app\n    backends: [\"{}\"]\nroutes:\n  - {{ pool: app }}\n",
+        crt.display(),
+        key.display(),
+        be.addr
+    );
+    let f = Fulcrum::start(&cfg);
+    let addr = f.listener(0);
+    // An open connection from before the reload...
+    let (s, subject, _, _) = tls_connect(
+        addr,
+        "old.test",
+        client_config(Some(&ca.pem()), &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(subject, "old.test");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // New files under the same names, then a reload.
+    let (c2, k2) = ca.leaf(&["new.test"]);
+    std::fs::write(&crt, c2).unwrap();
+    std::fs::write(&key, k2).unwrap();
+    f.signal(libc::SIGHUP);
+    f.stderr.wait_for("reload", |l| {
+        l.contains("configuration applied") && l.contains("\"generation\":2")
+    });
+    let (subject, _, _) = https_get(addr, "new.test", Some(&ca.pem())).await;
+    assert_eq!(
+        subject, "new.test",
+        "the new certificate is served to new connections"
+    );
+    // ...still works.
+    let r = sender
+        .send_request(
+            Request::get("/")
+                .header("host", "old.test")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_redirects_to_https() {
+    let be = TestBackend::echo("be").await;
+    let ca = Ca::new("Redirect CA");
+    let dir = TempDir::new("tls-redirect");
+    let (crt, key) = write_pair(&dir, "r", &ca.leaf(&["r.test"]));
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let plain = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cfg = format!(
+        "listeners:\n  - address: \"{tls_port}\"\n    redirect_http_from: \"{plain}\"\n    tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }}\npools:\n  - name: app\n    backends: [\"{}\"]\nroutes:\n  - {{ pool: app }}\n",
+        crt.display(),
+        key.display(),
+        be.addr
+    );
+    let _f = Fulcrum::start(&cfg);
+    let r = client::get_host(plain, "r.test", "/path/x?y=1").await;
+    assert_eq!(r.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        r.header("location").unwrap(),
+        format!("https://r.test:{}/path/x?y=1", tls_port.port())
+    );
+    assert_eq!(be.hits(), 0);
+}
+
+/// A backend behind TLS, with a certificate for `name` from `ca`.
+async fn tls_backend(ca: &Ca, name: &str) -> SocketAddr {
+    let (c, k) = ca.leaf(&[name]);
+    use rustls::pki_types::pem::PemObject;
+    let certs = rustls_pemfile_free(&c);
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(k.as_bytes()).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(
+                        http::Response::builder()
+                            .header("x-backend", "tls")
+                            .body(Full::new(Bytes::from("secure")))
+                            .unwrap(),
+                    )
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_backends_are_verified() {
+    let ca = Ca::new("Upstream CA");
+    let dir = TempDir::new("tls-up");
+    let ca_path = dir.write("ca.pem", &ca.pem());
+    let be = tls_backend(&ca, "backend.test").await;
+    let cfg = format!(
+        "listeners: [\"127.0.0.1:0\"]\npools:\n  - name: good\n    backends: [\"https://{be}\"]\n    tls: {{ ca: \"{}\", server_name: backend.test }}\n  - name: untrusted\n    backends: [\"https://{be}\"]\n    retries: {{ try_duration: 0s }}\n  - name: insecure\n    backends: [\"https://{be}\"]\n    tls: {{ insecure_skip_verify: true }}\nroutes:\n  - {{ host: good.test, pool: good }}\n  - {{ host: untrusted.test, pool: untrusted }}\n  - {{ host: insecure.test, pool: insecure }}\n",
+        ca_path.display()
+    );
+    let f = Fulcrum::start(&cfg);
+    f.stderr.wait_for("the loud warning", |l| {
+        l.contains("TLS VERIFICATION IS OFF")
+    });
+    let addr = f.listener(0);
+    let r = client::get_host(addr, "good.test", "/").await;
+    assert_eq!((r.status, r.text().as_str()), (StatusCode::OK, "secure"));
+    // The system roots do not know the test CA: the backend is refused.
+    assert_eq!(
+        client::get_host(addr, "untrusted.test", "/").await.status,
+        StatusCode::BAD_GATEWAY
+    );
+    assert_eq!(
+        client::get_host(addr, "insecure.test", "/").await.status,
+        StatusCode::OK
+    );
+}
+
+/// Pebble (ACME test server) plus pebble-challtestsrv as its DNS, resolving every
+/// name to 127.0.0.1.
+struct Pebble {
+    children: Vec<Child>,
+    directory: String,
+    ca_pem_path: PathBuf,
+    http_port: u16,
+    tls_port: u16,
+    _dir: TempDir,
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Pebble {
+    async fn start() -> Pebble {
+        let dir = TempDir::new("pebble");
+        let ca = Ca::new("Pebble Listener Test CA");
+        let (c, k) = ca.leaf(&["localhost", "127.0.0.1"]);
+        let cert = dir.write("cert.pem", &c);
+        let key = dir.write("key.pem", &k);
+        let ca_pem_path = dir.write("ca.pem", &ca.pem());
+        let (acme, mgmt, dns, chall_mgmt) = (free_port(), free_port(), free_port(), free_port());
+        let (http_port, tls_port) = (free_port(), free_port());
+        let config = serde_json::json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{acme}"),
+            "managementListenAddress": format!("127.0.0.1:{mgmt}"),
+            "certificate": cert, "privateKey": key,
+            "httpPort": http_port, "tlsPort": tls_port,
+            "ocspResponderURL": "", "externalAccountBindingRequired": false
+        }});
+        let cfg = dir.write("pebble.json", &config.to_string());
+        let chall = Command::new("pebble-challtestsrv")
+            .args([
+                "-dns01",
+                &format!("127.0.0.1:{dns}"),
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+            ])
+            .args([
+                "-management",
+                &format!("127.0.0.1:{chall_mgmt}"),
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-defaultIPv6",
+                "",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pebble-challtestsrv (Debian package pebble) must be installed");
+        let pebble = Command::new("pebble")
+            .args([
+                "-config",
+                cfg.to_str().unwrap(),
+                "-dnsserver",
+                &format!("127.0.0.1:{dns}"),
+            ])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pebble must be installed");
+        let p = Pebble {
+            children: vec![chall, pebble],
+            directory: format!("https://127.0.0.1:{acme}/dir"),
+            ca_pem_path,
+            http_port,
+            tls_port,
+            _dir: dir,
+        };
+        let a: SocketAddr = format!("127.0.0.1:{acme}").parse().unwrap();
+        common::eventually("pebble to listen", || async {
+            tokio::net::TcpStream::connect(a).await.ok().map(|_| ())
+        })
+        .await;
+        p
+    }
+}
+
+struct PrintOnPanic(common::Lines);
+impl Drop for PrintOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("fulcrum log:\n{}", self.0.all().join("\n"));
+        }
+    }
+}
+
+/// Waits until `addr` serves a certificate for `name` issued by Pebble.
+async fn wait_for_pebble_cert(addr: SocketAddr, name: &str) -> String {
+    let deadline = Instant::now() + DEADLINE * 3;
+    loop {
+        if let Ok((_, subject, issuer, _)) =
+            tls_connect(addr, name, client_config(None, &[b"http/1.1"])).await
+            && issuer.contains("Pebble")
+        {
+            assert!(subject.is_empty() || subject == name, "{subject}");
+            return issuer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Pebble certificate for {name}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme_certificates_from_pebble_over_http01_and_tls_alpn01() {
+    let pebble = Pebble::start().await;
+    let be = TestBackend::echo("be").await;
+    let storage = TempDir::new("acme-store");
+    // http-01: a plain listener on the port Pebble validates, a TLS listener elsewhere.
+    let cfg = format!(
+        "listeners:\n  - address: \"127.0.0.1:{}\"\n  - address: \"127.0.0.1:0\"\n    tls:\n      acme:\n        directory: \"{}\"\n        email: ops@example.com\n        storage: \"{}\"\n        ca_bundle: \"{}\"\n        challenge: http-01\npools:\n  - name: app\n    backends: [\"{}\"]\nroutes:\n  - {{ host: acme-http.test, pool: app }}\n",
+        pebble.http_port,
+        pebble.directory,
+        storage.0.display(),
+        pebble.ca_pem_path.display(),
+        be.addr
+    );
+    let mut f = Fulcrum::start(&cfg);
+    let tls_addr = f.listener(1);
+    let issuer = wait_for_pebble_cert(tls_addr, "acme-http.test").await;
+    assert!(issuer.contains("Pebble"));
+    f.stderr
+        .wait_for("issued", |l| l.contains("certificate issued"));
+    assert!(storage.0.join("account.json").exists());
+    assert!(storage.0.join("acme-http.test.crt.pem").exists());
+    let (_, _, r) = https_get(tls_addr, "acme-http.test", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    // A restart reuses the stored certificate and account: no new order.
+    f.signal(libc::SIGTERM);
+    assert_eq!(f.wait_exit(), 0);
+    let f2 = Fulcrum::start(&cfg);
+    wait_for_pebble_cert(f2.listener(1), "acme-http.test").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        f2.stderr.count(|l| l.contains("ordering a certificate")),
+        0,
+        "a new order after restart"
+    );
+    drop(f2);
+
+    // tls-alpn-01: the TLS listener itself on the port Pebble validates.
+    let storage2 = TempDir::new("acme-store-alpn");
+    let cfg = format!(
+        "listeners:\n  - address: \"127.0.0.1:{}\"\n    tls:\n      acme:\n        directory: \"{}\"\n        storage: \"{}\"\n        ca_bundle: \"{}\"\n        challenge: tls-alpn-01\n        domains: [acme-alpn.test]\npools:\n  - name: app\n    backends: [\"{}\"]\nroutes:\n  - {{ pool: app }}\n",
+        pebble.tls_port,
+        pebble.directory,
+        storage2.0.display(),
+        pebble.ca_pem_path.display(),
+        be.addr
+    );
+    let f3 = Fulcrum::start(&cfg);
+    let addr = f3.listener(0);
+    let logs = f3.stderr.clone();
+    let guard = PrintOnPanic(logs);
+    wait_for_pebble_cert(addr, "acme-alpn.test").await;
+    std::mem::forget(guard);
+    assert!(storage2.0.join("acme-alpn.test.crt.pem").exists());
+}
