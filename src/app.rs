@@ -8,6 +8,9 @@
 //! absorbed into it, and a change whose pool disappeared is dropped.
 
 use crate::admin::AdminServer;
+use crate::admin::command::{self, AdminCommand, Outcome};
+use crate::cluster::Cluster;
+use crate::cluster::consensus::{Applier, BoxFut};
 use crate::config::{self, BackendConfig, Config, ConfigErrors, Loaded};
 use crate::events::Events;
 use crate::failover::controller::Controllers;
@@ -49,6 +52,8 @@ pub struct App {
     pub otlp: ArcSwapOption<crate::otlp::Otlp>,
     /// ACME state of every manager (challenge answers, issued certificates).
     pub acme: ArcSwap<Vec<Arc<AcmeState>>>,
+    /// Set when `cluster:` is configured (fixed for the life of the process).
+    cluster: std::sync::OnceLock<Arc<Cluster>>,
     state: tokio::sync::Mutex<ReloadState>,
 }
 
@@ -111,6 +116,9 @@ struct ReloadState {
     overlay: Overlay,
     text: String,
     generation: u64,
+    /// In a cluster, once a config came through Raft: the file then only
+    /// provides the node-local keys.
+    replicated: bool,
 }
 
 /// An error for the admin API: status, message, and config errors if any.
@@ -213,7 +221,9 @@ impl App {
                 overlay: Overlay::default(),
                 text: loaded.text,
                 generation: 1,
+                replicated: false,
             }),
+            cluster: std::sync::OnceLock::new(),
         });
         let mut state = app.state.lock().await;
         app.reconcile_acme(&mut state, &config);
@@ -233,7 +243,47 @@ impl App {
         state.health.reconcile(&app);
         state.failover.reconcile(&app);
         drop(state);
+        if let Some(c) = &config.cluster {
+            let cluster = Cluster::start(
+                c.clone(),
+                false,
+                Arc::new(AppApplier(Arc::downgrade(&app))),
+                event_sink(&app),
+                preempt_checks(&app),
+            )
+            .await?;
+            let _ = app.cluster.set(cluster);
+        }
         Ok(app)
+    }
+
+    /// The cluster this node belongs to, if `cluster:` is configured.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Carries out an admin write: at once on a standalone node, through Raft
+    /// (on every node) in a cluster. An invalid config is refused before it is
+    /// proposed.
+    pub async fn execute(self: &Arc<Self>, cmd: AdminCommand) -> Outcome {
+        let Some(cluster) = self.cluster() else {
+            return command::execute_local(self, &cmd).await;
+        };
+        if let AdminCommand::PutConfig { text } = &cmd
+            && let Err(e) = config::load_str(text, "api", &self.base_dir())
+        {
+            return ApiError::from(ReloadError::Invalid(e)).into();
+        }
+        cluster.submit(cmd).await
+    }
+
+    fn base_dir(&self) -> PathBuf {
+        self.config_path
+            .as_ref()
+            .and_then(|p| p.parent())
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
     }
 
     pub fn generation(&self) -> u64 {
@@ -281,6 +331,15 @@ impl App {
         if !force && text == state.text {
             return Ok(ReloadOutcome::Unchanged(state.generation));
         }
+        if config.cluster != state.base.cluster {
+            tracing::warn!("changes to `cluster` take effect at the next restart");
+        }
+        let config = if state.replicated {
+            // The replicated config stays the truth; the file gives this node's own keys.
+            with_local_keys(state.base.clone(), &config)
+        } else {
+            config
+        };
         let mut overlay = state.overlay.clone();
         overlay.absorb(&config);
         let g = self.apply_locked(&mut state, config, overlay).await?;
@@ -409,14 +468,7 @@ impl App {
     /// changes: the document sent is the new truth). With `persist`, the text is
     /// also written to the config file, atomically.
     pub async fn put_config(self: &Arc<Self>, text: &str, persist: bool) -> Result<u64, ApiError> {
-        let base_dir = self
-            .config_path
-            .as_ref()
-            .and_then(|p| p.parent())
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let config = config::load_str(text, "api", &base_dir)
+        let config = config::load_str(text, "api", &self.base_dir())
             .map_err(|e| ApiError::from(ReloadError::Invalid(e)))?;
         if persist && self.config_path.is_none() {
             return Err(ApiError::new(
@@ -425,11 +477,18 @@ impl App {
             ));
         }
         let mut state = self.state.lock().await;
+        let clustered = self.cluster().is_some() || state.base.cluster.is_some();
+        let config = if clustered {
+            with_local_keys(config, &state.base)
+        } else {
+            config
+        };
         let g = self
             .apply_locked(&mut state, config, Overlay::default())
             .await
             .map_err(ApiError::from)?;
         state.text = text.to_string();
+        state.replicated = clustered;
         if persist && let Some(path) = &self.config_path {
             let tmp = path.with_extension("tmp-fulcrum");
             std::fs::write(&tmp, text)
@@ -691,6 +750,9 @@ impl App {
     /// Stops accepting, lets in-flight requests and open tunnels finish for at most
     /// `timeout`, then returns.
     pub async fn shutdown(&self, timeout: Duration) {
+        if let Some(c) = self.cluster() {
+            c.leave().await;
+        }
         self.shutdown.cancel();
         self.connections.close();
         self.tunnels.close();
@@ -706,6 +768,60 @@ impl App {
             );
         }
     }
+}
+
+/// `shared` (a replicated config) with this node's own `listeners`, `admin` and
+/// `cluster` taken from `local`: those are never replicated.
+fn with_local_keys(mut shared: Config, local: &Config) -> Config {
+    shared.listeners = local.listeners.clone();
+    shared.admin = local.admin.clone();
+    shared.cluster = local.cluster.clone();
+    shared
+}
+
+/// Committed admin commands run here, on the proxy.
+struct AppApplier(std::sync::Weak<App>);
+
+impl Applier for AppApplier {
+    fn apply(&self, cmd: AdminCommand) -> BoxFut<'static, Outcome> {
+        let app = self.0.upgrade();
+        Box::pin(async move {
+            match app {
+                Some(app) => command::execute_local(&app, &cmd).await,
+                None => Outcome::error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+            }
+        })
+    }
+}
+
+fn event_sink(app: &Arc<App>) -> crate::cluster::EventSink {
+    let weak = Arc::downgrade(app);
+    Arc::new(move |kind: &str, message: String| {
+        if let Some(app) = weak.upgrade() {
+            app.events.record(kind, None, None, message);
+        }
+    })
+}
+
+/// What a returning node must pass before it may take the primary role back:
+/// its listeners are up (they are, or it would not have started) and every pool
+/// has an available backend.
+fn preempt_checks(app: &Arc<App>) -> crate::cluster::Checks {
+    let weak = Arc::downgrade(app);
+    Arc::new(move || {
+        let app = weak.upgrade().ok_or("shutting down")?;
+        if app.shutdown.is_cancelled() {
+            return Err("shutting down".into());
+        }
+        let rt = app.runtime.load();
+        let now = crate::clock::now_ms();
+        for p in rt.pools.iter() {
+            if !p.members.is_empty() && !p.members.iter().any(|m| m.backend.available(now)) {
+                return Err(format!("pool `{}` has no available backend", p.name));
+            }
+        }
+        Ok(())
+    })
 }
 
 struct AcmeManager {

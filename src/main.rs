@@ -42,6 +42,12 @@ enum Command {
     /// Self-contained demo: the proxy plus three local backends, one of which fails
     /// and recovers every ~20 s. Ctrl-C stops everything.
     Demo(cli::demo::DemoArgs),
+    /// Run a cluster witness: a Raft voter that serves no traffic and never holds the VIP.
+    Witness {
+        /// Config file with a `cluster` section [default: $FULCRUM_CONFIG, then ./fulcrum.yaml]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
     /// Talk to a running Fulcrum's admin API (status, pools, drain/enable, failover...).
     Ctl(cli::ctl::CtlArgs),
 }
@@ -55,6 +61,7 @@ fn main() -> ExitCode {
         Command::Proxy(p) => cli::proxy::run(p),
         Command::Demo(d) => cli::demo::run(d),
         Command::Ctl(c) => cli::ctl::run(c),
+        Command::Witness { config } => cli::witness::run(config),
     }
 }
 

@@ -1,8 +1,9 @@
 //! `/api/v1/...`: status, config, reload, pools and backends, events.
 
+use super::command::{self, AdminCommand, Outcome};
 use super::{AdminBody, error, json, read_body};
 use crate::app::{ApiError, App};
-use crate::config::{BackendAddress, BackendConfig};
+use crate::config::BackendAddress;
 use crate::upstream::backend::AdminState;
 use crate::upstream::pool::Pool;
 use bytes::Bytes;
@@ -96,12 +97,13 @@ pub async fn route(app: &Arc<App>, req: Request<Incoming>, rest: String) -> Resp
             },
             None => error(StatusCode::NOT_FOUND, format!("no pool named `{name}`")),
         },
-        ["pools", name, "backends", addr] if m == "DELETE" => {
-            match app.remove_backend(name, addr).await {
-                Ok(()) => json(StatusCode::OK, &json!({ "removed": addr, "pool": name })),
-                Err(e) => api_error(e),
-            }
-        }
+        ["pools", name, "backends", addr] if m == "DELETE" => outcome(
+            app.execute(AdminCommand::RemoveBackend {
+                pool: name.to_string(),
+                address: addr.to_string(),
+            })
+            .await,
+        ),
         ["pools", name, "backends", addr, action] if m == "POST" => {
             backend_action(app, name, addr, action).await
         }
@@ -112,6 +114,20 @@ pub async fn route(app: &Arc<App>, req: Request<Incoming>, rest: String) -> Resp
             json(StatusCode::OK, &json!(app.events.recent(limit)))
         }
         ["events", "stream"] if m == "GET" => event_stream(app),
+        ["cluster"] if m == "GET" => match app.cluster() {
+            Some(c) => json(StatusCode::OK, &c.status_json()),
+            None => json(
+                StatusCode::OK,
+                &json!({
+                    "node_id": null,
+                    "role": "standalone",
+                    "term": 0,
+                    "leader": null,
+                    "vip_holder": null,
+                    "nodes": [],
+                }),
+            ),
+        },
         ["failover", action] => {
             crate::failover::api::handle(app, &method, action, query.as_deref()).await
         }
@@ -124,7 +140,8 @@ pub async fn route(app: &Arc<App>, req: Request<Incoming>, rest: String) -> Resp
         | ["pools", _, "backends", _]
         | ["pools", _, "backends", _, _]
         | ["events"]
-        | ["events", "stream"] => error(
+        | ["events", "stream"]
+        | ["cluster"] => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} is not allowed here"),
         ),
@@ -158,7 +175,7 @@ async fn status(app: &Arc<App>) -> Value {
         "config_path": app.config_path.as_ref().map(|p| p.display().to_string()),
         "listeners": listeners,
         "admin": app.admin_address().await.map(|a| a.to_string()),
-        "cluster_role": "standalone",
+        "cluster_role": app.cluster().map(|c| c.role().word()).unwrap_or("standalone"),
         "requests_total": app.telemetry.requests.load(Relaxed),
         "pools": rt.pools.len(),
         "routes": rt.routes.len(),
@@ -236,13 +253,31 @@ async fn put_config(
             "the config must be UTF-8 text (YAML or JSON)",
         );
     };
-    match app.put_config(text, persist).await {
-        Ok(generation) => json(
-            StatusCode::OK,
-            &json!({ "generation": generation, "persisted": persist }),
-        ),
-        Err(e) => api_error(e),
+    if persist {
+        if app.cluster().is_some() {
+            return error(
+                StatusCode::CONFLICT,
+                "in a cluster the replicated log under state_dir keeps the config; ?persist is for standalone nodes",
+            );
+        }
+        return match app.put_config(text, true).await {
+            Ok(generation) => json(
+                StatusCode::OK,
+                &json!({ "generation": generation, "persisted": true }),
+            ),
+            Err(e) => api_error(e),
+        };
     }
+    outcome(
+        app.execute(AdminCommand::PutConfig {
+            text: text.to_string(),
+        })
+        .await,
+    )
+}
+
+fn outcome(o: Outcome) -> Response<AdminBody> {
+    json(o.status_code(), &o.body)
 }
 
 async fn add_backend(app: &Arc<App>, pool: &str, req: Request<Incoming>) -> Response<AdminBody> {
@@ -294,31 +329,16 @@ async fn add_backend(app: &Arc<App>, pool: &str, req: Request<Incoming>) -> Resp
             return error(StatusCode::BAD_REQUEST, format!("unknown field `{key}`"));
         }
     }
-    let backend = BackendConfig {
-        address,
-        weight,
-        failover_level: level,
-        region: v.get("region").and_then(Value::as_str).map(str::to_string),
-        health_check: None,
-        loc: Default::default(),
-    };
-    let key = backend.address.key.clone();
-    match app.add_backend(pool, backend).await {
-        Ok(()) => {
-            let rt = app.runtime.load();
-            let body = rt
-                .pool(pool)
-                .and_then(|p| {
-                    p.members
-                        .iter()
-                        .find(|m| m.backend.key() == key)
-                        .map(|m| member_json(p, m))
-                })
-                .unwrap_or(Value::Null);
-            json(StatusCode::CREATED, &body)
-        }
-        Err(e) => api_error(e),
-    }
+    outcome(
+        app.execute(AdminCommand::AddBackend {
+            pool: pool.to_string(),
+            address: address.key.clone(),
+            weight,
+            failover_level: level,
+            region: v.get("region").and_then(Value::as_str).map(str::to_string),
+        })
+        .await,
+    )
 }
 
 async fn backend_action(
@@ -327,33 +347,20 @@ async fn backend_action(
     addr: &str,
     action: &str,
 ) -> Response<AdminBody> {
-    let state = match action {
-        "drain" => AdminState::Draining,
-        "disable" => AdminState::Disabled,
-        "enable" => AdminState::Enabling,
-        other => {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("unknown action `{other}` (drain, disable, enable)"),
-            );
-        }
-    };
-    match app.set_backend_state(pool, addr, state).await {
-        Ok(()) => {
-            let rt = app.runtime.load();
-            let body = rt
-                .pool(pool)
-                .and_then(|p| {
-                    p.members
-                        .iter()
-                        .find(|m| m.backend.key() == addr)
-                        .map(|m| member_json(p, m))
-                })
-                .unwrap_or(Value::Null);
-            json(StatusCode::OK, &body)
-        }
-        Err(e) => api_error(e),
+    if command::backend_action(action).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("unknown action `{action}` (drain, disable, enable)"),
+        );
     }
+    outcome(
+        app.execute(AdminCommand::BackendState {
+            pool: pool.to_string(),
+            address: addr.to_string(),
+            action: action.to_string(),
+        })
+        .await,
+    )
 }
 
 /// Server-sent events: every event as it happens, plus a comment every 15 s to

@@ -234,6 +234,30 @@ impl prometheus_client::collector::Collector for Collector {
             MetricType::Counter,
             vec![(Labels::new(), ConstCounter::new(dropped))],
         )?;
+        if let Some(c) = app.cluster() {
+            let primary = i64::from(c.role() == crate::cluster::role::Role::Primary);
+            family(
+                &mut enc,
+                "fulcrum_cluster_role",
+                "1 while this node is the primary (holds the VIP), else 0",
+                MetricType::Gauge,
+                vec![(labels(&[("node", c.node_id())]), ConstGauge::new(primary))],
+            )?;
+            family(
+                &mut enc,
+                "fulcrum_cluster_term",
+                "Current Raft term",
+                MetricType::Gauge,
+                gauge(c.term() as i64),
+            )?;
+            family(
+                &mut enc,
+                "fulcrum_cluster_transitions",
+                "Role changes of this node since it started",
+                MetricType::Counter,
+                vec![(Labels::new(), ConstCounter::new(c.transitions()))],
+            )?;
+        }
         Ok(())
     }
 }

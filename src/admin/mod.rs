@@ -4,6 +4,7 @@
 //! goes through `App` (which recompiles the snapshot) or the backend atomics.
 
 pub mod api;
+pub mod command;
 mod dashboard;
 pub mod metrics;
 

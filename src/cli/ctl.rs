@@ -417,6 +417,40 @@ fn print_human(cmd: &CtlCommand, v: &Value) {
                 }
             }
         }
-        Config | Cluster => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+        Cluster => {
+            println!(
+                "node {}  role {}  term {}  leader {}  vip {} on {}",
+                s(&v["node_id"]),
+                s(&v["role"]),
+                s(&v["term"]),
+                s(&v["leader"]),
+                s(&v["vip"]),
+                s(&v["vip_holder"])
+            );
+            let rows = v["nodes"]
+                .as_array()
+                .map(|ns| {
+                    ns.iter()
+                        .map(|n| {
+                            vec![
+                                s(&n["id"]),
+                                s(&n["address"]),
+                                s(&n["role"]),
+                                if n["self"].as_bool() == Some(true) {
+                                    "(this node)".to_string()
+                                } else {
+                                    match n["last_contact_ms"].as_u64() {
+                                        Some(ms) => format!("{ms} ms ago"),
+                                        None => "never".to_string(),
+                                    }
+                                },
+                            ]
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            table(&["node", "address", "role", "last contact"], rows);
+        }
+        Config => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
     }
 }

@@ -4,6 +4,7 @@ pub mod ctl;
 pub mod demo;
 pub mod proxy;
 pub mod run;
+pub mod witness;
 
 use crate::config;
 use std::path::PathBuf;

@@ -68,6 +68,17 @@ impl Signals {
             int: signal(SignalKind::interrupt())?,
         })
     }
+
+    /// Until SIGTERM or SIGINT (SIGHUP is ignored).
+    pub async fn wait_for_stop(&mut self) {
+        loop {
+            tokio::select! {
+                _ = self.hup.recv() => {}
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+            }
+        }
+    }
 }
 
 /// Handles signals and file changes; returns after a graceful shutdown.

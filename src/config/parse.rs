@@ -94,7 +94,9 @@ pub fn decode_config(d: &mut Decoder, root: &Node, base_dir: &Path) -> Config {
     if let Some(n) = m.get("tracing") {
         cfg.tracing = tracing(d, n);
     }
-    d.unbuilt(&m, "cluster", "high availability of the proxy");
+    if let Some(n) = m.get("cluster") {
+        cfg.cluster = cluster(d, n, base_dir);
+    }
     d.unbuilt(&m, "discovery", "Docker discovery");
     validate(d, &cfg);
     cfg
@@ -276,6 +278,269 @@ fn acme(d: &mut Decoder, n: &Node, base_dir: &Path) -> Option<AcmeConfig> {
         ca_bundle,
         challenge,
     })
+}
+
+const CLUSTER_KEYS: &[&str] = &[
+    "node_id",
+    "bind",
+    "peers",
+    "state_dir",
+    "heartbeat_interval",
+    "election_timeout",
+    "priority",
+    "preempt",
+    "preempt_delay",
+    "vip",
+    "hooks",
+];
+
+fn cluster(d: &mut Decoder, n: &Node, base_dir: &Path) -> Option<ClusterConfig> {
+    let m = d.map(n, "cluster", CLUSTER_KEYS)?;
+    let node_id = match m.get("node_id") {
+        Some(v) => d.string(v, "node_id").unwrap_or_default(),
+        None => {
+            d.error(
+                m.loc,
+                "cluster: missing `node_id` (unique and stable per node)",
+            );
+            String::new()
+        }
+    };
+    if m.get("node_id").is_some() && !valid_node_id(&node_id) {
+        d.error(
+            m.get("node_id").map(|v| v.loc).unwrap_or(m.loc),
+            format!("node_id `{node_id}`: use 1 to 64 letters, digits, `-`, `_` or `.`"),
+        );
+    }
+    let bind = match m.get("bind") {
+        Some(v) => d
+            .scalar_string(v, "bind")
+            .and_then(|t| match t.parse::<std::net::SocketAddr>() {
+                Ok(a) if a.port() != 0 && !a.ip().is_unspecified() => Some(a),
+                Ok(_) => {
+                    d.error(
+                        v.loc,
+                        format!("cluster bind `{t}`: give the address the other nodes reach, with a port"),
+                    );
+                    None
+                }
+                Err(_) => {
+                    d.error(v.loc, format!("invalid cluster bind address `{t}` (expected IP:PORT)"));
+                    None
+                }
+            }),
+        None => {
+            d.error(m.loc, "cluster: missing `bind` (this node's peer address, IP:PORT)");
+            None
+        }
+    };
+    let mut peers = Vec::new();
+    match m.get("peers") {
+        Some(list) => {
+            for item in d.seq(list, "peers") {
+                if let Some(p) = peer(d, item) {
+                    peers.push(p);
+                }
+            }
+        }
+        None => d.error(m.loc, "cluster: missing `peers` (every other voter)"),
+    }
+    let mut seen: HashMap<&str, Loc> = HashMap::new();
+    seen.insert(node_id.as_str(), m.loc);
+    for p in &peers {
+        if let Some(prev) = seen.insert(p.id.as_str(), p.loc) {
+            d.error(
+                p.loc,
+                format!(
+                    "node id `{}` is used twice (also at line {})",
+                    p.id, prev.line
+                ),
+            );
+        }
+        if bind.is_some_and(|b| p.address == b.to_string()) {
+            d.error(
+                p.loc,
+                format!("peer `{}` has this node's own bind address", p.id),
+            );
+        }
+    }
+    let state_dir = match m.get("state_dir").and_then(|v| d.string(v, "state_dir")) {
+        Some(t) => base_dir.join(t),
+        None => PathBuf::from("/var/lib/fulcrum"),
+    };
+    let dur = |d: &mut Decoder, key: &str, default: u64| {
+        m.get(key)
+            .and_then(|v| d.duration(v, key))
+            .unwrap_or(std::time::Duration::from_millis(default))
+    };
+    let heartbeat_interval = dur(d, "heartbeat_interval", 300);
+    let election_timeout = dur(d, "election_timeout", 1500);
+    let preempt_delay = dur(d, "preempt_delay", 300_000);
+    if heartbeat_interval.is_zero() || election_timeout < heartbeat_interval * 3 {
+        d.error(
+            m.get("election_timeout").map(|v| v.loc).unwrap_or(m.loc),
+            format!(
+                "election_timeout ({}) must be at least 3 × heartbeat_interval ({}), or lost heartbeats cause needless elections",
+                humantime::format_duration(election_timeout),
+                humantime::format_duration(heartbeat_interval)
+            ),
+        );
+    }
+    let priority = m
+        .get("priority")
+        .and_then(|v| d.int(v, "priority", 0, 1_000_000))
+        .unwrap_or(100) as u32;
+    let preempt = m
+        .get("preempt")
+        .and_then(|v| d.boolean(v, "preempt"))
+        .unwrap_or(false);
+    let vip = m.get("vip").and_then(|v| vip(d, v));
+    let hooks = m
+        .get("hooks")
+        .map(|v| cluster_hooks(d, v, base_dir))
+        .unwrap_or_default();
+    Some(ClusterConfig {
+        node_id,
+        bind: bind?,
+        peers,
+        state_dir,
+        heartbeat_interval,
+        election_timeout,
+        priority,
+        preempt,
+        preempt_delay,
+        vip,
+        hooks,
+        loc: m.loc,
+    })
+}
+
+fn valid_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn peer(d: &mut Decoder, n: &Node) -> Option<PeerConfig> {
+    let m = d.map(n, "peer", &["id", "address", "witness"])?;
+    let Some(id) = m.get("id").and_then(|v| d.string(v, "id")) else {
+        d.error(m.loc, "a peer needs an `id`");
+        return None;
+    };
+    if !valid_node_id(&id) {
+        d.error(
+            m.get("id").map(|v| v.loc).unwrap_or(m.loc),
+            format!("peer id `{id}`: use 1 to 64 letters, digits, `-`, `_` or `.`"),
+        );
+    }
+    let Some(address) = m.get("address").and_then(|v| d.scalar_string(v, "address")) else {
+        d.error(m.loc, format!("peer `{id}` needs an `address` (host:port)"));
+        return None;
+    };
+    let port_ok = address
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
+    if !port_ok {
+        d.error(
+            m.get("address").map(|v| v.loc).unwrap_or(m.loc),
+            format!("peer address `{address}`: expected host:port"),
+        );
+    }
+    let witness = m
+        .get("witness")
+        .and_then(|v| d.boolean(v, "witness"))
+        .unwrap_or(false);
+    Some(PeerConfig {
+        id,
+        address,
+        witness,
+        loc: m.loc,
+    })
+}
+
+fn vip(d: &mut Decoder, n: &Node) -> Option<VipConfig> {
+    let m = d.map(n, "vip", &["address", "interface", "garp_count"])?;
+    let address = match m
+        .get("address")
+        .and_then(|v| d.scalar_string(v, "vip address").map(|t| (t, v.loc)))
+    {
+        Some((t, loc)) => match t.parse::<IpNet>() {
+            Ok(net) => Some((net.addr(), net.prefix_len())),
+            Err(_) => match t.parse::<IpAddr>() {
+                Ok(ip) => Some((ip, if ip.is_ipv4() { 32 } else { 128 })),
+                Err(_) => {
+                    d.error(
+                        loc,
+                        format!("invalid vip address `{t}` (expected e.g. 10.0.0.10/24)"),
+                    );
+                    None
+                }
+            },
+        },
+        None => {
+            d.error(m.loc, "vip: missing `address` (e.g. 10.0.0.10/24)");
+            None
+        }
+    };
+    let interface = match m.get("interface").and_then(|v| d.string(v, "interface")) {
+        Some(i) if !i.is_empty() && i.len() < 16 => Some(i),
+        Some(i) => {
+            d.error(m.loc, format!("invalid interface name `{i}`"));
+            None
+        }
+        None => {
+            d.error(m.loc, "vip: missing `interface` (e.g. eth0)");
+            None
+        }
+    };
+    let garp_count = m
+        .get("garp_count")
+        .and_then(|v| d.int(v, "garp_count", 0, 100))
+        .unwrap_or(3) as u32;
+    let (address, prefix_len) = address?;
+    Some(VipConfig {
+        address,
+        prefix_len,
+        interface: interface?,
+        garp_count,
+    })
+}
+
+fn cluster_hooks(d: &mut Decoder, n: &Node, base_dir: &Path) -> ClusterHooks {
+    let mut h = ClusterHooks::default();
+    let Some(m) = d.map(n, "hooks", &["notify", "notify_timeout", "webhook"]) else {
+        return h;
+    };
+    if let Some(v) = m.get("notify")
+        && let Some(t) = d.string(v, "notify")
+    {
+        let p = base_dir.join(t);
+        if !p.is_file() {
+            d.error(
+                v.loc,
+                format!("notify script `{}` does not exist", p.display()),
+            );
+        }
+        h.notify = Some(p);
+    }
+    if let Some(v) = m.get("notify_timeout")
+        && let Some(t) = d.duration(v, "notify_timeout")
+    {
+        h.notify_timeout = t;
+    }
+    if let Some(v) = m.get("webhook")
+        && let Some(url) = d.string(v, "webhook")
+    {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            d.error(
+                v.loc,
+                format!("webhook `{url}` must start with http:// or https://"),
+            );
+        }
+        h.webhook = Some(url);
+    }
+    h
 }
 
 fn admin(d: &mut Decoder, n: &Node) -> Option<AdminConfig> {

@@ -2,6 +2,7 @@
 
 use super::controller::{self, settings_for};
 use super::{FailoverEvent, rfc3339, status_json};
+use crate::admin::command::{AdminCommand, Outcome};
 use crate::admin::{AdminBody, error, json};
 use crate::app::App;
 use crate::upstream::pool::Pool;
@@ -49,23 +50,18 @@ pub async fn handle(
                 ),
             ),
         },
-        ("POST", "activate") => {
-            let p = match find(&pool_name) {
-                Ok(p) => p,
-                Err(r) => return *r,
-            };
-            match controller::manual_activate(app, p, &settings_for(&rt.config, p)) {
-                Ok(_) => json(StatusCode::OK, &status_json(p)),
-                Err(e) => error(StatusCode::CONFLICT, e),
+        ("POST", "activate" | "deactivate") => {
+            if let Err(r) = find(&pool_name) {
+                return *r;
             }
-        }
-        ("POST", "deactivate") => {
-            let p = match find(&pool_name) {
-                Ok(p) => p,
-                Err(r) => return *r,
-            };
-            controller::manual_deactivate(app, p, &settings_for(&rt.config, p));
-            json(StatusCode::OK, &status_json(p))
+            let pool = pool_name.unwrap_or_default();
+            let o = app
+                .execute(AdminCommand::Failover {
+                    pool,
+                    action: action.to_string(),
+                })
+                .await;
+            json(o.status_code(), &o.body)
         }
         ("POST", "test") => {
             let p = match find(&pool_name) {
@@ -81,6 +77,29 @@ pub async fn handle(
         _ => error(
             StatusCode::NOT_FOUND,
             format!("unknown failover action `{action}`"),
+        ),
+    }
+}
+
+/// Manual activate/deactivate on this node (see [`AdminCommand::Failover`]).
+pub fn manual(app: &Arc<App>, pool: &str, action: &str) -> Outcome {
+    let rt = app.runtime.load_full();
+    let Some(p) = rt.pool(pool) else {
+        return Outcome::error(StatusCode::NOT_FOUND, format!("no pool named `{pool}`"));
+    };
+    let settings = settings_for(&rt.config, p);
+    match action {
+        "activate" => match controller::manual_activate(app, p, &settings) {
+            Ok(_) => Outcome::new(StatusCode::OK, status_json(p)),
+            Err(e) => Outcome::error(StatusCode::CONFLICT, e),
+        },
+        "deactivate" => {
+            controller::manual_deactivate(app, p, &settings);
+            Outcome::new(StatusCode::OK, status_json(p))
+        }
+        other => Outcome::error(
+            StatusCode::NOT_FOUND,
+            format!("unknown failover action `{other}`"),
         ),
     }
 }

@@ -1,0 +1,73 @@
+//! `fulcrum witness -c FILE`: a Raft voter that serves no traffic and never holds
+//! the VIP; it lets two proxy nodes keep a majority when one of them is down.
+//! Only the file's `cluster` section is used.
+
+use crate::admin::command::{AdminCommand, Outcome};
+use crate::cluster::Cluster;
+use crate::cluster::consensus::{Applier, BoxFut};
+use crate::config;
+use http::StatusCode;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// A witness keeps the log but has no proxy to apply it to.
+struct Nothing;
+
+impl Applier for Nothing {
+    fn apply(&self, _cmd: AdminCommand) -> BoxFut<'static, Outcome> {
+        Box::pin(async { Outcome::new(StatusCode::OK, json!({ "witness": true })) })
+    }
+}
+
+pub fn run(path: Option<PathBuf>) -> ExitCode {
+    let path = path.unwrap_or_else(config::default_path);
+    let loaded = match config::load_file(&path) {
+        Ok(l) => l,
+        Err(errors) => {
+            for line in errors.lines() {
+                eprintln!("{line}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(cluster) = loaded.config.cluster else {
+        eprintln!(
+            "{}: a witness needs a `cluster` section (node_id, bind, peers)",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    };
+    let rt = match super::tokio_runtime(Some(1)) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let mut signals = match super::run::Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("fulcrum: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let events: crate::cluster::EventSink = Arc::new(|_: &str, _: String| {});
+        let checks: crate::cluster::Checks = Arc::new(|| Err("a witness never preempts".into()));
+        let node = match Cluster::start(cluster, true, Arc::new(Nothing), events, checks).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("fulcrum: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(node = %node.node_id(), "witness started");
+        signals.wait_for_stop().await;
+        node.leave().await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
