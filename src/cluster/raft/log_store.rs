@@ -363,7 +363,7 @@ mod tests {
         rt.block_on(async {
             // The suite drives its own runtime calls from inside; run it on a
             // blocking thread.
-            tokio::task::spawn_blocking(|| Suite::test_all(Builder))
+            tokio::task::spawn_blocking(|| Suite::test_all(Builder).map_err(|e| e.to_string()))
                 .await
                 .expect("suite thread")
                 .expect("storage suite");

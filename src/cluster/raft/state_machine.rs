@@ -32,7 +32,7 @@ pub struct StateMachine {
     /// Every command applied, in order (what a snapshot carries).
     history: Vec<AdminCommand>,
     /// The latest snapshot, built here or installed; shared with builders.
-    current: Arc<Mutex<Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>>>,
+    current: Current,
     snapshots_built: u64,
 }
 
