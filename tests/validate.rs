@@ -122,12 +122,69 @@ fn syntax_error_has_a_position() {
 #[test]
 fn unbuilt_features_are_rejected_not_ignored() {
     assert_errors(
-        "cluster: { node_id: n1 }\ndiscovery: { docker: true }\npools: []\nroutes: []\n",
+        "discovery: { docker: true }\npools: []\nroutes: []\n",
+        &["CFG:1:1: `discovery` (Docker discovery) is not supported yet"],
+    );
+}
+
+#[test]
+fn cluster_section_errors_have_positions() {
+    assert_errors(
+        "cluster:
+  node_id: \"n 1\"
+  bind: \"0.0.0.0:7946\"
+  peers:
+    - { id: n2, address: \"10.0.0.12\" }
+    - { id: n2, address: \"10.0.0.13:7946\" }
+  heartbeat_interval: 500ms
+  election_timeout: 1s
+  preempt_delay: soon
+  vip: { address: \"10.0.0.300/24\", interface: eth0 }
+  hooks: { notify: /nonexistent/hook.sh, webhook: \"ftp://x\" }
+  colour: blue
+pools: []
+routes: []
+",
         &[
-            "CFG:1:1: `cluster` (high availability of the proxy) is not supported yet",
-            "CFG:2:1: `discovery`",
+            "CFG:2:12: node_id `n 1`",
+            "CFG:3:9: cluster bind `0.0.0.0:7946`: give the address the other nodes reach",
+            "CFG:5:26: peer address `10.0.0.12`: expected host:port",
+            "CFG:6:7: node id `n2` is used twice (also at line 5)",
+            "CFG:8:21: election_timeout (1s) must be at least 3 × heartbeat_interval (500ms)",
+            "CFG:9:18:",
+            "CFG:10:19: invalid vip address `10.0.0.300/24`",
+            "notify script `/nonexistent/hook.sh` does not exist",
+            "webhook `ftp://x` must start with http:// or https://",
+            "CFG:12:3: unknown key `colour`",
         ],
     );
+    assert_errors(
+        "cluster: { bind: \"10.0.0.1:7946\" }\npools: []\nroutes: []\n",
+        &["missing `node_id`", "missing `peers`"],
+    );
+}
+
+#[test]
+fn a_cluster_config_validates() {
+    let (code, out, err) = validate(
+        "cluster:
+  node_id: n1
+  bind: \"10.0.0.11:7946\"
+  peers:
+    - { id: n2, address: \"10.0.0.12:7946\" }
+    - { id: w, address: \"witness.internal:7946\", witness: true }
+  state_dir: /var/lib/fulcrum
+  heartbeat_interval: 300ms
+  election_timeout: 1500ms
+  priority: 150
+  preempt: true
+  preempt_delay: 300s
+  vip: { address: \"10.0.0.10/24\", interface: eth0, garp_count: 5 }
+pools: []
+routes: []
+",
+    );
+    assert_eq!((code, out.trim()), (0, "ok"), "{err}");
 }
 
 #[test]

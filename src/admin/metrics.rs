@@ -248,14 +248,20 @@ impl prometheus_client::collector::Collector for Collector {
                 "fulcrum_cluster_term",
                 "Current Raft term",
                 MetricType::Gauge,
-                gauge(c.term() as i64),
+                vec![(
+                    labels(&[("node", c.node_id())]),
+                    ConstGauge::new(c.term() as i64),
+                )],
             )?;
             family(
                 &mut enc,
                 "fulcrum_cluster_transitions",
                 "Role changes of this node since it started",
                 MetricType::Counter,
-                vec![(Labels::new(), ConstCounter::new(c.transitions()))],
+                vec![(
+                    labels(&[("node", c.node_id())]),
+                    ConstCounter::new(c.transitions()),
+                )],
             )?;
         }
         Ok(())

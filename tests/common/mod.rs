@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod cluster;
 pub mod smtp;
 pub mod ws;
 
@@ -141,6 +142,11 @@ impl Fulcrum {
     }
 
     pub fn spawn(dir: TempDir, config: PathBuf, args: &[&str]) -> Fulcrum {
+        Self::spawn_until(dir, config, args, "fulcrum started")
+    }
+
+    /// Spawns and waits for a log line containing `ready` (or an error).
+    pub fn spawn_until(dir: TempDir, config: PathBuf, args: &[&str], ready: &str) -> Fulcrum {
         let mut child = Command::new(bin())
             .args(args)
             .env("RUST_LOG", "info")
@@ -161,7 +167,7 @@ impl Fulcrum {
             config,
         };
         f.stderr.wait_for("startup", |l| {
-            l.contains("fulcrum started") || l.contains("\"level\":\"ERROR\"")
+            l.contains(ready) || l.contains("\"level\":\"ERROR\"")
         });
         f
     }
