@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod client;
 pub mod cluster;
+pub mod netns;
 pub mod smtp;
 pub mod ws;
 
@@ -147,7 +148,19 @@ impl Fulcrum {
 
     /// Spawns and waits for a log line containing `ready` (or an error).
     pub fn spawn_until(dir: TempDir, config: PathBuf, args: &[&str], ready: &str) -> Fulcrum {
-        let mut child = Command::new(bin())
+        Self::spawn_program(dir, config, bin(), args, ready)
+    }
+
+    /// Like [`Fulcrum::spawn_until`], through another program (e.g. `ip netns
+    /// exec NS fulcrum ...`, which execs, so the PID is fulcrum's).
+    pub fn spawn_program(
+        dir: TempDir,
+        config: PathBuf,
+        program: &str,
+        args: &[&str],
+        ready: &str,
+    ) -> Fulcrum {
+        let mut child = Command::new(program)
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

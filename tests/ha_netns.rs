@@ -1,0 +1,426 @@
+//! The floating VIP across real hosts: three Fulcrum nodes, a client and an
+//! application server, each in its own network namespace on one bridge. Who
+//! holds the VIP is sampled every 50 ms from the kernel (`ip addr`), and the
+//! client keeps sending requests to the VIP throughout.
+//!
+//! Needs root (network namespaces, CAP_NET_ADMIN/CAP_NET_RAW for the VIP);
+//! `.ci/run` runs the suite as root. Elsewhere these tests say so and pass.
+
+mod common;
+
+use common::netns::{ClientLoop, Lab, VipSampler, block_on_host, is_root, on_host};
+use common::{DEADLINE, Fulcrum, TempDir, backend::TestBackend, client};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const VIP: &str = "10.77.0.10";
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+const ET_MS: u64 = 500;
+
+/// One lab at a time: they are heavy for a small machine, and timing-sensitive.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn node_ip(n: &str) -> String {
+    format!("10.77.0.1{}", &n[1..])
+}
+
+struct Ha {
+    lab: Lab,
+    dir: TempDir,
+    nodes: Vec<(String, Option<Fulcrum>)>,
+    _app: std::thread::JoinHandle<()>,
+    app_stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Ha {
+    fn new() -> Ha {
+        let mut hosts: Vec<(String, String)> = NODES
+            .iter()
+            .map(|n| (n.to_string(), format!("{}/24", node_ip(n))))
+            .collect();
+        hosts.push(("client".into(), "10.77.0.100/24".into()));
+        hosts.push(("app".into(), "10.77.0.200/24".into()));
+        let refs: Vec<(&str, &str)> = hosts
+            .iter()
+            .map(|(h, a)| (h.as_str(), a.as_str()))
+            .collect();
+        let lab = Lab::new(&refs);
+        // The application: an echo server on the app host.
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app = on_host(&lab.ns("app"), move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(async move {
+                    let _b = TestBackend::echo_at("app", "10.77.0.200:8000".parse().unwrap()).await;
+                    let _ = rx.await;
+                })
+        });
+        let dir = TempDir::new("ha");
+        let hook = dir.write(
+            "hook.sh",
+            &format!(
+                "#!/bin/sh\necho \"$1 $2 $3\" >> {}/\"$3\".hooks\n",
+                dir.0.display()
+            ),
+        );
+        std::process::Command::new("chmod")
+            .args(["+x", hook.to_str().unwrap()])
+            .status()
+            .unwrap();
+        for n in NODES {
+            let peers: String = NODES
+                .iter()
+                .filter(|p| **p != n)
+                .map(|p| format!("    - {{ id: {p}, address: \"{}:7946\" }}\n", node_ip(p)))
+                .collect();
+            dir.write(
+                &format!("{n}.yaml"),
+                &format!(
+                    "admin: {{ address: \"127.0.0.1:9000\" }}
+listeners: [\"{VIP}:8080\"]
+access_log: {{ enabled: false }}
+pools:
+  - name: app
+    backends: [\"10.77.0.200:8000\"]
+routes: [{{ pool: app }}]
+cluster:
+  node_id: {n}
+  bind: \"{}:7946\"
+  peers:
+{peers}  state_dir: {}
+  heartbeat_interval: 100ms
+  election_timeout: {ET_MS}ms
+  vip: {{ address: \"{VIP}/24\", interface: eth0 }}
+  hooks: {{ notify: {} }}
+",
+                    node_ip(n),
+                    dir.path(&format!("{n}-state")).display(),
+                    hook.display()
+                ),
+            );
+        }
+        let mut ha = Ha {
+            lab,
+            dir,
+            nodes: NODES.iter().map(|n| (n.to_string(), None)).collect(),
+            _app: app,
+            app_stop: Some(tx),
+        };
+        for n in NODES {
+            ha.start(n);
+        }
+        ha
+    }
+
+    fn start(&mut self, n: &str) {
+        let cfg = self.dir.path(&format!("{n}.yaml"));
+        let c = cfg.to_str().unwrap().to_string();
+        let f = self.lab.fulcrum(
+            n,
+            cfg.clone(),
+            &["--log-format", "json", "run", "-c", &c],
+            "fulcrum started",
+        );
+        let slot = self.nodes.iter_mut().find(|(x, _)| x == n).unwrap();
+        slot.1 = Some(f);
+    }
+
+    fn proc(&mut self, n: &str) -> &mut Fulcrum {
+        self.nodes
+            .iter_mut()
+            .find(|(x, _)| x == n)
+            .and_then(|(_, f)| f.as_mut())
+            .expect("running node")
+    }
+
+    /// `GET /api/v1/cluster` of a node, from inside its host.
+    fn status(&self, n: &str) -> Option<serde_json::Value> {
+        block_on_host(&self.lab.ns(n), || async {
+            let addr: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+            let req = http::Request::get("/api/v1/cluster")
+                .header("host", "localhost")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+            let r = tokio::time::timeout(Duration::from_secs(2), client::try_send(addr, req))
+                .await
+                .ok()?
+                .ok()?;
+            Some(r.json())
+        })
+    }
+
+    /// Waits until exactly one live host holds the VIP and that node calls
+    /// itself primary; returns it.
+    fn wait_holder(&self, sampler: &VipSampler, not: Option<&str>) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let h = sampler.holders();
+            if h.len() == 1 && Some(h[0].as_str()) != not {
+                let s = self.status(&h[0]);
+                if s.is_some_and(|s| s["role"] == "primary") {
+                    return h[0].clone();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no single VIP holder; holders {h:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn hooks(&self, n: &str) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path(&format!("{n}.hooks")))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split(' ').next().unwrap_or("").to_string())
+            .collect()
+    }
+}
+
+impl Drop for Ha {
+    fn drop(&mut self) {
+        for (_, f) in self.nodes.iter_mut() {
+            drop(f.take());
+        }
+        if let Some(tx) = self.app_stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn vip_addr() -> SocketAddr {
+    format!("{VIP}:8080").parse().unwrap()
+}
+
+fn skip() -> bool {
+    if !is_root() {
+        eprintln!("skipped: network namespaces need root (CI runs this suite as root)");
+        return true;
+    }
+    false
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn kill_9_and_link_cut_moves_the_vip_and_the_old_primary_rejoins_as_secondary() {
+    if skip() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut ha = Ha::new();
+    let sampler = VipSampler::start(&ha.lab, &NODES, VIP);
+    let old = ha.wait_holder(&sampler, None);
+    let t_start = Instant::now();
+    let client = ClientLoop::start(&ha.lab.ns("client"), vip_addr());
+    wait_until("the client is served through the VIP", || {
+        client.first_success_after(t_start).is_some()
+    });
+
+    // A dead host: the process is killed and the cable pulled. (Its namespace
+    // keeps the address, as a powered-off host's config would, but nobody can
+    // reach it: it no longer counts as a holder.)
+    let t0 = Instant::now();
+    ha.proc(&old).signal(libc::SIGKILL);
+    ha.lab.cut(&old);
+    sampler.dead.lock().unwrap().insert(old.clone());
+    let new = ha.wait_holder(&sampler, Some(&old));
+    let took = sampler.first_held_by(&new, t0).unwrap() - t0;
+    wait_until("the client is served again", || {
+        client.first_success_after(t0 + took).is_some()
+    });
+    let served = client.first_success_after(t0 + took).unwrap() - t0;
+    eprintln!(
+        "kill -9: VIP on {new} after {took:?}, client served again after {served:?}, {} failed requests",
+        client.failures_after(t0)
+    );
+    assert_eq!(
+        sampler.longest_double(t0),
+        Duration::ZERO,
+        "two VIP holders"
+    );
+
+    // The old primary restarts (removing its stale VIP first), then its cable
+    // comes back: it rejoins as a secondary and the VIP stays where it is.
+    ha.proc(&old).wait_exit();
+    ha.start(&old);
+    let log = ha.proc(&old).stderr.all().join("\n");
+    assert!(log.contains("removed a stale VIP"), "{log}");
+    assert!(!ha.lab.has_addr(&old, VIP));
+    ha.lab.heal(&old);
+    sampler.dead.lock().unwrap().remove(&old);
+    let t1 = Instant::now();
+    wait_until("the old primary rejoins as secondary", || {
+        ha.status(&old)
+            .is_some_and(|s| s["role"] == "secondary" && s["leader"].as_str() == Some(new.as_str()))
+    });
+    std::thread::sleep(Duration::from_millis(3 * ET_MS));
+    assert_eq!(sampler.holders(), [new.clone()]);
+    assert_eq!(
+        sampler.longest_double(t1),
+        Duration::ZERO,
+        "two VIP holders"
+    );
+    // Its hooks: its first life (secondary, primary; kill -9 runs none), then
+    // secondary only since the restart.
+    assert_eq!(ha.hooks(&old), ["secondary", "primary", "secondary"]);
+    assert_eq!(
+        ha.hooks(&new).last().map(String::as_str),
+        Some("primary"),
+        "{:?}",
+        ha.hooks(&new)
+    );
+
+    // An admin change made on the rejoined node reaches every node.
+    let r = block_on_host(&ha.lab.ns(&old), || async {
+        let req = http::Request::post("/api/v1/pools/app/backends")
+            .header("host", "localhost")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                r#"{"address":"10.77.0.201:8000"}"#,
+            )))
+            .unwrap();
+        client::try_send("127.0.0.1:9000".parse().unwrap(), req)
+            .await
+            .map(|r| (r.status.as_u16(), r.text()))
+    })
+    .expect("admin call");
+    assert_eq!(r.0, 201, "{}", r.1);
+    for n in NODES {
+        wait_until("the added backend on every node", || {
+            block_on_host(&ha.lab.ns(n), || async {
+                let req = http::Request::get("/api/v1/pools/app/backends/10.77.0.201:8000")
+                    .header("host", "localhost")
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .unwrap();
+                client::try_send("127.0.0.1:9000".parse().unwrap(), req)
+                    .await
+                    .is_ok_and(|r| r.status.is_success())
+            })
+        });
+    }
+}
+
+#[test]
+fn a_silently_partitioned_primary_drops_the_vip_by_itself() {
+    if skip() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut ha = Ha::new();
+    let sampler = VipSampler::start(&ha.lab, &NODES, VIP);
+    let old = ha.wait_holder(&sampler, None);
+    let t0 = Instant::now();
+    ha.lab.cut(&old);
+    // Still running, still counted: it must let go on its own.
+    let new = ha.wait_holder(&sampler, Some(&old));
+    assert!(!ha.lab.has_addr(&old, VIP));
+    let dropped = sampler
+        .samples
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(t, h)| *t >= t0 && !h.contains(&old))
+        .map(|(t, _)| *t - t0)
+        .unwrap();
+    let taken = sampler.first_held_by(&new, t0).unwrap() - t0;
+    eprintln!("partition: {old} dropped the VIP after {dropped:?}; {new} took it after {taken:?}");
+    assert!(
+        dropped < taken,
+        "dropped {dropped:?} must come before taken {taken:?}"
+    );
+    assert_eq!(
+        sampler.longest_double(t0),
+        Duration::ZERO,
+        "two VIP holders"
+    );
+    let s = ha.status(&old).unwrap();
+    assert_eq!(s["role"], "secondary");
+    let log = ha.proc(&old).stderr.all().join("\n");
+    assert!(log.contains("lease expired"), "{log}");
+
+    // Healed, it follows the new primary and does not take the VIP back.
+    let t1 = Instant::now();
+    ha.lab.heal(&old);
+    wait_until("the old primary follows the new one", || {
+        ha.status(&old)
+            .is_some_and(|s| s["leader"].as_str() == Some(new.as_str()))
+    });
+    assert_eq!(sampler.holders(), [new.clone()]);
+    assert_eq!(
+        sampler.longest_double(t1),
+        Duration::ZERO,
+        "two VIP holders"
+    );
+    assert_eq!(ha.hooks(&old), ["secondary", "primary", "secondary"]);
+
+    // SIGTERM on the primary: it hands over and releases the VIP before exit.
+    let t2 = Instant::now();
+    ha.proc(&new).signal(libc::SIGTERM);
+    assert_eq!(ha.proc(&new).wait_exit(), 0);
+    assert!(
+        !ha.lab.has_addr(&new, VIP),
+        "the VIP must be released at exit"
+    );
+    sampler.dead.lock().unwrap().insert(new.clone());
+    let third = ha.wait_holder(&sampler, Some(&new));
+    eprintln!(
+        "SIGTERM hand-over from {new} to {third} in {:?}",
+        t2.elapsed()
+    );
+    assert_eq!(
+        sampler.longest_double(t2),
+        Duration::ZERO,
+        "two VIP holders"
+    );
+}
+
+#[test]
+fn a_primary_stopped_past_the_election_timeout_lets_go_when_it_resumes() {
+    if skip() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut ha = Ha::new();
+    let sampler = VipSampler::start(&ha.lab, &NODES, VIP);
+    let old = ha.wait_holder(&sampler, None);
+    ha.proc(&old).signal(libc::SIGSTOP);
+    // A frozen process cannot remove its address: while it is stopped, the
+    // others elect a new primary, which takes the VIP.
+    let deadline = Instant::now() + DEADLINE;
+    let new = loop {
+        let h = sampler.holders();
+        if let Some(n) = h.iter().find(|n| **n != old) {
+            break n.clone();
+        }
+        assert!(Instant::now() < deadline, "no new holder while stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(ET_MS));
+    let t0 = Instant::now();
+    ha.proc(&old).signal(libc::SIGCONT);
+    // On resuming it sees its lease long expired and drops the VIP at once.
+    wait_until("a single holder after SIGCONT", || {
+        sampler.holders() == [new.clone()]
+    });
+    let double = sampler.longest_double(t0);
+    eprintln!("SIGCONT: two holders for {double:?} after resuming");
+    assert!(
+        double <= Duration::from_secs(1),
+        "two holders for {double:?} after SIGCONT"
+    );
+    std::thread::sleep(Duration::from_millis(3 * ET_MS));
+    assert_eq!(sampler.holders(), [new.clone()]);
+    let s = ha.status(&old).unwrap();
+    assert_eq!(s["role"], "secondary");
+    assert_eq!(s["leader"].as_str(), Some(new.as_str()));
+}
