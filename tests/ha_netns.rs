@@ -265,7 +265,7 @@ fn kill_9_and_link_cut_moves_the_vip_and_the_old_primary_rejoins_as_secondary() 
             .is_some_and(|s| s["role"] == "secondary" && s["leader"].as_str() == Some(new.as_str()))
     });
     std::thread::sleep(Duration::from_millis(3 * ET_MS));
-    assert_eq!(sampler.holders(), [new.clone()]);
+    assert_eq!(sampler.holders(), std::slice::from_ref(&new));
     assert_eq!(
         sampler.longest_double(t1),
         Duration::ZERO,
@@ -355,7 +355,7 @@ fn a_silently_partitioned_primary_drops_the_vip_by_itself() {
         ha.status(&old)
             .is_some_and(|s| s["leader"].as_str() == Some(new.as_str()))
     });
-    assert_eq!(sampler.holders(), [new.clone()]);
+    assert_eq!(sampler.holders(), std::slice::from_ref(&new));
     assert_eq!(
         sampler.longest_double(t1),
         Duration::ZERO,
@@ -410,7 +410,7 @@ fn a_primary_stopped_past_the_election_timeout_lets_go_when_it_resumes() {
     ha.proc(&old).signal(libc::SIGCONT);
     // On resuming it sees its lease long expired and drops the VIP at once.
     wait_until("a single holder after SIGCONT", || {
-        sampler.holders() == [new.clone()]
+        sampler.holders() == std::slice::from_ref(&new)
     });
     let double = sampler.longest_double(t0);
     eprintln!("SIGCONT: two holders for {double:?} after resuming");
@@ -419,7 +419,7 @@ fn a_primary_stopped_past_the_election_timeout_lets_go_when_it_resumes() {
         "two holders for {double:?} after SIGCONT"
     );
     std::thread::sleep(Duration::from_millis(3 * ET_MS));
-    assert_eq!(sampler.holders(), [new.clone()]);
+    assert_eq!(sampler.holders(), std::slice::from_ref(&new));
     let s = ha.status(&old).unwrap();
     assert_eq!(s["role"], "secondary");
     assert_eq!(s["leader"].as_str(), Some(new.as_str()));
