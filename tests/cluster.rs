@@ -23,6 +23,7 @@ fn specs(names: &[&str]) -> Vec<NodeSpec> {
             port: free_port(),
             witness: n.starts_with('w'),
             extra: String::new(),
+            listeners: String::new(),
         })
         .collect()
 }

@@ -245,3 +245,66 @@ async fn dashboard_shows_pools_and_follows_a_backend_going_down() {
     println!("screenshot: {}", out.display());
     driver.call("DELETE", &format!("/session/{id}"), None).await;
 }
+
+/// A headless browser session on `url`; returns the session id.
+async fn open(driver: &Driver, url: &str) -> String {
+    let caps = json!({"capabilities": {"alwaysMatch": {
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-dev-shm-usage", "--window-size=1200,900"]
+        }
+    }}});
+    let session = driver.call("POST", "/session", Some(caps)).await;
+    let id = session["value"]["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no session: {session}"))
+        .to_string();
+    driver
+        .call(
+            "POST",
+            &format!("/session/{id}/url"),
+            Some(json!({ "url": url })),
+        )
+        .await;
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_the_cluster_section_on_a_cluster_node() {
+    let b = TestBackend::echo("b").await;
+    let dir = common::TempDir::new("dash-cluster");
+    let port = common::cluster::free_port();
+    let f = Fulcrum::start(&format!(
+        "listeners: [\"127.0.0.1:0\"]\naccess_log: {{ enabled: false }}\npools:\n  - name: app\n    backends: [\"{}\"]\nroutes:\n  - {{ pool: app }}\ncluster:\n  node_id: solo\n  bind: \"127.0.0.1:{port}\"\n  peers: []\n  state_dir: {}\n  heartbeat_interval: 50ms\n  election_timeout: 300ms\n",
+        b.addr,
+        dir.path("state").display()
+    ));
+    let driver = Driver::start().await;
+    let id = open(&driver, &format!("http://{}/", f.admin())).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let text = driver
+            .call(
+                "POST",
+                &format!("/session/{id}/execute/sync"),
+                Some(json!({"script": "const c = document.getElementById('cluster-card'); return c && c.style.display !== 'none' ? c.innerText : ''", "args": []})),
+            )
+            .await["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if text.contains("solo (this node)")
+            && text.contains("primary")
+            && text.contains("leader solo")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cluster section never showed this node as primary: {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

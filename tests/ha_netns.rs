@@ -35,6 +35,10 @@ struct Ha {
 
 impl Ha {
     fn new() -> Ha {
+        Ha::with_timing(100, ET_MS)
+    }
+
+    fn with_timing(heartbeat_ms: u64, election_ms: u64) -> Ha {
         let mut hosts: Vec<(String, String)> = NODES
             .iter()
             .map(|n| (n.to_string(), format!("{}/24", node_ip(n))))
@@ -91,8 +95,8 @@ cluster:
   bind: \"{}:7946\"
   peers:
 {peers}  state_dir: {}
-  heartbeat_interval: 100ms
-  election_timeout: {ET_MS}ms
+  heartbeat_interval: {heartbeat_ms}ms
+  election_timeout: {election_ms}ms
   vip: {{ address: \"{VIP}/24\", interface: eth0 }}
   hooks: {{ notify: {} }}
 ",
@@ -423,4 +427,126 @@ fn a_primary_stopped_past_the_election_timeout_lets_go_when_it_resumes() {
     let s = ha.status(&old).unwrap();
     assert_eq!(s["role"], "secondary");
     assert_eq!(s["leader"].as_str(), Some(new.as_str()));
+}
+
+/// Figures for docs/benchmarks.md, not a test: run with
+/// `cargo test --release --test ha_netns -- --ignored --nocapture`.
+/// Takeover after kill -9 + link cut (several rounds), then role changes during
+/// 60 s of 30% packet loss toward the primary.
+#[test]
+#[ignore]
+fn bench_takeover_and_packet_loss() {
+    if skip() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (hb, et) = (
+        std::env::var("HB_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100),
+        std::env::var("ET_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(350),
+    );
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    eprintln!("timing: heartbeat_interval {hb}ms, election_timeout {et}ms");
+    let mut ha = Ha::with_timing(hb, et);
+    let sampler = VipSampler::start(&ha.lab, &NODES, VIP);
+    let client = ClientLoop::start(&ha.lab.ns("client"), vip_addr());
+    let mut takeovers = Vec::new();
+    for round in 0..rounds {
+        let old = ha.wait_holder(&sampler, None);
+        std::thread::sleep(Duration::from_secs(2));
+        let t0 = Instant::now();
+        ha.proc(&old).signal(libc::SIGKILL);
+        ha.lab.cut(&old);
+        sampler.dead.lock().unwrap().insert(old.clone());
+        let new = ha.wait_holder(&sampler, Some(&old));
+        let vip = sampler.first_held_by(&new, t0).unwrap() - t0;
+        wait_until("served again", || {
+            client.first_success_after(t0 + vip).is_some()
+        });
+        let served = client.first_success_after(t0 + vip).unwrap() - t0;
+        let failed = client.failures_after(t0);
+        let double = sampler.longest_double(t0);
+        eprintln!(
+            "round {round}: VIP {old} -> {new} in {:.0} ms; client served again after {:.0} ms; {failed} failed requests (500 ms timeout); two holders for {double:?}",
+            vip.as_secs_f64() * 1000.0,
+            served.as_secs_f64() * 1000.0
+        );
+        takeovers.push((vip, served, failed));
+        ha.proc(&old).wait_exit();
+        ha.start(&old);
+        ha.lab.heal(&old);
+        sampler.dead.lock().unwrap().remove(&old);
+        wait_until("rejoined", || {
+            ha.status(&old).is_some_and(|s| s["leader"].is_string())
+        });
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mut v: Vec<f64> = takeovers.iter().map(|t| ms(t.0)).collect();
+    v.sort_by(f64::total_cmp);
+    eprintln!(
+        "takeover (VIP moved): min {:.0} median {:.0} max {:.0} ms over {rounds} rounds",
+        v[0],
+        v[v.len() / 2],
+        v[v.len() - 1]
+    );
+
+    // 30% loss toward the primary for 60 s.
+    let primary = ha.wait_holder(&sampler, None);
+    std::thread::sleep(Duration::from_secs(2));
+    let sw = ha.lab.switch().to_string();
+    let port = format!("p{}", NODES.iter().position(|n| *n == primary).unwrap());
+    let nft = |rule: &str| {
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "exec", &sw, "nft", rule])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "nft {rule}");
+    };
+    nft("add table bridge loss");
+    nft("add chain bridge loss lossy { type filter hook forward priority 0; policy accept; }");
+    nft(&format!(
+        "add rule bridge loss lossy oifname \"{port}\" numgen random mod 100 < 30 drop"
+    ));
+    let t0 = Instant::now();
+    let before: Vec<usize> = NODES.iter().map(|n| ha.hooks(n).len()).collect();
+    std::thread::sleep(Duration::from_secs(60));
+    let changes: Vec<(String, Vec<String>)> = NODES
+        .iter()
+        .zip(before)
+        .map(|(n, b)| (n.to_string(), ha.hooks(n)[b..].to_vec()))
+        .collect();
+    let holders_changed = {
+        let s = sampler.samples.lock().unwrap();
+        let mut last: Option<Vec<String>> = None;
+        let mut n = 0;
+        for (_, h) in s.iter().filter(|(t, _)| *t >= t0) {
+            if last.as_ref().is_some_and(|l| l != h) {
+                n += 1;
+            }
+            last = Some(h.clone());
+        }
+        n
+    };
+    let transitions: usize = changes.iter().map(|(_, c)| c.len()).sum();
+    eprintln!(
+        "30% loss toward {primary} for 60 s: {transitions} role transitions {changes:?}; VIP holder changed {holders_changed} times; {} of {} client requests failed; two holders for {:?}",
+        client.failures_after(t0),
+        client
+            .results
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| *t >= t0)
+            .count(),
+        sampler.longest_double(t0)
+    );
 }

@@ -658,3 +658,83 @@ async fn acme_certificates_from_pebble_over_http01_and_tls_alpn01() {
     std::mem::forget(guard);
     assert!(storage2.0.join("acme-alpn.test.crt.pem").exists());
 }
+
+/// In a cluster only the primary orders; the challenge answer and the
+/// certificate replicate through Raft. Pebble validates on a port that only a
+/// secondary listens on, so the order succeeds only if that secondary answers
+/// with the primary's token; then every node serves the certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_the_primary_orders_and_every_node_serves_the_certificate() {
+    use common::cluster::{NodeSpec, agreed_primary, configure, free_port as peer_port};
+    let pebble = Pebble::start().await;
+    let be = TestBackend::echo("be").await;
+    let stores: Vec<TempDir> = (0..3).map(|_| TempDir::new("acme-node")).collect();
+    let tls_listener = |store: &TempDir| {
+        format!(
+            "{{ address: \"127.0.0.1:0\", tls: {{ acme: {{ directory: \"{}\", storage: \"{}\", ca_bundle: \"{}\", challenge: http-01 }} }} }}",
+            pebble.directory,
+            store.0.display(),
+            pebble.ca_pem_path.display()
+        )
+    };
+    let specs: Vec<NodeSpec> = ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| NodeSpec {
+            name: n.to_string(),
+            port: peer_port(),
+            witness: false,
+            extra: String::new(),
+            listeners: if *n == "c" {
+                format!(
+                    "[\"127.0.0.1:{}\", {}]",
+                    pebble.http_port,
+                    tls_listener(&stores[i])
+                )
+            } else {
+                format!("[{}]", tls_listener(&stores[i]))
+            },
+        })
+        .collect();
+    let body = format!(
+        "pools:\n  - name: app\n    backends: [\"{}\"]\nroutes:\n  - {{ host: acme-cluster.test, pool: app }}\n",
+        be.addr
+    );
+    let mut nodes = configure(
+        &specs,
+        &body,
+        "  heartbeat_interval: 100ms\n  election_timeout: 500ms\n",
+    );
+    nodes[0].start();
+    nodes[1].start();
+    let primary = common::eventually("a primary among a and b", || agreed_primary(&nodes)).await;
+    nodes[2].start();
+    let _logs: Vec<PrintOnPanic> = nodes
+        .iter()
+        .map(|n| PrintOnPanic(n.proc().stderr.clone()))
+        .collect();
+    for n in &nodes {
+        // The TLS listener is the last one each node reports.
+        let lines = n.proc().stderr.all();
+        let count = lines
+            .iter()
+            .filter(|l| l.contains("\"message\":\"listening\""))
+            .count();
+        let addr = n.proc().listener(count - 1);
+        let issuer = wait_for_pebble_cert(addr, "acme-cluster.test").await;
+        assert!(issuer.contains("Pebble"), "{}: {issuer}", n.name);
+    }
+    for (n, store) in nodes.iter().zip(&stores) {
+        let orders = n
+            .proc()
+            .stderr
+            .count(|l| l.contains("ordering a certificate"));
+        if n.name == primary {
+            assert!(orders >= 1, "the primary must have ordered");
+        } else {
+            assert_eq!(orders, 0, "{} is a secondary and must not order", n.name);
+            // Stored too, so it survives a restart of this node.
+            assert!(store.0.join("acme-cluster.test.crt.pem").exists());
+        }
+    }
+}

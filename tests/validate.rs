@@ -201,15 +201,25 @@ fn env_interpolation() {
 }
 
 #[test]
-fn shipped_example_is_valid() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/fulcrum.yaml");
-    let out = std::process::Command::new(common::bin())
-        .args(["validate", "-c", path])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn shipped_examples_are_valid() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let mut files = vec![format!("{root}/fulcrum.yaml")];
+    for e in std::fs::read_dir(format!("{root}/cluster")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            files.push(p.display().to_string());
+        }
+    }
+    assert!(files.len() >= 7, "{files:?}");
+    for path in files {
+        let out = std::process::Command::new(common::bin())
+            .args(["validate", "-c", &path])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -41,6 +41,22 @@ pub enum AdminCommand {
         pool: String,
         action: String,
     },
+    /// An ACME challenge answer published by the primary (`value: None`
+    /// withdraws it): `kind` is `http-01` (name = token, value = key
+    /// authorization) or `tls-alpn-01` (name = domain, value = digest in hex).
+    AcmeChallenge {
+        directory: String,
+        kind: String,
+        name: String,
+        value: Option<String>,
+    },
+    /// A certificate the primary obtained, for every node to store and serve.
+    AcmeCertificate {
+        directory: String,
+        domain: String,
+        chain_pem: String,
+        key_pem: String,
+    },
 }
 
 impl AdminCommand {
@@ -58,6 +74,17 @@ impl AdminCommand {
                 action,
             } => format!("{action} {address} in {pool}"),
             AdminCommand::Failover { pool, action } => format!("failover {action} {pool}"),
+            AdminCommand::AcmeChallenge {
+                kind, name, value, ..
+            } => format!(
+                "{} {kind} challenge {name}",
+                if value.is_some() {
+                    "publish"
+                } else {
+                    "withdraw"
+                }
+            ),
+            AdminCommand::AcmeCertificate { domain, .. } => format!("certificate for {domain}"),
         }
     }
 }
@@ -158,7 +185,46 @@ pub async fn execute_local(app: &Arc<App>, cmd: &AdminCommand) -> Outcome {
             }
         }
         AdminCommand::Failover { pool, action } => crate::failover::api::manual(app, pool, action),
+        AdminCommand::AcmeChallenge {
+            directory,
+            kind,
+            name,
+            value,
+        } => acme_each(app, directory, None, |st| {
+            st.set_challenge(kind, name, value.as_deref())
+        }),
+        AdminCommand::AcmeCertificate {
+            directory,
+            domain,
+            chain_pem,
+            key_pem,
+        } => acme_each(app, directory, Some(domain), |st| {
+            st.install(domain, chain_pem, key_pem)
+        }),
     }
+}
+
+/// Applies `f` to every ACME manager of this node for `directory` (and that
+/// covers `domain`, when given). A node without one has nothing to do.
+fn acme_each(
+    app: &App,
+    directory: &str,
+    domain: Option<&str>,
+    f: impl Fn(&crate::tls::acme::AcmeState) -> Result<(), String>,
+) -> Outcome {
+    let mut done = 0;
+    for st in app.acme.load().iter() {
+        if st.config.directory != directory
+            || domain.is_some_and(|d| !st.domains.iter().any(|x| x == d))
+        {
+            continue;
+        }
+        if let Err(e) = f(st) {
+            return Outcome::error(StatusCode::INTERNAL_SERVER_ERROR, e);
+        }
+        done += 1;
+    }
+    Outcome::new(StatusCode::OK, json!({ "acme_managers": done }))
 }
 
 pub fn backend_action(action: &str) -> Option<AdminState> {

@@ -9,6 +9,7 @@
 //! retried with backoff, and the proxy keeps serving meanwhile.
 
 use super::certs::{self, CertInfo, CertTable, Loaded};
+use crate::admin::command::AdminCommand;
 use crate::config::{AcmeChallenge, AcmeConfig};
 use arc_swap::ArcSwap;
 use instant_acme::{
@@ -28,6 +29,8 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// How often certificates are re-examined when all is well.
 const CHECK_EVERY: Duration = Duration::from_secs(6 * 3600);
+/// How often a cluster secondary looks at its role and its stored certificates.
+const SECONDARY_CHECK: Duration = Duration::from_secs(2);
 
 /// What the handshake and the request path need from ACME.
 #[derive(Debug)]
@@ -70,6 +73,106 @@ impl AcmeState {
     pub fn infos(&self) -> Vec<CertInfo> {
         self.certs.load().infos.clone()
     }
+
+    /// A challenge answer replicated from the primary (`None` removes it), so
+    /// any node can answer the CA.
+    pub fn set_challenge(&self, kind: &str, name: &str, value: Option<&str>) -> Result<(), String> {
+        match kind {
+            "http-01" => {
+                if let Ok(mut m) = self.http01.lock() {
+                    match value {
+                        Some(v) => m.insert(name.to_string(), v.to_string()),
+                        None => m.remove(name),
+                    };
+                }
+            }
+            "tls-alpn-01" => {
+                let cert = match value {
+                    Some(hex) => Some(alpn_challenge_cert(name, &from_hex(hex)?)?),
+                    None => None,
+                };
+                if let Ok(mut m) = self.alpn.lock() {
+                    match cert {
+                        Some(c) => m.insert(name.to_ascii_lowercase(), c),
+                        None => m.remove(&name.to_ascii_lowercase()),
+                    };
+                }
+            }
+            other => return Err(format!("unknown challenge type `{other}`")),
+        }
+        Ok(())
+    }
+
+    /// A certificate issued to the primary: stored here too and served at once.
+    pub fn install(&self, domain: &str, chain_pem: &str, key_pem: &str) -> Result<(), String> {
+        certs::from_pem(chain_pem.as_bytes(), key_pem.as_bytes(), "acme")?;
+        std::fs::create_dir_all(&self.config.storage).map_err(|e| e.to_string())?;
+        save(&self.config.storage, domain, key_pem, chain_pem)?;
+        publish(self, &load_stored(self));
+        Ok(())
+    }
+}
+
+fn to_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn from_hex(s: &str) -> Result<Vec<u8>, String> {
+    if !s.len().is_multiple_of(2) {
+        return Err("odd hex length".into());
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            s.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad hex `{s}`"))
+        })
+        .collect()
+}
+
+fn save(dir: &Path, domain: &str, key_pem: &str, chain_pem: &str) -> Result<(), String> {
+    write_private(
+        &storage_file(dir, &format!("{domain}.key.pem")),
+        key_pem.as_bytes(),
+    )
+    .and_then(|_| {
+        write_private(
+            &storage_file(dir, &format!("{domain}.crt.pem")),
+            chain_pem.as_bytes(),
+        )
+    })
+    .map_err(|e| format!("saving the certificate: {e}"))
+}
+
+/// In a cluster, publishes a change to every node through Raft (and waits for
+/// it to be committed); standalone, nothing to do.
+async fn replicate(app: &Weak<crate::app::App>, cmd: AdminCommand) -> Result<(), String> {
+    let Some(app) = app.upgrade() else {
+        return Ok(());
+    };
+    let Some(cluster) = app.cluster() else {
+        return Ok(());
+    };
+    let what = cmd.describe();
+    let o = cluster.submit(cmd).await;
+    if o.is_success() {
+        Ok(())
+    } else {
+        Err(format!("replicating {what}: {}", o.body))
+    }
+}
+
+/// Whether this node may order: always standalone; only the primary in a cluster.
+fn may_order(app: &Weak<crate::app::App>) -> bool {
+    let Some(app) = app.upgrade() else {
+        return false;
+    };
+    if app.runtime.load().config.cluster.is_none() {
+        return true;
+    }
+    app.cluster()
+        .is_some_and(|c| c.role() == crate::cluster::role::Role::Primary)
 }
 
 fn storage_file(dir: &Path, name: &str) -> PathBuf {
@@ -200,7 +303,12 @@ async fn renew_at(account: &Account, l: &Loaded) -> i64 {
 }
 
 /// One certificate for one name.
-async fn order(state: &AcmeState, account: &Account, domain: &str) -> Result<Loaded, String> {
+async fn order(
+    state: &AcmeState,
+    account: &Account,
+    domain: &str,
+    app: &Weak<crate::app::App>,
+) -> Result<Loaded, String> {
     state
         .orders
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -227,21 +335,30 @@ async fn order(state: &AcmeState, account: &Account, domain: &str) -> Result<Loa
                 .challenge(kind.clone())
                 .ok_or_else(|| format!("the CA offers no {kind:?} challenge for {domain}"))?;
             let ka = ch.key_authorization();
-            match state.config.challenge {
+            let (kind, name, value) = match state.config.challenge {
                 AcmeChallenge::Http01 => {
                     let token = ch.token.clone();
-                    if let Ok(mut m) = state.http01.lock() {
-                        m.insert(token.clone(), ka.as_str().to_string());
-                    }
-                    tokens.push(token);
+                    tokens.push(token.clone());
+                    ("http-01", token, ka.as_str().to_string())
                 }
-                AcmeChallenge::TlsAlpn01 => {
-                    let cert = alpn_challenge_cert(domain, ka.digest().as_ref())?;
-                    if let Ok(mut m) = state.alpn.lock() {
-                        m.insert(domain.to_ascii_lowercase(), cert);
-                    }
-                }
-            }
+                AcmeChallenge::TlsAlpn01 => (
+                    "tls-alpn-01",
+                    domain.to_string(),
+                    to_hex(ka.digest().as_ref()),
+                ),
+            };
+            state.set_challenge(kind, &name, Some(&value))?;
+            // Every node answers the CA, whichever one it reaches.
+            replicate(
+                app,
+                AdminCommand::AcmeChallenge {
+                    directory: state.config.directory.clone(),
+                    kind: kind.into(),
+                    name,
+                    value: Some(value),
+                },
+            )
+            .await?;
             ch.set_ready()
                 .await
                 .map_err(|e| format!("challenge ready: {e}"))?;
@@ -273,28 +390,35 @@ async fn order(state: &AcmeState, account: &Account, domain: &str) -> Result<Loa
     }
     .await;
     // The challenge answers are no longer needed, whatever happened.
-    if let Ok(mut m) = state.http01.lock() {
-        for t in &tokens {
-            m.remove(t);
+    let (kind, names) = match state.config.challenge {
+        AcmeChallenge::Http01 => ("http-01", tokens),
+        AcmeChallenge::TlsAlpn01 => ("tls-alpn-01", vec![domain.to_string()]),
+    };
+    for name in names {
+        let _ = state.set_challenge(kind, &name, None);
+        let cmd = AdminCommand::AcmeChallenge {
+            directory: state.config.directory.clone(),
+            kind: kind.into(),
+            name,
+            value: None,
+        };
+        if let Err(e) = replicate(app, cmd).await {
+            tracing::debug!(error = %e, "challenge cleanup");
         }
-    }
-    if let Ok(mut m) = state.alpn.lock() {
-        m.remove(&domain.to_ascii_lowercase());
     }
     let (key_pem, chain_pem) = result?;
     let loaded = certs::from_pem(chain_pem.as_bytes(), key_pem.as_bytes(), "acme")?;
-    let dir = &state.config.storage;
-    write_private(
-        &storage_file(dir, &format!("{domain}.key.pem")),
-        key_pem.as_bytes(),
-    )
-    .and_then(|_| {
-        write_private(
-            &storage_file(dir, &format!("{domain}.crt.pem")),
-            chain_pem.as_bytes(),
-        )
-    })
-    .map_err(|e| format!("saving the certificate: {e}"))?;
+    save(&state.config.storage, domain, &key_pem, &chain_pem)?;
+    let cmd = AdminCommand::AcmeCertificate {
+        directory: state.config.directory.clone(),
+        domain: domain.to_string(),
+        chain_pem,
+        key_pem,
+    };
+    if let Err(e) = replicate(app, cmd).await {
+        // Served here; the other nodes get it at the next renewal or hand-over.
+        tracing::error!(%domain, error = %e, "the certificate could not be replicated");
+    }
     Ok(loaded)
 }
 
@@ -335,6 +459,16 @@ pub async fn run(
     let mut acct: Option<Account> = None;
     loop {
         let mut next_check = CHECK_EVERY;
+        if !may_order(&app) {
+            // A secondary serves what the primary ordered (replicated into
+            // `storage`) and checks again soon, in case it becomes primary.
+            loaded = load_stored(&state);
+            publish(&state, &loaded);
+            tokio::select! {
+                _ = tokio::time::sleep(SECONDARY_CHECK) => continue,
+                _ = shutdown.cancelled() => return,
+            }
+        }
         if acct.is_none() {
             match account(&state).await {
                 Ok(a) => acct = Some(a),
@@ -365,7 +499,7 @@ pub async fn run(
                 continue;
             }
             tracing::info!(%domain, challenge = ?state.config.challenge, "ordering a certificate");
-            match order(&state, account, &domain).await {
+            match order(&state, account, &domain, &app).await {
                 Ok(l) => {
                     tracing::info!(%domain, issuer = %l.info.issuer, not_after = l.info.not_after, "certificate issued");
                     if let Some(app) = app.upgrade() {

@@ -24,6 +24,8 @@ pub struct NodeSpec {
     pub witness: bool,
     /// Extra keys under `cluster:` (indented by the caller as `  key: value`).
     pub extra: String,
+    /// The `listeners:` value (YAML); empty = one plain listener on an ephemeral port.
+    pub listeners: String,
 }
 
 /// One node of a loopback cluster: config and state survive restarts.
@@ -51,8 +53,13 @@ pub fn configure(specs: &[NodeSpec], body: &str, timing: &str) -> Vec<Node> {
                     )
                 })
                 .collect();
+            let listeners = if s.listeners.is_empty() {
+                "[\"127.0.0.1:0\"]".to_string()
+            } else {
+                s.listeners.clone()
+            };
             let text = format!(
-                "admin: {{ address: \"127.0.0.1:0\" }}\nlisteners: [\"127.0.0.1:0\"]\naccess_log: {{ enabled: false }}\n{body}\ncluster:\n  node_id: {}\n  bind: \"127.0.0.1:{}\"\n  state_dir: {}\n{timing}{}  peers:\n{peers}",
+                "admin: {{ address: \"127.0.0.1:0\" }}\nlisteners: {listeners}\naccess_log: {{ enabled: false }}\n{body}\ncluster:\n  node_id: {}\n  bind: \"127.0.0.1:{}\"\n  state_dir: {}\n{timing}{}  peers:\n{peers}",
                 s.name,
                 s.port,
                 dir.path("state").display(),

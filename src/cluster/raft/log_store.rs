@@ -57,11 +57,24 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Opens a file only the owner may read: the log carries certificate keys.
+fn private_file(path: &Path, truncate: bool) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = OpenOptions::new();
+    o.mode(0o600).create(true);
+    if truncate {
+        o.write(true).truncate(true);
+    } else {
+        o.append(true);
+    }
+    o.open(path)
+}
+
 /// Writes `bytes` to `dir/name` so that a crash leaves the old or the new file.
 fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     {
-        let mut f = File::create(&tmp)?;
+        let mut f = private_file(&tmp, true)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
@@ -73,6 +86,10 @@ impl LogStore {
     /// Opens (or creates) the log under `dir`.
     pub fn open(dir: &Path) -> Result<LogStore, String> {
         std::fs::create_dir_all(dir)
+            .and_then(|_| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            })
             .map_err(|e| format!("cannot create state_dir {}: {e}", dir.display()))?;
         let state_path = dir.join(STATE_FILE);
         let state = match std::fs::read(&state_path) {
@@ -116,10 +133,7 @@ impl LogStore {
         if torn {
             tracing::warn!(file = %log_path.display(), "dropping a torn last log entry (crash during append)");
         }
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
+        let log = private_file(&log_path, false)
             .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
         if torn {
             log.set_len(good as u64)
