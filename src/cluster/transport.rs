@@ -1,7 +1,10 @@
-//! The TCP transport between cluster nodes: length-prefixed JSON frames (a
-//! big-endian u32 length, then the JSON), one request and one answer at a time
-//! per connection. Each node keeps one connection per peer and opens a spare
-//! when that one is busy, so a slow log append never holds up a vote.
+//! The TCP transport between cluster nodes: frames of a big-endian u32 length,
+//! a u64 request id, then JSON. Each node keeps one persistent connection per
+//! peer and multiplexes requests over it: answers come back by id, in any order
+//! (the receiver serves each request in its own task, so a slow forwarded write
+//! never holds up a heartbeat). A request that times out is forgotten but its
+//! connection stays: on a lossy link TCP recovers the lost segment in
+//! milliseconds, where a new connection would wait a second for a lost SYN.
 //!
 //! Every frame names its sender, which must be a configured node; the transport
 //! records when each node was last heard from, for `last_contact_ms`.
@@ -10,11 +13,13 @@ use crate::admin::command::{AdminCommand, Outcome};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 /// Larger frames are refused and the connection closed.
@@ -106,28 +111,98 @@ impl Contacts {
     }
 }
 
-async fn write_frame(s: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
-    let len = u32::try_from(bytes.len())
+async fn write_frame<W: AsyncWriteExt + Unpin>(
+    w: &mut W,
+    id: u64,
+    json: &[u8],
+) -> std::io::Result<()> {
+    let len = u32::try_from(json.len() + 8)
         .map_err(|_| std::io::Error::other("frame too large"))?
         .to_be_bytes();
-    let mut buf = Vec::with_capacity(4 + bytes.len());
+    let mut buf = Vec::with_capacity(12 + json.len());
     buf.extend_from_slice(&len);
-    buf.extend_from_slice(bytes);
-    s.write_all(&buf).await
+    buf.extend_from_slice(&id.to_be_bytes());
+    buf.extend_from_slice(json);
+    w.write_all(&buf).await
 }
 
-async fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<(u64, Vec<u8>)> {
     let mut len = [0u8; 4];
-    s.read_exact(&mut len).await?;
+    r.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(std::io::Error::other(format!(
-            "frame of {len} bytes is over the limit"
-        )));
+    if !(8..=MAX_FRAME).contains(&len) {
+        return Err(std::io::Error::other(format!("bad frame length {len}")));
     }
-    let mut buf = vec![0u8; len];
-    s.read_exact(&mut buf).await?;
-    Ok(buf)
+    let mut id = [0u8; 8];
+    r.read_exact(&mut id).await?;
+    let mut buf = vec![0u8; len - 8];
+    r.read_exact(&mut buf).await?;
+    Ok((u64::from_be_bytes(id), buf))
+}
+
+type Waiters = Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>;
+
+/// One open connection to a peer: a writer, and a reader task that hands each
+/// answer to whoever waits for its id.
+struct Conn {
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    waiting: Arc<Waiters>,
+    closed: Arc<AtomicBool>,
+    /// When a frame last arrived (ms since `opened`).
+    opened: Instant,
+    last_read: Arc<AtomicU64>,
+}
+
+/// A connection that has had requests outstanding and no answer for this long
+/// is presumed dead (a peer that vanished without a reset) and replaced.
+const SILENT_LIMIT: Duration = Duration::from_secs(10);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Conn {
+    async fn open(address: &str) -> Result<Arc<Conn>, CallError> {
+        let s = TcpStream::connect(address)
+            .await
+            .map_err(|e| CallError::Unreachable(format!("{address}: {e}")))?;
+        let _ = s.set_nodelay(true);
+        let (mut rd, wr) = s.into_split();
+        let waiting: Arc<Waiters> = Arc::new(Mutex::new(HashMap::new()));
+        let closed = Arc::new(AtomicBool::new(false));
+        let opened = Instant::now();
+        let last_read = Arc::new(AtomicU64::new(0));
+        let (w, c, lr) = (waiting.clone(), closed.clone(), last_read.clone());
+        tokio::spawn(async move {
+            while let Ok((id, body)) = read_frame(&mut rd).await {
+                lr.store(opened.elapsed().as_millis() as u64, Relaxed);
+                if let Some(tx) = lock(&w).remove(&id) {
+                    let _ = tx.send(body);
+                }
+            }
+            c.store(true, Relaxed);
+            // Dropping the senders fails every call still waiting.
+            lock(&w).clear();
+        });
+        Ok(Arc::new(Conn {
+            writer: tokio::sync::Mutex::new(wr),
+            waiting,
+            closed,
+            opened,
+            last_read,
+        }))
+    }
+
+    fn usable(&self) -> bool {
+        if self.closed.load(Relaxed) {
+            return false;
+        }
+        let silent = self
+            .opened
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_read.load(Relaxed)));
+        silent < SILENT_LIMIT || lock(&self.waiting).is_empty()
+    }
 }
 
 /// The client side for one peer.
@@ -135,10 +210,11 @@ pub struct Peer {
     pub name: String,
     pub address: String,
     me: String,
-    cached: tokio::sync::Mutex<Option<TcpStream>>,
+    conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    next_id: AtomicU64,
     contacts: Arc<Contacts>,
     /// Last outcome, to log a change of reachability once rather than per call.
-    reachable: std::sync::atomic::AtomicBool,
+    reachable: AtomicBool,
 }
 
 impl Peer {
@@ -147,9 +223,10 @@ impl Peer {
             name: name.to_string(),
             address: address.to_string(),
             me: me.to_string(),
-            cached: tokio::sync::Mutex::new(None),
+            conn: tokio::sync::Mutex::new(None),
+            next_id: AtomicU64::new(1),
             contacts,
-            reachable: std::sync::atomic::AtomicBool::new(true),
+            reachable: AtomicBool::new(true),
         }
     }
 
@@ -180,48 +257,42 @@ impl Peer {
         result
     }
 
+    /// The open connection, or a new one.
+    async fn connection(&self) -> Result<Arc<Conn>, CallError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref()
+            && c.usable()
+        {
+            return Ok(c.clone());
+        }
+        let c = Conn::open(&self.address).await?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
     async fn exchange(&self, frame: &[u8]) -> Result<Response, CallError> {
-        // The cached connection when free, else a one-off one.
-        let mut guard = self.cached.try_lock().ok();
-        let reuse = guard.as_mut().and_then(|g| g.take());
-        let fresh = reuse.is_none();
-        let mut stream = match reuse {
-            Some(s) => s,
-            None => connect(&self.address).await?,
-        };
-        let result = async {
-            write_frame(&mut stream, frame).await?;
-            read_frame(&mut stream).await
-        }
-        .await;
-        let bytes = match result {
-            Ok(b) => b,
-            // A reused connection may have been closed by the peer while idle:
-            // one retry on a new connection.
-            Err(_) if !fresh => {
-                stream = connect(&self.address).await?;
-                write_frame(&mut stream, frame)
-                    .await
-                    .map_err(|e| CallError::Network(e.to_string()))?;
-                read_frame(&mut stream)
-                    .await
-                    .map_err(|e| CallError::Network(e.to_string()))?
+        let conn = self.connection().await?;
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&conn.waiting).insert(id, tx);
+        // Forget the id however this ends (answered, failed or timed out).
+        struct Forget<'a>(&'a Waiters, u64);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                lock(self.0).remove(&self.1);
             }
-            Err(e) => return Err(CallError::Network(e.to_string())),
-        };
-        if let Some(g) = guard.as_mut() {
-            **g = Some(stream);
         }
+        let _forget = Forget(&conn.waiting, id);
+        let written = write_frame(&mut *conn.writer.lock().await, id, frame).await;
+        if let Err(e) = written {
+            conn.closed.store(true, Relaxed);
+            return Err(CallError::Network(e.to_string()));
+        }
+        let bytes = rx
+            .await
+            .map_err(|_| CallError::Network("connection closed".into()))?;
         serde_json::from_slice(&bytes).map_err(|e| CallError::Network(format!("bad answer: {e}")))
     }
-}
-
-async fn connect(address: &str) -> Result<TcpStream, CallError> {
-    let s = TcpStream::connect(address)
-        .await
-        .map_err(|e| CallError::Unreachable(format!("{address}: {e}")))?;
-    let _ = s.set_nodelay(true);
-    Ok(s)
 }
 
 /// What serves the requests a node receives.
@@ -270,13 +341,15 @@ pub fn serve<H: Handler>(
 }
 
 async fn connection<H: Handler>(
-    mut stream: TcpStream,
+    stream: TcpStream,
     handler: Arc<H>,
     contacts: Arc<Contacts>,
 ) -> std::io::Result<()> {
+    let (mut rd, wr) = stream.into_split();
+    let writer = Arc::new(tokio::sync::Mutex::new(wr));
     loop {
-        let bytes = match read_frame(&mut stream).await {
-            Ok(b) => b,
+        let (id, bytes) = match read_frame(&mut rd).await {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         };
@@ -284,7 +357,7 @@ async fn connection<H: Handler>(
             Ok(e) => e,
             Err(e) => {
                 let answer = serde_json::to_vec(&Response::Error(format!("bad request: {e}")))?;
-                write_frame(&mut stream, &answer).await?;
+                write_frame(&mut *writer.lock().await, id, &answer).await?;
                 return Ok(());
             }
         };
@@ -293,12 +366,17 @@ async fn connection<H: Handler>(
                 "`{}` is not a member of this cluster",
                 env.from
             )))?;
-            write_frame(&mut stream, &answer).await?;
+            write_frame(&mut *writer.lock().await, id, &answer).await?;
             return Ok(());
         }
         contacts.touch(&env.from);
-        let answer = handler.clone().handle(env.from, env.body).await;
-        let bytes = serde_json::to_vec(&answer)?;
-        write_frame(&mut stream, &bytes).await?;
+        // Each request in its own task: answers go back as they are ready.
+        let (handler, writer) = (handler.clone(), writer.clone());
+        tokio::spawn(async move {
+            let answer = handler.handle(env.from, env.body).await;
+            if let Ok(bytes) = serde_json::to_vec(&answer) {
+                let _ = write_frame(&mut *writer.lock().await, id, &bytes).await;
+            }
+        });
     }
 }
