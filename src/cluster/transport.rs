@@ -5,6 +5,7 @@
 //! never holds up a heartbeat). A request that times out is forgotten but its
 //! connection stays: on a lossy link TCP recovers the lost segment in
 //! milliseconds, where a new connection would wait a second for a lost SYN.
+//! Raft messages travel over two such connections at once (`call_twice`).
 //!
 //! Every frame names its sender, which must be a configured node; the transport
 //! records when each node was last heard from, for `last_contact_ms`.
@@ -210,7 +211,8 @@ pub struct Peer {
     pub name: String,
     pub address: String,
     me: String,
-    conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    /// Two independent connections: Raft messages go over both (see `call_twice`).
+    conns: [tokio::sync::Mutex<Option<Arc<Conn>>>; 2],
     next_id: AtomicU64,
     contacts: Arc<Contacts>,
     /// Last outcome, to log a change of reachability once rather than per call.
@@ -223,7 +225,7 @@ impl Peer {
             name: name.to_string(),
             address: address.to_string(),
             me: me.to_string(),
-            conn: tokio::sync::Mutex::new(None),
+            conns: [tokio::sync::Mutex::new(None), tokio::sync::Mutex::new(None)],
             next_id: AtomicU64::new(1),
             contacts,
             reachable: AtomicBool::new(true),
@@ -232,16 +234,54 @@ impl Peer {
 
     /// One request, one answer, within `timeout` (connecting included).
     pub async fn call(&self, body: Request, timeout: Duration) -> Result<Response, CallError> {
-        let frame = serde_json::to_vec(&Envelope {
-            from: self.me.clone(),
-            body,
-        })
-        .map_err(|e| CallError::Network(e.to_string()))?;
-        let result = match tokio::time::timeout(timeout, self.exchange(&frame)).await {
+        let frame = self.frame(body)?;
+        let result = match tokio::time::timeout(timeout, self.exchange(0, &frame)).await {
             Ok(r) => r,
             Err(_) => Err(CallError::Timeout),
         };
-        match &result {
+        self.note(&result);
+        result
+    }
+
+    /// The same request over both connections; the first answer wins. Only for
+    /// messages that are safe to receive twice (Raft's are). On a lossy link a
+    /// lost segment stalls its TCP connection until it is retransmitted, longer
+    /// than a heartbeat's timeout; the two connections rarely stall together,
+    /// so the leader keeps hearing from the majority and does not lose its lease.
+    pub async fn call_twice(
+        &self,
+        body: Request,
+        timeout: Duration,
+    ) -> Result<Response, CallError> {
+        let frame = self.frame(body)?;
+        let both = async {
+            let a = std::pin::pin!(self.exchange(0, &frame));
+            let b = std::pin::pin!(self.exchange(1, &frame));
+            match futures_util::future::select(a, b).await {
+                futures_util::future::Either::Left((Ok(r), _))
+                | futures_util::future::Either::Right((Ok(r), _)) => Ok(r),
+                futures_util::future::Either::Left((Err(_), other))
+                | futures_util::future::Either::Right((Err(_), other)) => other.await,
+            }
+        };
+        let result = match tokio::time::timeout(timeout, both).await {
+            Ok(r) => r,
+            Err(_) => Err(CallError::Timeout),
+        };
+        self.note(&result);
+        result
+    }
+
+    fn frame(&self, body: Request) -> Result<Vec<u8>, CallError> {
+        serde_json::to_vec(&Envelope {
+            from: self.me.clone(),
+            body,
+        })
+        .map_err(|e| CallError::Network(e.to_string()))
+    }
+
+    fn note(&self, result: &Result<Response, CallError>) {
+        match result {
             Ok(_) => {
                 self.contacts.touch(&self.name);
                 if !self.reachable.swap(true, Relaxed) {
@@ -254,12 +294,11 @@ impl Peer {
                 }
             }
         }
-        result
     }
 
-    /// The open connection, or a new one.
-    async fn connection(&self) -> Result<Arc<Conn>, CallError> {
-        let mut slot = self.conn.lock().await;
+    /// Connection `n`, opened if needed.
+    async fn connection(&self, n: usize) -> Result<Arc<Conn>, CallError> {
+        let mut slot = self.conns[n].lock().await;
         if let Some(c) = slot.as_ref()
             && c.usable()
         {
@@ -270,8 +309,8 @@ impl Peer {
         Ok(c)
     }
 
-    async fn exchange(&self, frame: &[u8]) -> Result<Response, CallError> {
-        let conn = self.connection().await?;
+    async fn exchange(&self, n: usize, frame: &[u8]) -> Result<Response, CallError> {
+        let conn = self.connection(n).await?;
         let id = self.next_id.fetch_add(1, Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&conn.waiting).insert(id, tx);

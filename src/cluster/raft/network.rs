@@ -74,7 +74,10 @@ impl Client {
         };
         let body =
             serde_json::to_value(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let answer = match peer.call(Request::Raft(body), option.hard_ttl()).await {
+        let answer = match peer
+            .call_twice(Request::Raft(body), option.hard_ttl())
+            .await
+        {
             Ok(Response::Raft(v)) => v,
             Ok(other) => {
                 return Err(RPCError::Network(NetworkError::new(&Message(format!(
