@@ -119,27 +119,7 @@ async fn dashboard_shows_pools_and_follows_a_backend_going_down() {
         client::get(f.listener(0), "/").await;
     }
     let driver = Driver::start().await;
-    let caps = json!({"capabilities": {"alwaysMatch": {
-        "browserName": "chrome",
-        "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--disable-dev-shm-usage", "--window-size=390,844"]
-        }
-    }}});
-    let session = driver.call("POST", "/session", Some(caps)).await;
-    let id = session["value"]["sessionId"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no session: {session}"))
-        .to_string();
-    let url = format!("http://{}/", f.admin());
-    driver
-        .call(
-            "POST",
-            &format!("/session/{id}/url"),
-            Some(json!({ "url": url })),
-        )
-        .await;
+    let id = open(&driver, &format!("http://{}/", f.admin()), "390,844").await;
     let row_state = format!(
         "const el = document.querySelector('[data-backend=\"app/{}\"] .state'); return el ? el.textContent : null;",
         a.addr
@@ -247,13 +227,14 @@ async fn dashboard_shows_pools_and_follows_a_backend_going_down() {
 }
 
 /// A headless browser session on `url`; returns the session id.
-async fn open(driver: &Driver, url: &str) -> String {
+/// `size` is the window, e.g. "390,844" (a phone).
+async fn open(driver: &Driver, url: &str, size: &str) -> String {
     let caps = json!({"capabilities": {"alwaysMatch": {
         "browserName": "chrome",
         "goog:chromeOptions": {
             "binary": "/usr/bin/chromium",
             "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--disable-dev-shm-usage", "--window-size=1200,900"]
+                     "--disable-dev-shm-usage", format!("--window-size={size}")]
         }
     }}});
     let session = driver.call("POST", "/session", Some(caps)).await;
@@ -282,7 +263,7 @@ async fn dashboard_shows_the_cluster_section_on_a_cluster_node() {
         dir.path("state").display()
     ));
     let driver = Driver::start().await;
-    let id = open(&driver, &format!("http://{}/", f.admin())).await;
+    let id = open(&driver, &format!("http://{}/", f.admin()), "1200,900").await;
     let deadline = Instant::now() + DEADLINE;
     loop {
         let text = driver

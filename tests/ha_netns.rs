@@ -34,10 +34,6 @@ struct Ha {
 }
 
 impl Ha {
-    fn new() -> Ha {
-        Ha::with_timing(100, ET_MS)
-    }
-
     fn with_timing(heartbeat_ms: u64, election_ms: u64) -> Ha {
         let mut hosts: Vec<(String, String)> = NODES
             .iter()
@@ -208,6 +204,23 @@ fn skip() -> bool {
     false
 }
 
+/// What every scenario starts with: the lab (unless not root), its VIP sampler,
+/// the first primary, and the lock that keeps labs one at a time (last, so it
+/// is released after the lab is gone).
+fn setup(
+    heartbeat_ms: u64,
+    election_ms: u64,
+) -> Option<(Ha, VipSampler, String, std::sync::MutexGuard<'static, ()>)> {
+    if skip() {
+        return None;
+    }
+    let one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let ha = Ha::with_timing(heartbeat_ms, election_ms);
+    let sampler = VipSampler::start(&ha.lab, &NODES, VIP);
+    let first = ha.wait_holder(&sampler, None);
+    Some((ha, sampler, first, one))
+}
+
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + DEADLINE;
     while !f() {
@@ -218,13 +231,9 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn kill_9_and_link_cut_moves_the_vip_and_the_old_primary_rejoins_as_secondary() {
-    if skip() {
+    let Some((mut ha, sampler, old, _one)) = setup(100, ET_MS) else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let mut ha = Ha::new();
-    let sampler = VipSampler::start(&ha.lab, &NODES, VIP);
-    let old = ha.wait_holder(&sampler, None);
+    };
     let t_start = Instant::now();
     let client = ClientLoop::start(&ha.lab.ns("client"), vip_addr());
     wait_until("the client is served through the VIP", || {
@@ -316,13 +325,9 @@ fn kill_9_and_link_cut_moves_the_vip_and_the_old_primary_rejoins_as_secondary() 
 
 #[test]
 fn a_silently_partitioned_primary_drops_the_vip_by_itself() {
-    if skip() {
+    let Some((mut ha, sampler, old, _one)) = setup(100, ET_MS) else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let mut ha = Ha::new();
-    let sampler = VipSampler::start(&ha.lab, &NODES, VIP);
-    let old = ha.wait_holder(&sampler, None);
+    };
     let t0 = Instant::now();
     ha.lab.cut(&old);
     // Still running, still counted: it must let go on its own.
@@ -390,13 +395,9 @@ fn a_silently_partitioned_primary_drops_the_vip_by_itself() {
 
 #[test]
 fn a_primary_stopped_past_the_election_timeout_lets_go_when_it_resumes() {
-    if skip() {
+    let Some((mut ha, sampler, old, _one)) = setup(100, ET_MS) else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let mut ha = Ha::new();
-    let sampler = VipSampler::start(&ha.lab, &NODES, VIP);
-    let old = ha.wait_holder(&sampler, None);
+    };
     ha.proc(&old).signal(libc::SIGSTOP);
     // A frozen process cannot remove its address: while it is stopped, the
     // others elect a new primary, which takes the VIP.
@@ -436,27 +437,18 @@ fn a_primary_stopped_past_the_election_timeout_lets_go_when_it_resumes() {
 #[test]
 #[ignore]
 fn bench_takeover_and_packet_loss() {
-    if skip() {
-        return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let (hb, et) = (
-        std::env::var("HB_MS")
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(100),
-        std::env::var("ET_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(350),
-    );
-    let rounds: usize = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+            .unwrap_or(d)
+    };
+    let (hb, et) = (env("HB_MS", 100), env("ET_MS", 350));
+    let rounds = env("ROUNDS", 5) as usize;
     eprintln!("timing: heartbeat_interval {hb}ms, election_timeout {et}ms");
-    let mut ha = Ha::with_timing(hb, et);
-    let sampler = VipSampler::start(&ha.lab, &NODES, VIP);
+    let Some((mut ha, sampler, _, _one)) = setup(hb, et) else {
+        return;
+    };
     let client = ClientLoop::start(&ha.lab.ns("client"), vip_addr());
     let mut takeovers = Vec::new();
     for round in 0..rounds {

@@ -10,20 +10,28 @@ use crate::config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// `fulcrum validate`: `ok` and exit 0, or every error and exit 1.
-pub fn validate(path: Option<PathBuf>) -> ExitCode {
+/// Loads a config file, or prints every error (FILE:LINE:COL: message).
+pub fn load_or_report(path: Option<PathBuf>) -> Option<config::Loaded> {
     let path = path.unwrap_or_else(config::default_path);
     match config::load_file(&path) {
-        Ok(_) => {
-            println!("ok");
-            ExitCode::SUCCESS
-        }
+        Ok(l) => Some(l),
         Err(errors) => {
             for line in errors.lines() {
                 eprintln!("{line}");
             }
-            ExitCode::FAILURE
+            None
         }
+    }
+}
+
+/// `fulcrum validate`: `ok` and exit 0, or every error and exit 1.
+pub fn validate(path: Option<PathBuf>) -> ExitCode {
+    match load_or_report(path) {
+        Some(_) => {
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        None => ExitCode::FAILURE,
     }
 }
 

@@ -1,7 +1,7 @@
 //! `fulcrum run`: serve until told to stop, reloading on SIGHUP and file changes.
 
 use crate::app::{App, ReloadError, ReloadOutcome};
-use crate::config::{self, Loaded};
+use crate::config::Loaded;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,17 +9,10 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
 pub fn run(path: Option<PathBuf>, workers: Option<usize>) -> ExitCode {
-    let path = path.unwrap_or_else(config::default_path);
-    let loaded = match config::load_file(&path) {
-        Ok(l) => l,
-        Err(errors) => {
-            for line in errors.lines() {
-                eprintln!("{line}");
-            }
-            return ExitCode::FAILURE;
-        }
-    };
-    serve(loaded, workers, true)
+    match super::load_or_report(path) {
+        Some(loaded) => serve(loaded, workers, true),
+        None => ExitCode::FAILURE,
+    }
 }
 
 /// Runs an instance from a loaded config until SIGTERM/SIGINT.

@@ -5,7 +5,6 @@
 use crate::admin::command::{AdminCommand, Outcome};
 use crate::cluster::Cluster;
 use crate::cluster::consensus::{Applier, BoxFut};
-use crate::config;
 use http::StatusCode;
 use serde_json::json;
 use std::path::PathBuf;
@@ -22,20 +21,17 @@ impl Applier for Nothing {
 }
 
 pub fn run(path: Option<PathBuf>) -> ExitCode {
-    let path = path.unwrap_or_else(config::default_path);
-    let loaded = match config::load_file(&path) {
-        Ok(l) => l,
-        Err(errors) => {
-            for line in errors.lines() {
-                eprintln!("{line}");
-            }
-            return ExitCode::FAILURE;
-        }
+    let Some(loaded) = super::load_or_report(path) else {
+        return ExitCode::FAILURE;
     };
     let Some(cluster) = loaded.config.cluster else {
         eprintln!(
             "{}: a witness needs a `cluster` section (node_id, bind, peers)",
-            path.display()
+            loaded
+                .path
+                .as_deref()
+                .unwrap_or(std::path::Path::new("-"))
+                .display()
         );
         return ExitCode::FAILURE;
     };
