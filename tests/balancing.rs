@@ -703,4 +703,121 @@ async fn hedged_request_is_answered_by_the_fast_backend() {
         assert_eq!(r.header("x-backend").as_deref(), Some("fast"));
     }
     assert_eq!((slow.hits(), fast.hits()), (1, 3));
+    // The losing attempt is still waiting on `slow` (it answers after 3 s): it
+    // still counts as in flight there, which is what least_conn and p2c read.
+    let pool = client::get(f.admin(), "/api/v1/pools/app").await.json();
+    let slow_member = pool["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["address"].as_str() == Some(slow.addr.to_string().as_str()))
+        .cloned()
+        .unwrap();
+    assert_eq!(slow_member["in_flight"], 1, "{pool}");
+}
+
+/// A backend that counts the requests it holds at once and answers each only
+/// when the test adds a permit to `gate`.
+fn gated(
+    name: &'static str,
+    gate: Arc<tokio::sync::Semaphore>,
+    now: Arc<std::sync::atomic::AtomicUsize>,
+    peak: Arc<std::sync::atomic::AtomicUsize>,
+) -> Handler {
+    Arc::new(move |_req: Request<Incoming>| {
+        let (gate, now, peak) = (gate.clone(), now.clone(), peak.clone());
+        Box::pin(async move {
+            let held = now.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(held, Ordering::SeqCst);
+            gate.acquire().await.unwrap().forget();
+            now.fetch_sub(1, Ordering::SeqCst);
+            Response::builder()
+                .header("x-backend", name)
+                .body(full(name))
+                .unwrap()
+        })
+    })
+}
+
+async fn queue_waiting(f: &Fulcrum) -> u64 {
+    let pool = client::get(f.admin(), "/api/v1/pools/app").await.json();
+    pool["queue"]["waiting"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_requests_caps_a_backend_and_the_queue_holds_the_rest() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let now = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = TestBackend::start("a", gated("a", gate.clone(), now.clone(), peak.clone())).await;
+    let f = Fulcrum::start(&pool_config(
+        &addr_list(&[&a]),
+        "    max_requests: 2\n    queue: { size: 3, timeout: 60s }\n",
+    ));
+    let addr = f.listener(0);
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(tokio::spawn(async move { client::get(addr, "/").await }));
+    }
+    common::eventually("two requests at the backend and three queued", || async {
+        (now.load(Ordering::SeqCst) == 2 && queue_waiting(&f).await == 3).then_some(())
+    })
+    .await;
+    // The queue is full: one more is refused at once, with a 503.
+    let refused = client::get(addr, "/").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        refused.text().contains("queue is full"),
+        "{}",
+        refused.text()
+    );
+    // Releasing the backend lets the queued requests through, two at a time.
+    gate.add_permits(5);
+    for h in held {
+        let r = h.await.unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        2,
+        "the backend held more than its cap"
+    );
+    assert_eq!(a.hits(), 5);
+    assert_eq!(queue_waiting(&f).await, 0);
+    let metrics = client::get(f.admin(), "/metrics").await.text();
+    assert!(
+        metrics.contains("fulcrum_queue_rejected_total{pool=\"app\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_queued_past_the_queue_timeout_gets_a_503() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let now = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = TestBackend::start("a", gated("a", gate.clone(), now.clone(), peak)).await;
+    let f = Fulcrum::start(&pool_config(
+        &addr_list(&[&a]),
+        "    max_requests: 1\n    queue: { size: 10, timeout: 300ms }\n",
+    ));
+    let addr = f.listener(0);
+    let first = tokio::spawn(async move { client::get(addr, "/").await });
+    common::eventually("the first request at the backend", || async {
+        (now.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    let late = client::get(addr, "/").await;
+    assert_eq!(
+        late.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        late.text()
+    );
+    assert!(late.text().contains("queue timeout"), "{}", late.text());
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    gate.add_permits(1);
+    assert_eq!(first.await.unwrap().status, StatusCode::OK);
+    assert_eq!(a.hits(), 1, "the timed-out request reached the backend");
 }

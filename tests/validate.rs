@@ -115,6 +115,22 @@ fn bad_addresses() {
 }
 
 #[test]
+fn a_queue_needs_a_cap_and_caps_are_checked() {
+    assert_errors(
+        "pools:\n  - name: a\n    backends: [\"127.0.0.1:1\"]\n    queue: { size: 10 }\n  - name: b\n    max_requests: -1\n    backends:\n      - { address: \"127.0.0.1:2\", max_requests: many }\nroutes: [{ pool: a }]\n",
+        &[
+            "CFG:4:5: `queue` needs `max_requests`",
+            "CFG:6:19: max_requests must be between 0 and 1000000",
+            "CFG:8:49: max_requests must be an integer",
+        ],
+    );
+    let (code, out, err) = validate(
+        "pools:\n  - name: a\n    max_requests: 8\n    queue: { size: 100, timeout: 2s }\n    backends:\n      - \"127.0.0.1:1\"\n      - { address: \"127.0.0.1:2\", max_requests: 2 }\nroutes: [{ pool: a }]\n",
+    );
+    assert_eq!((code, out.trim()), (0, "ok"), "{err}");
+}
+
+#[test]
 fn syntax_error_has_a_position() {
     assert_errors("pools:\n  - name: [a\n  b: 1\n", &["CFG:3:4: "]);
 }

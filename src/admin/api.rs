@@ -222,6 +222,9 @@ pub fn member_json(p: &Pool, m: &crate::upstream::pool::Member) -> Value {
     if b.admin_state() == AdminState::Enabling {
         v["admin_state"] = Value::String("enabling".into());
     }
+    if m.max_requests > 0 {
+        v["max_requests"] = Value::from(m.max_requests);
+    }
     let _ = p;
     v
 }
@@ -233,6 +236,11 @@ pub fn pool_json(p: &Pool) -> Value {
         "backends": p.members.iter().map(|m| member_json(p, m)).collect::<Vec<_>>(),
         "retries": p.state.retries.load(Relaxed),
         "hedges": p.state.hedges.load(Relaxed),
+        "queue": p.queue.map(|q| json!({
+            "waiting": p.state.queued.load(Relaxed),
+            "size": q.size,
+            "rejected": p.state.queue_rejected.load(Relaxed),
+        })),
         "failover": crate::failover::status_json(p),
     })
 }

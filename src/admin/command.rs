@@ -155,6 +155,7 @@ pub async fn execute_local(app: &Arc<App>, cmd: &AdminCommand) -> Outcome {
                 failover_level: *failover_level,
                 region: region.clone(),
                 health_check: None,
+                max_requests: None,
                 loc: Default::default(),
             };
             match app.add_backend(pool, backend).await {

@@ -167,6 +167,30 @@ impl prometheus_client::collector::Collector for Collector {
             MetricType::Counter,
             per_pool(&|p| p.state.hedges.load(Relaxed)),
         )?;
+        family(
+            &mut enc,
+            "fulcrum_queue_rejected",
+            "Requests refused with a 503 because every backend was at its max_requests and the queue was full or its timeout passed, by pool",
+            MetricType::Counter,
+            per_pool(&|p| p.state.queue_rejected.load(Relaxed)),
+        )?;
+        let queued: Vec<(Labels, ConstGauge)> = rt
+            .pools
+            .iter()
+            .map(|p| {
+                (
+                    labels(&[("pool", &p.name)]),
+                    ConstGauge::new(i64::from(p.state.queued.load(Relaxed))),
+                )
+            })
+            .collect();
+        family(
+            &mut enc,
+            "fulcrum_queue_waiting",
+            "Requests waiting for a backend below its max_requests, by pool",
+            MetricType::Gauge,
+            queued,
+        )?;
         let mut split = Vec::new();
         for r in &rt.routes {
             if let crate::runtime::Target::Split { variants, .. } = &r.target {

@@ -123,6 +123,7 @@ fn demo_config(listen: SocketAddr, admin: SocketAddr, backends: &[SocketAddr]) -
             failover_level: 0,
             region: None,
             health_check: None,
+            max_requests: None,
             loc: Loc::default(),
         });
     }

@@ -54,6 +54,7 @@ pub fn build_config(args: &ProxyArgs) -> Result<Config, String> {
             failover_level: 0,
             region: None,
             health_check: None,
+            max_requests: None,
             loc: Loc::default(),
         });
     }

@@ -376,6 +376,8 @@ pub struct BackendConfig {
     pub failover_level: u32,
     pub region: Option<String>,
     pub health_check: Option<HealthCheckOverride>,
+    /// This backend's own cap on requests in flight (overrides the pool's).
+    pub max_requests: Option<u32>,
     pub loc: Loc,
 }
 
@@ -575,7 +577,29 @@ pub struct PoolConfig {
     pub failover: FailoverOverride,
     pub fail_open: bool,
     pub slow_start: Duration,
+    /// Cap on requests in flight per backend (0: none); beyond it requests wait
+    /// in the pool's queue, as with HAProxy's `maxconn` on a server.
+    pub max_requests: u32,
+    pub queue: QueueConfig,
     pub loc: Loc,
+}
+
+/// Where requests wait while every backend is at its `max_requests`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueueConfig {
+    /// Requests allowed to wait at once; one more gets a 503.
+    pub size: u32,
+    /// How long a request may wait for a free backend before a 503.
+    pub timeout: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            size: 1024,
+            timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 impl PoolConfig {
@@ -593,8 +617,15 @@ impl PoolConfig {
             failover: FailoverOverride::default(),
             fail_open: false,
             slow_start: Duration::ZERO,
+            max_requests: 0,
+            queue: QueueConfig::default(),
             loc: Loc::default(),
         }
+    }
+
+    /// The cap on requests in flight for one backend (0: none).
+    pub fn max_requests_for(&self, b: &BackendConfig) -> u32 {
+        b.max_requests.unwrap_or(self.max_requests)
     }
 
     /// The effective health check of one backend, if any applies.

@@ -668,6 +668,8 @@ const POOL_KEYS: &[&str] = &[
     "failover",
     "fail_open",
     "slow_start",
+    "max_requests",
+    "queue",
 ];
 
 fn pool(d: &mut Decoder, n: &Node, base_dir: &Path) -> Option<PoolConfig> {
@@ -740,6 +742,38 @@ fn pool(d: &mut Decoder, n: &Node, base_dir: &Path) -> Option<PoolConfig> {
     {
         p.slow_start = v;
     }
+    if let Some(v) = m
+        .get("max_requests")
+        .and_then(|v| d.int(v, "max_requests", 0, 1_000_000))
+    {
+        p.max_requests = v as u32;
+    }
+    if let Some(v) = m.get("queue") {
+        if let Some(q) = d.map(v, "queue", &["size", "timeout"]) {
+            if let Some(v) = q
+                .get("size")
+                .and_then(|v| d.int(v, "queue size", 0, 1_000_000))
+            {
+                p.queue.size = v as u32;
+            }
+            if let Some(v) = q
+                .get("timeout")
+                .and_then(|v| d.duration(v, "queue timeout"))
+            {
+                p.queue.timeout = v;
+            }
+        }
+        // A queue only fills when backends have a cap: without one the key would
+        // do nothing, which is worse than saying so.
+        let capped =
+            p.max_requests > 0 || p.backends.iter().any(|b| b.max_requests.unwrap_or(0) > 0);
+        if !capped {
+            d.error(
+                m.key_loc("queue").unwrap_or(m.loc),
+                "`queue` needs `max_requests` on the pool or on a backend (nothing waits otherwise)",
+            );
+        }
+    }
     Some(p)
 }
 
@@ -784,6 +818,7 @@ fn backend(d: &mut Decoder, n: &Node) -> Option<BackendConfig> {
                     "failover_level",
                     "region",
                     "health_check",
+                    "max_requests",
                 ],
             )?;
             match m.get("address") {
@@ -809,6 +844,7 @@ fn backend(d: &mut Decoder, n: &Node) -> Option<BackendConfig> {
         failover_level: 0,
         region: None,
         health_check: None,
+        max_requests: None,
         loc: address_node.loc,
     };
     let Some(m) = m else { return Some(b) };
@@ -833,6 +869,12 @@ fn backend(d: &mut Decoder, n: &Node) -> Option<BackendConfig> {
     }
     if let Some(v) = m.get("region") {
         b.region = d.scalar_string(v, "region");
+    }
+    if let Some(v) = m
+        .get("max_requests")
+        .and_then(|v| d.int(v, "max_requests", 0, 1_000_000))
+    {
+        b.max_requests = Some(v as u32);
     }
     if let Some(v) = m.get("health_check") {
         b.health_check = health_check(d, v);

@@ -76,6 +76,9 @@ pub fn backend(b: &BackendConfig) -> Value {
     if let Some(h) = &b.health_check {
         m.insert("health_check".into(), health(h));
     }
+    if let Some(v) = b.max_requests {
+        m.insert("max_requests".into(), Value::from(v));
+    }
     Value::Object(m)
 }
 
@@ -160,6 +163,13 @@ fn pool(p: &PoolConfig) -> Value {
     }
     m.insert("fail_open".into(), Value::Bool(p.fail_open));
     m.insert("slow_start".into(), d(p.slow_start));
+    if p.max_requests > 0 || p.backends.iter().any(|b| b.max_requests.is_some()) {
+        m.insert("max_requests".into(), Value::from(p.max_requests));
+        m.insert(
+            "queue".into(),
+            json!({"size": p.queue.size, "timeout": d(p.queue.timeout)}),
+        );
+    }
     Value::Object(m)
 }
 

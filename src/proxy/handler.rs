@@ -476,9 +476,16 @@ pub async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<Proxy
     } else {
         None
     };
+    let mut queue_deadline: Option<Instant> = None;
     let won = loop {
         let Some(member_idx) = (match pool.pick(balancer, &key, &tried) {
             Pick::Member(i) => Some(i),
+            Pick::Full => {
+                match wait_in_queue(pool, balancer, &key, &tried, &mut queue_deadline).await {
+                    Ok(()) => continue,
+                    Err(why) => return local(done, StatusCode::SERVICE_UNAVAILABLE, why),
+                }
+            }
             pick => {
                 let can_wait =
                     !retry.try_duration.is_zero() && Instant::now() + retry.try_interval < deadline;
@@ -578,15 +585,22 @@ pub async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<Proxy
                         for (attempt, fut) in slots.into_iter().flatten() {
                             let passive = pool.passive.clone();
                             tokio::spawn(async move {
+                                // Taken apart inside the task so that the in-flight
+                                // guard lives until the attempt really ends: the
+                                // balancers must go on seeing it on that backend.
+                                let Attempt {
+                                    backend,
+                                    guard,
+                                    sent_at,
+                                    ..
+                                } = attempt;
                                 let result = fut.await;
-                                let waited = attempt.sent_at.elapsed().as_micros() as f64;
-                                match result {
-                                    Ok(_) => attempt.backend.observe_latency(waited),
-                                    Err(_) => {
-                                        attempt.backend.observe_latency(waited);
-                                        attempt.backend.record_failure(&passive);
-                                    }
+                                let waited = sent_at.elapsed().as_micros() as f64;
+                                backend.observe_latency(waited);
+                                if result.is_err() {
+                                    backend.record_failure(&passive);
                                 }
+                                drop(guard);
                             });
                         }
                     }
@@ -704,6 +718,53 @@ pub async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<Proxy
     Response::from_parts(rparts, ProxyBody::Upstream(Box::new(stream)))
 }
 
+/// Waits, in the pool's queue, until a member below its `max_requests` may take
+/// the request. The wait is bounded by the queue's timeout, counted from the first
+/// time this request queued; a full queue refuses at once.
+async fn wait_in_queue(
+    pool: &Pool,
+    balancer: &Balancer,
+    key: &PickKey<'_>,
+    tried: &Tried,
+    deadline: &mut Option<Instant>,
+) -> Result<(), &'static str> {
+    let Some(queue) = pool.queue else {
+        return Ok(());
+    };
+    let state = &pool.state;
+    let deadline = *deadline.get_or_insert_with(|| Instant::now() + queue.timeout);
+    if state.queued.fetch_add(1, Relaxed) >= queue.size {
+        state.queued.fetch_sub(1, Relaxed);
+        state.queue_rejected.fetch_add(1, Relaxed);
+        return Err("every backend is at its max_requests and the queue is full");
+    }
+    let _queued = QueuedGuard(&state.queued);
+    let freed = state.slot_freed.notified();
+    tokio::pin!(freed);
+    // Registered before looking again, so that a slot freed in between is not
+    // missed.
+    freed.as_mut().enable();
+    if !matches!(pool.pick(balancer, key, tried), Pick::Full) {
+        return Ok(());
+    }
+    match tokio::time::timeout_at(deadline.into(), freed).await {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            state.queue_rejected.fetch_add(1, Relaxed);
+            Err("no backend below its max_requests within the queue timeout")
+        }
+    }
+}
+
+/// Counts a request as waiting in a pool's queue while it exists.
+struct QueuedGuard<'a>(&'a std::sync::atomic::AtomicU32);
+
+impl Drop for QueuedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
 type SendFuture = std::pin::Pin<Box<dyn std::future::Future<Output = client::SendResult> + Send>>;
 
 /// A send that owns what it needs, so that a hedged loser can finish on its own.
@@ -754,7 +815,10 @@ impl Attempt {
         );
         let attempt = Attempt {
             idx,
-            guard: InFlight::new(backend.clone()),
+            guard: InFlight::new(
+                backend.clone(),
+                (pool.members[idx].max_requests > 0).then(|| pool.state.clone()),
+            ),
             backend,
             sent_at: Instant::now(),
         };

@@ -75,10 +75,16 @@ pub struct Backend {
 pub struct InFlight {
     backend: std::sync::Arc<Backend>,
     started_us: u64,
+    /// The pool to tell when this request ends, if the backend has a cap and
+    /// requests may be queued for it.
+    queue: Option<std::sync::Arc<super::pool::PoolState>>,
 }
 
 impl InFlight {
-    pub fn new(backend: std::sync::Arc<Backend>) -> Self {
+    pub fn new(
+        backend: std::sync::Arc<Backend>,
+        queue: Option<std::sync::Arc<super::pool::PoolState>>,
+    ) -> Self {
         let started_us = crate::clock::now_us();
         backend.in_flight.fetch_add(1, Relaxed);
         backend
@@ -88,6 +94,7 @@ impl InFlight {
         InFlight {
             backend,
             started_us,
+            queue,
         }
     }
 }
@@ -119,6 +126,9 @@ impl Drop for InFlight {
             .outstanding_since_sum_us
             .fetch_sub(self.started_us, Relaxed);
         self.backend.in_flight.fetch_sub(1, Relaxed);
+        if let Some(pool) = &self.queue {
+            pool.slot_freed.notify_one();
+        }
     }
 }
 

@@ -4,10 +4,12 @@
 use super::backend::{AdminState, Backend};
 use super::balance::{Balancer, PickKey};
 use crate::clock::now_ms;
-use crate::config::{HealthCheckConfig, PassiveHealthConfig, PoolConfig, RetryConfig, Timeouts};
+use crate::config::{
+    HealthCheckConfig, PassiveHealthConfig, PoolConfig, QueueConfig, RetryConfig, Timeouts,
+};
 use crate::rand;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 pub struct Member {
@@ -18,6 +20,15 @@ pub struct Member {
     pub health_check: Option<HealthCheckConfig>,
     /// Stable hash of the backend's address (consistent hashing).
     pub key_hash: u64,
+    /// Cap on requests in flight (0: none).
+    pub max_requests: u32,
+}
+
+impl Member {
+    /// Whether the member is at its cap on requests in flight.
+    pub fn is_full(&self) -> bool {
+        self.max_requests != 0 && self.backend.in_flight.load(Relaxed) >= self.max_requests
+    }
 }
 
 /// Per-pool state that outlives a reload (failover decisions live here).
@@ -32,6 +43,12 @@ pub struct PoolState {
     /// Hedging budget in tenths of a hedge: each request adds one, a hedge costs
     /// ten, so at most about 10% of requests are hedged.
     hedge_tokens: AtomicU64,
+    /// Requests waiting for a backend below its `max_requests`.
+    pub queued: AtomicU32,
+    /// Requests refused because the queue was full or they waited too long.
+    pub queue_rejected: AtomicU64,
+    /// Signalled each time a request ends on a capped backend of the pool.
+    pub slot_freed: tokio::sync::Notify,
 }
 
 const HEDGE_TOKEN_CAP: u64 = 1000;
@@ -46,6 +63,9 @@ impl Default for PoolState {
             rttvar_us: AtomicU64::new(0),
             // Room for ten hedges from the start.
             hedge_tokens: AtomicU64::new(100),
+            queued: AtomicU32::new(0),
+            queue_rejected: AtomicU64::new(0),
+            slot_freed: tokio::sync::Notify::new(),
         }
     }
 }
@@ -109,6 +129,8 @@ pub struct Pool {
     /// Distinct failover levels, ascending.
     pub levels: Vec<u32>,
     pub state: Arc<PoolState>,
+    /// Present when some member has a `max_requests` cap.
+    pub queue: Option<QueueConfig>,
     pub config: PoolConfig,
 }
 
@@ -137,6 +159,8 @@ pub enum Pick {
     NoneAvailable,
     /// Every available member was tried already.
     AllTried,
+    /// Members are available but all at their `max_requests`: wait in the queue.
+    Full,
 }
 
 impl Pool {
@@ -157,11 +181,16 @@ impl Pool {
                 level: b.failover_level,
                 region: b.region.clone(),
                 health_check: config.health_check_for(b),
+                max_requests: config.max_requests_for(b),
             })
             .collect();
         let mut levels: Vec<u32> = members.iter().map(|m| m.level).collect();
         levels.sort_unstable();
         levels.dedup();
+        let queue = members
+            .iter()
+            .any(|m| m.max_requests > 0)
+            .then_some(config.queue);
         Pool {
             name_arc: Arc::from(config.name.as_str()),
             name: config.name.clone(),
@@ -176,6 +205,7 @@ impl Pool {
             hash_key: config.hash_key.clone(),
             levels,
             state,
+            queue,
             config: config.clone(),
         }
     }
@@ -253,32 +283,54 @@ impl Pool {
                 continue;
             }
             any_available = true;
+            // A member at its cap takes no new request (a hedge may go past it:
+            // it is budgeted, and it is what rescues requests stuck on a slow
+            // member of a saturated pool). When the only untried members of the
+            // level are full, the request waits for one rather than spilling to
+            // a backup level, as with HAProxy's queue.
+            let room = |i: usize| hedge || !self.members[i].is_full();
+            if self.queue.is_some()
+                && !hedge
+                && (0..n).any(|i| in_level(i) && !tried.has(i))
+                && !(0..n).any(|i| in_level(i) && !tried.has(i) && room(i))
+            {
+                return Pick::Full;
+            }
             // In a pool that hedges (it asked for latency sensitivity), a member
             // with requests waiting that has not answered anything for twice the
             // pool's usual latency has stalled: leave it out while others keep up.
             // This is a per-request steer, not an ejection: it ends with the next
             // answer.
             if let Some(limit) = stall_limit {
-                let untried = |i: usize| in_level(i) && !tried.has(i);
+                let candidate = |i: usize| in_level(i) && !tried.has(i);
+                let untried = |i: usize| candidate(i) && room(i);
                 let gap = |i: usize| self.members[i].backend.stall_us(now_us);
                 // Those that keep answering; failing that (a busy moment where
                 // every member paused), those that answered most recently. A hedge
                 // never goes to a member stalled for long: it would only wait too.
-                let freshest = (0..n).filter(|&i| untried(i)).map(gap).min().unwrap_or(0);
+                // Members at their cap count here: they show what "answering"
+                // looks like right now.
+                let freshest = (0..n).filter(|&i| candidate(i)).map(gap).min().unwrap_or(0);
                 let bound = if hedge {
                     limit.max(freshest + limit).min(4 * limit)
                 } else {
                     freshest.max(limit) + limit
                 };
-                let fresh = |i: usize| untried(i) && (gap(i) <= limit || gap(i) <= bound);
+                let is_fresh = |i: usize| gap(i) <= limit || gap(i) <= bound;
+                let fresh = |i: usize| untried(i) && is_fresh(i);
                 if let Some(i) = self.pick_ramped(balancer, key, &fresh, now) {
                     return Pick::Member(i);
                 }
                 if hedge {
                     continue;
                 }
+                // A member that keeps answering but is at its cap is worth waiting
+                // for; a stalled one with room is not.
+                if (0..n).any(|i| candidate(i) && !room(i) && is_fresh(i)) {
+                    return Pick::Full;
+                }
             }
-            let untried = |i: usize| in_level(i) && !tried.has(i);
+            let untried = |i: usize| in_level(i) && !tried.has(i) && room(i);
             if let Some(i) = self.pick_ramped(balancer, key, &untried, now) {
                 return Pick::Member(i);
             }
