@@ -112,7 +112,7 @@ async fn dashboard_shows_pools_and_follows_a_backend_going_down() {
     .await;
     let b = TestBackend::echo("b").await;
     let f = Fulcrum::start(&format!(
-        "listeners: [\"127.0.0.1:0\"]\naccess_log: {{ enabled: false }}\npools:\n  - name: app\n    backends: [\"{}\", \"{}\"]\n    health_check: {{ path: /health, interval: 200ms, timeout: 150ms, unhealthy_threshold: 1 }}\nroutes:\n  - {{ pool: app }}\n",
+        "listeners: [\"127.0.0.1:0\"]\naccess_log: {{ enabled: false }}\npools:\n  - name: app\n    backends: [\"{}\", \"{}\"]\n    max_requests: 50\n    queue: {{ size: 99 }}\n    health_check: {{ path: /health, interval: 200ms, timeout: 150ms, unhealthy_threshold: 1 }}\nroutes:\n  - {{ pool: app }}\n",
         a.addr, b.addr
     ));
     for _ in 0..10 {
@@ -166,6 +166,7 @@ async fn dashboard_shows_pools_and_follows_a_backend_going_down() {
         text.contains("app") && text.contains(&b.addr.to_string()),
         "{text}"
     );
+    assert!(text.contains("queue 0/99 (0 refused)"), "{text}");
     let marker = driver
         .call(
             "POST",
