@@ -289,6 +289,14 @@ fn print_pool(p: &Value) {
             String::new()
         }
     );
+    if p["queue"].is_object() {
+        println!(
+            "queue: {} waiting of {}, {} refused",
+            s(&p["queue"]["waiting"]),
+            s(&p["queue"]["size"]),
+            s(&p["queue"]["rejected"])
+        );
+    }
     let rows = p["backends"]
         .as_array()
         .map(|bs| {
@@ -299,7 +307,10 @@ fn print_pool(p: &Value) {
                         s(&b["state"]),
                         s(&b["failover_level"]),
                         s(&b["weight"]),
-                        s(&b["in_flight"]),
+                        match b["max_requests"].as_u64() {
+                            Some(cap) => format!("{}/{cap}", s(&b["in_flight"])),
+                            None => s(&b["in_flight"]),
+                        },
                         s(&b["requests"]),
                         s(&b["failures"]),
                         s(&b["latency_ms"]),
