@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const TIMING: &str = "  heartbeat_interval: 100ms\n  election_timeout: 500ms\n";
+const SECRET: &str = "correct-horse-battery-staple";
 
 fn specs(names: &[&str]) -> Vec<NodeSpec> {
     names
@@ -329,7 +330,12 @@ async fn sigterm_on_the_primary_hands_over_and_hooks_run_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_and_a_witness_survive_the_loss_of_the_primary() {
     let app = TestBackend::echo("app").await;
-    let mut nodes = configure(&specs(&["a", "b", "w"]), &body(app.addr), TIMING);
+    // With a cluster secret: the witness proves it like any node.
+    let mut specs = specs(&["a", "b", "w"]);
+    for s in specs.iter_mut() {
+        s.extra = format!("  secret: {SECRET}\n");
+    }
+    let mut nodes = configure(&specs, &body(app.addr), TIMING);
     for n in nodes.iter_mut() {
         n.start();
     }
@@ -405,4 +411,57 @@ async fn a_returning_higher_priority_node_preempts_after_its_delay() {
     // Then it stays: no flapping back.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(node(&nodes, "hi").roles_logged(), ["secondary", "primary"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_cluster_secret_is_kept_out() {
+    let app = TestBackend::echo("app").await;
+    let mut specs = specs(&["a", "b", "c"]);
+    for s in specs.iter_mut() {
+        let secret = if s.name == "c" {
+            "not-the-cluster-secret"
+        } else {
+            SECRET
+        };
+        s.extra = format!("  secret: {secret}\n");
+    }
+    let mut nodes = configure(&specs, &body(app.addr), TIMING);
+    for n in nodes.iter_mut() {
+        n.start();
+    }
+    // a and b are a majority of three: they elect a primary between them.
+    let primary = eventually("a primary agreed by a and b", || {
+        agreed_primary(&nodes[..2])
+    })
+    .await;
+    assert_ne!(primary, "c");
+    // c's connections are refused by both (and theirs by c)...
+    for name in ["a", "b", "c"] {
+        let n = node(&nodes, name);
+        n.proc().stderr.wait_for("a refused handshake", |l| {
+            l.contains("refused a cluster connection")
+        });
+    }
+    // ...so c never hears of the primary, and the others never hear from c.
+    let c = node(&nodes, "c")
+        .status()
+        .await
+        .expect("c answers its admin API");
+    assert!(c["leader"].is_null(), "{c}");
+    assert_eq!(c["role"], "secondary", "{c}");
+    let a = node(&nodes, "a").status().await.expect("a answers");
+    let seen_c = a["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "c")
+        .cloned()
+        .unwrap();
+    assert!(seen_c["last_contact_ms"].is_null(), "{a}");
+    // The secret never leaves the node through the admin API.
+    let config = call(node(&nodes, "a").admin(), "GET", "/api/v1/config", "")
+        .await
+        .text();
+    assert!(!config.contains(SECRET), "{config}");
+    assert!(config.contains("\"secret\":\"<redacted>\""), "{config}");
 }

@@ -95,6 +95,7 @@ cluster:
   election_timeout: {election_ms}ms
   vip: {{ address: \"{VIP}/24\", interface: eth0 }}
   hooks: {{ notify: {} }}
+  secret: netns-lab-cluster-secret
 ",
                     node_ip(n),
                     dir.path(&format!("{n}-state")).display(),

@@ -158,6 +158,7 @@ fn cluster_section_errors_have_positions() {
   vip: { address: \"10.0.0.300/24\", interface: eth0 }
   hooks: { notify: /nonexistent/hook.sh, webhook: \"ftp://x\" }
   colour: blue
+  secret: short
 pools: []
 routes: []
 ",
@@ -172,6 +173,7 @@ routes: []
             "notify script `/nonexistent/hook.sh` does not exist",
             "webhook `ftp://x` must start with http:// or https://",
             "CFG:12:3: unknown key `colour`",
+            "CFG:13:11: cluster secret: use at least 16 characters",
         ],
     );
     assert_errors(
@@ -228,8 +230,11 @@ fn shipped_examples_are_valid() {
     }
     assert!(files.len() >= 7, "{files:?}");
     for path in files {
+        // The cluster examples take their secret from the environment, as they
+        // should in production.
         let out = std::process::Command::new(common::bin())
             .args(["validate", "-c", &path])
+            .env("FULCRUM_CLUSTER_SECRET", "an-example-secret-for-the-test")
             .output()
             .unwrap();
         assert!(

@@ -11,6 +11,7 @@
 //! VIP and fires hooks, so transitions are ordered. Nothing here touches the
 //! request path: proxies serve on every node, the VIP decides where clients go.
 
+pub mod auth;
 pub mod consensus;
 pub mod hooks;
 mod raft;
@@ -90,6 +91,16 @@ impl Cluster {
         let names = std::iter::once(config.node_id.clone())
             .chain(config.peers.iter().map(|p| p.id.clone()));
         let contacts = Arc::new(Contacts::new(names));
+        let secret = config
+            .secret
+            .as_deref()
+            .map(|s| Arc::new(auth::Secret::new(s)));
+        if secret.is_none() && !config.bind.ip().is_loopback() {
+            tracing::warn!(
+                bind = %config.bind,
+                "cluster.secret is not set: anything that reaches this address can send Raft messages and admin writes; set a secret or keep the peer network private"
+            );
+        }
         let peers: HashMap<String, Arc<Peer>> = config
             .peers
             .iter()
@@ -101,6 +112,7 @@ impl Cluster {
                         &p.id,
                         &p.address,
                         contacts.clone(),
+                        secret.clone(),
                     )),
                 )
             })
@@ -128,7 +140,13 @@ impl Cluster {
             checks,
             stop: CancellationToken::new(),
         });
-        transport::serve(listener, cluster.clone(), contacts, cluster.stop.clone());
+        transport::serve(
+            listener,
+            cluster.clone(),
+            contacts,
+            secret,
+            cluster.stop.clone(),
+        );
         let consensus =
             raft::RaftConsensus::start(&cluster.config, witness, applier, &cluster.peers).await?;
         let _ = cluster.consensus.set(consensus);

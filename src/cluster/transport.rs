@@ -8,8 +8,10 @@
 //! Raft messages travel over two such connections at once (`call_twice`).
 //!
 //! Every frame names its sender, which must be a configured node; the transport
-//! records when each node was last heard from, for `last_contact_ms`.
+//! records when each node was last heard from, for `last_contact_ms`. With
+//! `cluster.secret`, every connection first passes the handshake of `auth`.
 
+use super::auth::{self, Secret};
 use crate::admin::command::{AdminCommand, Outcome};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -22,6 +24,9 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+
+/// How long an accepted connection may take to prove the cluster secret.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Larger frames are refused and the connection closed.
 const MAX_FRAME: usize = 64 * 1024 * 1024;
@@ -163,11 +168,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Conn {
-    async fn open(address: &str) -> Result<Arc<Conn>, CallError> {
-        let s = TcpStream::connect(address)
+    async fn open(address: &str, secret: Option<&Secret>) -> Result<Arc<Conn>, CallError> {
+        let mut s = TcpStream::connect(address)
             .await
             .map_err(|e| CallError::Unreachable(format!("{address}: {e}")))?;
         let _ = s.set_nodelay(true);
+        if let Some(secret) = secret {
+            auth::client(&mut s, secret)
+                .await
+                .map_err(|e| CallError::Network(format!("{address}: handshake: {e}")))?;
+        }
         let (mut rd, wr) = s.into_split();
         let waiting: Arc<Waiters> = Arc::new(Mutex::new(HashMap::new()));
         let closed = Arc::new(AtomicBool::new(false));
@@ -217,11 +227,19 @@ pub struct Peer {
     contacts: Arc<Contacts>,
     /// Last outcome, to log a change of reachability once rather than per call.
     reachable: AtomicBool,
+    secret: Option<Arc<Secret>>,
 }
 
 impl Peer {
-    pub fn new(me: &str, name: &str, address: &str, contacts: Arc<Contacts>) -> Self {
+    pub fn new(
+        me: &str,
+        name: &str,
+        address: &str,
+        contacts: Arc<Contacts>,
+        secret: Option<Arc<Secret>>,
+    ) -> Self {
         Peer {
+            secret,
             name: name.to_string(),
             address: address.to_string(),
             me: me.to_string(),
@@ -304,7 +322,7 @@ impl Peer {
         {
             return Ok(c.clone());
         }
-        let c = Conn::open(&self.address).await?;
+        let c = Conn::open(&self.address, self.secret.as_deref()).await?;
         *slot = Some(c.clone());
         Ok(c)
     }
@@ -348,8 +366,11 @@ pub fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     contacts: Arc<Contacts>,
+    secret: Option<Arc<Secret>>,
     stop: CancellationToken,
 ) {
+    // Failed handshakes are logged at most every 10 s: a scan must not flood the log.
+    let last_warned = Arc::new(Mutex::new(None::<Instant>));
     tokio::spawn(async move {
         loop {
             let (stream, peer) = tokio::select! {
@@ -367,7 +388,24 @@ pub fn serve<H: Handler>(
             let handler = handler.clone();
             let contacts = contacts.clone();
             let stop = stop.clone();
+            let secret = secret.clone();
+            let last_warned = last_warned.clone();
             tokio::spawn(async move {
+                let mut stream = stream;
+                if let Some(secret) = secret {
+                    let shake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, auth::server(&mut stream, &secret))
+                            .await
+                            .unwrap_or_else(|_| Err(std::io::Error::other("handshake timed out")));
+                    if let Err(e) = shake {
+                        let mut last = lock(&last_warned);
+                        if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                            *last = Some(Instant::now());
+                            tracing::warn!(%peer, error = %e, "refused a cluster connection");
+                        }
+                        return;
+                    }
+                }
                 tokio::select! {
                     r = connection(stream, handler, contacts) => if let Err(e) = r {
                         tracing::debug!(%peer, error = %e, "cluster connection closed");

@@ -76,6 +76,9 @@ pub struct ClusterConfig {
     pub preempt_delay: Duration,
     pub vip: Option<VipConfig>,
     pub hooks: ClusterHooks,
+    /// Shared by every node: each peer connection starts with a mutual proof of
+    /// it, so that only cluster members can send Raft and admin messages.
+    pub secret: Option<String>,
     pub loc: Loc,
 }
 

@@ -292,6 +292,7 @@ const CLUSTER_KEYS: &[&str] = &[
     "preempt_delay",
     "vip",
     "hooks",
+    "secret",
 ];
 
 fn cluster(d: &mut Decoder, n: &Node, base_dir: &Path) -> Option<ClusterConfig> {
@@ -399,6 +400,18 @@ fn cluster(d: &mut Decoder, n: &Node, base_dir: &Path) -> Option<ClusterConfig> 
         .get("hooks")
         .map(|v| cluster_hooks(d, v, base_dir))
         .unwrap_or_default();
+    let secret = m.get("secret").and_then(|v| {
+        let text = d.scalar_string(v, "secret")?;
+        // Short secrets can be guessed offline from one recorded handshake.
+        if text.len() < 16 {
+            d.error(
+                v.loc,
+                "cluster secret: use at least 16 characters (e.g. `openssl rand -base64 32`)",
+            );
+            return None;
+        }
+        Some(text)
+    });
     Some(ClusterConfig {
         node_id,
         bind: bind?,
@@ -411,6 +424,7 @@ fn cluster(d: &mut Decoder, n: &Node, base_dir: &Path) -> Option<ClusterConfig> 
         preempt_delay,
         vip,
         hooks,
+        secret,
         loc: m.loc,
     })
 }

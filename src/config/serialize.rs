@@ -410,6 +410,7 @@ pub fn config(c: &Config, redact: bool) -> Value {
                     "notify_timeout": ms(c.hooks.notify_timeout),
                     "webhook": c.hooks.webhook.as_ref().map(|w| if redact { REDACTED.to_string() } else { w.clone() }),
                 },
+                "secret": c.secret.as_ref().map(|s| if redact { REDACTED.to_string() } else { s.clone() }),
             }),
         );
     }
