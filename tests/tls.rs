@@ -447,6 +447,123 @@ async fn tls_backend(ca: &Ca, name: &str) -> SocketAddr {
     addr
 }
 
+/// A backend behind TLS that offers h2 and http/1.1 by ALPN, answers with the
+/// protocol the request came over (`x-version`), echoes WebSockets on `/ws`
+/// (over HTTP/1.1), and counts its connections.
+async fn tls_backend_h2(ca: &Ca, name: &str) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use rustls::pki_types::pem::PemObject;
+    let (c, k) = ca.leaf(&[name]);
+    let certs = rustls_pemfile_free(&c);
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(k.as_bytes()).unwrap();
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                let svc =
+                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                        if req.uri().path() == "/ws" {
+                            return Ok::<_, std::convert::Infallible>(
+                                common::ws::echo_upgrade(req).await,
+                            );
+                        }
+                        Ok(http::Response::builder()
+                            .header("x-version", format!("{:?}", req.version()))
+                            .header(
+                                "x-host",
+                                format!(
+                                    "{}{}",
+                                    req.uri().authority().map(|a| a.as_str()).unwrap_or(""),
+                                    req.headers()
+                                        .get("host")
+                                        .map(|h| h.to_str().unwrap_or(""))
+                                        .unwrap_or("")
+                                ),
+                            )
+                            .body(common::backend::full("secure"))
+                            .unwrap())
+                    });
+                if h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .with_upgrades()
+                        .await;
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_backends_get_http2_when_they_choose_it_by_alpn() {
+    let ca = Ca::new("Upstream CA");
+    let dir = TempDir::new("tls-up-h2");
+    let ca_path = dir.write("ca.pem", &ca.pem());
+    let (be, conns) = tls_backend_h2(&ca, "backend.test").await;
+    let old = tls_backend(&ca, "backend.test").await;
+    let cfg = format!(
+        "listeners: [\"127.0.0.1:0\"]\npools:\n  - name: h2\n    backends: [\"https://{be}\"]\n    tls: {{ ca: \"{ca}\", server_name: backend.test }}\n  - name: h1only\n    backends: [\"https://{be}\"]\n    tls: {{ ca: \"{ca}\", server_name: backend.test, http2: false }}\n  - name: old\n    backends: [\"https://{old}\"]\n    tls: {{ ca: \"{ca}\", server_name: backend.test }}\nroutes:\n  - {{ host: h2.test, pool: h2 }}\n  - {{ host: h1only.test, pool: h1only }}\n  - {{ host: old.test, pool: old }}\n",
+        ca = ca_path.display()
+    );
+    let f = Fulcrum::start(&cfg);
+    let addr = f.listener(0);
+    // Offered h2, the backend takes it: every request shares one connection.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        tasks.push(tokio::spawn(async move {
+            client::get_host(addr, "h2.test", "/").await
+        }));
+    }
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!((r.status, r.text().as_str()), (StatusCode::OK, "secure"));
+        assert_eq!(r.header("x-version").as_deref(), Some("HTTP/2.0"));
+        // The client's host travels as the HTTP/2 authority.
+        assert_eq!(r.header("x-host").as_deref(), Some("h2.test"));
+    }
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // A WebSocket to the same backend goes over HTTP/1.1 (its own connection).
+    let mut ws = common::ws::WsClient::connect_host(addr, "h2.test", "/ws").await;
+    assert_eq!(ws.echo("over h1").await, "over h1");
+    // `http2: false` keeps HTTP/1.1; a backend that only speaks HTTP/1.1 gets it.
+    let r = client::get_host(addr, "h1only.test", "/").await;
+    assert_eq!(
+        r.header("x-version").as_deref(),
+        Some("HTTP/1.1"),
+        "{}",
+        r.text()
+    );
+    let r = client::get_host(addr, "old.test", "/").await;
+    assert_eq!((r.status, r.text().as_str()), (StatusCode::OK, "secure"));
+    // The pool's TLS settings show in the running config.
+    let config = client::get(f.admin(), "/api/v1/config").await.json();
+    let pools = config["config"]["pools"].as_array().unwrap();
+    assert_eq!(pools[1]["tls"]["http2"], false, "{config}");
+    assert_eq!(pools[1]["tls"]["server_name"], "backend.test", "{config}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_backends_are_verified() {
     let ca = Ca::new("Upstream CA");

@@ -555,15 +555,28 @@ impl Default for Timeouts {
     }
 }
 
-/// How `https://` backends are verified.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// How `https://` backends are verified, and whether HTTP/2 is offered to them.
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamTls {
+    /// Offer h2 (and http/1.1) by ALPN; the backend chooses.
+    pub http2: bool,
     /// Trust this CA (PEM) instead of the system roots.
     pub ca: Option<PathBuf>,
     /// Name to send as SNI and verify, instead of the backend's host.
     pub server_name: Option<String>,
     /// Accept any certificate. For tests only; logged loudly.
     pub insecure_skip_verify: bool,
+}
+
+impl Default for UpstreamTls {
+    fn default() -> Self {
+        UpstreamTls {
+            http2: true,
+            ca: None,
+            server_name: None,
+            insecure_skip_verify: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -733,9 +733,12 @@ fn pool(d: &mut Decoder, n: &Node, base_dir: &Path) -> Option<PoolConfig> {
         && let Some(t) = d.map(
             v,
             "pool tls",
-            &["ca", "server_name", "insecure_skip_verify"],
+            &["ca", "server_name", "insecure_skip_verify", "http2"],
         )
     {
+        if let Some(v) = t.get("http2").and_then(|v| d.boolean(v, "http2")) {
+            p.upstream_tls.http2 = v;
+        }
         if t.get("ca").is_some() {
             p.upstream_tls.ca = file_path(d, &t, "ca", base_dir);
         }

@@ -131,6 +131,18 @@ fn pool(p: &PoolConfig) -> Value {
     if let Some(h) = &p.health_check {
         m.insert("health_check".into(), health(h));
     }
+    if p.upstream_tls != UpstreamTls::default() {
+        let t = &p.upstream_tls;
+        m.insert(
+            "tls".into(),
+            json!({
+                "ca": t.ca.as_ref().map(|c| c.display().to_string()),
+                "server_name": t.server_name,
+                "insecure_skip_verify": t.insecure_skip_verify,
+                "http2": t.http2,
+            }),
+        );
+    }
     m.insert(
         "passive_health".into(),
         json!({

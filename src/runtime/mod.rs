@@ -102,8 +102,14 @@ impl Runtime {
                 }
                 let cfg = crate::tls::upstream_client_config(&pc.upstream_tls)
                     .map_err(|e| format!("pool `{}`: {e}", pc.name))?;
+                let config_h2 = pc.upstream_tls.http2.then(|| {
+                    let mut c = (*cfg).clone();
+                    c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                    Arc::new(c)
+                });
                 Some(Arc::new(crate::upstream::io::TlsClient {
                     config: cfg,
+                    config_h2,
                     server_name: pc.upstream_tls.server_name.clone(),
                 }))
             } else {

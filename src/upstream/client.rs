@@ -2,7 +2,7 @@
 
 use super::backend::Backend;
 use super::body::UpstreamBody;
-use super::connpool::{H1Sender, H2Sender};
+use super::connpool::{Alpn, H1Sender, H2Sender};
 use super::io::{UpstreamIo, connect, connect_tls};
 use crate::config::{Scheme, Timeouts};
 use http::{Request, Response};
@@ -66,28 +66,39 @@ pub async fn send(
     timeouts: &Timeouts,
 ) -> Result<(Response<Incoming>, Lease), Failed> {
     if backend.address.scheme == Scheme::H2c {
-        let mut sender = match h2_sender(backend, timeouts).await {
-            Ok(s) => s,
-            Err(e) => return Err((e, Some(req))),
+        return match h2_sender(backend, timeouts).await {
+            Ok(sender) => send_h2(backend, sender, req, timeouts).await,
+            Err(e) => Err((e, Some(req))),
         };
-        let fut = sender.send_request(req);
-        return match tokio::time::timeout(timeouts.response_header, fut).await {
-            Ok(Ok(resp)) => Ok((resp, Lease::None)),
-            Ok(Err(e)) => {
-                if e.is_canceled() || sender.is_closed() {
-                    backend.conns.set_h2(None);
+    }
+    // An https:// backend speaks HTTP/2 when it chose h2 by ALPN (upgrades need
+    // HTTP/1.1: RFC 8441 is not spoken to backends).
+    let mut fresh = None;
+    if backend.address.scheme == Scheme::Https && !req.headers().contains_key(http::header::UPGRADE)
+    {
+        if let Some(sender) = backend.conns.shared_h2() {
+            return send_h2(backend, sender, into_h2(req, backend), timeouts).await;
+        }
+        if backend.conns.alpn() != Alpn::Http1 {
+            match negotiate(backend, timeouts).await {
+                Ok(Negotiated::H2(sender)) => {
+                    return send_h2(backend, sender, into_h2(req, backend), timeouts).await;
                 }
-                Err((SendError::Exchange(e), None))
+                Ok(Negotiated::H1(sender)) => fresh = sender,
+                Err(e) => return Err((e, Some(req))),
             }
-            Err(_) => Err((SendError::Timeout, None)),
-        };
+        }
     }
     let max_idle_ms = timeouts.idle.as_millis() as u64;
     // A pooled connection may have been closed by the backend just now; hyper then
     // hands the request back unsent and we try a fresh connection.
     for _ in 0..3 {
-        let (mut sender, reused) = match backend.conns.take_idle(max_idle_ms) {
-            Some(s) => (s, true),
+        let idle = match fresh.take() {
+            Some(s) => Some((s, false)),
+            None => backend.conns.take_idle(max_idle_ms).map(|s| (s, true)),
+        };
+        let (mut sender, reused) = match idle {
+            Some(pair) => pair,
             None => match h1_connect(backend, timeouts.connect).await {
                 Ok(s) => (s, false),
                 Err(e) => return Err((e, Some(req))),
@@ -125,6 +136,93 @@ pub async fn send(
     ))
 }
 
+/// Sends over a shared HTTP/2 connection; the request is already in HTTP/2 form.
+async fn send_h2(
+    backend: &Arc<Backend>,
+    mut sender: H2Sender,
+    req: Request<UpstreamBody>,
+    timeouts: &Timeouts,
+) -> SendResult {
+    let fut = sender.send_request(req);
+    match tokio::time::timeout(timeouts.response_header, fut).await {
+        Ok(Ok(resp)) => Ok((resp, Lease::None)),
+        Ok(Err(e)) => {
+            if e.is_canceled() || sender.is_closed() {
+                backend.conns.set_h2(None);
+            }
+            Err((SendError::Exchange(e), None))
+        }
+        Err(_) => Err((SendError::Timeout, None)),
+    }
+}
+
+/// Turns a request shaped for HTTP/1.1 (origin-form, `Host`) into HTTP/2 form
+/// (`https://authority/path`, no `Host`).
+fn into_h2(mut req: Request<UpstreamBody>, backend: &Backend) -> Request<UpstreamBody> {
+    let authority = req
+        .headers_mut()
+        .remove(http::header::HOST)
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+        .or_else(|| http::uri::Authority::try_from(backend.address.key.as_str()).ok());
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTPS);
+    parts.authority = authority;
+    parts.path_and_query = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = http::Version::HTTP_2;
+    req
+}
+
+/// What an https:// backend chose by ALPN on a new connection.
+enum Negotiated {
+    H2(H2Sender),
+    /// HTTP/1.1; the new connection when this call opened one.
+    H1(Option<H1Sender>),
+}
+
+/// Opens a TLS connection offering h2 and http/1.1 and sets the connection up for
+/// whichever the backend picks. One at a time per backend: the others wait and
+/// share an h2 result (or learn that the backend speaks HTTP/1.1).
+async fn negotiate(backend: &Arc<Backend>, timeouts: &Timeouts) -> Result<Negotiated, SendError> {
+    let _guard = backend.conns.h2_connect.lock().await;
+    if let Some(s) = backend.conns.shared_h2() {
+        return Ok(Negotiated::H2(s));
+    }
+    if backend.conns.alpn() == Alpn::Http1 {
+        return Ok(Negotiated::H1(None));
+    }
+    let tls = backend.tls.load_full();
+    let offers_h2 = tls.as_deref().and_then(|t| t.config_h2.clone());
+    let Some(config) = offers_h2 else {
+        backend.conns.set_alpn(Alpn::Http1);
+        return Ok(Negotiated::H1(None));
+    };
+    let tls = tls.as_deref().map(|t| super::io::TlsClient {
+        config,
+        config_h2: None,
+        server_name: t.server_name.clone(),
+    });
+    let io = connect_tls(&backend.address, timeouts.connect, tls.as_ref())
+        .await
+        .map_err(SendError::Connect)?;
+    let h2 = matches!(&io, UpstreamIo::Tls(s) if s.get_ref().1.alpn_protocol() == Some(b"h2"));
+    if !h2 {
+        backend.conns.set_alpn(Alpn::Http1);
+        return h1_handshake(backend, io)
+            .await
+            .map(|s| Negotiated::H1(Some(s)));
+    }
+    let sender = h2_handshake(backend, io).await?;
+    backend.conns.set_alpn(Alpn::H2);
+    Ok(Negotiated::H2(sender))
+}
+
 async fn h1_connect(backend: &Arc<Backend>, timeout: Duration) -> Result<H1Sender, SendError> {
     let io = if backend.address.scheme == Scheme::Https {
         let tls = backend.tls.load_full();
@@ -133,6 +231,10 @@ async fn h1_connect(backend: &Arc<Backend>, timeout: Duration) -> Result<H1Sende
         connect(&backend.address, timeout).await
     }
     .map_err(SendError::Connect)?;
+    h1_handshake(backend, io).await
+}
+
+async fn h1_handshake(backend: &Arc<Backend>, io: UpstreamIo) -> Result<H1Sender, SendError> {
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake::<_, UpstreamBody>(TokioIo::new(io))
         .await
@@ -158,6 +260,11 @@ async fn h2_sender(backend: &Arc<Backend>, timeouts: &Timeouts) -> Result<H2Send
     let io: UpstreamIo = connect(&backend.address, timeouts.connect)
         .await
         .map_err(SendError::Connect)?;
+    h2_handshake(backend, io).await
+}
+
+/// Starts an HTTP/2 connection on `io` and makes it the backend's shared one.
+async fn h2_handshake(backend: &Arc<Backend>, io: UpstreamIo) -> Result<H2Sender, SendError> {
     let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(20))
@@ -172,6 +279,8 @@ async fn h2_sender(backend: &Arc<Backend>, timeouts: &Timeouts) -> Result<H2Send
             tracing::debug!(error = %e, "upstream h2 connection ended with an error");
         }
         b.conns.set_h2(None);
+        // Ask again next time: the backend may have changed what it speaks.
+        b.conns.set_alpn(Alpn::Unknown);
     });
     backend.conns.set_h2(Some(sender.clone()));
     Ok(sender)

@@ -12,7 +12,7 @@ use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
 use hyper::client::conn::{http1, http2};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 
 /// Idle HTTP/1.1 connections kept per backend; more are closed after use.
 const MAX_IDLE: usize = 512;
@@ -26,6 +26,16 @@ pub struct ConnPool {
     pub(super) h2_connect: tokio::sync::Mutex<()>,
     /// Connections opened so far (for metrics and tests of reuse).
     pub opened: AtomicU64,
+    /// What an https:// backend chose by ALPN (an `Alpn` as u8).
+    alpn: AtomicU8,
+}
+
+/// The protocol an https:// backend picked when offered h2 and http/1.1.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Alpn {
+    Unknown = 0,
+    Http1 = 1,
+    H2 = 2,
 }
 
 impl Default for ConnPool {
@@ -41,6 +51,7 @@ impl ConnPool {
             h2: ArcSwapOption::empty(),
             h2_connect: tokio::sync::Mutex::new(()),
             opened: AtomicU64::new(0),
+            alpn: AtomicU8::new(Alpn::Unknown as u8),
         }
     }
 
@@ -75,6 +86,18 @@ impl ConnPool {
         }
     }
 
+    pub fn alpn(&self) -> Alpn {
+        match self.alpn.load(Relaxed) {
+            1 => Alpn::Http1,
+            2 => Alpn::H2,
+            _ => Alpn::Unknown,
+        }
+    }
+
+    pub(super) fn set_alpn(&self, a: Alpn) {
+        self.alpn.store(a as u8, Relaxed);
+    }
+
     pub(super) fn set_h2(&self, sender: Option<H2Sender>) {
         self.h2.store(sender.map(Arc::new));
     }
@@ -83,6 +106,7 @@ impl ConnPool {
     pub fn clear(&self) {
         while self.idle.pop().is_some() {}
         self.h2.store(None);
+        self.set_alpn(Alpn::Unknown);
     }
 
     pub(super) fn count_open(&self) {

@@ -10,7 +10,10 @@ use tokio::net::TcpStream;
 
 /// How to speak TLS to a backend.
 pub struct TlsClient {
+    /// Offers http/1.1 only.
     pub config: std::sync::Arc<rustls::ClientConfig>,
+    /// Offers h2 and http/1.1 (None when the pool has `tls.http2: false`).
+    pub config_h2: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// SNI and verified name; the backend's host when not set.
     pub server_name: Option<String>,
 }

@@ -44,9 +44,13 @@ pub struct WsClient {
 
 impl WsClient {
     pub async fn connect(addr: SocketAddr, path: &str) -> WsClient {
+        Self::connect_host(addr, "localhost", path).await
+    }
+
+    pub async fn connect_host(addr: SocketAddr, host: &str, path: &str) -> WsClient {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         stream.write_all(req.as_bytes()).await.unwrap();
