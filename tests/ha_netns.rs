@@ -543,3 +543,115 @@ fn bench_takeover_and_packet_loss() {
         sampler.longest_double(t0)
     );
 }
+
+/// An IPv6 floating address: the primary adds it without duplicate address
+/// detection and serves on it; after a hand-over the new primary's unsolicited
+/// neighbour advertisements update the client's neighbour table by themselves
+/// (the client sends nothing in between).
+#[test]
+fn an_ipv6_vip_moves_and_neighbours_learn_its_new_owner() {
+    if skip() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    const VIP6: &str = "fd77::10";
+    let ip6 = |n: &str| format!("fd77::1{}", &n[1..]);
+    let mut hosts: Vec<(String, String)> = NODES
+        .iter()
+        .map(|n| (n.to_string(), format!("{}/64", ip6(n))))
+        .collect();
+    hosts.push(("client".into(), "fd77::100/64".into()));
+    let refs: Vec<(&str, &str)> = hosts
+        .iter()
+        .map(|(h, a)| (h.as_str(), a.as_str()))
+        .collect();
+    let lab = Lab::new(&refs);
+    let dir = TempDir::new("ha6");
+    let mut procs: Vec<(String, Option<Fulcrum>)> = Vec::new();
+    for n in NODES {
+        let peers: String = NODES
+            .iter()
+            .filter(|p| **p != n)
+            .map(|p| format!("    - {{ id: {p}, address: \"[{}]:7946\" }}\n", ip6(p)))
+            .collect();
+        let cfg = dir.write(
+            &format!("{n}.yaml"),
+            &format!(
+                "admin: {{ address: \"127.0.0.1:9000\" }}
+listeners: [\"[{VIP6}]:8080\"]
+access_log: {{ enabled: false }}
+pools:
+  - name: app
+    backends: [\"[fd77::200]:8000\"]
+    retries: {{ try_duration: 0s }}
+    timeouts: {{ connect: 200ms }}
+routes: [{{ pool: app }}]
+cluster:
+  node_id: {n}
+  bind: \"[{}]:7946\"
+  peers:
+{peers}  state_dir: {}
+  heartbeat_interval: 100ms
+  election_timeout: {ET_MS}ms
+  vip: {{ address: \"{VIP6}/64\", interface: eth0 }}
+  secret: netns-lab-cluster-secret
+",
+                ip6(n),
+                dir.path(&format!("{n}-state")).display(),
+            ),
+        );
+        let c = cfg.to_str().unwrap().to_string();
+        let f = lab.fulcrum(
+            n,
+            cfg.clone(),
+            &["--log-format", "json", "run", "-c", &c],
+            "fulcrum started",
+        );
+        procs.push((n.to_string(), Some(f)));
+    }
+    let holder = |not: Option<&str>| -> String {
+        let mut found = String::new();
+        wait_until("one IPv6 VIP holder", || {
+            let h: Vec<&str> = NODES
+                .iter()
+                .copied()
+                .filter(|n| lab.has_addr(n, VIP6))
+                .collect();
+            if h.len() == 1 && Some(h[0]) != not {
+                found = h[0].to_string();
+                return true;
+            }
+            false
+        });
+        found
+    };
+    // An HTTP answer through the VIP (502: the app is not there, which does not
+    // matter here) proves the holder serves on it.
+    let ask = || -> Option<u16> {
+        block_on_host(&lab.ns("client"), || async {
+            let addr: SocketAddr = format!("[{VIP6}]:8080").parse().unwrap();
+            let req = http::Request::get("/")
+                .header("host", "vip6.test")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+            let r = tokio::time::timeout(Duration::from_secs(2), client::try_send(addr, req))
+                .await
+                .ok()?
+                .ok()?;
+            Some(r.status.as_u16())
+        })
+    };
+    let first = holder(None);
+    wait_until("an answer through the IPv6 VIP", || ask().is_some());
+    assert_eq!(lab.neighbour("client", VIP6), Some(lab.mac(&first)));
+
+    // Hand-over: the first primary lets go; whoever takes the VIP announces it.
+    let slot = procs.iter_mut().find(|(n, _)| *n == first).unwrap();
+    slot.1.as_mut().unwrap().signal(libc::SIGTERM);
+    let second = holder(Some(&first));
+    let new_mac = lab.mac(&second);
+    wait_until("the client's neighbour entry to follow the VIP", || {
+        lab.neighbour("client", VIP6).as_deref() == Some(new_mac.as_str())
+    });
+    assert!(ask().is_some(), "the new holder does not answer on the VIP");
+}

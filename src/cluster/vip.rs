@@ -1,12 +1,12 @@
 //! The floating address: added and removed over netlink (rtnetlink), announced
-//! with gratuitous ARP on a raw packet socket so switches and neighbours learn
-//! its new owner at once.
+//! with gratuitous ARP (IPv4) or unsolicited neighbour advertisements (IPv6) on a
+//! raw packet socket so switches and neighbours learn its new owner at once.
 
 use crate::config::VipConfig;
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use rtnetlink::packet_route::link::LinkAttribute;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -39,11 +39,6 @@ const CAP_NET_RAW: u64 = 1 << 13;
 impl Vip {
     /// Checks the capabilities and the interface; fails with what to do.
     pub async fn open(config: &VipConfig) -> Result<Vip, String> {
-        let IpAddr::V4(_) = config.address else {
-            return Err(
-                "cluster.vip: IPv6 floating addresses are not supported yet (no unsolicited neighbour advertisement)".into(),
-            );
-        };
         let caps = capabilities().unwrap_or(0);
         let missing: Vec<&str> = [
             (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
@@ -125,10 +120,20 @@ impl Vip {
     /// Adds the address (if absent) and announces it.
     pub async fn acquire(&self) -> Result<(), String> {
         if self.find().await?.is_none() {
-            self.handle
-                .address()
-                .add(self.index, self.config.address, self.config.prefix_len)
-                .execute()
+            let mut add =
+                self.handle
+                    .address()
+                    .add(self.index, self.config.address, self.config.prefix_len);
+            if self.config.address.is_ipv6() {
+                // No duplicate address detection: it would keep the address
+                // tentative (unusable) for a second or more, and the old holder
+                // has let go of it already (fencing).
+                let m = add.message_mut();
+                m.header.flags |= AddressHeaderFlags::Nodad;
+                m.attributes
+                    .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            }
+            add.execute()
                 .await
                 .map_err(|e| format!("cannot add {}: {e}", self.config.address))?;
         }
@@ -160,11 +165,10 @@ impl Vip {
         }
     }
 
-    /// `garp_count` gratuitous ARPs now, then one at each of +1 s, +2 s, +5 s.
+    /// `garp_count` gratuitous ARPs (IPv6: unsolicited neighbour advertisements)
+    /// now, then one at each of +1 s, +2 s, +5 s.
     fn announce(&self) {
-        let IpAddr::V4(ip) = self.config.address else {
-            return;
-        };
+        let ip = self.config.address;
         let token = CancellationToken::new();
         if let Some(old) = self
             .announcing
@@ -178,8 +182,8 @@ impl Vip {
         tokio::spawn(async move {
             let start = tokio::time::Instant::now();
             for _ in 0..count {
-                if let Err(e) = send_garp(index, mac, ip) {
-                    tracing::warn!(error = %e, "cannot send gratuitous ARP");
+                if let Err(e) = announce_once(index, mac, ip) {
+                    tracing::warn!(error = %e, "cannot announce the VIP");
                     return;
                 }
             }
@@ -188,11 +192,18 @@ impl Vip {
                     _ = tokio::time::sleep_until(start + at) => {}
                     _ = token.cancelled() => return,
                 }
-                if let Err(e) = send_garp(index, mac, ip) {
-                    tracing::warn!(error = %e, "cannot send gratuitous ARP");
+                if let Err(e) = announce_once(index, mac, ip) {
+                    tracing::warn!(error = %e, "cannot announce the VIP");
                 }
             }
         });
+    }
+}
+
+fn announce_once(ifindex: u32, mac: [u8; 6], ip: IpAddr) -> std::io::Result<()> {
+    match ip {
+        IpAddr::V4(v4) => send_garp(ifindex, mac, v4),
+        IpAddr::V6(v6) => send_unsolicited_na(ifindex, mac, v6),
     }
 }
 
@@ -213,23 +224,89 @@ fn send_garp(ifindex: u32, mac: [u8; 6], ip: Ipv4Addr) -> std::io::Result<()> {
     frame[28..32].copy_from_slice(&ip.octets());
     frame[32..38].copy_from_slice(&[0; 6]);
     frame[38..42].copy_from_slice(&ip.octets());
+    send_frame(ifindex, ETH_P_ARP, &frame)
+}
+
+/// One unsolicited neighbour advertisement (RFC 4861 7.2.6) to all nodes, with
+/// the override flag: the IPv6 counterpart of a gratuitous ARP.
+fn send_unsolicited_na(ifindex: u32, mac: [u8; 6], ip: Ipv6Addr) -> std::io::Result<()> {
+    let frame = neighbour_advertisement(mac, ip);
+    send_frame(ifindex, ETH_P_IPV6, &frame)
+}
+
+const ETH_P_IPV6: u16 = 0x86dd;
+
+/// The Ethernet frame of an unsolicited neighbour advertisement for `ip`.
+fn neighbour_advertisement(mac: [u8; 6], ip: Ipv6Addr) -> [u8; 86] {
+    const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    let mut f = [0u8; 86];
+    // Ethernet: to the all-nodes multicast MAC.
+    f[0..6].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 1]);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&ETH_P_IPV6.to_be_bytes());
+    // IPv6: payload 32 bytes of ICMPv6, hop limit 255 (receivers drop any other).
+    let ip6 = &mut f[14..54];
+    ip6[0] = 0x60;
+    ip6[4..6].copy_from_slice(&32u16.to_be_bytes());
+    ip6[6] = 58;
+    ip6[7] = 255;
+    ip6[8..24].copy_from_slice(&ip.octets());
+    ip6[24..40].copy_from_slice(&ALL_NODES.octets());
+    // ICMPv6 neighbour advertisement: override flag, target = the VIP, and our
+    // link-layer address as the target link-layer address option.
+    let icmp = &mut f[54..86];
+    icmp[0] = 136;
+    icmp[4] = 0x20;
+    icmp[8..24].copy_from_slice(&ip.octets());
+    icmp[24] = 2;
+    icmp[25] = 1;
+    icmp[26..32].copy_from_slice(&mac);
+    let sum = icmpv6_checksum(&ip, &ALL_NODES, &f[54..86]);
+    f[56..58].copy_from_slice(&sum.to_be_bytes());
+    f
+}
+
+/// The ICMPv6 checksum: one's complement sum over the pseudo-header and the
+/// message (whose checksum field is zero).
+fn icmpv6_checksum(src: &Ipv6Addr, dst: &Ipv6Addr, msg: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut add = |bytes: &[u8]| {
+        for pair in bytes.chunks(2) {
+            let hi = u32::from(pair[0]) << 8;
+            let lo = pair.get(1).copied().map(u32::from).unwrap_or(0);
+            sum += hi | lo;
+        }
+    };
+    add(&src.octets());
+    add(&dst.octets());
+    add(&(msg.len() as u32).to_be_bytes());
+    add(&[0, 0, 0, 58]);
+    add(msg);
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Sends one raw Ethernet frame (its header included) out of `ifindex`.
+fn send_frame(ifindex: u32, ethertype: u16, frame: &[u8]) -> std::io::Result<()> {
     // SAFETY: plain socket calls on a descriptor we own and close; the address
     // structure is fully initialised and its size passed along.
     unsafe {
         let fd = libc::socket(
             libc::AF_PACKET,
             libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            (ETH_P_ARP).to_be() as i32,
+            i32::from(ethertype.to_be()),
         );
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
         let mut addr: libc::sockaddr_ll = std::mem::zeroed();
         addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = ETH_P_ARP.to_be();
+        addr.sll_protocol = ethertype.to_be();
         addr.sll_ifindex = ifindex as i32;
         addr.sll_halen = 6;
-        addr.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+        addr.sll_addr[..6].copy_from_slice(&frame[0..6]);
         let n = libc::sendto(
             fd,
             frame.as_ptr().cast(),
@@ -245,4 +322,21 @@ fn send_garp(ifindex: u32, mac: [u8; 6], ip: Ipv4Addr) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_neighbour_advertisement_checksums_to_zero() {
+        let ip: Ipv6Addr = "fd77::100".parse().unwrap();
+        let f = neighbour_advertisement([2, 0, 0, 0, 0, 1], ip);
+        let all: Ipv6Addr = "ff02::1".parse().unwrap();
+        // Summing a message with its checksum in place gives 0 (after the final
+        // complement): the receiver's check.
+        assert_eq!(icmpv6_checksum(&ip, &all, &f[54..86]), 0);
+        assert_eq!(f[54], 136);
+        assert_eq!(&f[62..78], &ip.octets());
+    }
 }

@@ -68,7 +68,12 @@ impl Lab {
             ]);
             ip(&["-n", &switch, "link", "set", &port, "master", "br0"]);
             ip(&["-n", &switch, "link", "set", &port, "up"]);
-            ip(&["-n", &ns, "addr", "add", addr, "dev", "eth0"]);
+            if addr.contains(':') {
+                // IPv6: usable at once, without duplicate address detection.
+                ip(&["-n", &ns, "addr", "add", addr, "dev", "eth0", "nodad"]);
+            } else {
+                ip(&["-n", &ns, "addr", "add", addr, "dev", "eth0"]);
+            }
             ip(&["-n", &ns, "link", "set", "eth0", "up"]);
         }
         lab
@@ -102,11 +107,16 @@ impl Lab {
 
     /// Whether `addr` (an IP) is configured on the host's eth0.
     pub fn has_addr(&self, host: &str, addr: &str) -> bool {
+        let (family, word) = if addr.contains(':') {
+            ("-6", "inet6")
+        } else {
+            ("-4", "inet")
+        };
         let out = Command::new("ip")
             .args([
                 "-n",
                 &self.ns(host),
-                "-4",
+                family,
                 "-o",
                 "addr",
                 "show",
@@ -115,7 +125,34 @@ impl Lab {
             ])
             .output()
             .expect("run ip");
-        String::from_utf8_lossy(&out.stdout).contains(&format!("inet {addr}/"))
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{word} {addr}/"))
+    }
+
+    /// The MAC address of the host's eth0.
+    pub fn mac(&self, host: &str) -> String {
+        let out = Command::new("ip")
+            .args(["-n", &self.ns(host), "-o", "link", "show", "dev", "eth0"])
+            .output()
+            .expect("run ip");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The link-layer address the host's neighbour table has for `addr`, if any.
+    pub fn neighbour(&self, host: &str, addr: &str) -> Option<String> {
+        let out = Command::new("ip")
+            .args(["-n", &self.ns(host), "neigh", "show", addr, "dev", "eth0"])
+            .output()
+            .expect("run ip");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.split_whitespace()
+            .skip_while(|w| *w != "lladdr")
+            .nth(1)
+            .map(str::to_string)
     }
 
     /// Starts `fulcrum ARGS` inside the host's namespace; waits for `ready`.
