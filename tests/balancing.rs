@@ -789,6 +789,20 @@ async fn max_requests_caps_a_backend_and_the_queue_holds_the_rest() {
         metrics.contains("fulcrum_queue_rejected_total{pool=\"app\"} 1"),
         "{metrics}"
     );
+    // A burst of concurrent requests (the queue holds 3 of them, the rest get
+    // 503): whatever the interleaving, the cap is never passed.
+    gate.add_permits(1000);
+    let burst: Vec<_> = (0..40)
+        .map(|_| tokio::spawn(async move { client::get(addr, "/").await.status }))
+        .collect();
+    for b in burst {
+        let status = b.await.unwrap();
+        assert!(
+            status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
+            "{status}"
+        );
+    }
+    assert_eq!(peak.load(Ordering::SeqCst), 2, "a burst went past the cap");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -502,6 +502,19 @@ pub async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<Proxy
         }) else {
             break None;
         };
+        // A capped member is reserved before anything is committed to it; if
+        // another request took its last slot since the pick, pick again (which
+        // queues once every member is full).
+        let cap = pool.members[member_idx].max_requests;
+        let slot = if cap > 0 {
+            let backend = pool.members[member_idx].backend.clone();
+            match InFlight::reserve(backend, cap, pool.state.clone()) {
+                Some(s) => Some(s),
+                None => continue,
+            }
+        } else {
+            None
+        };
         tried.add(member_idx);
         let request = match pending.take() {
             Some(r) => Some(r),
@@ -520,7 +533,7 @@ pub async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<Proxy
         if attempts > 1 {
             pool.state.retries.fetch_add(1, Relaxed);
         }
-        let (first, first_req) = Attempt::start(pool, member_idx, request, &out);
+        let (first, first_req) = Attempt::start(pool, member_idx, request, &out, slot);
         let mut outcomes: Vec<(Attempt, client::SendResult)> = Vec::with_capacity(2);
         match hedge {
             None => {
@@ -545,7 +558,7 @@ pub async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<Proxy
                     {
                         second = out
                             .build(UpstreamBody::Empty)
-                            .map(|req| Attempt::start(pool, i, req, &out));
+                            .map(|req| Attempt::start(pool, i, req, &out, None));
                         break;
                     }
                     if Instant::now() >= deadline {
@@ -800,11 +813,14 @@ struct Attempt {
 
 impl Attempt {
     /// Counts the request in flight on the member and shapes it for its protocol.
+    /// `slot`: the in-flight count already reserved on a capped member (hedges
+    /// have none: they may pass a cap).
     fn start(
         pool: &Pool,
         idx: usize,
         mut request: Request<UpstreamBody>,
         out: &Outgoing,
+        slot: Option<InFlight>,
     ) -> (Attempt, Request<UpstreamBody>) {
         let backend = pool.members[idx].backend.clone();
         address_for(
@@ -815,10 +831,12 @@ impl Attempt {
         );
         let attempt = Attempt {
             idx,
-            guard: InFlight::new(
-                backend.clone(),
-                (pool.members[idx].max_requests > 0).then(|| pool.state.clone()),
-            ),
+            guard: slot.unwrap_or_else(|| {
+                InFlight::new(
+                    backend.clone(),
+                    (pool.members[idx].max_requests > 0).then(|| pool.state.clone()),
+                )
+            }),
             backend,
             sent_at: Instant::now(),
         };

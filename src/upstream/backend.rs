@@ -85,8 +85,38 @@ impl InFlight {
         backend: std::sync::Arc<Backend>,
         queue: Option<std::sync::Arc<super::pool::PoolState>>,
     ) -> Self {
-        let started_us = crate::clock::now_us();
         backend.in_flight.fetch_add(1, Relaxed);
+        Self::counted(backend, queue)
+    }
+
+    /// Takes one of the backend's `cap` slots, or None when all are taken: the
+    /// check and the count are one atomic step, so a cap is never passed.
+    pub fn reserve(
+        backend: std::sync::Arc<Backend>,
+        cap: u32,
+        queue: std::sync::Arc<super::pool::PoolState>,
+    ) -> Option<Self> {
+        let mut now = backend.in_flight.load(Relaxed);
+        loop {
+            if now >= cap {
+                return None;
+            }
+            match backend
+                .in_flight
+                .compare_exchange_weak(now, now + 1, Relaxed, Relaxed)
+            {
+                Ok(_) => return Some(Self::counted(backend, Some(queue))),
+                Err(seen) => now = seen,
+            }
+        }
+    }
+
+    /// The rest of the bookkeeping, once `in_flight` counts this request.
+    fn counted(
+        backend: std::sync::Arc<Backend>,
+        queue: Option<std::sync::Arc<super::pool::PoolState>>,
+    ) -> Self {
+        let started_us = crate::clock::now_us();
         backend
             .outstanding_since_sum_us
             .fetch_add(started_us, Relaxed);
