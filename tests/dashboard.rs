@@ -19,10 +19,29 @@ use std::time::{Duration, Instant};
 struct Driver {
     child: std::process::Child,
     addr: SocketAddr,
+    /// Browser sessions to end before chromedriver goes: killing chromedriver
+    /// alone leaves its Chromium running.
+    sessions: std::sync::Mutex<Vec<String>>,
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        use std::io::{Read, Write};
+        let sessions =
+            std::mem::take(&mut *self.sessions.lock().unwrap_or_else(|p| p.into_inner()));
+        for id in sessions {
+            // Synchronous (this is Drop): chromedriver closes the browser, then answers.
+            if let Ok(mut s) = std::net::TcpStream::connect(self.addr) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let _ = write!(
+                    s,
+                    "DELETE /session/{id} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    self.addr
+                );
+                let mut answer = Vec::new();
+                let _ = s.read_to_end(&mut answer);
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -46,7 +65,11 @@ impl Driver {
             tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
         })
         .await;
-        Driver { child, addr }
+        Driver {
+            child,
+            addr,
+            sessions: std::sync::Mutex::new(Vec::new()),
+        }
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -243,6 +266,11 @@ async fn open(driver: &Driver, url: &str, size: &str) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no session: {session}"))
         .to_string();
+    driver
+        .sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(id.clone());
     driver
         .call(
             "POST",
