@@ -139,18 +139,8 @@ cluster:
 
     /// `GET /api/v1/cluster` of a node, from inside its host.
     fn status(&self, n: &str) -> Option<serde_json::Value> {
-        block_on_host(&self.lab.ns(n), || async {
-            let addr: SocketAddr = "127.0.0.1:9000".parse().unwrap();
-            let req = http::Request::get("/api/v1/cluster")
-                .header("host", "localhost")
-                .body(http_body_util::Full::new(bytes::Bytes::new()))
-                .unwrap();
-            let r = tokio::time::timeout(Duration::from_secs(2), client::try_send(addr, req))
-                .await
-                .ok()?
-                .ok()?;
-            Some(r.json())
-        })
+        let addr: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+        get_on_host(&self.lab.ns(n), addr, "/api/v1/cluster").map(|r| r.json())
     }
 
     /// Waits until exactly one live host holds the VIP and that node calls
@@ -191,6 +181,21 @@ impl Drop for Ha {
             let _ = tx.send(());
         }
     }
+}
+
+/// One GET from inside namespace `ns`, or None without an answer within 2 s.
+fn get_on_host(ns: &str, addr: SocketAddr, path: &str) -> Option<client::Resp> {
+    let path = path.to_string();
+    block_on_host(ns, move || async move {
+        let req = http::Request::get(path)
+            .header("host", "localhost")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(2), client::try_send(addr, req))
+            .await
+            .ok()?
+            .ok()
+    })
 }
 
 fn vip_addr() -> SocketAddr {
@@ -631,20 +636,8 @@ cluster:
     };
     // An HTTP answer through the VIP (502: the app is not there, which does not
     // matter here) proves the holder serves on it.
-    let ask = || -> Option<u16> {
-        block_on_host(&lab.ns("client"), || async {
-            let addr: SocketAddr = format!("[{VIP6}]:8080").parse().unwrap();
-            let req = http::Request::get("/")
-                .header("host", "vip6.test")
-                .body(http_body_util::Full::new(bytes::Bytes::new()))
-                .unwrap();
-            let r = tokio::time::timeout(Duration::from_secs(2), client::try_send(addr, req))
-                .await
-                .ok()?
-                .ok()?;
-            Some(r.status.as_u16())
-        })
-    };
+    let vip: SocketAddr = format!("[{VIP6}]:8080").parse().unwrap();
+    let ask = || get_on_host(&lab.ns("client"), vip, "/").map(|r| r.status);
     let first = holder(None);
     wait_until("an answer through the IPv6 VIP", || ask().is_some());
     assert_eq!(lab.neighbour("client", VIP6), Some(lab.mac(&first)));

@@ -112,47 +112,36 @@ impl Lab {
         } else {
             ("-4", "inet")
         };
-        let out = Command::new("ip")
-            .args([
-                "-n",
-                &self.ns(host),
-                family,
-                "-o",
-                "addr",
-                "show",
-                "dev",
-                "eth0",
-            ])
-            .output()
-            .expect("run ip");
-        String::from_utf8_lossy(&out.stdout).contains(&format!("{word} {addr}/"))
+        self.ip_on(host, &[family, "-o", "addr", "show", "dev", "eth0"])
+            .contains(&format!("{word} {addr}/"))
     }
 
     /// The MAC address of the host's eth0.
     pub fn mac(&self, host: &str) -> String {
-        let out = Command::new("ip")
-            .args(["-n", &self.ns(host), "-o", "link", "show", "dev", "eth0"])
-            .output()
-            .expect("run ip");
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        text.split_whitespace()
-            .skip_while(|w| *w != "link/ether")
-            .nth(1)
-            .unwrap_or_default()
-            .to_string()
+        word_after(
+            &self.ip_on(host, &["-o", "link", "show", "dev", "eth0"]),
+            "link/ether",
+        )
+        .unwrap_or_default()
     }
 
     /// The link-layer address the host's neighbour table has for `addr`, if any.
     pub fn neighbour(&self, host: &str, addr: &str) -> Option<String> {
+        word_after(
+            &self.ip_on(host, &["neigh", "show", addr, "dev", "eth0"]),
+            "lladdr",
+        )
+    }
+
+    /// What `ip ARGS` prints inside the host's namespace.
+    fn ip_on(&self, host: &str, args: &[&str]) -> String {
+        let ns = self.ns(host);
         let out = Command::new("ip")
-            .args(["-n", &self.ns(host), "neigh", "show", addr, "dev", "eth0"])
+            .args(["-n", ns.as_str()])
+            .args(args)
             .output()
             .expect("run ip");
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        text.split_whitespace()
-            .skip_while(|w| *w != "lladdr")
-            .nth(1)
-            .map(str::to_string)
+        String::from_utf8_lossy(&out.stdout).to_string()
     }
 
     /// Starts `fulcrum ARGS` inside the host's namespace; waits for `ready`.
@@ -162,6 +151,14 @@ impl Lab {
         full.extend_from_slice(args);
         Fulcrum::spawn_program(TempDir::new("netns-node"), config, "ip", &full, ready)
     }
+}
+
+/// The whitespace-separated word that follows `key` in `text`.
+fn word_after(text: &str, key: &str) -> Option<String> {
+    text.split_whitespace()
+        .skip_while(|w| *w != key)
+        .nth(1)
+        .map(str::to_string)
 }
 
 impl Drop for Lab {
