@@ -275,19 +275,7 @@ async fn ip_hash_and_hash_are_stable_and_consistent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p2c_ewma_prefers_the_fast_backend() {
-    let slow = TestBackend::start(
-        "slow",
-        Arc::new(|_req| {
-            Box::pin(async {
-                tokio::time::sleep(Duration::from_millis(40)).await;
-                Response::builder()
-                    .header("x-backend", "slow")
-                    .body(full("slow"))
-                    .unwrap()
-            })
-        }),
-    )
-    .await;
+    let slow = TestBackend::delayed("slow", Duration::from_millis(40)).await;
     let fast = TestBackend::echo("fast").await;
     let f = Fulcrum::start(&pool_config(
         &addr_list(&[&slow, &fast]),
@@ -676,19 +664,7 @@ async fn split_ratio_and_stickiness() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hedged_request_is_answered_by_the_fast_backend() {
-    let slow = TestBackend::start(
-        "slow",
-        Arc::new(|_req| {
-            Box::pin(async {
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                Response::builder()
-                    .header("x-backend", "slow")
-                    .body(full("slow"))
-                    .unwrap()
-            })
-        }),
-    )
-    .await;
+    let slow = TestBackend::delayed("slow", Duration::from_secs(3)).await;
     let fast = TestBackend::echo("fast").await;
     let f = Fulcrum::start(&pool_config(
         &addr_list(&[&slow, &fast]),

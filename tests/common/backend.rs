@@ -92,6 +92,25 @@ impl TestBackend {
         .await
     }
 
+    /// A backend that answers every request after `delay`, with its name.
+    pub async fn delayed(name: &str, delay: std::time::Duration) -> TestBackend {
+        let n = name.to_string();
+        Self::start(
+            name,
+            Arc::new(move |_req| {
+                let n = n.clone();
+                Box::pin(async move {
+                    tokio::time::sleep(delay).await;
+                    Response::builder()
+                        .header("x-backend", n.as_str())
+                        .body(full(n))
+                        .unwrap()
+                })
+            }),
+        )
+        .await
+    }
+
     pub async fn start(name: &str, handler: Handler) -> TestBackend {
         Self::start_at(name, "127.0.0.1:0".parse().unwrap(), handler).await
     }
