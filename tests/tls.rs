@@ -407,50 +407,19 @@ async fn http_redirects_to_https() {
     assert_eq!(be.hits(), 0);
 }
 
-/// A backend behind TLS, with a certificate for `name` from `ca`.
+/// A backend behind TLS (HTTP/1.1 only), with a certificate for `name` from `ca`.
 async fn tls_backend(ca: &Ca, name: &str) -> SocketAddr {
-    let (c, k) = ca.leaf(&[name]);
-    use rustls::pki_types::pem::PemObject;
-    let certs = rustls_pemfile_free(&c);
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(k.as_bytes()).unwrap();
-    let cfg = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { return };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(s).await else {
-                    return;
-                };
-                let svc = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(
-                        http::Response::builder()
-                            .header("x-backend", "tls")
-                            .body(Full::new(Bytes::from("secure")))
-                            .unwrap(),
-                    )
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+    tls_backend_with(ca, name, &[]).await.0
 }
 
-/// A backend behind TLS that offers h2 and http/1.1 by ALPN, answers with the
-/// protocol the request came over (`x-version`), echoes WebSockets on `/ws`
-/// (over HTTP/1.1), and counts its connections.
-async fn tls_backend_h2(ca: &Ca, name: &str) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+/// A backend behind TLS that offers `alpn` (none: HTTP/1.1), answers "secure"
+/// with the protocol the request came over (`x-version`), echoes WebSockets on
+/// `/ws` (over HTTP/1.1), and counts its connections.
+async fn tls_backend_with(
+    ca: &Ca,
+    name: &str,
+    alpn: &[&[u8]],
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     use rustls::pki_types::pem::PemObject;
     let (c, k) = ca.leaf(&[name]);
     let certs = rustls_pemfile_free(&c);
@@ -461,7 +430,7 @@ async fn tls_backend_h2(ca: &Ca, name: &str) -> (SocketAddr, Arc<std::sync::atom
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .unwrap();
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -521,7 +490,7 @@ async fn https_backends_get_http2_when_they_choose_it_by_alpn() {
     let ca = Ca::new("Upstream CA");
     let dir = TempDir::new("tls-up-h2");
     let ca_path = dir.write("ca.pem", &ca.pem());
-    let (be, conns) = tls_backend_h2(&ca, "backend.test").await;
+    let (be, conns) = tls_backend_with(&ca, "backend.test", &[b"h2", b"http/1.1"]).await;
     let old = tls_backend(&ca, "backend.test").await;
     let cfg = format!(
         "listeners: [\"127.0.0.1:0\"]\npools:\n  - name: h2\n    backends: [\"https://{be}\"]\n    tls: {{ ca: \"{ca}\", server_name: backend.test }}\n  - name: h1only\n    backends: [\"https://{be}\"]\n    tls: {{ ca: \"{ca}\", server_name: backend.test, http2: false }}\n  - name: old\n    backends: [\"https://{old}\"]\n    tls: {{ ca: \"{ca}\", server_name: backend.test }}\nroutes:\n  - {{ host: h2.test, pool: h2 }}\n  - {{ host: h1only.test, pool: h1only }}\n  - {{ host: old.test, pool: old }}\n",
