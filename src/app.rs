@@ -530,10 +530,7 @@ impl App {
             .removed
             .retain(|(p, k)| !(p == pool && *k == backend.address.key));
         overlay.added.push((pool.to_string(), backend.clone()));
-        let base = state.base.clone();
-        self.apply_locked(&mut state, base, overlay)
-            .await
-            .map_err(ApiError::from)?;
+        self.apply_overlay(&mut state, overlay).await?;
         self.events.record(
             "backend.added",
             Some(pool),
@@ -541,6 +538,19 @@ impl App {
             "added through the admin API",
         );
         Ok(())
+    }
+
+    /// Applies the file config with a new set of runtime changes.
+    async fn apply_overlay(
+        self: &Arc<Self>,
+        state: &mut ReloadState,
+        overlay: Overlay,
+    ) -> Result<(), ApiError> {
+        let base = state.base.clone();
+        self.apply_locked(state, base, overlay)
+            .await
+            .map(|_| ())
+            .map_err(ApiError::from)
     }
 
     pub async fn remove_backend(self: &Arc<Self>, pool: &str, key: &str) -> Result<(), ApiError> {
@@ -566,10 +576,7 @@ impl App {
         if overlay.added.len() == was_added {
             overlay.removed.push((pool.to_string(), key.to_string()));
         }
-        let base = state.base.clone();
-        self.apply_locked(&mut state, base, overlay)
-            .await
-            .map_err(ApiError::from)?;
+        self.apply_overlay(&mut state, overlay).await?;
         self.events.record(
             "backend.removed",
             Some(pool),

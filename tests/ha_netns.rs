@@ -227,6 +227,27 @@ fn setup(
     Some((ha, sampler, first, one))
 }
 
+/// A dead host: `old` is killed (-9) and its cable pulled at `t0`. Returns the new
+/// holder, when it held the VIP and when the client was served again (from `t0`).
+fn kill_host(
+    ha: &mut Ha,
+    sampler: &VipSampler,
+    client: &ClientLoop,
+    old: &str,
+    t0: Instant,
+) -> (String, Duration, Duration) {
+    ha.proc(old).signal(libc::SIGKILL);
+    ha.lab.cut(old);
+    sampler.dead.lock().unwrap().insert(old.to_string());
+    let new = ha.wait_holder(sampler, Some(old));
+    let took = sampler.first_held_by(&new, t0).unwrap() - t0;
+    wait_until("the client is served again", || {
+        client.first_success_after(t0 + took).is_some()
+    });
+    let served = client.first_success_after(t0 + took).unwrap() - t0;
+    (new, took, served)
+}
+
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + DEADLINE;
     while !f() {
@@ -250,15 +271,7 @@ fn kill_9_and_link_cut_moves_the_vip_and_the_old_primary_rejoins_as_secondary() 
     // keeps the address, as a powered-off host's config would, but nobody can
     // reach it: it no longer counts as a holder.)
     let t0 = Instant::now();
-    ha.proc(&old).signal(libc::SIGKILL);
-    ha.lab.cut(&old);
-    sampler.dead.lock().unwrap().insert(old.clone());
-    let new = ha.wait_holder(&sampler, Some(&old));
-    let took = sampler.first_held_by(&new, t0).unwrap() - t0;
-    wait_until("the client is served again", || {
-        client.first_success_after(t0 + took).is_some()
-    });
-    let served = client.first_success_after(t0 + took).unwrap() - t0;
+    let (new, took, served) = kill_host(&mut ha, &sampler, &client, &old, t0);
     eprintln!(
         "kill -9: VIP on {new} after {took:?}, client served again after {served:?}, {} failed requests",
         client.failures_after(t0)
@@ -461,15 +474,7 @@ fn bench_takeover_and_packet_loss() {
         let old = ha.wait_holder(&sampler, None);
         std::thread::sleep(Duration::from_secs(2));
         let t0 = Instant::now();
-        ha.proc(&old).signal(libc::SIGKILL);
-        ha.lab.cut(&old);
-        sampler.dead.lock().unwrap().insert(old.clone());
-        let new = ha.wait_holder(&sampler, Some(&old));
-        let vip = sampler.first_held_by(&new, t0).unwrap() - t0;
-        wait_until("served again", || {
-            client.first_success_after(t0 + vip).is_some()
-        });
-        let served = client.first_success_after(t0 + vip).unwrap() - t0;
+        let (new, vip, served) = kill_host(&mut ha, &sampler, &client, &old, t0);
         let failed = client.failures_after(t0);
         let double = sampler.longest_double(t0);
         eprintln!(
