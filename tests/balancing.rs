@@ -321,28 +321,7 @@ async fn route_override_and_failover_algorithm() {
 
 /// A backend whose /health answers 200 or 503 as the test flips it.
 async fn switchable(name: &'static str) -> (TestBackend, Arc<AtomicBool>) {
-    let healthy = Arc::new(AtomicBool::new(true));
-    let h = healthy.clone();
-    let be = TestBackend::start(
-        name,
-        Arc::new(move |req: Request<Incoming>| {
-            let h = h.clone();
-            Box::pin(async move {
-                let status = if req.uri().path() == "/health" && !h.load(Ordering::SeqCst) {
-                    503
-                } else {
-                    200
-                };
-                Response::builder()
-                    .status(status)
-                    .header("x-backend", name)
-                    .body(full(name))
-                    .unwrap()
-            })
-        }),
-    )
-    .await;
-    (be, healthy)
+    TestBackend::switchable(name, true).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,24 +20,7 @@ use std::time::{Duration, Instant};
 
 /// A backend that can be made to fail (every answer 503, health included).
 async fn level_backend(name: &'static str) -> (TestBackend, Arc<AtomicBool>) {
-    let up = Arc::new(AtomicBool::new(true));
-    let u = up.clone();
-    let be = TestBackend::start(
-        name,
-        Arc::new(move |_req: Request<Incoming>| {
-            let u = u.clone();
-            Box::pin(async move {
-                let status = if u.load(Ordering::SeqCst) { 200 } else { 503 };
-                Response::builder()
-                    .status(status)
-                    .header("x-backend", name)
-                    .body(full(name))
-                    .unwrap()
-            })
-        }),
-    )
-    .await;
-    (be, up)
+    TestBackend::switchable(name, false).await
 }
 
 /// Receives webhook posts; keeps (arrival time, JSON body).

@@ -92,6 +92,33 @@ impl TestBackend {
         .await
     }
 
+    /// A backend the test can make fail: while the flag is false it answers 503,
+    /// on `/health` only (`health_only`) or on every path.
+    pub async fn switchable(
+        name: &'static str,
+        health_only: bool,
+    ) -> (TestBackend, Arc<std::sync::atomic::AtomicBool>) {
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let u = up.clone();
+        let be = Self::start(
+            name,
+            Arc::new(move |req: Request<Incoming>| {
+                let u = u.clone();
+                Box::pin(async move {
+                    let failing = !u.load(Ordering::SeqCst)
+                        && (!health_only || req.uri().path() == "/health");
+                    Response::builder()
+                        .status(if failing { 503 } else { 200 })
+                        .header("x-backend", name)
+                        .body(full(name))
+                        .unwrap()
+                })
+            }),
+        )
+        .await;
+        (be, up)
+    }
+
     /// A backend that answers every request after `delay`, with its name.
     pub async fn delayed(name: &str, delay: std::time::Duration) -> TestBackend {
         let n = name.to_string();
