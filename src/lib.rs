@@ -1,24 +1,50 @@
 //! Fulcrum: a reverse proxy and load balancer built to keep an application up.
 //!
-//! Data flows one way: `config` (parse, validate) → `runtime` (an immutable
-//! compiled snapshot) → `proxy` (the request path). Health checks and the admin API
-//! write backend state through atomics that the request path only reads.
+//! Data flows one way: config layers (the file, admin changes, discovery) → a pure
+//! compile → an immutable snapshot → the request path. Health checks, failover,
+//! the admin API and discovery write state the request path only reads, through
+//! narrow handles; only the supervisor knows every module. docs/architecture.md
+//! tells the whole story.
+//!
+//! # Layers
+//!
+//! A module may import only modules on lines above its own (`.ci/check-layers`
+//! enforces it); modules on one line do not import each other.
+//!
+//! ```text
+//! layer 0: clock rand logging
+//! layer 1: config
+//! layer 2: command events
+//! layer 3: tls telemetry otlp
+//! layer 4: net upstream
+//! layer 5: snapshot
+//! layer 6: health acme
+//! layer 7: failover
+//! layer 8: proxy cluster
+//! layer 9: listener
+//! layer 10: admin
+//! layer 11: supervisor
+//! layer 12: cli
+//! ```
 
-pub mod admin;
-pub mod app;
+mod acme;
+mod admin;
 pub mod cli;
-pub mod clock;
-pub mod cluster;
-pub mod config;
-pub mod events;
-pub mod failover;
-pub mod health;
+mod clock;
+mod cluster;
+mod command;
+mod config;
+mod events;
+mod failover;
+mod health;
+mod listener;
 pub mod logging;
-pub mod net;
-pub mod otlp;
-pub mod proxy;
-pub mod rand;
-pub mod runtime;
-pub mod telemetry;
-pub mod tls;
-pub mod upstream;
+mod net;
+mod otlp;
+mod proxy;
+mod rand;
+mod snapshot;
+mod supervisor;
+mod telemetry;
+mod tls;
+mod upstream;

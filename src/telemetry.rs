@@ -6,7 +6,6 @@
 //! strings (no string hashing per request); each entry keeps those strings alive,
 //! so an address cannot be reused for another name while it is counted.
 
-use crate::proxy::completion::Completion;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -135,33 +134,32 @@ impl Telemetry {
         })
     }
 
-    pub fn request_done(&self, c: &Completion) {
+    /// Counts one finished request: by status class always; by route, pool,
+    /// backend and code, with its latency, when it matched a route.
+    pub(crate) fn record(
+        &self,
+        status: u16,
+        route: Option<&Arc<str>>,
+        pool: Option<&Arc<str>>,
+        backend: Option<&Arc<str>>,
+        secs: f64,
+    ) {
         self.requests.fetch_add(1, Relaxed);
-        let class = (c.status / 100).min(5) as usize;
+        let class = (status / 100).min(5) as usize;
         self.by_class[class].fetch_add(1, Relaxed);
-        let Some(route) = c.route.map(|i| &c.rt.routes[i].name_arc) else {
+        let Some(route) = route else {
             return;
         };
-        let pool = c.pool.map(|i| c.rt.pools[i].name_arc.clone());
-        let backend = c.backend.as_ref().map(|b| b.key_arc.clone());
-        let secs = c.started.elapsed().as_secs_f64();
+        let ptr = |a: Option<&Arc<str>>| a.map_or(0, |a| Arc::as_ptr(a) as *const u8 as usize);
         self.with_shard(|d| {
-            let key = (
-                Arc::as_ptr(route) as *const u8 as usize,
-                pool.as_ref()
-                    .map_or(0, |p| Arc::as_ptr(p) as *const u8 as usize),
-                backend
-                    .as_ref()
-                    .map_or(0, |b| Arc::as_ptr(b) as *const u8 as usize),
-                c.status,
-            );
+            let key = (ptr(Some(route)), ptr(pool), ptr(backend), status);
             d.counts
                 .entry(key)
                 .or_insert_with(|| CountEntry {
                     route: route.clone(),
-                    pool: pool.clone().unwrap_or_else(|| Arc::from("")),
-                    backend: backend.clone().unwrap_or_else(|| Arc::from("")),
-                    code: c.status,
+                    pool: pool.cloned().unwrap_or_else(|| Arc::from("")),
+                    backend: backend.cloned().unwrap_or_else(|| Arc::from("")),
+                    code: status,
                     count: 0,
                 })
                 .count += 1;

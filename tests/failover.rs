@@ -501,3 +501,53 @@ async fn the_seed_config_validates_and_runs() {
         (Some(true), Some(1))
     );
 }
+
+/// SPEC §4, `delayed`: a primary whose checks fail for less than `delay` while it
+/// still answers keeps every request; the backup sees none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_keeps_traffic_on_a_primary_that_still_answers() {
+    let (p, p_health) = TestBackend::switchable("primary", true).await;
+    let b = TestBackend::echo("backup").await;
+    let f = Fulcrum::start(&format!(
+        "listeners: [\"127.0.0.1:0\"]
+access_log: {{ enabled: false }}
+pools:
+  - name: app
+    backends:
+      - {{ address: \"{}\" }}
+      - {{ address: \"{}\", failover_level: 1 }}
+    health_check: {{ path: /health, interval: 100ms, timeout: 90ms, unhealthy_threshold: 1, healthy_threshold: 1 }}
+routes:
+  - {{ pool: app }}
+failover:
+  strategy: delayed
+  delay: 3s
+  check_interval: 100ms
+  recovery_interval: 300ms
+",
+        p.addr, b.addr
+    ));
+    let addr = f.listener(0);
+    assert_eq!(who(addr).await, "primary");
+    p_health.store(false, Ordering::SeqCst);
+    f.stderr
+        .wait_for("primary down", |l| l.contains("backend is down"));
+    let failed_at = Instant::now();
+    let mut answers = HashMap::new();
+    while failed_at.elapsed() < Duration::from_millis(2500) {
+        if failed_at.elapsed() >= Duration::from_millis(1200) {
+            p_health.store(true, Ordering::SeqCst);
+        }
+        let r = client::get(addr, "/").await;
+        *answers
+            .entry((r.status, r.header("x-backend").unwrap_or_default()))
+            .or_insert(0usize) += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(b.saw("/"), 0, "requests reached the backup: {answers:?}");
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert!(
+        answers.contains_key(&(StatusCode::OK, "primary".to_string())),
+        "{answers:?}"
+    );
+}

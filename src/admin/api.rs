@@ -1,11 +1,11 @@
-//! `/api/v1/...`: status, config, reload, pools and backends, events.
+//! `/api/v1/...`: status, config, reload, pools and backends, events, cluster.
 
-use super::command::{self, AdminCommand, Outcome};
-use super::{AdminBody, error, json, read_body};
-use crate::app::{ApiError, App};
+use super::{AdminBody, AdminContext, error, json, outcome, read_body};
+use crate::command::{BackendAction, Command};
 use crate::config::BackendAddress;
+use crate::proxy::headers as hdr;
 use crate::upstream::backend::AdminState;
-use crate::upstream::pool::Pool;
+use crate::upstream::pool::{Member, Pool};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -17,104 +17,79 @@ use std::sync::atomic::Ordering::Relaxed;
 /// Largest config or backend document accepted.
 const BODY_LIMIT: usize = 4 * 1024 * 1024;
 
-fn percent_decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
-        {
-            out.push(h * 16 + l);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
+/// A query parameter, percent-decoded.
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == name).then(|| percent_decode(v))
-    })
+    hdr::query_param(query?, name).map(hdr::percent_decode)
 }
 
-fn api_error(e: ApiError) -> Response<AdminBody> {
-    let mut v = json!({ "error": e.message });
-    if !e.errors.is_empty() {
-        v["errors"] = Value::from(e.errors);
-    }
-    json(e.status, &v)
-}
-
-pub async fn route(app: &Arc<App>, req: Request<Incoming>, rest: String) -> Response<AdminBody> {
+pub(super) async fn route(
+    ctx: &Arc<AdminContext>,
+    req: Request<Incoming>,
+    rest: String,
+) -> Response<AdminBody> {
     let method = req.method().clone();
     let query = req.uri().query().map(str::to_string);
     let segs: Vec<String> = rest
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(percent_decode)
+        .map(hdr::percent_decode)
         .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let m = method.as_str();
     match segs.as_slice() {
-        ["status"] if m == "GET" => json(StatusCode::OK, &status(app).await),
-        ["config"] if m == "GET" => json(StatusCode::OK, &app.config_json().await),
-        ["config"] if m == "PUT" => put_config(app, req, query.as_deref()).await,
-        ["reload"] if m == "POST" => match app.reload_from_file(true).await {
-            Ok(outcome) => json(
-                StatusCode::OK,
-                &json!({ "generation": outcome.generation() }),
-            ),
-            Err(e) => api_error(ApiError::from(e)),
-        },
+        ["status"] if m == "GET" => json(StatusCode::OK, &status(ctx)),
+        ["config"] if m == "GET" => json(StatusCode::OK, &config_json(ctx)),
+        ["config"] if m == "PUT" => put_config(ctx, req, query.as_deref()).await,
+        ["reload"] if m == "POST" => outcome(
+            ctx.commands
+                .submit(Command::ReloadFile { force: true })
+                .await,
+            StatusCode::OK,
+        ),
         ["pools"] if m == "GET" => {
-            let rt = app.runtime.load();
+            let rt = ctx.proxy.snapshot.load();
             json(
                 StatusCode::OK,
                 &Value::Array(rt.pools.iter().map(|p| pool_json(p)).collect()),
             )
         }
-        ["pools", name] if m == "GET" => match app.runtime.load().pool(name) {
+        ["pools", name] if m == "GET" => match ctx.proxy.snapshot.load().pool(name) {
             Some(p) => json(StatusCode::OK, &pool_json(p)),
             None => error(StatusCode::NOT_FOUND, format!("no pool named `{name}`")),
         },
-        ["pools", name, "backends"] if m == "POST" => add_backend(app, name, req).await,
-        ["pools", name, "backends", addr] if m == "GET" => match app.runtime.load().pool(name) {
-            Some(p) => match p.members.iter().find(|mb| mb.backend.key() == *addr) {
-                Some(mb) => json(StatusCode::OK, &member_json(p, mb)),
-                None => error(
-                    StatusCode::NOT_FOUND,
-                    format!("pool `{name}` has no backend {addr}"),
-                ),
-            },
-            None => error(StatusCode::NOT_FOUND, format!("no pool named `{name}`")),
-        },
+        ["pools", name, "backends"] if m == "POST" => add_backend(ctx, name, req).await,
+        ["pools", name, "backends", addr] if m == "GET" => {
+            match ctx.proxy.snapshot.load().pool(name) {
+                Some(p) => match p.members.iter().find(|mb| mb.backend.key() == *addr) {
+                    Some(mb) => json(StatusCode::OK, &member_json(mb)),
+                    None => error(
+                        StatusCode::NOT_FOUND,
+                        format!("pool `{name}` has no backend {addr}"),
+                    ),
+                },
+                None => error(StatusCode::NOT_FOUND, format!("no pool named `{name}`")),
+            }
+        }
         ["pools", name, "backends", addr] if m == "DELETE" => outcome(
-            app.execute(AdminCommand::RemoveBackend {
-                pool: name.to_string(),
-                address: addr.to_string(),
-            })
-            .await,
+            ctx.commands
+                .submit(Command::RemoveBackend {
+                    pool: name.to_string(),
+                    address: addr.to_string(),
+                })
+                .await,
+            StatusCode::OK,
         ),
         ["pools", name, "backends", addr, action] if m == "POST" => {
-            backend_action(app, name, addr, action).await
+            backend_action(ctx, name, addr, action).await
         }
         ["events"] if m == "GET" => {
             let limit = query_param(query.as_deref(), "limit")
                 .and_then(|l| l.parse().ok())
                 .unwrap_or(100);
-            json(StatusCode::OK, &json!(app.events.recent(limit)))
+            json(StatusCode::OK, &json!(ctx.proxy.events.recent(limit)))
         }
-        ["events", "stream"] if m == "GET" => event_stream(app),
-        ["cluster"] if m == "GET" => match app.cluster() {
+        ["events", "stream"] if m == "GET" => event_stream(ctx),
+        ["cluster"] if m == "GET" => match ctx.cluster.get() {
             Some(c) => json(StatusCode::OK, &c.status_json()),
             None => json(
                 StatusCode::OK,
@@ -129,7 +104,7 @@ pub async fn route(app: &Arc<App>, req: Request<Incoming>, rest: String) -> Resp
             ),
         },
         ["failover", action] => {
-            crate::failover::api::handle(app, &method, action, query.as_deref()).await
+            super::failover::handle(ctx, &method, action, query.as_deref()).await
         }
         ["status"]
         | ["config"]
@@ -152,12 +127,12 @@ pub async fn route(app: &Arc<App>, req: Request<Incoming>, rest: String) -> Resp
     }
 }
 
-async fn status(app: &Arc<App>) -> Value {
-    let rt = app.runtime.load();
-    let listeners: Vec<Value> = app
-        .listener_addresses()
-        .await
-        .into_iter()
+fn status(ctx: &AdminContext) -> Value {
+    let rt = ctx.proxy.snapshot.load();
+    let node = ctx.status.load();
+    let listeners: Vec<Value> = node
+        .listeners
+        .iter()
         .map(|(configured, bound)| json!({"configured": configured.to_string(), "address": bound.to_string()}))
         .collect();
     let (mut total, mut up) = (0, 0);
@@ -170,22 +145,63 @@ async fn status(app: &Arc<App>) -> Value {
     }
     json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "uptime_seconds": app.started.elapsed().as_secs_f64().floor(),
+        "uptime_seconds": ctx.started.elapsed().as_secs_f64().floor(),
         "generation": rt.generation,
-        "config_path": app.config_path.as_ref().map(|p| p.display().to_string()),
+        "config_path": node.config_path.as_ref().map(|p| p.display().to_string()),
         "listeners": listeners,
-        "admin": app.admin_address().await.map(|a| a.to_string()),
-        "cluster_role": app.cluster().map(|c| c.role().word()).unwrap_or("standalone"),
-        "requests_total": app.telemetry.requests.load(Relaxed),
+        "admin": node.admin.map(|a| a.to_string()),
+        "cluster_role": ctx.cluster.get().map(|c| c.role().word()).unwrap_or("standalone"),
+        "requests_total": ctx.proxy.telemetry.requests.load(Relaxed),
         "pools": rt.pools.len(),
         "routes": rt.routes.len(),
         "backends": { "total": total, "available": up },
-        "certificates": app.certificates_json(),
+        "certificates": certificates_json(ctx),
+    })
+}
+
+/// Every certificate served, for the status page.
+fn certificates_json(ctx: &AdminContext) -> Value {
+    let rt = ctx.proxy.snapshot.load();
+    let certs = crate::tls::certificates(&rt.config, &ctx.proxy.acme.load());
+    Value::Array(
+        certs
+            .into_iter()
+            .map(|c| {
+                json!({
+                    "names": c.names,
+                    "issuer": c.issuer,
+                    "not_after": crate::clock::rfc3339(c.not_after as f64),
+                    "source": c.source,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// `GET /api/v1/config`: the running config (secrets redacted) and the changes
+/// made on top of the file.
+fn config_json(ctx: &AdminContext) -> Value {
+    let rt = ctx.proxy.snapshot.load();
+    let node = ctx.status.load();
+    let mut states = Vec::new();
+    for (p, m) in rt.backends() {
+        let s = m.backend.admin_state();
+        if s != AdminState::Active {
+            states.push(json!({"pool": p.name, "address": m.backend.key(), "state": format!("{s:?}").to_lowercase()}));
+        }
+    }
+    let mut changes = node.layers.clone();
+    changes["backend_states"] = Value::Array(states);
+    json!({
+        "generation": rt.generation,
+        "source": node.config_path.as_ref().map(|p| p.display().to_string()),
+        "config": crate::config::serialize::config(&rt.config, true),
+        "runtime_changes": changes,
     })
 }
 
 /// What the API calls a backend's state.
-pub fn state_word(m: &crate::upstream::pool::Member, now: u64) -> &'static str {
+fn state_word(m: &Member, now: u64) -> &'static str {
     match m.backend.admin_state() {
         AdminState::Draining => "draining",
         AdminState::Disabled => "disabled",
@@ -195,7 +211,7 @@ pub fn state_word(m: &crate::upstream::pool::Member, now: u64) -> &'static str {
     }
 }
 
-pub fn member_json(p: &Pool, m: &crate::upstream::pool::Member) -> Value {
+pub(crate) fn member_json(m: &Member) -> Value {
     let now = crate::clock::now_ms();
     let b = &m.backend;
     let mut v = json!({
@@ -225,15 +241,14 @@ pub fn member_json(p: &Pool, m: &crate::upstream::pool::Member) -> Value {
     if m.max_requests > 0 {
         v["max_requests"] = Value::from(m.max_requests);
     }
-    let _ = p;
     v
 }
 
-pub fn pool_json(p: &Pool) -> Value {
+fn pool_json(p: &Pool) -> Value {
     json!({
         "name": p.name,
         "algorithm": p.balancer.algorithm.name(),
-        "backends": p.members.iter().map(|m| member_json(p, m)).collect::<Vec<_>>(),
+        "backends": p.members.iter().map(member_json).collect::<Vec<_>>(),
         "retries": p.state.retries.load(Relaxed),
         "hedges": p.state.hedges.load(Relaxed),
         "queue": p.queue.map(|q| json!({
@@ -246,7 +261,7 @@ pub fn pool_json(p: &Pool) -> Value {
 }
 
 async fn put_config(
-    app: &Arc<App>,
+    ctx: &AdminContext,
     req: Request<Incoming>,
     query: Option<&str>,
 ) -> Response<AdminBody> {
@@ -261,34 +276,20 @@ async fn put_config(
             "the config must be UTF-8 text (YAML or JSON)",
         );
     };
-    if persist {
-        if app.cluster().is_some() {
-            return error(
-                StatusCode::CONFLICT,
-                "in a cluster the replicated log under state_dir keeps the config; ?persist is for standalone nodes",
-            );
-        }
-        return match app.put_config(text, true).await {
-            Ok(generation) => json(
-                StatusCode::OK,
-                &json!({ "generation": generation, "persisted": true }),
-            ),
-            Err(e) => api_error(e),
-        };
-    }
-    outcome(
-        app.execute(AdminCommand::PutConfig {
-            text: text.to_string(),
-        })
-        .await,
-    )
+    let text = text.to_string();
+    let cmd = if persist {
+        Command::PersistConfig { text }
+    } else {
+        Command::ReplaceConfig { text }
+    };
+    outcome(ctx.commands.submit(cmd).await, StatusCode::OK)
 }
 
-fn outcome(o: Outcome) -> Response<AdminBody> {
-    json(o.status_code(), &o.body)
-}
-
-async fn add_backend(app: &Arc<App>, pool: &str, req: Request<Incoming>) -> Response<AdminBody> {
+async fn add_backend(
+    ctx: &AdminContext,
+    pool: &str,
+    req: Request<Incoming>,
+) -> Response<AdminBody> {
     let body = match read_body(req, BODY_LIMIT).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -297,86 +298,79 @@ async fn add_backend(app: &Arc<App>, pool: &str, req: Request<Incoming>) -> Resp
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
     };
-    let Some(address) = v.get("address").and_then(Value::as_str) else {
-        return error(StatusCode::BAD_REQUEST, "`address` (host:port) is required");
-    };
-    let address = match BackendAddress::parse(address) {
-        Ok(a) => a,
+    let cmd = match add_backend_command(pool, &v) {
+        Ok(c) => c,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
+    outcome(ctx.commands.submit(cmd).await, StatusCode::CREATED)
+}
+
+/// The command a `POST .../backends` body asks for.
+fn add_backend_command(pool: &str, v: &Value) -> Result<Command, String> {
+    let Some(address) = v.get("address").and_then(Value::as_str) else {
+        return Err("`address` (host:port) is required".into());
+    };
+    let address = BackendAddress::parse(address)?;
     let weight = match v.get("weight") {
         None | Some(Value::Null) => 1,
         Some(w) => match w.as_u64().filter(|w| (1..=1_000_000).contains(w)) {
             Some(w) => w as u32,
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "`weight` must be an integer from 1 to 1000000",
-                );
-            }
+            None => return Err("`weight` must be an integer from 1 to 1000000".into()),
         },
     };
     let level = match v.get("failover_level") {
         None | Some(Value::Null) => 0,
         Some(l) => match l.as_u64().filter(|l| *l <= 100) {
             Some(l) => l as u32,
-            None => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "`failover_level` must be an integer from 0 to 100",
-                );
-            }
+            None => return Err("`failover_level` must be an integer from 0 to 100".into()),
         },
     };
-    for key in v
-        .as_object()
-        .map(|o| o.keys().cloned().collect::<Vec<_>>())
-        .unwrap_or_default()
-    {
-        if !["address", "weight", "failover_level", "region"].contains(&key.as_str()) {
-            return error(StatusCode::BAD_REQUEST, format!("unknown field `{key}`"));
+    if let Some(o) = v.as_object() {
+        for key in o.keys() {
+            if !["address", "weight", "failover_level", "region"].contains(&key.as_str()) {
+                return Err(format!("unknown field `{key}`"));
+            }
         }
     }
-    outcome(
-        app.execute(AdminCommand::AddBackend {
-            pool: pool.to_string(),
-            address: address.key.clone(),
-            weight,
-            failover_level: level,
-            region: v.get("region").and_then(Value::as_str).map(str::to_string),
-        })
-        .await,
-    )
+    Ok(Command::AddBackend {
+        pool: pool.to_string(),
+        address: address.key.clone(),
+        weight,
+        failover_level: level,
+        region: v.get("region").and_then(Value::as_str).map(str::to_string),
+    })
 }
 
 async fn backend_action(
-    app: &Arc<App>,
+    ctx: &AdminContext,
     pool: &str,
     addr: &str,
     action: &str,
 ) -> Response<AdminBody> {
-    if command::backend_action(action).is_none() {
+    let Some(action) = BackendAction::parse(action) else {
         return error(
             StatusCode::NOT_FOUND,
             format!("unknown action `{action}` (drain, disable, enable)"),
         );
-    }
+    };
     outcome(
-        app.execute(AdminCommand::BackendState {
-            pool: pool.to_string(),
-            address: addr.to_string(),
-            action: action.to_string(),
-        })
-        .await,
+        ctx.commands
+            .submit(Command::Backend {
+                pool: pool.to_string(),
+                address: addr.to_string(),
+                action,
+            })
+            .await,
+        StatusCode::OK,
     )
 }
 
 /// Server-sent events: every event as it happens, plus a comment every 15 s to
 /// keep proxies from closing an idle stream.
-fn event_stream(app: &Arc<App>) -> Response<AdminBody> {
-    let mut rx = app.events.subscribe();
+fn event_stream(ctx: &AdminContext) -> Response<AdminBody> {
+    let mut rx = ctx.proxy.events.subscribe();
     let (tx, body_rx) = tokio::sync::mpsc::channel::<Bytes>(64);
-    let shutdown = app.shutdown.clone();
+    let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
         let _ = tx.send(Bytes::from_static(b": connected\n\n")).await;
         loop {
@@ -428,11 +422,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn decodes_percent_escapes() {
-        assert_eq!(percent_decode("%5B%3A%3A1%5D%3A80"), "[::1]:80");
-        assert_eq!(percent_decode("10.0.0.1:80"), "10.0.0.1:80");
-        assert_eq!(percent_decode("bad%zz"), "bad%zz");
-        assert_eq!(percent_decode("end%4"), "end%4");
-        assert_eq!(percent_decode("%é1"), "%é1");
+    fn add_backend_bodies_are_checked() {
+        let ok = add_backend_command("web", &json!({"address": "10.0.0.1:80", "weight": 3}));
+        assert!(matches!(ok, Ok(Command::AddBackend { weight: 3, .. })));
+        assert!(add_backend_command("web", &json!({})).is_err());
+        assert!(
+            add_backend_command("web", &json!({"address": "10.0.0.1:80", "weight": 0})).is_err()
+        );
+        assert!(add_backend_command("web", &json!({"address": "10.0.0.1:80", "x": 1})).is_err());
     }
 }

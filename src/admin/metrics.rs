@@ -4,7 +4,7 @@
 //! the per-thread shards, backend and pool atomics, failover state), so label sets
 //! of backends that were removed disappear with them.
 
-use crate::app::App;
+use super::AdminContext;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
@@ -25,7 +25,7 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 
 #[derive(Debug)]
 struct Collector {
-    app: std::sync::Weak<App>,
+    ctx: std::sync::Weak<AdminContext>,
 }
 
 /// Writes one metric family whose samples are (labels, value).
@@ -45,17 +45,18 @@ fn family<M: EncodeMetric>(
 
 impl prometheus_client::collector::Collector for Collector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(app) = self.app.upgrade() else {
+        let Some(ctx) = self.ctx.upgrade() else {
             return Ok(());
         };
-        let rt = app.runtime.load_full();
+        let proxy = &ctx.proxy;
+        let rt = proxy.snapshot.load_full();
         let now = crate::clock::now_ms();
         let live: HashSet<(String, String)> = rt
             .backends()
             .map(|(p, m)| (p.name.clone(), m.backend.key().to_string()))
             .collect();
 
-        let counts = app.telemetry.request_counts(&|pool, backend| {
+        let counts = proxy.telemetry.request_counts(&|pool, backend| {
             live.contains(&(pool.to_string(), backend.to_string()))
         });
         family(
@@ -86,7 +87,7 @@ impl prometheus_client::collector::Collector for Collector {
                 None,
                 MetricType::Histogram,
             )?;
-            for (route, h) in app.telemetry.latency() {
+            for (route, h) in proxy.telemetry.latency() {
                 let l = labels(&[("route", &route)]);
                 let mut m = fam.encode_family(&l)?;
                 m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
@@ -193,10 +194,10 @@ impl prometheus_client::collector::Collector for Collector {
         )?;
         let mut split = Vec::new();
         for r in &rt.routes {
-            if let crate::runtime::Target::Split { variants, .. } = &r.target {
+            if let crate::snapshot::Target::Split { variants, .. } = &r.target {
                 for v in variants {
                     split.push((
-                        labels(&[("route", &r.name), ("pool", &v.pool.name)]),
+                        labels(&[("route", &*r.name), ("pool", &v.pool.name)]),
                         ConstCounter::new(v.requests.load(Relaxed)),
                     ));
                 }
@@ -209,21 +210,21 @@ impl prometheus_client::collector::Collector for Collector {
             MetricType::Counter,
             split,
         )?;
-        crate::failover::metrics::encode(&app, &rt, &mut enc)?;
-        let certs: Vec<(Labels, ConstGauge)> = app
-            .certificates()
-            .into_iter()
-            .flat_map(|c| {
-                let t = c.not_after;
-                let source = c.source.clone();
-                c.names.into_iter().map(move |n| {
-                    (
-                        labels(&[("name", &n), ("source", &source)]),
-                        ConstGauge::new(t),
-                    )
+        crate::failover::metrics::encode(&rt, &mut enc)?;
+        let certs: Vec<(Labels, ConstGauge)> =
+            crate::tls::certificates(&rt.config, &proxy.acme.load())
+                .into_iter()
+                .flat_map(|c| {
+                    let t = c.not_after;
+                    let source = c.source.clone();
+                    c.names.into_iter().map(move |n| {
+                        (
+                            labels(&[("name", &n), ("source", &source)]),
+                            ConstGauge::new(t),
+                        )
+                    })
                 })
-            })
-            .collect();
+                .collect();
         family(
             &mut enc,
             "fulcrum_certificate_expiry_timestamp_seconds",
@@ -244,9 +245,9 @@ impl prometheus_client::collector::Collector for Collector {
             "fulcrum_uptime_seconds",
             "Seconds since the process started",
             MetricType::Gauge,
-            gauge(app.started.elapsed().as_secs() as i64),
+            gauge(ctx.started.elapsed().as_secs() as i64),
         )?;
-        let dropped = app
+        let dropped = proxy
             .access_log
             .load()
             .as_ref()
@@ -258,7 +259,7 @@ impl prometheus_client::collector::Collector for Collector {
             MetricType::Counter,
             vec![(Labels::new(), ConstCounter::new(dropped))],
         )?;
-        if let Some(c) = app.cluster() {
+        if let Some(c) = ctx.cluster.get() {
             let primary = i64::from(c.role() == crate::cluster::role::Role::Primary);
             family(
                 &mut enc,
@@ -292,10 +293,10 @@ impl prometheus_client::collector::Collector for Collector {
     }
 }
 
-pub fn render(app: &Arc<App>) -> String {
+pub(super) fn render(ctx: &Arc<AdminContext>) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Collector {
-        app: Arc::downgrade(app),
+        ctx: Arc::downgrade(ctx),
     }));
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {

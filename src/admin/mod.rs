@@ -1,14 +1,21 @@
 //! The admin listener: JSON API, Prometheus metrics, the live dashboard.
 //!
-//! It runs apart from the proxy listeners and reads the same state; what it changes
-//! goes through `App` (which recompiles the snapshot) or the backend atomics.
+//! It runs apart from the proxy listeners and reads the same state through
+//! [`AdminContext`]; every change it asks for is a typed command handed to the
+//! command sink (executed here, or replicated first in a cluster).
 
-pub mod api;
-pub mod command;
+mod api;
 mod dashboard;
-pub mod metrics;
+mod failover;
+mod metrics;
 
-use crate::app::App;
+pub(crate) use api::member_json;
+
+use crate::cluster::Cluster;
+use crate::command::{CommandError, CommandSink, ErrorKind};
+use crate::failover::notify::Notifier;
+use crate::proxy::ProxyContext;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
@@ -16,23 +23,46 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::OnceLock;
+use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub type AdminBody = BoxBody<Bytes, Infallible>;
+pub(crate) type AdminBody = BoxBody<Bytes, Infallible>;
 
-/// A running admin listener.
-pub struct AdminServer {
-    pub configured: SocketAddr,
-    pub local_addr: SocketAddr,
-    stop: CancellationToken,
+/// What the supervisor tells the admin API about the node, republished after
+/// every change.
+#[derive(Default)]
+pub(crate) struct NodeStatus {
+    pub(crate) config_path: Option<PathBuf>,
+    /// (configured, bound) address of every listener.
+    pub(crate) listeners: Vec<(SocketAddr, SocketAddr)>,
+    pub(crate) admin: Option<SocketAddr>,
+    /// The changes made on top of the config file (API, discovery), as JSON.
+    pub(crate) layers: serde_json::Value,
 }
 
-impl AdminServer {
-    pub fn stop(&self) {
-        self.stop.cancel();
-    }
+/// What the admin API reads and where it sends changes.
+pub(crate) struct AdminContext {
+    /// The request path's state, read only: snapshot, counters, access log, ACME.
+    pub(crate) proxy: Arc<ProxyContext>,
+    pub(crate) commands: Arc<dyn CommandSink>,
+    pub(crate) status: ArcSwap<NodeStatus>,
+    pub(crate) cluster: OnceLock<Arc<Cluster>>,
+    pub(crate) notifier: Arc<Notifier>,
+    pub(crate) token: ArcSwapOption<String>,
+    pub(crate) started: Instant,
+    /// Cancelled on shutdown (ends event streams).
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// A running admin listener.
+pub(crate) struct AdminServer {
+    pub(crate) configured: SocketAddr,
+    pub(crate) local_addr: SocketAddr,
+    stop: CancellationToken,
 }
 
 impl Drop for AdminServer {
@@ -43,12 +73,12 @@ impl Drop for AdminServer {
 
 /// Binds and starts serving. Not async on purpose: the API can itself trigger an
 /// apply that restarts this listener.
-pub fn start(app: &Arc<App>, address: SocketAddr) -> std::io::Result<AdminServer> {
-    let std_listener = crate::proxy::listener::bind(address)?;
+pub(crate) fn start(ctx: &Arc<AdminContext>, address: SocketAddr) -> std::io::Result<AdminServer> {
+    let std_listener = crate::net::bind(address)?;
     let listener = TcpListener::from_std(std_listener)?;
     let local_addr = listener.local_addr()?;
-    let stop = app.shutdown.child_token();
-    let weak = Arc::downgrade(app);
+    let stop = ctx.shutdown.child_token();
+    let weak = Arc::downgrade(ctx);
     let stop2 = stop.clone();
     tokio::spawn(async move {
         loop {
@@ -57,12 +87,12 @@ pub fn start(app: &Arc<App>, address: SocketAddr) -> std::io::Result<AdminServer
                 _ = stop2.cancelled() => return,
             };
             let Ok((stream, _)) = accepted else { continue };
-            let Some(app) = weak.upgrade() else { return };
+            let Some(ctx) = weak.upgrade() else { return };
             let stop3 = stop2.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
-                    let app = app.clone();
-                    async move { Ok::<_, Infallible>(handle(app, req).await) }
+                    let ctx = ctx.clone();
+                    async move { Ok::<_, Infallible>(handle(ctx, req).await) }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 let conn = builder.serve_connection(TokioIo::new(stream), svc);
@@ -81,7 +111,7 @@ pub fn start(app: &Arc<App>, address: SocketAddr) -> std::io::Result<AdminServer
     })
 }
 
-pub fn full(
+pub(crate) fn full(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
@@ -95,11 +125,11 @@ pub fn full(
     r
 }
 
-pub fn json(status: StatusCode, v: &serde_json::Value) -> Response<AdminBody> {
+pub(crate) fn json(status: StatusCode, v: &serde_json::Value) -> Response<AdminBody> {
     full(status, "application/json", v.to_string())
 }
 
-pub fn error(status: StatusCode, message: impl Into<String>) -> Response<AdminBody> {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response<AdminBody> {
     json(status, &serde_json::json!({ "error": message.into() }))
 }
 
@@ -112,8 +142,8 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorized(app: &App, req: &Request<Incoming>) -> bool {
-    let token = app.admin_token.load();
+fn authorized(ctx: &AdminContext, req: &Request<Incoming>) -> bool {
+    let token = ctx.token.load();
     let Some(token) = token.as_deref() else {
         return true;
     };
@@ -130,13 +160,13 @@ fn authorized(app: &App, req: &Request<Incoming>) -> bool {
     }
 }
 
-async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<AdminBody> {
+async fn handle(ctx: Arc<AdminContext>, req: Request<Incoming>) -> Response<AdminBody> {
     let path = req.uri().path().to_string();
     // The dashboard page itself holds no data; its API calls carry the token.
     if req.method() == http::Method::GET && (path == "/" || path == "/dashboard") {
         return dashboard::page();
     }
-    if !authorized(&app, &req) {
+    if !authorized(&ctx, &req) {
         let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -149,17 +179,44 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<AdminBody> {
         return full(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            metrics::render(&app),
+            metrics::render(&ctx),
         );
     }
     match path.strip_prefix("/api/v1") {
-        Some(rest) => api::route(&app, req, rest.to_string()).await,
+        Some(rest) => api::route(&ctx, req, rest.to_string()).await,
         None => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
 }
 
+/// The answer to an executed command: its JSON, or its error with the status
+/// its kind calls for.
+pub(crate) fn outcome(o: crate::command::Outcome, success: StatusCode) -> Response<AdminBody> {
+    match o {
+        Ok(v) => json(success, &v),
+        Err(e) => command_error(&e),
+    }
+}
+
+pub(crate) fn command_error(e: &CommandError) -> Response<AdminBody> {
+    let status = match e.kind {
+        ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let mut v = serde_json::json!({ "error": e.message });
+    if !e.details.is_empty() {
+        v["errors"] = serde_json::Value::from(e.details.clone());
+    }
+    json(status, &v)
+}
+
 /// Reads a request body, bounded.
-pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Response<AdminBody>> {
+pub(crate) async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<Bytes, Response<AdminBody>> {
     let limited = http_body_util::Limited::new(req.into_body(), limit);
     match limited.collect().await {
         Ok(b) => Ok(b.to_bytes()),

@@ -383,7 +383,7 @@ fn print_human(cmd: &CtlCommand, v: &Value) {
                         .map(|e| {
                             let t = e["ts"].as_f64().unwrap_or(0.0);
                             vec![
-                                crate::failover::rfc3339(t),
+                                crate::clock::rfc3339(t),
                                 s(&e["kind"]),
                                 e.get("pool").map(s).unwrap_or_default(),
                                 e.get("backend").map(s).unwrap_or_default(),

@@ -2,12 +2,13 @@
 //! crashes and comes back every ~20 s so a newcomer can watch it leave and rejoin
 //! the rotation while traffic keeps flowing without errors.
 
-use crate::app::App;
 use crate::config::tree::Loc;
 use crate::config::{
     AccessLogConfig, BackendAddress, BackendConfig, Config, HealthCheckOverride, ListenerConfig,
     Loaded, PassiveHealthConfig, PoolConfig, RouteConfig, RouteTarget,
 };
+use crate::events::EventKind;
+use crate::supervisor::Supervisor;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
@@ -209,7 +210,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
         let listen = args.listen.unwrap_or_else(|| free_addr("127.0.0.1:8080".parse().expect("static address")));
         let admin = args.admin.unwrap_or_else(|| free_addr("127.0.0.1:9000".parse().expect("static address")));
         let config = demo_config(listen, admin, &backends.iter().map(|b| b.addr).collect::<Vec<_>>());
-        let app = match App::start(Loaded {
+        let app = match Supervisor::start(Loaded {
             config,
             path: None,
             text: String::new(),
@@ -264,8 +265,8 @@ pub fn run(args: DemoArgs) -> ExitCode {
 }
 
 /// Prints health events as they happen, naming backends as the demo does.
-async fn print_events(app: Arc<App>, names: HashMap<String, String>) {
-    let mut rx = app.events.subscribe();
+async fn print_events(app: Arc<Supervisor>, names: HashMap<String, String>) {
+    let mut rx = app.subscribe_events();
     loop {
         match rx.recv().await {
             Ok(e) => {
@@ -275,10 +276,10 @@ async fn print_events(app: Arc<App>, names: HashMap<String, String>) {
                     .and_then(|b| names.get(b))
                     .cloned()
                     .unwrap_or_default();
-                let what = match e.kind.as_str() {
-                    "backend.down" => format!("{who} left the rotation ({})", e.message),
-                    "backend.up" => format!("{who} rejoined the rotation ({})", e.message),
-                    "backend.ejected" => {
+                let what = match e.kind {
+                    EventKind::BackendDown => format!("{who} left the rotation ({})", e.message),
+                    EventKind::BackendUp => format!("{who} rejoined the rotation ({})", e.message),
+                    EventKind::BackendEjected => {
                         format!("{who} taken out by passive health ({})", e.message)
                     }
                     _ => continue,

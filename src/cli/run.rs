@@ -1,7 +1,8 @@
 //! `fulcrum run`: serve until told to stop, reloading on SIGHUP and file changes.
 
-use crate::app::{App, ReloadError, ReloadOutcome};
+use crate::command::CommandError;
 use crate::config::Loaded;
+use crate::supervisor::{ReloadOutcome, Supervisor};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ pub fn serve(loaded: Loaded, workers: Option<usize>, watch_file: bool) -> ExitCo
                 return ExitCode::FAILURE;
             }
         };
-        let app = match App::start(loaded).await {
+        let app = match Supervisor::start(loaded).await {
             Ok(app) => app,
             Err(e) => {
                 tracing::error!("{e}");
@@ -75,14 +76,14 @@ impl Signals {
 }
 
 /// Handles signals and file changes; returns after a graceful shutdown.
-pub async fn supervise(app: &Arc<App>, signals: Signals, watch_file: bool) {
+pub async fn supervise(app: &Arc<Supervisor>, signals: Signals, watch_file: bool) {
     let Signals {
         mut hup,
         mut term,
         mut int,
     } = signals;
     let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let _watcher = match (&app.config_path, watch_file) {
+    let _watcher = match (app.config_path(), watch_file) {
         (Some(p), true) => watch(p, changed_tx),
         _ => None,
     };
@@ -108,18 +109,18 @@ pub async fn supervise(app: &Arc<App>, signals: Signals, watch_file: bool) {
             _ = int.recv() => break,
         }
     }
-    let timeout = app.runtime.load().config.shutdown_timeout;
+    let timeout = app.shutdown_timeout();
     tracing::info!(timeout = ?timeout, "shutting down: draining in-flight requests");
     app.shutdown(timeout).await;
     tracing::info!("stopped");
 }
 
-fn report(r: Result<ReloadOutcome, ReloadError>) {
+fn report(r: Result<ReloadOutcome, CommandError>) {
     match r {
         Ok(ReloadOutcome::Applied(g)) => tracing::info!(generation = g, "reload applied"),
         Ok(ReloadOutcome::Unchanged(_)) => tracing::debug!("config file unchanged"),
-        Err(ReloadError::Invalid(errors)) => {
-            for line in errors.lines() {
+        Err(e) if !e.details.is_empty() => {
+            for line in &e.details {
                 tracing::error!(error = %line, "reload rejected; the previous configuration keeps serving");
             }
         }

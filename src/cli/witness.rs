@@ -2,10 +2,8 @@
 //! the VIP; it lets two proxy nodes keep a majority when one of them is down.
 //! Only the file's `cluster` section is used.
 
-use crate::admin::command::{AdminCommand, Outcome};
 use crate::cluster::Cluster;
-use crate::cluster::consensus::{Applier, BoxFut};
-use http::StatusCode;
+use crate::command::{BoxFut, Command, CommandSink, Outcome};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,9 +12,9 @@ use std::sync::Arc;
 /// A witness keeps the log but has no proxy to apply it to.
 struct Nothing;
 
-impl Applier for Nothing {
-    fn apply(&self, _cmd: AdminCommand) -> BoxFut<'static, Outcome> {
-        Box::pin(async { Outcome::new(StatusCode::OK, json!({ "witness": true })) })
+impl CommandSink for Nothing {
+    fn submit(&self, _cmd: Command) -> BoxFut<'static, Outcome> {
+        Box::pin(async { Ok(json!({ "witness": true })) })
     }
 }
 
@@ -50,7 +48,7 @@ pub fn run(path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let events: crate::cluster::EventSink = Arc::new(|_: &str, _: String| {});
+        let events = Arc::new(crate::events::Events::default());
         let checks: crate::cluster::Checks = Arc::new(|| Err("a witness never preempts".into()));
         let node = match Cluster::start(cluster, true, Arc::new(Nothing), events, checks).await {
             Ok(c) => c,

@@ -2,13 +2,10 @@
 //! the VIP and the admin API only see [`Consensus`]; `raft/` implements it on
 //! openraft, so a change of library (or of its major version) stays in there.
 
-use crate::admin::command::{AdminCommand, Outcome};
-use std::future::Future;
-use std::pin::Pin;
+pub(crate) use crate::command::BoxFut;
+use crate::command::{Command, Outcome};
 use std::time::Instant;
 use tokio::sync::watch;
-
-pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What the consensus layer reports, as of `at`.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,7 +51,7 @@ pub trait Consensus: Send + Sync + 'static {
     fn view(&self) -> watch::Receiver<ConsensusView>;
     /// Replicates a command; returns what applying it produced here and its
     /// log index.
-    fn propose(&self, cmd: AdminCommand) -> BoxFut<'_, Result<(Outcome, u64), ProposeError>>;
+    fn propose(&self, cmd: Command) -> BoxFut<'_, Result<(Outcome, u64), ProposeError>>;
     /// Serves a consensus message from a peer (opaque JSON to the transport).
     fn handle_rpc(&self, msg: serde_json::Value) -> BoxFut<'_, serde_json::Value>;
     /// Starts an election now (the target of a hand-over).
@@ -62,9 +59,4 @@ pub trait Consensus: Send + Sync + 'static {
     /// Turns heartbeats and elections on or off (a leader handing over stops both).
     fn set_active(&self, heartbeat: bool, elect: bool);
     fn shutdown(&self) -> BoxFut<'_, ()>;
-}
-
-/// Where committed commands go.
-pub trait Applier: Send + Sync + 'static {
-    fn apply(&self, cmd: AdminCommand) -> BoxFut<'static, Outcome>;
 }

@@ -15,16 +15,15 @@ pub mod auth;
 pub mod consensus;
 pub mod hooks;
 mod raft;
-pub use raft::node_id;
 pub mod role;
 pub mod transport;
 pub mod vip;
 
-use crate::admin::command::{AdminCommand, Outcome};
+use crate::command::{Command, CommandError, CommandSink, Outcome};
 use crate::config::ClusterConfig;
-use consensus::{Applier, Consensus, ConsensusView, ProposeError};
+use crate::events::{EventKind, Events};
+use consensus::{Consensus, ConsensusView, ProposeError};
 use hooks::{Hooks, Transition};
-use http::StatusCode;
 use role::{Preempt, Role};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -41,8 +40,6 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
 /// Local checks a returning node must pass before it may preempt (the proxy
 /// provides them: its listeners are up, its pools have healthy backends).
 pub type Checks = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
-/// Where role changes are reported (the proxy's event log).
-pub type EventSink = Arc<dyn Fn(&str, String) + Send + Sync>;
 
 pub struct Cluster {
     pub config: ClusterConfig,
@@ -57,7 +54,9 @@ pub struct Cluster {
     handing_over: AtomicBool,
     vip: Option<Vip>,
     hooks: Hooks,
-    events: EventSink,
+    events: Arc<Events>,
+    /// Every role change, for whoever acts on it (ACME orders only on the primary).
+    roles: tokio::sync::watch::Sender<Role>,
     checks: Checks,
     stop: CancellationToken,
     lease: Duration,
@@ -69,8 +68,8 @@ impl Cluster {
     pub async fn start(
         config: ClusterConfig,
         witness: bool,
-        applier: Arc<dyn Applier>,
-        events: EventSink,
+        applier: Arc<dyn CommandSink>,
+        events: Arc<Events>,
         checks: Checks,
     ) -> Result<Arc<Cluster>, String> {
         if witness && config.vip.is_some() {
@@ -137,6 +136,7 @@ impl Cluster {
             handing_over: AtomicBool::new(false),
             vip,
             events,
+            roles: tokio::sync::watch::Sender::new(initial),
             checks,
             stop: CancellationToken::new(),
         });
@@ -164,6 +164,11 @@ impl Cluster {
 
     fn consensus(&self) -> Option<&Arc<dyn Consensus>> {
         self.consensus.get()
+    }
+
+    /// Follows this node's role as it changes.
+    pub(crate) fn watch_role(&self) -> tokio::sync::watch::Receiver<Role> {
+        self.roles.subscribe()
     }
 
     pub fn role(&self) -> Role {
@@ -196,17 +201,20 @@ impl Cluster {
             from.word()
         };
         tracing::info!(from = from_word, to = to.word(), term, %reason, "cluster role");
-        (self.events)(
-            "cluster.role",
+        self.events.record(
+            EventKind::ClusterRole,
+            None,
+            None,
             format!("{} → {}: {reason}", from_word, to.word()),
         );
+        self.roles.send_replace(to);
         self.hooks.notify(&Transition {
             node: self.config.node_id.clone(),
             from: from_word,
             to: to.word(),
             term,
             reason,
-            ts: crate::failover::rfc3339(crate::clock::unix_secs_f64()),
+            ts: crate::clock::rfc3339(crate::clock::unix_secs_f64()),
         });
     }
 
@@ -400,27 +408,25 @@ impl Cluster {
 
     /// Replicates an admin write: proposed here when this node leads, else
     /// forwarded to the primary. Answers once this node has applied it too.
-    pub async fn submit(&self, cmd: AdminCommand) -> Outcome {
+    pub(crate) async fn submit(&self, cmd: Command) -> Outcome {
         if self.witness {
-            return Outcome::error(StatusCode::CONFLICT, "a witness takes no admin changes");
+            return Err(CommandError::conflict("a witness takes no admin changes"));
         }
         if self.handing_over.load(Relaxed) {
-            return Outcome::error(
-                StatusCode::SERVICE_UNAVAILABLE,
+            return Err(CommandError::unavailable(
                 "this node is handing the primary role over; retry in a moment",
-            );
+            ));
         }
         let Some(consensus) = self.consensus() else {
-            return Outcome::error(StatusCode::SERVICE_UNAVAILABLE, "the cluster is starting");
+            return Err(CommandError::unavailable("the cluster is starting"));
         };
         match consensus.propose(cmd.clone()).await {
             Ok((o, _)) => o,
             Err(ProposeError::NotLeader(Some(leader))) if leader != self.config.node_id => {
                 let Some(peer) = self.peers.get(&leader) else {
-                    return Outcome::error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("the primary `{leader}` is not a configured peer"),
-                    );
+                    return Err(CommandError::unavailable(format!(
+                        "the primary `{leader}` is not a configured peer"
+                    )));
                 };
                 match peer.call(Request::Forward(cmd), FORWARD_TIMEOUT).await {
                     Ok(Response::Applied { outcome, index }) => {
@@ -428,26 +434,22 @@ impl Cluster {
                         outcome
                     }
                     Ok(Response::Refused(why)) | Ok(Response::Error(why)) => {
-                        Outcome::error(StatusCode::SERVICE_UNAVAILABLE, why)
+                        Err(CommandError::unavailable(why))
                     }
-                    Ok(other) => Outcome::error(
-                        StatusCode::BAD_GATEWAY,
-                        format!("unexpected answer from the primary: {other:?}"),
-                    ),
-                    Err(e) => Outcome::error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("the primary `{leader}` cannot be reached: {e}"),
-                    ),
+                    Ok(other) => Err(CommandError::failed(format!(
+                        "unexpected answer from the primary: {other:?}"
+                    ))),
+                    Err(e) => Err(CommandError::unavailable(format!(
+                        "the primary `{leader}` cannot be reached: {e}"
+                    ))),
                 }
             }
-            Err(ProposeError::NotLeader(_)) => Outcome::error(
-                StatusCode::SERVICE_UNAVAILABLE,
+            Err(ProposeError::NotLeader(_)) => Err(CommandError::unavailable(
                 "no primary is elected right now; retry in a moment",
-            ),
-            Err(ProposeError::Failed(e)) => Outcome::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the change was not replicated: {e}"),
-            ),
+            )),
+            Err(ProposeError::Failed(e)) => Err(CommandError::unavailable(format!(
+                "the change was not replicated: {e}"
+            ))),
         }
     }
 

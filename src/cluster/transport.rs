@@ -12,7 +12,7 @@
 //! `cluster.secret`, every connection first passes the handshake of `auth`.
 
 use super::auth::{self, Secret};
-use crate::admin::command::{AdminCommand, Outcome};
+use crate::command::{Command, Outcome};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -43,7 +43,7 @@ pub enum Request {
     /// A Raft RPC, encoded by the consensus layer.
     Raft(Value),
     /// An admin write sent to a secondary, for the primary to propose.
-    Forward(AdminCommand),
+    Forward(Command),
     /// "I am stepping down: campaign once my lease has run out."
     TakeOver,
     /// A returning higher-priority node asks the primary to hand over.

@@ -88,11 +88,6 @@ impl Vip {
         })
     }
 
-    /// Whether the address is configured on the interface now.
-    pub async fn present(&self) -> Result<bool, String> {
-        Ok(self.find().await?.is_some())
-    }
-
     async fn find(
         &self,
     ) -> Result<Option<rtnetlink::packet_route::address::AddressMessage>, String> {

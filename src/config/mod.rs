@@ -4,6 +4,7 @@
 
 mod decode;
 mod env;
+pub(crate) mod layers;
 mod model;
 mod parse;
 pub mod serialize;

@@ -1,22 +1,35 @@
 //! One controller task per pool with backup levels: it watches the levels' health
-//! and moves traffic between them according to the pool's strategy.
+//! and moves traffic between them according to the pool's strategy. It wakes at
+//! every `check_interval` (sooner during a gradual move), and at once when a
+//! backend of its pool changes health or an operator acts (the pool's
+//! `health_changed` signal).
 
-use super::{FailoverEvent, PoolFailoverState, rfc3339};
-use crate::app::App;
+use super::notify::Notifier;
 use crate::clock::now_ms;
 use crate::config::{FailoverSettings, FailoverStrategy};
+use crate::events::{EventKind, Events};
+use crate::snapshot::{Current, Snapshot};
+use crate::upstream::levels::FailoverEvent;
 use crate::upstream::pool::Pool;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
 /// Steps of a gradual (graceful) move.
 const RAMP_STEPS: u64 = 10;
 
-#[derive(Default)]
-pub struct Controllers {
+/// What the controllers need from the rest of the process.
+#[derive(Clone)]
+pub(crate) struct Handles {
+    pub(crate) snapshot: Current,
+    pub(crate) events: Arc<Events>,
+    pub(crate) notifier: Arc<Notifier>,
+}
+
+pub(crate) struct Controllers {
+    handles: Handles,
     running: HashMap<String, (FailoverSettings, JoinHandle<()>)>,
 }
 
@@ -30,18 +43,24 @@ impl Drop for Controllers {
 
 /// The failover settings that apply to a pool: the global section overridden key
 /// by key by the pool's own.
-pub fn settings_for(app_config: &crate::config::Config, pool: &Pool) -> FailoverSettings {
-    pool.config.failover.apply_to(&app_config.failover.settings)
+pub(crate) fn settings_for(config: &crate::config::Config, pool: &Pool) -> FailoverSettings {
+    pool.config.failover.apply_to(&config.failover.settings)
 }
 
 impl Controllers {
+    pub(crate) fn new(handles: Handles) -> Self {
+        Controllers {
+            handles,
+            running: HashMap::new(),
+        }
+    }
+
     /// Starts controllers for pools that have backups, restarts those whose
     /// settings changed, and stops the rest (their pools then follow health alone).
-    pub fn reconcile(&mut self, app: &Arc<App>) {
-        let rt = app.runtime.load_full();
+    pub(crate) fn reconcile(&mut self, snapshot: &Snapshot) {
         let mut wanted = HashMap::new();
-        for p in &rt.pools {
-            let s = settings_for(&rt.config, p);
+        for p in &snapshot.pools {
+            let s = settings_for(&snapshot.config, p);
             if p.levels.len() > 1 && s.enabled {
                 p.state
                     .failover
@@ -49,9 +68,7 @@ impl Controllers {
                     .store(s.strategy == FailoverStrategy::Delayed, Relaxed);
                 wanted.insert(p.name.clone(), s);
             } else {
-                p.state.failover.hold.store(false, Relaxed);
-                p.state.failover.set_serving(None);
-                p.state.failover.set_move(None);
+                p.state.failover.release();
             }
         }
         self.running.retain(|name, (s, task)| {
@@ -65,7 +82,7 @@ impl Controllers {
             if self.running.contains_key(&name) {
                 continue;
             }
-            let task = tokio::spawn(run(Arc::downgrade(app), name.clone(), s.clone()));
+            let task = tokio::spawn(run(self.handles.clone(), name.clone(), s.clone()));
             self.running.insert(name, (s, task));
         }
     }
@@ -80,40 +97,23 @@ struct Memory {
     healthy_since: HashMap<u32, u64>,
 }
 
-async fn run(app: Weak<App>, pool_name: String, s: FailoverSettings) {
+async fn run(h: Handles, pool_name: String, s: FailoverSettings) {
     let mut mem = Memory::default();
-    let mut health = match app.upgrade() {
-        Some(a) => a.events.subscribe(),
-        None => return,
-    };
     loop {
-        let tick = {
-            let Some(app) = app.upgrade() else { return };
-            let rt = app.runtime.load_full();
-            let Some(pool) = rt.pool(&pool_name) else {
-                return;
-            };
-            evaluate(&app, pool, &s, &mut mem);
-            match pool.state.failover.current_move() {
-                Some(_) => s.check_interval.min(step_len(&s)),
-                None => s.check_interval,
-            }
+        let snapshot = h.snapshot.load_full();
+        let Some(pool) = snapshot.pool(&pool_name) else {
+            return;
         };
-        // Evaluate again after the interval, or at once when a backend of this pool
-        // changes health or an operator acts.
-        let deadline = tokio::time::sleep(tick);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                _ = &mut deadline => break,
-                e = health.recv() => match e {
-                    Ok(e) if e.pool.as_deref() == Some(pool_name.as_str())
-                        && (e.kind.starts_with("backend.") || e.kind == "failover.manual") => break,
-                    Ok(_) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(_) => return,
-                },
-            }
+        evaluate(&h, pool, &s, &mut mem, now_ms());
+        let tick = match pool.state.failover.current_move() {
+            Some(_) => s.check_interval.min(step_len(&s)),
+            None => s.check_interval,
+        };
+        let state = pool.state.clone();
+        drop(snapshot);
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = state.health_changed.notified() => {}
         }
     }
 }
@@ -123,14 +123,14 @@ fn step_len(s: &FailoverSettings) -> Duration {
 }
 
 /// Share (per mille) reached `elapsed` into a ramp: 10% at once, +10% each step.
-fn ramp_share(s: &FailoverSettings, elapsed_ms: u64) -> u32 {
+pub(crate) fn ramp_share(s: &FailoverSettings, elapsed_ms: u64) -> u32 {
     let step = step_len(s).as_millis().max(1) as u64;
     (((elapsed_ms / step) + 1).min(RAMP_STEPS) * (1000 / RAMP_STEPS)) as u32
 }
 
-fn evaluate(app: &App, pool: &Pool, s: &FailoverSettings, mem: &mut Memory) {
+/// One evaluation of a pool's levels at time `now` (ms, `clock::now_ms`).
+fn evaluate(h: &Handles, pool: &Pool, s: &FailoverSettings, mem: &mut Memory, now: u64) {
     let f = &pool.state.failover;
-    let now = now_ms();
     let Some(&primary) = pool.levels.first() else {
         return;
     };
@@ -158,7 +158,7 @@ fn evaluate(app: &App, pool: &Pool, s: &FailoverSettings, mem: &mut Memory) {
                 let manual = f.manual.load(Relaxed);
                 if to > from {
                     activated(
-                        app,
+                        h,
                         pool,
                         from,
                         to,
@@ -167,7 +167,7 @@ fn evaluate(app: &App, pool: &Pool, s: &FailoverSettings, mem: &mut Memory) {
                         0.0,
                     );
                 } else {
-                    recovered(app, pool, from, to, if manual { "manual" } else { "auto" });
+                    recovered(h, pool, from, to, if manual { "manual" } else { "auto" });
                 }
                 return;
             }
@@ -197,7 +197,7 @@ fn evaluate(app: &App, pool: &Pool, s: &FailoverSettings, mem: &mut Memory) {
                 mem.healthy_since.clear();
                 let reason = format!("every backend of level {serving} is down");
                 activated(
-                    app,
+                    h,
                     pool,
                     serving,
                     next,
@@ -237,14 +237,14 @@ fn evaluate(app: &App, pool: &Pool, s: &FailoverSettings, mem: &mut Memory) {
             tracing::info!(pool = %pool.name, from = serving, to, "traffic moving back gradually");
         } else {
             f.set_serving(Some(to));
-            recovered(app, pool, serving, to, "auto");
+            recovered(h, pool, serving, to, "auto");
         }
     }
 }
 
-fn event(
+pub(crate) fn event(
     pool: &Pool,
-    kind: &str,
+    kind: EventKind,
     from: u32,
     to: u32,
     reason: &str,
@@ -252,24 +252,24 @@ fn event(
     duration: f64,
 ) -> FailoverEvent {
     FailoverEvent {
-        event: kind.into(),
+        event: kind,
         pool: pool.name.clone(),
         from_level: from,
         to_level: to,
         reason: reason.into(),
         mode: mode.into(),
-        ts: rfc3339(crate::clock::unix_secs_f64()),
+        ts: crate::clock::rfc3339(crate::clock::unix_secs_f64()),
         duration_seconds: (duration * 1000.0).round() / 1000.0,
     }
 }
 
 /// Publishes an event: history, process event log, notifications.
-pub fn publish(app: &App, pool: &Pool, e: FailoverEvent) {
-    let f: &PoolFailoverState = &pool.state.failover;
+pub(crate) fn publish(h: &Handles, pool: &Pool, e: FailoverEvent) {
+    let f = &pool.state.failover;
     f.record(&e);
     tracing::warn!(pool = %e.pool, event = %e.event, from_level = e.from_level, to_level = e.to_level, reason = %e.reason, mode = %e.mode, "failover");
-    app.events.record(
-        &e.event,
+    h.events.record(
+        e.event,
         Some(&e.pool),
         None,
         format!(
@@ -277,11 +277,11 @@ pub fn publish(app: &App, pool: &Pool, e: FailoverEvent) {
             e.from_level, e.to_level, e.reason, e.mode
         ),
     );
-    app.notifier.send(e);
+    h.notifier.send(e);
 }
 
-pub fn activated(
-    app: &App,
+pub(crate) fn activated(
+    h: &Handles,
     pool: &Pool,
     from: u32,
     to: u32,
@@ -297,13 +297,21 @@ pub fn activated(
     f.last_activation_unix
         .store(crate::clock::unix_secs_f64() as u64, Relaxed);
     publish(
-        app,
+        h,
         pool,
-        event(pool, "failover.activated", from, to, reason, mode, duration),
+        event(
+            pool,
+            EventKind::FailoverActivated,
+            from,
+            to,
+            reason,
+            mode,
+            duration,
+        ),
     );
 }
 
-pub fn recovered(app: &App, pool: &Pool, from: u32, to: u32, mode: &str) {
+pub(crate) fn recovered(h: &Handles, pool: &Pool, from: u32, to: u32, mode: &str) {
     let f = &pool.state.failover;
     let since = f.since_ms.load(Relaxed);
     let lasted = if since == 0 {
@@ -319,11 +327,11 @@ pub fn recovered(app: &App, pool: &Pool, from: u32, to: u32, mode: &str) {
     f.events_total.fetch_add(1, Relaxed);
     let reason = format!("level {to} healthy again");
     publish(
-        app,
+        h,
         pool,
         event(
             pool,
-            "failover.recovered",
+            EventKind::FailoverRecovered,
             from,
             to,
             &reason,
@@ -331,80 +339,4 @@ pub fn recovered(app: &App, pool: &Pool, from: u32, to: u32, mode: &str) {
             lasted as f64 / 1000.0,
         ),
     );
-}
-
-/// Manual activation: traffic leaves the primary level for the first backup level
-/// (gradually with `graceful`). Returns the target level.
-pub fn manual_activate(app: &App, pool: &Pool, s: &FailoverSettings) -> Result<u32, String> {
-    let f = &pool.state.failover;
-    let primary = *pool.levels.first().ok_or("the pool has no backends")?;
-    let Some(&target) = pool.levels.iter().find(|&&l| l > primary) else {
-        return Err(format!(
-            "pool `{}` has no backup level (set failover_level or failover: true on a backend)",
-            pool.name
-        ));
-    };
-    f.manual.store(true, Relaxed);
-    let serving = f.serving().unwrap_or(primary);
-    if serving >= target {
-        return Ok(serving);
-    }
-    if s.strategy == FailoverStrategy::Graceful && !s.ramp.is_zero() {
-        // The controller performs the steps; announce it so it wakes up now.
-        f.set_move(Some((serving, target, now_ms())));
-        f.set_ramp(Some(target), ramp_share(s, 0));
-        app.events.record(
-            "failover.manual",
-            Some(&pool.name),
-            None,
-            format!("moving to level {target} over {:?}", s.ramp),
-        );
-    } else {
-        f.set_serving(Some(target));
-        activated(
-            app,
-            pool,
-            serving,
-            target,
-            "manual activation",
-            "manual",
-            0.0,
-        );
-    }
-    Ok(target)
-}
-
-/// Back to automatic: if the primary level is healthy traffic returns to it (at
-/// once, or gradually with `graceful`), without waiting for `recovery_interval`.
-pub fn manual_deactivate(app: &App, pool: &Pool, s: &FailoverSettings) -> u32 {
-    let f = &pool.state.failover;
-    let now = now_ms();
-    f.manual.store(false, Relaxed);
-    let primary = pool.levels.first().copied().unwrap_or(0);
-    let serving = f.serving().unwrap_or(primary);
-    f.set_move(None);
-    let best = pool.healthy_level(now).unwrap_or(serving);
-    if best < serving {
-        if s.strategy == FailoverStrategy::Graceful && !s.ramp.is_zero() {
-            f.set_move(Some((serving, best, now)));
-            f.set_ramp(Some(best), ramp_share(s, 0));
-            app.events.record(
-                "failover.manual",
-                Some(&pool.name),
-                None,
-                format!("returning to level {best} over {:?}", s.ramp),
-            );
-        } else {
-            f.set_serving(Some(best));
-            recovered(app, pool, serving, best, "manual");
-        }
-    } else {
-        app.events.record(
-            "failover.manual",
-            Some(&pool.name),
-            None,
-            "back to automatic",
-        );
-    }
-    best
 }

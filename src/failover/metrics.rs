@@ -1,18 +1,13 @@
 //! Failover metrics, per pool with backups.
 
-use crate::app::App;
-use crate::runtime::Runtime;
+use crate::snapshot::Snapshot;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use std::sync::atomic::Ordering::Relaxed;
 
-pub fn encode(
-    _app: &App,
-    rt: &Runtime,
-    enc: &mut DescriptorEncoder,
-) -> Result<(), std::fmt::Error> {
+pub(crate) fn encode(rt: &Snapshot, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
     let pools: Vec<_> = rt.pools.iter().filter(|p| p.levels.len() > 1).collect();
     let now = crate::clock::now_ms();
     let label = |name: &str| vec![("pool".to_string(), name.to_string())];

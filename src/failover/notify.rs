@@ -2,8 +2,9 @@
 //! task, delivers in order, and retries with backoff, so a failing channel never
 //! blocks traffic or the other channels.
 
-use super::FailoverEvent;
 use crate::config::{LogLevel, NotificationChannel, NotificationConfig, WebhookFormat};
+use crate::events::EventKind;
+use crate::upstream::levels::FailoverEvent;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,11 +104,11 @@ fn log(level: LogLevel, e: &FailoverEvent) {
 
 /// One human line for an event.
 pub fn summary(e: &FailoverEvent) -> String {
-    let what = match e.event.as_str() {
-        "failover.activated" => "failover activated",
-        "failover.recovered" => "failover recovered",
-        "failover.test" => "failover TEST (no traffic moved)",
-        other => other,
+    let what = match e.event {
+        EventKind::FailoverActivated => "failover activated",
+        EventKind::FailoverRecovered => "failover recovered",
+        EventKind::FailoverTest => "failover TEST (no traffic moved)",
+        other => other.as_str(),
     };
     format!(
         "[fulcrum] {what} on pool {}: level {} -> {} ({}, {}) at {}",

@@ -1,28 +1,32 @@
-//! Active health checks: one task per checked backend, reconciled on every reload.
-//! They write the backend's health atomics; the request path only reads them.
+//! Active health checks: one task per checked backend, reconciled on every
+//! config change. They write the backend's health atomics (the request path only
+//! reads them), report changes as events, and wake the pool's failover controller.
 //! Passive health (failures seen in live traffic) lives in `upstream::backend`.
 
-use crate::app::App;
 use crate::config::HealthCheckConfig;
+use crate::events::{EventKind, Events};
+use crate::snapshot::Snapshot;
 use crate::upstream::backend::{AdminState, Backend};
 use crate::upstream::body::UpstreamBody;
 use crate::upstream::client;
+use crate::upstream::pool::PoolState;
 use http::{HeaderValue, Request, header};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
 /// The running checkers, keyed by backend identity.
-#[derive(Default)]
-pub struct HealthChecks {
+pub(crate) struct HealthChecks {
+    events: Arc<Events>,
     running: HashMap<usize, Checker>,
 }
 
 struct Checker {
     config: HealthCheckConfig,
-    backend: Arc<Backend>,
+    /// Keeps the backend alive: the map is keyed by its address.
+    _backend: Arc<Backend>,
     task: JoinHandle<()>,
 }
 
@@ -33,62 +37,60 @@ impl Drop for Checker {
 }
 
 impl HealthChecks {
+    pub(crate) fn new(events: Arc<Events>) -> Self {
+        HealthChecks {
+            events,
+            running: HashMap::new(),
+        }
+    }
+
     /// Starts checkers for backends that need one, restarts those whose check
     /// changed, and stops the rest.
-    pub fn reconcile(&mut self, app: &Arc<App>) {
-        let rt = app.runtime.load_full();
-        let mut wanted: HashMap<usize, (Arc<Backend>, HealthCheckConfig)> = HashMap::new();
-        for (_, m) in rt.backends() {
+    pub(crate) fn reconcile(&mut self, snapshot: &Snapshot) {
+        type Wanted = (Arc<Backend>, HealthCheckConfig, Arc<PoolState>);
+        let mut wanted: HashMap<usize, Wanted> = HashMap::new();
+        for (p, m) in snapshot.backends() {
             if let Some(hc) = &m.health_check {
                 wanted.insert(
                     Arc::as_ptr(&m.backend) as usize,
-                    (m.backend.clone(), hc.clone()),
+                    (m.backend.clone(), hc.clone(), p.state.clone()),
                 );
             }
         }
         self.running
-            .retain(|key, c| wanted.get(key).is_some_and(|(_, hc)| *hc == c.config));
-        for (key, (backend, hc)) in wanted {
+            .retain(|key, c| wanted.get(key).is_some_and(|(_, hc, _)| *hc == c.config));
+        for (key, (backend, hc, pool)) in wanted {
             if self.running.contains_key(&key) {
                 continue;
             }
             backend.checked.store(true, Relaxed);
-            let task = tokio::spawn(run(Arc::downgrade(app), backend.clone(), hc.clone()));
+            let task = tokio::spawn(run(self.events.clone(), pool, backend.clone(), hc.clone()));
             self.running.insert(
                 key,
                 Checker {
                     config: hc,
-                    backend,
+                    _backend: backend,
                     task,
                 },
             );
         }
         // Backends without a check any more count as up.
-        for (_, m) in rt.backends() {
+        for (_, m) in snapshot.backends() {
             if m.health_check.is_none() && m.backend.checked.swap(false, Relaxed) {
                 m.backend.set_active_up(true);
             }
         }
     }
-
-    pub fn count(&self) -> usize {
-        self.running.len()
-    }
-
-    /// Backends being checked (for tests and the API).
-    pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
-        self.running.values().map(|c| &c.backend)
-    }
 }
 
 /// The verdict of one probe.
-pub enum Probe {
+pub(crate) enum Probe {
     Pass,
     Fail(String),
 }
 
 /// Sends one health-check request and judges the answer.
-pub async fn probe(backend: &Arc<Backend>, hc: &HealthCheckConfig) -> Probe {
+pub(crate) async fn probe(backend: &Arc<Backend>, hc: &HealthCheckConfig) -> Probe {
     let mut req = Request::new(UpstreamBody::Empty);
     *req.uri_mut() = match hc.path.parse() {
         Ok(u) => u,
@@ -139,60 +141,108 @@ pub async fn probe(backend: &Arc<Backend>, hc: &HealthCheckConfig) -> Probe {
 
 /// A backend's checker: probes every `interval` (more often while the backend is
 /// down, so that it rejoins quickly) and flips its health after the thresholds.
-async fn run(app: Weak<App>, backend: Arc<Backend>, hc: HealthCheckConfig) {
+async fn run(
+    events: Arc<Events>,
+    pool: Arc<PoolState>,
+    backend: Arc<Backend>,
+    hc: HealthCheckConfig,
+) {
     loop {
         let verdict = probe(&backend, &hc).await;
-        let Some(app) = app.upgrade() else { return };
-        match verdict {
-            Probe::Pass => {
-                backend.consecutive_fail.store(0, Relaxed);
-                let ok = backend.consecutive_ok.fetch_add(1, Relaxed) + 1;
-                backend.last_check_error.store(None);
-                if !backend.active_up() && ok >= hc.healthy_threshold {
-                    backend.set_active_up(true);
-                    backend.clear_ejection();
-                    tracing::info!(pool = %backend.pool, backend = %backend.key(), "backend is up: health check passed");
-                    app.events.record(
-                        "backend.up",
-                        Some(&backend.pool),
-                        Some(backend.key()),
-                        format!("health check {} passed {ok} time(s)", hc.path),
-                    );
-                }
-                if backend.admin_state() == AdminState::Enabling {
-                    backend.set_admin_state(AdminState::Active);
-                    backend.up_since_ms.store(crate::clock::now_ms(), Relaxed);
-                    app.events.record(
-                        "backend.enabled",
-                        Some(&backend.pool),
-                        Some(backend.key()),
-                        "passed its health check: back in rotation",
-                    );
-                }
-            }
-            Probe::Fail(reason) => {
-                backend.consecutive_ok.store(0, Relaxed);
-                backend.check_failures.fetch_add(1, Relaxed);
-                let fails = backend.consecutive_fail.fetch_add(1, Relaxed) + 1;
-                if backend.active_up() && fails >= hc.unhealthy_threshold {
-                    backend.set_active_up(false);
-                    tracing::warn!(pool = %backend.pool, backend = %backend.key(), %reason, "backend is down: health check failed");
-                    app.events.record(
-                        "backend.down",
-                        Some(&backend.pool),
-                        Some(backend.key()),
-                        format!("health check {} failed {fails} time(s): {reason}", hc.path),
-                    );
-                }
-                backend.last_check_error.store(Some(Arc::new(reason)));
-            }
+        if judge(&events, &backend, &hc, verdict) {
+            pool.health_changed.notify_one();
         }
-        drop(app);
         let wait = if backend.active_up() {
             hc.interval
         } else {
             hc.down_interval()
         };
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// Applies one probe's verdict; true when the backend's availability changed.
+fn judge(events: &Events, backend: &Backend, hc: &HealthCheckConfig, verdict: Probe) -> bool {
+    match verdict {
+        Probe::Pass => {
+            backend.consecutive_fail.store(0, Relaxed);
+            let ok = backend.consecutive_ok.fetch_add(1, Relaxed) + 1;
+            backend.last_check_error.store(None);
+            let mut changed = false;
+            if !backend.active_up() && ok >= hc.healthy_threshold {
+                backend.set_active_up(true);
+                backend.clear_ejection();
+                tracing::info!(pool = %backend.pool, backend = %backend.key(), "backend is up: health check passed");
+                events.record(
+                    EventKind::BackendUp,
+                    Some(&backend.pool),
+                    Some(backend.key()),
+                    format!("health check {} passed {ok} time(s)", hc.path),
+                );
+                changed = true;
+            }
+            if backend.admin_state() == AdminState::Enabling {
+                enabled(events, backend, "passed its health check: back in rotation");
+                changed = true;
+            }
+            changed
+        }
+        Probe::Fail(reason) => {
+            backend.consecutive_ok.store(0, Relaxed);
+            backend.check_failures.fetch_add(1, Relaxed);
+            let fails = backend.consecutive_fail.fetch_add(1, Relaxed) + 1;
+            let mut changed = false;
+            if backend.active_up() && fails >= hc.unhealthy_threshold {
+                backend.set_active_up(false);
+                tracing::warn!(pool = %backend.pool, backend = %backend.key(), %reason, "backend is down: health check failed");
+                events.record(
+                    EventKind::BackendDown,
+                    Some(&backend.pool),
+                    Some(backend.key()),
+                    format!("health check {} failed {fails} time(s): {reason}", hc.path),
+                );
+                changed = true;
+            }
+            backend.last_check_error.store(Some(Arc::new(reason)));
+            changed
+        }
+    }
+}
+
+/// An enabled backend takes traffic again.
+fn enabled(events: &Events, backend: &Backend, why: &str) {
+    backend.set_admin_state(AdminState::Active);
+    backend.up_since_ms.store(crate::clock::now_ms(), Relaxed);
+    events.record(
+        EventKind::BackendEnabled,
+        Some(&backend.pool),
+        Some(backend.key()),
+        why,
+    );
+}
+
+/// Enabling a backend without a health check: traffic returns once it accepts a
+/// connection.
+pub(crate) async fn confirm_reachable(
+    events: Arc<Events>,
+    pool: Arc<PoolState>,
+    backend: Arc<Backend>,
+    timeout: Duration,
+) {
+    loop {
+        if backend.admin_state() != AdminState::Enabling {
+            return;
+        }
+        let ok = crate::upstream::io::connect(&backend.address, timeout)
+            .await
+            .is_ok();
+        if ok {
+            if backend.admin_state() == AdminState::Enabling {
+                enabled(&events, &backend, "reachable again: back in rotation");
+                pool.health_changed.notify_one();
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

@@ -1,5 +1,6 @@
-//! Small outgoing HTTP client for Fulcrum's own requests (webhooks), over plain
-//! TCP or TLS.
+//! Sockets: the listening sockets every listener kind binds, and a small
+//! outgoing HTTP client for Fulcrum's own requests (webhooks), over plain TCP or
+//! TLS.
 
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri, header};
@@ -9,7 +10,11 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// POSTs a JSON body; returns the status, or why it could not be sent.
-pub async fn post_json(url: &str, body: Vec<u8>, timeout: Duration) -> Result<StatusCode, String> {
+pub(crate) async fn post_json(
+    url: &str,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<StatusCode, String> {
     tokio::time::timeout(timeout, post(url, body))
         .await
         .map_err(|_| format!("no answer within {timeout:?}"))?
@@ -73,4 +78,22 @@ where
     let status = resp.status();
     let _ = resp.into_body().collect().await;
     Ok(status)
+}
+
+/// Binds a listening socket (SO_REUSEADDR, a deep backlog; IP_FREEBIND so an
+/// address that is not (yet) on this host, like a floating VIP, can be bound).
+pub(crate) fn bind(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+        let _ = socket.set_freebind_v6(true);
+    } else {
+        let _ = socket.set_freebind_v4(true);
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
 }

@@ -2,7 +2,7 @@
 //! thread so that a slow disk never delays a request. If the writer falls behind by
 //! more than the queue holds, lines are dropped and counted, never waited for.
 
-use super::completion::Completion;
+use super::finish::Completion;
 use crate::config::{AccessLogConfig, LogFormat, LogTarget};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

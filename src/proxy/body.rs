@@ -1,7 +1,7 @@
 //! Response bodies returned to clients: a backend's streamed body (with the
 //! bookkeeping that runs when it ends), or a short body Fulcrum wrote itself.
 
-use super::completion::Completion;
+use super::finish::Completion;
 use crate::upstream::body::BoxError;
 use crate::upstream::client::Lease;
 use bytes::Bytes;

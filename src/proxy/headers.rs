@@ -248,17 +248,54 @@ pub fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     None
 }
 
-/// The value of a query parameter (not percent-decoded).
-pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+/// The value of a query parameter, as written (see [`percent_decode`]). The one
+/// query parser: the request path (`hash_key: query:NAME`) and the admin API use it.
+pub(crate) fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         (k == name).then_some(v)
     })
 }
 
+/// Decodes `%XX` escapes (and leaves a malformed one as it is).
+pub(crate) fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decodes_percent_escapes() {
+        assert_eq!(percent_decode("%5B%3A%3A1%5D%3A80"), "[::1]:80");
+        assert_eq!(percent_decode("10.0.0.1:80"), "10.0.0.1:80");
+        assert_eq!(percent_decode("bad%zz"), "bad%zz");
+        assert_eq!(percent_decode("end%4"), "end%4");
+        assert_eq!(percent_decode("%é1"), "%é1");
+        assert_eq!(
+            query_param("a=1&pool=my%20pool", "pool").map(percent_decode),
+            Some("my pool".into())
+        );
+    }
 
     #[test]
     fn hop_by_hop_and_connection_tokens() {

@@ -119,10 +119,6 @@ impl CertTable {
         self.infos.push(c.info.clone());
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.default.is_none()
-    }
-
     /// Exact name first, then the wildcard one label up (`*.example.com` covers
     /// `a.example.com`, as certificates do).
     pub fn find(&self, name: &str) -> Option<Arc<CertifiedKey>> {
@@ -145,7 +141,7 @@ impl CertTable {
 #[derive(Debug)]
 pub struct SniResolver {
     pub static_certs: CertTable,
-    pub acme: Option<Arc<super::acme::AcmeState>>,
+    pub acme: Option<Arc<super::acme_state::AcmeState>>,
 }
 
 impl ResolvesServerCert for SniResolver {

@@ -1,9 +1,9 @@
 //! TLS with rustls (ring crypto provider): server configs with certificates chosen
-//! by SNI (static files and ACME), ACME itself, and client configs for HTTPS
-//! backends and outgoing notifications.
+//! by SNI (static files and ACME), the ACME certificates and challenge answers a
+//! node holds, and client configs for HTTPS backends and outgoing notifications.
 
-pub mod acme;
-pub mod certs;
+pub(crate) mod acme_state;
+pub(crate) mod certs;
 
 use crate::config::{ListenerConfig, UpstreamTls};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -133,7 +133,7 @@ impl ServerCertVerifier for NoVerification {
 /// are read here, so a reload picks up renewed files.
 pub fn server_config(
     l: &ListenerConfig,
-    acme: Option<Arc<acme::AcmeState>>,
+    acme: Option<Arc<acme_state::AcmeState>>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
     let Some(tls) = &l.tls else {
         return Err("not a TLS listener".into());
@@ -164,4 +164,24 @@ pub fn server_config(
     }
     cfg.alpn_protocols = alpn;
     Ok(Arc::new(cfg))
+}
+
+/// Every certificate served: static ones from the TLS listeners' files (read
+/// now, so a renewed file shows), and those issued by ACME.
+pub(crate) fn certificates(
+    config: &crate::config::Config,
+    acme: &acme_state::AcmeStates,
+) -> Vec<certs::CertInfo> {
+    let mut out = Vec::new();
+    for l in &config.listeners {
+        for c in l.tls.iter().flat_map(|t| &t.certificates) {
+            if let Ok(loaded) = certs::from_files(&c.cert, &c.key) {
+                out.push(loaded.info);
+            }
+        }
+    }
+    for a in acme {
+        out.extend(a.infos());
+    }
+    out
 }

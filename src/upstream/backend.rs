@@ -34,8 +34,9 @@ pub struct Backend {
     pub address: BackendAddress,
     /// The `host:port` key, shared with the request counters.
     pub key_arc: std::sync::Arc<str>,
-    /// For `https://` backends: how to speak TLS (set by each compile).
-    pub tls: arc_swap::ArcSwapOption<super::io::TlsClient>,
+    /// For `https://` backends: how to speak TLS. A change of the pool's TLS
+    /// settings makes a new backend (with fresh connections).
+    pub tls: Option<std::sync::Arc<super::io::TlsClient>>,
     pub pool: String,
     pub conns: ConnPool,
 
@@ -163,10 +164,14 @@ impl Drop for InFlight {
 }
 
 impl Backend {
-    pub fn new(pool: &str, address: BackendAddress) -> Self {
+    pub fn new(
+        pool: &str,
+        address: BackendAddress,
+        tls: Option<std::sync::Arc<super::io::TlsClient>>,
+    ) -> Self {
         Backend {
             key_arc: std::sync::Arc::from(address.key.as_str()),
-            tls: arc_swap::ArcSwapOption::empty(),
+            tls,
             conns: ConnPool::new(),
             address,
             pool: pool.to_string(),
@@ -261,10 +266,6 @@ impl Backend {
     /// Ends a passive ejection early (e.g. an active check just passed).
     pub fn clear_ejection(&self) {
         self.ejected_until_ms.store(0, Relaxed);
-    }
-
-    pub fn ejected_until_ms(&self) -> u64 {
-        self.ejected_until_ms.load(Relaxed)
     }
 
     /// Feeds one observed latency into the peak-EWMA (decay time constant 10 s):

@@ -33,16 +33,49 @@ impl std::fmt::Display for BodyTooLarge {
 
 impl std::error::Error for BodyTooLarge {}
 
+/// A request body as it arrived from a client, whatever carried it. The request
+/// path is typed on this, not on one server library's body: another source (a
+/// body already read whole, HTTP/3) is one more variant.
+pub(crate) enum Inbound {
+    Hyper(Incoming),
+}
+
+impl Body for Inbound {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Inbound::Hyper(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Inbound::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Inbound::Hyper(b) => b.size_hint(),
+        }
+    }
+}
+
 /// The client's body, streamed with the limit enforced chunk by chunk.
 pub struct ClientBody {
-    inner: Incoming,
+    inner: Inbound,
     limit: u64,
     seen: u64,
     stats: Option<Arc<BodyStats>>,
 }
 
 impl ClientBody {
-    pub fn new(inner: Incoming, limit: Option<u64>, stats: Option<Arc<BodyStats>>) -> Self {
+    pub(crate) fn new(inner: Inbound, limit: Option<u64>, stats: Option<Arc<BodyStats>>) -> Self {
         ClientBody {
             inner,
             limit: limit.unwrap_or(u64::MAX),
@@ -139,14 +172,6 @@ impl Replay {
             Err(_) => false,
         }
     }
-
-    /// Whether no byte of the body was taken from the client yet.
-    pub fn untouched(&self) -> bool {
-        match self.state.lock() {
-            Ok(s) => s.chunks.is_empty() && !s.overflowed && !s.done,
-            Err(_) => false,
-        }
-    }
 }
 
 pub struct ReplayReader {
@@ -223,7 +248,6 @@ impl ReplayReader {
 /// Every kind of body Fulcrum sends to a backend.
 pub enum UpstreamBody {
     Empty,
-    Full(Option<Bytes>),
     Client(ClientBody),
     Replay(ReplayReader),
 }
@@ -238,7 +262,6 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             UpstreamBody::Empty => Poll::Ready(None),
-            UpstreamBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             UpstreamBody::Client(b) => b.poll_frame_inner(cx),
             UpstreamBody::Replay(r) => r.poll_next(cx),
         }
@@ -247,7 +270,6 @@ impl Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Empty => true,
-            UpstreamBody::Full(d) => d.is_none(),
             UpstreamBody::Client(b) => b.inner.is_end_stream(),
             UpstreamBody::Replay(_) => false,
         }
@@ -256,7 +278,6 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Empty => SizeHint::with_exact(0),
-            UpstreamBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
             UpstreamBody::Client(b) => b.inner.size_hint(),
             UpstreamBody::Replay(r) => match r.state.lock() {
                 Ok(s) => match &s.source {

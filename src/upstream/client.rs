@@ -23,12 +23,6 @@ pub enum SendError {
     Exchange(hyper::Error),
 }
 
-impl SendError {
-    pub fn nothing_sent(&self) -> bool {
-        matches!(self, SendError::Connect(_))
-    }
-}
-
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         match self {
@@ -197,7 +191,7 @@ async fn negotiate(backend: &Arc<Backend>, timeouts: &Timeouts) -> Result<Negoti
     if backend.conns.alpn() == Alpn::Http1 {
         return Ok(Negotiated::H1(None));
     }
-    let tls = backend.tls.load_full();
+    let tls = backend.tls.clone();
     let offers_h2 = tls.as_deref().and_then(|t| t.config_h2.clone());
     let Some(config) = offers_h2 else {
         backend.conns.set_alpn(Alpn::Http1);
@@ -225,7 +219,7 @@ async fn negotiate(backend: &Arc<Backend>, timeouts: &Timeouts) -> Result<Negoti
 
 async fn h1_connect(backend: &Arc<Backend>, timeout: Duration) -> Result<H1Sender, SendError> {
     let io = if backend.address.scheme == Scheme::Https {
-        let tls = backend.tls.load_full();
+        let tls = backend.tls.clone();
         connect_tls(&backend.address, timeout, tls.as_deref()).await
     } else {
         connect(&backend.address, timeout).await

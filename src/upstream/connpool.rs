@@ -74,10 +74,6 @@ impl ConnPool {
         }
     }
 
-    pub fn idle_count(&self) -> usize {
-        self.idle.len()
-    }
-
     pub fn shared_h2(&self) -> Option<H2Sender> {
         let guard = self.h2.load();
         match guard.as_ref() {
@@ -100,13 +96,6 @@ impl ConnPool {
 
     pub(super) fn set_h2(&self, sender: Option<H2Sender>) {
         self.h2.store(sender.map(Arc::new));
-    }
-
-    /// Drops every idle connection (backend removed or its address changed).
-    pub fn clear(&self) {
-        while self.idle.pop().is_some() {}
-        self.h2.store(None);
-        self.set_alpn(Alpn::Unknown);
     }
 
     pub(super) fn count_open(&self) {

@@ -1,10 +1,15 @@
-//! Backends and pools: live backend state, balancing algorithms, keep-alive
-//! connections and the client that sends requests to backends.
+//! The upstream layer every listener kind sends through: live backend state,
+//! pools and the rules that pick a member, failover levels as the request path
+//! reads them, the queue at caps, keep-alive connections and the client that
+//! sends one request to one backend.
 
-pub mod backend;
-pub mod balance;
-pub mod body;
-pub mod client;
-pub mod connpool;
-pub mod io;
-pub mod pool;
+pub(crate) mod backend;
+pub(crate) mod balance;
+pub(crate) mod body;
+pub(crate) mod client;
+pub(crate) mod connpool;
+pub(crate) mod io;
+pub(crate) mod levels;
+pub(crate) mod pick;
+pub(crate) mod pool;
+pub(crate) mod queue;

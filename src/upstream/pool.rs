@@ -1,9 +1,8 @@
 //! A compiled pool: its members in config order, its balancer, and the rules that
 //! decide which members may take a request right now.
 
-use super::backend::{AdminState, Backend};
-use super::balance::{Balancer, PickKey};
-use crate::clock::now_ms;
+use super::backend::Backend;
+use super::balance::Balancer;
 use crate::config::{
     HealthCheckConfig, PassiveHealthConfig, PoolConfig, QueueConfig, RetryConfig, Timeouts,
 };
@@ -33,7 +32,10 @@ impl Member {
 
 /// Per-pool state that outlives a reload (failover decisions live here).
 pub struct PoolState {
-    pub failover: crate::failover::PoolFailoverState,
+    pub(crate) failover: super::levels::FailoverState,
+    /// Woken when a member's health or admin state changes, so the failover
+    /// controller re-evaluates at once instead of at its next tick.
+    pub(crate) health_changed: tokio::sync::Notify,
     pub retries: AtomicU64,
     pub hedges: AtomicU64,
     /// Smoothed response-header latency and its deviation, in microseconds
@@ -57,6 +59,7 @@ impl Default for PoolState {
     fn default() -> Self {
         PoolState {
             failover: Default::default(),
+            health_changed: tokio::sync::Notify::new(),
             retries: AtomicU64::new(0),
             hedges: AtomicU64::new(0),
             srtt_us: AtomicU64::new(0),
@@ -116,8 +119,6 @@ pub struct Pool {
     pub name: String,
     /// The name, shared with the request counters.
     pub name_arc: Arc<str>,
-    /// Position in the runtime's pool list.
-    pub index: usize,
     pub members: Vec<Member>,
     pub balancer: Balancer,
     pub retries: RetryConfig,
@@ -134,42 +135,8 @@ pub struct Pool {
     pub config: PoolConfig,
 }
 
-/// Members already tried by one request (a retry goes elsewhere). Up to 64 members
-/// are tracked; beyond that a retry may land on a member tried before.
-#[derive(Default, Clone, Copy)]
-pub struct Tried(u64);
-
-impl Tried {
-    pub fn add(&mut self, i: usize) {
-        if i < 64 {
-            self.0 |= 1 << i;
-        }
-    }
-    pub fn has(&self, i: usize) -> bool {
-        i < 64 && self.0 & (1 << i) != 0
-    }
-    pub fn clear(&mut self) {
-        self.0 = 0;
-    }
-}
-
-pub enum Pick {
-    Member(usize),
-    /// No member can take the request (and fail_open does not apply).
-    NoneAvailable,
-    /// Every available member was tried already.
-    AllTried,
-    /// Members are available but all at their `max_requests`: wait in the queue.
-    Full,
-}
-
 impl Pool {
-    pub fn new(
-        index: usize,
-        config: &PoolConfig,
-        backends: Vec<Arc<Backend>>,
-        state: Arc<PoolState>,
-    ) -> Pool {
+    pub fn new(config: &PoolConfig, backends: Vec<Arc<Backend>>, state: Arc<PoolState>) -> Pool {
         let members: Vec<Member> = config
             .backends
             .iter()
@@ -194,7 +161,6 @@ impl Pool {
         Pool {
             name_arc: Arc::from(config.name.as_str()),
             name: config.name.clone(),
-            index,
             balancer: Balancer::new(config.algorithm, &members),
             members,
             retries: config.retries.clone(),
@@ -218,10 +184,6 @@ impl Pool {
         }
     }
 
-    pub fn member_index(&self, key: &str) -> Option<usize> {
-        self.members.iter().position(|m| m.backend.key() == key)
-    }
-
     /// Whether any member of `level` is available now.
     pub fn level_available(&self, level: u32, now: u64) -> bool {
         self.members
@@ -235,176 +197,5 @@ impl Pool {
             .iter()
             .copied()
             .find(|&l| self.level_available(l, now))
-    }
-
-    /// Chooses a member for a request with `balancer` (the pool's, or a route's
-    /// override), skipping members in `tried`.
-    pub fn pick(&self, balancer: &Balancer, key: &PickKey, tried: &Tried) -> Pick {
-        self.pick_inner(balancer, key, tried, false)
-    }
-
-    /// A member for a hedge: like `pick`, but never one that has stalled (a hedge
-    /// there would only wait as well).
-    pub fn pick_for_hedge(
-        &self,
-        balancer: &Balancer,
-        key: &PickKey,
-        tried: &Tried,
-    ) -> Option<usize> {
-        match self.pick_inner(balancer, key, tried, true) {
-            Pick::Member(i) => Some(i),
-            _ => None,
-        }
-    }
-
-    fn pick_inner(&self, balancer: &Balancer, key: &PickKey, tried: &Tried, hedge: bool) -> Pick {
-        let now = now_ms();
-        let n = self.members.len();
-        // The level traffic should go to: decided by the failover controller when the
-        // pool has backups, otherwise simply the lowest level with a healthy member.
-        let target = self.state.failover.route_level(self, now);
-        let stall_limit = self
-            .retries
-            .hedge_after
-            .map(|_| (2.0 * self.state.srtt_us()).max(2000.0) as u64);
-        let now_us = crate::clock::now_us();
-        let mut any_available = false;
-        // With the `delayed` strategy, requests do not cascade past the serving
-        // level by themselves: only the controller moves traffic.
-        let hold =
-            self.state.failover.hold.load(Relaxed) && self.state.failover.serving().is_some();
-        let highest = if hold { target } else { u32::MAX };
-        for &level in self.levels.iter().filter(|&&l| l >= target && l <= highest) {
-            let in_level = |i: usize| {
-                let m = &self.members[i];
-                m.level == level && m.backend.available(now)
-            };
-            if !(0..n).any(in_level) {
-                continue;
-            }
-            any_available = true;
-            // A member at its cap takes no new request (a hedge may go past it:
-            // it is budgeted, and it is what rescues requests stuck on a slow
-            // member of a saturated pool). When the only untried members of the
-            // level are full, the request waits for one rather than spilling to
-            // a backup level, as with HAProxy's queue.
-            let room = |i: usize| hedge || !self.members[i].is_full();
-            if self.queue.is_some()
-                && !hedge
-                && (0..n).any(|i| in_level(i) && !tried.has(i))
-                && !(0..n).any(|i| in_level(i) && !tried.has(i) && room(i))
-            {
-                return Pick::Full;
-            }
-            // In a pool that hedges (it asked for latency sensitivity), a member
-            // with requests waiting that has not answered anything for twice the
-            // pool's usual latency has stalled: leave it out while others keep up.
-            // This is a per-request steer, not an ejection: it ends with the next
-            // answer.
-            if let Some(limit) = stall_limit {
-                let candidate = |i: usize| in_level(i) && !tried.has(i);
-                let untried = |i: usize| candidate(i) && room(i);
-                let gap = |i: usize| self.members[i].backend.stall_us(now_us);
-                // Those that keep answering; failing that (a busy moment where
-                // every member paused), those that answered most recently. A hedge
-                // never goes to a member stalled for long: it would only wait too.
-                // Members at their cap count here: they show what "answering"
-                // looks like right now.
-                let freshest = (0..n).filter(|&i| candidate(i)).map(gap).min().unwrap_or(0);
-                let bound = if hedge {
-                    limit.max(freshest + limit).min(4 * limit)
-                } else {
-                    freshest.max(limit) + limit
-                };
-                let is_fresh = |i: usize| gap(i) <= limit || gap(i) <= bound;
-                let fresh = |i: usize| untried(i) && is_fresh(i);
-                if let Some(i) = self.pick_ramped(balancer, key, &fresh, now) {
-                    return Pick::Member(i);
-                }
-                if hedge {
-                    continue;
-                }
-                // A member that keeps answering but is at its cap is worth waiting
-                // for; a stalled one with room is not.
-                if (0..n).any(|i| candidate(i) && !room(i) && is_fresh(i)) {
-                    return Pick::Full;
-                }
-            }
-            let untried = |i: usize| in_level(i) && !tried.has(i) && room(i);
-            if let Some(i) = self.pick_ramped(balancer, key, &untried, now) {
-                return Pick::Member(i);
-            }
-        }
-        // Levels below the target are used only when nothing at or above it is up
-        // (e.g. a manual failover to a backup level that is down).
-        for &level in self.levels.iter().filter(|&&l| l < target) {
-            let ok = |i: usize| {
-                let m = &self.members[i];
-                m.level == level && m.backend.available(now) && !tried.has(i)
-            };
-            if let Some(i) = balancer.pick(&self.members, key, &ok) {
-                return Pick::Member(i);
-            }
-        }
-        if any_available {
-            return Pick::AllTried;
-        }
-        // Everything left was taken out by passive health alone (active checks still
-        // pass): rather than refuse the request, try those, lowest level first, as
-        // nginx does when all its servers are marked failed.
-        for &level in self.levels.iter().filter(|&&l| l <= highest) {
-            let ok = |i: usize| {
-                let m = &self.members[i];
-                m.level == level
-                    && m.backend.admin_state() == AdminState::Active
-                    && m.backend.active_up()
-                    && !tried.has(i)
-            };
-            if let Some(i) = balancer.pick(&self.members, key, &ok) {
-                return Pick::Member(i);
-            }
-        }
-        if self.fail_open {
-            // Panic mode: every backend looks down, which more often means the checks
-            // are wrong than that all of them are; spread over those not taken out
-            // by an operator.
-            let ok = |i: usize| {
-                let b = &self.members[i].backend;
-                b.admin_state() == AdminState::Active && !tried.has(i)
-            };
-            if let Some(i) = balancer.pick(&self.members, key, &ok) {
-                return Pick::Member(i);
-            }
-        }
-        Pick::NoneAvailable
-    }
-
-    /// Applies slow start: a member that came back less than `slow_start` ago takes
-    /// part with a probability growing linearly from 0 to 1 over that time.
-    fn pick_ramped(
-        &self,
-        balancer: &Balancer,
-        key: &PickKey,
-        ok: &dyn Fn(usize) -> bool,
-        now: u64,
-    ) -> Option<usize> {
-        if self.slow_start_ms == 0 {
-            return balancer.pick(&self.members, key, ok);
-        }
-        let ramp = |i: usize| -> f64 {
-            let since = self.members[i].backend.up_since_ms.load(Relaxed);
-            if since == 0 || now >= since + self.slow_start_ms {
-                1.0
-            } else if now <= since {
-                0.0
-            } else {
-                (now - since) as f64 / self.slow_start_ms as f64
-            }
-        };
-        let draw = rand::unit();
-        let ramped = |i: usize| ok(i) && draw < ramp(i).max(0.02);
-        balancer
-            .pick(&self.members, key, &ramped)
-            .or_else(|| balancer.pick(&self.members, key, ok))
     }
 }

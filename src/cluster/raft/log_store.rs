@@ -325,17 +325,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::command::{AdminCommand, Outcome};
-    use crate::cluster::consensus::{Applier, BoxFut};
     use crate::cluster::raft::state_machine::StateMachine;
+    use crate::command::{BoxFut, Command, CommandSink, Outcome};
     use openraft::storage::RaftLogStorageExt;
     use openraft::testing::{StoreBuilder, Suite};
     use openraft::{CommittedLeaderId, EntryPayload};
 
     struct Nothing;
-    impl Applier for Nothing {
-        fn apply(&self, _: AdminCommand) -> BoxFut<'static, Outcome> {
-            Box::pin(async { Outcome::default() })
+    impl CommandSink for Nothing {
+        fn submit(&self, _: Command) -> BoxFut<'static, Outcome> {
+            Box::pin(async { Ok(serde_json::Value::Null) })
         }
     }
 
@@ -387,7 +386,7 @@ mod tests {
     fn entry(term: u64, index: u64, pool: &str) -> Entry<TypeConfig> {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
-            payload: EntryPayload::Normal(AdminCommand::RemoveBackend {
+            payload: EntryPayload::Normal(Command::RemoveBackend {
                 pool: pool.into(),
                 address: format!("10.0.0.{index}:80"),
             }),

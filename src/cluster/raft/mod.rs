@@ -9,9 +9,9 @@ mod log_store;
 mod network;
 mod state_machine;
 
-use super::consensus::{Applier, BoxFut, Consensus, ConsensusView, ProposeError};
+use super::consensus::{BoxFut, Consensus, ConsensusView, ProposeError};
 use super::transport::Peer;
-use crate::admin::command::{AdminCommand, Outcome};
+use crate::command::{Command, CommandSink, Outcome};
 use crate::config::ClusterConfig;
 use openraft::error::{ClientWriteError, InstallSnapshotError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
@@ -24,10 +24,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// What applying a log entry produced (entries that carry no command produce
+/// nothing).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Applied(pub(crate) Option<Outcome>);
+
 openraft::declare_raft_types!(
-    pub TypeConfig:
-        D = AdminCommand,
-        R = Outcome,
+    pub(crate) TypeConfig:
+        D = Command,
+        R = Applied,
 );
 
 type NodeId = u64;
@@ -75,7 +80,7 @@ impl RaftConsensus {
     pub async fn start(
         cfg: &ClusterConfig,
         witness: bool,
-        applier: Arc<dyn Applier>,
+        applier: Arc<dyn CommandSink>,
         peers: &HashMap<String, Arc<Peer>>,
     ) -> Result<Arc<dyn Consensus>, String> {
         let mut names = Names::default();
@@ -215,10 +220,10 @@ impl Consensus for RaftConsensus {
         self.view.clone()
     }
 
-    fn propose(&self, cmd: AdminCommand) -> BoxFut<'_, Result<(Outcome, u64), ProposeError>> {
+    fn propose(&self, cmd: Command) -> BoxFut<'_, Result<(Outcome, u64), ProposeError>> {
         Box::pin(async move {
             match self.raft.client_write(cmd).await {
-                Ok(r) => Ok((r.data, r.log_id.index)),
+                Ok(r) => Ok((r.data.0.unwrap_or(Ok(Value::Null)), r.log_id.index)),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     Err(ProposeError::NotLeader(
                         f.leader_id

@@ -6,9 +6,9 @@
 //! (the log only grows with admin changes); should one ever be installed, its
 //! command history is replayed the same way.
 
+use super::Applied;
 use super::TypeConfig;
-use crate::admin::command::{AdminCommand, Outcome};
-use crate::cluster::consensus::Applier;
+use crate::command::{Command, CommandSink};
 use openraft::storage::RaftStateMachine;
 use openraft::{
     BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot,
@@ -22,15 +22,15 @@ type NodeId = u64;
 
 #[derive(Serialize, Deserialize)]
 struct SnapshotBody {
-    history: Vec<AdminCommand>,
+    history: Vec<Command>,
 }
 
 pub struct StateMachine {
-    applier: Arc<dyn Applier>,
+    applier: Arc<dyn CommandSink>,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
     /// Every command applied, in order (what a snapshot carries).
-    history: Vec<AdminCommand>,
+    history: Vec<Command>,
     /// The latest snapshot, built here or installed; shared with builders.
     current: Current,
     snapshots_built: u64,
@@ -43,7 +43,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl StateMachine {
-    pub fn new(applier: Arc<dyn Applier>) -> Self {
+    pub fn new(applier: Arc<dyn CommandSink>) -> Self {
         StateMachine {
             applier,
             last_applied: None,
@@ -64,7 +64,7 @@ pub struct Builder {
 struct StateMachineCopy {
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
-    history: Vec<AdminCommand>,
+    history: Vec<Command>,
     n: u64,
 }
 
@@ -101,7 +101,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.last_applied, self.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError<NodeId>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -110,19 +110,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for e in entries {
             self.last_applied = Some(e.log_id);
             match e.payload {
-                EntryPayload::Blank => out.push(Outcome::default()),
+                EntryPayload::Blank => out.push(Applied::default()),
                 EntryPayload::Normal(cmd) => {
-                    tracing::info!(index = e.log_id.index, change = %cmd.describe(), "applying a replicated change");
-                    let outcome = self.applier.apply(cmd.clone()).await;
-                    if !outcome.is_success() {
-                        tracing::warn!(index = e.log_id.index, status = outcome.status, body = %outcome.body, "a replicated change failed here");
+                    tracing::info!(index = e.log_id.index, change = %cmd, "applying a replicated change");
+                    let outcome = self.applier.submit(cmd.clone()).await;
+                    if let Err(err) = &outcome {
+                        tracing::warn!(index = e.log_id.index, error = %err, "a replicated change failed here");
                     }
                     self.history.push(cmd);
-                    out.push(outcome);
+                    out.push(Applied(Some(outcome)));
                 }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(e.log_id), m);
-                    out.push(Outcome::default());
+                    out.push(Applied::default());
                 }
             }
         }
@@ -161,7 +161,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             "installing a snapshot from the primary"
         );
         for cmd in &body.history {
-            self.applier.apply(cmd.clone()).await;
+            let _ = self.applier.submit(cmd.clone()).await;
         }
         self.history = body.history;
         self.last_applied = meta.last_log_id;

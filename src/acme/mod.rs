@@ -7,20 +7,24 @@
 //! plain listener (and on `redirect_http_from`), tls-alpn-01 in the TLS handshake.
 //! Everything runs in the background: a failure is logged with its reason and
 //! retried with backoff, and the proxy keeps serving meanwhile.
+//!
+//! In a cluster only the primary orders (the supervisor says so through the
+//! "may order" watch), and it publishes challenge answers and certificates as
+//! replicated commands so that every node can answer the CA and serve them.
 
-use super::certs::{self, CertInfo, CertTable, Loaded};
-use crate::admin::command::AdminCommand;
-use crate::config::{AcmeChallenge, AcmeConfig};
-use arc_swap::ArcSwap;
+use crate::command::{ChallengeKind, Command, CommandSink};
+use crate::config::AcmeChallenge;
+use crate::events::{EventKind, Events};
+use crate::tls::acme_state::{self, AcmeState};
+use crate::tls::certs::{self, Loaded};
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
     NewOrder, OrderStatus, RetryPolicy,
 };
-use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// Renew this long before expiry when the CA gives no renewal window.
 const RENEW_BEFORE: i64 = 30 * 24 * 3600;
@@ -32,213 +36,30 @@ const CHECK_EVERY: Duration = Duration::from_secs(6 * 3600);
 /// How often a cluster secondary looks at its role and its stored certificates.
 const SECONDARY_CHECK: Duration = Duration::from_secs(2);
 
-/// What the handshake and the request path need from ACME.
-#[derive(Debug)]
-pub struct AcmeState {
-    pub config: AcmeConfig,
-    pub domains: Vec<String>,
-    pub certs: ArcSwap<CertTable>,
-    http01: Mutex<HashMap<String, String>>,
-    alpn: Mutex<HashMap<String, Arc<CertifiedKey>>>,
-    /// Orders placed so far (for tests and the API).
-    pub orders: std::sync::atomic::AtomicU64,
+/// What a manager needs from the rest of the process.
+#[derive(Clone)]
+pub(crate) struct Handles {
+    /// True while this node may order certificates (standalone, or primary).
+    pub(crate) may_order: watch::Receiver<bool>,
+    /// Where challenge answers and certificates are replicated to every node of
+    /// a cluster (standalone: nowhere).
+    pub(crate) replicate: Arc<dyn CommandSink>,
+    pub(crate) events: Arc<Events>,
 }
 
-impl AcmeState {
-    pub fn new(config: AcmeConfig, domains: Vec<String>) -> Self {
-        AcmeState {
-            config,
-            domains,
-            certs: ArcSwap::from_pointee(CertTable::default()),
-            http01: Mutex::new(HashMap::new()),
-            alpn: Mutex::new(HashMap::new()),
-            orders: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    /// The key authorization for an http-01 token, if an order is waiting on it.
-    pub fn http01_answer(&self, token: &str) -> Option<String> {
-        self.http01.lock().ok()?.get(token).cloned()
-    }
-
-    /// The tls-alpn-01 certificate for a name being validated.
-    pub fn challenge_cert(&self, name: &str) -> Option<Arc<CertifiedKey>> {
-        self.alpn
-            .lock()
-            .ok()?
-            .get(&name.to_ascii_lowercase())
-            .cloned()
-    }
-
-    pub fn infos(&self) -> Vec<CertInfo> {
-        self.certs.load().infos.clone()
-    }
-
-    /// A challenge answer replicated from the primary (`None` removes it), so
-    /// any node can answer the CA.
-    pub fn set_challenge(&self, kind: &str, name: &str, value: Option<&str>) -> Result<(), String> {
-        match kind {
-            "http-01" => {
-                if let Ok(mut m) = self.http01.lock() {
-                    match value {
-                        Some(v) => m.insert(name.to_string(), v.to_string()),
-                        None => m.remove(name),
-                    };
-                }
-            }
-            "tls-alpn-01" => {
-                let cert = match value {
-                    Some(hex) => Some(alpn_challenge_cert(name, &from_hex(hex)?)?),
-                    None => None,
-                };
-                if let Ok(mut m) = self.alpn.lock() {
-                    match cert {
-                        Some(c) => m.insert(name.to_ascii_lowercase(), c),
-                        None => m.remove(&name.to_ascii_lowercase()),
-                    };
-                }
-            }
-            other => return Err(format!("unknown challenge type `{other}`")),
-        }
-        Ok(())
-    }
-
-    /// A certificate issued to the primary: stored here too and served at once.
-    pub fn install(&self, domain: &str, chain_pem: &str, key_pem: &str) -> Result<(), String> {
-        certs::from_pem(chain_pem.as_bytes(), key_pem.as_bytes(), "acme")?;
-        std::fs::create_dir_all(&self.config.storage).map_err(|e| e.to_string())?;
-        save(&self.config.storage, domain, key_pem, chain_pem)?;
-        publish(self, &load_stored(self));
-        Ok(())
-    }
-}
-
-fn to_hex(b: &[u8]) -> String {
+pub(crate) fn to_hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn from_hex(s: &str) -> Result<Vec<u8>, String> {
-    if !s.len().is_multiple_of(2) {
-        return Err("odd hex length".into());
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| {
-            s.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("bad hex `{s}`"))
-        })
-        .collect()
-}
-
-fn save(dir: &Path, domain: &str, key_pem: &str, chain_pem: &str) -> Result<(), String> {
-    write_private(
-        &storage_file(dir, &format!("{domain}.key.pem")),
-        key_pem.as_bytes(),
-    )
-    .and_then(|_| {
-        write_private(
-            &storage_file(dir, &format!("{domain}.crt.pem")),
-            chain_pem.as_bytes(),
-        )
-    })
-    .map_err(|e| format!("saving the certificate: {e}"))
 }
 
 /// In a cluster, publishes a change to every node through Raft (and waits for
 /// it to be committed); standalone, nothing to do.
-async fn replicate(app: &Weak<crate::app::App>, cmd: AdminCommand) -> Result<(), String> {
-    let Some(app) = app.upgrade() else {
-        return Ok(());
-    };
-    let Some(cluster) = app.cluster() else {
-        return Ok(());
-    };
-    let what = cmd.describe();
-    let o = cluster.submit(cmd).await;
-    if o.is_success() {
-        Ok(())
-    } else {
-        Err(format!("replicating {what}: {}", o.body))
-    }
-}
-
-/// Whether this node may order: always standalone; only the primary in a cluster.
-fn may_order(app: &Weak<crate::app::App>) -> bool {
-    let Some(app) = app.upgrade() else {
-        return false;
-    };
-    if app.runtime.load().config.cluster.is_none() {
-        return true;
-    }
-    app.cluster()
-        .is_some_and(|c| c.role() == crate::cluster::role::Role::Primary)
-}
-
-fn storage_file(dir: &Path, name: &str) -> PathBuf {
-    // Names are DNS names; keep the file name safe anyway.
-    let safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    dir.join(safe)
-}
-
-/// Writes a file readable by the owner only, atomically.
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
-/// Loads every stored certificate for the manager's domains.
-fn load_stored(state: &AcmeState) -> Vec<Loaded> {
-    let mut out = Vec::new();
-    for d in &state.domains {
-        let cert = storage_file(&state.config.storage, &format!("{d}.crt.pem"));
-        let key = storage_file(&state.config.storage, &format!("{d}.key.pem"));
-        if !cert.exists() {
-            continue;
-        }
-        match std::fs::read(&cert)
-            .map_err(|e| e.to_string())
-            .and_then(|c| {
-                std::fs::read(&key)
-                    .map_err(|e| e.to_string())
-                    .map(|k| (c, k))
-            })
-            .and_then(|(c, k)| certs::from_pem(&c, &k, "acme"))
-        {
-            Ok(l) => out.push(l),
-            Err(e) => {
-                tracing::warn!(domain = %d, error = %e, "ignoring a stored certificate that cannot be loaded")
-            }
-        }
-    }
-    out
-}
-
-fn publish(state: &AcmeState, loaded: &[Loaded]) {
-    let mut table = CertTable::default();
-    for l in loaded {
-        table.add(l);
-    }
-    state.certs.store(Arc::new(table));
+async fn replicate(h: &Handles, cmd: Command) -> Result<(), String> {
+    let what = cmd.to_string();
+    h.replicate
+        .submit(cmd)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("replicating {what}: {e}"))
 }
 
 async fn account(state: &AcmeState) -> Result<Account, String> {
@@ -276,7 +97,8 @@ async fn account(state: &AcmeState) -> Result<Account, String> {
             )
         })?;
     let json = serde_json::to_vec_pretty(&creds).map_err(|e| e.to_string())?;
-    write_private(&path, &json).map_err(|e| format!("saving {}: {e}", path.display()))?;
+    acme_state::write_private(&path, &json)
+        .map_err(|e| format!("saving {}: {e}", path.display()))?;
     tracing::info!(directory = %state.config.directory, "ACME account created");
     Ok(account)
 }
@@ -307,7 +129,7 @@ async fn order(
     state: &AcmeState,
     account: &Account,
     domain: &str,
-    app: &Weak<crate::app::App>,
+    h: &Handles,
 ) -> Result<Loaded, String> {
     state
         .orders
@@ -339,10 +161,10 @@ async fn order(
                 AcmeChallenge::Http01 => {
                     let token = ch.token.clone();
                     tokens.push(token.clone());
-                    ("http-01", token, ka.as_str().to_string())
+                    (ChallengeKind::Http01, token, ka.as_str().to_string())
                 }
                 AcmeChallenge::TlsAlpn01 => (
-                    "tls-alpn-01",
+                    ChallengeKind::TlsAlpn01,
                     domain.to_string(),
                     to_hex(ka.digest().as_ref()),
                 ),
@@ -350,10 +172,10 @@ async fn order(
             state.set_challenge(kind, &name, Some(&value))?;
             // Every node answers the CA, whichever one it reaches.
             replicate(
-                app,
-                AdminCommand::AcmeChallenge {
+                h,
+                Command::AcmeChallenge {
                     directory: state.config.directory.clone(),
-                    kind: kind.into(),
+                    kind,
                     name,
                     value: Some(value),
                 },
@@ -391,81 +213,61 @@ async fn order(
     .await;
     // The challenge answers are no longer needed, whatever happened.
     let (kind, names) = match state.config.challenge {
-        AcmeChallenge::Http01 => ("http-01", tokens),
-        AcmeChallenge::TlsAlpn01 => ("tls-alpn-01", vec![domain.to_string()]),
+        AcmeChallenge::Http01 => (ChallengeKind::Http01, tokens),
+        AcmeChallenge::TlsAlpn01 => (ChallengeKind::TlsAlpn01, vec![domain.to_string()]),
     };
     for name in names {
         let _ = state.set_challenge(kind, &name, None);
-        let cmd = AdminCommand::AcmeChallenge {
+        let cmd = Command::AcmeChallenge {
             directory: state.config.directory.clone(),
-            kind: kind.into(),
+            kind,
             name,
             value: None,
         };
-        if let Err(e) = replicate(app, cmd).await {
+        if let Err(e) = replicate(h, cmd).await {
             tracing::debug!(error = %e, "challenge cleanup");
         }
     }
     let (key_pem, chain_pem) = result?;
     let loaded = certs::from_pem(chain_pem.as_bytes(), key_pem.as_bytes(), "acme")?;
-    save(&state.config.storage, domain, &key_pem, &chain_pem)?;
-    let cmd = AdminCommand::AcmeCertificate {
+    acme_state::save(&state.config.storage, domain, &key_pem, &chain_pem)?;
+    let cmd = Command::AcmeCertificate {
         directory: state.config.directory.clone(),
         domain: domain.to_string(),
         chain_pem,
         key_pem,
     };
-    if let Err(e) = replicate(app, cmd).await {
+    if let Err(e) = replicate(h, cmd).await {
         // Served here; the other nodes get it at the next renewal or hand-over.
         tracing::error!(%domain, error = %e, "the certificate could not be replicated");
     }
     Ok(loaded)
 }
 
-/// A self-signed certificate carrying the acmeIdentifier extension (RFC 8737).
-fn alpn_challenge_cert(domain: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, String> {
-    let mut params =
-        rcgen::CertificateParams::new(vec![domain.to_string()]).map_err(|e| e.to_string())?;
-    params
-        .custom_extensions
-        .push(rcgen::CustomExtension::new_acme_identifier(digest));
-    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
-    let key_der = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    // Not `CertifiedKey::from_der`: its key check parses the certificate and
-    // rejects the (critical) acmeIdentifier extension this certificate exists for.
-    let signing = super::provider()
-        .key_provider
-        .load_private_key(key_der)
-        .map_err(|e| e.to_string())?;
-    Ok(Arc::new(CertifiedKey::new(
-        vec![cert.der().clone()],
-        signing,
-    )))
-}
-
 /// The manager task: keeps every domain's certificate present and fresh.
-pub async fn run(
+pub(crate) async fn run(
     state: Arc<AcmeState>,
-    app: Weak<crate::app::App>,
+    h: Handles,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     if let Err(e) = std::fs::create_dir_all(&state.config.storage) {
         tracing::error!(storage = %state.config.storage.display(), error = %e, "cannot create the ACME storage directory");
     }
-    let mut loaded = load_stored(&state);
-    publish(&state, &loaded);
+    let mut may_order = h.may_order.clone();
+    let mut loaded = acme_state::load_stored(&state);
+    acme_state::publish(&state, &loaded);
     let mut backoff: HashMap<String, Duration> = HashMap::new();
     let mut acct: Option<Account> = None;
     loop {
         let mut next_check = CHECK_EVERY;
-        if !may_order(&app) {
+        if !*may_order.borrow_and_update() {
             // A secondary serves what the primary ordered (replicated into
             // `storage`) and checks again soon, in case it becomes primary.
-            loaded = load_stored(&state);
-            publish(&state, &loaded);
+            loaded = acme_state::load_stored(&state);
+            acme_state::publish(&state, &loaded);
             tokio::select! {
                 _ = tokio::time::sleep(SECONDARY_CHECK) => continue,
+                Ok(()) = may_order.changed() => continue,
                 _ = shutdown.cancelled() => return,
             }
         }
@@ -499,22 +301,20 @@ pub async fn run(
                 continue;
             }
             tracing::info!(%domain, challenge = ?state.config.challenge, "ordering a certificate");
-            match order(&state, account, &domain, &app).await {
+            match order(&state, account, &domain, &h).await {
                 Ok(l) => {
                     tracing::info!(%domain, issuer = %l.info.issuer, not_after = l.info.not_after, "certificate issued");
-                    if let Some(app) = app.upgrade() {
-                        app.events.record(
-                            "certificate.issued",
-                            None,
-                            None,
-                            format!("{domain}: issued by {}", l.info.issuer),
-                        );
-                    }
+                    h.events.record(
+                        EventKind::CertificateIssued,
+                        None,
+                        None,
+                        format!("{domain}: issued by {}", l.info.issuer),
+                    );
                     if let Some(i) = current {
                         loaded.remove(i);
                     }
                     loaded.push(l);
-                    publish(&state, &loaded);
+                    acme_state::publish(&state, &loaded);
                     backoff.remove(&domain);
                 }
                 Err(e) => {
@@ -523,14 +323,12 @@ pub async fn run(
                         .and_modify(|b| *b = (*b * 2).min(MAX_BACKOFF))
                         .or_insert(FIRST_BACKOFF);
                     tracing::error!(%domain, error = %e, retry_in = ?wait, "certificate order failed; still serving, will retry");
-                    if let Some(app) = app.upgrade() {
-                        app.events.record(
-                            "certificate.failed",
-                            None,
-                            None,
-                            format!("{domain}: {e}"),
-                        );
-                    }
+                    h.events.record(
+                        EventKind::CertificateFailed,
+                        None,
+                        None,
+                        format!("{domain}: {e}"),
+                    );
                     next_check = next_check.min(wait);
                 }
             }

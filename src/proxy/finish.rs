@@ -1,9 +1,9 @@
-//! What happens when a request is over (its response body sent or abandoned):
-//! the backend's in-flight count drops, and the access log and metrics get one
-//! record.
+//! The last phase: when a request is over (its response body sent or
+//! abandoned), the backend's in-flight count drops, and the metrics, the access
+//! log and the trace get one record each.
 
-use crate::app::App;
-use crate::runtime::Runtime;
+use super::ProxyContext;
+use crate::snapshot::{Snapshot, Target};
 use crate::upstream::backend::Backend;
 use crate::upstream::body::BodyStats;
 use http::{HeaderValue, Method};
@@ -11,11 +11,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub struct Completion {
-    pub app: Arc<App>,
-    pub rt: Arc<Runtime>,
+pub(crate) struct Completion {
+    proxy: Arc<ProxyContext>,
+    snapshot: Arc<Snapshot>,
     pub route: Option<usize>,
-    pub pool: Option<usize>,
     pub backend: Option<Arc<Backend>>,
     /// Keeps the backend's in-flight count until the request is over.
     pub in_flight: Option<crate::upstream::backend::InFlight>,
@@ -42,19 +41,18 @@ pub struct Completion {
 }
 
 impl Completion {
-    pub fn new(
-        app: Arc<App>,
-        rt: Arc<Runtime>,
+    pub(crate) fn new(
+        proxy: Arc<ProxyContext>,
+        snapshot: Arc<Snapshot>,
         started: Instant,
         method: Method,
         request_id: HeaderValue,
         client_ip: IpAddr,
     ) -> Self {
         Completion {
-            app,
-            rt,
+            proxy,
+            snapshot,
             route: None,
-            pool: None,
             backend: None,
             in_flight: None,
             started,
@@ -81,9 +79,9 @@ impl Completion {
         }
         self.done = true;
         self.in_flight = None;
-        self.app.telemetry.request_done(self);
+        self.count();
         if let Some(t) = self.trace.take()
-            && let Some(otlp) = self.app.otlp.load().as_ref()
+            && let Some(otlp) = self.proxy.otlp.load().as_ref()
         {
             use opentelemetry::KeyValue;
             let mut attrs = vec![
@@ -104,21 +102,40 @@ impl Completion {
             }
             otlp.finish(*t, attrs, self.status);
         }
-        if let Some(log) = self.app.access_log.load().as_ref() {
+        if let Some(log) = self.proxy.access_log.load().as_ref() {
             log.write(self);
         }
     }
 
+    fn count(&self) {
+        let t = &self.proxy.telemetry;
+        let route = self.route.map(|i| &self.snapshot.routes[i].name);
+        t.record(
+            self.status,
+            route,
+            self.pool_name_arc(),
+            self.backend.as_ref().map(|b| &b.key_arc),
+            self.started.elapsed().as_secs_f64(),
+        );
+    }
+
     pub fn route_name(&self) -> &str {
         self.route
-            .map(|i| self.rt.routes[i].name.as_str())
+            .map(|i| &*self.snapshot.routes[i].name)
             .unwrap_or("")
     }
 
+    /// The pool of the route (the chosen variant of a split).
+    fn pool_name_arc(&self) -> Option<&Arc<str>> {
+        let route = &self.snapshot.routes[self.route?];
+        match &route.target {
+            Target::Pool { pool, .. } => Some(&pool.name_arc),
+            Target::Split { variants, .. } => Some(&variants.get(self.variant?)?.pool.name_arc),
+        }
+    }
+
     pub fn pool_name(&self) -> &str {
-        self.pool
-            .map(|i| self.rt.pools[i].name.as_str())
-            .unwrap_or("")
+        self.pool_name_arc().map(|p| &**p).unwrap_or("")
     }
 
     pub fn backend_key(&self) -> &str {

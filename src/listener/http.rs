@@ -1,0 +1,214 @@
+//! The HTTP listener kind: TLS handshakes (ALPN h2 / http/1.1, ACME
+//! tls-alpn-01), HTTP/1.1 with the framing guard, and HTTP/2 (over TLS, or with
+//! prior knowledge on a plain socket: the first bytes tell them apart). Every
+//! request goes through `proxy::pipeline`.
+
+use super::{ListenerSpec, log_conn_end};
+use crate::proxy::ProxyContext;
+use crate::proxy::guard::{GuardState, Guarded, Scanner};
+use crate::proxy::headers::PeerInfo;
+use crate::proxy::pipeline::{ConnCtx, handle};
+use crate::upstream::body::Inbound;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+pub(super) async fn serve(
+    proxy: Arc<ProxyContext>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    spec: &ListenerSpec,
+    stop: CancellationToken,
+) {
+    let limits = proxy.snapshot.load().limits.clone();
+    if let Some(tls) = &spec.tls {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+        let tls_stream =
+            match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+        let alpn = tls_stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        match alpn.as_deref() {
+            // ACME tls-alpn-01 validation: the handshake was the whole point.
+            Some(crate::tls::ACME_TLS_ALPN) => {}
+            Some(b"h2") => serve_h2(proxy, tls_stream, peer, "https", &limits, stop).await,
+            _ => serve_h1(proxy, tls_stream, peer, "https", &limits, stop).await,
+        }
+        return;
+    }
+    let h2 = if spec.config.http2 {
+        match tokio::time::timeout(limits.header_read_timeout, starts_with_h2_preface(&stream))
+            .await
+        {
+            Ok(Ok(h2)) => h2,
+            _ => return,
+        }
+    } else {
+        false
+    };
+    if h2 {
+        serve_h2(proxy, stream, peer, "http", &limits, stop).await;
+    } else {
+        serve_h1(proxy, stream, peer, "http", &limits, stop).await;
+    }
+}
+
+/// Waits for the first bytes of a connection and tells whether they are the HTTP/2
+/// preface. Leaves the bytes in the socket.
+async fn starts_with_h2_preface(stream: &TcpStream) -> io::Result<bool> {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        // A partial preface: wait a moment for the rest.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn context(
+    proxy: Arc<ProxyContext>,
+    peer: SocketAddr,
+    scheme: &'static str,
+    guard: Option<Arc<GuardState>>,
+) -> Arc<ConnCtx> {
+    Arc::new(ConnCtx {
+        proxy,
+        peer: PeerInfo::new(peer.ip()),
+        scheme,
+        guard,
+        served: AtomicU64::new(0),
+    })
+}
+
+async fn serve_h1<I>(
+    proxy: Arc<ProxyContext>,
+    io: I,
+    peer: SocketAddr,
+    scheme: &'static str,
+    limits: &crate::config::Limits,
+    stop: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let guard = Arc::new(GuardState::new());
+    let ctx = context(proxy, peer, scheme, Some(guard.clone()));
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(handle(&ctx, req.map(Inbound::Hyper)).await) }
+    });
+    let io = Guarded::new(io, Some(Scanner::new(guard, limits.max_header_bytes)));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .max_buf_size((limits.max_header_bytes + 8192).max(400 * 1024));
+    drive_h1(
+        builder
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades(),
+        &stop,
+    )
+    .await;
+}
+
+/// Serves an HTTP/1 connection until it ends; on stop, lets the request in
+/// flight finish and closes.
+pub(super) async fn drive_h1<F>(conn: F, stop: &CancellationToken)
+where
+    F: std::future::Future<Output = Result<(), hyper::Error>> + GracefulConn,
+{
+    let mut conn = pin!(conn);
+    tokio::select! {
+        biased;
+        r = conn.as_mut() => { log_conn_end(r.err()); return; }
+        _ = stop.cancelled() => {}
+    }
+    conn.as_mut().graceful();
+    log_conn_end(conn.await.err());
+}
+
+/// The graceful-shutdown call of hyper's different connection types.
+pub(super) trait GracefulConn {
+    fn graceful(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S> GracefulConn for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S> GracefulConn for hyper::server::conn::http1::Connection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+async fn serve_h2<I>(
+    proxy: Arc<ProxyContext>,
+    io: I,
+    peer: SocketAddr,
+    scheme: &'static str,
+    limits: &crate::config::Limits,
+    stop: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let ctx = context(proxy, peer, scheme, None);
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(handle(&ctx, req.map(Inbound::Hyper)).await) }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let mut conn = pin!(conn);
+    tokio::select! {
+        biased;
+        r = conn.as_mut() => { log_conn_end(r.err()); return; }
+        _ = stop.cancelled() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    log_conn_end(conn.await.err());
+}

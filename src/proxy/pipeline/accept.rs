@@ -1,0 +1,121 @@
+//! Phase 1: a request arrives. It gets its request ID and its finish record;
+//! framing problems the connection's guard saw, a missing Host, and ACME
+//! http-01 validations are answered here.
+
+use super::{ConnCtx, Refusal, RequestCtx};
+use crate::proxy::ProxyContext;
+use crate::proxy::body::ProxyBody;
+use crate::proxy::finish::Completion;
+use crate::proxy::headers::{self as hdr, X_FORWARDED_FOR, X_REQUEST_ID};
+use crate::snapshot::Snapshot;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, Version, header};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+pub(crate) const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// The request's context, or the answer when the request is settled here.
+pub(super) fn accept(
+    conn: &ConnCtx,
+    parts: &Parts,
+    snapshot: &Arc<Snapshot>,
+) -> Result<RequestCtx, Box<Response<ProxyBody>>> {
+    let started = Instant::now();
+    let index = conn.served.fetch_add(1, Relaxed);
+    if let Some(answer) = acme_http01(&conn.proxy, parts.uri.path()) {
+        return Err(Box::new(answer));
+    }
+    let request_id = match parts.headers.get(&X_REQUEST_ID) {
+        Some(v) if hdr::acceptable_request_id(v) => v.clone(),
+        _ => hdr::generate_request_id(),
+    };
+    let client = client_ip(snapshot, conn.peer.ip, &parts.headers);
+    let mut done = Completion::new(
+        conn.proxy.clone(),
+        snapshot.clone(),
+        started,
+        parts.method.clone(),
+        request_id.clone(),
+        client,
+    );
+    // 499 (nginx's "client closed request") unless a response is produced.
+    done.status = 499;
+    let host = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
+    };
+    if conn.proxy.access_log.load().is_some() {
+        done.host = host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string);
+        done.path = Some(
+            parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
+        );
+    }
+    let rc = RequestCtx {
+        request_id,
+        client,
+        host,
+        traceparent: None,
+        done,
+    };
+    if let Some(g) = &conn.guard
+        && g.is_bad(index)
+    {
+        return Err(Box::new(rc.refuse(Refusal::closing(
+            StatusCode::BAD_REQUEST,
+            "conflicting Content-Length and Transfer-Encoding",
+        ))));
+    }
+    if rc.host.is_none() && parts.version == Version::HTTP_11 {
+        return Err(Box::new(rc.refuse(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "missing Host header",
+        ))));
+    }
+    Ok(rc)
+}
+
+/// The answer to an ACME http-01 validation request, if an order waits on it.
+pub(crate) fn acme_http01(proxy: &ProxyContext, path: &str) -> Option<Response<ProxyBody>> {
+    let token = path.strip_prefix(ACME_CHALLENGE_PREFIX)?;
+    let answer = crate::tls::acme_state::http01_answer(&proxy.acme.load(), token)?;
+    let mut resp = Response::new(ProxyBody::text(answer));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Some(resp)
+}
+
+/// The client as the access log and `ip_hash` see it: behind trusted proxies, the
+/// right-most X-Forwarded-For entry that is not itself a trusted proxy.
+fn client_ip(snapshot: &Snapshot, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    if snapshot.trusted_proxies.is_empty() || !snapshot.is_trusted(peer) {
+        return peer;
+    }
+    let mut ip = peer;
+    for v in headers.get_all(&X_FORWARDED_FOR) {
+        let Ok(s) = v.to_str() else { continue };
+        for part in s.rsplit(',') {
+            match part.trim().parse::<IpAddr>() {
+                Ok(a) => {
+                    ip = a;
+                    if !snapshot.is_trusted(a) {
+                        return a;
+                    }
+                }
+                Err(_) => return ip,
+            }
+        }
+    }
+    ip
+}

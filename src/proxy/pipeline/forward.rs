@@ -1,0 +1,346 @@
+//! Phase 4: forward the request. Pick a backend (the pool's rules, see
+//! `upstream::pick`), wait in the pool's queue while every backend is at its cap,
+//! send, and on failure try another backend while the retry policy allows;
+//! a pool that hedges races a second backend against a slow first one.
+
+use super::hedge;
+use super::request::Prepared;
+use super::route::Routed;
+use super::{ConnCtx, Refusal, RequestCtx};
+use crate::events::EventKind;
+use crate::upstream::backend::{Awaiting, Backend, InFlight};
+use crate::upstream::body::UpstreamBody;
+use crate::upstream::client::{self, Lease, SendError};
+use crate::upstream::pick::{Pick, Tried};
+use crate::upstream::pool::Pool;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+/// One try of a request on one backend.
+pub(super) struct Attempt {
+    pub(super) idx: usize,
+    pub(super) backend: Arc<Backend>,
+    /// Counts the request in flight on the backend until it really ends.
+    pub(super) guard: InFlight,
+    pub(super) sent_at: Instant,
+}
+
+impl Attempt {
+    /// Counts the request in flight on the member and shapes it for its protocol.
+    /// `slot`: the in-flight count already reserved on a capped member (hedges
+    /// have none: they may pass a cap).
+    pub(super) fn start(
+        pool: &Pool,
+        idx: usize,
+        mut request: Request<UpstreamBody>,
+        p: &Prepared,
+        slot: Option<InFlight>,
+    ) -> (Attempt, Request<UpstreamBody>) {
+        let backend = pool.members[idx].backend.clone();
+        p.out
+            .address(&mut request, backend.address.scheme, &backend.address.key);
+        let attempt = Attempt {
+            idx,
+            guard: slot.unwrap_or_else(|| {
+                InFlight::new(
+                    backend.clone(),
+                    (pool.members[idx].max_requests > 0).then(|| pool.state.clone()),
+                )
+            }),
+            backend,
+            sent_at: Instant::now(),
+        };
+        (attempt, request)
+    }
+}
+
+/// The attempt whose backend answered, with its response.
+pub(super) struct Won {
+    pub(super) attempt: Attempt,
+    pub(super) response: Response<Incoming>,
+    pub(super) lease: Lease,
+    pub(super) client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    pub(super) client_version: http::Version,
+}
+
+/// The state of the tries of one request.
+pub(super) struct Tries {
+    pub(super) tried: Tried,
+    pub(super) attempts: u32,
+    /// The status and reason of the last failure, for the final answer.
+    last_error: Option<(StatusCode, String)>,
+    /// The request when it can be sent as is (nothing of it was sent yet).
+    pending: Option<Request<UpstreamBody>>,
+    queue_deadline: Option<Instant>,
+    /// Retries stop here.
+    pub(super) deadline: Instant,
+}
+
+pub(super) type Outcomes = Vec<(Attempt, client::SendResult)>;
+
+pub(super) async fn forward(
+    conn: &ConnCtx,
+    rc: &mut RequestCtx,
+    routed: &Routed<'_>,
+    mut p: Prepared,
+) -> Result<Won, Refusal> {
+    let pool = routed.pool;
+    let mut st = Tries {
+        tried: Tried::default(),
+        attempts: 0,
+        last_error: None,
+        pending: p.first.take(),
+        queue_deadline: None,
+        deadline: rc.done.started + pool.retries.try_duration,
+    };
+    pool.state.earn_hedge();
+    // Only requests without a body, of a method that may be retried after it
+    // was sent, are hedged.
+    let hedge_after = if p.retry_after_send && p.body_is_empty {
+        pool.hedge_delay()
+    } else {
+        None
+    };
+    let won = loop {
+        let Some((idx, slot)) = choose(pool, routed, &p, &mut st).await? else {
+            break None;
+        };
+        let Some(request) = next_request(&p, &mut st) else {
+            break None;
+        };
+        st.attempts += 1;
+        if st.attempts > 1 {
+            pool.state.retries.fetch_add(1, Relaxed);
+        }
+        let (first, request) = Attempt::start(pool, idx, request, &p, slot);
+        let outcomes = match hedge_after {
+            None => {
+                let r = send_tracked(first.backend.clone(), request, pool.timeouts).await;
+                vec![(first, r)]
+            }
+            Some(delay) => hedge::race(pool, routed, &p, &mut st, (first, request), delay).await,
+        };
+        rc.done.attempts = st.attempts;
+        record_trace(rc, &outcomes);
+        if let Some(w) = judge(conn, pool, &p, &mut st, outcomes)? {
+            break Some(w);
+        }
+        if !may_retry(pool, &p, &st) {
+            break None;
+        }
+    };
+    rc.done.attempts = st.attempts;
+    match won {
+        Some((attempt, response, lease)) => Ok(Won {
+            attempt,
+            response,
+            lease,
+            client_upgrade: p.client_upgrade.take(),
+            client_version: p.client_version,
+        }),
+        None => {
+            let (status, detail) = st
+                .last_error
+                .unwrap_or((StatusCode::BAD_GATEWAY, "no backend could be tried".into()));
+            tracing::debug!(request_id = ?rc.request_id, %status, %detail, "request failed");
+            Err(Refusal::new(
+                status,
+                match status {
+                    StatusCode::GATEWAY_TIMEOUT => "backend did not answer in time",
+                    _ => "backend unreachable",
+                },
+            ))
+        }
+    }
+}
+
+/// The member for the next attempt, with its reserved slot when it is capped;
+/// `None` when no further attempt is possible.
+async fn choose(
+    pool: &Pool,
+    routed: &Routed<'_>,
+    p: &Prepared,
+    st: &mut Tries,
+) -> Result<Option<(usize, Option<InFlight>)>, Refusal> {
+    let retry = &pool.retries;
+    loop {
+        match pool.pick(routed.balancer, &p.key, &st.tried) {
+            Pick::Member(i) => {
+                // A capped member is reserved before anything is committed to it;
+                // if another request took its last slot since the pick, pick again
+                // (which queues once every member is full).
+                let cap = pool.members[i].max_requests;
+                let slot = if cap > 0 {
+                    let backend = pool.members[i].backend.clone();
+                    match InFlight::reserve(backend, cap, pool.state.clone()) {
+                        Some(s) => Some(s),
+                        None => continue,
+                    }
+                } else {
+                    None
+                };
+                st.tried.add(i);
+                return Ok(Some((i, slot)));
+            }
+            Pick::Full => {
+                pool.wait_for_room(routed.balancer, &p.key, &st.tried, &mut st.queue_deadline)
+                    .await
+                    .map_err(|why| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, why))?;
+            }
+            pick => {
+                let can_wait = !retry.try_duration.is_zero()
+                    && Instant::now() + retry.try_interval < st.deadline;
+                if can_wait && (st.pending.is_some() || p.retry_after_send) {
+                    tokio::time::sleep(retry.try_interval).await;
+                    st.tried.clear();
+                    continue;
+                }
+                if st.attempts == 0
+                    || matches!(pick, Pick::NoneAvailable) && st.last_error.is_none()
+                {
+                    return Err(Refusal::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no healthy backend",
+                    ));
+                }
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// The request for the next attempt: the pending one, or a rebuilt one (only
+/// possible with an empty or replayable body).
+fn next_request(p: &Prepared, st: &mut Tries) -> Option<Request<UpstreamBody>> {
+    if let Some(r) = st.pending.take() {
+        return Some(r);
+    }
+    if p.body_is_empty {
+        return p.out.build(UpstreamBody::Empty);
+    }
+    match &p.replay {
+        Some(r) if r.replayable() => p
+            .out
+            .build(UpstreamBody::Replay(r.reader(st.attempts as u64 + 1))),
+        _ => None,
+    }
+}
+
+/// Sorts the outcomes of one round: the winner, if any answered; failures are
+/// counted against their backend (passive health) unless the client caused them.
+fn judge(
+    conn: &ConnCtx,
+    pool: &Pool,
+    p: &Prepared,
+    st: &mut Tries,
+    outcomes: Outcomes,
+) -> Result<Option<(Attempt, Response<Incoming>, Lease)>, Refusal> {
+    let mut winner = None;
+    for (attempt, result) in outcomes {
+        match result {
+            Ok((resp, lease)) => winner = Some((attempt, resp, lease)),
+            Err((err, returned)) => {
+                if let Some(s) = &p.stats {
+                    if s.too_large.load(Relaxed) {
+                        return Err(Refusal::closing(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "body larger than limits.max_body_bytes",
+                        ));
+                    }
+                    if s.client_error.load(Relaxed) {
+                        return Err(Refusal::new(
+                            StatusCode::BAD_REQUEST,
+                            "could not read the request body",
+                        ));
+                    }
+                }
+                let status = match err {
+                    SendError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                if attempt.backend.record_failure(&pool.passive) {
+                    ejected(conn, pool, &attempt.backend, &err.to_string());
+                }
+                tracing::debug!(pool = %pool.name, backend = %attempt.backend.key(), attempt = st.attempts, error = %err, "upstream attempt failed");
+                if returned.is_some() {
+                    st.pending = returned;
+                }
+                st.last_error = Some((status, err.to_string()));
+            }
+        }
+    }
+    Ok(winner)
+}
+
+/// Whether one more attempt may follow a failed one.
+fn may_retry(pool: &Pool, p: &Prepared, st: &Tries) -> bool {
+    let nothing_sent = st.pending.is_some();
+    !pool.retries.try_duration.is_zero()
+        && Instant::now() < st.deadline
+        && (nothing_sent
+            || (p.retry_after_send
+                && (p.body_is_empty || p.replay.as_ref().is_some_and(|r| r.replayable()))))
+}
+
+fn record_trace(rc: &mut RequestCtx, outcomes: &Outcomes) {
+    let Some(t) = rc.done.trace.as_mut() else {
+        return;
+    };
+    let end = Instant::now();
+    for (attempt, result) in outcomes {
+        t.attempts.push(crate::otlp::Attempt {
+            backend: attempt.backend.key().to_string(),
+            start: attempt.sent_at,
+            end,
+            outcome: match result {
+                Ok(_) => "ok".into(),
+                Err((e, _)) => e.to_string(),
+            },
+        });
+    }
+}
+
+pub(super) type SendFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = client::SendResult> + Send>>;
+
+/// A send that owns what it needs, so that a hedged loser can finish on its own.
+pub(super) fn send_owned(
+    backend: Arc<Backend>,
+    request: Request<UpstreamBody>,
+    timeouts: crate::config::Timeouts,
+) -> SendFuture {
+    Box::pin(send_tracked(backend, request, timeouts))
+}
+
+/// Sends, keeping the request counted as waiting for an answer until it has one.
+pub(super) async fn send_tracked(
+    backend: Arc<Backend>,
+    request: Request<UpstreamBody>,
+    timeouts: crate::config::Timeouts,
+) -> client::SendResult {
+    let waiting = Awaiting::new(backend.clone());
+    let result = client::send(&backend, request, &timeouts).await;
+    if matches!(&result, Ok(_) | Err((client::SendError::Exchange(_), _))) {
+        waiting.answered();
+    }
+    result
+}
+
+/// A backend taken out by passive health: logged, an event, and its pool's
+/// failover controller woken.
+pub(super) fn ejected(conn: &ConnCtx, pool: &Pool, backend: &Backend, reason: &str) {
+    tracing::warn!(pool = %pool.name, backend = %backend.key(), %reason, "backend taken out for passive_health.fail_duration");
+    conn.proxy.events.record(
+        EventKind::BackendEjected,
+        Some(&pool.name),
+        Some(backend.key()),
+        format!(
+            "{} failures within {:?}: {reason}",
+            pool.passive.max_fails, pool.passive.fail_duration
+        ),
+    );
+    pool.state.health_changed.notify_one();
+}

@@ -1,0 +1,123 @@
+//! The phases of one request, in order:
+//!
+//! 1. [`accept`]: request ID, the finish record, framing verdicts, ACME http-01.
+//! 2. [`route`]: host and path → route → pool (or split variant).
+//! 3. [`request`]: request rules: limits, hop-by-hop and forwarding headers, the
+//!    route's header edits, the body (streamed, or held for replay).
+//! 4. [`forward`]: pick a backend, queue at caps, retry, hedge.
+//! 5. [`response`]: response rules, upgrades, and the streamed body whose end
+//!    finishes the request (access log, metrics, trace; see `finish`).
+//!
+//! Each phase is a plain function over the request's context; a phase that
+//! cannot go on returns a [`Refusal`], answered with a short error carrying the
+//! request ID. A new phase (a cache lookup between rules and forwarding, a cache
+//! admission in the response) slots in here.
+
+pub(crate) mod accept;
+mod forward;
+mod hedge;
+mod request;
+mod response;
+mod route;
+mod tunnel;
+
+use super::body::ProxyBody;
+use super::finish::Completion;
+use super::guard::GuardState;
+use super::headers::PeerInfo;
+use super::{ProxyContext, respond};
+use crate::upstream::body::Inbound;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+/// Per client connection: who is on the other end and how they reached us.
+pub(crate) struct ConnCtx {
+    pub(crate) proxy: Arc<ProxyContext>,
+    pub(crate) peer: PeerInfo,
+    /// `http` or `https`, for X-Forwarded-Proto.
+    pub(crate) scheme: &'static str,
+    /// HTTP/1 framing verdicts from the connection's guard.
+    pub(crate) guard: Option<Arc<GuardState>>,
+    /// Requests seen on this connection (matches the guard's count).
+    pub(crate) served: AtomicU64,
+}
+
+/// One request's state across the phases.
+pub(crate) struct RequestCtx {
+    pub(crate) request_id: HeaderValue,
+    /// The client as logs and `ip_hash` see it (behind trusted proxies: the
+    /// address they forwarded).
+    pub(crate) client: IpAddr,
+    /// The Host the client asked for: the authority of an absolute URI, else the
+    /// Host header.
+    pub(crate) host: Option<HeaderValue>,
+    /// The W3C traceparent to send upstream, when tracing is exported.
+    pub(crate) traceparent: Option<HeaderValue>,
+    /// What the access log, metrics and trace get when the request is over.
+    pub(crate) done: Completion,
+}
+
+/// Why the proxy answers a request itself instead of forwarding it.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    pub(crate) detail: &'static str,
+    /// The connection cannot be trusted to frame another request.
+    pub(crate) close: bool,
+}
+
+impl Refusal {
+    pub(crate) fn new(status: StatusCode, detail: &'static str) -> Self {
+        Refusal {
+            status,
+            detail,
+            close: false,
+        }
+    }
+
+    pub(crate) fn closing(status: StatusCode, detail: &'static str) -> Self {
+        Refusal {
+            status,
+            detail,
+            close: true,
+        }
+    }
+}
+
+impl RequestCtx {
+    /// Answers a refusal: a short error with the request ID, counted and logged
+    /// like any other response.
+    fn refuse(mut self, r: Refusal) -> Response<ProxyBody> {
+        let mut resp = respond::error(r.status, &self.request_id, r.detail);
+        self.done.status = r.status.as_u16();
+        self.done.bytes_out = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+        if r.close {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}
+
+/// Runs one request through the phases.
+pub(crate) async fn handle(conn: &ConnCtx, req: Request<Inbound>) -> Response<ProxyBody> {
+    let (parts, body) = req.into_parts();
+    let snapshot = conn.proxy.snapshot.load_full();
+    let mut rc = match accept::accept(conn, &parts, &snapshot) {
+        Ok(rc) => rc,
+        Err(answered) => return *answered,
+    };
+    let result = async {
+        let routed = route::route(conn, &mut rc, &parts, &snapshot)?;
+        let outgoing = request::prepare(conn, &mut rc, &routed, &snapshot, parts, body)?;
+        let won = forward::forward(conn, &mut rc, &routed, outgoing).await?;
+        Ok::<_, Refusal>((routed, won))
+    }
+    .await;
+    match result {
+        Ok((routed, won)) => response::respond(conn, rc, &routed, won),
+        Err(r) => rc.refuse(r),
+    }
+}

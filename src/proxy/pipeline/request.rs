@@ -1,0 +1,245 @@
+//! Phase 3: the request rules. Limits known from the head, hop-by-hop removal,
+//! the forwarding headers and request ID, the route's header edits, and the body:
+//! streamed to the backend, or held (up to a bound) when it may have to be sent
+//! again to another backend.
+
+use super::route::Routed;
+use super::{ConnCtx, Refusal, RequestCtx};
+use crate::config::{HashKey, Scheme};
+use crate::proxy::headers::{self as hdr, X_REQUEST_ID};
+use crate::snapshot::{Route, Snapshot};
+use crate::upstream::balance::PickKey;
+use crate::upstream::body::{BodyStats, ClientBody, Inbound, Replay, UpstreamBody};
+use http::request::Parts;
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version, header};
+use http_body::Body as _;
+use std::sync::Arc;
+
+/// The request, shaped for the backends, and what a retry needs to send it again.
+pub(super) struct Prepared {
+    pub(super) out: Outgoing,
+    /// The request as first sent; a retry after it was sent rebuilds it from
+    /// `out` (and `replay`).
+    pub(super) first: Option<Request<UpstreamBody>>,
+    pub(super) replay: Option<Replay>,
+    pub(super) body_is_empty: bool,
+    /// The request may go to another backend after it was sent.
+    pub(super) retry_after_send: bool,
+    pub(super) key: PickKey<'static>,
+    /// Set when the body is counted (access log) or bounded (max_body_bytes).
+    pub(super) stats: Option<Arc<BodyStats>>,
+    /// The client's side of a protocol switch (WebSocket), when it asked for one.
+    pub(super) client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    pub(super) client_version: Version,
+}
+
+/// Everything needed to (re)build the upstream request for one more attempt.
+pub(super) struct Outgoing {
+    pub(super) method: Method,
+    /// Present only when the request may be rebuilt after it was sent.
+    headers: Option<HeaderMap>,
+    path: PathAndQuery,
+    /// The Host the client asked for: the backend sees it as Host / :authority.
+    host: Option<HeaderValue>,
+}
+
+impl Outgoing {
+    pub(super) fn build(&self, body: UpstreamBody) -> Option<Request<UpstreamBody>> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.headers_mut() = self.headers.clone()?;
+        Some(req)
+    }
+
+    /// Makes `req` fit the protocol of the backend it is about to go to.
+    pub(super) fn address(
+        &self,
+        req: &mut Request<UpstreamBody>,
+        scheme: Scheme,
+        backend_authority: &str,
+    ) {
+        match scheme {
+            Scheme::H2c => {
+                *req.version_mut() = Version::HTTP_2;
+                let authority = self
+                    .host
+                    .as_ref()
+                    .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+                    .or_else(|| Authority::try_from(backend_authority).ok());
+                let mut parts = http::uri::Parts::default();
+                parts.scheme = Some(http::uri::Scheme::HTTP);
+                parts.authority = authority;
+                parts.path_and_query = Some(self.path.clone());
+                if let Ok(uri) = Uri::from_parts(parts) {
+                    *req.uri_mut() = uri;
+                }
+                req.headers_mut().remove(header::HOST);
+            }
+            Scheme::Http | Scheme::Https => {
+                *req.version_mut() = Version::HTTP_11;
+                *req.uri_mut() = Uri::from(self.path.clone());
+                if !req.headers().contains_key(header::HOST) {
+                    let host = self
+                        .host
+                        .clone()
+                        .or_else(|| HeaderValue::from_str(backend_authority).ok());
+                    if let Some(h) = host {
+                        req.headers_mut().insert(header::HOST, h);
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn prepare(
+    conn: &ConnCtx,
+    rc: &mut RequestCtx,
+    routed: &Routed,
+    snapshot: &Snapshot,
+    mut parts: Parts,
+    body: Inbound,
+) -> Result<Prepared, Refusal> {
+    let max_body = snapshot.limits.max_body_bytes;
+    // Body limit, checked up front when the length is declared.
+    if let Some(max) = max_body {
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return Err(Refusal::closing(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body larger than limits.max_body_bytes",
+            ));
+        }
+    }
+    let upgrade = parts.version == Version::HTTP_11 && hdr::wants_upgrade(&parts.headers);
+    let client_upgrade = if upgrade {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
+    let pool = routed.pool;
+    let key = PickKey {
+        client_ip: rc.client,
+        hash: pool
+            .hash_key
+            .as_ref()
+            .and_then(|k| hash_of(k, &parts.headers, &parts.uri)),
+        _marker: std::marker::PhantomData,
+    };
+    let path = upstream_path(routed.route, &parts.uri);
+    let client_version = parts.version;
+    let mut headers = std::mem::take(&mut parts.headers);
+    hdr::remove_hop_by_hop(&mut headers, upgrade);
+    let trusted = !snapshot.trusted_proxies.is_empty() && snapshot.is_trusted(conn.peer.ip);
+    hdr::add_forwarding(
+        &mut headers,
+        &conn.peer,
+        trusted,
+        conn.scheme,
+        rc.host.as_ref(),
+        via_for(client_version),
+    );
+    headers.insert(X_REQUEST_ID.clone(), rc.request_id.clone());
+    if let Some(tp) = rc.traceparent.take() {
+        headers.insert(hdr::TRACEPARENT.clone(), tp);
+    }
+    hdr::apply_ops(&mut headers, &routed.route.headers.request);
+
+    let retry = &pool.retries;
+    // A request can go to another backend after it was sent only for listed
+    // methods, and only if its body can be sent again.
+    let retry_after_send =
+        !retry.try_duration.is_zero() && !upgrade && retry.methods.contains(&parts.method);
+    let logging = conn.proxy.access_log.load().is_some();
+    let stats = (logging || max_body.is_some()).then(|| Arc::new(BodyStats::default()));
+    rc.done.bytes_in = stats.clone();
+    let mut replay: Option<Replay> = None;
+    let first_body = if body.is_end_stream() {
+        UpstreamBody::Empty
+    } else {
+        let b = ClientBody::new(body, max_body, stats.clone());
+        if retry_after_send {
+            let r = Replay::new(b);
+            let reader = r.reader(1);
+            replay = Some(r);
+            UpstreamBody::Replay(reader)
+        } else {
+            UpstreamBody::Client(b)
+        }
+    };
+    let body_is_empty = matches!(first_body, UpstreamBody::Empty);
+    // A copy of the headers is kept only when the request may have to be rebuilt
+    // for another backend after being sent; "nothing was sent" retries get the
+    // request back whole from the client layer.
+    let out = Outgoing {
+        method: parts.method.clone(),
+        headers: retry_after_send.then(|| headers.clone()),
+        path,
+        host: rc.host.clone(),
+    };
+    let mut first = Request::new(first_body);
+    *first.method_mut() = parts.method;
+    *first.headers_mut() = headers;
+    Ok(Prepared {
+        out,
+        first: Some(first),
+        replay,
+        body_is_empty,
+        retry_after_send,
+        key,
+        stats,
+        client_upgrade,
+        client_version,
+    })
+}
+
+fn via_for(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_2 => "2 fulcrum",
+        Version::HTTP_10 => "1.0 fulcrum",
+        _ => "1.1 fulcrum",
+    }
+}
+
+fn hash_of(key: &HashKey, headers: &HeaderMap, uri: &Uri) -> Option<u64> {
+    let bytes: Option<&[u8]> = match key {
+        HashKey::Header(name) => headers.get(name).map(|v| v.as_bytes()),
+        HashKey::Cookie(name) => hdr::cookie(headers, name).map(|s| s.as_bytes()),
+        HashKey::Path => Some(uri.path().as_bytes()),
+        HashKey::Query(name) => uri
+            .query()
+            .and_then(|q| hdr::query_param(q, name))
+            .map(|s| s.as_bytes()),
+    };
+    bytes.map(crate::rand::stable_hash)
+}
+
+/// The path the backend sees: the route's prefix removed when `strip_prefix` is on.
+fn upstream_path(route: &Route, uri: &Uri) -> PathAndQuery {
+    let original = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    if !route.strip_prefix || route.path_prefix == "/" {
+        return original;
+    }
+    let rest = uri
+        .path()
+        .strip_prefix(route.path_prefix.as_str())
+        .unwrap_or(uri.path());
+    let mut s = String::with_capacity(rest.len() + 1 + uri.query().map_or(0, |q| q.len() + 1));
+    if !rest.starts_with('/') {
+        s.push('/');
+    }
+    s.push_str(rest);
+    if let Some(q) = uri.query() {
+        s.push('?');
+        s.push_str(q);
+    }
+    PathAndQuery::try_from(s).unwrap_or(original)
+}

@@ -1,0 +1,57 @@
+//! Phase 5: the response rules. The backend's answer feeds passive health and
+//! latency estimates, loses its hop-by-hop headers, gets the route's header
+//! edits, the request ID and a split's cookie, and streams to the client; the
+//! end of its body finishes the request.
+
+use super::forward::{Won, ejected};
+use super::route::Routed;
+use super::{ConnCtx, RequestCtx, tunnel};
+use crate::proxy::body::{ProxyBody, UpstreamStream};
+use crate::proxy::headers::{self as hdr, X_REQUEST_ID};
+use http::{Response, StatusCode, header};
+
+pub(super) fn respond(
+    conn: &ConnCtx,
+    mut rc: RequestCtx,
+    routed: &Routed<'_>,
+    won: Won,
+) -> Response<ProxyBody> {
+    let Won {
+        attempt,
+        response: mut resp,
+        lease,
+        client_upgrade,
+        client_version,
+    } = won;
+    let pool = routed.pool;
+    let backend = &attempt.backend;
+    let upstream_us = attempt.sent_at.elapsed().as_micros() as u64;
+    backend.observe_latency(upstream_us as f64);
+    pool.state.observe_latency(upstream_us as f64);
+    let status = resp.status();
+    if pool.passive.unhealthy_status.matches(status.as_u16())
+        && backend.record_failure(&pool.passive)
+    {
+        ejected(conn, pool, backend, &format!("status {}", status.as_u16()));
+    }
+    rc.done.backend = Some(backend.clone());
+    rc.done.in_flight = Some(attempt.guard);
+    rc.done.upstream_us = Some(upstream_us);
+    rc.done.status = status.as_u16();
+    if status == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_up) = client_upgrade
+    {
+        let upstream_up = hyper::upgrade::on(&mut resp);
+        return tunnel::open(conn, resp, client_up, upstream_up, rc, routed.route);
+    }
+    let (mut parts, body) = resp.into_parts();
+    hdr::remove_hop_by_hop(&mut parts.headers, false);
+    hdr::apply_ops(&mut parts.headers, &routed.route.headers.response);
+    parts.headers.insert(X_REQUEST_ID.clone(), rc.request_id);
+    if let Some(c) = routed.set_cookie.clone() {
+        parts.headers.append(header::SET_COOKIE, c);
+    }
+    parts.version = client_version;
+    let stream = UpstreamStream::new(body, lease, rc.done, pool.timeouts.idle);
+    Response::from_parts(parts, ProxyBody::Upstream(Box::new(stream)))
+}

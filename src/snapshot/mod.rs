@@ -1,0 +1,257 @@
+//! The compiled, immutable snapshot the request path reads: routes, pools and limits
+//! built from one effective config. A change compiles a new one and swaps it in
+//! atomically; in-flight requests keep the one they started with.
+//!
+//! Compiling is pure: config + the previous snapshot in, a new snapshot out. It
+//! writes nothing shared, so a rejected config changes nothing. What carries over
+//! from the previous snapshot is taken by reference: each backend (its health,
+//! counters and idle connections) while its address and TLS settings stay the
+//! same, each pool's state (failover decision, latency estimate), and whole
+//! compiled pools whose settings did not change.
+
+pub(crate) mod router;
+
+use crate::config::{Algorithm, Config, HeaderRules, Limits, PoolConfig, RouteTarget};
+use crate::upstream::backend::Backend;
+use crate::upstream::balance::Balancer;
+use crate::upstream::io::TlsClient;
+use crate::upstream::pool::{Member, Pool, PoolState};
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+use router::Router;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The handle every reader holds: the current snapshot, swapped whole.
+pub(crate) type Current = Arc<ArcSwap<Snapshot>>;
+
+pub(crate) struct Variant {
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) weight: u32,
+    /// The route's balancing override for this pool, if any.
+    pub(crate) balancer: Option<Balancer>,
+    pub(crate) requests: std::sync::atomic::AtomicU64,
+}
+
+pub(crate) enum Target {
+    Pool {
+        pool: Arc<Pool>,
+        balancer: Option<Balancer>,
+    },
+    Split {
+        variants: Vec<Variant>,
+        total_weight: u32,
+        sticky: bool,
+        cookie: String,
+    },
+}
+
+pub(crate) struct Route {
+    /// The name, shared with the request counters.
+    pub(crate) name: Arc<str>,
+    pub(crate) path_prefix: String,
+    pub(crate) strip_prefix: bool,
+    pub(crate) target: Target,
+    pub(crate) headers: HeaderRules,
+}
+
+pub(crate) struct Snapshot {
+    pub(crate) generation: u64,
+    pub(crate) config: Arc<Config>,
+    pub(crate) router: Router,
+    pub(crate) routes: Vec<Route>,
+    pub(crate) pools: Vec<Arc<Pool>>,
+    pool_index: HashMap<String, usize>,
+    pub(crate) trusted_proxies: Vec<IpNet>,
+    pub(crate) limits: Limits,
+}
+
+impl Snapshot {
+    pub(crate) fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
+        self.pool_index.get(name).map(|&i| &self.pools[i])
+    }
+
+    pub(crate) fn is_trusted(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Every backend of every pool.
+    pub(crate) fn backends(&self) -> impl Iterator<Item = (&Arc<Pool>, &Member)> {
+        self.pools
+            .iter()
+            .flat_map(|p| p.members.iter().map(move |m| (p, m)))
+    }
+
+    /// One backend by pool name and `host:port`.
+    pub(crate) fn member(&self, pool: &str, key: &str) -> Option<(&Arc<Pool>, &Member)> {
+        let p = self.pool(pool)?;
+        p.members
+            .iter()
+            .find(|m| m.backend.key() == key)
+            .map(|m| (p, m))
+    }
+
+    /// Builds a snapshot from `config`, keeping the live state of every backend
+    /// and pool that `prev` already had. Fails only when a pool's TLS settings
+    /// cannot be loaded (a CA file).
+    pub(crate) fn compile(
+        config: Arc<Config>,
+        generation: u64,
+        prev: Option<&Snapshot>,
+    ) -> Result<Snapshot, String> {
+        let mut pools = Vec::with_capacity(config.pools.len());
+        let mut pool_index = HashMap::new();
+        for pc in &config.pools {
+            let pool = match prev.and_then(|p| p.pool(&pc.name)) {
+                Some(old) if same_settings(&old.config, pc) => Arc::clone(old),
+                old => Arc::new(compile_pool(pc, old.map(|p| &**p))?),
+            };
+            pool_index.insert(pc.name.clone(), pools.len());
+            pools.push(pool);
+        }
+        let mut router = Router::default();
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for rc in &config.routes {
+            let pool_named = |name: &str| pool_index.get(name).map(|&i| Arc::clone(&pools[i]));
+            let Some(target) = compile_target(&rc.target, rc.load_balancing, &pool_named, rc)
+            else {
+                continue;
+            };
+            router.add(rc.host.as_ref(), &rc.path_prefix, routes.len());
+            routes.push(Route {
+                name: Arc::from(rc.name.as_str()),
+                path_prefix: rc.path_prefix.clone(),
+                strip_prefix: rc.strip_prefix,
+                target,
+                headers: rc.headers.clone(),
+            });
+        }
+        Ok(Snapshot {
+            generation,
+            trusted_proxies: config.trusted_proxies.clone(),
+            limits: config.limits.clone(),
+            config,
+            router,
+            routes,
+            pools,
+            pool_index,
+        })
+    }
+}
+
+/// Whether two pool configs ask for the same thing (where they were written
+/// does not matter).
+fn same_settings(a: &PoolConfig, b: &PoolConfig) -> bool {
+    fn unplaced(p: &PoolConfig) -> PoolConfig {
+        let mut p = p.clone();
+        p.loc = Default::default();
+        for b in &mut p.backends {
+            b.loc = Default::default();
+        }
+        p
+    }
+    unplaced(a) == unplaced(b)
+}
+
+/// Compiles one pool; `old` is the pool of the same name in the previous
+/// snapshot, whose state and backends carry over.
+fn compile_pool(pc: &PoolConfig, old: Option<&Pool>) -> Result<Pool, String> {
+    let tls_unchanged = old.is_some_and(|o| o.config.upstream_tls == pc.upstream_tls);
+    let tls = upstream_tls(pc)?;
+    let backends: Vec<Arc<Backend>> = pc
+        .backends
+        .iter()
+        .map(|b| {
+            let old_backend = old
+                .filter(|_| tls_unchanged)
+                .and_then(|o| o.members.iter().find(|m| m.backend.key() == b.address.key))
+                .map(|m| &m.backend);
+            match old_backend {
+                // Same key but another scheme (http -> h2c): a new connection pool.
+                Some(old) if old.address == b.address => Arc::clone(old),
+                _ => Arc::new(Backend::new(&pc.name, b.address.clone(), tls.clone())),
+            }
+        })
+        .collect();
+    let state: Arc<PoolState> = old.map(|o| Arc::clone(&o.state)).unwrap_or_default();
+    Ok(Pool::new(pc, backends, state))
+}
+
+/// How a pool speaks TLS to its `https://` backends, if it has any.
+fn upstream_tls(pc: &PoolConfig) -> Result<Option<Arc<TlsClient>>, String> {
+    if !pc
+        .backends
+        .iter()
+        .any(|b| b.address.scheme == crate::config::Scheme::Https)
+    {
+        return Ok(None);
+    }
+    if pc.upstream_tls.insecure_skip_verify {
+        tracing::warn!(pool = %pc.name, "TLS VERIFICATION IS OFF for this pool's https backends (tls.insecure_skip_verify): anyone on the path can impersonate them");
+    }
+    let cfg = crate::tls::upstream_client_config(&pc.upstream_tls)
+        .map_err(|e| format!("pool `{}`: {e}", pc.name))?;
+    let config_h2 = pc.upstream_tls.http2.then(|| {
+        let mut c = (*cfg).clone();
+        c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(c)
+    });
+    Ok(Some(Arc::new(TlsClient {
+        config: cfg,
+        config_h2,
+        server_name: pc.upstream_tls.server_name.clone(),
+    })))
+}
+
+/// A route's target: its pool, or its split variants. None when the pool is
+/// unknown (validation prevents it; a route without a pool is skipped).
+fn compile_target(
+    target: &RouteTarget,
+    algorithm: Option<Algorithm>,
+    pool_named: &dyn Fn(&str) -> Option<Arc<Pool>>,
+    rc: &crate::config::RouteConfig,
+) -> Option<Target> {
+    let override_for = |p: &Pool| {
+        algorithm
+            .filter(|a| *a != p.balancer.algorithm)
+            .map(|a| Balancer::new(a, &p.members))
+    };
+    Some(match target {
+        RouteTarget::Pool { name, .. } => {
+            let pool = pool_named(name)?;
+            Target::Pool {
+                balancer: override_for(&pool),
+                pool,
+            }
+        }
+        RouteTarget::Split(vs) => {
+            let variants: Vec<Variant> = vs
+                .iter()
+                .filter_map(|v| {
+                    let pool = pool_named(&v.pool)?;
+                    Some(Variant {
+                        balancer: override_for(&pool),
+                        pool,
+                        weight: v.weight,
+                        requests: Default::default(),
+                    })
+                })
+                .collect();
+            let total_weight = variants.iter().map(|v| v.weight).sum();
+            Target::Split {
+                variants,
+                total_weight,
+                sticky: rc.sticky,
+                cookie: split_cookie_name(&rc.name),
+            }
+        }
+    })
+}
+
+/// Cookie that keeps a client on its split variant: one per route.
+fn split_cookie_name(route: &str) -> String {
+    format!(
+        "fulcrum_split_{:08x}",
+        crate::rand::stable_hash(route.as_bytes()) as u32
+    )
+}
