@@ -340,3 +340,155 @@ pub(crate) fn recovered(h: &Handles, pool: &Pool, from: u32, to: u32, mode: &str
         ),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_str;
+    use arc_swap::ArcSwap;
+
+    struct Lab {
+        current: Current,
+        handles: Handles,
+        _controllers: Controllers,
+    }
+
+    impl Lab {
+        fn start(failover: &str) -> Lab {
+            let text = format!(
+                "
+pools:
+  - name: p
+    backends:
+      - \"10.0.0.1:80\"
+      - {{ address: \"10.0.0.2:80\", failover_level: 1 }}
+routes: [{{pool: p}}]
+failover:
+  check_interval: 1s
+  recovery_interval: 10s
+{failover}
+  notification: {{ enabled: false }}
+"
+            );
+            let config = load_str(&text, "test", std::path::Path::new(".")).expect("valid");
+            let snapshot = Snapshot::compile(Arc::new(config), 1, None).expect("compiles");
+            let current: Current = Arc::new(ArcSwap::from_pointee(snapshot));
+            let handles = Handles {
+                snapshot: current.clone(),
+                events: Arc::new(Events::default()),
+                notifier: Arc::new(Notifier::default()),
+            };
+            let mut controllers = Controllers::new(handles.clone());
+            controllers.reconcile(&current.load());
+            Lab {
+                current,
+                handles,
+                _controllers: controllers,
+            }
+        }
+
+        fn pool(&self) -> Arc<Pool> {
+            self.current.load().pools[0].clone()
+        }
+
+        /// The primary's health changes, as a health checker reports it.
+        fn primary(&self, up: bool) {
+            let p = self.pool();
+            p.members[0].backend.set_active_up(up);
+            p.state.health_changed.notify_one();
+        }
+
+        fn serving(&self) -> Option<u32> {
+            self.pool().state.failover.serving()
+        }
+
+        fn count(&self, kind: EventKind) -> usize {
+            self.handles
+                .events
+                .recent(100)
+                .iter()
+                .filter(|e| e.kind == kind)
+                .count()
+        }
+    }
+
+    async fn wait(d: Duration) {
+        tokio::time::sleep(d).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn immediate_switches_at_once_and_returns_after_recovery_interval() {
+        let lab = Lab::start("  strategy: immediate");
+        wait(Duration::from_millis(10)).await;
+        assert_eq!(lab.serving(), Some(0));
+        lab.primary(false);
+        wait(Duration::from_millis(10)).await;
+        assert_eq!(lab.serving(), Some(1));
+        assert_eq!(lab.count(EventKind::FailoverActivated), 1);
+        lab.primary(true);
+        wait(Duration::from_secs(5)).await;
+        assert_eq!(lab.serving(), Some(1), "back before recovery_interval");
+        wait(Duration::from_secs(7)).await;
+        assert_eq!(lab.serving(), Some(0));
+        assert_eq!(lab.count(EventKind::FailoverRecovered), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delayed_ignores_an_outage_shorter_than_the_delay() {
+        let lab = Lab::start("  strategy: delayed\n  delay: 5s");
+        wait(Duration::from_millis(10)).await;
+        lab.primary(false);
+        wait(Duration::from_secs(3)).await;
+        assert_eq!(lab.serving(), Some(0), "switched within the delay");
+        lab.primary(true);
+        wait(Duration::from_secs(10)).await;
+        assert_eq!(lab.serving(), Some(0));
+        assert_eq!(lab.count(EventKind::FailoverActivated), 0);
+        // A longer outage switches once the delay has passed.
+        lab.primary(false);
+        wait(Duration::from_secs(4)).await;
+        assert_eq!(lab.serving(), Some(0));
+        wait(Duration::from_secs(2)).await;
+        assert_eq!(lab.serving(), Some(1));
+        assert_eq!(lab.count(EventKind::FailoverActivated), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn graceful_brings_traffic_back_in_steps() {
+        let lab = Lab::start("  strategy: graceful\n  ramp: 10s");
+        wait(Duration::from_millis(10)).await;
+        lab.primary(false);
+        wait(Duration::from_millis(10)).await;
+        assert_eq!(lab.serving(), Some(1), "a dead level is left at once");
+        lab.primary(true);
+        wait(Duration::from_millis(10_500)).await;
+        let f = &lab.pool().state.failover;
+        let (to, first) = f.ramp().expect("moving back");
+        assert_eq!(to, 0);
+        wait(Duration::from_secs(5)).await;
+        let (_, later) = f.ramp().expect("still moving");
+        assert!(later > first, "{first} -> {later}");
+        wait(Duration::from_secs(6)).await;
+        assert_eq!(lab.serving(), Some(0));
+        assert_eq!(f.ramp(), None);
+        assert_eq!(lab.count(EventKind::FailoverRecovered), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn manual_activation_holds_until_deactivated() {
+        let lab = Lab::start("  strategy: immediate");
+        wait(Duration::from_millis(10)).await;
+        let p = lab.pool();
+        let s = settings_for(&lab.current.load().config, &p);
+        assert_eq!(super::super::manual::activate(&lab.handles, &p, &s), Ok(1));
+        wait(Duration::from_secs(30)).await;
+        assert_eq!(
+            lab.serving(),
+            Some(1),
+            "the controller left a manual move alone"
+        );
+        assert_eq!(super::super::manual::deactivate(&lab.handles, &p, &s), 0);
+        assert_eq!(lab.serving(), Some(0));
+        assert_eq!(lab.count(EventKind::FailoverRecovered), 1);
+    }
+}

@@ -246,3 +246,47 @@ pub(crate) async fn confirm_reachable(
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackendAddress;
+
+    fn check(unhealthy: u32, healthy: u32) -> HealthCheckConfig {
+        HealthCheckConfig {
+            unhealthy_threshold: unhealthy,
+            healthy_threshold: healthy,
+            ..HealthCheckConfig::default()
+        }
+    }
+
+    #[test]
+    fn thresholds_decide_when_health_flips() {
+        let events = Events::default();
+        let b = Backend::new("p", BackendAddress::parse("10.0.0.1:80").unwrap(), None);
+        let hc = check(2, 2);
+        let fail = || Probe::Fail("status 500".into());
+        assert!(
+            !judge(&events, &b, &hc, fail()),
+            "one failure is not enough"
+        );
+        assert!(b.active_up());
+        assert!(judge(&events, &b, &hc, fail()));
+        assert!(!b.active_up());
+        assert!(!judge(&events, &b, &hc, Probe::Pass));
+        assert!(judge(&events, &b, &hc, Probe::Pass));
+        assert!(b.active_up());
+        let kinds: Vec<_> = events.recent(10).iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventKind::BackendDown, EventKind::BackendUp]);
+    }
+
+    #[test]
+    fn an_enabled_backend_returns_on_its_first_pass() {
+        let events = Events::default();
+        let b = Backend::new("p", BackendAddress::parse("10.0.0.1:80").unwrap(), None);
+        b.set_admin_state(AdminState::Enabling);
+        assert!(judge(&events, &b, &check(1, 1), Probe::Pass));
+        assert_eq!(b.admin_state(), AdminState::Active);
+        assert_eq!(events.recent(1)[0].kind, EventKind::BackendEnabled);
+    }
+}

@@ -17,7 +17,7 @@ pub(crate) struct Completion {
     pub route: Option<usize>,
     pub backend: Option<Arc<Backend>>,
     /// Keeps the backend's in-flight count until the request is over.
-    pub in_flight: Option<crate::upstream::backend::InFlight>,
+    pub in_flight: Option<crate::upstream::in_flight::InFlight>,
     pub started: Instant,
     /// Time until the chosen backend's response headers, in microseconds.
     pub upstream_us: Option<u64>,

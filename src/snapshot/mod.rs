@@ -15,7 +15,8 @@ use crate::config::{Algorithm, Config, HeaderRules, Limits, PoolConfig, RouteTar
 use crate::upstream::backend::Backend;
 use crate::upstream::balance::Balancer;
 use crate::upstream::io::TlsClient;
-use crate::upstream::pool::{Member, Pool, PoolState};
+use crate::upstream::member::Member;
+use crate::upstream::pool::{Pool, PoolState};
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use router::Router;
@@ -254,4 +255,106 @@ fn split_cookie_name(route: &str) -> String {
         "fulcrum_split_{:08x}",
         crate::rand::stable_hash(route.as_bytes()) as u32
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_str;
+
+    fn compile(text: &str, prev: Option<&Snapshot>) -> Result<Snapshot, String> {
+        let c = load_str(text, "test", std::path::Path::new(".")).expect("valid config");
+        Snapshot::compile(Arc::new(c), prev.map_or(1, |p| p.generation + 1), prev)
+    }
+
+    const TWO_POOLS: &str = "
+pools:
+  - { name: a, backends: [\"10.0.0.1:80\", \"10.0.0.2:80\"] }
+  - { name: b, backends: [\"10.0.1.1:80\"] }
+routes:
+  - { host: a.example, pool: a }
+  - { path_prefix: /b, pool: b }
+";
+
+    #[test]
+    fn routes_resolve_to_their_pools() {
+        let s = compile(TWO_POOLS, None).unwrap();
+        let r = s.router.find("a.example", "/x").unwrap();
+        assert!(matches!(&s.routes[r].target, Target::Pool { pool, .. } if pool.name == "a"));
+        let r = s.router.find("other", "/b/1").unwrap();
+        assert!(matches!(&s.routes[r].target, Target::Pool { pool, .. } if pool.name == "b"));
+        assert!(s.router.find("other", "/").is_none());
+    }
+
+    #[test]
+    fn a_change_recompiles_only_what_it_touches() {
+        let first = compile(TWO_POOLS, None).unwrap();
+        let moved = TWO_POOLS.replace(
+            "\"10.0.0.2:80\"] }",
+            "{ address: \"10.0.0.2:80\", weight: 5 }] }",
+        );
+        let second = compile(&moved, Some(&first)).unwrap();
+        let (a1, a2) = (first.pool("a").unwrap(), second.pool("a").unwrap());
+        let (b1, b2) = (first.pool("b").unwrap(), second.pool("b").unwrap());
+        assert!(Arc::ptr_eq(b1, b2), "an untouched pool is reused whole");
+        assert!(!Arc::ptr_eq(a1, a2), "a changed pool is compiled again");
+        assert_eq!(a2.members[1].weight, 5);
+        // ...keeping its state and its backends' live state.
+        assert!(Arc::ptr_eq(&a1.state, &a2.state));
+        for i in 0..2 {
+            assert!(Arc::ptr_eq(&a1.members[i].backend, &a2.members[i].backend));
+        }
+    }
+
+    #[test]
+    fn an_unchanged_pool_written_elsewhere_is_still_unchanged() {
+        let first = compile(TWO_POOLS, None).unwrap();
+        let shifted = format!("\n\n# moved down\n{TWO_POOLS}");
+        let second = compile(&shifted, Some(&first)).unwrap();
+        assert!(Arc::ptr_eq(
+            first.pool("a").unwrap(),
+            second.pool("a").unwrap()
+        ));
+    }
+
+    #[test]
+    fn a_new_scheme_or_tls_setting_makes_a_new_backend() {
+        let first = compile(TWO_POOLS, None).unwrap();
+        let h2c = TWO_POOLS.replace("\"10.0.1.1:80\"", "\"h2c://10.0.1.1:80\"");
+        let second = compile(&h2c, Some(&first)).unwrap();
+        assert!(!Arc::ptr_eq(
+            &first.pool("b").unwrap().members[0].backend,
+            &second.pool("b").unwrap().members[0].backend
+        ));
+        let tls = "pools: [{name: s, backends: [\"https://10.0.2.1:443\"]}]\nroutes: [{pool: s}]";
+        let third = compile(tls, Some(&second)).unwrap();
+        let b = &third.pool("s").unwrap().members[0].backend;
+        assert!(b.tls.is_some(), "an https backend speaks TLS");
+        let sni = tls.replace("]}]", "], tls: {server_name: other.example}}]");
+        let fourth = compile(&sni, Some(&third)).unwrap();
+        assert!(!Arc::ptr_eq(
+            b,
+            &fourth.pool("s").unwrap().members[0].backend
+        ));
+    }
+
+    #[test]
+    fn a_rejected_compile_leaves_the_previous_snapshot_alone() {
+        let first = compile(TWO_POOLS, None).unwrap();
+        // A CA file that exists but holds no certificate: the config loads, the
+        // compile (which reads it) fails.
+        let ca = std::env::temp_dir().join(format!("fulcrum-bad-ca-{}.pem", std::process::id()));
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let bad = format!(
+            "pools: [{{name: a, backends: [\"https://10.0.0.1:443\"], tls: {{ca: \"{}\"}}}}]\nroutes: [{{pool: a}}]",
+            ca.display()
+        );
+        let c = load_str(&bad, "test", std::path::Path::new(".")).expect("the path exists");
+        let result = Snapshot::compile(Arc::new(c), 2, Some(&first));
+        let _ = std::fs::remove_file(&ca);
+        assert!(result.is_err());
+        let a = first.pool("a").unwrap();
+        assert!(a.members.iter().all(|m| m.backend.tls.is_none()));
+        assert_eq!(a.members.len(), 2);
+    }
 }

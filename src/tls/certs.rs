@@ -1,7 +1,6 @@
 //! Certificates: loading PEM files, reading names/issuer/expiry, and choosing a
 //! certificate by SNI.
 
-use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -132,39 +131,5 @@ impl CertTable {
 
     pub fn default_key(&self) -> Option<Arc<CertifiedKey>> {
         self.default.clone()
-    }
-}
-
-/// Picks the certificate for a TLS handshake: an ACME tls-alpn-01 challenge answer
-/// when the client asks for `acme-tls/1`, else by SNI among static and ACME
-/// certificates, else the default one.
-#[derive(Debug)]
-pub struct SniResolver {
-    pub static_certs: CertTable,
-    pub acme: Option<Arc<super::acme_state::AcmeState>>,
-}
-
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let name = hello.server_name().map(str::to_string);
-        let wants_challenge = hello
-            .alpn()
-            .is_some_and(|mut p| p.any(|proto| proto == super::ACME_TLS_ALPN));
-        if wants_challenge {
-            return self.acme.as_ref()?.challenge_cert(name.as_deref()?);
-        }
-        if let Some(n) = &name {
-            if let Some(k) = self.static_certs.find(n) {
-                return Some(k);
-            }
-            if let Some(k) = self.acme.as_ref().and_then(|a| a.certs.load().find(n)) {
-                return Some(k);
-            }
-        }
-        self.static_certs.default_key().or_else(|| {
-            self.acme
-                .as_ref()
-                .and_then(|a| a.certs.load().default_key())
-        })
     }
 }

@@ -4,6 +4,7 @@
 
 pub(crate) mod acme_state;
 pub(crate) mod certs;
+mod sni;
 
 use crate::config::{ListenerConfig, UpstreamTls};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -145,7 +146,7 @@ pub fn server_config(
     let alpn_challenge = acme
         .as_ref()
         .is_some_and(|a| a.config.challenge == crate::config::AcmeChallenge::TlsAlpn01);
-    let resolver = certs::SniResolver {
+    let resolver = sni::SniResolver {
         static_certs: table,
         acme,
     };

@@ -43,10 +43,10 @@ pub struct Backend {
     pub in_flight: AtomicU32,
     /// Sum of the start times of the requests in flight: their mean age shows a
     /// backend that stopped answering before any of them completes.
-    outstanding_since_sum_us: AtomicU64,
+    pub(super) outstanding_since_sum_us: AtomicU64,
     /// Requests waiting for response headers, and when the backend last answered.
-    awaiting: AtomicU32,
-    last_answer_us: AtomicU64,
+    pub(super) awaiting: AtomicU32,
+    pub(super) last_answer_us: AtomicU64,
     pub requests: AtomicU64,
     pub failures: AtomicU64,
     /// Peak-EWMA of response-header latency, in microseconds (f64 bits).
@@ -70,97 +70,6 @@ pub struct Backend {
     admin: AtomicU8,
     /// When the backend last became available (for slow start); 0 = from the start.
     pub up_since_ms: AtomicU64,
-}
-
-/// One request in flight on a backend: counted from creation until dropped.
-pub struct InFlight {
-    backend: std::sync::Arc<Backend>,
-    started_us: u64,
-    /// The pool to tell when this request ends, if the backend has a cap and
-    /// requests may be queued for it.
-    queue: Option<std::sync::Arc<super::pool::PoolState>>,
-}
-
-impl InFlight {
-    pub fn new(
-        backend: std::sync::Arc<Backend>,
-        queue: Option<std::sync::Arc<super::pool::PoolState>>,
-    ) -> Self {
-        backend.in_flight.fetch_add(1, Relaxed);
-        Self::counted(backend, queue)
-    }
-
-    /// Takes one of the backend's `cap` slots, or None when all are taken: the
-    /// check and the count are one atomic step, so a cap is never passed.
-    pub fn reserve(
-        backend: std::sync::Arc<Backend>,
-        cap: u32,
-        queue: std::sync::Arc<super::pool::PoolState>,
-    ) -> Option<Self> {
-        let mut now = backend.in_flight.load(Relaxed);
-        loop {
-            if now >= cap {
-                return None;
-            }
-            match backend
-                .in_flight
-                .compare_exchange_weak(now, now + 1, Relaxed, Relaxed)
-            {
-                Ok(_) => return Some(Self::counted(backend, Some(queue))),
-                Err(seen) => now = seen,
-            }
-        }
-    }
-
-    /// The rest of the bookkeeping, once `in_flight` counts this request.
-    fn counted(
-        backend: std::sync::Arc<Backend>,
-        queue: Option<std::sync::Arc<super::pool::PoolState>>,
-    ) -> Self {
-        let started_us = crate::clock::now_us();
-        backend
-            .outstanding_since_sum_us
-            .fetch_add(started_us, Relaxed);
-        backend.requests.fetch_add(1, Relaxed);
-        InFlight {
-            backend,
-            started_us,
-            queue,
-        }
-    }
-}
-
-/// A request sent to a backend whose response headers have not arrived yet.
-pub struct Awaiting(std::sync::Arc<Backend>);
-
-impl Awaiting {
-    pub fn new(backend: std::sync::Arc<Backend>) -> Self {
-        backend.awaiting.fetch_add(1, Relaxed);
-        Awaiting(backend)
-    }
-
-    /// The backend answered (headers, or an error of its own making).
-    pub fn answered(self) {
-        self.0.last_answer_us.store(crate::clock::now_us(), Relaxed);
-    }
-}
-
-impl Drop for Awaiting {
-    fn drop(&mut self) {
-        self.0.awaiting.fetch_sub(1, Relaxed);
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.backend
-            .outstanding_since_sum_us
-            .fetch_sub(self.started_us, Relaxed);
-        self.backend.in_flight.fetch_sub(1, Relaxed);
-        if let Some(pool) = &self.queue {
-            pool.slot_freed.notify_one();
-        }
-    }
 }
 
 impl Backend {

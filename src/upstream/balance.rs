@@ -4,7 +4,7 @@
 //! request now (`candidate(i)`), which one? Health, drain state, failover level and
 //! earlier tries of the same request decide candidacy elsewhere (see `pool.rs`).
 
-use super::pool::Member;
+use super::member::Member;
 use crate::config::Algorithm;
 use crate::rand;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};

@@ -5,7 +5,6 @@
 //! (a few atomics per request). Without a controller decision a pool follows
 //! health alone: the lowest level with an available backend.
 
-use super::pool::Pool;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -76,16 +75,17 @@ impl Default for FailoverState {
 }
 
 impl FailoverState {
-    /// The level a new request should go to.
-    pub(crate) fn route_level(&self, pool: &Pool, now: u64) -> u32 {
+    /// The level a new request should go to. `primary` is the pool's lowest
+    /// level; `healthy` finds its lowest level with an available member.
+    pub(crate) fn route_level(&self, primary: u32, healthy: impl FnOnce() -> Option<u32>) -> u32 {
         let serving = self.serving_level.load(Relaxed);
         if serving == UNMANAGED {
             // A `delayed` pool never follows health alone: until its controller
             // has decided, traffic stays on the primary level.
             if self.hold.load(Relaxed) {
-                return pool.levels.first().copied().unwrap_or(0);
+                return primary;
             }
-            return pool.healthy_level(now).unwrap_or(0);
+            return healthy().unwrap_or(0);
         }
         let ramp = self.ramp_level.load(Relaxed);
         if ramp != UNMANAGED {

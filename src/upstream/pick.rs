@@ -108,7 +108,8 @@ impl Pool {
                 .map(|_| (2.0 * self.state.srtt_us()).max(2000.0) as u64),
         };
         let failover = &self.state.failover;
-        let target = failover.route_level(self, now);
+        let primary = self.levels.first().copied().unwrap_or(0);
+        let target = failover.route_level(primary, || self.healthy_level(now));
         let highest = failover.cascade_limit(target);
         let mut any_available = false;
         for &level in self.levels.iter().filter(|&&l| l >= target && l <= highest) {
@@ -292,5 +293,217 @@ impl Picking<'_, '_> {
             return Steer::Wait;
         }
         Steer::Anyone
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::{Config, load_str};
+    use crate::upstream::backend::Backend;
+    use crate::upstream::in_flight::InFlight;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    /// A compiled pool from the `pools[0]` of a config text.
+    pub(crate) fn pool(yaml: &str) -> Pool {
+        let c: Config = load_str(yaml, "test", std::path::Path::new(".")).expect("valid config");
+        let pc = &c.pools[0];
+        let backends = pc
+            .backends
+            .iter()
+            .map(|b| Arc::new(Backend::new(&pc.name, b.address.clone(), None)))
+            .collect();
+        Pool::new(pc, backends, Default::default())
+    }
+
+    fn key() -> PickKey<'static> {
+        PickKey {
+            client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            hash: None,
+            _marker: std::marker::PhantomData,
+        }
+    }
+
+    fn pick(p: &Pool) -> Pick {
+        p.pick(&p.balancer, &key(), &Tried::default())
+    }
+
+    /// Which members 200 picks went to.
+    fn shares(p: &Pool) -> HashMap<usize, usize> {
+        let mut m = HashMap::new();
+        for _ in 0..200 {
+            if let Pick::Member(i) = pick(p) {
+                *m.entry(i).or_insert(0) += 1;
+            }
+        }
+        m
+    }
+
+    const LEVELS: &str = "
+pools:
+  - name: p
+    backends:
+      - \"10.0.0.1:80\"
+      - \"10.0.0.2:80\"
+      - { address: \"10.0.0.3:80\", failover_level: 1 }
+      - { address: \"10.0.0.4:80\", failover_level: 2 }
+routes: [{pool: p}]
+";
+
+    fn down(p: &Pool, i: usize) {
+        p.members[i].backend.set_active_up(false);
+    }
+
+    #[test]
+    fn traffic_stays_on_the_lowest_level_with_a_healthy_member() {
+        let p = pool(LEVELS);
+        assert_eq!(
+            shares(&p)
+                .keys()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>(),
+            [0, 1].into()
+        );
+        down(&p, 0);
+        assert_eq!(shares(&p).keys().copied().collect::<Vec<_>>(), [1]);
+        down(&p, 1);
+        assert_eq!(pick(&p), Pick::Member(2), "cascades to the first backup");
+        down(&p, 2);
+        assert_eq!(pick(&p), Pick::Member(3), "then to the second");
+        down(&p, 3);
+        assert_eq!(pick(&p), Pick::NoneAvailable);
+    }
+
+    #[test]
+    fn a_retry_goes_to_an_untried_member_then_reports_all_tried() {
+        let p = pool(LEVELS);
+        let mut tried = Tried::default();
+        tried.add(0);
+        assert_eq!(p.pick(&p.balancer, &key(), &tried), Pick::Member(1));
+        tried.add(1);
+        // Both primaries tried: the backups are not for retries of a healthy level.
+        assert_eq!(p.pick(&p.balancer, &key(), &tried), Pick::Member(2));
+    }
+
+    #[test]
+    fn the_controller_decision_wins_over_health() {
+        let p = pool(LEVELS);
+        p.state.failover.set_serving(Some(1));
+        assert_eq!(pick(&p), Pick::Member(2));
+        // The decided level goes down: requests cascade upwards (the controller
+        // brings them back down after `recovery_interval`)...
+        down(&p, 2);
+        assert_eq!(pick(&p), Pick::Member(3));
+        // ...and to a lower level only when nothing above is up.
+        down(&p, 3);
+        assert!(matches!(pick(&p), Pick::Member(0 | 1)));
+        down(&p, 0);
+        down(&p, 1);
+        p.members[3].backend.set_active_up(true);
+        // ...unless the pool holds its level (`delayed`): then they stay on it,
+        // down or not, until the controller decides otherwise.
+        p.state.failover.hold.store(true, Relaxed);
+        assert_eq!(pick(&p), Pick::Member(2));
+    }
+
+    #[test]
+    fn a_delayed_pool_stays_on_its_primary_before_any_decision() {
+        let p = pool(LEVELS);
+        p.state.failover.hold.store(true, Relaxed);
+        down(&p, 0);
+        down(&p, 1);
+        assert!(matches!(pick(&p), Pick::Member(0 | 1)));
+    }
+
+    #[test]
+    fn drained_and_disabled_members_take_nothing_even_held() {
+        let p = pool(LEVELS);
+        p.state.failover.hold.store(true, Relaxed);
+        for i in 0..2 {
+            p.members[i]
+                .backend
+                .set_admin_state(crate::upstream::backend::AdminState::Draining);
+        }
+        assert_eq!(pick(&p), Pick::NoneAvailable);
+    }
+
+    #[test]
+    fn passive_ejections_alone_do_not_refuse_requests() {
+        let p = pool(LEVELS);
+        let passive = crate::config::PassiveHealthConfig {
+            max_fails: 1,
+            ..p.passive.clone()
+        };
+        for m in &p.members {
+            assert!(m.backend.record_failure(&passive));
+        }
+        assert!(
+            matches!(pick(&p), Pick::Member(0 | 1)),
+            "lowest level first"
+        );
+    }
+
+    #[test]
+    fn fail_open_spreads_over_everything_not_taken_out_by_an_operator() {
+        let text = LEVELS.replace("routes:", "    fail_open: true\nroutes:");
+        let p = pool(&text);
+        for i in 0..4 {
+            down(&p, i);
+        }
+        p.members[3]
+            .backend
+            .set_admin_state(crate::upstream::backend::AdminState::Disabled);
+        let got = shares(&p);
+        assert!(got.len() >= 2 && !got.contains_key(&3), "{got:?}");
+        assert_eq!(pick(&pool(LEVELS)), Pick::Member(0));
+    }
+
+    #[test]
+    fn slow_start_ramps_a_returning_member() {
+        let p = pool(
+            "pools: [{name: p, backends: [\"10.0.0.1:80\", \"10.0.0.2:80\"], slow_start: 100s}]\nroutes: [{pool: p}]",
+        );
+        // Member 1 came back just now: it gets the floor share (2%), not half.
+        p.members[1]
+            .backend
+            .up_since_ms
+            .store(crate::clock::now_ms(), Relaxed);
+        let got = shares(&p);
+        assert!(got.get(&1).copied().unwrap_or(0) < 30, "{got:?}");
+        // Once the ramp is over (or for a member up from the start) it takes its
+        // full share again.
+        p.members[1].backend.up_since_ms.store(0, Relaxed);
+        let got = shares(&p);
+        assert!(got.get(&1).copied().unwrap_or(0) > 60, "{got:?}");
+    }
+
+    #[test]
+    fn a_full_level_queues_instead_of_spilling_to_a_backup() {
+        let p = pool(
+            "
+pools:
+  - name: p
+    max_requests: 1
+    backends:
+      - \"10.0.0.1:80\"
+      - { address: \"10.0.0.2:80\", failover_level: 1 }
+routes: [{pool: p}]
+",
+        );
+        let slot = InFlight::reserve(p.members[0].backend.clone(), 1, p.state.clone());
+        assert!(slot.is_some());
+        assert!(
+            InFlight::reserve(p.members[0].backend.clone(), 1, p.state.clone()).is_none(),
+            "the cap holds"
+        );
+        assert_eq!(pick(&p), Pick::Full);
+        // A hedge may pass the cap.
+        assert_eq!(
+            p.pick_for_hedge(&p.balancer, &key(), &Tried::default()),
+            Some(0)
+        );
+        drop(slot);
+        assert_eq!(pick(&p), Pick::Member(0));
     }
 }

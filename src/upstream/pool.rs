@@ -3,32 +3,12 @@
 
 use super::backend::Backend;
 use super::balance::Balancer;
-use crate::config::{
-    HealthCheckConfig, PassiveHealthConfig, PoolConfig, QueueConfig, RetryConfig, Timeouts,
-};
+use super::member::Member;
+use crate::config::{PassiveHealthConfig, PoolConfig, QueueConfig, RetryConfig, Timeouts};
 use crate::rand;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
-
-pub struct Member {
-    pub backend: Arc<Backend>,
-    pub weight: u32,
-    pub level: u32,
-    pub region: Option<String>,
-    pub health_check: Option<HealthCheckConfig>,
-    /// Stable hash of the backend's address (consistent hashing).
-    pub key_hash: u64,
-    /// Cap on requests in flight (0: none).
-    pub max_requests: u32,
-}
-
-impl Member {
-    /// Whether the member is at its cap on requests in flight.
-    pub fn is_full(&self) -> bool {
-        self.max_requests != 0 && self.backend.in_flight.load(Relaxed) >= self.max_requests
-    }
-}
 
 /// Per-pool state that outlives a reload (failover decisions live here).
 pub struct PoolState {

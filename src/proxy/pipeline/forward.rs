@@ -3,59 +3,22 @@
 //! send, and on failure try another backend while the retry policy allows;
 //! a pool that hedges races a second backend against a slow first one.
 
+use super::attempt::{Attempt, Outcomes, send_tracked};
 use super::hedge;
 use super::request::Prepared;
 use super::route::Routed;
 use super::{ConnCtx, Refusal, RequestCtx};
 use crate::events::EventKind;
-use crate::upstream::backend::{Awaiting, Backend, InFlight};
+use crate::upstream::backend::Backend;
 use crate::upstream::body::UpstreamBody;
-use crate::upstream::client::{self, Lease, SendError};
+use crate::upstream::client::{Lease, SendError};
+use crate::upstream::in_flight::InFlight;
 use crate::upstream::pick::{Pick, Tried};
 use crate::upstream::pool::Pool;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
-
-/// One try of a request on one backend.
-pub(super) struct Attempt {
-    pub(super) idx: usize,
-    pub(super) backend: Arc<Backend>,
-    /// Counts the request in flight on the backend until it really ends.
-    pub(super) guard: InFlight,
-    pub(super) sent_at: Instant,
-}
-
-impl Attempt {
-    /// Counts the request in flight on the member and shapes it for its protocol.
-    /// `slot`: the in-flight count already reserved on a capped member (hedges
-    /// have none: they may pass a cap).
-    pub(super) fn start(
-        pool: &Pool,
-        idx: usize,
-        mut request: Request<UpstreamBody>,
-        p: &Prepared,
-        slot: Option<InFlight>,
-    ) -> (Attempt, Request<UpstreamBody>) {
-        let backend = pool.members[idx].backend.clone();
-        p.out
-            .address(&mut request, backend.address.scheme, &backend.address.key);
-        let attempt = Attempt {
-            idx,
-            guard: slot.unwrap_or_else(|| {
-                InFlight::new(
-                    backend.clone(),
-                    (pool.members[idx].max_requests > 0).then(|| pool.state.clone()),
-                )
-            }),
-            backend,
-            sent_at: Instant::now(),
-        };
-        (attempt, request)
-    }
-}
 
 /// The attempt whose backend answered, with its response.
 pub(super) struct Won {
@@ -67,19 +30,17 @@ pub(super) struct Won {
 }
 
 /// The state of the tries of one request.
-pub(super) struct Tries {
-    pub(super) tried: Tried,
-    pub(super) attempts: u32,
+struct Tries {
+    tried: Tried,
+    attempts: u32,
     /// The status and reason of the last failure, for the final answer.
     last_error: Option<(StatusCode, String)>,
     /// The request when it can be sent as is (nothing of it was sent yet).
     pending: Option<Request<UpstreamBody>>,
     queue_deadline: Option<Instant>,
     /// Retries stop here.
-    pub(super) deadline: Instant,
+    deadline: Instant,
 }
-
-pub(super) type Outcomes = Vec<(Attempt, client::SendResult)>;
 
 pub(super) async fn forward(
     conn: &ConnCtx,
@@ -121,7 +82,16 @@ pub(super) async fn forward(
                 let r = send_tracked(first.backend.clone(), request, pool.timeouts).await;
                 vec![(first, r)]
             }
-            Some(delay) => hedge::race(pool, routed, &p, &mut st, (first, request), delay).await,
+            Some(delay) => {
+                let race = hedge::Race {
+                    pool,
+                    balancer: routed.balancer,
+                    prepared: &p,
+                    deadline: st.deadline,
+                };
+                race.run((first, request), delay, &mut st.tried, &mut st.attempts)
+                    .await
+            }
         };
         rc.done.attempts = st.attempts;
         record_trace(rc, &outcomes);
@@ -301,32 +271,6 @@ fn record_trace(rc: &mut RequestCtx, outcomes: &Outcomes) {
             },
         });
     }
-}
-
-pub(super) type SendFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = client::SendResult> + Send>>;
-
-/// A send that owns what it needs, so that a hedged loser can finish on its own.
-pub(super) fn send_owned(
-    backend: Arc<Backend>,
-    request: Request<UpstreamBody>,
-    timeouts: crate::config::Timeouts,
-) -> SendFuture {
-    Box::pin(send_tracked(backend, request, timeouts))
-}
-
-/// Sends, keeping the request counted as waiting for an answer until it has one.
-pub(super) async fn send_tracked(
-    backend: Arc<Backend>,
-    request: Request<UpstreamBody>,
-    timeouts: crate::config::Timeouts,
-) -> client::SendResult {
-    let waiting = Awaiting::new(backend.clone());
-    let result = client::send(&backend, request, &timeouts).await;
-    if matches!(&result, Ok(_) | Err((client::SendError::Exchange(_), _))) {
-        waiting.answered();
-    }
-    result
 }
 
 /// A backend taken out by passive health: logged, an event, and its pool's

@@ -4,93 +4,107 @@
 //! until it answers or times out, so that latency-aware balancing and passive
 //! health learn from its real outcome.
 
-use super::forward::{Attempt, Outcomes, Tries, send_owned};
+use super::attempt::{Attempt, Outcomes, send_owned};
 use super::request::Prepared;
-use super::route::Routed;
+use crate::upstream::balance::Balancer;
 use crate::upstream::body::UpstreamBody;
+use crate::upstream::pick::Tried;
 use crate::upstream::pool::Pool;
 use http::Request;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-pub(super) async fn race(
-    pool: &Pool,
-    routed: &Routed<'_>,
-    p: &Prepared,
-    st: &mut Tries,
-    first: (Attempt, Request<UpstreamBody>),
-    delay: Duration,
-) -> Outcomes {
-    let (first, first_req) = first;
-    let mut first_fut = send_owned(first.backend.clone(), first_req, pool.timeouts);
-    // Wait for the first answer; every hedge delay without one, try to send the
-    // same request to another backend (one that keeps answering, budget
-    // permitting).
-    let mut second = None;
-    loop {
-        tokio::select! {
-            biased;
-            r = first_fut.as_mut() => return vec![(first, r)],
-            _ = tokio::time::sleep(delay) => {}
-        }
-        if let Some(i) = pool.pick_for_hedge(routed.balancer, &p.key, &st.tried)
-            && pool.state.spend_hedge()
-        {
-            second = p
-                .out
-                .build(UpstreamBody::Empty)
-                .map(|req| Attempt::start(pool, i, req, p, None));
-            break;
-        }
-        if Instant::now() >= st.deadline {
-            break;
-        }
-    }
-    let Some((second, second_req)) = second else {
-        return vec![(first, first_fut.await)];
-    };
-    st.tried.add(second.idx);
-    st.attempts += 1;
-    pool.state.hedges.fetch_add(1, Relaxed);
-    let second_fut = send_owned(second.backend.clone(), second_req, pool.timeouts);
-    let mut outcomes = Vec::with_capacity(2);
-    let mut slots = [Some((first, first_fut)), Some((second, second_fut))];
-    // Until one answers; a failed one leaves the other running.
-    while slots.iter().any(Option::is_some) {
-        let (i, r) = {
-            let [a, b] = &mut slots;
+/// What a hedged race needs of its request.
+pub(super) struct Race<'a> {
+    pub(super) pool: &'a Pool,
+    pub(super) balancer: &'a Balancer,
+    pub(super) prepared: &'a Prepared,
+    /// No hedge is started past this.
+    pub(super) deadline: Instant,
+}
+
+impl Race<'_> {
+    /// Runs the first attempt, hedging it when it is slow; counts a hedge in
+    /// `tried` and `attempts`.
+    pub(super) async fn run(
+        &self,
+        first: (Attempt, Request<UpstreamBody>),
+        delay: Duration,
+        tried: &mut Tried,
+        attempts: &mut u32,
+    ) -> Outcomes {
+        let (pool, p) = (self.pool, self.prepared);
+        let (first, first_req) = first;
+        let mut first_fut = send_owned(first.backend.clone(), first_req, pool.timeouts);
+        // Wait for the first answer; every hedge delay without one, try to send the
+        // same request to another backend (one that keeps answering, budget
+        // permitting).
+        let mut second = None;
+        loop {
             tokio::select! {
-                r = async { a.as_mut().expect("pending").1.as_mut().await }, if a.is_some() => (0, r),
-                r = async { b.as_mut().expect("pending").1.as_mut().await }, if b.is_some() => (1, r),
+                biased;
+                r = first_fut.as_mut() => return vec![(first, r)],
+                _ = tokio::time::sleep(delay) => {}
             }
+            if let Some(i) = pool.pick_for_hedge(self.balancer, &p.key, tried)
+                && pool.state.spend_hedge()
+            {
+                second = p
+                    .out
+                    .build(UpstreamBody::Empty)
+                    .map(|req| Attempt::start(pool, i, req, p, None));
+                break;
+            }
+            if Instant::now() >= self.deadline {
+                break;
+            }
+        }
+        let Some((second, second_req)) = second else {
+            return vec![(first, first_fut.await)];
         };
-        let ok = r.is_ok();
-        if let Some((attempt, _)) = slots[i].take() {
-            outcomes.push((attempt, r));
-        }
-        if ok {
-            break;
-        }
-    }
-    for (attempt, fut) in slots.into_iter().flatten() {
-        let passive = pool.passive.clone();
-        tokio::spawn(async move {
-            // Taken apart inside the task so that the in-flight guard lives until
-            // the attempt really ends: the balancers must go on seeing it on that
-            // backend.
-            let Attempt {
-                backend,
-                guard,
-                sent_at,
-                ..
-            } = attempt;
-            let result = fut.await;
-            backend.observe_latency(sent_at.elapsed().as_micros() as f64);
-            if result.is_err() {
-                backend.record_failure(&passive);
+        tried.add(second.idx);
+        *attempts += 1;
+        pool.state.hedges.fetch_add(1, Relaxed);
+        let second_fut = send_owned(second.backend.clone(), second_req, pool.timeouts);
+        let mut outcomes = Vec::with_capacity(2);
+        let mut slots = [Some((first, first_fut)), Some((second, second_fut))];
+        // Until one answers; a failed one leaves the other running.
+        while slots.iter().any(Option::is_some) {
+            let (i, r) = {
+                let [a, b] = &mut slots;
+                tokio::select! {
+                    r = async { a.as_mut().expect("pending").1.as_mut().await }, if a.is_some() => (0, r),
+                    r = async { b.as_mut().expect("pending").1.as_mut().await }, if b.is_some() => (1, r),
+                }
+            };
+            let ok = r.is_ok();
+            if let Some((attempt, _)) = slots[i].take() {
+                outcomes.push((attempt, r));
             }
-            drop(guard);
-        });
+            if ok {
+                break;
+            }
+        }
+        for (attempt, fut) in slots.into_iter().flatten() {
+            let passive = pool.passive.clone();
+            tokio::spawn(async move {
+                // Taken apart inside the task so that the in-flight guard lives until
+                // the attempt really ends: the balancers must go on seeing it on that
+                // backend.
+                let Attempt {
+                    backend,
+                    guard,
+                    sent_at,
+                    ..
+                } = attempt;
+                let result = fut.await;
+                backend.observe_latency(sent_at.elapsed().as_micros() as f64);
+                if result.is_err() {
+                    backend.record_failure(&passive);
+                }
+                drop(guard);
+            });
+        }
+        outcomes
     }
-    outcomes
 }

@@ -14,6 +14,7 @@
 //! admission in the response) slots in here.
 
 pub(crate) mod accept;
+mod attempt;
 mod forward;
 mod hedge;
 mod request;
