@@ -37,6 +37,11 @@ enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// Guided setup: asks for your servers, backups, health checks, failover,
+    /// notifications, TLS and admin access (checking each answer, probing each
+    /// server live), then writes a commented config that `validate` accepts.
+    /// `--non-interactive` takes the same answers from flags or `--answers FILE`.
+    Init(Box<cli::init::InitArgs>),
     /// Zero-config reverse proxy: fulcrum proxy --from :8080 --to http://10.0.0.1:80 --to ...
     Proxy(cli::proxy::ProxyArgs),
     /// Self-contained demo: the proxy plus three local backends, one of which fails
@@ -60,6 +65,7 @@ fn main() -> ExitCode {
         Command::Validate { config } => cli::validate(config),
         Command::Proxy(p) => cli::proxy::run(p),
         Command::Demo(d) => cli::demo::run(d),
+        Command::Init(i) => cli::init::run(*i),
         Command::Ctl(c) => cli::ctl::run(c),
         Command::Witness { config } => cli::witness::run(config),
     }

@@ -180,7 +180,7 @@ where
     }
 }
 
-async fn deliver_webhook(
+pub(crate) async fn deliver_webhook(
     url: &str,
     format: WebhookFormat,
     e: &FailoverEvent,
@@ -199,7 +199,10 @@ async fn deliver_webhook(
     }
 }
 
-async fn deliver_email(c: &NotificationChannel, e: &FailoverEvent) -> Result<(), String> {
+pub(crate) async fn deliver_email(
+    c: &NotificationChannel,
+    e: &FailoverEvent,
+) -> Result<(), String> {
     use lettre::transport::smtp::authentication::Credentials;
     use lettre::transport::smtp::client::{Tls, TlsParameters};
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
