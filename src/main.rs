@@ -59,7 +59,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    logging::init(args.log_format, args.log_level.as_deref());
+    // The demo narrates on stdout; its eight pools' health logs would drown that
+    // out, so it logs errors only unless a level is asked for.
+    let quiet_demo =
+        matches!(args.command, Command::Demo(_)) && std::env::var_os("RUST_LOG").is_none();
+    let level = args.log_level.as_deref().or(quiet_demo.then_some("error"));
+    logging::init(args.log_format, level);
     match args.command {
         Command::Run { config, workers } => cli::run::run(config, workers),
         Command::Validate { config } => cli::validate(config),
