@@ -153,7 +153,11 @@ async fn demo_routes_behave_as_their_strategies_promise() {
             "banner line for {route}"
         );
     }
-    assert!(f.stdout.count(|l| l.contains("do curl -s")) >= 5);
+    assert_eq!(
+        f.stdout.count(|l| l.contains("curl -s")),
+        7,
+        "a curl loop per route"
+    );
 
     // Round robin: each backend in turn.
     let rr = sequence(proxy, "/balanced", 6).await;

@@ -421,7 +421,7 @@ fn banner(
                 u = url(path)
             ),
             "/balanced-ip" => format!(
-                "for ip in 203.0.113.1 203.0.113.2 203.0.113.3; do for i in 1 2; do curl -s -H \"X-Forwarded-For: $ip\" {}; done; done",
+                "for ip in 203.0.113.1 203.0.113.2 203.0.113.3; do for i in 1 2; do echo \"$ip: $(curl -s -H \"X-Forwarded-For: $ip\" {})\"; done; done",
                 url(path)
             ),
             "/balanced" => format!("for i in 1 2 3 4 5 6; do curl -s {}; done", url(path)),
@@ -431,7 +431,7 @@ fn banner(
     }
     s.push_str(&format!(
         "  {:<19} backend-2, and backup while backend-2 is down\n      \
-         while sleep 0.5; do curl -s {}; done\n\n",
+         while sleep 1; do echo \"$(date +%T) $(curl -s {})\"; done\n\n",
         "/failover",
         url("/failover")
     ));

@@ -97,8 +97,14 @@ pub(crate) fn region(text: &str) -> Result<Option<String>, String> {
 
 pub(crate) fn algorithm(text: &str) -> Result<String, String> {
     let t = text.trim();
+    // `hash` also needs a key, which is asked (and checked) on its own.
+    let key = if t == "hash" {
+        "\n    hash_key: path"
+    } else {
+        ""
+    };
     first_error(
-        &pool_with(&format!("algorithm: {}", quoted(t))),
+        &pool_with(&format!("algorithm: {}{key}", quoted(t))),
         Path::new("."),
     )
     .map(|()| t.to_string())
@@ -321,6 +327,12 @@ mod tests {
         assert_eq!(host("App.Example.com.").unwrap(), "app.example.com");
         assert!(host("a b").unwrap_err().starts_with("invalid host"));
         assert_eq!(weight("3").unwrap(), 3);
+        assert_eq!(algorithm("hash").unwrap(), "hash");
+        assert!(
+            algorithm("least")
+                .unwrap_err()
+                .contains("algorithm must be one of")
+        );
         assert!(weight("x").unwrap_err().contains("must be an integer"));
         assert_eq!(backup_level("2").unwrap(), 2);
         assert!(backup_level("0").is_err());
