@@ -37,10 +37,22 @@ enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// Guided setup: asks about your servers, backups, health checks and failover, writes a config.
+    ///
+    /// Asks for host names, servers (with weights), backups (with levels or
+    /// regions), the balancing strategy, the health check, the failover strategy,
+    /// notifications (webhook, e-mail, with a test on request), TLS and the admin
+    /// address; checks each answer as it is typed, with `validate`'s messages, and
+    /// probes each server as it is entered. Writes a commented config that
+    /// `validate` accepts (never over an existing file without --force), prints a
+    /// summary, the command to start it and, if asked, a systemd unit.
+    /// `--non-interactive` takes the same answers from flags or `--answers FILE`.
+    Init(Box<cli::init::InitArgs>),
     /// Zero-config reverse proxy: fulcrum proxy --from :8080 --to http://10.0.0.1:80 --to ...
     Proxy(cli::proxy::ProxyArgs),
-    /// Self-contained demo: the proxy plus three local backends, one of which fails
-    /// and recovers every ~20 s. Ctrl-C stops everything.
+    /// Self-contained demo: the proxy, three backends and a backup, one route per
+    /// balancing strategy and /failover; backend-2 fails and recovers every ~20 s.
+    /// Ctrl-C stops everything.
     Demo(cli::demo::DemoArgs),
     /// Run a cluster witness: a Raft voter that serves no traffic and never holds the VIP.
     Witness {
@@ -54,12 +66,18 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    logging::init(args.log_format, args.log_level.as_deref());
+    // The demo narrates on stdout; its eight pools' health logs would drown that
+    // out, so it logs errors only unless a level is asked for.
+    let quiet_demo =
+        matches!(args.command, Command::Demo(_)) && std::env::var_os("RUST_LOG").is_none();
+    let level = args.log_level.as_deref().or(quiet_demo.then_some("error"));
+    logging::init(args.log_format, level);
     match args.command {
         Command::Run { config, workers } => cli::run::run(config, workers),
         Command::Validate { config } => cli::validate(config),
         Command::Proxy(p) => cli::proxy::run(p),
         Command::Demo(d) => cli::demo::run(d),
+        Command::Init(i) => cli::init::run(*i),
         Command::Ctl(c) => cli::ctl::run(c),
         Command::Witness { config } => cli::witness::run(config),
     }

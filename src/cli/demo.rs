@@ -1,11 +1,18 @@
-//! `fulcrum demo`: the proxy and three demo backends in one process. One backend
-//! crashes and comes back every ~20 s so a newcomer can watch it leave and rejoin
-//! the rotation while traffic keeps flowing without errors.
+//! `fulcrum demo`: the proxy, three demo backends and a backup in one process.
+//!
+//! One route per balancing strategy (`/balanced`, `/balanced-weighted`,
+//! `/balanced-random`, `/balanced-least`, `/balanced-ip`, `/balanced-p2c`) and
+//! `/failover`, whose primary is backend-2 and whose backup is `backup`. Every
+//! cycle backend-2 crashes and comes back: a newcomer watches it leave the rotation
+//! and rejoin, and `/failover` move to the backup and return, while the demo's own
+//! traffic sees no errors.
 
 use crate::config::tree::Loc;
+use crate::config::units::format_duration;
 use crate::config::{
-    AccessLogConfig, BackendAddress, BackendConfig, Config, HealthCheckOverride, ListenerConfig,
-    Loaded, PassiveHealthConfig, PoolConfig, RouteConfig, RouteTarget,
+    AccessLogConfig, Algorithm, BackendAddress, BackendConfig, Config, FailoverOverride,
+    FailoverStrategy, HealthCheckOverride, ListenerConfig, Loaded, PassiveHealthConfig, PoolConfig,
+    RouteConfig, RouteTarget,
 };
 use crate::events::EventKind;
 use crate::supervisor::Supervisor;
@@ -19,7 +26,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -44,12 +50,53 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::config::units::parse_duration(s)
 }
 
-/// A demo backend: answers `/` with its name and `/health` with 200; `stop` makes it
-/// vanish like a crashed process (connections refused) until `start` again.
+/// backend-3 is the demo's slower machine: every answer takes this long, which
+/// `/balanced-p2c` learns to avoid.
+const SLOW_BACKEND: &str = "backend-3";
+const SLOW_BY: Duration = Duration::from_millis(60);
+/// `?delay=MS` is capped so a typo cannot hold a connection for long.
+const MAX_DELAY: Duration = Duration::from_secs(10);
+
+/// The routes that show one strategy each: path, algorithm, what the user sees.
+const STRATEGY_ROUTES: [(&str, Algorithm, &str); 6] = [
+    (
+        "/balanced",
+        Algorithm::RoundRobin,
+        "round robin: each backend in turn",
+    ),
+    (
+        "/balanced-weighted",
+        Algorithm::WeightedRoundRobin,
+        "weighted round robin: backend-1 (weight 3) gets 3 of every 5",
+    ),
+    (
+        "/balanced-random",
+        Algorithm::Random,
+        "random: any backend, no order",
+    ),
+    (
+        "/balanced-least",
+        Algorithm::LeastConn,
+        "least connections: the backend with the fewest requests in flight",
+    ),
+    (
+        "/balanced-ip",
+        Algorithm::IpHash,
+        "IP hash: one client IP, one backend (X-Forwarded-For from 127.0.0.1 is trusted here)",
+    ),
+    (
+        "/balanced-p2c",
+        Algorithm::P2cEwma,
+        "power of two choices by latency: rarely the slow backend-3",
+    ),
+];
+
+/// A demo backend: answers `/health` with 200 and anything else with its name and
+/// the path (after `?delay=MS` if asked); `stop` makes it vanish like a crashed
+/// process (connections refused) until `start` again.
 struct DemoBackend {
     name: String,
     addr: SocketAddr,
-    served: Arc<AtomicU64>,
     tasks: Option<JoinSet<()>>,
 }
 
@@ -59,7 +106,6 @@ impl DemoBackend {
         let mut b = DemoBackend {
             name: name.to_string(),
             addr: listener.local_addr()?,
-            served: Arc::new(AtomicU64::new(0)),
             tasks: None,
         };
         b.serve(listener);
@@ -68,30 +114,16 @@ impl DemoBackend {
 
     fn serve(&mut self, listener: TcpListener) {
         let mut tasks = JoinSet::new();
-        let (name, served) = (self.name.clone(), self.served.clone());
+        let name: Arc<str> = Arc::from(self.name.as_str());
         tasks.spawn(async move {
             let mut conns = JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (name, served) = (name.clone(), served.clone());
+                let name = name.clone();
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let body = if req.uri().path() == "/health" {
-                        "ok\n".to_string()
-                    } else {
-                        served.fetch_add(1, Relaxed);
-                        format!("Hello from {name} ({})\n", req.uri().path())
-                    };
-                    let mut resp = Response::new(Full::new(Bytes::from(body)));
-                    resp.headers_mut().insert(
-                        "content-type",
-                        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-                    );
-                    if let Ok(v) = http::HeaderValue::from_str(&name) {
-                        resp.headers_mut().insert("x-backend", v);
-                    }
-                    async move { Ok::<_, Infallible>(resp) }
+                    answer(name.clone(), req)
                 });
                 conns.spawn(async move {
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -115,19 +147,62 @@ impl DemoBackend {
     }
 }
 
-fn demo_config(listen: SocketAddr, admin: SocketAddr, backends: &[SocketAddr]) -> Config {
-    let mut pool = PoolConfig::new("demo");
-    for b in backends {
-        pool.backends.push(BackendConfig {
-            address: BackendAddress::parse(&b.to_string()).expect("socket address"),
-            weight: 1,
-            failover_level: 0,
-            region: None,
-            health_check: None,
-            max_requests: None,
-            loc: Loc::default(),
-        });
+async fn answer(
+    name: Arc<str>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path();
+    let body = if path == "/health" {
+        "ok\n".to_string()
+    } else {
+        let mut wait = requested_delay(req.uri().query());
+        if &*name == SLOW_BACKEND {
+            wait += SLOW_BY;
+        }
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        format!("Hello from {name} ({path})\n")
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    resp.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&name) {
+        resp.headers_mut().insert("x-backend", v);
     }
+    Ok(resp)
+}
+
+fn requested_delay(query: Option<&str>) -> Duration {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("delay="))
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map(Duration::from_millis)
+        .unwrap_or_default()
+        .min(MAX_DELAY)
+}
+
+fn demo_backend(addr: SocketAddr, weight: u32, failover_level: u32) -> BackendConfig {
+    BackendConfig {
+        address: BackendAddress::parse(&addr.to_string()).expect("socket address"),
+        weight,
+        failover_level,
+        region: None,
+        health_check: None,
+        max_requests: None,
+        loc: Loc::default(),
+    }
+}
+
+/// A pool checked and ejected quickly, so that the demo's crash shows within a second.
+fn demo_pool(name: &str, algorithm: Algorithm, backends: Vec<BackendConfig>) -> PoolConfig {
+    let mut pool = PoolConfig::new(name);
+    pool.algorithm = algorithm;
+    pool.backends = backends;
     pool.health_check = Some(HealthCheckOverride {
         path: Some("/health".into()),
         interval: Some(Duration::from_secs(1)),
@@ -142,6 +217,66 @@ fn demo_config(listen: SocketAddr, admin: SocketAddr, backends: &[SocketAddr]) -
         fail_duration: Duration::from_secs(2),
         ..Default::default()
     };
+    pool
+}
+
+fn route(path: &str, pool: &str) -> RouteConfig {
+    RouteConfig {
+        name: path.into(),
+        host: None,
+        path_prefix: path.into(),
+        target: RouteTarget::Pool {
+            name: pool.into(),
+            loc: Loc::default(),
+        },
+        sticky: false,
+        load_balancing: None,
+        strip_prefix: false,
+        headers: Default::default(),
+        loc: Loc::default(),
+    }
+}
+
+/// The demo's config. `backends` are backend-1..3 then the backup.
+fn demo_config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    backends: &[SocketAddr],
+    recovery: Duration,
+) -> Config {
+    let (main, backup) = (&backends[..3], backends[3]);
+    let plain = |weights: [u32; 3]| -> Vec<BackendConfig> {
+        main.iter()
+            .zip(weights)
+            .map(|(a, w)| demo_backend(*a, w, 0))
+            .collect()
+    };
+    let mut pools = vec![demo_pool("demo", Algorithm::RoundRobin, plain([1, 1, 1]))];
+    let mut routes = vec![route("/", "demo")];
+    for (path, algorithm, _) in STRATEGY_ROUTES {
+        let weights = if algorithm == Algorithm::WeightedRoundRobin {
+            [3, 1, 1]
+        } else {
+            [1, 1, 1]
+        };
+        let name = &path[1..];
+        pools.push(demo_pool(name, algorithm, plain(weights)));
+        routes.push(route(path, name));
+    }
+    // /failover: backend-2 alone at level 0, the backup at level 1.
+    let mut failover = demo_pool(
+        "failover",
+        Algorithm::Failover,
+        vec![demo_backend(main[1], 1, 0), demo_backend(backup, 1, 1)],
+    );
+    failover.failover = FailoverOverride {
+        strategy: Some(FailoverStrategy::Immediate),
+        check_interval: Some(Duration::from_millis(500)),
+        recovery_interval: Some(recovery),
+        ..Default::default()
+    };
+    pools.push(failover);
+    routes.push(route("/failover", "failover"));
     Config {
         listeners: vec![ListenerConfig::plain(listen)],
         admin: Some(crate::config::AdminConfig {
@@ -152,21 +287,10 @@ fn demo_config(listen: SocketAddr, admin: SocketAddr, backends: &[SocketAddr]) -
             enabled: false,
             ..Default::default()
         },
-        pools: vec![pool],
-        routes: vec![RouteConfig {
-            name: "demo".into(),
-            host: None,
-            path_prefix: "/".into(),
-            target: RouteTarget::Pool {
-                name: "demo".into(),
-                loc: Loc::default(),
-            },
-            sticky: false,
-            load_balancing: None,
-            strip_prefix: false,
-            headers: Default::default(),
-            loc: Loc::default(),
-        }],
+        // Lets a curl loop play several clients with X-Forwarded-For on /balanced-ip.
+        trusted_proxies: vec!["127.0.0.0/8".parse().expect("static network")],
+        pools,
+        routes,
         ..Config::default()
     }
 }
@@ -181,6 +305,12 @@ fn free_addr(preferred: SocketAddr) -> SocketAddr {
     }
 }
 
+/// How long /failover's primary must be healthy again before traffic returns:
+/// short enough to show within each cycle.
+fn recovery_for(fail_every: Duration) -> Duration {
+    (fail_every / 4).clamp(Duration::from_millis(200), Duration::from_secs(5))
+}
+
 pub fn run(args: DemoArgs) -> ExitCode {
     let rt = match super::tokio_runtime(None) {
         Ok(rt) => rt,
@@ -190,81 +320,136 @@ pub fn run(args: DemoArgs) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let signals = match super::run::Signals::install() {
-            Ok(s) => s,
+        match serve(args).await {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("fulcrum demo: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let mut backends = Vec::new();
-        for name in ["backend-1", "backend-2", "backend-3"] {
-            match DemoBackend::bind(name).await {
-                Ok(b) => backends.push(b),
-                Err(e) => {
-                    eprintln!("fulcrum demo: cannot start a demo backend: {e}");
-                    return ExitCode::FAILURE;
-                }
+                ExitCode::FAILURE
             }
         }
-        let listen = args.listen.unwrap_or_else(|| free_addr("127.0.0.1:8080".parse().expect("static address")));
-        let admin = args.admin.unwrap_or_else(|| free_addr("127.0.0.1:9000".parse().expect("static address")));
-        let config = demo_config(listen, admin, &backends.iter().map(|b| b.addr).collect::<Vec<_>>());
-        let app = match Supervisor::start(Loaded {
-            config,
-            path: None,
-            text: String::new(),
-        })
-        .await
-        {
-            Ok(app) => app,
-            Err(e) => {
-                eprintln!("fulcrum demo: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let proxy = app.listener_addresses().await.first().map(|(_, a)| *a).unwrap_or(listen);
-        let admin = app.admin_address().await.unwrap_or(admin);
-        println!("Fulcrum demo");
-        println!("  proxy:     http://{proxy}/        (try: curl -i http://{proxy}/)");
-        println!("  dashboard: http://{admin}/");
-        println!("  admin API: http://{admin}/api/v1/pools   (or: fulcrum ctl --admin http://{admin} pools)");
-        println!("  metrics:   http://{admin}/metrics");
-        for b in &backends {
-            println!("  {}: http://{}/", b.name, b.addr);
-        }
-        println!(
-            "  Every {}, backend-2 crashes for {} and comes back; watch it leave and rejoin.",
-            crate::config::units::format_duration(args.fail_every),
-            crate::config::units::format_duration(args.fail_for)
-        );
-        println!("  The demo sends itself 5 requests a second and prints who answered. Ctrl-C stops everything.");
-        println!();
-
-        let names: HashMap<String, String> = backends.iter().map(|b| (b.addr.to_string(), b.name.clone())).collect();
-        tokio::spawn(print_events(app.clone(), names));
-        tokio::spawn(traffic(proxy));
-        let mut crashing = backends.remove(1);
-        let (up_for, down_for) = (args.fail_every, args.fail_for);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(up_for).await;
-                crashing.stop();
-                println!("[demo] {} crashed (its port now refuses connections)", crashing.name);
-                tokio::time::sleep(down_for).await;
-                match crashing.start().await {
-                    Ok(()) => println!("[demo] {} restarted", crashing.name),
-                    Err(e) => println!("[demo] {} could not restart: {e}", crashing.name),
-                }
-            }
-        });
-        super::run::supervise(&app, signals, false).await;
-        drop(backends);
-        ExitCode::SUCCESS
     })
 }
 
-/// Prints health events as they happen, naming backends as the demo does.
+async fn serve(args: DemoArgs) -> Result<(), String> {
+    let signals = super::run::Signals::install().map_err(|e| e.to_string())?;
+    let mut backends = Vec::new();
+    for name in ["backend-1", "backend-2", "backend-3", "backup"] {
+        let b = DemoBackend::bind(name)
+            .await
+            .map_err(|e| format!("cannot start a demo backend: {e}"))?;
+        backends.push(b);
+    }
+    let listen = args
+        .listen
+        .unwrap_or_else(|| free_addr("127.0.0.1:8080".parse().expect("static address")));
+    let admin = args
+        .admin
+        .unwrap_or_else(|| free_addr("127.0.0.1:9000".parse().expect("static address")));
+    let recovery = recovery_for(args.fail_every);
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let config = demo_config(listen, admin, &addrs, recovery);
+    let app = Supervisor::start(Loaded {
+        config,
+        path: None,
+        text: String::new(),
+    })
+    .await?;
+    let proxy = app
+        .listener_addresses()
+        .await
+        .first()
+        .map(|(_, a)| *a)
+        .unwrap_or(listen);
+    let admin = app.admin_address().await.unwrap_or(admin);
+    print!("{}", banner(proxy, admin, &backends, &args, recovery));
+
+    let names: HashMap<String, String> = backends
+        .iter()
+        .map(|b| (b.addr.to_string(), b.name.clone()))
+        .collect();
+    tokio::spawn(print_events(app.clone(), names));
+    tokio::spawn(traffic(proxy));
+    let mut crashing = backends.remove(1);
+    let (up_for, down_for) = (args.fail_every, args.fail_for);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(up_for).await;
+            crashing.stop();
+            println!(
+                "[demo] {} crashed (its port now refuses connections); /failover goes to its backup",
+                crashing.name
+            );
+            tokio::time::sleep(down_for).await;
+            match crashing.start().await {
+                Ok(()) => println!("[demo] {} restarted", crashing.name),
+                Err(e) => println!("[demo] {} could not restart: {e}", crashing.name),
+            }
+        }
+    });
+    super::run::supervise(&app, signals, false).await;
+    drop(backends);
+    Ok(())
+}
+
+/// What the demo prints at start: where everything is, and a curl loop per route.
+fn banner(
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    backends: &[DemoBackend],
+    args: &DemoArgs,
+    recovery: Duration,
+) -> String {
+    let mut s = format!(
+        "Fulcrum demo\n  \
+         proxy:     http://{proxy}/        (try: curl -i http://{proxy}/)\n  \
+         dashboard: http://{admin}/\n  \
+         admin API: http://{admin}/api/v1/pools   (or: fulcrum ctl --admin http://{admin} pools)\n  \
+         metrics:   http://{admin}/metrics\n"
+    );
+    for b in backends {
+        s.push_str(&format!("  {}: http://{}/\n", b.name, b.addr));
+    }
+    s.push_str(&format!(
+        "\nOne route per balancing strategy (backend-3 is the slow one: {} per answer;\n\
+         add ?delay=MS to any request to make it slower):\n",
+        format_duration(SLOW_BY)
+    ));
+    let url = |path: &str| format!("http://{proxy}{path}");
+    for (path, _, what) in STRATEGY_ROUTES {
+        let lp = match path {
+            "/balanced-least" => format!(
+                "curl -s '{u}?delay=3000' & curl -s '{u}?delay=3000' & sleep 0.5; curl -s {u}; wait",
+                u = url(path)
+            ),
+            "/balanced-ip" => format!(
+                "for ip in 203.0.113.1 203.0.113.2 203.0.113.3; do for i in 1 2; do echo \"$ip: $(curl -s -H \"X-Forwarded-For: $ip\" {})\"; done; done",
+                url(path)
+            ),
+            "/balanced" => format!("for i in 1 2 3 4 5 6; do curl -s {}; done", url(path)),
+            _ => format!("for i in $(seq 10); do curl -s {}; done", url(path)),
+        };
+        s.push_str(&format!("  {path:<19} {what}\n      {lp}\n"));
+    }
+    s.push_str(&format!(
+        "  {:<19} backend-2, and backup while backend-2 is down\n      \
+         while sleep 1; do echo \"$(date +%T) $(curl -s {})\"; done\n\n",
+        "/failover",
+        url("/failover")
+    ));
+    s.push_str(&format!(
+        "Every {}, backend-2 crashes for {} and comes back: watch it leave and rejoin the\n\
+         rotation, and /failover move to backup and return {} after backend-2 is healthy.\n\
+         The demo sends itself 5 requests a second on / and on /failover and prints who\n\
+         answered. Ctrl-C stops everything.\n\n",
+        format_duration(args.fail_every),
+        format_duration(args.fail_for),
+        format_duration(recovery)
+    ));
+    s
+}
+
+/// Prints health events of the `/` pool and failover events of `/failover`, naming
+/// backends as the demo does.
 async fn print_events(app: Arc<Supervisor>, names: HashMap<String, String>) {
     let mut rx = app.subscribe_events();
     loop {
@@ -276,12 +461,24 @@ async fn print_events(app: Arc<Supervisor>, names: HashMap<String, String>) {
                     .and_then(|b| names.get(b))
                     .cloned()
                     .unwrap_or_default();
-                let what = match e.kind {
-                    EventKind::BackendDown => format!("{who} left the rotation ({})", e.message),
-                    EventKind::BackendUp => format!("{who} rejoined the rotation ({})", e.message),
-                    EventKind::BackendEjected => {
+                let what = match (e.pool.as_deref(), e.kind) {
+                    (Some("demo"), EventKind::BackendDown) => {
+                        format!("{who} left the rotation ({})", e.message)
+                    }
+                    (Some("demo"), EventKind::BackendUp) => {
+                        format!("{who} rejoined the rotation ({})", e.message)
+                    }
+                    (Some("demo"), EventKind::BackendEjected) => {
                         format!("{who} taken out by passive health ({})", e.message)
                     }
+                    (Some("failover"), EventKind::FailoverActivated) => format!(
+                        "/failover: backend-2 is down, traffic moved to backup ({})",
+                        e.message
+                    ),
+                    (Some("failover"), EventKind::FailoverRecovered) => format!(
+                        "/failover: backend-2 is back, traffic returned to it ({})",
+                        e.message
+                    ),
                     _ => continue,
                 };
                 println!("[fulcrum] {what}");
@@ -292,36 +489,60 @@ async fn print_events(app: Arc<Supervisor>, names: HashMap<String, String>) {
     }
 }
 
-/// Light traffic through the proxy, summarised every 5 seconds.
+/// Who answered on one path over the last period.
+#[derive(Default)]
+struct Tally {
+    counts: HashMap<String, u64>,
+    errors: u64,
+}
+
+impl Tally {
+    fn add(&mut self, who: Option<String>) {
+        match who {
+            Some(name) => *self.counts.entry(name).or_insert(0) += 1,
+            None => self.errors += 1,
+        }
+    }
+
+    /// `backend-1=8 backend-2=9 errors=0`, and starts over.
+    fn take(&mut self) -> String {
+        let mut parts: Vec<String> = self
+            .counts
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        parts.sort();
+        parts.push(format!("errors={}", self.errors));
+        *self = Tally::default();
+        parts.join(" ")
+    }
+}
+
+/// Light traffic through the proxy on `/` and `/failover`, summarised every 5 seconds.
 async fn traffic(proxy: SocketAddr) {
-    let mut counts: HashMap<String, u64> = HashMap::new();
-    let mut errors = 0u64;
+    let (mut root, mut failover) = (Tally::default(), Tally::default());
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut n = 0u64;
     loop {
         tick.tick().await;
-        match one_request(proxy).await {
-            Some(name) => *counts.entry(name).or_insert(0) += 1,
-            None => errors += 1,
-        }
+        let (a, b) = tokio::join!(one_request(proxy, "/"), one_request(proxy, "/failover"));
+        root.add(a);
+        failover.add(b);
         n += 1;
         if n.is_multiple_of(25) {
-            let mut parts: Vec<String> = counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            parts.sort();
-            println!("[traffic] last 5s: {} errors={errors}", parts.join(" "));
-            counts.clear();
-            errors = 0;
+            println!("[traffic] last 5s: {}", root.take());
+            println!("[traffic] /failover last 5s: {}", failover.take());
         }
     }
 }
 
-async fn one_request(proxy: SocketAddr) -> Option<String> {
+async fn one_request(proxy: SocketAddr, path: &str) -> Option<String> {
     let stream = tokio::net::TcpStream::connect(proxy).await.ok()?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .ok()?;
     tokio::spawn(conn);
-    let req = Request::get("/")
+    let req = Request::get(path)
         .header("host", "demo.local")
         .body(Full::new(Bytes::new()))
         .ok()?;

@@ -2,6 +2,7 @@
 
 pub mod ctl;
 pub mod demo;
+pub mod init;
 pub mod proxy;
 pub mod run;
 pub mod witness;

@@ -372,6 +372,13 @@ pub fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
     })
 }
 
+/// Checks an e-mail address the way the SMTP sender will parse it.
+pub fn check_email(text: &str) -> Result<(), String> {
+    text.parse::<lettre::Address>()
+        .map(|_| ())
+        .map_err(|_| format!("invalid e-mail address `{text}` (expected e.g. ops@example.com)"))
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendConfig {
     pub address: BackendAddress,

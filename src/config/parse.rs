@@ -239,6 +239,11 @@ fn acme(d: &mut Decoder, n: &Node, base_dir: &Path) -> Option<AcmeConfig> {
         );
     }
     let email = m.get("email").and_then(|v| d.string(v, "email"));
+    if let (Some(e), Some(v)) = (&email, m.get("email"))
+        && let Err(msg) = check_email(e)
+    {
+        d.error(v.loc, msg);
+    }
     let domains = m
         .get("domains")
         .map(|v| {
@@ -1507,12 +1512,23 @@ fn channel(d: &mut Decoder, n: &Node) -> Option<NotificationChannel> {
                 .and_then(|v| d.scalar_string(v, "smtp_password"))
                 .filter(|s| !s.is_empty());
             let from = m.get("from").and_then(|v| d.string(v, "from"));
+            if let (Some(f), Some(v)) = (&from, m.get("from"))
+                && let Err(msg) = check_email(f)
+            {
+                d.error(v.loc, msg);
+            }
             let recipients: Vec<String> = m
                 .get("recipients")
                 .map(|v| {
                     d.string_list(v, "recipients")
                         .into_iter()
-                        .map(|(s, _)| s)
+                        .filter_map(|(s, loc)| match check_email(&s) {
+                            Ok(()) => Some(s),
+                            Err(msg) => {
+                                d.error(loc, msg);
+                                None
+                            }
+                        })
                         .collect()
                 })
                 .unwrap_or_default();

@@ -181,7 +181,7 @@ where
     }
 }
 
-async fn deliver_webhook(
+pub(crate) async fn deliver_webhook(
     url: &str,
     format: WebhookFormat,
     e: &FailoverEvent,
@@ -200,7 +200,10 @@ async fn deliver_webhook(
     }
 }
 
-async fn deliver_email(c: &NotificationChannel, e: &FailoverEvent) -> Result<(), String> {
+pub(crate) async fn deliver_email(
+    c: &NotificationChannel,
+    e: &FailoverEvent,
+) -> Result<(), String> {
     use lettre::transport::smtp::authentication::Credentials;
     use lettre::transport::smtp::client::{Tls, TlsParameters};
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
