@@ -9,7 +9,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod cluster;
-pub mod config;
+pub(crate) mod config;
 pub mod events;
 pub mod failover;
 pub mod health;

@@ -2,16 +2,27 @@
 //!
 //! Errors are reported all at once as `FILE:LINE:COL: message`.
 
+mod access_log;
+mod admin;
 mod decode;
 mod env;
+mod limits;
 mod model;
 mod parse;
-pub mod serialize;
-pub mod tree;
-pub mod units;
+pub(crate) mod serialize;
+#[cfg(test)]
+mod testing;
+mod tracing;
+pub(crate) mod tree;
+mod trusted_proxies;
+pub(crate) mod units;
 
-pub use decode::ConfigError;
-pub use model::*;
+pub(crate) use access_log::{AccessLogConfig, LogFormat, LogTarget};
+pub(crate) use admin::AdminConfig;
+pub(crate) use decode::ConfigError;
+pub(crate) use limits::Limits;
+pub(crate) use model::*;
+pub(crate) use tracing::{OtlpProtocol, TracingConfig};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 //! Nothing here is shared with the request path directly; `runtime` compiles it.
 
 use super::tree::Loc;
+use super::{AccessLogConfig, AdminConfig, Limits, TracingConfig};
 use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
 use std::net::SocketAddr;
@@ -21,23 +22,6 @@ pub struct Config {
     pub failover: FailoverConfig,
     pub tracing: Option<TracingConfig>,
     pub cluster: Option<ClusterConfig>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OtlpProtocol {
-    Protobuf,
-    Json,
-}
-
-/// OpenTelemetry trace export over OTLP/HTTP.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TracingConfig {
-    /// Collector base URL, e.g. `http://127.0.0.1:4318` (`/v1/traces` is added).
-    pub otlp_endpoint: String,
-    pub protocol: OtlpProtocol,
-    pub service_name: String,
-    /// Share of new traces recorded (a client's sampled flag is always followed).
-    pub sample_ratio: f64,
 }
 
 impl Default for Config {
@@ -166,70 +150,6 @@ pub struct AcmeConfig {
     pub storage: PathBuf,
     pub ca_bundle: Option<PathBuf>,
     pub challenge: AcmeChallenge,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct AdminConfig {
-    pub address: SocketAddr,
-    pub token: Option<String>,
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        AdminConfig {
-            address: "127.0.0.1:9000".parse().expect("static address"),
-            token: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum LogTarget {
-    Stderr,
-    Stdout,
-    File(PathBuf),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct AccessLogConfig {
-    pub enabled: bool,
-    pub format: LogFormat,
-    pub path: LogTarget,
-}
-
-impl Default for AccessLogConfig {
-    fn default() -> Self {
-        AccessLogConfig {
-            enabled: true,
-            format: LogFormat::Json,
-            path: LogTarget::Stderr,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Limits {
-    pub max_header_bytes: usize,
-    pub max_body_bytes: Option<u64>,
-    pub header_read_timeout: Duration,
-    pub max_connections: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_header_bytes: 64 * 1024,
-            max_body_bytes: None,
-            header_read_timeout: Duration::from_secs(10),
-            max_connections: 10_000,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -44,30 +44,10 @@ pub fn decode_config(d: &mut Decoder, root: &Node, base_dir: &Path) -> Config {
             );
         }
     }
-    match m.get_raw("admin") {
-        Some(n) if n.is_null() => cfg.admin = None,
-        Some(n) => cfg.admin = admin(d, n),
-        None => {}
-    }
-    if let Some(n) = m.get("access_log") {
-        cfg.access_log = access_log(d, n, base_dir);
-    }
-    if let Some(n) = m.get("limits") {
-        cfg.limits = limits(d, n);
-    }
-    if let Some(n) = m.get("trusted_proxies") {
-        cfg.trusted_proxies = d
-            .string_list(n, "trusted_proxies")
-            .into_iter()
-            .filter_map(|(s, loc)| match parse_cidr(&s) {
-                Ok(net) => Some(net),
-                Err(e) => {
-                    d.error(loc, e);
-                    None
-                }
-            })
-            .collect();
-    }
+    cfg.admin = super::admin::decode(d, m.get_raw("admin"));
+    cfg.access_log = super::access_log::decode(d, m.get("access_log"), base_dir);
+    cfg.limits = super::limits::decode(d, m.get("limits"));
+    cfg.trusted_proxies = super::trusted_proxies::decode(d, m.get("trusted_proxies"));
     if let Some(n) = m.get("shutdown_timeout")
         && let Some(v) = d.duration(n, "shutdown_timeout")
     {
@@ -91,9 +71,7 @@ pub fn decode_config(d: &mut Decoder, root: &Node, base_dir: &Path) -> Config {
         cfg.failover = failover(d, n);
     }
 
-    if let Some(n) = m.get("tracing") {
-        cfg.tracing = tracing(d, n);
-    }
+    cfg.tracing = super::tracing::decode(d, m.get("tracing"));
     if let Some(n) = m.get("cluster") {
         cfg.cluster = cluster(d, n, base_dir);
     }
@@ -555,118 +533,6 @@ fn cluster_hooks(d: &mut Decoder, n: &Node, base_dir: &Path) -> ClusterHooks {
         h.webhook = Some(url);
     }
     h
-}
-
-fn admin(d: &mut Decoder, n: &Node) -> Option<AdminConfig> {
-    let m = d.map(n, "admin", &["address", "token", "enabled"])?;
-    if let Some(e) = m.get("enabled")
-        && d.boolean(e, "enabled") == Some(false)
-    {
-        return None;
-    }
-    let mut a = AdminConfig::default();
-    if let Some(v) = m.get("address")
-        && let Some(text) = d.scalar_string(v, "admin address")
-    {
-        match parse_listen_address(&text) {
-            Ok(addr) => a.address = addr,
-            Err(e) => d.error(v.loc, e),
-        }
-    }
-    if let Some(v) = m.get("token") {
-        a.token = d.string(v, "token").filter(|t| !t.is_empty());
-    }
-    if !a.address.ip().is_loopback() && a.token.is_none() {
-        d.error(
-            m.get("address").map(|n| n.loc).unwrap_or(m.loc),
-            format!(
-                "the admin address {} is not loopback: set `admin.token` so the API is not open to the network",
-                a.address
-            ),
-        );
-    }
-    Some(a)
-}
-
-fn access_log(d: &mut Decoder, n: &Node, base_dir: &Path) -> AccessLogConfig {
-    let mut a = AccessLogConfig::default();
-    let Some(m) = d.map(n, "access_log", &["enabled", "format", "path"]) else {
-        return a;
-    };
-    if let Some(v) = m.get("enabled").and_then(|v| d.boolean(v, "enabled")) {
-        a.enabled = v;
-    }
-    if let Some(v) = m.get("format")
-        && let Some(f) = d.choice(
-            v,
-            "format",
-            &[("json", LogFormat::Json), ("text", LogFormat::Text)],
-        )
-    {
-        a.format = f;
-    }
-    if let Some(v) = m.get("path").and_then(|v| d.string(v, "path")) {
-        a.path = match v.as_str() {
-            "stderr" => LogTarget::Stderr,
-            "stdout" => LogTarget::Stdout,
-            p => LogTarget::File(base_dir.join(p)),
-        };
-    }
-    a
-}
-
-fn limits(d: &mut Decoder, n: &Node) -> Limits {
-    let mut l = Limits::default();
-    let Some(m) = d.map(
-        n,
-        "limits",
-        &[
-            "max_header_bytes",
-            "max_body_bytes",
-            "header_read_timeout",
-            "max_connections",
-        ],
-    ) else {
-        return l;
-    };
-    if let Some(v) = m
-        .get("max_header_bytes")
-        .and_then(|v| d.size(v, "max_header_bytes"))
-    {
-        if !(1024..=16 * 1024 * 1024).contains(&v) {
-            d.error(
-                m.get("max_header_bytes").map(|n| n.loc).unwrap_or(m.loc),
-                "max_header_bytes must be between 1KiB and 16MiB",
-            );
-        } else {
-            l.max_header_bytes = v as usize;
-        }
-    }
-    if let Some(v) = m.get("max_body_bytes") {
-        l.max_body_bytes = d.size(v, "max_body_bytes");
-    }
-    if let Some(v) = m
-        .get("header_read_timeout")
-        .and_then(|v| d.duration(v, "header_read_timeout"))
-    {
-        l.header_read_timeout = v;
-    }
-    if let Some(v) = m
-        .get("max_connections")
-        .and_then(|v| d.int(v, "max_connections", 1, 10_000_000))
-    {
-        l.max_connections = v as usize;
-    }
-    l
-}
-
-fn parse_cidr(s: &str) -> Result<IpNet, String> {
-    if let Ok(net) = s.parse::<IpNet>() {
-        return Ok(net.trunc());
-    }
-    s.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
-        format!("invalid trusted proxy `{s}` (expected an IP or CIDR like 10.0.0.0/8)")
-    })
 }
 
 const POOL_KEYS: &[&str] = &[
@@ -1641,69 +1507,4 @@ fn validate(d: &mut Decoder, cfg: &Config) {
             );
         }
     }
-}
-
-fn tracing(d: &mut Decoder, n: &Node) -> Option<TracingConfig> {
-    let m = d.map(
-        n,
-        "tracing",
-        &[
-            "otlp_endpoint",
-            "protocol",
-            "service_name",
-            "sample_ratio",
-            "enabled",
-        ],
-    )?;
-    if m.get("enabled").and_then(|v| d.boolean(v, "enabled")) == Some(false) {
-        return None;
-    }
-    let Some(e) = m.get("otlp_endpoint") else {
-        d.error(
-            m.loc,
-            "tracing needs `otlp_endpoint` (e.g. http://127.0.0.1:4318)",
-        );
-        return None;
-    };
-    let endpoint = d.string(e, "otlp_endpoint")?;
-    if !endpoint.starts_with("http://") {
-        d.error(
-            e.loc,
-            "otlp_endpoint must be an http:// URL (OTLP/HTTP without TLS)",
-        );
-    }
-    let protocol = m
-        .get("protocol")
-        .and_then(|v| {
-            d.choice(
-                v,
-                "protocol",
-                &[
-                    ("http/protobuf", OtlpProtocol::Protobuf),
-                    ("http/json", OtlpProtocol::Json),
-                ],
-            )
-        })
-        .unwrap_or(OtlpProtocol::Protobuf);
-    let service_name = m
-        .get("service_name")
-        .and_then(|v| d.string(v, "service_name"))
-        .unwrap_or_else(|| "fulcrum".into());
-    let sample_ratio = match m.get("sample_ratio") {
-        Some(v) => match &v.value {
-            Value::Float(f) if (0.0..=1.0).contains(f) => *f,
-            Value::Int(i) if (0..=1).contains(i) => *i as f64,
-            _ => {
-                d.error(v.loc, "sample_ratio must be a number from 0 to 1");
-                1.0
-            }
-        },
-        None => 1.0,
-    };
-    Some(TracingConfig {
-        otlp_endpoint: endpoint,
-        protocol,
-        service_name,
-        sample_ratio,
-    })
 }

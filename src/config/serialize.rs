@@ -9,8 +9,18 @@ use std::time::Duration;
 
 const REDACTED: &str = "<redacted>";
 
-fn d(v: Duration) -> Value {
+/// A duration as the config writes it (`250ms`, `5s`, `2m`).
+pub(crate) fn duration(v: Duration) -> Value {
     Value::String(format_duration(v))
+}
+
+/// A secret, or `<redacted>` in its place with `redact`.
+pub(crate) fn secret(value: &str, redact: bool) -> Value {
+    Value::String(if redact { REDACTED } else { value }.to_string())
+}
+
+fn d(v: Duration) -> Value {
+    duration(v)
 }
 
 fn status(m: &StatusMatcher) -> Value {
@@ -321,46 +331,16 @@ pub fn config(c: &Config, redact: bool) -> Value {
     );
     m.insert(
         "admin".into(),
-        match &c.admin {
-            None => json!({"enabled": false}),
-            Some(a) => {
-                let mut v = json!({"address": a.address.to_string()});
-                if a.token.is_some() {
-                    v["token"] = Value::String(if redact {
-                        REDACTED.into()
-                    } else {
-                        a.token.clone().unwrap_or_default()
-                    });
-                }
-                v
-            }
-        },
+        super::admin::serialize(c.admin.as_ref(), redact),
     );
     m.insert(
         "access_log".into(),
-        json!({
-            "enabled": c.access_log.enabled,
-            "format": match c.access_log.format { LogFormat::Json => "json", LogFormat::Text => "text" },
-            "path": match &c.access_log.path { LogTarget::Stderr => "stderr".to_string(), LogTarget::Stdout => "stdout".to_string(), LogTarget::File(p) => p.display().to_string() },
-        }),
+        super::access_log::serialize(&c.access_log),
     );
-    m.insert(
-        "limits".into(),
-        json!({
-            "max_header_bytes": c.limits.max_header_bytes,
-            "max_body_bytes": c.limits.max_body_bytes,
-            "header_read_timeout": d(c.limits.header_read_timeout),
-            "max_connections": c.limits.max_connections,
-        }),
-    );
+    m.insert("limits".into(), super::limits::serialize(&c.limits));
     m.insert(
         "trusted_proxies".into(),
-        Value::Array(
-            c.trusted_proxies
-                .iter()
-                .map(|n| Value::String(n.to_string()))
-                .collect(),
-        ),
+        super::trusted_proxies::serialize(&c.trusted_proxies),
     );
     m.insert("shutdown_timeout".into(), d(c.shutdown_timeout));
     m.insert(
@@ -388,15 +368,7 @@ pub fn config(c: &Config, redact: bool) -> Value {
         }),
     );
     if let Some(t) = &c.tracing {
-        m.insert(
-            "tracing".into(),
-            json!({
-                "otlp_endpoint": t.otlp_endpoint,
-                "protocol": match t.protocol { OtlpProtocol::Protobuf => "http/protobuf", OtlpProtocol::Json => "http/json" },
-                "service_name": t.service_name,
-                "sample_ratio": t.sample_ratio,
-            }),
-        );
+        m.insert("tracing".into(), super::tracing::serialize(t));
     }
     if let Some(c) = &c.cluster {
         let ms = |d: std::time::Duration| humantime::format_duration(d).to_string();
