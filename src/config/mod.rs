@@ -7,6 +7,7 @@ mod admin;
 mod decode;
 mod env;
 mod limits;
+mod listeners;
 mod model;
 mod parse;
 pub(crate) mod serialize;
@@ -21,6 +22,7 @@ pub(crate) use access_log::{AccessLogConfig, LogFormat, LogTarget};
 pub(crate) use admin::AdminConfig;
 pub(crate) use decode::ConfigError;
 pub(crate) use limits::Limits;
+pub(crate) use listeners::{AcmeChallenge, AcmeConfig, ListenerConfig, parse_listen_address};
 pub(crate) use model::*;
 pub(crate) use tracing::{OtlpProtocol, TracingConfig};
 

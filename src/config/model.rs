@@ -2,7 +2,7 @@
 //! Nothing here is shared with the request path directly; `runtime` compiles it.
 
 use super::tree::Loc;
-use super::{AccessLogConfig, AdminConfig, Limits, TracingConfig};
+use super::{AccessLogConfig, AdminConfig, Limits, ListenerConfig, TracingConfig};
 use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
 use std::net::SocketAddr;
@@ -27,9 +27,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listeners: vec![ListenerConfig::plain(
-                "0.0.0.0:8080".parse().expect("static address"),
-            )],
+            listeners: super::listeners::default_listeners(),
             admin: Some(AdminConfig::default()),
             access_log: AccessLogConfig::default(),
             limits: Limits::default(),
@@ -100,56 +98,6 @@ impl Default for ClusterHooks {
             webhook: None,
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ListenerConfig {
-    pub address: SocketAddr,
-    pub tls: Option<TlsConfig>,
-    pub redirect_http_from: Option<SocketAddr>,
-    pub http2: bool,
-    pub loc: Loc,
-}
-
-impl ListenerConfig {
-    pub fn plain(address: SocketAddr) -> Self {
-        ListenerConfig {
-            address,
-            tls: None,
-            redirect_http_from: None,
-            http2: true,
-            loc: Loc::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct TlsConfig {
-    pub certificates: Vec<CertificateFiles>,
-    pub acme: Option<AcmeConfig>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct CertificateFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub loc: Loc,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AcmeChallenge {
-    Http01,
-    TlsAlpn01,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct AcmeConfig {
-    pub directory: String,
-    pub email: Option<String>,
-    pub domains: Vec<String>,
-    pub storage: PathBuf,
-    pub ca_bundle: Option<PathBuf>,
-    pub challenge: AcmeChallenge,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -275,21 +223,6 @@ fn split_host_port(s: &str) -> Result<(&str, Option<u16>), String> {
         Some(_) => Err("IPv6 addresses must be written in brackets".into()),
         None => Ok((s, None)),
     }
-}
-
-/// Parses a listen address: `0.0.0.0:8080`, `[::]:8443`, `:8080` (all interfaces).
-pub fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
-    let t = text.trim();
-    let full;
-    let t = if t.starts_with(':') {
-        full = format!("0.0.0.0{t}");
-        full.as_str()
-    } else {
-        t
-    };
-    t.parse::<SocketAddr>().map_err(|_| {
-        format!("invalid listen address `{text}` (expected IP:PORT, e.g. 0.0.0.0:8080)")
-    })
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -31,19 +31,7 @@ pub fn decode_config(d: &mut Decoder, root: &Node, base_dir: &Path) -> Config {
     let Some(m) = d.map(root, "the config", TOP_KEYS) else {
         return cfg;
     };
-    if let Some(n) = m.get("listeners") {
-        let items = d.seq(n, "listeners");
-        cfg.listeners = items
-            .iter()
-            .filter_map(|item| listener(d, item, base_dir))
-            .collect();
-        if items.is_empty() {
-            d.error(
-                n.loc,
-                "listeners must not be empty (omit the key for the default 0.0.0.0:8080)",
-            );
-        }
-    }
+    cfg.listeners = super::listeners::decode(d, m.get("listeners"), base_dir);
     cfg.admin = super::admin::decode(d, m.get_raw("admin"));
     cfg.access_log = super::access_log::decode(d, m.get("access_log"), base_dir);
     cfg.limits = super::limits::decode(d, m.get("limits"));
@@ -78,184 +66,6 @@ pub fn decode_config(d: &mut Decoder, root: &Node, base_dir: &Path) -> Config {
     d.unbuilt(&m, "discovery", "Docker discovery");
     validate(d, &cfg);
     cfg
-}
-
-fn listener(d: &mut Decoder, n: &Node, base_dir: &Path) -> Option<ListenerConfig> {
-    // A bare string is shorthand for `{address: ...}`.
-    if let Value::Str(_) = n.value {
-        let text = d.string(n, "listener address")?;
-        return match parse_listen_address(&text) {
-            Ok(a) => Some(ListenerConfig {
-                loc: n.loc,
-                ..ListenerConfig::plain(a)
-            }),
-            Err(e) => {
-                d.error(n.loc, e);
-                None
-            }
-        };
-    }
-    let m = d.map(
-        n,
-        "a listener",
-        &["address", "tls", "redirect_http_from", "http2"],
-    )?;
-    let address = match m.get("address") {
-        Some(a) => {
-            let text = d.scalar_string(a, "address")?;
-            match parse_listen_address(&text) {
-                Ok(addr) => Some(addr),
-                Err(e) => {
-                    d.error(a.loc, e);
-                    None
-                }
-            }
-        }
-        None => {
-            d.error(m.loc, "a listener needs an `address`");
-            None
-        }
-    };
-    let mut l = ListenerConfig::plain(address.unwrap_or_else(|| ([0, 0, 0, 0], 0).into()));
-    l.loc = m.loc;
-    if let Some(t) = m.get("tls") {
-        l.tls = tls(d, t, base_dir);
-    }
-
-    if let Some(r) = m.get("redirect_http_from") {
-        if let Some(text) = d.scalar_string(r, "redirect_http_from") {
-            match parse_listen_address(&text) {
-                Ok(a) => l.redirect_http_from = Some(a),
-                Err(e) => d.error(r.loc, e),
-            }
-        }
-        if m.get("tls").is_none() {
-            d.error(
-                r.loc,
-                "redirect_http_from only makes sense on a listener with `tls`",
-            );
-        }
-    }
-    if let Some(h) = m.get("http2")
-        && let Some(v) = d.boolean(h, "http2")
-    {
-        l.http2 = v;
-    }
-    address.map(|_| l)
-}
-
-fn tls(d: &mut Decoder, n: &Node, base_dir: &Path) -> Option<TlsConfig> {
-    let m = d.map(n, "tls", &["certificates", "acme"])?;
-    let mut out = TlsConfig {
-        certificates: Vec::new(),
-        acme: None,
-    };
-    if let Some(c) = m.get("certificates") {
-        for item in d.seq(c, "certificates") {
-            let Some(cm) = d.map(item, "a certificate", &["cert", "key"]) else {
-                continue;
-            };
-            let cert = file_path(d, &cm, "cert", base_dir);
-            let key = file_path(d, &cm, "key", base_dir);
-            if let (Some(cert), Some(key)) = (cert, key) {
-                out.certificates.push(CertificateFiles {
-                    cert,
-                    key,
-                    loc: item.loc,
-                });
-            }
-        }
-    }
-    if let Some(a) = m.get("acme") {
-        out.acme = acme(d, a, base_dir);
-    }
-    if m.get("certificates").is_none() && m.get("acme").is_none() {
-        d.error(n.loc, "tls needs `certificates` or `acme`");
-    }
-    Some(out)
-}
-
-/// A path that must name an existing file.
-fn file_path(d: &mut Decoder, m: &MapView, key: &str, base_dir: &Path) -> Option<PathBuf> {
-    let Some(n) = m.get(key) else {
-        d.error(m.loc, format!("missing `{key}`"));
-        return None;
-    };
-    let text = d.string(n, key)?;
-    let p = base_dir.join(&text);
-    if !p.is_file() {
-        d.error(
-            n.loc,
-            format!("{key} file `{}` does not exist", p.display()),
-        );
-        return None;
-    }
-    Some(p)
-}
-
-fn acme(d: &mut Decoder, n: &Node, base_dir: &Path) -> Option<AcmeConfig> {
-    let m = d.map(
-        n,
-        "acme",
-        &[
-            "directory",
-            "email",
-            "domains",
-            "storage",
-            "ca_bundle",
-            "challenge",
-        ],
-    )?;
-    let directory = match m.get("directory") {
-        Some(v) => d.string(v, "directory")?,
-        None => "https://acme-v02.api.letsencrypt.org/directory".into(),
-    };
-    if !directory.starts_with("https://") && !directory.starts_with("http://") {
-        d.error(
-            m.get("directory").map(|n| n.loc).unwrap_or(m.loc),
-            "acme directory must be a URL",
-        );
-    }
-    let email = m.get("email").and_then(|v| d.string(v, "email"));
-    let domains = m
-        .get("domains")
-        .map(|v| {
-            d.string_list(v, "domains")
-                .into_iter()
-                .map(|(s, _)| s.to_ascii_lowercase())
-                .collect()
-        })
-        .unwrap_or_default();
-    let storage = m
-        .get("storage")
-        .and_then(|v| d.string(v, "storage"))
-        .map(|s| base_dir.join(s))
-        .unwrap_or_else(|| base_dir.join("acme"));
-    let ca_bundle = match m.get("ca_bundle") {
-        Some(_) => file_path(d, &m, "ca_bundle", base_dir),
-        None => None,
-    };
-    let challenge = m
-        .get("challenge")
-        .and_then(|v| {
-            d.choice(
-                v,
-                "challenge",
-                &[
-                    ("http-01", AcmeChallenge::Http01),
-                    ("tls-alpn-01", AcmeChallenge::TlsAlpn01),
-                ],
-            )
-        })
-        .unwrap_or(AcmeChallenge::Http01);
-    Some(AcmeConfig {
-        directory,
-        email,
-        domains,
-        storage,
-        ca_bundle,
-        challenge,
-    })
 }
 
 const CLUSTER_KEYS: &[&str] = &[
@@ -606,7 +416,7 @@ fn pool(d: &mut Decoder, n: &Node, base_dir: &Path) -> Option<PoolConfig> {
             p.upstream_tls.http2 = v;
         }
         if t.get("ca").is_some() {
-            p.upstream_tls.ca = file_path(d, &t, "ca", base_dir);
+            p.upstream_tls.ca = super::listeners::file_path(d, &t, "ca", base_dir);
         }
         p.upstream_tls.server_name = t
             .get("server_name")
@@ -1399,29 +1209,7 @@ fn channel(d: &mut Decoder, n: &Node) -> Option<NotificationChannel> {
 
 /// Checks that need the whole model: names, references, combinations.
 fn validate(d: &mut Decoder, cfg: &Config) {
-    let mut seen_listeners: HashMap<std::net::SocketAddr, Loc> = HashMap::new();
-    for l in &cfg.listeners {
-        if let Some(prev) = seen_listeners.insert(l.address, l.loc) {
-            d.error(
-                l.loc,
-                format!(
-                    "duplicate listener address {} (first at line {})",
-                    l.address, prev.line
-                ),
-            );
-        }
-        if let Some(r) = l.redirect_http_from
-            && let Some(prev) = seen_listeners.insert(r, l.loc)
-        {
-            d.error(
-                l.loc,
-                format!(
-                    "redirect_http_from {r} is already used at line {}",
-                    prev.line
-                ),
-            );
-        }
-    }
+    let seen_listeners = super::listeners::validate(d, &cfg.listeners);
     if let Some(a) = &cfg.admin
         && let Some(prev) = seen_listeners.get(&a.address)
         && a.address.port() != 0

@@ -300,34 +300,7 @@ pub fn config(c: &Config, redact: bool) -> Value {
     let mut m = Map::new();
     m.insert(
         "listeners".into(),
-        Value::Array(
-            c.listeners
-                .iter()
-                .map(|l| {
-                    let mut v = json!({"address": l.address.to_string(), "http2": l.http2});
-                    if let Some(r) = l.redirect_http_from {
-                        v["redirect_http_from"] = Value::String(r.to_string());
-                    }
-                    if let Some(t) = &l.tls {
-                        let mut tv = json!({
-                            "certificates": t.certificates.iter().map(|c| json!({"cert": c.cert.display().to_string(), "key": c.key.display().to_string()})).collect::<Vec<_>>(),
-                        });
-                        if let Some(a) = &t.acme {
-                            tv["acme"] = json!({
-                                "directory": a.directory,
-                                "email": a.email,
-                                "domains": a.domains,
-                                "storage": a.storage.display().to_string(),
-                                "ca_bundle": a.ca_bundle.as_ref().map(|p| p.display().to_string()),
-                                "challenge": match a.challenge { AcmeChallenge::Http01 => "http-01", AcmeChallenge::TlsAlpn01 => "tls-alpn-01" },
-                            });
-                        }
-                        v["tls"] = tv;
-                    }
-                    v
-                })
-                .collect(),
-        ),
+        super::listeners::serialize(&c.listeners),
     );
     m.insert(
         "admin".into(),
