@@ -6,6 +6,7 @@ mod access_log;
 mod admin;
 mod decode;
 mod env;
+mod failover;
 mod limits;
 mod listeners;
 mod model;
@@ -21,6 +22,10 @@ pub(crate) mod units;
 pub(crate) use access_log::{AccessLogConfig, LogFormat, LogTarget};
 pub(crate) use admin::AdminConfig;
 pub(crate) use decode::ConfigError;
+pub(crate) use failover::{
+    FailoverConfig, FailoverOverride, FailoverSettings, FailoverStrategy, LogLevel,
+    NotificationChannel, NotificationConfig, WebhookFormat,
+};
 pub(crate) use limits::Limits;
 pub(crate) use listeners::{AcmeChallenge, AcmeConfig, ListenerConfig, parse_listen_address};
 pub(crate) use model::*;

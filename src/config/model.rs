@@ -2,7 +2,10 @@
 //! Nothing here is shared with the request path directly; `runtime` compiles it.
 
 use super::tree::Loc;
-use super::{AccessLogConfig, AdminConfig, Limits, ListenerConfig, TracingConfig};
+use super::{
+    AccessLogConfig, AdminConfig, FailoverConfig, FailoverOverride, Limits, ListenerConfig,
+    TracingConfig,
+};
 use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
 use std::net::SocketAddr;
@@ -561,115 +564,4 @@ pub struct RouteConfig {
     pub strip_prefix: bool,
     pub headers: HeaderRules,
     pub loc: Loc,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailoverStrategy {
-    Immediate,
-    Graceful,
-    Delayed,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct FailoverSettings {
-    pub enabled: bool,
-    pub strategy: FailoverStrategy,
-    pub check_interval: Duration,
-    pub recovery_interval: Duration,
-    pub delay: Duration,
-    pub ramp: Duration,
-}
-
-impl Default for FailoverSettings {
-    fn default() -> Self {
-        FailoverSettings {
-            enabled: true,
-            strategy: FailoverStrategy::Immediate,
-            check_interval: Duration::from_secs(5),
-            recovery_interval: Duration::from_secs(10),
-            delay: Duration::from_secs(10),
-            ramp: Duration::from_secs(30),
-        }
-    }
-}
-
-/// A pool's `failover:` block: overrides the global one key by key.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FailoverOverride {
-    pub enabled: Option<bool>,
-    pub strategy: Option<FailoverStrategy>,
-    pub check_interval: Option<Duration>,
-    pub recovery_interval: Option<Duration>,
-    pub delay: Option<Duration>,
-    pub ramp: Option<Duration>,
-}
-
-impl FailoverOverride {
-    pub fn apply_to(&self, base: &FailoverSettings) -> FailoverSettings {
-        FailoverSettings {
-            enabled: self.enabled.unwrap_or(base.enabled),
-            strategy: self.strategy.unwrap_or(base.strategy),
-            check_interval: self.check_interval.unwrap_or(base.check_interval),
-            recovery_interval: self.recovery_interval.unwrap_or(base.recovery_interval),
-            delay: self.delay.unwrap_or(base.delay),
-            ramp: self.ramp.unwrap_or(base.ramp),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogLevel {
-    Error,
-    Warning,
-    Info,
-    Debug,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WebhookFormat {
-    Json,
-    Slack,
-    Discord,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum NotificationChannel {
-    Log {
-        level: LogLevel,
-    },
-    Webhook {
-        url: String,
-        format: WebhookFormat,
-    },
-    Email {
-        smtp_server: String,
-        smtp_port: u16,
-        smtp_user: Option<String>,
-        smtp_password: Option<String>,
-        from: Option<String>,
-        recipients: Vec<String>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct NotificationConfig {
-    pub enabled: bool,
-    pub channels: Vec<NotificationChannel>,
-}
-
-impl Default for NotificationConfig {
-    fn default() -> Self {
-        NotificationConfig {
-            enabled: true,
-            channels: vec![NotificationChannel::Log {
-                level: LogLevel::Warning,
-            }],
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FailoverConfig {
-    pub settings: FailoverSettings,
-    pub notification: NotificationConfig,
 }

@@ -1,7 +1,7 @@
 //! Decoding the tree into the typed model, then cross-checking it. Every problem found
 //! is collected; nothing stops at the first one.
 
-use super::decode::{Decoder, MapView};
+use super::decode::Decoder;
 use super::model::*;
 use super::tree::{Loc, Node, Value};
 use http::{HeaderName, HeaderValue, Method};
@@ -55,9 +55,7 @@ pub fn decode_config(d: &mut Decoder, root: &Node, base_dir: &Path) -> Config {
             .filter_map(|r| route(d, r))
             .collect();
     }
-    if let Some(n) = m.get("failover") {
-        cfg.failover = failover(d, n);
-    }
+    cfg.failover = super::failover::decode(d, m.get("failover"));
 
     cfg.tracing = super::tracing::decode(d, m.get("tracing"));
     if let Some(n) = m.get("cluster") {
@@ -402,7 +400,7 @@ fn pool(d: &mut Decoder, n: &Node, base_dir: &Path) -> Option<PoolConfig> {
         p.timeouts = timeouts(d, v);
     }
     if let Some(v) = m.get("failover") {
-        p.failover = failover_override(d, v, "pool failover");
+        p.failover = super::failover::decode_override(d, v, "pool failover");
     }
 
     if let Some(v) = m.get("tls")
@@ -963,248 +961,6 @@ fn header_ops(d: &mut Decoder, n: &Node, what: &str) -> HeaderOps {
         }
     }
     ops
-}
-
-const FAILOVER_SETTING_KEYS: &[&str] = &[
-    "enabled",
-    "strategy",
-    "check_interval",
-    "recovery_interval",
-    "delay",
-    "ramp",
-];
-
-fn failover_settings_from(d: &mut Decoder, m: &MapView) -> FailoverOverride {
-    let mut o = FailoverOverride {
-        enabled: m.get("enabled").and_then(|v| d.boolean(v, "enabled")),
-        strategy: m.get("strategy").and_then(|v| {
-            d.choice(
-                v,
-                "strategy",
-                &[
-                    ("immediate", FailoverStrategy::Immediate),
-                    ("graceful", FailoverStrategy::Graceful),
-                    ("delayed", FailoverStrategy::Delayed),
-                ],
-            )
-        }),
-        ..Default::default()
-    };
-    for (key, slot) in [
-        ("check_interval", &mut o.check_interval),
-        ("recovery_interval", &mut o.recovery_interval),
-        ("delay", &mut o.delay),
-        ("ramp", &mut o.ramp),
-    ] {
-        *slot = m.get(key).and_then(|v| d.duration(v, key));
-    }
-    if o.check_interval == Some(std::time::Duration::ZERO) {
-        d.error(
-            m.get("check_interval").map(|n| n.loc).unwrap_or(m.loc),
-            "check_interval must be more than 0",
-        );
-    }
-    o
-}
-
-fn failover_override(d: &mut Decoder, n: &Node, what: &str) -> FailoverOverride {
-    match d.map(n, what, FAILOVER_SETTING_KEYS) {
-        Some(m) => failover_settings_from(d, &m),
-        None => FailoverOverride::default(),
-    }
-}
-
-fn failover(d: &mut Decoder, n: &Node) -> FailoverConfig {
-    let mut keys = FAILOVER_SETTING_KEYS.to_vec();
-    keys.push("notification");
-    let mut f = FailoverConfig::default();
-    let Some(m) = d.map(n, "failover", &keys) else {
-        return f;
-    };
-    f.settings = failover_settings_from(d, &m).apply_to(&f.settings);
-    if let Some(v) = m.get("notification") {
-        f.notification = notification(d, v);
-    }
-    f
-}
-
-fn notification(d: &mut Decoder, n: &Node) -> NotificationConfig {
-    let mut out = NotificationConfig::default();
-    let Some(m) = d.map(n, "notification", &["enabled", "channels"]) else {
-        return out;
-    };
-    if let Some(v) = m.get("enabled").and_then(|v| d.boolean(v, "enabled")) {
-        out.enabled = v;
-    }
-    if let Some(v) = m.get("channels") {
-        out.channels = d
-            .seq(v, "channels")
-            .iter()
-            .filter_map(|c| channel(d, c))
-            .collect();
-    }
-    out
-}
-
-fn channel(d: &mut Decoder, n: &Node) -> Option<NotificationChannel> {
-    let m = d.map(
-        n,
-        "a notification channel",
-        &[
-            "type",
-            "level",
-            "url",
-            "format",
-            "smtp_server",
-            "smtp_port",
-            "smtp_user",
-            "smtp_password",
-            "from",
-            "recipients",
-        ],
-    )?;
-    let Some(t) = m.get("type") else {
-        d.error(
-            m.loc,
-            "a notification channel needs a `type` (log, webhook or email)",
-        );
-        return None;
-    };
-    #[derive(Clone, Copy)]
-    enum Kind {
-        Log,
-        Webhook,
-        Email,
-    }
-    let kind = d.choice(
-        t,
-        "type",
-        &[
-            ("log", Kind::Log),
-            ("webhook", Kind::Webhook),
-            ("email", Kind::Email),
-        ],
-    )?;
-    let allowed: &[&str] = match kind {
-        Kind::Log => &["type", "level"],
-        Kind::Webhook => &["type", "url", "format"],
-        Kind::Email => &[
-            "type",
-            "smtp_server",
-            "smtp_port",
-            "smtp_user",
-            "smtp_password",
-            "from",
-            "recipients",
-        ],
-    };
-    for key in [
-        "level",
-        "url",
-        "format",
-        "smtp_server",
-        "smtp_port",
-        "smtp_user",
-        "smtp_password",
-        "from",
-        "recipients",
-    ] {
-        if m.get_raw(key).is_some() && !allowed.contains(&key) {
-            d.error(
-                m.key_loc(key).unwrap_or(m.loc),
-                format!("`{key}` does not apply to this channel type"),
-            );
-        }
-    }
-    match kind {
-        Kind::Log => {
-            let level = m
-                .get("level")
-                .and_then(|v| {
-                    d.choice(
-                        v,
-                        "level",
-                        &[
-                            ("error", LogLevel::Error),
-                            ("warning", LogLevel::Warning),
-                            ("warn", LogLevel::Warning),
-                            ("info", LogLevel::Info),
-                            ("debug", LogLevel::Debug),
-                        ],
-                    )
-                })
-                .unwrap_or(LogLevel::Warning);
-            Some(NotificationChannel::Log { level })
-        }
-        Kind::Webhook => {
-            let Some(u) = m.get("url") else {
-                d.error(m.loc, "a webhook channel needs a `url`");
-                return None;
-            };
-            let url = d.string(u, "url")?;
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                d.error(
-                    u.loc,
-                    format!("webhook url `{url}` must start with http:// or https://"),
-                );
-            }
-            let format = m
-                .get("format")
-                .and_then(|v| {
-                    d.choice(
-                        v,
-                        "format",
-                        &[
-                            ("json", WebhookFormat::Json),
-                            ("slack", WebhookFormat::Slack),
-                            ("discord", WebhookFormat::Discord),
-                        ],
-                    )
-                })
-                .unwrap_or(WebhookFormat::Json);
-            Some(NotificationChannel::Webhook { url, format })
-        }
-        Kind::Email => {
-            let Some(server) = m.get("smtp_server") else {
-                d.error(m.loc, "an email channel needs `smtp_server`");
-                return None;
-            };
-            let smtp_server = d.string(server, "smtp_server")?;
-            let smtp_port = m
-                .get("smtp_port")
-                .and_then(|v| d.int(v, "smtp_port", 1, 65535))
-                .unwrap_or(587) as u16;
-            let smtp_user = m
-                .get("smtp_user")
-                .and_then(|v| d.string(v, "smtp_user"))
-                .filter(|s| !s.is_empty());
-            let smtp_password = m
-                .get("smtp_password")
-                .and_then(|v| d.scalar_string(v, "smtp_password"))
-                .filter(|s| !s.is_empty());
-            let from = m.get("from").and_then(|v| d.string(v, "from"));
-            let recipients: Vec<String> = m
-                .get("recipients")
-                .map(|v| {
-                    d.string_list(v, "recipients")
-                        .into_iter()
-                        .map(|(s, _)| s)
-                        .collect()
-                })
-                .unwrap_or_default();
-            if recipients.is_empty() {
-                d.error(m.loc, "an email channel needs at least one of `recipients`");
-            }
-            Some(NotificationChannel::Email {
-                smtp_server,
-                smtp_port,
-                smtp_user,
-                smtp_password,
-                from,
-                recipients,
-            })
-        }
-    }
 }
 
 /// Checks that need the whole model: names, references, combinations.

@@ -2,6 +2,7 @@
 //! `GET /api/v1/config` can be edited and sent back with `PUT`. Secrets can be
 //! redacted.
 
+use super::FailoverOverride;
 use super::model::*;
 use super::units::format_duration;
 use serde_json::{Map, Value, json};
@@ -92,35 +93,6 @@ pub fn backend(b: &BackendConfig) -> Value {
     Value::Object(m)
 }
 
-fn failover_override(f: &FailoverOverride) -> Value {
-    let mut m = Map::new();
-    if let Some(v) = f.enabled {
-        m.insert("enabled".into(), Value::Bool(v));
-    }
-    if let Some(v) = f.strategy {
-        m.insert("strategy".into(), Value::String(strategy(v).into()));
-    }
-    for (k, v) in [
-        ("check_interval", f.check_interval),
-        ("recovery_interval", f.recovery_interval),
-        ("delay", f.delay),
-        ("ramp", f.ramp),
-    ] {
-        if let Some(v) = v {
-            m.insert(k.into(), d(v));
-        }
-    }
-    Value::Object(m)
-}
-
-pub fn strategy(s: FailoverStrategy) -> &'static str {
-    match s {
-        FailoverStrategy::Immediate => "immediate",
-        FailoverStrategy::Graceful => "graceful",
-        FailoverStrategy::Delayed => "delayed",
-    }
-}
-
 fn pool(p: &PoolConfig) -> Value {
     let mut m = Map::new();
     m.insert("name".into(), Value::String(p.name.clone()));
@@ -181,7 +153,10 @@ fn pool(p: &PoolConfig) -> Value {
         json!({"connect": d(p.timeouts.connect), "response_header": d(p.timeouts.response_header), "idle": d(p.timeouts.idle)}),
     );
     if p.failover != FailoverOverride::default() {
-        m.insert("failover".into(), failover_override(&p.failover));
+        m.insert(
+            "failover".into(),
+            super::failover::serialize_override(&p.failover),
+        );
     }
     m.insert("fail_open".into(), Value::Bool(p.fail_open));
     m.insert("slow_start".into(), d(p.slow_start));
@@ -251,49 +226,6 @@ fn route(r: &RouteConfig) -> Value {
     Value::Object(m)
 }
 
-fn channel(c: &NotificationChannel, redact: bool) -> Value {
-    match c {
-        NotificationChannel::Log { level } => json!({"type": "log", "level": match level {
-            LogLevel::Error => "error",
-            LogLevel::Warning => "warning",
-            LogLevel::Info => "info",
-            LogLevel::Debug => "debug",
-        }}),
-        NotificationChannel::Webhook { url, format } => json!({
-            "type": "webhook",
-            // Webhook URLs often carry a secret token in their path.
-            "url": if redact { REDACTED.to_string() } else { url.clone() },
-            "format": match format { WebhookFormat::Json => "json", WebhookFormat::Slack => "slack", WebhookFormat::Discord => "discord" },
-        }),
-        NotificationChannel::Email {
-            smtp_server,
-            smtp_port,
-            smtp_user,
-            smtp_password,
-            from,
-            recipients,
-        } => {
-            let mut v = json!({
-                "type": "email",
-                "smtp_server": smtp_server,
-                "smtp_port": smtp_port,
-                "recipients": recipients,
-            });
-            if let Some(u) = smtp_user {
-                v["smtp_user"] = Value::String(u.clone());
-            }
-            if let Some(p) = smtp_password {
-                v["smtp_password"] =
-                    Value::String(if redact { REDACTED.into() } else { p.clone() });
-            }
-            if let Some(f) = from {
-                v["from"] = Value::String(f.clone());
-            }
-            v
-        }
-    }
-}
-
 /// The whole config. With `redact`, secrets (admin token, SMTP password, webhook
 /// URLs) are replaced by `<redacted>`.
 pub fn config(c: &Config, redact: bool) -> Value {
@@ -324,21 +256,9 @@ pub fn config(c: &Config, redact: bool) -> Value {
         "routes".into(),
         Value::Array(c.routes.iter().map(route).collect()),
     );
-    let f = &c.failover;
     m.insert(
         "failover".into(),
-        json!({
-            "enabled": f.settings.enabled,
-            "strategy": strategy(f.settings.strategy),
-            "check_interval": d(f.settings.check_interval),
-            "recovery_interval": d(f.settings.recovery_interval),
-            "delay": d(f.settings.delay),
-            "ramp": d(f.settings.ramp),
-            "notification": {
-                "enabled": f.notification.enabled,
-                "channels": f.notification.channels.iter().map(|ch| channel(ch, redact)).collect::<Vec<_>>(),
-            },
-        }),
+        super::failover::serialize(&c.failover, redact),
     );
     if let Some(t) = &c.tracing {
         m.insert("tracing".into(), super::tracing::serialize(t));
