@@ -4,6 +4,7 @@
 
 mod access_log;
 mod admin;
+mod cluster;
 mod decode;
 mod env;
 mod failover;
@@ -21,6 +22,7 @@ pub(crate) mod units;
 
 pub(crate) use access_log::{AccessLogConfig, LogFormat, LogTarget};
 pub(crate) use admin::AdminConfig;
+pub(crate) use cluster::{ClusterConfig, ClusterHooks, VipConfig};
 pub(crate) use decode::ConfigError;
 pub(crate) use failover::{
     FailoverConfig, FailoverOverride, FailoverSettings, FailoverStrategy, LogLevel,

@@ -3,12 +3,11 @@
 
 use super::tree::Loc;
 use super::{
-    AccessLogConfig, AdminConfig, FailoverConfig, FailoverOverride, Limits, ListenerConfig,
-    TracingConfig,
+    AccessLogConfig, AdminConfig, ClusterConfig, FailoverConfig, FailoverOverride, Limits,
+    ListenerConfig, TracingConfig,
 };
 use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -41,64 +40,6 @@ impl Default for Config {
             failover: FailoverConfig::default(),
             tracing: None,
             cluster: None,
-        }
-    }
-}
-
-/// `cluster:` — high availability of the proxy itself. Node-local: never replicated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClusterConfig {
-    pub node_id: String,
-    /// This node's peer address (TCP), as the other nodes reach it.
-    pub bind: SocketAddr,
-    pub peers: Vec<PeerConfig>,
-    pub state_dir: PathBuf,
-    pub heartbeat_interval: Duration,
-    /// Randomised between this and twice this.
-    pub election_timeout: Duration,
-    pub priority: u32,
-    pub preempt: bool,
-    pub preempt_delay: Duration,
-    pub vip: Option<VipConfig>,
-    pub hooks: ClusterHooks,
-    /// Shared by every node: each peer connection starts with a mutual proof of
-    /// it, so that only cluster members can send Raft and admin messages.
-    pub secret: Option<String>,
-    pub loc: Loc,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct PeerConfig {
-    pub id: String,
-    /// `host:port`, resolved at each connection attempt.
-    pub address: String,
-    /// Declared a witness (never primary); shown as such in the cluster API.
-    pub witness: bool,
-    pub loc: Loc,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct VipConfig {
-    pub address: std::net::IpAddr,
-    pub prefix_len: u8,
-    pub interface: String,
-    pub garp_count: u32,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClusterHooks {
-    pub notify: Option<PathBuf>,
-    /// How long one run of the notify script may take before it is killed.
-    pub notify_timeout: Duration,
-    pub webhook: Option<String>,
-}
-
-impl Default for ClusterHooks {
-    fn default() -> Self {
-        ClusterHooks {
-            notify: None,
-            notify_timeout: Duration::from_secs(10),
-            webhook: None,
         }
     }
 }

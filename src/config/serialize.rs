@@ -263,33 +263,8 @@ pub fn config(c: &Config, redact: bool) -> Value {
     if let Some(t) = &c.tracing {
         m.insert("tracing".into(), super::tracing::serialize(t));
     }
-    if let Some(c) = &c.cluster {
-        let ms = |d: std::time::Duration| humantime::format_duration(d).to_string();
-        m.insert(
-            "cluster".into(),
-            json!({
-                "node_id": c.node_id,
-                "bind": c.bind.to_string(),
-                "peers": c.peers.iter().map(|p| json!({"id": p.id, "address": p.address, "witness": p.witness})).collect::<Vec<_>>(),
-                "state_dir": c.state_dir.display().to_string(),
-                "heartbeat_interval": ms(c.heartbeat_interval),
-                "election_timeout": ms(c.election_timeout),
-                "priority": c.priority,
-                "preempt": c.preempt,
-                "preempt_delay": ms(c.preempt_delay),
-                "vip": c.vip.as_ref().map(|v| json!({
-                    "address": format!("{}/{}", v.address, v.prefix_len),
-                    "interface": v.interface,
-                    "garp_count": v.garp_count,
-                })),
-                "hooks": {
-                    "notify": c.hooks.notify.as_ref().map(|p| p.display().to_string()),
-                    "notify_timeout": ms(c.hooks.notify_timeout),
-                    "webhook": c.hooks.webhook.as_ref().map(|w| if redact { REDACTED.to_string() } else { w.clone() }),
-                },
-                "secret": c.secret.as_ref().map(|s| if redact { REDACTED.to_string() } else { s.clone() }),
-            }),
-        );
+    if let Some(cl) = &c.cluster {
+        m.insert("cluster".into(), super::cluster::serialize(cl, redact));
     }
     Value::Object(m)
 }
