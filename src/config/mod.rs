@@ -12,6 +12,7 @@ mod limits;
 mod listeners;
 mod model;
 mod parse;
+mod pools;
 pub(crate) mod serialize;
 #[cfg(test)]
 mod testing;
@@ -25,12 +26,17 @@ pub(crate) use admin::AdminConfig;
 pub(crate) use cluster::{ClusterConfig, ClusterHooks, VipConfig};
 pub(crate) use decode::ConfigError;
 pub(crate) use failover::{
-    FailoverConfig, FailoverOverride, FailoverSettings, FailoverStrategy, LogLevel,
-    NotificationChannel, NotificationConfig, WebhookFormat,
+    FailoverConfig, FailoverSettings, FailoverStrategy, LogLevel, NotificationChannel,
+    NotificationConfig, WebhookFormat,
 };
 pub(crate) use limits::Limits;
 pub(crate) use listeners::{AcmeChallenge, AcmeConfig, ListenerConfig, parse_listen_address};
 pub(crate) use model::*;
+pub(crate) use pools::{
+    Algorithm, BackendAddress, BackendConfig, HashKey, HealthCheckConfig, HealthCheckOverride,
+    HedgeDelay, PassiveHealthConfig, PoolConfig, QueueConfig, RetryConfig, Scheme, Timeouts,
+    UpstreamTls,
+};
 pub(crate) use tracing::{OtlpProtocol, TracingConfig};
 
 use std::fmt;
