@@ -13,6 +13,7 @@ mod listeners;
 mod model;
 mod parse;
 mod pools;
+mod routes;
 pub(crate) mod serialize;
 #[cfg(test)]
 mod testing;
@@ -37,6 +38,7 @@ pub(crate) use pools::{
     HedgeDelay, PassiveHealthConfig, PoolConfig, QueueConfig, RetryConfig, Scheme, Timeouts,
     UpstreamTls,
 };
+pub(crate) use routes::{HeaderOps, HeaderRules, HostMatch, RouteConfig, RouteTarget};
 pub(crate) use tracing::{OtlpProtocol, TracingConfig};
 
 use std::fmt;

@@ -1,12 +1,10 @@
 //! The typed configuration: what a user wrote, validated and with defaults filled in.
 //! Nothing here is shared with the request path directly; `runtime` compiles it.
 
-use super::tree::Loc;
 use super::{
-    AccessLogConfig, AdminConfig, Algorithm, ClusterConfig, FailoverConfig, Limits, ListenerConfig,
-    PoolConfig, TracingConfig,
+    AccessLogConfig, AdminConfig, ClusterConfig, FailoverConfig, Limits, ListenerConfig,
+    PoolConfig, RouteConfig, TracingConfig,
 };
-use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 use std::time::Duration;
 
@@ -41,56 +39,4 @@ impl Default for Config {
             cluster: None,
         }
     }
-}
-
-/// Host part of a route: exact name, or `*.suffix`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum HostMatch {
-    Exact(String),
-    /// Stored without the leading `*.`; matches any name ending in `.suffix`.
-    Wildcard(String),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SplitVariant {
-    pub pool: String,
-    pub weight: u32,
-    pub loc: Loc,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum RouteTarget {
-    Pool { name: String, loc: Loc },
-    Split(Vec<SplitVariant>),
-}
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct HeaderOps {
-    pub set: Vec<(HeaderName, HeaderValue)>,
-    pub remove: Vec<HeaderName>,
-}
-
-impl HeaderOps {
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.remove.is_empty()
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct HeaderRules {
-    pub request: HeaderOps,
-    pub response: HeaderOps,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct RouteConfig {
-    pub name: String,
-    pub host: Option<HostMatch>,
-    pub path_prefix: String,
-    pub target: RouteTarget,
-    pub sticky: bool,
-    pub load_balancing: Option<Algorithm>,
-    pub strip_prefix: bool,
-    pub headers: HeaderRules,
-    pub loc: Loc,
 }

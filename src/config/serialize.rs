@@ -4,7 +4,7 @@
 
 use super::model::*;
 use super::units::format_duration;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::time::Duration;
 
 const REDACTED: &str = "<redacted>";
@@ -30,62 +30,6 @@ fn d(v: Duration) -> Value {
     duration(v)
 }
 
-fn header_ops(o: &HeaderOps) -> Value {
-    let set: Map<String, Value> = o
-        .set
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                Value::String(v.to_str().unwrap_or("").to_string()),
-            )
-        })
-        .collect();
-    json!({"set": set, "remove": o.remove.iter().map(|h| h.as_str()).collect::<Vec<_>>()})
-}
-
-fn route(r: &RouteConfig) -> Value {
-    let mut m = Map::new();
-    m.insert("name".into(), Value::String(r.name.clone()));
-    match &r.host {
-        Some(HostMatch::Exact(h)) => {
-            m.insert("host".into(), Value::String(h.clone()));
-        }
-        Some(HostMatch::Wildcard(s)) => {
-            m.insert("host".into(), Value::String(format!("*.{s}")));
-        }
-        None => {}
-    }
-    m.insert("path_prefix".into(), Value::String(r.path_prefix.clone()));
-    match &r.target {
-        RouteTarget::Pool { name, .. } => {
-            m.insert("pool".into(), Value::String(name.clone()));
-        }
-        RouteTarget::Split(vs) => {
-            m.insert(
-                "split".into(),
-                Value::Array(
-                    vs.iter()
-                        .map(|v| json!({"pool": v.pool, "weight": v.weight}))
-                        .collect(),
-                ),
-            );
-            m.insert("sticky".into(), Value::Bool(r.sticky));
-        }
-    }
-    if let Some(a) = r.load_balancing {
-        m.insert("load_balancing".into(), json!({"method": a.name()}));
-    }
-    m.insert("strip_prefix".into(), Value::Bool(r.strip_prefix));
-    if !(r.headers.request.is_empty() && r.headers.response.is_empty()) {
-        m.insert(
-            "headers".into(),
-            json!({"request": header_ops(&r.headers.request), "response": header_ops(&r.headers.response)}),
-        );
-    }
-    Value::Object(m)
-}
-
 /// The whole config. With `redact`, secrets (admin token, SMTP password, webhook
 /// URLs) are replaced by `<redacted>`.
 pub fn config(c: &Config, redact: bool) -> Value {
@@ -109,10 +53,7 @@ pub fn config(c: &Config, redact: bool) -> Value {
     );
     m.insert("shutdown_timeout".into(), d(c.shutdown_timeout));
     m.insert("pools".into(), super::pools::serialize(&c.pools));
-    m.insert(
-        "routes".into(),
-        Value::Array(c.routes.iter().map(route).collect()),
-    );
+    m.insert("routes".into(), super::routes::serialize(&c.routes));
     m.insert(
         "failover".into(),
         super::failover::serialize(&c.failover, redact),
