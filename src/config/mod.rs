@@ -1,6 +1,22 @@
 //! Configuration: parse (YAML or JSON), validate, fill in defaults.
 //!
 //! Errors are reported all at once as `FILE:LINE:COL: message`.
+//!
+//! One file per section, each holding that section's types and defaults, its
+//! decoding (with its own checks) and its JSON form for `GET /api/v1/config`
+//! (secrets redacted), side by side, with unit tests:
+//! `listeners` (+ TLS, ACME, redirect), `admin`, `access_log`, `limits`,
+//! `trusted_proxies`, `pools/` (one file per pool sub-block), `routes`,
+//! `failover` (+ notification channels), `cluster`, `tracing`.
+//! `root` holds the whole [`Config`]: it hooks every section in (one line each
+//! in its key list, `decode` and `serialize`) and runs the checks that span
+//! sections (a route naming an unknown pool, the admin address on a listener).
+//! Underneath: `tree` (the YAML tree with positions), `decode` (typed reads that
+//! collect errors), `env` (`${VAR}`), `units` (durations and sizes).
+//!
+//! A new section: a file with `decode(d, m.get("key"), ...)` and `serialize`,
+//! its field on `Config`, its key in `root::KEYS`, one line in `root::decode`
+//! and one in `root::serialize`. A new key of a section: only that section's file.
 
 mod access_log;
 mod admin;
@@ -10,9 +26,8 @@ mod env;
 mod failover;
 mod limits;
 mod listeners;
-mod model;
-mod parse;
 mod pools;
+mod root;
 mod routes;
 pub(crate) mod serialize;
 #[cfg(test)]
@@ -32,12 +47,12 @@ pub(crate) use failover::{
 };
 pub(crate) use limits::Limits;
 pub(crate) use listeners::{AcmeChallenge, AcmeConfig, ListenerConfig, parse_listen_address};
-pub(crate) use model::*;
 pub(crate) use pools::{
     Algorithm, BackendAddress, BackendConfig, HashKey, HealthCheckConfig, HealthCheckOverride,
     HedgeDelay, PassiveHealthConfig, PoolConfig, QueueConfig, RetryConfig, Scheme, Timeouts,
     UpstreamTls,
 };
+pub(crate) use root::Config;
 pub(crate) use routes::{HeaderOps, HeaderRules, HostMatch, RouteConfig, RouteTarget};
 pub(crate) use tracing::{OtlpProtocol, TracingConfig};
 
@@ -141,7 +156,7 @@ pub fn load_str_with_env(
         }
     };
     let mut d = decode::Decoder::new(env);
-    let config = parse::decode_config(&mut d, &root, base_dir);
+    let config = root::decode(&mut d, &root, base_dir);
     if d.errors.is_empty() {
         Ok(config)
     } else {
