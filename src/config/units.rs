@@ -107,6 +107,13 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(v.round() as u64)
 }
 
+/// Checks an e-mail address the way the SMTP sender will parse it.
+pub fn check_email(text: &str) -> Result<(), String> {
+    text.parse::<lettre::Address>()
+        .map(|_| ())
+        .map_err(|_| format!("invalid e-mail address `{text}` (expected e.g. ops@example.com)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
