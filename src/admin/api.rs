@@ -69,11 +69,18 @@ pub async fn route(app: &Arc<App>, req: Request<Incoming>, rest: String) -> Resp
         ["config"] if m == "GET" => json(StatusCode::OK, &app.config_json().await),
         ["config"] if m == "PUT" => put_config(app, req, query.as_deref()).await,
         ["reload"] if m == "POST" => match app.reload_from_file(true).await {
-            Ok(outcome) => json(
-                StatusCode::OK,
-                &json!({ "generation": outcome.generation() }),
-            ),
-            Err(e) => api_error(ApiError::from(e)),
+            Ok(outcome) => {
+                app.telemetry.reload.succeeded();
+                json(
+                    StatusCode::OK,
+                    &json!({ "generation": outcome.generation() }),
+                )
+            }
+            Err(e) => {
+                let e = ApiError::from(e);
+                reload_rejected(app, "POST /api/v1/reload", &e.message, &e.errors);
+                api_error(e)
+            }
         },
         ["pools"] if m == "GET" => {
             let rt = app.runtime.load();
@@ -180,6 +187,7 @@ async fn status(app: &Arc<App>) -> Value {
         "pools": rt.pools.len(),
         "routes": rt.routes.len(),
         "backends": { "total": total, "available": up },
+        "config_reload": app.telemetry.reload.json(),
         "certificates": app.certificates_json(),
     })
 }
@@ -218,6 +226,9 @@ pub fn member_json(p: &Pool, m: &crate::upstream::pool::Member) -> Value {
     });
     if let Some(r) = &m.region {
         v["region"] = Value::String(r.clone());
+    }
+    if let Some(n) = &m.name {
+        v["name"] = Value::String(n.clone());
     }
     if b.admin_state() == AdminState::Enabling {
         v["admin_state"] = Value::String("enabling".into());
@@ -269,19 +280,51 @@ async fn put_config(
             );
         }
         return match app.put_config(text, true).await {
-            Ok(generation) => json(
-                StatusCode::OK,
-                &json!({ "generation": generation, "persisted": true }),
-            ),
-            Err(e) => api_error(e),
+            Ok(generation) => {
+                app.telemetry.reload.succeeded();
+                json(
+                    StatusCode::OK,
+                    &json!({ "generation": generation, "persisted": true }),
+                )
+            }
+            Err(e) => {
+                reload_rejected(app, "PUT /api/v1/config", &e.message, &e.errors);
+                api_error(e)
+            }
         };
     }
-    outcome(
-        app.execute(AdminCommand::PutConfig {
+    let o = app
+        .execute(AdminCommand::PutConfig {
             text: text.to_string(),
         })
-        .await,
-    )
+        .await;
+    if o.is_success() {
+        app.telemetry.reload.succeeded();
+    } else {
+        let errors: Vec<String> = o.body["errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let message = o.body["error"].as_str().unwrap_or("refused");
+        reload_rejected(app, "PUT /api/v1/config", message, &errors);
+    }
+    outcome(o)
+}
+
+/// A config sent or reloaded through the API was refused: one log line, the
+/// reload metrics and a `config.rejected` event.
+fn reload_rejected(app: &App, source: &str, message: &str, errors: &[String]) {
+    let detail = if errors.is_empty() {
+        vec![message.to_string()]
+    } else {
+        errors.to_vec()
+    };
+    tracing::error!(source, error = %detail.join("; "), "reload rejected; the previous configuration keeps serving");
+    app.telemetry.reload.rejected(&app.events, source, &detail);
 }
 
 fn outcome(o: Outcome) -> Response<AdminBody> {
@@ -333,7 +376,7 @@ async fn add_backend(app: &Arc<App>, pool: &str, req: Request<Incoming>) -> Resp
         .map(|o| o.keys().cloned().collect::<Vec<_>>())
         .unwrap_or_default()
     {
-        if !["address", "weight", "failover_level", "region"].contains(&key.as_str()) {
+        if !["address", "weight", "failover_level", "region", "name"].contains(&key.as_str()) {
             return error(StatusCode::BAD_REQUEST, format!("unknown field `{key}`"));
         }
     }
@@ -344,6 +387,7 @@ async fn add_backend(app: &Arc<App>, pool: &str, req: Request<Incoming>) -> Resp
             weight,
             failover_level: level,
             region: v.get("region").and_then(Value::as_str).map(str::to_string),
+            name: v.get("name").and_then(Value::as_str).map(str::to_string),
         })
         .await,
     )

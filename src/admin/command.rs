@@ -25,6 +25,8 @@ pub enum AdminCommand {
         weight: u32,
         failover_level: u32,
         region: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
     },
     RemoveBackend {
         pool: String,
@@ -143,6 +145,7 @@ pub async fn execute_local(app: &Arc<App>, cmd: &AdminCommand) -> Outcome {
             weight,
             failover_level,
             region,
+            name,
         } => {
             let parsed = match BackendAddress::parse(address) {
                 Ok(a) => a,
@@ -150,13 +153,11 @@ pub async fn execute_local(app: &Arc<App>, cmd: &AdminCommand) -> Outcome {
             };
             let key = parsed.key.clone();
             let backend = BackendConfig {
-                address: parsed,
                 weight: *weight,
                 failover_level: *failover_level,
                 region: region.clone(),
-                health_check: None,
-                max_requests: None,
-                loc: Default::default(),
+                name: name.clone(),
+                ..BackendConfig::new(parsed)
             };
             match app.add_backend(pool, backend).await {
                 Ok(()) => Outcome::new(StatusCode::CREATED, member_body(app, pool, &key)),

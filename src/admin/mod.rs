@@ -4,9 +4,11 @@
 //! goes through `App` (which recompiles the snapshot) or the backend atomics.
 
 pub mod api;
+mod audit;
 pub mod command;
 mod dashboard;
 pub mod metrics;
+mod process;
 
 use crate::app::App;
 use bytes::Bytes;
@@ -56,13 +58,15 @@ pub fn start(app: &Arc<App>, address: SocketAddr) -> std::io::Result<AdminServer
                 r = listener.accept() => r,
                 _ = stop2.cancelled() => return,
             };
-            let Ok((stream, _)) = accepted else { continue };
+            let Ok((stream, peer)) = accepted else {
+                continue;
+            };
             let Some(app) = weak.upgrade() else { return };
             let stop3 = stop2.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let app = app.clone();
-                    async move { Ok::<_, Infallible>(handle(app, req).await) }
+                    async move { Ok::<_, Infallible>(handle_audited(app, req, peer).await) }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 let conn = builder.serve_connection(TokioIo::new(stream), svc);
@@ -130,6 +134,33 @@ fn authorized(app: &App, req: &Request<Incoming>) -> bool {
     }
 }
 
+/// Serves a request; a write (anything but GET/HEAD) also gets its audit line.
+async fn handle_audited(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<AdminBody> {
+    if !audit::is_write(req.method()) {
+        return handle(app, req).await;
+    }
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let who = audit::Who::new(peer, header(header::AUTHORIZATION).as_deref());
+    let user_agent = header(header::USER_AGENT);
+    let method = req.method().clone();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let resp = handle(app, req).await;
+    audit::record(&who, &method, &target, user_agent.as_deref(), resp).await
+}
+
 async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<AdminBody> {
     let path = req.uri().path().to_string();
     // The dashboard page itself holds no data; its API calls carry the token.
@@ -146,10 +177,15 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<AdminBody> {
         if req.method() != http::Method::GET {
             return error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
         }
+        let format = metrics::Format::negotiate(
+            req.headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok()),
+        );
         return full(
             StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics::render(&app),
+            format.content_type(),
+            metrics::render(&app, format),
         );
     }
     match path.strip_prefix("/api/v1") {

@@ -122,6 +122,7 @@ fn demo_config(listen: SocketAddr, admin: SocketAddr, backends: &[SocketAddr]) -
             weight: 1,
             failover_level: 0,
             region: None,
+            name: None,
             health_check: None,
             max_requests: None,
             loc: Loc::default(),

@@ -48,15 +48,8 @@ pub fn build_config(args: &ProxyArgs) -> Result<Config, String> {
     let mut pool = PoolConfig::new("default");
     pool.algorithm = algorithm;
     for to in &args.to {
-        pool.backends.push(BackendConfig {
-            address: BackendAddress::parse(to)?,
-            weight: 1,
-            failover_level: 0,
-            region: None,
-            health_check: None,
-            max_requests: None,
-            loc: Loc::default(),
-        });
+        pool.backends
+            .push(BackendConfig::new(BackendAddress::parse(to)?));
     }
     if let Some(path) = &args.health_path {
         if !path.starts_with('/') {

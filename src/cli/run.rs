@@ -37,11 +37,12 @@ pub fn serve(loaded: Loaded, workers: Option<usize>, watch_file: bool) -> ExitCo
         let app = match App::start(loaded).await {
             Ok(app) => app,
             Err(e) => {
+                // One line: through the log (which goes to stderr) only.
                 tracing::error!("{e}");
-                eprintln!("fulcrum: {e}");
                 return ExitCode::FAILURE;
             }
         };
+        tokio::spawn(crate::upstream::ejections::watch(Arc::downgrade(&app)));
         supervise(&app, signals, watch_file).await;
         ExitCode::SUCCESS
     })
@@ -96,13 +97,13 @@ pub async fn supervise(app: &Arc<App>, signals: Signals, watch_file: bool) {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
-                report(app.reload_from_file(true).await);
+                report(app, app.reload_from_file(true).await);
             }
             Some(()) = changed_rx.recv() => {
                 // Debounce: editors write in several steps.
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 while changed_rx.try_recv().is_ok() {}
-                report(app.reload_from_file(false).await);
+                report(app, app.reload_from_file(false).await);
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -114,17 +115,35 @@ pub async fn supervise(app: &Arc<App>, signals: Signals, watch_file: bool) {
     tracing::info!("stopped");
 }
 
-fn report(r: Result<ReloadOutcome, ReloadError>) {
+/// Logs a failed reload (an applied one was logged by the apply itself) and
+/// records the outcome for the metrics and the event history.
+pub fn report(app: &App, r: Result<ReloadOutcome, ReloadError>) {
+    let source = app
+        .config_path
+        .as_ref()
+        .map_or("config".to_string(), |p| p.display().to_string());
     match r {
-        Ok(ReloadOutcome::Applied(g)) => tracing::info!(generation = g, "reload applied"),
-        Ok(ReloadOutcome::Unchanged(_)) => tracing::debug!("config file unchanged"),
+        Ok(ReloadOutcome::Applied(_)) => app.telemetry.reload.succeeded(),
+        Ok(ReloadOutcome::Unchanged(_)) => {
+            tracing::debug!("config file unchanged");
+            app.telemetry.reload.succeeded();
+        }
         Err(ReloadError::Invalid(errors)) => {
-            for line in errors.lines() {
+            let lines = errors.lines();
+            for line in &lines {
                 tracing::error!(error = %line, "reload rejected; the previous configuration keeps serving");
             }
+            app.telemetry
+                .reload
+                .rejected(&app.events, &format!("reload of {source}"), &lines);
         }
         Err(e) => {
-            tracing::error!(error = %e, "reload failed; the previous configuration keeps serving")
+            tracing::error!(error = %e, "reload failed; the previous configuration keeps serving");
+            app.telemetry.reload.rejected(
+                &app.events,
+                &format!("reload of {source}"),
+                &[e.to_string()],
+            );
         }
     }
 }

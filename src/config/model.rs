@@ -378,10 +378,28 @@ pub struct BackendConfig {
     pub weight: u32,
     pub failover_level: u32,
     pub region: Option<String>,
+    /// A name for people (extension): shown in the API, dashboard and metrics.
+    pub name: Option<String>,
     pub health_check: Option<HealthCheckOverride>,
     /// This backend's own cap on requests in flight (overrides the pool's).
     pub max_requests: Option<u32>,
     pub loc: Loc,
+}
+
+impl BackendConfig {
+    /// A backend with every setting at its default.
+    pub fn new(address: BackendAddress) -> Self {
+        BackendConfig {
+            address,
+            weight: 1,
+            failover_level: 0,
+            region: None,
+            name: None,
+            health_check: None,
+            max_requests: None,
+            loc: Loc::default(),
+        }
+    }
 }
 
 /// Which response codes count: a code, a class like `2xx`, or a list of those.

@@ -834,6 +834,7 @@ fn backend(d: &mut Decoder, n: &Node) -> Option<BackendConfig> {
                     "failover",
                     "failover_level",
                     "region",
+                    "name",
                     "health_check",
                     "max_requests",
                 ],
@@ -856,13 +857,8 @@ fn backend(d: &mut Decoder, n: &Node) -> Option<BackendConfig> {
         }
     };
     let mut b = BackendConfig {
-        address,
-        weight: 1,
-        failover_level: 0,
-        region: None,
-        health_check: None,
-        max_requests: None,
         loc: address_node.loc,
+        ..BackendConfig::new(address)
     };
     let Some(m) = m else { return Some(b) };
     if let Some(v) = m
@@ -886,6 +882,15 @@ fn backend(d: &mut Decoder, n: &Node) -> Option<BackendConfig> {
     }
     if let Some(v) = m.get("region") {
         b.region = d.scalar_string(v, "region");
+    }
+    if let Some(v) = m.get("name") {
+        b.name = d.scalar_string(v, "name").filter(|n| {
+            let ok = !n.trim().is_empty() && n.len() <= 100;
+            if !ok {
+                d.error(v.loc, "a backend name must be 1 to 100 characters");
+            }
+            ok
+        });
     }
     if let Some(v) = m
         .get("max_requests")
@@ -1577,6 +1582,7 @@ fn validate(d: &mut Decoder, cfg: &Config) {
             );
         }
         let mut backends: HashMap<&str, Loc> = HashMap::new();
+        let mut names: HashMap<&str, Loc> = HashMap::new();
         for b in &p.backends {
             if let Some(prev) = backends.insert(b.address.key.as_str(), b.loc) {
                 d.error(
@@ -1584,6 +1590,17 @@ fn validate(d: &mut Decoder, cfg: &Config) {
                     format!(
                         "duplicate backend {} in pool `{}` (first at line {})",
                         b.address.key, p.name, prev.line
+                    ),
+                );
+            }
+            if let Some(n) = &b.name
+                && let Some(prev) = names.insert(n.as_str(), b.loc)
+            {
+                d.error(
+                    b.loc,
+                    format!(
+                        "duplicate backend name `{n}` in pool `{}` (first at line {})",
+                        p.name, prev.line
                     ),
                 );
             }

@@ -73,6 +73,9 @@ pub fn backend(b: &BackendConfig) -> Value {
     if let Some(r) = &b.region {
         m.insert("region".into(), Value::String(r.clone()));
     }
+    if let Some(n) = &b.name {
+        m.insert("name".into(), Value::String(n.clone()));
+    }
     if let Some(h) = &b.health_check {
         m.insert("health_check".into(), health(h));
     }

@@ -5,11 +5,13 @@
 //! its settings are swapped. HTTP/1.1 and HTTP/2 with prior knowledge (h2c) share
 //! a plain listener: the first bytes tell them apart.
 
+use super::counted::Counted;
 use super::guard::{GuardState, Guarded, Scanner};
 use super::handler::{ConnCtx, handle};
-use super::headers::PeerInfo;
+use super::headers::{PeerInfo, TlsInfo};
 use crate::app::App;
 use crate::config::ListenerConfig;
+use crate::telemetry::ListenerStats;
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -51,6 +53,8 @@ pub struct ListenerHandle {
     connection_limit: Arc<Semaphore>,
     limit: usize,
     stop: CancellationToken,
+    /// Kept for the life of the listener so its counters stay reported.
+    _stats: Arc<ListenerStats>,
 }
 
 impl ListenerHandle {
@@ -106,12 +110,15 @@ pub fn start(
     let settings = Arc::new(ArcSwap::from_pointee(spec));
     let connection_limit = Arc::new(Semaphore::new(max_connections));
     let stop = app.shutdown.child_token();
+    let stats = Arc::new(ListenerStats::new(local_addr.to_string()));
+    app.telemetry.add_listener(&stats);
     tokio::spawn(accept_loop(
         app.clone(),
         listener,
         settings.clone(),
         connection_limit.clone(),
         stop.clone(),
+        stats.clone(),
     ));
     Ok(ListenerHandle {
         local_addr,
@@ -119,6 +126,7 @@ pub fn start(
         connection_limit,
         limit: max_connections,
         stop,
+        _stats: stats,
     })
 }
 
@@ -128,6 +136,7 @@ async fn accept_loop(
     settings: Arc<ArcSwap<ListenerSpec>>,
     limit: Arc<Semaphore>,
     stop: CancellationToken,
+    stats: Arc<ListenerStats>,
 ) {
     loop {
         // Beyond max_connections, new connections wait in the kernel's backlog.
@@ -144,9 +153,10 @@ async fn accept_loop(
                 let spec = settings.load_full();
                 let app2 = app.clone();
                 let stop2 = stop.clone();
+                let stats = stats.clone();
                 app.connections.spawn(async move {
                     let _permit = permit;
-                    serve(app2, stream, peer, spec, stop2).await;
+                    serve(app2, stream, peer, spec, stop2, stats).await;
                 });
             }
             Err(e) => {
@@ -184,6 +194,7 @@ async fn serve(
     peer: SocketAddr,
     spec: Arc<ListenerSpec>,
     stop: CancellationToken,
+    stats: Arc<ListenerStats>,
 ) {
     let _ = stream.set_nodelay(true);
     let limits = app.runtime.load().limits.clone();
@@ -196,11 +207,13 @@ async fn serve(
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout);
-        drive_h1(builder.serve_connection(TokioIo::new(stream), svc), &stop).await;
+        let io = TokioIo::new(Counted::new(stream, stats));
+        drive_h1(builder.serve_connection(io, svc), &stop, None).await;
         return;
     }
     if let Some(tls) = &spec.tls {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+        let stream = Counted::new(stream, stats);
         let tls_stream =
             match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
@@ -210,12 +223,17 @@ async fn serve(
                 }
                 Err(_) => return,
             };
-        let alpn = tls_stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        let session = tls_stream.get_ref().1;
+        let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+        let info = TlsInfo::of(session);
         match alpn.as_deref() {
             // ACME tls-alpn-01 validation: the handshake was the whole point.
             Some(crate::tls::ACME_TLS_ALPN) => return,
-            Some(b"h2") => serve_h2(app, tls_stream, peer, "https", &limits, stop).await,
-            _ => serve_h1(app, tls_stream, peer, "https", &limits, stop).await,
+            Some(b"h2") => {
+                let ctx = context(app, peer, "https", None, Some(info));
+                serve_h2(ctx, tls_stream, &limits, stop).await
+            }
+            _ => serve_h1(app, tls_stream, peer, Some(info), &limits, stop).await,
         }
         return;
     }
@@ -229,10 +247,12 @@ async fn serve(
     } else {
         false
     };
+    let stream = Counted::new(stream, stats);
     if h2 {
-        serve_h2(app, stream, peer, "http", &limits, stop).await;
+        let ctx = context(app, peer, "http", None, None);
+        serve_h2(ctx, stream, &limits, stop).await;
     } else {
-        serve_h1(app, stream, peer, "http", &limits, stop).await;
+        serve_h1(app, stream, peer, None, &limits, stop).await;
     }
 }
 
@@ -241,28 +261,34 @@ fn context(
     peer: SocketAddr,
     scheme: &'static str,
     guard: Option<Arc<GuardState>>,
+    tls: Option<TlsInfo>,
 ) -> Arc<ConnCtx> {
+    let mut peer = PeerInfo::new(peer.ip());
+    peer.tls = tls;
     Arc::new(ConnCtx {
         app,
-        peer: PeerInfo::new(peer.ip()),
+        peer,
         scheme,
         guard,
         served: AtomicU64::new(0),
     })
 }
 
+/// `tls`: the handshake's details on an HTTPS connection, `None` on plain HTTP.
 async fn serve_h1<I>(
     app: Arc<App>,
     io: I,
     peer: SocketAddr,
-    scheme: &'static str,
+    tls: Option<TlsInfo>,
     limits: &crate::config::Limits,
     stop: CancellationToken,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let guard = Arc::new(GuardState::new());
-    let ctx = context(app, peer, scheme, Some(guard.clone()));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let telemetry_app = app.clone();
+    let ctx = context(app, peer, scheme, Some(guard.clone()), tls);
     let service = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
@@ -279,22 +305,24 @@ async fn serve_h1<I>(
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades(),
         &stop,
+        Some(&telemetry_app),
     )
     .await;
 }
 
-async fn drive_h1<F>(conn: F, stop: &CancellationToken)
+/// `app`: where to count the requests hyper refuses by itself.
+async fn drive_h1<F>(conn: F, stop: &CancellationToken, app: Option<&App>)
 where
     F: std::future::Future<Output = Result<(), hyper::Error>> + GracefulConn,
 {
     let mut conn = pin!(conn);
     tokio::select! {
         biased;
-        r = conn.as_mut() => { log_conn_end(r.err()); return; }
+        r = conn.as_mut() => { log_conn_end(r.err(), app); return; }
         _ = stop.cancelled() => {}
     }
     conn.as_mut().graceful();
-    log_conn_end(conn.await.err());
+    log_conn_end(conn.await.err(), app);
 }
 
 /// The graceful-shutdown call of hyper's different connection types.
@@ -327,16 +355,13 @@ where
 }
 
 async fn serve_h2<I>(
-    app: Arc<App>,
+    ctx: Arc<ConnCtx>,
     io: I,
-    peer: SocketAddr,
-    scheme: &'static str,
     limits: &crate::config::Limits,
     stop: CancellationToken,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let ctx = context(app, peer, scheme, None);
     let service = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
@@ -352,15 +377,33 @@ async fn serve_h2<I>(
     let mut conn = pin!(conn);
     tokio::select! {
         biased;
-        r = conn.as_mut() => { log_conn_end(r.err()); return; }
+        r = conn.as_mut() => { log_conn_end(r.err(), None); return; }
         _ = stop.cancelled() => {}
     }
     conn.as_mut().graceful_shutdown();
-    log_conn_end(conn.await.err());
+    log_conn_end(conn.await.err(), None);
 }
 
-fn log_conn_end(err: Option<hyper::Error>) {
+fn log_conn_end(err: Option<hyper::Error>, app: Option<&App>) {
     if let Some(e) = err {
         tracing::debug!(error = %e, "client connection ended with an error");
+        if let (Some(app), Some(status)) = (app, refused_status(&e)) {
+            app.telemetry.request_refused(status);
+        }
     }
+}
+
+/// The status hyper answered by itself for a request head it could not accept
+/// (see hyper's `Server::on_error`), if it answered one.
+fn refused_status(e: &hyper::Error) -> Option<u16> {
+    if e.is_parse_too_large() {
+        // hyper reports both "head too large" and "URI too long" this way.
+        return Some(if e.to_string().contains("URI too long") {
+            414
+        } else {
+            431
+        });
+    }
+    let answered = e.is_parse() && !e.is_parse_version_h2() && !e.is_parse_status();
+    (answered && !e.to_string().contains("internal")).then_some(400)
 }

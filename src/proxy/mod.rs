@@ -4,6 +4,7 @@
 pub mod access_log;
 pub mod body;
 pub mod completion;
+pub mod counted;
 pub mod guard;
 pub mod handler;
 pub mod headers;

@@ -6,5 +6,6 @@ pub mod balance;
 pub mod body;
 pub mod client;
 pub mod connpool;
+pub mod ejections;
 pub mod io;
 pub mod pool;

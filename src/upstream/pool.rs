@@ -17,6 +17,8 @@ pub struct Member {
     pub weight: u32,
     pub level: u32,
     pub region: Option<String>,
+    /// The operator's name for the backend (`name` in the config), if any.
+    pub name: Option<String>,
     pub health_check: Option<HealthCheckConfig>,
     /// Stable hash of the backend's address (consistent hashing).
     pub key_hash: u64,
@@ -180,6 +182,7 @@ impl Pool {
                 weight: b.weight,
                 level: b.failover_level,
                 region: b.region.clone(),
+                name: b.name.clone(),
                 health_check: config.health_check_for(b),
                 max_requests: config.max_requests_for(b),
             })
