@@ -95,7 +95,11 @@ pub async fn route(app: &Arc<App>, req: Request<Incoming>, rest: String) -> Resp
         },
         ["pools", name, "backends"] if m == "POST" => add_backend(app, name, req).await,
         ["pools", name, "backends", addr] if m == "GET" => match app.runtime.load().pool(name) {
-            Some(p) => match p.members.iter().find(|mb| mb.backend.key() == *addr) {
+            Some(p) => match p
+                .members
+                .iter()
+                .find(|mb| mb.backend.key() == backend_key(app, name, addr))
+            {
                 Some(mb) => json(StatusCode::OK, &member_json(p, mb)),
                 None => error(
                     StatusCode::NOT_FOUND,
@@ -107,7 +111,7 @@ pub async fn route(app: &Arc<App>, req: Request<Incoming>, rest: String) -> Resp
         ["pools", name, "backends", addr] if m == "DELETE" => outcome(
             app.execute(AdminCommand::RemoveBackend {
                 pool: name.to_string(),
-                address: addr.to_string(),
+                address: backend_key(app, name, addr),
             })
             .await,
         ),
@@ -408,11 +412,28 @@ async fn backend_action(
     outcome(
         app.execute(AdminCommand::BackendState {
             pool: pool.to_string(),
-            address: addr.to_string(),
+            address: backend_key(app, pool, addr),
             action: action.to_string(),
         })
         .await,
     )
+}
+
+/// The key (`host:port`) of the backend a path names: its key as listed, its
+/// `name`, or an address written as `POST .../backends` takes it (`host`
+/// alone means port 80, `http://host:port`...), so that what `add` stored is
+/// what `remove`, `drain`... find.
+fn backend_key(app: &App, pool: &str, given: &str) -> String {
+    let rt = app.runtime.load();
+    if let Some(p) = rt.pool(pool) {
+        if p.members.iter().any(|m| m.backend.key() == given) {
+            return given.to_string();
+        }
+        if let Some(m) = p.members.iter().find(|m| m.name.as_deref() == Some(given)) {
+            return m.backend.key().to_string();
+        }
+    }
+    BackendAddress::parse(given).map_or_else(|_| given.to_string(), |a| a.key)
 }
 
 /// Server-sent events: every event as it happens, plus a comment every 15 s to

@@ -9,8 +9,23 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
 pub fn run(path: Option<PathBuf>, workers: Option<usize>) -> ExitCode {
+    if path.is_none() && !crate::config::default_path().exists() {
+        eprintln!(
+            "fulcrum: no config file: {} does not exist.\n  \
+             fulcrum run -c FILE          run with a config file (or set FULCRUM_CONFIG)\n  \
+             fulcrum proxy --from :8080 --to http://127.0.0.1:9001   proxy without a config file\n  \
+             fulcrum demo                 see it work with local demo backends",
+            crate::config::default_path().display()
+        );
+        return ExitCode::FAILURE;
+    }
     match super::load_or_report(path) {
-        Some(loaded) => serve(loaded, workers, true),
+        Some(loaded) => {
+            if let Some(w) = super::no_routes_warning(&loaded.config) {
+                tracing::warn!("{w}");
+            }
+            serve(loaded, workers, true)
+        }
         None => ExitCode::FAILURE,
     }
 }

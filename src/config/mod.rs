@@ -2,6 +2,7 @@
 //!
 //! Errors are reported all at once as `FILE:LINE:COL: message`.
 
+pub mod access_log;
 mod decode;
 mod env;
 mod model;

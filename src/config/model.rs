@@ -201,6 +201,8 @@ pub struct AccessLogConfig {
     pub enabled: bool,
     pub format: LogFormat,
     pub path: LogTarget,
+    /// The fields of a line, in order (extension; default: all).
+    pub fields: Vec<super::access_log::AccessField>,
 }
 
 impl Default for AccessLogConfig {
@@ -209,6 +211,7 @@ impl Default for AccessLogConfig {
             enabled: true,
             format: LogFormat::Json,
             path: LogTarget::Stderr,
+            fields: super::access_log::AccessField::defaults(),
         }
     }
 }

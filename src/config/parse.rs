@@ -590,9 +590,15 @@ fn admin(d: &mut Decoder, n: &Node) -> Option<AdminConfig> {
 
 fn access_log(d: &mut Decoder, n: &Node, base_dir: &Path) -> AccessLogConfig {
     let mut a = AccessLogConfig::default();
-    let Some(m) = d.map(n, "access_log", &["enabled", "format", "path"]) else {
+    let Some(m) = d.map(n, "access_log", &["enabled", "format", "path", "fields"]) else {
         return a;
     };
+    if let Some(v) = m
+        .get("fields")
+        .and_then(|v| super::access_log::decode_fields(d, v))
+    {
+        a.fields = v;
+    }
     if let Some(v) = m.get("enabled").and_then(|v| d.boolean(v, "enabled")) {
         a.enabled = v;
     }
@@ -1268,7 +1274,12 @@ fn header_ops(d: &mut Decoder, n: &Node, what: &str) -> HeaderOps {
                         continue;
                     }
                 };
-                let Some(value) = d.scalar_string(v, "header value") else {
+                // `X-Version: 2` or `X-Debug: true` mean the text, as a person expects.
+                let value = match &v.value {
+                    Value::Bool(_) | Value::Float(_) => v.scalar_text(),
+                    _ => d.scalar_string(v, "header value"),
+                };
+                let Some(value) = value else {
                     continue;
                 };
                 match HeaderValue::from_str(&value) {

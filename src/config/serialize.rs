@@ -345,6 +345,7 @@ pub fn config(c: &Config, redact: bool) -> Value {
             "enabled": c.access_log.enabled,
             "format": match c.access_log.format { LogFormat::Json => "json", LogFormat::Text => "text" },
             "path": match &c.access_log.path { LogTarget::Stderr => "stderr".to_string(), LogTarget::Stdout => "stdout".to_string(), LogTarget::File(p) => p.display().to_string() },
+            "fields": super::access_log::serialize_fields(&c.access_log.fields),
         }),
     );
     m.insert(

@@ -38,6 +38,8 @@ pub struct Completion {
     pub variant: Option<usize>,
     /// Spans to export, when tracing is on.
     pub trace: Option<Box<crate::otlp::RequestTrace>>,
+    /// Protocol, user agent, referer, TLS: kept only when the access log is on.
+    pub details: Option<Box<super::access_log::RequestDetails>>,
     done: bool,
 }
 
@@ -71,6 +73,7 @@ impl Completion {
             aborted: false,
             variant: None,
             trace: None,
+            details: None,
             done: false,
         }
     }

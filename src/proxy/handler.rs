@@ -326,6 +326,9 @@ pub async fn handle(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<Proxy
                 .map_or("/", |p| p.as_str())
                 .to_string(),
         );
+        done.details = Some(Box::new(super::access_log::RequestDetails::capture(
+            &req, &ctx.peer,
+        )));
     }
     if let Some(g) = &ctx.guard
         && g.is_bad(index)
