@@ -320,6 +320,14 @@ impl BackendAddress {
         if host.is_empty() {
             return Err(format!("backend address `{text}` has no host"));
         }
+        let hostname_ok = host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+        if !hostname_ok && host.parse::<std::net::IpAddr>().is_err() {
+            return Err(format!(
+                "backend address `{text}`: `{host}` is neither an IP address nor a host name"
+            ));
+        }
         let key = if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
