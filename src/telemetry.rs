@@ -194,6 +194,8 @@ pub struct Telemetry {
     listeners: Mutex<Vec<std::sync::Weak<ListenerStats>>>,
     /// Outcome of the last config reload (file, SIGHUP or API).
     pub reload: ReloadStatus,
+    /// Rates of the last 15 minutes, for the dashboard.
+    pub history: Arc<crate::admin::history::History>,
     pub requests: AtomicU64,
     /// Responses by class: index 1..=5 for 1xx..5xx, 0 for "no response".
     pub by_class: [AtomicU64; 6],
@@ -207,6 +209,7 @@ impl Default for Telemetry {
             none: Arc::from(""),
             listeners: Mutex::new(Vec::new()),
             reload: ReloadStatus::default(),
+            history: Default::default(),
             requests: AtomicU64::new(0),
             by_class: Default::default(),
         }

@@ -125,6 +125,7 @@ pub async fn route(app: &Arc<App>, req: Request<Incoming>, rest: String) -> Resp
             json(StatusCode::OK, &json!(app.events.recent(limit)))
         }
         ["events", "stream"] if m == "GET" => event_stream(app),
+        ["history"] if m == "GET" => json(StatusCode::OK, &app.telemetry.history.json()),
         ["cluster"] if m == "GET" => match app.cluster() {
             Some(c) => json(StatusCode::OK, &c.status_json()),
             None => json(
@@ -152,6 +153,7 @@ pub async fn route(app: &Arc<App>, req: Request<Incoming>, rest: String) -> Resp
         | ["pools", _, "backends", _, _]
         | ["events"]
         | ["events", "stream"]
+        | ["history"]
         | ["cluster"] => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} is not allowed here"),

@@ -7,6 +7,7 @@ pub mod api;
 mod audit;
 pub mod command;
 mod dashboard;
+pub mod history;
 pub mod metrics;
 mod process;
 
@@ -50,6 +51,7 @@ pub fn start(app: &Arc<App>, address: SocketAddr) -> std::io::Result<AdminServer
     let listener = TcpListener::from_std(std_listener)?;
     let local_addr = listener.local_addr()?;
     let stop = app.shutdown.child_token();
+    history::History::ensure_running(app, &app.telemetry.history);
     let weak = Arc::downgrade(app);
     let stop2 = stop.clone();
     tokio::spawn(async move {
