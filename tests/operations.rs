@@ -419,3 +419,25 @@ fn log_colour_only_on_a_terminal_and_never_with_no_color() {
         "colour despite NO_COLOR"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_access_log_with_chosen_fields_in_order() {
+    let a = TestBackend::echo("a").await;
+    let f = Fulcrum::start(&format!(
+        "listeners: [\"127.0.0.1:0\"]\naccess_log: {{ format: text, fields: [status, path, user_agent, protocol] }}\npools:\n  - name: web\n    backends: [\"{}\"]\nroutes:\n  - {{ pool: web }}\n",
+        a.addr
+    ));
+    let r = client::send(
+        f.listener(0),
+        Request::get("/x?y=1")
+            .header("host", "localhost")
+            .header("user-agent", "a \"quoted\" agent")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    f.stderr.wait_for("the text access-log line", |l| {
+        l == r#"status=200 path="/x?y=1" user_agent="a \"quoted\" agent" protocol=HTTP/1.1"#
+    });
+}

@@ -171,17 +171,24 @@ fn omitted_when_empty(f: AccessField) -> bool {
     )
 }
 
+/// One JSON object, its keys in the order of `fields`.
 fn json_line(c: &Completion, fields: &[AccessField]) -> String {
-    let mut m = serde_json::Map::with_capacity(fields.len());
+    let mut s = String::with_capacity(64 + 24 * fields.len());
+    s.push('{');
     for &f in fields {
         let v = field(c, f);
         if v.is_null() && omitted_when_empty(f) {
             continue;
         }
-        m.insert(f.name().to_string(), v);
+        if s.len() > 1 {
+            s.push(',');
+        }
+        s.push('"');
+        s.push_str(f.name());
+        s.push_str("\":");
+        s.push_str(&v.to_string());
     }
-    let mut s = Value::Object(m).to_string();
-    s.push('\n');
+    s.push_str("}\n");
     s
 }
 
