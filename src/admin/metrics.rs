@@ -8,6 +8,7 @@
 //! of backends that were removed disappear with them.
 
 use crate::app::App;
+use crate::runtime::Runtime;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
@@ -52,288 +53,323 @@ impl prometheus_client::collector::Collector for Collector {
             return Ok(());
         };
         let rt = app.runtime.load_full();
-        let now = crate::clock::now_ms();
         let live: HashSet<(String, String)> = rt
             .backends()
             .map(|(p, m)| (p.name.clone(), m.backend.key().to_string()))
             .collect();
-
-        let counts = app.telemetry.request_counts(&|pool, backend| {
-            live.contains(&(pool.to_string(), backend.to_string()))
-        });
-        family(
-            &mut enc,
-            "fulcrum_requests",
-            "Requests answered, by route, pool, backend and status code",
-            MetricType::Counter,
-            counts
-                .into_iter()
-                .map(|((route, pool, backend, code), n)| {
-                    (
-                        labels(&[
-                            ("route", &route),
-                            ("pool", &pool),
-                            ("backend", &backend),
-                            ("code", &code.to_string()),
-                        ]),
-                        ConstCounter::new(n),
-                    )
-                })
-                .collect(),
-        )?;
-
-        {
-            let mut fam = enc.encode_descriptor(
-                "fulcrum_request_duration_seconds",
-                "Time from request head to the end of the response, by route",
-                None,
-                MetricType::Histogram,
-            )?;
-            for (route, h) in app.telemetry.latency() {
-                let l = labels(&[("route", &route)]);
-                let mut m = fam.encode_family(&l)?;
-                m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                    h.sum,
-                    h.count,
-                    &h.pairs(),
-                    None,
-                )?;
-            }
-        }
-
-        let mut up = Vec::new();
-        let mut in_flight = Vec::new();
-        let mut check_failures = Vec::new();
-        let mut failures = Vec::new();
-        for (p, m) in rt.backends() {
-            let l = backend_labels(&p.name, m);
-            up.push((
-                l.clone(),
-                ConstGauge::new(i64::from(m.backend.healthy(now))),
-            ));
-            in_flight.push((
-                l.clone(),
-                ConstGauge::new(m.backend.in_flight.load(Relaxed) as i64),
-            ));
-            check_failures.push((
-                l.clone(),
-                ConstCounter::new(m.backend.check_failures.load(Relaxed)),
-            ));
-            failures.push((l, ConstCounter::new(m.backend.failures.load(Relaxed))));
-        }
-        family(
-            &mut enc,
-            "fulcrum_backend_up",
-            "1 when the backend passes its health checks",
-            MetricType::Gauge,
-            up,
-        )?;
-        family(
-            &mut enc,
-            "fulcrum_backend_in_flight",
-            "Requests in flight on the backend",
-            MetricType::Gauge,
-            in_flight,
-        )?;
-        family(
-            &mut enc,
-            "fulcrum_health_check_failures",
-            "Failed active health checks",
-            MetricType::Counter,
-            check_failures,
-        )?;
-        family(
-            &mut enc,
-            "fulcrum_backend_failures",
-            "Failed attempts on the backend (connect errors, timeouts, unhealthy statuses)",
-            MetricType::Counter,
-            failures,
-        )?;
-        let per_pool =
-            |f: &dyn Fn(&crate::upstream::pool::Pool) -> u64| -> Vec<(Labels, ConstCounter)> {
-                rt.pools
-                    .iter()
-                    .map(|p| (labels(&[("pool", &p.name)]), ConstCounter::new(f(p))))
-                    .collect()
-            };
-        family(
-            &mut enc,
-            "fulcrum_retries",
-            "Attempts beyond the first, by pool",
-            MetricType::Counter,
-            per_pool(&|p| p.state.retries.load(Relaxed)),
-        )?;
-        family(
-            &mut enc,
-            "fulcrum_hedges",
-            "Hedged requests (sent to a second backend), by pool",
-            MetricType::Counter,
-            per_pool(&|p| p.state.hedges.load(Relaxed)),
-        )?;
-        family(
-            &mut enc,
-            "fulcrum_queue_rejected",
-            "Requests refused with a 503 because every backend was at its max_requests and the queue was full or its timeout passed, by pool",
-            MetricType::Counter,
-            per_pool(&|p| p.state.queue_rejected.load(Relaxed)),
-        )?;
-        let queued: Vec<(Labels, ConstGauge)> = rt
-            .pools
-            .iter()
-            .map(|p| {
-                (
-                    labels(&[("pool", &p.name)]),
-                    ConstGauge::new(i64::from(p.state.queued.load(Relaxed))),
-                )
-            })
-            .collect();
-        family(
-            &mut enc,
-            "fulcrum_queue_waiting",
-            "Requests waiting for a backend below its max_requests, by pool",
-            MetricType::Gauge,
-            queued,
-        )?;
-        let mut split = Vec::new();
-        for r in &rt.routes {
-            if let crate::runtime::Target::Split { variants, .. } = &r.target {
-                for v in variants {
-                    split.push((
-                        labels(&[("route", &r.name), ("pool", &v.pool.name)]),
-                        ConstCounter::new(v.requests.load(Relaxed)),
-                    ));
-                }
-            }
-        }
-        family(
-            &mut enc,
-            "fulcrum_split_requests",
-            "Requests sent to each variant of a split route",
-            MetricType::Counter,
-            split,
-        )?;
+        encode_requests(&app, &live, &mut enc)?;
+        encode_backends(&rt, &mut enc)?;
+        encode_pools(&rt, &mut enc)?;
         encode_backend_latency(&app, &live, &mut enc)?;
         crate::failover::metrics::encode(&app, &rt, &mut enc)?;
-        let certs: Vec<(Labels, ConstGauge)> = app
-            .certificates()
-            .into_iter()
-            .flat_map(|c| {
-                let t = c.not_after;
-                let source = c.source.clone();
-                c.names.into_iter().map(move |n| {
-                    (
-                        labels(&[("name", &n), ("source", &source)]),
-                        ConstGauge::new(t),
-                    )
-                })
-            })
-            .collect();
-        family(
-            &mut enc,
-            "fulcrum_certificate_expiry_timestamp_seconds",
-            "When each served certificate expires (Unix time)",
-            MetricType::Gauge,
-            certs,
-        )?;
-        let gauge = |v: i64| vec![(Labels::new(), ConstGauge::new(v))];
-        family(
-            &mut enc,
-            "fulcrum_config_generation",
-            "Generation of the running config",
-            MetricType::Gauge,
-            gauge(rt.generation as i64),
-        )?;
-        let reload = &app.telemetry.reload;
-        family(
-            &mut enc,
-            "fulcrum_config_last_reload_successful",
-            "1 when the last reload (file, SIGHUP or API) was applied, 0 when it was rejected",
-            MetricType::Gauge,
-            gauge(i64::from(reload.successful.load(Relaxed))),
-        )?;
-        family(
-            &mut enc,
-            "fulcrum_config_last_reload_success_timestamp_seconds",
-            "Unix time of the last config successfully loaded (start or reload)",
-            MetricType::Gauge,
-            vec![(
-                Labels::new(),
-                ConstGauge::new(reload.last_success_ms.load(Relaxed) as f64 / 1000.0),
-            )],
-        )?;
-        family(
-            &mut enc,
-            "fulcrum_build_info",
-            "Always 1; the labels say which build is running",
-            MetricType::Gauge,
-            vec![(
-                labels(&[
-                    ("version", env!("CARGO_PKG_VERSION")),
-                    (
-                        "profile",
-                        if cfg!(debug_assertions) {
-                            "debug"
-                        } else {
-                            "release"
-                        },
-                    ),
-                ]),
-                ConstGauge::new(1),
-            )],
-        )?;
+        encode_certificates(&app, &mut enc)?;
+        encode_state(&app, &rt, &mut enc)?;
         encode_listeners(&app, &mut enc)?;
         encode_process(&mut enc)?;
-        family(
-            &mut enc,
-            "fulcrum_uptime_seconds",
-            "Seconds since the process started",
-            MetricType::Gauge,
-            gauge(app.started.elapsed().as_secs() as i64),
+        encode_cluster(&app, &mut enc)
+    }
+}
+
+fn encode_requests(
+    app: &App,
+    live: &HashSet<(String, String)>,
+    enc: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let counts = app
+        .telemetry
+        .request_counts(&|pool, backend| live.contains(&(pool.to_string(), backend.to_string())));
+    family(
+        enc,
+        "fulcrum_requests",
+        "Requests answered, by route, pool, backend and status code",
+        MetricType::Counter,
+        counts
+            .into_iter()
+            .map(|((route, pool, backend, code), n)| {
+                (
+                    labels(&[
+                        ("route", &route),
+                        ("pool", &pool),
+                        ("backend", &backend),
+                        ("code", &code.to_string()),
+                    ]),
+                    ConstCounter::new(n),
+                )
+            })
+            .collect(),
+    )?;
+
+    {
+        let mut fam = enc.encode_descriptor(
+            "fulcrum_request_duration_seconds",
+            "Time from request head to the end of the response, by route",
+            None,
+            MetricType::Histogram,
         )?;
-        let dropped = app
-            .access_log
-            .load()
-            .as_ref()
-            .map_or(0, |l| l.dropped.load(Relaxed));
-        family(
-            &mut enc,
-            "fulcrum_access_log_dropped",
-            "Access log lines dropped because the writer fell behind",
-            MetricType::Counter,
-            vec![(Labels::new(), ConstCounter::new(dropped))],
-        )?;
-        if let Some(c) = app.cluster() {
-            let primary = i64::from(c.role() == crate::cluster::role::Role::Primary);
-            family(
-                &mut enc,
-                "fulcrum_cluster_role",
-                "1 while this node is the primary (holds the VIP), else 0",
-                MetricType::Gauge,
-                vec![(labels(&[("node", c.node_id())]), ConstGauge::new(primary))],
-            )?;
-            family(
-                &mut enc,
-                "fulcrum_cluster_term",
-                "Current Raft term",
-                MetricType::Gauge,
-                vec![(
-                    labels(&[("node", c.node_id())]),
-                    ConstGauge::new(c.term() as i64),
-                )],
-            )?;
-            family(
-                &mut enc,
-                "fulcrum_cluster_transitions",
-                "Role changes of this node since it started",
-                MetricType::Counter,
-                vec![(
-                    labels(&[("node", c.node_id())]),
-                    ConstCounter::new(c.transitions()),
-                )],
+        for (route, h) in app.telemetry.latency() {
+            let l = labels(&[("route", &route)]);
+            let mut m = fam.encode_family(&l)?;
+            m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                h.sum,
+                h.count,
+                &h.pairs(),
+                None,
             )?;
         }
-        Ok(())
     }
+    Ok(())
+}
+
+fn encode_backends(rt: &Runtime, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let now = crate::clock::now_ms();
+    let mut up = Vec::new();
+    let mut in_flight = Vec::new();
+    let mut check_failures = Vec::new();
+    let mut failures = Vec::new();
+    for (p, m) in rt.backends() {
+        let l = backend_labels(&p.name, m);
+        up.push((
+            l.clone(),
+            ConstGauge::new(i64::from(m.backend.healthy(now))),
+        ));
+        in_flight.push((
+            l.clone(),
+            ConstGauge::new(m.backend.in_flight.load(Relaxed) as i64),
+        ));
+        check_failures.push((
+            l.clone(),
+            ConstCounter::new(m.backend.check_failures.load(Relaxed)),
+        ));
+        failures.push((l, ConstCounter::new(m.backend.failures.load(Relaxed))));
+    }
+    family(
+        enc,
+        "fulcrum_backend_up",
+        "1 when the backend passes its health checks",
+        MetricType::Gauge,
+        up,
+    )?;
+    family(
+        enc,
+        "fulcrum_backend_in_flight",
+        "Requests in flight on the backend",
+        MetricType::Gauge,
+        in_flight,
+    )?;
+    family(
+        enc,
+        "fulcrum_health_check_failures",
+        "Failed active health checks",
+        MetricType::Counter,
+        check_failures,
+    )?;
+    family(
+        enc,
+        "fulcrum_backend_failures",
+        "Failed attempts on the backend (connect errors, timeouts, unhealthy statuses)",
+        MetricType::Counter,
+        failures,
+    )?;
+    Ok(())
+}
+
+fn encode_pools(rt: &Runtime, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let per_pool =
+        |f: &dyn Fn(&crate::upstream::pool::Pool) -> u64| -> Vec<(Labels, ConstCounter)> {
+            rt.pools
+                .iter()
+                .map(|p| (labels(&[("pool", &p.name)]), ConstCounter::new(f(p))))
+                .collect()
+        };
+    family(
+        enc,
+        "fulcrum_retries",
+        "Attempts beyond the first, by pool",
+        MetricType::Counter,
+        per_pool(&|p| p.state.retries.load(Relaxed)),
+    )?;
+    family(
+        enc,
+        "fulcrum_hedges",
+        "Hedged requests (sent to a second backend), by pool",
+        MetricType::Counter,
+        per_pool(&|p| p.state.hedges.load(Relaxed)),
+    )?;
+    family(
+        enc,
+        "fulcrum_queue_rejected",
+        "Requests refused with a 503 because every backend was at its max_requests and the queue was full or its timeout passed, by pool",
+        MetricType::Counter,
+        per_pool(&|p| p.state.queue_rejected.load(Relaxed)),
+    )?;
+    let queued: Vec<(Labels, ConstGauge)> = rt
+        .pools
+        .iter()
+        .map(|p| {
+            (
+                labels(&[("pool", &p.name)]),
+                ConstGauge::new(i64::from(p.state.queued.load(Relaxed))),
+            )
+        })
+        .collect();
+    family(
+        enc,
+        "fulcrum_queue_waiting",
+        "Requests waiting for a backend below its max_requests, by pool",
+        MetricType::Gauge,
+        queued,
+    )?;
+    let mut split = Vec::new();
+    for r in &rt.routes {
+        if let crate::runtime::Target::Split { variants, .. } = &r.target {
+            for v in variants {
+                split.push((
+                    labels(&[("route", &r.name), ("pool", &v.pool.name)]),
+                    ConstCounter::new(v.requests.load(Relaxed)),
+                ));
+            }
+        }
+    }
+    family(
+        enc,
+        "fulcrum_split_requests",
+        "Requests sent to each variant of a split route",
+        MetricType::Counter,
+        split,
+    )?;
+    Ok(())
+}
+
+fn encode_certificates(app: &App, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let certs: Vec<(Labels, ConstGauge)> = app
+        .certificates()
+        .into_iter()
+        .flat_map(|c| {
+            let t = c.not_after;
+            let source = c.source.clone();
+            c.names.into_iter().map(move |n| {
+                (
+                    labels(&[("name", &n), ("source", &source)]),
+                    ConstGauge::new(t),
+                )
+            })
+        })
+        .collect();
+    family(
+        enc,
+        "fulcrum_certificate_expiry_timestamp_seconds",
+        "When each served certificate expires (Unix time)",
+        MetricType::Gauge,
+        certs,
+    )?;
+    Ok(())
+}
+
+fn encode_state(
+    app: &App,
+    rt: &Runtime,
+    enc: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let gauge = |v: i64| vec![(Labels::new(), ConstGauge::new(v))];
+    family(
+        enc,
+        "fulcrum_config_generation",
+        "Generation of the running config",
+        MetricType::Gauge,
+        gauge(rt.generation as i64),
+    )?;
+    let reload = &app.telemetry.reload;
+    family(
+        enc,
+        "fulcrum_config_last_reload_successful",
+        "1 when the last reload (file, SIGHUP or API) was applied, 0 when it was rejected",
+        MetricType::Gauge,
+        gauge(i64::from(reload.successful.load(Relaxed))),
+    )?;
+    family(
+        enc,
+        "fulcrum_config_last_reload_success_timestamp_seconds",
+        "Unix time of the last config successfully loaded (start or reload)",
+        MetricType::Gauge,
+        vec![(
+            Labels::new(),
+            ConstGauge::new(reload.last_success_ms.load(Relaxed) as f64 / 1000.0),
+        )],
+    )?;
+    family(
+        enc,
+        "fulcrum_build_info",
+        "Always 1; the labels say which build is running",
+        MetricType::Gauge,
+        vec![(
+            labels(&[
+                ("version", env!("CARGO_PKG_VERSION")),
+                (
+                    "profile",
+                    if cfg!(debug_assertions) {
+                        "debug"
+                    } else {
+                        "release"
+                    },
+                ),
+            ]),
+            ConstGauge::new(1),
+        )],
+    )?;
+    family(
+        enc,
+        "fulcrum_uptime_seconds",
+        "Seconds since the process started",
+        MetricType::Gauge,
+        gauge(app.started.elapsed().as_secs() as i64),
+    )?;
+    let dropped = app
+        .access_log
+        .load()
+        .as_ref()
+        .map_or(0, |l| l.dropped.load(Relaxed));
+    family(
+        enc,
+        "fulcrum_access_log_dropped",
+        "Access log lines dropped because the writer fell behind",
+        MetricType::Counter,
+        vec![(Labels::new(), ConstCounter::new(dropped))],
+    )?;
+    Ok(())
+}
+
+fn encode_cluster(app: &App, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    if let Some(c) = app.cluster() {
+        let primary = i64::from(c.role() == crate::cluster::role::Role::Primary);
+        family(
+            enc,
+            "fulcrum_cluster_role",
+            "1 while this node is the primary (holds the VIP), else 0",
+            MetricType::Gauge,
+            vec![(labels(&[("node", c.node_id())]), ConstGauge::new(primary))],
+        )?;
+        family(
+            enc,
+            "fulcrum_cluster_term",
+            "Current Raft term",
+            MetricType::Gauge,
+            vec![(
+                labels(&[("node", c.node_id())]),
+                ConstGauge::new(c.term() as i64),
+            )],
+        )?;
+        family(
+            enc,
+            "fulcrum_cluster_transitions",
+            "Role changes of this node since it started",
+            MetricType::Counter,
+            vec![(
+                labels(&[("node", c.node_id())]),
+                ConstCounter::new(c.transitions()),
+            )],
+        )?;
+    }
+    Ok(())
 }
 
 /// The two text formats `/metrics` speaks.
