@@ -299,7 +299,7 @@ fn with_file_name(command: &CtlCommand, line: &str) -> String {
 
 /// `http://host:port[/]` or `host:port`: the `host:port` to connect to.
 fn admin_authority(base: &str) -> Result<&str, String> {
-    let base = base.trim().trim_end_matches('/');
+    let base = base.trim();
     let rest = match base.split_once("://") {
         Some(("http", rest)) => rest,
         Some((scheme, _)) => {
