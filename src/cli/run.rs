@@ -57,7 +57,6 @@ pub fn serve(loaded: Loaded, workers: Option<usize>, watch_file: bool) -> ExitCo
                 return ExitCode::FAILURE;
             }
         };
-        tokio::spawn(crate::upstream::ejections::watch(Arc::downgrade(&app)));
         supervise(&app, signals, watch_file).await;
         ExitCode::SUCCESS
     })
@@ -102,6 +101,7 @@ pub async fn supervise(app: &Arc<App>, signals: Signals, watch_file: bool) {
         (Some(p), true) => watch(p, changed_tx),
         _ => None,
     };
+    tokio::spawn(crate::upstream::ejections::watch(Arc::downgrade(app)));
     // Everything that reacts to the outside is in place: say so.
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
