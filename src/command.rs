@@ -30,6 +30,9 @@ pub(crate) enum Command {
         weight: u32,
         failover_level: u32,
         region: Option<String>,
+        /// A name for people (older log entries have none).
+        #[serde(default)]
+        name: Option<String>,
     },
     RemoveBackend {
         pool: String,

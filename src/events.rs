@@ -26,6 +26,10 @@ pub(crate) enum EventKind {
     BackendAdded,
     BackendRemoved,
     ConfigApplied,
+    /// A new config was refused; the previous one keeps serving.
+    ConfigRejected,
+    /// A backend taken out by passive health is back in rotation.
+    BackendReturned,
     FailoverActivated,
     FailoverRecovered,
     /// An operator moved traffic (or handed control back).
@@ -50,6 +54,8 @@ impl EventKind {
             EventKind::BackendAdded => "backend.added",
             EventKind::BackendRemoved => "backend.removed",
             EventKind::ConfigApplied => "config.applied",
+            EventKind::ConfigRejected => "config.rejected",
+            EventKind::BackendReturned => "backend.returned",
             EventKind::FailoverActivated => "failover.activated",
             EventKind::FailoverRecovered => "failover.recovered",
             EventKind::FailoverManual => "failover.manual",

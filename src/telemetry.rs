@@ -19,6 +19,93 @@ pub const BUCKETS: [f64; 12] = [
 /// (route, pool, backend) name pointers and the status code.
 type CountKey = (usize, usize, usize, u16);
 
+fn ptr(s: &Arc<str>) -> usize {
+    Arc::as_ptr(s) as *const u8 as usize
+}
+
+/// Connections and bytes of one listener. Each read and write adds to these
+/// (one relaxed atomic add per system call, no lock).
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// The bound address, the `listener` label.
+    pub address: String,
+    pub open: AtomicU64,
+    pub accepted: AtomicU64,
+    pub received_bytes: AtomicU64,
+    pub sent_bytes: AtomicU64,
+}
+
+impl ListenerStats {
+    pub fn new(address: String) -> Self {
+        ListenerStats {
+            address,
+            ..Default::default()
+        }
+    }
+}
+
+/// The outcome of the last reload, for `fulcrum_config_last_reload_*`.
+pub struct ReloadStatus {
+    pub successful: std::sync::atomic::AtomicBool,
+    /// Unix time in milliseconds of the last config successfully loaded
+    /// (the start counts as one).
+    pub last_success_ms: AtomicU64,
+    pub last_error: arc_swap::ArcSwapOption<String>,
+}
+
+impl ReloadStatus {
+    /// A config was loaded and applied (or found valid and unchanged).
+    pub fn succeeded(&self) {
+        self.successful.store(true, Relaxed);
+        self.last_success_ms
+            .store((crate::clock::unix_secs_f64() * 1000.0) as u64, Relaxed);
+        self.last_error.store(None);
+    }
+
+    /// A reload was refused: the gauge drops to 0 and a `config.rejected`
+    /// event says why (the previous config keeps serving). `source` says where
+    /// the new config came from (the file, the API).
+    pub fn rejected(&self, events: &crate::events::Events, source: &str, errors: &[String]) {
+        self.successful.store(false, Relaxed);
+        let first = errors
+            .first()
+            .map(String::as_str)
+            .unwrap_or("unknown error");
+        let message = match errors.len() {
+            0 | 1 => format!("{source}: {first}; the previous configuration keeps serving"),
+            n => format!(
+                "{source}: {first} (and {} more); the previous configuration keeps serving",
+                n - 1
+            ),
+        };
+        self.last_error.store(Some(Arc::new(message.clone())));
+        events.record(
+            crate::events::EventKind::ConfigRejected,
+            None,
+            None,
+            message,
+        );
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "last_successful": self.successful.load(Relaxed),
+            "last_success": self.last_success_ms.load(Relaxed) as f64 / 1000.0,
+            "last_error": self.last_error.load().as_deref().cloned(),
+        })
+    }
+}
+
+impl Default for ReloadStatus {
+    fn default() -> Self {
+        ReloadStatus {
+            successful: std::sync::atomic::AtomicBool::new(true),
+            last_success_ms: AtomicU64::new((crate::clock::unix_secs_f64() * 1000.0) as u64),
+            last_error: arc_swap::ArcSwapOption::empty(),
+        }
+    }
+}
+
 pub struct CountEntry {
     pub route: Arc<str>,
     pub pool: Arc<str>,
@@ -81,6 +168,14 @@ struct ShardData {
     counts: HashMap<CountKey, CountEntry>,
     /// Per route name pointer: the route's name and its latency histogram.
     latency: HashMap<usize, (Arc<str>, Histogram)>,
+    /// Per backend key pointer: pool, backend and the time to response headers.
+    backend_latency: HashMap<usize, BackendLatency>,
+}
+
+struct BackendLatency {
+    pool: Arc<str>,
+    backend: Arc<str>,
+    histogram: Histogram,
 }
 
 #[derive(Default)]
@@ -97,6 +192,12 @@ static NEXT_TELEMETRY_ID: AtomicU64 = AtomicU64::new(1);
 pub struct Telemetry {
     id: usize,
     shards: Mutex<Vec<Arc<Shard>>>,
+    /// The label of requests that matched no route (and of refused ones).
+    none: Arc<str>,
+    /// Connection and byte counters of every running listener.
+    listeners: Mutex<Vec<std::sync::Weak<ListenerStats>>>,
+    /// Outcome of the last config reload (file, SIGHUP or API).
+    pub reload: ReloadStatus,
     pub requests: AtomicU64,
     /// Responses by class: index 1..=5 for 1xx..5xx, 0 for "no response".
     pub by_class: [AtomicU64; 6],
@@ -107,6 +208,9 @@ impl Default for Telemetry {
         Telemetry {
             id: NEXT_TELEMETRY_ID.fetch_add(1, Relaxed) as usize,
             shards: Mutex::new(Vec::new()),
+            none: Arc::from(""),
+            listeners: Mutex::new(Vec::new()),
+            reload: ReloadStatus::default(),
             requests: AtomicU64::new(0),
             by_class: Default::default(),
         }
@@ -134,8 +238,9 @@ impl Telemetry {
         })
     }
 
-    /// Counts one finished request: by status class always; by route, pool,
-    /// backend and code, with its latency, when it matched a route.
+    /// Counts one finished request by route, pool, backend and code (a request
+    /// that matched no route under `route=""`), with its latency, and the
+    /// backend's time to response headers (`upstream_us`).
     pub(crate) fn record(
         &self,
         status: u16,
@@ -143,22 +248,25 @@ impl Telemetry {
         pool: Option<&Arc<str>>,
         backend: Option<&Arc<str>>,
         secs: f64,
+        upstream_us: Option<u64>,
     ) {
         self.requests.fetch_add(1, Relaxed);
         let class = (status / 100).min(5) as usize;
         self.by_class[class].fetch_add(1, Relaxed);
-        let Some(route) = route else {
-            return;
-        };
-        let ptr = |a: Option<&Arc<str>>| a.map_or(0, |a| Arc::as_ptr(a) as *const u8 as usize);
+        let route = route.unwrap_or(&self.none);
         self.with_shard(|d| {
-            let key = (ptr(Some(route)), ptr(pool), ptr(backend), status);
+            let key = (
+                ptr(route),
+                pool.map_or(0, ptr),
+                backend.map_or(0, ptr),
+                status,
+            );
             d.counts
                 .entry(key)
                 .or_insert_with(|| CountEntry {
                     route: route.clone(),
-                    pool: pool.cloned().unwrap_or_else(|| Arc::from("")),
-                    backend: backend.cloned().unwrap_or_else(|| Arc::from("")),
+                    pool: pool.unwrap_or(&self.none).clone(),
+                    backend: backend.unwrap_or(&self.none).clone(),
                     code: status,
                     count: 0,
                 })
@@ -168,7 +276,80 @@ impl Telemetry {
                 .or_insert_with(|| (route.clone(), Histogram::default()))
                 .1
                 .observe(secs);
+            if let (Some(pool), Some(backend), Some(us)) = (pool, backend, upstream_us) {
+                d.backend_latency
+                    .entry(key.2)
+                    .or_insert_with(|| BackendLatency {
+                        pool: pool.clone(),
+                        backend: backend.clone(),
+                        histogram: Histogram::default(),
+                    })
+                    .histogram
+                    .observe(us as f64 / 1e6);
+            }
         });
+    }
+
+    /// A request refused before it reached the handler (hyper answered it
+    /// itself: a malformed head, or one larger than `limits.max_header_bytes`).
+    pub fn request_refused(&self, status: u16) {
+        self.requests.fetch_add(1, Relaxed);
+        self.by_class[(status / 100).min(5) as usize].fetch_add(1, Relaxed);
+        self.with_shard(|d| {
+            d.counts
+                .entry((ptr(&self.none), 0, 0, status))
+                .or_insert_with(|| CountEntry {
+                    route: self.none.clone(),
+                    pool: self.none.clone(),
+                    backend: self.none.clone(),
+                    code: status,
+                    count: 0,
+                })
+                .count += 1;
+        });
+    }
+
+    /// Registers a listener's counters; they are reported while it lives.
+    pub fn add_listener(&self, stats: &Arc<ListenerStats>) {
+        if let Ok(mut all) = self.listeners.lock() {
+            all.retain(|w| w.strong_count() > 0);
+            all.push(Arc::downgrade(stats));
+        }
+    }
+
+    /// The counters of every running listener, by address.
+    pub fn listeners(&self) -> Vec<Arc<ListenerStats>> {
+        let mut v: Vec<_> = match self.listeners.lock() {
+            Ok(all) => all.iter().filter_map(std::sync::Weak::upgrade).collect(),
+            Err(_) => Vec::new(),
+        };
+        v.sort_by(|a, b| a.address.cmp(&b.address));
+        v
+    }
+
+    /// Time-to-response-headers histograms summed over all threads, by (pool,
+    /// backend); backends no longer present are dropped.
+    pub fn backend_latency(
+        &self,
+        keep: &dyn Fn(&str, &str) -> bool,
+    ) -> Vec<((String, String), Histogram)> {
+        let mut sum: HashMap<(String, String), Histogram> = HashMap::new();
+        if let Ok(shards) = self.shards.lock() {
+            for shard in shards.iter() {
+                let Ok(mut d) = shard.data.lock() else {
+                    continue;
+                };
+                d.backend_latency.retain(|_, e| keep(&e.pool, &e.backend));
+                for e in d.backend_latency.values() {
+                    sum.entry((e.pool.to_string(), e.backend.to_string()))
+                        .or_default()
+                        .add(&e.histogram);
+                }
+            }
+        }
+        let mut v: Vec<_> = sum.into_iter().collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
     }
 
     /// Request counts summed over all threads, by (route, pool, backend, code).

@@ -561,7 +561,7 @@ async fn metrics_count_the_traffic_sent() {
         text.contains("fulcrum_retries_total{pool=\"web\"} 0"),
         "{text}"
     );
-    assert!(text.contains("# TYPE fulcrum_health_check_failures counter"));
+    assert!(text.contains("# TYPE fulcrum_health_check_failures_total counter"));
     // A removed backend's label sets disappear.
     call(
         admin,

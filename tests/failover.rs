@@ -219,6 +219,16 @@ async fn immediate_failover_recovers_after_recovery_interval_and_notifies() {
         .json();
     assert_eq!(st["active"], false);
     assert_eq!(st["events"].as_array().unwrap().len(), 2);
+    // One log line per event (the `log` channel's), not one more of its own.
+    for event in ["failover.activated", "failover.recovered"] {
+        assert_eq!(
+            f.stderr
+                .count(|l| l.contains(&format!("\"event\":\"{event}\""))),
+            1,
+            "{event} logged more than once:\n{}",
+            f.stderr.all().join("\n")
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -142,7 +142,7 @@ async fn file_change_is_picked_up_without_a_signal() {
     let addr = f.listener(0);
     f.rewrite_config(&config(&pool("p", &b), "  - { path_prefix: /, pool: p }\n"));
     f.stderr.wait_for("the watched file to be applied", |l| {
-        l.contains("reload applied")
+        l.contains("configuration applied")
     });
     assert_eq!(
         client::get(addr, "/").await.header("x-backend").as_deref(),

@@ -262,6 +262,14 @@ async fn static_certificates_by_sni_alpn_and_protocols() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.version(), http::Version::HTTP_2);
+    // The access log says how the client came: protocol, TLS version, SNI.
+    let line = common::eventually("the access log line of /h2", || async {
+        f.access_lines().into_iter().find(|l| l["path"] == "/h2")
+    })
+    .await;
+    assert_eq!(line["protocol"], "HTTP/2.0", "{line}");
+    assert_eq!(line["tls_version"], "TLSv1.3", "{line}");
+    assert_eq!(line["sni"], "a.test", "{line}");
 
     // TLS 1.1 (and below) refused; TLS 1.2 and 1.3 accepted.
     let s_client = |args: &[&str]| {

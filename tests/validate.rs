@@ -244,3 +244,46 @@ fn shipped_examples_are_valid() {
         );
     }
 }
+
+#[test]
+fn operator_friendly_values_and_warnings() {
+    // Header values written as numbers or booleans are the text they show.
+    let (code, out, err) = validate(
+        "pools:\n  - name: app\n    backends:\n      - { address: \"10.0.0.1:80\", name: app-1, region: eu }\nroutes:\n  - pool: app\n    headers:\n      request: { set: { X-Version: 2, X-Debug: true, X-Ratio: 0.5 } }\naccess_log: { fields: [time, status, user_agent, sni] }\n",
+    );
+    assert_eq!((code, out.as_str()), (0, "ok\n"), "{err}");
+    assert!(err.is_empty(), "{err}");
+    // No routes: valid, but said.
+    let (code, out, err) = validate("pools: []\n");
+    assert_eq!((code, out.as_str()), (0, "ok\n"));
+    assert!(err.contains("warning: no routes"), "{err}");
+    // Names and fields are checked.
+    assert_errors(
+        "pools:\n  - name: app\n    backends:\n      - { address: \"10.0.0.1:80\", name: x }\n      - { address: \"10.0.0.2:80\", name: x }\nroutes:\n  - pool: app\naccess_log: { fields: [status, colour] }\n",
+        &[
+            "duplicate backend name `x`",
+            "unknown access log field `colour`",
+        ],
+    );
+    assert_errors(
+        "pools:\n  - name: app\n    backends: [\"http://bad host:80\"]\nroutes:\n  - pool: app\n",
+        &["neither an IP address nor a host name"],
+    );
+}
+
+#[test]
+fn run_without_a_config_file_says_what_to_do() {
+    let dir = common::TempDir::new("no-config");
+    let out = std::process::Command::new(common::bin())
+        .arg("run")
+        .current_dir(&dir.0)
+        .env_remove("FULCRUM_CONFIG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("fulcrum run -c FILE") && err.contains("fulcrum demo"),
+        "{err}"
+    );
+}

@@ -61,7 +61,11 @@ pub(super) async fn route(
         ["pools", name, "backends"] if m == "POST" => add_backend(ctx, name, req).await,
         ["pools", name, "backends", addr] if m == "GET" => {
             match ctx.proxy.snapshot.load().pool(name) {
-                Some(p) => match p.members.iter().find(|mb| mb.backend.key() == *addr) {
+                Some(p) => match p
+                    .members
+                    .iter()
+                    .find(|mb| mb.backend.key() == backend_key(ctx, name, addr))
+                {
                     Some(mb) => json(StatusCode::OK, &member_json(mb)),
                     None => error(
                         StatusCode::NOT_FOUND,
@@ -75,7 +79,7 @@ pub(super) async fn route(
             ctx.commands
                 .submit(Command::RemoveBackend {
                     pool: name.to_string(),
-                    address: addr.to_string(),
+                    address: backend_key(ctx, name, addr),
                 })
                 .await,
             StatusCode::OK,
@@ -90,6 +94,7 @@ pub(super) async fn route(
             json(StatusCode::OK, &json!(ctx.proxy.events.recent(limit)))
         }
         ["events", "stream"] if m == "GET" => event_stream(ctx),
+        ["history"] if m == "GET" => json(StatusCode::OK, &ctx.history.json()),
         ["cluster"] if m == "GET" => match ctx.cluster.get() {
             Some(c) => json(StatusCode::OK, &c.status_json()),
             None => json(
@@ -117,6 +122,7 @@ pub(super) async fn route(
         | ["pools", _, "backends", _, _]
         | ["events"]
         | ["events", "stream"]
+        | ["history"]
         | ["cluster"] => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} is not allowed here"),
@@ -156,6 +162,7 @@ fn status(ctx: &AdminContext) -> Value {
         "pools": rt.pools.len(),
         "routes": rt.routes.len(),
         "backends": { "total": total, "available": up },
+        "config_reload": ctx.proxy.telemetry.reload.json(),
         "certificates": certificates_json(ctx),
     })
 }
@@ -202,7 +209,7 @@ fn config_json(ctx: &AdminContext) -> Value {
 }
 
 /// What the API calls a backend's state.
-fn state_word(m: &Member, now: u64) -> &'static str {
+pub(super) fn state_word(m: &Member, now: u64) -> &'static str {
     match m.backend.admin_state() {
         AdminState::Draining => "draining",
         AdminState::Disabled => "disabled",
@@ -235,6 +242,9 @@ pub(crate) fn member_json(m: &Member) -> Value {
     });
     if let Some(r) = &m.region {
         v["region"] = Value::String(r.clone());
+    }
+    if let Some(n) = &m.name {
+        v["name"] = Value::String(n.clone());
     }
     if b.admin_state() == AdminState::Enabling {
         v["admin_state"] = Value::String("enabling".into());
@@ -328,7 +338,7 @@ fn add_backend_command(pool: &str, v: &Value) -> Result<Command, String> {
     };
     if let Some(o) = v.as_object() {
         for key in o.keys() {
-            if !["address", "weight", "failover_level", "region"].contains(&key.as_str()) {
+            if !["address", "weight", "failover_level", "region", "name"].contains(&key.as_str()) {
                 return Err(format!("unknown field `{key}`"));
             }
         }
@@ -339,6 +349,7 @@ fn add_backend_command(pool: &str, v: &Value) -> Result<Command, String> {
         weight,
         failover_level: level,
         region: v.get("region").and_then(Value::as_str).map(str::to_string),
+        name: v.get("name").and_then(Value::as_str).map(str::to_string),
     })
 }
 
@@ -358,12 +369,29 @@ async fn backend_action(
         ctx.commands
             .submit(Command::Backend {
                 pool: pool.to_string(),
-                address: addr.to_string(),
+                address: backend_key(ctx, pool, addr),
                 action,
             })
             .await,
         StatusCode::OK,
     )
+}
+
+/// The key (`host:port`) of the backend a path names: its key as listed, its
+/// `name`, or an address written as `POST .../backends` takes it (`host`
+/// alone means port 80, `http://host:port`...), so that what `add` stored is
+/// what `remove`, `drain`... find.
+fn backend_key(ctx: &AdminContext, pool: &str, given: &str) -> String {
+    let rt = ctx.proxy.snapshot.load();
+    if let Some(p) = rt.pool(pool) {
+        if p.members.iter().any(|m| m.backend.key() == given) {
+            return given.to_string();
+        }
+        if let Some(m) = p.members.iter().find(|m| m.name.as_deref() == Some(given)) {
+            return m.backend.key().to_string();
+        }
+    }
+    BackendAddress::parse(given).map_or_else(|_| given.to_string(), |a| a.key)
 }
 
 /// Server-sent events: every event as it happens, plus a comment every 15 s to

@@ -5,9 +5,12 @@
 //! command sink (executed here, or replicated first in a cluster).
 
 mod api;
+mod audit;
 mod dashboard;
 mod failover;
+pub(crate) mod history;
 mod metrics;
+mod process;
 
 pub(crate) use api::member_json;
 
@@ -52,6 +55,8 @@ pub(crate) struct AdminContext {
     pub(crate) status: ArcSwap<NodeStatus>,
     pub(crate) cluster: OnceLock<Arc<Cluster>>,
     pub(crate) notifier: Arc<Notifier>,
+    /// The last 15 minutes of rates, for the dashboard's graphs.
+    pub(crate) history: Arc<history::History>,
     pub(crate) token: ArcSwapOption<String>,
     pub(crate) started: Instant,
     /// Cancelled on shutdown (ends event streams).
@@ -78,6 +83,7 @@ pub(crate) fn start(ctx: &Arc<AdminContext>, address: SocketAddr) -> std::io::Re
     let listener = TcpListener::from_std(std_listener)?;
     let local_addr = listener.local_addr()?;
     let stop = ctx.shutdown.child_token();
+    history::History::ensure_running(ctx);
     let weak = Arc::downgrade(ctx);
     let stop2 = stop.clone();
     tokio::spawn(async move {
@@ -86,13 +92,15 @@ pub(crate) fn start(ctx: &Arc<AdminContext>, address: SocketAddr) -> std::io::Re
                 r = listener.accept() => r,
                 _ = stop2.cancelled() => return,
             };
-            let Ok((stream, _)) = accepted else { continue };
+            let Ok((stream, peer)) = accepted else {
+                continue;
+            };
             let Some(ctx) = weak.upgrade() else { return };
             let stop3 = stop2.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let ctx = ctx.clone();
-                    async move { Ok::<_, Infallible>(handle(ctx, req).await) }
+                    async move { Ok::<_, Infallible>(handle_audited(ctx, req, peer).await) }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 let conn = builder.serve_connection(TokioIo::new(stream), svc);
@@ -160,6 +168,33 @@ fn authorized(ctx: &AdminContext, req: &Request<Incoming>) -> bool {
     }
 }
 
+/// Serves a request; a write (anything but GET/HEAD) also gets its audit line.
+async fn handle_audited(
+    ctx: Arc<AdminContext>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<AdminBody> {
+    if !audit::is_write(req.method()) {
+        return handle(ctx, req).await;
+    }
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let who = audit::Who::new(peer, header(header::AUTHORIZATION).as_deref());
+    let user_agent = header(header::USER_AGENT);
+    let method = req.method().clone();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let resp = handle(ctx, req).await;
+    audit::record(&who, &method, &target, user_agent.as_deref(), resp).await
+}
+
 async fn handle(ctx: Arc<AdminContext>, req: Request<Incoming>) -> Response<AdminBody> {
     let path = req.uri().path().to_string();
     // The dashboard page itself holds no data; its API calls carry the token.
@@ -176,10 +211,15 @@ async fn handle(ctx: Arc<AdminContext>, req: Request<Incoming>) -> Response<Admi
         if req.method() != http::Method::GET {
             return error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
         }
+        let format = metrics::Format::negotiate(
+            req.headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok()),
+        );
         return full(
             StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics::render(&ctx),
+            format.content_type(),
+            metrics::render(&ctx, format),
         );
     }
     match path.strip_prefix("/api/v1") {

@@ -6,33 +6,52 @@ use http::{Method, Request, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use std::fmt::Write as _;
 use std::process::ExitCode;
 
+/// The flags are global: `fulcrum ctl --json pools` and `fulcrum ctl pools --json`
+/// are the same.
 #[derive(clap::Args)]
 pub struct CtlArgs {
-    /// Admin API base URL
-    #[arg(long, env = "FULCRUM_ADMIN", default_value = "http://127.0.0.1:9000")]
+    /// Admin API address: http://HOST:PORT, or HOST:PORT
+    #[arg(
+        long,
+        global = true,
+        env = "FULCRUM_ADMIN",
+        default_value = "http://127.0.0.1:9000"
+    )]
     admin: String,
     /// Bearer token for the admin API
-    #[arg(long, env = "FULCRUM_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "FULCRUM_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     token: Option<String>,
     /// Print the API's JSON instead of tables
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
     command: CtlCommand,
 }
 
+/// One variant per subcommand; each maps to one API request in [`request`]
+/// and one way of printing its answer in [`print_human`].
 #[derive(clap::Subcommand)]
 enum CtlCommand {
     /// Version, uptime, config generation, listeners
     Status,
     /// Pools and their backends (state, health, in-flight, latency)
-    Pools { pool: Option<String> },
+    Pools {
+        /// Only this pool
+        pool: Option<String>,
+    },
     /// The running config (secrets redacted) and runtime changes
     Config,
     /// Replace the running config with a file (YAML or JSON)
     Apply {
+        /// The config file to send
         file: std::path::PathBuf,
         /// Also write it to the server's config file
         #[arg(long)]
@@ -42,30 +61,64 @@ enum CtlCommand {
     Reload,
     /// Add a backend to a pool at run time
     Add {
+        /// Pool name
         pool: String,
+        /// Backend address: host:port, http://host:port, https://host:port (port 80/443 if left out)
         address: String,
+        /// Weight (default 1)
         #[arg(long)]
         weight: Option<u32>,
+        /// Failover level: 0 primary, 1 first backup... (default 0)
         #[arg(long)]
         level: Option<u32>,
+        /// A label for the backend's location, shown in status and metrics
+        #[arg(long)]
+        region: Option<String>,
+        /// A name for people, shown in the API, dashboard and metrics
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Remove a backend from a pool at run time
-    Remove { pool: String, address: String },
+    Remove {
+        /// Pool name
+        pool: String,
+        /// Backend address (as `add` took it) or name
+        address: String,
+    },
     /// Stop sending new requests to a backend; in-flight ones finish
-    Drain { pool: String, backend: String },
+    Drain {
+        /// Pool name
+        pool: String,
+        /// Backend address (host:port) or name
+        backend: String,
+    },
     /// Take a backend out of rotation
-    Disable { pool: String, backend: String },
+    Disable {
+        /// Pool name
+        pool: String,
+        /// Backend address (host:port) or name
+        backend: String,
+    },
     /// Put a backend back (after it passes its health check)
-    Enable { pool: String, backend: String },
+    Enable {
+        /// Pool name
+        pool: String,
+        /// Backend address (host:port) or name
+        backend: String,
+    },
     /// Recent events
     Events {
+        /// How many of the most recent events
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
     /// Manual failover: activate | deactivate | status | test
     Failover {
+        /// activate: force traffic to the backups; deactivate: back to automatic;
+        /// status: where traffic goes; test: check the backups and notifications, move nothing
         #[arg(value_parser = ["activate", "deactivate", "status", "test"])]
         action: String,
+        /// Pool name (optional for status: every pool with backups)
         pool: Option<String>,
     },
     /// Cluster nodes, roles and the virtual IP holder
@@ -85,13 +138,28 @@ pub fn run(args: CtlArgs) -> ExitCode {
     };
     rt.block_on(async move {
         match execute(&args).await {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(text) => emit(&text),
             Err(e) => {
                 eprintln!("fulcrum ctl: {e}");
                 ExitCode::FAILURE
             }
         }
     })
+}
+
+/// Writes the output; a reader that went away (`ctl status | head -1`) is not
+/// an error: exit quietly, as `cat` does.
+fn emit(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fulcrum ctl: cannot write the output: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn enc(s: &str) -> String {
@@ -106,9 +174,12 @@ fn enc(s: &str) -> String {
     out
 }
 
-async fn execute(a: &CtlArgs) -> Result<(), String> {
+type ApiRequest = (Method, String, Option<Vec<u8>>);
+
+/// The API request a subcommand makes.
+fn request(command: &CtlCommand) -> Result<ApiRequest, String> {
     use CtlCommand::*;
-    let (method, path, body): (Method, String, Option<Vec<u8>>) = match &a.command {
+    Ok(match command {
         Status => (Method::GET, "/api/v1/status".into(), None),
         Pools { pool: None } => (Method::GET, "/api/v1/pools".into(), None),
         Pools { pool: Some(p) } => (Method::GET, format!("/api/v1/pools/{}", enc(p)), None),
@@ -125,6 +196,8 @@ async fn execute(a: &CtlArgs) -> Result<(), String> {
             address,
             weight,
             level,
+            region,
+            name,
         } => {
             let mut v = serde_json::json!({ "address": address });
             if let Some(w) = weight {
@@ -132,6 +205,12 @@ async fn execute(a: &CtlArgs) -> Result<(), String> {
             }
             if let Some(l) = level {
                 v["failover_level"] = (*l).into();
+            }
+            if let Some(r) = region {
+                v["region"] = r.as_str().into();
+            }
+            if let Some(n) = name {
+                v["name"] = n.as_str().into();
             }
             (
                 Method::POST,
@@ -145,7 +224,7 @@ async fn execute(a: &CtlArgs) -> Result<(), String> {
             None,
         ),
         Drain { pool, backend } | Disable { pool, backend } | Enable { pool, backend } => {
-            let action = match &a.command {
+            let action = match command {
                 Drain { .. } => "drain",
                 Disable { .. } => "disable",
                 _ => "enable",
@@ -177,7 +256,12 @@ async fn execute(a: &CtlArgs) -> Result<(), String> {
             (m, format!("/api/v1/failover/{action}{q}"), None)
         }
         Cluster => (Method::GET, "/api/v1/cluster".into(), None),
-    };
+    })
+}
+
+/// Runs the subcommand; returns what to print.
+async fn execute(a: &CtlArgs) -> Result<String, String> {
+    let (method, path, body) = request(&a.command)?;
     let (status, v) = call(&a.admin, a.token.as_deref(), method, &path, body).await?;
     if !status.is_success() {
         let mut msg = format!(
@@ -187,17 +271,49 @@ async fn execute(a: &CtlArgs) -> Result<(), String> {
         );
         if let Some(errs) = v.get("errors").and_then(Value::as_array) {
             for e in errs {
-                msg.push_str(&format!("\n  {}", e.as_str().unwrap_or("")));
+                let line = e.as_str().unwrap_or("");
+                msg.push_str(&format!("\n  {}", with_file_name(&a.command, line)));
             }
         }
         return Err(msg);
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return Ok(());
+        return Ok(format!(
+            "{}\n",
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        ));
     }
-    print_human(&a.command, &v);
-    Ok(())
+    let mut out = String::new();
+    print_human(&a.command, &v, &mut out);
+    Ok(out)
+}
+
+/// The server names a config sent to it `api`; for `apply FILE`, an error line
+/// `api:LINE:COL: ...` is about FILE.
+fn with_file_name(command: &CtlCommand, line: &str) -> String {
+    match (command, line.strip_prefix("api:")) {
+        (CtlCommand::Apply { file, .. }, Some(rest)) => format!("{}:{rest}", file.display()),
+        _ => line.to_string(),
+    }
+}
+
+/// `http://host:port[/]` or `host:port`: the `host:port` to connect to.
+fn admin_authority(base: &str) -> Result<&str, String> {
+    let base = base.trim();
+    let rest = match base.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some((scheme, _)) => {
+            return Err(format!(
+                "--admin {base}: the admin API speaks plain HTTP; use http://HOST:PORT or HOST:PORT (not {scheme}://)"
+            ));
+        }
+        None => base,
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    if authority.is_empty() {
+        return Err(format!("--admin {base}: no host:port"));
+    }
+    Ok(authority)
 }
 
 async fn call(
@@ -207,11 +323,7 @@ async fn call(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<(http::StatusCode, Value), String> {
-    let base = base.trim_end_matches('/');
-    let rest = base
-        .strip_prefix("http://")
-        .ok_or("--admin must be an http:// URL")?;
-    let authority = rest.split('/').next().unwrap_or(rest);
+    let authority = admin_authority(base)?;
     let stream = tokio::net::TcpStream::connect(authority)
         .await
         .map_err(|e| format!("cannot reach the admin API at {base}: {e}"))?;
@@ -249,20 +361,20 @@ async fn call(
     Ok((status, v))
 }
 
-fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+fn table(out: &mut String, headers: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.len());
+            widths[i] = widths[i].max(c.chars().count());
         }
     }
-    let line = |cells: Vec<String>| {
+    let mut line = |cells: Vec<String>| {
         let parts: Vec<String> = cells
             .iter()
             .enumerate()
             .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
             .collect();
-        println!("{}", parts.join("  ").trim_end());
+        let _ = writeln!(out, "{}", parts.join("  ").trim_end());
     };
     line(headers.iter().map(|h| h.to_uppercase()).collect());
     for r in rows {
@@ -278,8 +390,9 @@ fn s(v: &Value) -> String {
     }
 }
 
-fn print_pool(p: &Value) {
-    println!(
+fn print_pool(out: &mut String, p: &Value) {
+    let _ = writeln!(
+        out,
         "pool {} ({}){}",
         s(&p["name"]),
         s(&p["algorithm"]),
@@ -290,38 +403,46 @@ fn print_pool(p: &Value) {
         }
     );
     if p["queue"].is_object() {
-        println!(
+        let _ = writeln!(
+            out,
             "queue: {} waiting of {}, {} refused",
             s(&p["queue"]["waiting"]),
             s(&p["queue"]["size"]),
             s(&p["queue"]["rejected"])
         );
     }
-    let rows = p["backends"]
-        .as_array()
-        .map(|bs| {
-            bs.iter()
-                .map(|b| {
-                    vec![
-                        s(&b["address"]),
-                        s(&b["state"]),
-                        s(&b["failover_level"]),
-                        s(&b["weight"]),
-                        match b["max_requests"].as_u64() {
-                            Some(cap) => format!("{}/{cap}", s(&b["in_flight"])),
-                            None => s(&b["in_flight"]),
-                        },
-                        s(&b["requests"]),
-                        s(&b["failures"]),
-                        s(&b["latency_ms"]),
-                    ]
-                })
-                .collect()
+    let backends = p["backends"].as_array().cloned().unwrap_or_default();
+    if backends.is_empty() {
+        let _ = writeln!(
+            out,
+            "no backends (add one with `fulcrum ctl add POOL ADDRESS`)"
+        );
+        return;
+    }
+    let rows = backends
+        .iter()
+        .map(|b| {
+            vec![
+                s(&b["address"]),
+                b.get("name").map(s).unwrap_or_default(),
+                s(&b["state"]),
+                s(&b["failover_level"]),
+                s(&b["weight"]),
+                match b["max_requests"].as_u64() {
+                    Some(cap) => format!("{}/{cap}", s(&b["in_flight"])),
+                    None => s(&b["in_flight"]),
+                },
+                s(&b["requests"]),
+                s(&b["failures"]),
+                s(&b["latency_ms"]),
+            ]
         })
-        .unwrap_or_default();
+        .collect();
     table(
+        out,
         &[
             "backend",
+            "name",
             "state",
             "level",
             "weight",
@@ -334,134 +455,223 @@ fn print_pool(p: &Value) {
     );
 }
 
-fn print_human(cmd: &CtlCommand, v: &Value) {
+fn print_failover(out: &mut String, v: &Value) {
+    let items: Vec<&Value> = match v {
+        Value::Array(a) => a.iter().collect(),
+        one => vec![one],
+    };
+    if items.is_empty() {
+        let _ = writeln!(
+            out,
+            "no pool has backup servers: failover applies to pools with a backend at failover_level 1 or more"
+        );
+        return;
+    }
+    for f in items {
+        if f.get("backups").is_some() {
+            let _ = writeln!(
+                out,
+                "test of pool {}: ready={} (no traffic moved)",
+                s(&f["pool"]),
+                s(&f["ready"])
+            );
+            for b in f["backups"].as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    out,
+                    "  level {} {} healthy={} {}",
+                    s(&b["level"]),
+                    s(&b["address"]),
+                    s(&b["healthy"]),
+                    b.get("error").map(s).unwrap_or_default()
+                );
+            }
+        } else {
+            let _ = writeln!(
+                out,
+                "pool {}: active={} level={} mode={} since={}",
+                s(&f["pool"]),
+                s(&f["active"]),
+                s(&f["level"]),
+                s(&f["mode"]),
+                s(&f["since"])
+            );
+        }
+    }
+}
+
+fn print_events(out: &mut String, v: &Value) {
+    let events = v.as_array().cloned().unwrap_or_default();
+    if events.is_empty() {
+        let _ = writeln!(out, "no events yet");
+        return;
+    }
+    let rows = events
+        .iter()
+        .map(|e| {
+            let t = e["ts"].as_f64().unwrap_or(0.0);
+            vec![
+                crate::clock::rfc3339(t),
+                s(&e["kind"]),
+                e.get("pool").map(s).unwrap_or_default(),
+                e.get("backend").map(s).unwrap_or_default(),
+                s(&e["message"]),
+            ]
+        })
+        .collect();
+    table(out, &["time", "event", "pool", "backend", "message"], rows);
+}
+
+fn print_cluster(out: &mut String, v: &Value) {
+    if v["role"] == "standalone" {
+        let _ = writeln!(
+            out,
+            "standalone: no `cluster` section in this node's config"
+        );
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "node {}  role {}  term {}  leader {}  vip {} on {}",
+        s(&v["node_id"]),
+        s(&v["role"]),
+        s(&v["term"]),
+        s(&v["leader"]),
+        s(&v["vip"]),
+        s(&v["vip_holder"])
+    );
+    let rows = v["nodes"]
+        .as_array()
+        .map(|ns| {
+            ns.iter()
+                .map(|n| {
+                    vec![
+                        s(&n["id"]),
+                        s(&n["address"]),
+                        s(&n["role"]),
+                        if n["self"].as_bool() == Some(true) {
+                            "(this node)".to_string()
+                        } else {
+                            match n["last_contact_ms"].as_u64() {
+                                Some(ms) => format!("{ms} ms ago"),
+                                None => "never".to_string(),
+                            }
+                        },
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(out, &["node", "address", "role", "last contact"], rows);
+}
+
+fn print_status(out: &mut String, v: &Value) {
+    let _ = writeln!(
+        out,
+        "fulcrum {}  up {}s  generation {}",
+        s(&v["version"]),
+        s(&v["uptime_seconds"]),
+        s(&v["generation"])
+    );
+    let _ = writeln!(
+        out,
+        "role {}  requests {}",
+        s(&v["cluster_role"]),
+        s(&v["requests_total"])
+    );
+    let _ = writeln!(
+        out,
+        "backends available {}/{}",
+        s(&v["backends"]["available"]),
+        s(&v["backends"]["total"])
+    );
+    if v["config_reload"]["last_successful"] == Value::Bool(false) {
+        let _ = writeln!(
+            out,
+            "last reload REJECTED: {}",
+            s(&v["config_reload"]["last_error"])
+        );
+    }
+    let listeners = v["listeners"].as_array().cloned().unwrap_or_default();
+    if listeners.is_empty() {
+        let _ = writeln!(out, "no listeners");
+    }
+    for l in listeners {
+        let _ = writeln!(out, "listening on {}", s(&l["address"]));
+    }
+}
+
+fn print_human(cmd: &CtlCommand, v: &Value, out: &mut String) {
     use CtlCommand::*;
     match cmd {
-        Status => {
-            println!(
-                "fulcrum {}  up {}s  generation {}",
-                s(&v["version"]),
-                s(&v["uptime_seconds"]),
-                s(&v["generation"])
-            );
-            println!(
-                "role {}  requests {}",
-                s(&v["cluster_role"]),
-                s(&v["requests_total"])
-            );
-            println!(
-                "backends available {}/{}",
-                s(&v["backends"]["available"]),
-                s(&v["backends"]["total"])
-            );
-            for l in v["listeners"].as_array().into_iter().flatten() {
-                println!("listening on {}", s(&l["address"]));
-            }
-        }
+        Status => print_status(out, v),
         Pools { pool: None } => {
-            for p in v.as_array().into_iter().flatten() {
-                print_pool(p);
-                println!();
+            let pools = v.as_array().cloned().unwrap_or_default();
+            if pools.is_empty() {
+                let _ = writeln!(out, "no pools configured");
+            }
+            for p in pools {
+                print_pool(out, &p);
+                out.push('\n');
             }
         }
-        Pools { pool: Some(_) } => print_pool(v),
+        Pools { pool: Some(_) } => print_pool(out, v),
         Add { .. } | Drain { .. } | Disable { .. } | Enable { .. } => {
-            println!(
+            let _ = writeln!(
+                out,
                 "{} {} {}",
                 s(&v["address"]),
                 s(&v["state"]),
                 v.get("admin_state").map(s).unwrap_or_default()
             );
         }
-        Remove { pool, address } => println!("removed {address} from {pool}"),
-        Reload | Apply { .. } => println!("applied: generation {}", s(&v["generation"])),
-        Events { .. } => {
-            let rows = v
-                .as_array()
-                .map(|es| {
-                    es.iter()
-                        .map(|e| {
-                            let t = e["ts"].as_f64().unwrap_or(0.0);
-                            vec![
-                                crate::clock::rfc3339(t),
-                                s(&e["kind"]),
-                                e.get("pool").map(s).unwrap_or_default(),
-                                e.get("backend").map(s).unwrap_or_default(),
-                                s(&e["message"]),
-                            ]
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            table(&["time", "event", "pool", "backend", "message"], rows);
+        Remove { pool, .. } => {
+            let _ = writeln!(out, "removed {} from {pool}", s(&v["removed"]));
         }
-        Failover { .. } => {
-            let items: Vec<&Value> = match v {
-                Value::Array(a) => a.iter().collect(),
-                one => vec![one],
-            };
-            for f in items {
-                if f.get("backups").is_some() {
-                    println!(
-                        "test of pool {}: ready={} (no traffic moved)",
-                        s(&f["pool"]),
-                        s(&f["ready"])
-                    );
-                    for b in f["backups"].as_array().into_iter().flatten() {
-                        println!(
-                            "  level {} {} healthy={} {}",
-                            s(&b["level"]),
-                            s(&b["address"]),
-                            s(&b["healthy"]),
-                            b.get("error").map(s).unwrap_or_default()
-                        );
-                    }
-                } else {
-                    println!(
-                        "pool {}: active={} level={} mode={} since={}",
-                        s(&f["pool"]),
-                        s(&f["active"]),
-                        s(&f["level"]),
-                        s(&f["mode"]),
-                        s(&f["since"])
-                    );
-                }
-            }
+        Reload | Apply { .. } => {
+            let _ = writeln!(out, "applied: generation {}", s(&v["generation"]));
         }
-        Cluster => {
-            println!(
-                "node {}  role {}  term {}  leader {}  vip {} on {}",
-                s(&v["node_id"]),
-                s(&v["role"]),
-                s(&v["term"]),
-                s(&v["leader"]),
-                s(&v["vip"]),
-                s(&v["vip_holder"])
+        Events { .. } => print_events(out, v),
+        Failover { .. } => print_failover(out, v),
+        Cluster => print_cluster(out, v),
+        Config => {
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(v).unwrap_or_default()
             );
-            let rows = v["nodes"]
-                .as_array()
-                .map(|ns| {
-                    ns.iter()
-                        .map(|n| {
-                            vec![
-                                s(&n["id"]),
-                                s(&n["address"]),
-                                s(&n["role"]),
-                                if n["self"].as_bool() == Some(true) {
-                                    "(this node)".to_string()
-                                } else {
-                                    match n["last_contact_ms"].as_u64() {
-                                        Some(ms) => format!("{ms} ms ago"),
-                                        None => "never".to_string(),
-                                    }
-                                },
-                            ]
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            table(&["node", "address", "role", "last contact"], rows);
         }
-        Config => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_address_with_or_without_scheme() {
+        assert_eq!(
+            admin_authority("http://127.0.0.1:9000/").unwrap(),
+            "127.0.0.1:9000"
+        );
+        assert_eq!(admin_authority("127.0.0.1:9000").unwrap(), "127.0.0.1:9000");
+        assert_eq!(admin_authority("[::1]:9000").unwrap(), "[::1]:9000");
+        assert!(admin_authority("https://x:1").is_err());
+        assert!(admin_authority("http://").is_err());
+    }
+
+    #[test]
+    fn apply_errors_name_the_file() {
+        let apply = CtlCommand::Apply {
+            file: "site.yaml".into(),
+            persist: false,
+        };
+        assert_eq!(
+            with_file_name(&apply, "api:6:18: unknown pool `x`"),
+            "site.yaml:6:18: unknown pool `x`"
+        );
+        assert_eq!(
+            with_file_name(&CtlCommand::Reload, "api:1:1: x"),
+            "api:1:1: x"
+        );
     }
 }

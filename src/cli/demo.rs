@@ -188,13 +188,9 @@ fn requested_delay(query: Option<&str>) -> Duration {
 
 fn demo_backend(addr: SocketAddr, weight: u32, failover_level: u32) -> BackendConfig {
     BackendConfig {
-        address: BackendAddress::parse(&addr.to_string()).expect("socket address"),
         weight,
         failover_level,
-        region: None,
-        health_check: None,
-        max_requests: None,
-        loc: Loc::default(),
+        ..BackendConfig::new(BackendAddress::parse(&addr.to_string()).expect("socket address"))
     }
 }
 

@@ -25,15 +25,28 @@ pub fn load_or_report(path: Option<PathBuf>) -> Option<config::Loaded> {
     }
 }
 
-/// `fulcrum validate`: `ok` and exit 0, or every error and exit 1.
+/// `fulcrum validate`: `ok` and exit 0, or every error and exit 1. Warnings
+/// (a config that is valid but cannot serve anything) go to stderr.
 pub fn validate(path: Option<PathBuf>) -> ExitCode {
     match load_or_report(path) {
-        Some(_) => {
+        Some(l) => {
+            if let Some(w) = no_routes_warning(&l.config) {
+                eprintln!("warning: {w}");
+            }
             println!("ok");
             ExitCode::SUCCESS
         }
         None => ExitCode::FAILURE,
     }
+}
+
+/// A config without routes is valid (a base to add to through the API) but
+/// answers every request with 404: say so.
+pub fn no_routes_warning(config: &config::Config) -> Option<&'static str> {
+    config
+        .routes
+        .is_empty()
+        .then_some("no routes: every request will be answered 404 (add `routes:`)")
 }
 
 /// Worker threads: the given number, else what the CPU affinity allows.

@@ -2,8 +2,8 @@
 
 use crate::config::tree::Loc;
 use crate::config::{
-    AccessLogConfig, Algorithm, BackendAddress, BackendConfig, Config, HealthCheckOverride, Loaded,
-    PoolConfig, RouteConfig, RouteTarget, parse_listen_address,
+    AccessLogConfig, AdminConfig, Algorithm, BackendAddress, BackendConfig, Config,
+    HealthCheckOverride, Loaded, PoolConfig, RouteConfig, RouteTarget, parse_listen_address,
 };
 use std::process::ExitCode;
 
@@ -24,9 +24,30 @@ pub struct ProxyArgs {
     /// Write an access log line per request to stderr
     #[arg(long)]
     access_log: bool,
+    /// Serve the admin API, /metrics and the dashboard on this address (e.g. 127.0.0.1:9000)
+    #[arg(long)]
+    admin: Option<String>,
+    /// Bearer token for the admin API (required when --admin is not a loopback address)
+    #[arg(long, env = "FULCRUM_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     /// Worker threads [default: the CPUs this process may use]
     #[arg(long, env = "FULCRUM_WORKERS")]
     workers: Option<usize>,
+}
+
+/// `--admin` (and its token), checked as the config file's `admin` section is.
+fn admin(args: &ProxyArgs) -> Result<Option<AdminConfig>, String> {
+    let Some(text) = &args.admin else {
+        return Ok(None);
+    };
+    let address = parse_listen_address(text).map_err(|e| format!("--admin: {e}"))?;
+    let token = args.admin_token.clone().filter(|t| !t.is_empty());
+    if !address.ip().is_loopback() && token.is_none() {
+        return Err(format!(
+            "--admin {address} is not a loopback address: set --admin-token (or FULCRUM_ADMIN_TOKEN)"
+        ));
+    }
+    Ok(Some(AdminConfig { address, token }))
 }
 
 pub fn build_config(args: &ProxyArgs) -> Result<Config, String> {
@@ -48,15 +69,8 @@ pub fn build_config(args: &ProxyArgs) -> Result<Config, String> {
     let mut pool = PoolConfig::new("default");
     pool.algorithm = algorithm;
     for to in &args.to {
-        pool.backends.push(BackendConfig {
-            address: BackendAddress::parse(to)?,
-            weight: 1,
-            failover_level: 0,
-            region: None,
-            health_check: None,
-            max_requests: None,
-            loc: Loc::default(),
-        });
+        pool.backends
+            .push(BackendConfig::new(BackendAddress::parse(to)?));
     }
     if let Some(path) = &args.health_path {
         if !path.starts_with('/') {
@@ -69,7 +83,7 @@ pub fn build_config(args: &ProxyArgs) -> Result<Config, String> {
     }
     Ok(Config {
         listeners: vec![crate::config::ListenerConfig::plain(address)],
-        admin: None,
+        admin: admin(args)?,
         access_log: AccessLogConfig {
             enabled: args.access_log,
             ..Default::default()

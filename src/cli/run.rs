@@ -10,8 +10,23 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
 pub fn run(path: Option<PathBuf>, workers: Option<usize>) -> ExitCode {
+    if path.is_none() && !crate::config::default_path().exists() {
+        eprintln!(
+            "fulcrum: no config file: {} does not exist.\n  \
+             fulcrum run -c FILE          run with a config file (or set FULCRUM_CONFIG)\n  \
+             fulcrum proxy --from :8080 --to http://127.0.0.1:9001   proxy without a config file\n  \
+             fulcrum demo                 see it work with local demo backends",
+            crate::config::default_path().display()
+        );
+        return ExitCode::FAILURE;
+    }
     match super::load_or_report(path) {
-        Some(loaded) => serve(loaded, workers, true),
+        Some(loaded) => {
+            if let Some(w) = super::no_routes_warning(&loaded.config) {
+                tracing::warn!("{w}");
+            }
+            serve(loaded, workers, true)
+        }
         None => ExitCode::FAILURE,
     }
 }
@@ -38,8 +53,8 @@ pub fn serve(loaded: Loaded, workers: Option<usize>, watch_file: bool) -> ExitCo
         let app = match Supervisor::start(loaded).await {
             Ok(app) => app,
             Err(e) => {
+                // One line: through the log (which goes to stderr) only.
                 tracing::error!("{e}");
-                eprintln!("fulcrum: {e}");
                 return ExitCode::FAILURE;
             }
         };
@@ -115,18 +130,11 @@ pub async fn supervise(app: &Arc<Supervisor>, signals: Signals, watch_file: bool
     tracing::info!("stopped");
 }
 
+/// The outcome of a reload from the file. The supervisor has logged an applied
+/// or a rejected change already (and counted it for the metrics).
 fn report(r: Result<ReloadOutcome, CommandError>) {
-    match r {
-        Ok(ReloadOutcome::Applied(g)) => tracing::info!(generation = g, "reload applied"),
-        Ok(ReloadOutcome::Unchanged(_)) => tracing::debug!("config file unchanged"),
-        Err(e) if !e.details.is_empty() => {
-            for line in &e.details {
-                tracing::error!(error = %line, "reload rejected; the previous configuration keeps serving");
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "reload failed; the previous configuration keeps serving")
-        }
+    if let Ok(ReloadOutcome::Unchanged(_)) = r {
+        tracing::debug!("config file unchanged");
     }
 }
 

@@ -1,4 +1,4 @@
-//! `access_log:` — one line per request.
+//! `access_log:` — one line per request, with a choice of fields.
 
 use super::decode::Decoder;
 use super::tree::Node;
@@ -23,6 +23,8 @@ pub struct AccessLogConfig {
     pub enabled: bool,
     pub format: LogFormat,
     pub path: LogTarget,
+    /// The fields of a line, in order (extension; default: all).
+    pub fields: Vec<AccessField>,
 }
 
 impl Default for AccessLogConfig {
@@ -31,11 +33,12 @@ impl Default for AccessLogConfig {
             enabled: true,
             format: LogFormat::Json,
             path: LogTarget::Stderr,
+            fields: AccessField::defaults(),
         }
     }
 }
 
-const KEYS: &[&str] = &["enabled", "format", "path"];
+const KEYS: &[&str] = &["enabled", "format", "path", "fields"];
 
 /// `access_log:` (absent: the defaults). A relative file path is taken from `base_dir`.
 pub(crate) fn decode(d: &mut Decoder, n: Option<&Node>, base_dir: &Path) -> AccessLogConfig {
@@ -43,6 +46,9 @@ pub(crate) fn decode(d: &mut Decoder, n: Option<&Node>, base_dir: &Path) -> Acce
     let Some(m) = n.and_then(|n| d.map(n, "access_log", KEYS)) else {
         return a;
     };
+    if let Some(v) = m.get("fields").and_then(|v| decode_fields(d, v)) {
+        a.fields = v;
+    }
     if let Some(v) = m.get("enabled").and_then(|v| d.boolean(v, "enabled")) {
         a.enabled = v;
     }
@@ -70,7 +76,104 @@ pub(crate) fn serialize(a: &AccessLogConfig) -> Value {
         "enabled": a.enabled,
         "format": match a.format { LogFormat::Json => "json", LogFormat::Text => "text" },
         "path": match &a.path { LogTarget::Stderr => "stderr".to_string(), LogTarget::Stdout => "stdout".to_string(), LogTarget::File(p) => p.display().to_string() },
+        "fields": serialize_fields(&a.fields),
     })
+}
+
+/// One field of an access-log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessField {
+    Time,
+    RequestId,
+    Client,
+    Method,
+    Host,
+    Path,
+    Protocol,
+    Status,
+    BytesIn,
+    BytesOut,
+    DurationMs,
+    Route,
+    Pool,
+    Backend,
+    UpstreamMs,
+    Attempts,
+    UserAgent,
+    Referer,
+    TlsVersion,
+    Sni,
+    Variant,
+    Aborted,
+}
+
+impl AccessField {
+    /// Every field, in the default order, with its name in the config and logs.
+    pub const ALL: [(&'static str, AccessField); 22] = [
+        ("time", AccessField::Time),
+        ("request_id", AccessField::RequestId),
+        ("client", AccessField::Client),
+        ("method", AccessField::Method),
+        ("host", AccessField::Host),
+        ("path", AccessField::Path),
+        ("protocol", AccessField::Protocol),
+        ("status", AccessField::Status),
+        ("bytes_in", AccessField::BytesIn),
+        ("bytes_out", AccessField::BytesOut),
+        ("duration_ms", AccessField::DurationMs),
+        ("route", AccessField::Route),
+        ("pool", AccessField::Pool),
+        ("backend", AccessField::Backend),
+        ("upstream_ms", AccessField::UpstreamMs),
+        ("attempts", AccessField::Attempts),
+        ("user_agent", AccessField::UserAgent),
+        ("referer", AccessField::Referer),
+        ("tls_version", AccessField::TlsVersion),
+        ("sni", AccessField::Sni),
+        ("variant", AccessField::Variant),
+        ("aborted", AccessField::Aborted),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map_or("", |(n, _)| n)
+    }
+
+    /// The fields a line has when `fields` is not set: all of them.
+    pub fn defaults() -> Vec<AccessField> {
+        Self::ALL.iter().map(|(_, f)| *f).collect()
+    }
+}
+
+/// Decodes `fields: [status, path, ...]`: known names, each once, at least one.
+fn decode_fields(d: &mut Decoder, n: &Node) -> Option<Vec<AccessField>> {
+    let mut out = Vec::new();
+    for (name, loc) in d.string_list(n, "fields") {
+        match AccessField::ALL.iter().find(|(k, _)| *k == name) {
+            Some((_, f)) if out.contains(f) => {
+                d.error(loc, format!("field `{name}` is listed twice"))
+            }
+            Some((_, f)) => out.push(*f),
+            None => d.error(
+                loc,
+                format!(
+                    "unknown access log field `{name}` (one of: {})",
+                    AccessField::ALL.map(|(k, _)| k).join(", ")
+                ),
+            ),
+        }
+    }
+    if out.is_empty() {
+        d.error(n.loc, "fields must name at least one field");
+        return None;
+    }
+    Some(out)
+}
+
+fn serialize_fields(fields: &[AccessField]) -> serde_json::Value {
+    serde_json::Value::from(fields.iter().map(|f| f.name()).collect::<Vec<_>>())
 }
 
 #[cfg(test)]
@@ -86,13 +189,14 @@ mod tests {
             AccessLogConfig {
                 enabled: false,
                 format: LogFormat::Text,
-                path: LogTarget::Stdout
+                path: LogTarget::Stdout,
+                fields: AccessField::defaults(),
             }
         );
         let json = round_trip(&c);
         assert_eq!(
             json["access_log"],
-            json!({"enabled": false, "format": "text", "path": "stdout"})
+            json!({"enabled": false, "format": "text", "path": "stdout", "fields": serialize_fields(&AccessField::defaults())})
         );
         let file = load("access_log: { path: logs/access.log }\n")
             .access_log

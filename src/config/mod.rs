@@ -38,7 +38,7 @@ pub(crate) mod tree;
 mod trusted_proxies;
 pub(crate) mod units;
 
-pub(crate) use access_log::{AccessLogConfig, LogFormat, LogTarget};
+pub(crate) use access_log::{AccessField, AccessLogConfig, LogFormat, LogTarget};
 pub(crate) use admin::AdminConfig;
 pub(crate) use cluster::{ClusterConfig, ClusterHooks, VipConfig};
 pub(crate) use decode::ConfigError;

@@ -273,7 +273,12 @@ fn header_ops(d: &mut Decoder, n: &Node, what: &str) -> HeaderOps {
                         continue;
                     }
                 };
-                let Some(value) = d.scalar_string(v, "header value") else {
+                // `X-Version: 2` or `X-Debug: true` mean the text, as a person expects.
+                let value = match &v.value {
+                    Value::Bool(_) | Value::Float(_) => v.scalar_text(),
+                    _ => d.scalar_string(v, "header value"),
+                };
+                let Some(value) = value else {
                     continue;
                 };
                 match HeaderValue::from_str(&value) {

@@ -267,7 +267,10 @@ pub(crate) fn event(
 pub(crate) fn publish(h: &Handles, pool: &Pool, e: FailoverEvent) {
     let f = &pool.state.failover;
     f.record(&e);
-    tracing::warn!(pool = %e.pool, event = %e.event, from_level = e.from_level, to_level = e.to_level, reason = %e.reason, mode = %e.mode, "failover");
+    // One line per event: a `log` notification channel writes it otherwise.
+    if !h.notifier.logs_events() {
+        tracing::warn!(pool = %e.pool, event = %e.event, from_level = e.from_level, to_level = e.to_level, reason = %e.reason, mode = %e.mode, "failover");
+    }
     h.events.record(
         e.event,
         Some(&e.pool),

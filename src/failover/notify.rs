@@ -69,6 +69,15 @@ impl Notifier {
         }));
     }
 
+    /// Whether a `log` channel is configured (it then writes the event's line).
+    pub fn logs_events(&self) -> bool {
+        self.active
+            .load()
+            .channels
+            .iter()
+            .any(|c| matches!(c, Channel::Log(_)))
+    }
+
     /// Hands the event to every channel without waiting for any.
     pub fn send(&self, event: FailoverEvent) {
         for ch in &self.active.load().channels {

@@ -3,6 +3,8 @@
 //! reads them), report changes as events, and wake the pool's failover controller.
 //! Passive health (failures seen in live traffic) lives in `upstream::backend`.
 
+pub(crate) mod ejections;
+
 use crate::config::HealthCheckConfig;
 use crate::events::{EventKind, Events};
 use crate::snapshot::Snapshot;

@@ -3,10 +3,11 @@
 //! prior knowledge on a plain socket: the first bytes tell them apart). Every
 //! request goes through `proxy::pipeline`.
 
+use super::counted::Counted;
 use super::{ListenerSpec, log_conn_end};
 use crate::proxy::ProxyContext;
 use crate::proxy::guard::{GuardState, Guarded, Scanner};
-use crate::proxy::headers::PeerInfo;
+use crate::proxy::headers::{PeerInfo, TlsInfo};
 use crate::proxy::pipeline::{ConnCtx, handle};
 use crate::upstream::body::Inbound;
 use hyper::service::service_fn;
@@ -25,7 +26,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 pub(super) async fn serve(
     proxy: Arc<ProxyContext>,
-    stream: TcpStream,
+    stream: Counted<TcpStream>,
     peer: SocketAddr,
     spec: &ListenerSpec,
     stop: CancellationToken,
@@ -42,18 +43,26 @@ pub(super) async fn serve(
                 }
                 Err(_) => return,
             };
-        let alpn = tls_stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        let session = tls_stream.get_ref().1;
+        let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+        let info = TlsInfo::of(session);
         match alpn.as_deref() {
             // ACME tls-alpn-01 validation: the handshake was the whole point.
             Some(crate::tls::ACME_TLS_ALPN) => {}
-            Some(b"h2") => serve_h2(proxy, tls_stream, peer, "https", &limits, stop).await,
-            _ => serve_h1(proxy, tls_stream, peer, "https", &limits, stop).await,
+            Some(b"h2") => {
+                let ctx = context(proxy, peer, None, Some(info));
+                serve_h2(ctx, tls_stream, &limits, stop).await
+            }
+            _ => serve_h1(proxy, tls_stream, peer, Some(info), &limits, stop).await,
         }
         return;
     }
     let h2 = if spec.config.http2 {
-        match tokio::time::timeout(limits.header_read_timeout, starts_with_h2_preface(&stream))
-            .await
+        match tokio::time::timeout(
+            limits.header_read_timeout,
+            starts_with_h2_preface(stream.get_ref()),
+        )
+        .await
         {
             Ok(Ok(h2)) => h2,
             _ => return,
@@ -62,9 +71,10 @@ pub(super) async fn serve(
         false
     };
     if h2 {
-        serve_h2(proxy, stream, peer, "http", &limits, stop).await;
+        let ctx = context(proxy, peer, None, None);
+        serve_h2(ctx, stream, &limits, stop).await;
     } else {
-        serve_h1(proxy, stream, peer, "http", &limits, stop).await;
+        serve_h1(proxy, stream, peer, None, &limits, stop).await;
     }
 }
 
@@ -88,15 +98,19 @@ async fn starts_with_h2_preface(stream: &TcpStream) -> io::Result<bool> {
     }
 }
 
+/// `tls`: the handshake's details on an HTTPS connection, `None` on plain HTTP.
 fn context(
     proxy: Arc<ProxyContext>,
     peer: SocketAddr,
-    scheme: &'static str,
     guard: Option<Arc<GuardState>>,
+    tls: Option<TlsInfo>,
 ) -> Arc<ConnCtx> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut peer = PeerInfo::new(peer.ip());
+    peer.tls = tls;
     Arc::new(ConnCtx {
         proxy,
-        peer: PeerInfo::new(peer.ip()),
+        peer,
         scheme,
         guard,
         served: AtomicU64::new(0),
@@ -107,14 +121,15 @@ async fn serve_h1<I>(
     proxy: Arc<ProxyContext>,
     io: I,
     peer: SocketAddr,
-    scheme: &'static str,
+    tls: Option<TlsInfo>,
     limits: &crate::config::Limits,
     stop: CancellationToken,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let guard = Arc::new(GuardState::new());
-    let ctx = context(proxy, peer, scheme, Some(guard.clone()));
+    let telemetry = proxy.telemetry.clone();
+    let ctx = context(proxy, peer, Some(guard.clone()), tls);
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handle(&ctx, req.map(Inbound::Hyper)).await) }
@@ -131,24 +146,29 @@ async fn serve_h1<I>(
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades(),
         &stop,
+        Some(&telemetry),
     )
     .await;
 }
 
 /// Serves an HTTP/1 connection until it ends; on stop, lets the request in
 /// flight finish and closes.
-pub(super) async fn drive_h1<F>(conn: F, stop: &CancellationToken)
-where
+/// `telemetry`: where to count the requests hyper refuses by itself.
+pub(super) async fn drive_h1<F>(
+    conn: F,
+    stop: &CancellationToken,
+    telemetry: Option<&crate::telemetry::Telemetry>,
+) where
     F: std::future::Future<Output = Result<(), hyper::Error>> + GracefulConn,
 {
     let mut conn = pin!(conn);
     tokio::select! {
         biased;
-        r = conn.as_mut() => { log_conn_end(r.err()); return; }
+        r = conn.as_mut() => { log_conn_end(r.err(), telemetry); return; }
         _ = stop.cancelled() => {}
     }
     conn.as_mut().graceful();
-    log_conn_end(conn.await.err());
+    log_conn_end(conn.await.err(), telemetry);
 }
 
 /// The graceful-shutdown call of hyper's different connection types.
@@ -181,16 +201,13 @@ where
 }
 
 async fn serve_h2<I>(
-    proxy: Arc<ProxyContext>,
+    ctx: Arc<ConnCtx>,
     io: I,
-    peer: SocketAddr,
-    scheme: &'static str,
     limits: &crate::config::Limits,
     stop: CancellationToken,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let ctx = context(proxy, peer, scheme, None);
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handle(&ctx, req.map(Inbound::Hyper)).await) }
@@ -206,9 +223,9 @@ async fn serve_h2<I>(
     let mut conn = pin!(conn);
     tokio::select! {
         biased;
-        r = conn.as_mut() => { log_conn_end(r.err()); return; }
+        r = conn.as_mut() => { log_conn_end(r.err(), None); return; }
         _ = stop.cancelled() => {}
     }
     conn.as_mut().graceful_shutdown();
-    log_conn_end(conn.await.err());
+    log_conn_end(conn.await.err(), None);
 }

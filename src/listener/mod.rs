@@ -10,12 +10,15 @@
 //! its settings are swapped. A new kind (TCP, UDP, QUIC) is one more module here
 //! and one more [`Kind`], over the same upstream layer.
 
+mod counted;
 pub(crate) mod http;
 pub(crate) mod redirect;
 
 use crate::config::ListenerConfig;
 use crate::proxy::ProxyContext;
+use crate::telemetry::ListenerStats;
 use arc_swap::ArcSwap;
+use counted::Counted;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +60,8 @@ pub(crate) struct ListenerHandle {
     connection_limit: Arc<Semaphore>,
     limit: usize,
     stop: CancellationToken,
+    /// Kept for the life of the listener so its counters stay reported.
+    _stats: Arc<ListenerStats>,
 }
 
 impl ListenerHandle {
@@ -95,12 +100,15 @@ pub(crate) fn start(
     let local_addr = listener.local_addr()?;
     let settings = Arc::new(ArcSwap::from_pointee(spec));
     let connection_limit = Arc::new(Semaphore::new(max_connections));
+    let stats = Arc::new(ListenerStats::new(local_addr.to_string()));
+    shared.proxy.telemetry.add_listener(&stats);
     tokio::spawn(accept_loop(
         shared.clone(),
         listener,
         settings.clone(),
         connection_limit.clone(),
         stop.clone(),
+        stats.clone(),
     ));
     Ok(ListenerHandle {
         local_addr,
@@ -108,6 +116,7 @@ pub(crate) fn start(
         connection_limit,
         limit: max_connections,
         stop,
+        _stats: stats,
     })
 }
 
@@ -117,6 +126,7 @@ async fn accept_loop(
     settings: Arc<ArcSwap<ListenerSpec>>,
     limit: Arc<Semaphore>,
     stop: CancellationToken,
+    stats: Arc<ListenerStats>,
 ) {
     loop {
         // Beyond max_connections, new connections wait in the kernel's backlog.
@@ -133,6 +143,7 @@ async fn accept_loop(
                 let spec = settings.load_full();
                 let proxy = shared.proxy.clone();
                 let stop = stop.clone();
+                let stream = Counted::new(stream, stats.clone());
                 shared.connections.spawn(async move {
                     let _permit = permit;
                     serve(proxy, stream, peer, spec, stop).await;
@@ -150,21 +161,40 @@ async fn accept_loop(
 /// One accepted connection, handed to its kind.
 async fn serve(
     proxy: Arc<ProxyContext>,
-    stream: TcpStream,
+    stream: Counted<TcpStream>,
     peer: SocketAddr,
     spec: Arc<ListenerSpec>,
     stop: CancellationToken,
 ) {
-    let _ = stream.set_nodelay(true);
+    let _ = stream.get_ref().set_nodelay(true);
     match spec.kind {
         Kind::Redirect { https_port } => redirect::serve(proxy, stream, https_port, &stop).await,
         Kind::Http => http::serve(proxy, stream, peer, &spec, stop).await,
     }
 }
 
-/// Logs how a client connection ended when it was not a clean close.
-fn log_conn_end(err: Option<hyper::Error>) {
+/// Logs how a client connection ended when it was not a clean close, and
+/// counts the request hyper refused by itself, if it answered one.
+fn log_conn_end(err: Option<hyper::Error>, telemetry: Option<&crate::telemetry::Telemetry>) {
     if let Some(e) = err {
         tracing::debug!(error = %e, "client connection ended with an error");
+        if let (Some(t), Some(status)) = (telemetry, refused_status(&e)) {
+            t.request_refused(status);
+        }
     }
+}
+
+/// The status hyper answered by itself for a request head it could not accept
+/// (see hyper's `Server::on_error`), if it answered one.
+fn refused_status(e: &hyper::Error) -> Option<u16> {
+    if e.is_parse_too_large() {
+        // hyper reports both "head too large" and "URI too long" this way.
+        return Some(if e.to_string().contains("URI too long") {
+            414
+        } else {
+            431
+        });
+    }
+    let answered = e.is_parse() && !e.is_parse_version_h2() && !e.is_parse_status();
+    (answered && !e.to_string().contains("internal")).then_some(400)
 }

@@ -2,6 +2,7 @@
 //! the same URL over HTTPS, except ACME http-01 validation requests, which are
 //! answered here.
 
+use super::counted::Counted;
 use super::http::drive_h1;
 use crate::proxy::ProxyContext;
 use crate::proxy::body::ProxyBody;
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(super) async fn serve(
     proxy: Arc<ProxyContext>,
-    stream: TcpStream,
+    stream: Counted<TcpStream>,
     https_port: u16,
     stop: &CancellationToken,
 ) {
@@ -33,7 +34,12 @@ pub(super) async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
-    drive_h1(builder.serve_connection(TokioIo::new(stream), svc), stop).await;
+    drive_h1(
+        builder.serve_connection(TokioIo::new(stream), svc),
+        stop,
+        None,
+    )
+    .await;
 }
 
 fn redirect(proxy: &ProxyContext, req: Request<Incoming>, https_port: u16) -> Response<ProxyBody> {

@@ -3,7 +3,9 @@
 //! more than the queue holds, lines are dropped and counted, never waited for.
 
 use super::finish::Completion;
+use crate::config::AccessField;
 use crate::config::{AccessLogConfig, LogFormat, LogTarget};
+use serde_json::Value;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -47,8 +49,8 @@ impl AccessLog {
 
     pub fn write(&self, c: &Completion) {
         let line = match self.format {
-            LogFormat::Json => json_line(c),
-            LogFormat::Text => text_line(c),
+            LogFormat::Json => json_line(c, &self.config.fields),
+            LogFormat::Text => text_line(c, &self.config.fields),
         };
         match self.tx.try_send(line) {
             Ok(()) => {}
@@ -71,50 +73,150 @@ fn writer(rx: Receiver<String>, out: Box<dyn Write + Send>) {
     }
 }
 
-fn json_line(c: &Completion) -> String {
-    let duration_ms = c.started.elapsed().as_secs_f64() * 1000.0;
-    let mut v = serde_json::json!({
-        "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-        "request_id": c.request_id.to_str().unwrap_or(""),
-        "client": c.client_ip.to_string(),
-        "method": c.method.as_str(),
-        "host": c.host.as_deref().unwrap_or(""),
-        "path": c.path.as_deref().unwrap_or(""),
-        "status": c.status,
-        "bytes_in": c.bytes_in.as_ref().map(|s| s.bytes.load(Relaxed)).unwrap_or(0),
-        "bytes_out": c.bytes_out,
-        "duration_ms": (duration_ms * 1000.0).round() / 1000.0,
-        "route": c.route_name(),
-        "pool": c.pool_name(),
-        "backend": c.backend_key(),
-        "upstream_ms": c.upstream_us.map(|u| (u as f64 / 1000.0 * 1000.0).round() / 1000.0),
-        "attempts": c.attempts,
-    });
-    if let Some(i) = c.variant {
-        v["variant"] = serde_json::Value::from(i);
+/// What the access log wants from a request beyond what the handler keeps
+/// anyway; captured only while the access log is on.
+pub struct RequestDetails {
+    pub protocol: http::Version,
+    pub user_agent: Option<http::HeaderValue>,
+    pub referer: Option<http::HeaderValue>,
+    pub tls: Option<super::headers::TlsInfo>,
+}
+
+impl RequestDetails {
+    pub fn capture(req: &http::request::Parts, peer: &super::headers::PeerInfo) -> Self {
+        RequestDetails {
+            protocol: req.version,
+            user_agent: req.headers.get(http::header::USER_AGENT).cloned(),
+            referer: req.headers.get(http::header::REFERER).cloned(),
+            tls: peer.tls.clone(),
+        }
     }
-    if c.aborted {
-        v["aborted"] = serde_json::Value::Bool(true);
+}
+
+fn protocol_name(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
     }
-    let mut s = v.to_string();
-    s.push('\n');
+}
+
+fn ms(us: f64) -> f64 {
+    (us).round() / 1000.0
+}
+
+/// The value of one field, `Null` when the request has none (the JSON line
+/// leaves such fields out, except the core ones that always were there).
+fn field(c: &Completion, f: AccessField) -> Value {
+    let header = |h: Option<&http::HeaderValue>| match h {
+        Some(v) => Value::from(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        None => Value::Null,
+    };
+    let details = c.details.as_deref();
+    let tls = details.and_then(|d| d.tls.as_ref());
+    match f {
+        AccessField::Time => {
+            Value::from(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string())
+        }
+        AccessField::RequestId => Value::from(c.request_id.to_str().unwrap_or("")),
+        AccessField::Client => Value::from(c.client_ip.to_string()),
+        AccessField::Method => Value::from(c.method.as_str()),
+        AccessField::Host => Value::from(c.host.as_deref().unwrap_or("")),
+        AccessField::Path => Value::from(c.path.as_deref().unwrap_or("")),
+        AccessField::Protocol => details.map_or(Value::Null, |d| protocol_name(d.protocol).into()),
+        AccessField::Status => Value::from(c.status),
+        AccessField::BytesIn => Value::from(
+            c.bytes_in
+                .as_ref()
+                .map(|s| s.bytes.load(Relaxed))
+                .unwrap_or(0),
+        ),
+        AccessField::BytesOut => Value::from(c.bytes_out),
+        AccessField::DurationMs => Value::from(ms(c.started.elapsed().as_secs_f64() * 1e6)),
+        AccessField::Route => Value::from(c.route_name()),
+        AccessField::Pool => Value::from(c.pool_name()),
+        AccessField::Backend => Value::from(c.backend_key()),
+        AccessField::UpstreamMs => c.upstream_us.map_or(Value::Null, |u| ms(u as f64).into()),
+        AccessField::Attempts => Value::from(c.attempts),
+        AccessField::UserAgent => header(details.and_then(|d| d.user_agent.as_ref())),
+        AccessField::Referer => header(details.and_then(|d| d.referer.as_ref())),
+        AccessField::TlsVersion => tls.map_or(Value::Null, |t| t.version.into()),
+        AccessField::Sni => tls
+            .and_then(|t| t.sni.as_deref())
+            .map_or(Value::Null, Value::from),
+        AccessField::Variant => c.variant.map_or(Value::Null, Value::from),
+        AccessField::Aborted => {
+            if c.aborted {
+                Value::Bool(true)
+            } else {
+                Value::Null
+            }
+        }
+    }
+}
+
+/// Fields left out of a line when they have no value (the others are always
+/// there, `null` when empty, as they always were).
+fn omitted_when_empty(f: AccessField) -> bool {
+    matches!(
+        f,
+        AccessField::UserAgent
+            | AccessField::Referer
+            | AccessField::TlsVersion
+            | AccessField::Sni
+            | AccessField::Variant
+            | AccessField::Aborted
+    )
+}
+
+/// One JSON object, its keys in the order of `fields`.
+fn json_line(c: &Completion, fields: &[AccessField]) -> String {
+    let mut s = String::with_capacity(64 + 24 * fields.len());
+    s.push('{');
+    for &f in fields {
+        let v = field(c, f);
+        if v.is_null() && omitted_when_empty(f) {
+            continue;
+        }
+        if s.len() > 1 {
+            s.push(',');
+        }
+        s.push('"');
+        s.push_str(f.name());
+        s.push_str("\":");
+        s.push_str(&v.to_string());
+    }
+    s.push_str("}\n");
     s
 }
 
-fn text_line(c: &Completion) -> String {
-    format!(
-        "{} {} {} {} {}{} {} {}B {:.1}ms pool={} backend={} attempts={}\n",
-        humantime::format_rfc3339_millis(std::time::SystemTime::now()),
-        c.request_id.to_str().unwrap_or("-"),
-        c.client_ip,
-        c.method,
-        c.host.as_deref().unwrap_or(""),
-        c.path.as_deref().unwrap_or(""),
-        c.status,
-        c.bytes_out,
-        c.started.elapsed().as_secs_f64() * 1000.0,
-        c.pool_name(),
-        c.backend_key(),
-        c.attempts,
-    )
+/// logfmt: `key=value` pairs, values quoted when they hold a space, a quote or
+/// `=`, empty ones left out.
+fn text_line(c: &Completion, fields: &[AccessField]) -> String {
+    let mut out = String::with_capacity(256);
+    for &f in fields {
+        let text = match field(c, f) {
+            Value::Null => continue,
+            Value::String(s) if s.is_empty() => continue,
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(f.name());
+        out.push('=');
+        if text.is_empty()
+            || text.contains([' ', '"', '=', '\\'])
+            || text.chars().any(char::is_control)
+        {
+            out.push_str(&Value::from(text).to_string());
+        } else {
+            out.push_str(&text);
+        }
+    }
+    out.push('\n');
+    out
 }

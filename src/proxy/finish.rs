@@ -37,6 +37,8 @@ pub(crate) struct Completion {
     pub variant: Option<usize>,
     /// Spans to export, when tracing is on.
     pub trace: Option<Box<crate::otlp::RequestTrace>>,
+    /// Protocol, user agent, referer, TLS: kept only when the access log is on.
+    pub details: Option<Box<super::access_log::RequestDetails>>,
     done: bool,
 }
 
@@ -69,6 +71,7 @@ impl Completion {
             aborted: false,
             variant: None,
             trace: None,
+            details: None,
             done: false,
         }
     }
@@ -116,6 +119,7 @@ impl Completion {
             self.pool_name_arc(),
             self.backend.as_ref().map(|b| &b.key_arc),
             self.started.elapsed().as_secs_f64(),
+            self.upstream_us,
         );
     }
 

@@ -125,6 +125,30 @@ pub struct PeerInfo {
     pub xff: HeaderValue,
     /// The peer as a `Forwarded` `for=` value (IPv6 quoted and bracketed).
     pub forwarded_for: String,
+    /// On an HTTPS connection: what the handshake settled.
+    pub tls: Option<TlsInfo>,
+}
+
+/// The TLS version and the server name (SNI) a client connected with.
+#[derive(Clone, Debug)]
+pub struct TlsInfo {
+    pub version: &'static str,
+    pub sni: Option<std::sync::Arc<str>>,
+}
+
+impl TlsInfo {
+    pub fn of(session: &rustls::ServerConnection) -> TlsInfo {
+        let version = match session.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            Some(_) => "other",
+            None => "",
+        };
+        TlsInfo {
+            version,
+            sni: session.server_name().map(std::sync::Arc::from),
+        }
+    }
 }
 
 impl PeerInfo {
@@ -146,6 +170,7 @@ impl PeerInfo {
             xff: HeaderValue::from_str(&text)
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             forwarded_for,
+            tls: None,
         }
     }
 }

@@ -32,8 +32,12 @@ impl CommandSink for Submitter {
                 Some(cluster) if cmd.is_replicated() => {
                     // An invalid config is refused before it is proposed.
                     if let Command::ReplaceConfig { text } = &cmd {
-                        crate::config::load_str(text, "api", &sup.base_dir())
-                            .map_err(super::reload::invalid)?;
+                        let checked = crate::config::load_str(text, "api", &sup.base_dir())
+                            .map_err(super::reload::invalid);
+                        if checked.is_err() {
+                            sup.record_reload("PUT /api/v1/config", &checked);
+                        }
+                        checked?;
                     }
                     cluster.submit(cmd).await
                 }
@@ -89,15 +93,16 @@ impl Supervisor {
                 weight,
                 failover_level,
                 region,
+                name,
             } => {
                 let backend = BackendConfig {
-                    address: BackendAddress::parse(&address).map_err(CommandError::invalid)?,
                     weight,
                     failover_level,
                     region,
-                    health_check: None,
-                    max_requests: None,
-                    loc: Default::default(),
+                    name,
+                    ..BackendConfig::new(
+                        BackendAddress::parse(&address).map_err(CommandError::invalid)?,
+                    )
                 };
                 let key = backend.address.key.clone();
                 self.add_backend(&pool, backend).await?;

@@ -115,6 +115,7 @@ impl Supervisor {
                 status: ArcSwap::from_pointee(NodeStatus::default()),
                 cluster: OnceLock::new(),
                 notifier: notifier.clone(),
+                history: Default::default(),
                 token: ArcSwapOption::empty(),
                 started: Instant::now(),
                 shutdown: shutdown.clone(),
@@ -141,6 +142,11 @@ impl Supervisor {
             }),
         });
         sup.bring_up(&config).await?;
+        tokio::spawn(crate::health::ejections::watch(
+            sup.proxy.snapshot.clone(),
+            sup.proxy.events.clone(),
+            sup.shutdown.clone(),
+        ));
         if let Some(c) = &config.cluster {
             let cluster = cluster::start(&sup, c.clone()).await?;
             let _ = sup.cluster.set(cluster.clone());

@@ -53,6 +53,19 @@ impl Supervisor {
         self: &Arc<Self>,
         force: bool,
     ) -> Result<ReloadOutcome, CommandError> {
+        let source = match &self.config_path {
+            Some(p) => format!("reload of {}", p.display()),
+            None => "reload".to_string(),
+        };
+        let r = self.reload_file_once(force).await;
+        self.record_reload(&source, &r);
+        r
+    }
+
+    async fn reload_file_once(
+        self: &Arc<Self>,
+        force: bool,
+    ) -> Result<ReloadOutcome, CommandError> {
         let Some(path) = &self.config_path else {
             return Err(CommandError::conflict("no config file to reload from"));
         };
@@ -81,6 +94,36 @@ impl Supervisor {
     /// changes: the document sent is the new truth). With `persist`, the text is
     /// also written to the config file, atomically.
     pub(crate) async fn put_config(
+        self: &Arc<Self>,
+        text: &str,
+        persist: bool,
+    ) -> Result<u64, CommandError> {
+        let r = self.put_config_once(text, persist).await;
+        self.record_reload("PUT /api/v1/config", &r);
+        r
+    }
+
+    /// Counts a new base config's fate for the metrics and the dashboard: a
+    /// rejection is logged once per error and becomes a `config.rejected` event.
+    pub(super) fn record_reload<T>(&self, source: &str, r: &Result<T, CommandError>) {
+        let reload = &self.proxy.telemetry.reload;
+        match r {
+            Ok(_) => reload.succeeded(),
+            Err(e) => {
+                let lines = if e.details.is_empty() {
+                    vec![e.message.clone()]
+                } else {
+                    e.details.clone()
+                };
+                for line in &lines {
+                    tracing::error!(source, error = %line, "reload rejected; the previous configuration keeps serving");
+                }
+                reload.rejected(&self.proxy.events, source, &lines);
+            }
+        }
+    }
+
+    async fn put_config_once(
         self: &Arc<Self>,
         text: &str,
         persist: bool,

@@ -11,6 +11,8 @@ pub(crate) struct Member {
     pub(crate) weight: u32,
     pub(crate) level: u32,
     pub(crate) region: Option<String>,
+    /// The operator's name for the backend (`name` in the config), if any.
+    pub(crate) name: Option<String>,
     pub(crate) health_check: Option<HealthCheckConfig>,
     /// Stable hash of the backend's address (consistent hashing).
     pub(crate) key_hash: u64,

@@ -127,6 +127,7 @@ impl Pool {
                 weight: b.weight,
                 level: b.failover_level,
                 region: b.region.clone(),
+                name: b.name.clone(),
                 health_check: config.health_check_for(b),
                 max_requests: config.max_requests_for(b),
             })

@@ -49,6 +49,14 @@ impl BackendAddress {
         if host.is_empty() {
             return Err(format!("backend address `{text}` has no host"));
         }
+        let hostname_ok = host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+        if !hostname_ok && host.parse::<std::net::IpAddr>().is_err() {
+            return Err(format!(
+                "backend address `{text}`: `{host}` is neither an IP address nor a host name"
+            ));
+        }
         let key = if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
@@ -95,10 +103,28 @@ pub struct BackendConfig {
     pub weight: u32,
     pub failover_level: u32,
     pub region: Option<String>,
+    /// A name for people (extension): shown in the API, dashboard and metrics.
+    pub name: Option<String>,
     pub health_check: Option<HealthCheckOverride>,
     /// This backend's own cap on requests in flight (overrides the pool's).
     pub max_requests: Option<u32>,
     pub loc: Loc,
+}
+
+impl BackendConfig {
+    /// A backend with every setting at its default.
+    pub fn new(address: BackendAddress) -> Self {
+        BackendConfig {
+            address,
+            weight: 1,
+            failover_level: 0,
+            region: None,
+            name: None,
+            health_check: None,
+            max_requests: None,
+            loc: Loc::default(),
+        }
+    }
 }
 
 const KEYS: &[&str] = &[
@@ -107,6 +133,7 @@ const KEYS: &[&str] = &[
     "failover",
     "failover_level",
     "region",
+    "name",
     "health_check",
     "max_requests",
 ];
@@ -135,13 +162,8 @@ pub(crate) fn decode(d: &mut Decoder, n: &Node) -> Option<BackendConfig> {
         }
     };
     let mut b = BackendConfig {
-        address,
-        weight: 1,
-        failover_level: 0,
-        region: None,
-        health_check: None,
-        max_requests: None,
         loc: address_node.loc,
+        ..BackendConfig::new(address)
     };
     let Some(m) = m else { return Some(b) };
     if let Some(v) = m
@@ -165,6 +187,15 @@ pub(crate) fn decode(d: &mut Decoder, n: &Node) -> Option<BackendConfig> {
     }
     if let Some(v) = m.get("region") {
         b.region = d.scalar_string(v, "region");
+    }
+    if let Some(v) = m.get("name") {
+        b.name = d.scalar_string(v, "name").filter(|n| {
+            let ok = !n.trim().is_empty() && n.len() <= 100;
+            if !ok {
+                d.error(v.loc, "a backend name must be 1 to 100 characters");
+            }
+            ok
+        });
     }
     if let Some(v) = m
         .get("max_requests")
@@ -195,6 +226,9 @@ pub(crate) fn serialize(b: &BackendConfig) -> Json {
     m.insert("failover_level".into(), Json::from(b.failover_level));
     if let Some(r) = &b.region {
         m.insert("region".into(), Json::String(r.clone()));
+    }
+    if let Some(n) = &b.name {
+        m.insert("name".into(), Json::String(n.clone()));
     }
     if let Some(h) = &b.health_check {
         m.insert("health_check".into(), health::serialize_check(h));

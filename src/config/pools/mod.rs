@@ -207,6 +207,7 @@ pub(crate) fn validate<'c>(
             );
         }
         let mut backends: HashMap<&str, Loc> = HashMap::new();
+        let mut names: HashMap<&str, Loc> = HashMap::new();
         for b in &p.backends {
             if let Some(prev) = backends.insert(b.address.key.as_str(), b.loc) {
                 d.error(
@@ -214,6 +215,17 @@ pub(crate) fn validate<'c>(
                     format!(
                         "duplicate backend {} in pool `{}` (first at line {})",
                         b.address.key, p.name, prev.line
+                    ),
+                );
+            }
+            if let Some(n) = &b.name
+                && let Some(prev) = names.insert(n.as_str(), b.loc)
+            {
+                d.error(
+                    b.loc,
+                    format!(
+                        "duplicate backend name `{n}` in pool `{}` (first at line {})",
+                        p.name, prev.line
                     ),
                 );
             }

@@ -59,6 +59,9 @@ pub(super) fn accept(
                 .map_or("/", |p| p.as_str())
                 .to_string(),
         );
+        done.details = Some(Box::new(crate::proxy::access_log::RequestDetails::capture(
+            parts, &conn.peer,
+        )));
     }
     let rc = RequestCtx {
         request_id,
