@@ -318,3 +318,23 @@ async fn request_on_a_closed_pooled_connection_is_sent_again() {
     }
     assert!(checked, "no POST went out on a reused connection");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_closing_after_each_answer_loses_no_request() {
+    // A backend that closes every connection right after its answer: whether
+    // the proxy sees the close before reusing the connection or only after
+    // sending on it, every request gets its answer.
+    let quick = RawBackend::start(|_, _| {
+        RawReply::SendAndClose(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec())
+    })
+    .await;
+    let f = Fulcrum::start(&format!(
+        "listeners:\n  - address: \"127.0.0.1:0\"\npools:\n  - name: app\n    backends: [\"{}\"]\n    retries: {{ try_duration: 0s }}\nroutes:\n  - {{ pool: app }}\n",
+        quick.addr
+    ));
+    let addr = f.listener(0);
+    for i in 0..30 {
+        let r = client::get(addr, &format!("/q{i}")).await;
+        assert_eq!(r.status, StatusCode::OK, "GET #{i}: {}", r.text());
+    }
+}

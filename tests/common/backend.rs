@@ -235,6 +235,9 @@ pub fn checksum(data: &[u8]) -> u64 {
 pub enum RawReply {
     /// Writes these bytes as the whole answer and keeps the connection.
     Send(Vec<u8>),
+    /// Writes these bytes, then closes the connection at once, though the
+    /// answer did not say so (a keep-alive timeout that ran out right away).
+    SendAndClose(Vec<u8>),
     /// Closes the connection without answering.
     Close,
 }
@@ -319,6 +322,10 @@ async fn raw_conn(mut s: tokio::net::TcpStream, reply: RawFn, requests: Arc<Atom
                 if s.write_all(&bytes).await.is_err() {
                     return;
                 }
+            }
+            RawReply::SendAndClose(bytes) => {
+                let _ = s.write_all(&bytes).await;
+                return;
             }
             RawReply::Close => return,
         }
