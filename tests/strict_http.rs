@@ -317,6 +317,35 @@ async fn request_on_a_closed_pooled_connection_is_sent_again() {
         }
     }
     assert!(checked, "no POST went out on a reused connection");
+
+    // A POST whose body is held for retries is sent again too, without the
+    // backend being blamed: one failure would take it out here.
+    let f = Fulcrum::start(&format!(
+        "listeners:\n  - address: \"127.0.0.1:0\"\npools:\n  - name: app\n    backends: [\"{}\"]\n    retries: {{ try_duration: 5s, methods: [GET, POST] }}\n    passive_health: {{ max_fails: 1, fail_duration: 60s }}\nroutes:\n  - {{ pool: app }}\n",
+        be.addr
+    ));
+    let addr = f.listener(0);
+    let before = closed_posts.load(SeqCst);
+    for i in 0..6 {
+        let r = client::send(
+            addr,
+            Request::post(format!("/held{i}"))
+                .header("host", "app.example")
+                .body(Full::new(Bytes::from_static(b"x")))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "POST #{i}: {}", r.text());
+    }
+    assert!(
+        closed_posts.load(SeqCst) > before,
+        "no held POST went out on a reused connection"
+    );
+    assert_eq!(
+        f.stderr.count(|l| l.contains("backend taken out")),
+        0,
+        "the backend was blamed for closing an idle connection"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
