@@ -84,11 +84,16 @@ pub async fn send(
         }
     }
     let max_idle_ms = timeouts.idle.as_millis() as u64;
+    // A copy to send once more on a fresh connection when a pooled one turns out
+    // to be closed by the backend after the request went out (taken once).
+    let mut resend: Option<Request<UpstreamBody>> = None;
+    let mut resent = false;
     // A pooled connection may have been closed by the backend just now; hyper then
     // hands the request back unsent and we try a fresh connection.
-    for _ in 0..3 {
+    for _ in 0..4 {
         let idle = match fresh.take() {
             Some(s) => Some((s, false)),
+            None if resent => None,
             None => backend.conns.take_idle(max_idle_ms).map(|s| (s, true)),
         };
         let (mut sender, reused) = match idle {
@@ -111,6 +116,9 @@ pub async fn send(
                 }
             }
         }
+        if reused && !resent && resend.is_none() {
+            resend = resend_copy(&req);
+        }
         let fut = sender.try_send_request(req);
         match tokio::time::timeout(timeouts.response_header, fut).await {
             Ok(Ok(resp)) => return Ok((resp, Lease::H1(sender))),
@@ -119,7 +127,18 @@ pub async fn send(
                     req = unsent;
                     continue;
                 }
-                unsent => return Err((SendError::Exchange(e.into_error()), unsent)),
+                Some(unsent) => return Err((SendError::Exchange(e.into_error()), Some(unsent))),
+                None => {
+                    let e = e.into_error();
+                    match resend.take() {
+                        Some(again) if reused && closed_unanswered(&e) && again.body().whole() => {
+                            tracing::debug!(backend = %backend.key(), error = %e, "pooled connection closed by the backend; sending again on a fresh one");
+                            req = again;
+                            resent = true;
+                        }
+                        _ => return Err((SendError::Exchange(e), None)),
+                    }
+                }
             },
             Err(_) => return Err((SendError::Timeout, None)),
         }
@@ -128,6 +147,43 @@ pub async fn send(
         SendError::Connect(io::Error::other("pooled connections kept closing")),
         Some(req),
     ))
+}
+
+/// A copy of `req` for one more try, when sending it twice is harmless: an
+/// idempotent method without a body, or a body still held whole.
+fn resend_copy(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
+    let body = match req.body() {
+        UpstreamBody::Empty if req.method().is_idempotent() => UpstreamBody::Empty,
+        b => b.again()?,
+    };
+    let mut copy = Request::new(body);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
+/// The backend closed (or reset) the connection without an answer: what a
+/// pooled connection it had just timed out looks like (RFC 9112 9.3.1).
+fn closed_unanswered(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<io::Error>() {
+            return matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::UnexpectedEof
+            );
+        }
+        src = s.source();
+    }
+    false
 }
 
 /// Sends over a shared HTTP/2 connection; the request is already in HTTP/2 form.

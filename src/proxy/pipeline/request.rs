@@ -116,7 +116,11 @@ pub(super) fn prepare(
             ));
         }
     }
-    let upgrade = parts.version == Version::HTTP_11 && hdr::wants_upgrade(&parts.headers);
+    // h2c is never switched to through the proxy: its Upgrade is dropped like any
+    // hop-by-hop header and the request goes on as plain HTTP/1.1.
+    let upgrade = parts.version == Version::HTTP_11
+        && hdr::wants_upgrade(&parts.headers)
+        && !hdr::upgrade_is_h2c(&parts.headers);
     let client_upgrade = if upgrade {
         parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
     } else {
@@ -135,6 +139,13 @@ pub(super) fn prepare(
     let client_version = parts.version;
     let mut headers = std::mem::take(&mut parts.headers);
     hdr::remove_hop_by_hop(&mut headers, upgrade);
+    // The target's authority wins over a Host field: the backend sees the host
+    // the request was routed by (RFC 9112 3.2.2, RFC 9113 8.3.1).
+    if parts.uri.authority().is_some()
+        && let Some(h) = &rc.host
+    {
+        headers.insert(header::HOST, h.clone());
+    }
     let trusted = !snapshot.trusted_proxies.is_empty() && snapshot.is_trusted(conn.peer.ip);
     hdr::add_forwarding(
         &mut headers,
