@@ -41,11 +41,14 @@ async fn read_head(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&out).to_string()
 }
 
-/// Sends `body` one byte at a time, `gap` apart.
+/// Sends `body` one byte at a time, `gap` apart; stops early if the proxy
+/// closed the connection (the answer then tells why).
 async fn trickle(s: &mut TcpStream, body: &[u8], gap: Duration) {
     for b in body {
         tokio::time::sleep(gap).await;
-        s.write_all(&[*b]).await.expect("write body byte");
+        if s.write_all(&[*b]).await.is_err() {
+            return;
+        }
     }
 }
 
