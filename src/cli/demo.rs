@@ -229,6 +229,8 @@ fn route(path: &str, pool: &str) -> RouteConfig {
         load_balancing: None,
         strip_prefix: false,
         headers: Default::default(),
+        rate_limit: None,
+        buffer_request_body: 0,
         loc: Loc::default(),
     }
 }
@@ -277,7 +279,7 @@ fn demo_config(
         listeners: vec![ListenerConfig::plain(listen)],
         admin: Some(crate::config::AdminConfig {
             address: admin,
-            token: None,
+            ..Default::default()
         }),
         access_log: AccessLogConfig {
             enabled: false,

@@ -3,6 +3,7 @@
 
 use super::decode::{Decoder, MapView};
 use super::pools::Algorithm;
+use super::rate_limit::{self, RateLimitConfig};
 use super::serialize::put;
 use super::tree::{Loc, Node, Value};
 use http::{HeaderName, HeaderValue};
@@ -58,6 +59,9 @@ pub struct RouteConfig {
     pub load_balancing: Option<Algorithm>,
     pub strip_prefix: bool,
     pub headers: HeaderRules,
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Bytes of a request body read whole before it is sent (0: streamed).
+    pub buffer_request_body: u64,
     pub loc: Loc,
 }
 
@@ -72,6 +76,8 @@ const KEYS: &[&str] = &[
     "sticky",
     "headers",
     "cache",
+    "rate_limit",
+    "buffer_request_body",
 ];
 
 /// `routes:` (absent: none).
@@ -129,6 +135,10 @@ fn route(d: &mut Decoder, n: &Node) -> Option<RouteConfig> {
         .map(|v| header_rules(d, v))
         .unwrap_or_default();
     d.unbuilt(&m, "cache", "response caching");
+    let rate_limit = m.get("rate_limit").and_then(|v| rate_limit::decode(d, v));
+    let buffer_request_body = m
+        .get("buffer_request_body")
+        .map_or(0, |v| rate_limit::decode_buffer(d, v));
     let name = match m.get("name") {
         Some(v) => d.scalar_string(v, "route name").unwrap_or_default(),
         None => default_name(host.as_ref(), &path_prefix),
@@ -142,6 +152,8 @@ fn route(d: &mut Decoder, n: &Node) -> Option<RouteConfig> {
         load_balancing,
         strip_prefix,
         headers,
+        rate_limit,
+        buffer_request_body,
         loc: m.loc,
     })
 }
@@ -360,6 +372,12 @@ fn route_json(r: &RouteConfig) -> Json {
             "headers",
             json!({"request": header_ops_json(&r.headers.request), "response": header_ops_json(&r.headers.response)}),
         );
+    }
+    if let Some(r) = &r.rate_limit {
+        put(&mut m, "rate_limit", rate_limit::serialize(r));
+    }
+    if r.buffer_request_body > 0 {
+        put(&mut m, "buffer_request_body", json!(r.buffer_request_body));
     }
     Json::Object(m)
 }

@@ -1,7 +1,7 @@
 //! Sending one request to one backend over a pooled connection.
 
 use super::backend::Backend;
-use super::body::UpstreamBody;
+use super::body::{BodyStats, UpstreamBody};
 use super::connpool::{Alpn, H1Sender, H2Sender};
 use super::io::{UpstreamIo, connect, connect_tls};
 use crate::config::{Scheme, Timeouts};
@@ -119,10 +119,11 @@ pub async fn send(
         if reused && !resent && resend.is_none() {
             resend = resend_copy(&req);
         }
+        let body = req.body().streaming();
         let fut = sender.try_send_request(req);
-        match tokio::time::timeout(timeouts.response_header, fut).await {
-            Ok(Ok(resp)) => return Ok((resp, Lease::H1(sender))),
-            Ok(Err(mut e)) => match e.take_message() {
+        match BodyStats::answer_within(body.as_deref(), timeouts.response_header, fut).await {
+            Some(Ok(resp)) => return Ok((resp, Lease::H1(sender))),
+            Some(Err(mut e)) => match e.take_message() {
                 Some(unsent) if reused => {
                     req = unsent;
                     continue;
@@ -140,7 +141,7 @@ pub async fn send(
                     }
                 }
             },
-            Err(_) => return Err((SendError::Timeout, None)),
+            None => return Err((SendError::Timeout, None)),
         }
     }
     Err((
@@ -193,16 +194,17 @@ async fn send_h2(
     req: Request<UpstreamBody>,
     timeouts: &Timeouts,
 ) -> SendResult {
+    let body = req.body().streaming();
     let fut = sender.send_request(req);
-    match tokio::time::timeout(timeouts.response_header, fut).await {
-        Ok(Ok(resp)) => Ok((resp, Lease::None)),
-        Ok(Err(e)) => {
+    match BodyStats::answer_within(body.as_deref(), timeouts.response_header, fut).await {
+        Some(Ok(resp)) => Ok((resp, Lease::None)),
+        Some(Err(e)) => {
             if e.is_canceled() || sender.is_closed() {
                 backend.conns.set_h2(None);
             }
             Err((SendError::Exchange(e), None))
         }
-        Err(_) => Err((SendError::Timeout, None)),
+        None => Err((SendError::Timeout, None)),
     }
 }
 

@@ -224,6 +224,16 @@ fn judge(
                             "body larger than limits.max_body_bytes",
                         ));
                     }
+                    if s.stalled.load(Relaxed) {
+                        conn.proxy
+                            .telemetry
+                            .body_read_timeouts
+                            .fetch_add(1, Relaxed);
+                        return Err(Refusal::closing(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "the request body stalled for limits.body_read_timeout",
+                        ));
+                    }
                     if s.client_error.load(Relaxed) {
                         return Err(Refusal::new(
                             StatusCode::BAD_REQUEST,

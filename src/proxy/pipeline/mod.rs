@@ -1,7 +1,9 @@
 //! The phases of one request, in order:
 //!
 //! 1. [`accept`]: request ID, the finish record, framing verdicts, ACME http-01.
-//! 2. [`route`]: host and path → route → pool (or split variant).
+//! 2. [`route`]: host and path → route → pool (or split variant); then
+//!    [`admit`]: the route's rate limit; and [`hold`]: a body the route wants
+//!    whole is read before any backend is involved.
 //! 3. [`request`]: request rules: limits, hop-by-hop and forwarding headers, the
 //!    route's header edits, the body (streamed, or held for replay).
 //! 4. [`forward`]: pick a backend, queue at caps, retry, hedge.
@@ -14,9 +16,11 @@
 //! admission in the response) slots in here.
 
 pub(crate) mod accept;
+mod admit;
 mod attempt;
 mod forward;
 mod hedge;
+mod hold;
 mod request;
 mod response;
 mod route;
@@ -67,6 +71,8 @@ pub(crate) struct Refusal {
     pub(crate) detail: &'static str,
     /// The connection cannot be trusted to frame another request.
     pub(crate) close: bool,
+    /// Seconds for a `Retry-After` header (a 429).
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl Refusal {
@@ -75,6 +81,7 @@ impl Refusal {
             status,
             detail,
             close: false,
+            retry_after: None,
         }
     }
 
@@ -83,6 +90,7 @@ impl Refusal {
             status,
             detail,
             close: true,
+            retry_after: None,
         }
     }
 }
@@ -98,6 +106,10 @@ impl RequestCtx {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        if let Some(secs) = r.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         resp
     }
 }
@@ -112,6 +124,8 @@ pub(crate) async fn handle(conn: &ConnCtx, req: Request<Inbound>) -> Response<Pr
     };
     let result = async {
         let routed = route::route(conn, &mut rc, &parts, &snapshot)?;
+        admit::admit(&rc, &routed, &parts)?;
+        let body = hold::hold(conn, &routed, &snapshot, &parts, body).await?;
         let outgoing = request::prepare(conn, &mut rc, &routed, &snapshot, parts, body)?;
         let won = forward::forward(conn, &mut rc, &routed, outgoing).await?;
         Ok::<_, Refusal>((routed, won))

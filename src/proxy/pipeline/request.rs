@@ -167,21 +167,30 @@ pub(super) fn prepare(
     let retry_after_send =
         !retry.try_duration.is_zero() && !upgrade && retry.methods.contains(&parts.method);
     let logging = conn.proxy.access_log.load().is_some();
-    let stats = (logging || max_body.is_some()).then(|| Arc::new(BodyStats::default()));
+    // A streamed body always has its stats: they keep the clock that tells a
+    // slow client from a slow backend.
+    let stats = (logging || max_body.is_some() || !body.is_end_stream())
+        .then(|| Arc::new(BodyStats::default()));
     rc.done.bytes_in = stats.clone();
     let mut replay: Option<Replay> = None;
-    let first_body = if body.is_end_stream() {
-        UpstreamBody::Empty
-    } else {
-        let b = ClientBody::new(body, max_body, stats.clone());
-        if retry_after_send {
-            let r = Replay::new(b);
-            let reader = r.reader(1);
-            replay = Some(r);
-            UpstreamBody::Replay(reader)
-        } else {
-            UpstreamBody::Client(b)
+    let first_body = match (body.is_end_stream(), &stats) {
+        (false, Some(stats)) => {
+            let b = ClientBody::new(
+                body,
+                max_body,
+                stats.clone(),
+                snapshot.limits.body_read_timeout,
+            );
+            if retry_after_send {
+                let r = Replay::new(b);
+                let reader = r.reader(1);
+                replay = Some(r);
+                UpstreamBody::Replay(reader)
+            } else {
+                UpstreamBody::Client(b)
+            }
         }
+        _ => UpstreamBody::Empty,
     };
     let body_is_empty = matches!(first_body, UpstreamBody::Empty);
     // A copy of the headers is kept only when the request may have to be rebuilt
