@@ -104,6 +104,10 @@ async fn framing_limits_and_codings() {
             "HTTP/1.1 501",
         ),
         (
+            b"POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "HTTP/1.1 501",
+        ),
+        (
             b"POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
             "HTTP/1.1 400",
         ),
@@ -192,6 +196,15 @@ async fn http2_authority_wins_and_padded_values_are_refused() {
     )
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // Two host fields, or an invalid one, are refused over HTTP/2 as well.
+    for hosts in [&["a.example", "b.example"][..], &["a b"][..]] {
+        let mut req = Request::get("http://a.example/two");
+        for h in hosts {
+            req = req.header("host", *h);
+        }
+        let r = h2(addr, req.body(Full::new(Bytes::new())).unwrap()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{hosts:?}");
+    }
     assert_eq!(a.hits(), 1);
 }
 
