@@ -104,6 +104,10 @@ async fn framing_limits_and_codings() {
             "HTTP/1.1 501",
         ),
         (
+            b"POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "HTTP/1.1 501",
+        ),
+        (
             b"POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
             "HTTP/1.1 400",
         ),
@@ -192,6 +196,15 @@ async fn http2_authority_wins_and_padded_values_are_refused() {
     )
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // Two host fields, or an invalid one, are refused over HTTP/2 as well.
+    for hosts in [&["a.example", "b.example"][..], &["a b"][..]] {
+        let mut req = Request::get("http://a.example/two");
+        for h in hosts {
+            req = req.header("host", *h);
+        }
+        let r = h2(addr, req.body(Full::new(Bytes::new())).unwrap()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{hosts:?}");
+    }
     assert_eq!(a.hits(), 1);
 }
 
@@ -271,14 +284,20 @@ async fn request_on_a_closed_pooled_connection_is_sent_again() {
     // The backend answers the first request of each connection and closes the
     // connection when a second one arrives on it: what a backend whose
     // keep-alive ran out just as the proxy reused the connection looks like.
+    // A request for /partial gets half a status line before the close instead.
     let closed_posts = Arc::new(AtomicUsize::new(0));
-    let cp = closed_posts.clone();
+    let partials = Arc::new(AtomicUsize::new(0));
+    let (cp, pa) = (closed_posts.clone(), partials.clone());
     let be = RawBackend::start(move |head, nth| {
         if nth == 0 {
             return RawReply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec());
         }
         if head.starts_with("POST ") {
             cp.fetch_add(1, SeqCst);
+        }
+        if head.starts_with("GET /partial ") {
+            pa.fetch_add(1, SeqCst);
+            return RawReply::SendAndClose(b"HTTP/1.1 200 O".to_vec());
         }
         RawReply::Close
     })
@@ -317,6 +336,19 @@ async fn request_on_a_closed_pooled_connection_is_sent_again() {
         }
     }
     assert!(checked, "no POST went out on a reused connection");
+    // Once the backend has begun to answer, nothing is sent again: 502.
+    let mut checked = false;
+    for _ in 0..8 {
+        assert_eq!(client::get(addr, "/prime").await.status, StatusCode::OK);
+        let before = partials.load(SeqCst);
+        let r = client::get(addr, "/partial").await;
+        if partials.load(SeqCst) > before {
+            assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+            checked = true;
+            break;
+        }
+    }
+    assert!(checked, "no partial answer on a reused connection");
 
     // A POST whose body is held for retries is sent again too, without the
     // backend being blamed: one failure would take it out here.

@@ -4,10 +4,12 @@
 //! (it drops the length, as RFC 9112 6.1 allows), but by then the evidence is gone.
 //! Fulcrum rejects such requests with 400 instead, so this wrapper watches the bytes
 //! hyper reads: it follows message framing just enough to find every request head,
-//! and records the first head whose framing headers conflict. The handler then
-//! answers that request with 400 and closes the connection. It costs one scan of
-//! each head (body bytes are skipped by count, not looked at, except chunk-size
-//! lines).
+//! and records the first head it refuses (a [`Verdict`]): framing headers that
+//! conflict, a transfer coding other than one `chunked`, a head or request target
+//! over `limits.max_header_bytes`. The handler then answers that request (400,
+//! 501, 431 or 414) and closes the connection. On the way it reads `HTTP/1.2` to
+//! `HTTP/1.9` as HTTP/1.1, which hyper would refuse. It costs one scan of each
+//! head (body bytes are skipped by count, not looked at, except chunk-size lines).
 
 use std::io;
 use std::pin::Pin;

@@ -3,13 +3,14 @@
 use super::backend::Backend;
 use super::body::{BodyStats, UpstreamBody};
 use super::connpool::{Alpn, H1Sender, H2Sender};
-use super::io::{UpstreamIo, connect, connect_tls};
+use super::io::{Tallied, UpstreamIo, connect, connect_tls};
 use crate::config::{Scheme, Timeouts};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// Why a request to a backend failed, in the terms retries care about.
@@ -120,6 +121,7 @@ pub async fn send(
             resend = resend_copy(&req);
         }
         let body = req.body().streaming();
+        let heard = sender.received();
         let fut = sender.try_send_request(req);
         match BodyStats::answer_within(body.as_deref(), timeouts.response_header, fut).await {
             Some(Ok(resp)) => return Ok((resp, Lease::H1(sender))),
@@ -131,8 +133,9 @@ pub async fn send(
                 Some(unsent) => return Err((SendError::Exchange(e.into_error()), Some(unsent))),
                 None => {
                     let e = e.into_error();
+                    let unanswered = sender.received() == heard && closed_unanswered(&e);
                     match resend.take() {
-                        Some(again) if reused && closed_unanswered(&e) && again.body().whole() => {
+                        Some(again) if reused && unanswered && again.body().whole() => {
                             tracing::debug!(backend = %backend.key(), error = %e, "pooled connection closed by the backend; sending again on a fresh one");
                             req = again;
                             resent = true;
@@ -287,6 +290,8 @@ async fn h1_connect(backend: &Arc<Backend>, timeout: Duration) -> Result<H1Sende
 }
 
 async fn h1_handshake(backend: &Arc<Backend>, io: UpstreamIo) -> Result<H1Sender, SendError> {
+    let received = Arc::new(AtomicU64::new(0));
+    let io = Tallied::new(io, received.clone());
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake::<_, UpstreamBody>(TokioIo::new(io))
         .await
@@ -297,7 +302,7 @@ async fn h1_handshake(backend: &Arc<Backend>, io: UpstreamIo) -> Result<H1Sender
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
     });
-    Ok(sender)
+    Ok(H1Sender::new(sender, received))
 }
 
 async fn h2_sender(backend: &Arc<Backend>, timeouts: &Timeouts) -> Result<H2Sender, SendError> {
