@@ -16,7 +16,7 @@
 //! layer 1: config
 //! layer 2: command events
 //! layer 3: tls telemetry otlp
-//! layer 4: net upstream
+//! layer 4: net upstream cache
 //! layer 5: snapshot
 //! layer 6: health acme
 //! layer 7: failover
@@ -29,6 +29,7 @@
 
 mod acme;
 mod admin;
+mod cache;
 pub mod cli;
 mod clock;
 mod cluster;

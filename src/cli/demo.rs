@@ -229,6 +229,7 @@ fn route(path: &str, pool: &str) -> RouteConfig {
         load_balancing: None,
         strip_prefix: false,
         headers: Default::default(),
+        cache: None,
         loc: Loc::default(),
     }
 }

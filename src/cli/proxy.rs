@@ -101,6 +101,7 @@ pub fn build_config(args: &ProxyArgs) -> Result<Config, String> {
             load_balancing: None,
             strip_prefix: false,
             headers: Default::default(),
+            cache: None,
             loc: Loc::default(),
         }],
         ..Config::default()

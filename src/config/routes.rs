@@ -1,6 +1,7 @@
 //! `routes:` — which requests go to which pool (host and path prefix), weighted
 //! splits between pools, and the header rules applied on the way in and out.
 
+use super::cache::CacheConfig;
 use super::decode::{Decoder, MapView};
 use super::pools::Algorithm;
 use super::serialize::put;
@@ -58,6 +59,8 @@ pub struct RouteConfig {
     pub load_balancing: Option<Algorithm>,
     pub strip_prefix: bool,
     pub headers: HeaderRules,
+    /// The response cache, when on.
+    pub cache: Option<CacheConfig>,
     pub loc: Loc,
 }
 
@@ -128,7 +131,7 @@ fn route(d: &mut Decoder, n: &Node) -> Option<RouteConfig> {
         .get("headers")
         .map(|v| header_rules(d, v))
         .unwrap_or_default();
-    d.unbuilt(&m, "cache", "response caching");
+    let cache = m.get("cache").and_then(|v| super::cache::decode(d, v));
     let name = match m.get("name") {
         Some(v) => d.scalar_string(v, "route name").unwrap_or_default(),
         None => default_name(host.as_ref(), &path_prefix),
@@ -142,6 +145,7 @@ fn route(d: &mut Decoder, n: &Node) -> Option<RouteConfig> {
         load_balancing,
         strip_prefix,
         headers,
+        cache,
         loc: m.loc,
     })
 }
@@ -361,6 +365,9 @@ fn route_json(r: &RouteConfig) -> Json {
             json!({"request": header_ops_json(&r.headers.request), "response": header_ops_json(&r.headers.response)}),
         );
     }
+    if let Some(c) = &r.cache {
+        put(&mut m, "cache", super::cache::serialize(c));
+    }
     Json::Object(m)
 }
 
@@ -425,14 +432,14 @@ mod tests {
     }
 
     #[test]
-    fn rejects_pool_and_split_together_and_unbuilt_cache() {
+    fn rejects_pool_and_split_together_and_unknown_cache_keys() {
         assert_eq!(
             errors(&format!(
                 "{POOLS}routes:\n  - {{ pool: a, split: [{{ pool: b }}] }}\n  - {{ pool: b, cache: {{ ttl: 1s }} }}\n"
             )),
             [
                 "CFG:5:16: a route has either `pool` or `split`, not both",
-                "CFG:6:16: `cache` (response caching) is not supported yet",
+                "CFG:6:25: unknown key `ttl` in cache (known keys: enabled, max_size, max_object_size, default_ttl, stale_if_error, stale_while_revalidate, lock_timeout, key, status_header)",
             ]
         );
     }

@@ -11,6 +11,7 @@
 
 pub(crate) mod router;
 
+use crate::cache::RouteCache;
 use crate::config::{Algorithm, Config, HeaderRules, Limits, PoolConfig, RouteTarget};
 use crate::upstream::backend::Backend;
 use crate::upstream::balance::Balancer;
@@ -54,6 +55,8 @@ pub(crate) struct Route {
     pub(crate) strip_prefix: bool,
     pub(crate) target: Target,
     pub(crate) headers: HeaderRules,
+    /// The route's response cache, carried over while its settings stay the same.
+    pub(crate) cache: Option<Arc<RouteCache>>,
 }
 
 pub(crate) struct Snapshot {
@@ -125,6 +128,16 @@ impl Snapshot {
                 strip_prefix: rc.strip_prefix,
                 target,
                 headers: rc.headers.clone(),
+                cache: rc.cache.as_ref().map(|cc| {
+                    let old = prev
+                        .and_then(|p| p.routes.iter().find(|r| *r.name == *rc.name))
+                        .and_then(|r| r.cache.as_ref())
+                        .filter(|c| c.config.same_settings(cc));
+                    match old {
+                        Some(c) => Arc::clone(c),
+                        None => Arc::new(RouteCache::new(cc.clone())),
+                    }
+                }),
             });
         }
         Ok(Snapshot {

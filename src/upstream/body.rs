@@ -38,6 +38,8 @@ impl std::error::Error for BodyTooLarge {}
 /// body already read whole, HTTP/3) is one more variant.
 pub(crate) enum Inbound {
     Hyper(Incoming),
+    /// No body (a request Fulcrum makes itself, e.g. a cache refresh).
+    Empty,
 }
 
 impl Body for Inbound {
@@ -50,18 +52,21 @@ impl Body for Inbound {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             Inbound::Hyper(b) => Pin::new(b).poll_frame(cx),
+            Inbound::Empty => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Inbound::Hyper(b) => b.is_end_stream(),
+            Inbound::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Inbound::Hyper(b) => b.size_hint(),
+            Inbound::Empty => SizeHint::with_exact(0),
         }
     }
 }
