@@ -131,7 +131,14 @@ impl RouteCache {
         match what {
             Purge::Url(u) => {
                 let (host, path, query) = split_url(u);
-                usize::from(self.store.remove(&self.key(&host, path, query)))
+                let key = self.key(&host, path, query);
+                if host.is_empty() && self.config.key.contains(&CacheKeyPart::Host) {
+                    // Without a host in the URL, that path on every host.
+                    return self
+                        .store
+                        .remove_where(|k, _| k.find('/').is_some_and(|i| k[i..] == key));
+                }
+                usize::from(self.store.remove(&key))
             }
             Purge::Prefix(u) => {
                 let (host, path, query) = split_url(u);
@@ -336,6 +343,9 @@ mod tests {
         put("b.test/x/z", "t2");
         put("a.test/other", "t3");
         assert_eq!(c.purge(&Purge::Url("http://A.test:8080/x?1".into())), 1);
+        put("a.test/x?1", "t1");
+        put("b.test/x?1", "t1");
+        assert_eq!(c.purge(&Purge::Url("/x?1".into())), 2);
         assert_eq!(c.purge(&Purge::Prefix("/x/".into())), 2);
         assert_eq!(c.purge(&Purge::Tag("t3".into())), 1);
         assert_eq!(c.store.entries(), 0);
