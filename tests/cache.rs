@@ -393,3 +393,100 @@ async fn byte_bound_holds_and_a_large_download_streams_without_being_stored() {
     let again = request(addr, "HEAD", "/cached/big", &[]).await;
     assert!(!cache_status(&again).contains("hit"), "{again:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_background_refresh_variants_and_authorization() {
+    let swr_answers = Arc::new(AtomicUsize::new(0));
+    let n = swr_answers.clone();
+    let b = TestBackend::start(
+        "varied",
+        Arc::new(move |req| {
+            let n = n.clone();
+            Box::pin(async move {
+                let path = req.uri().path().to_string();
+                let r = Response::builder();
+                match path.as_str() {
+                    "/cached/swr" => {
+                        // The first answer goes stale at once; the refreshed one
+                        // stays fresh, so exactly one refresh is expected.
+                        let i = n.fetch_add(1, Ordering::SeqCst) + 1;
+                        let cc = if i == 1 {
+                            "max-age=1, stale-while-revalidate=60"
+                        } else {
+                            "max-age=3600"
+                        };
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        r.header("cache-control", cc).body(full(format!("v{i}")))
+                    }
+                    "/cached/vary" => {
+                        let lang = req
+                            .headers()
+                            .get("accept-language")
+                            .map(|v| v.to_str().unwrap().to_string())
+                            .unwrap_or_default();
+                        r.header("cache-control", "max-age=60")
+                            .header("vary", "Accept-Language")
+                            .body(full(lang))
+                    }
+                    _ => r.header("cache-control", "max-age=60").body(full("secret")),
+                }
+                .unwrap()
+            })
+                as std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>
+        }),
+    )
+    .await;
+    let f = Fulcrum::start(&config(b.addr, "      stale_if_error: 0s\n"));
+    let addr = f.listener(0);
+
+    assert_eq!(request(addr, "GET", "/cached/swr", &[]).await.text(), "v1");
+    let stale = until_status(addr, "/cached/swr", "stale-while-revalidate").await;
+    assert_eq!(stale.text(), "v1");
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        set.spawn(async move { request(addr, "GET", "/cached/swr", &[]).await });
+    }
+    while let Some(r) = set.join_next().await {
+        assert_eq!(r.unwrap().status, StatusCode::OK);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while request(addr, "GET", "/cached/swr", &[]).await.text() != "v2" {
+        assert!(
+            Instant::now() < deadline,
+            "the background refresh never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        swr_answers.load(Ordering::SeqCst),
+        2,
+        "one refresh for 51 stale hits"
+    );
+
+    // Vary: one stored variant per Accept-Language.
+    for (lang, want) in [
+        ("en", "fwd=miss"),
+        ("fr", "fwd=vary-miss"),
+        ("en", "hit"),
+        ("fr", "hit"),
+    ] {
+        let r = request(addr, "GET", "/cached/vary", &[("accept-language", lang)]).await;
+        assert_eq!(r.text(), lang);
+        assert!(cache_status(&r).contains(want), "{lang}: {r:?}");
+    }
+    assert_eq!(b.saw("/cached/vary"), 2);
+
+    // A response to a request with Authorization is not stored without
+    // public / must-revalidate / s-maxage.
+    for _ in 0..2 {
+        request(
+            addr,
+            "GET",
+            "/cached/auth",
+            &[("authorization", "Bearer x")],
+        )
+        .await;
+    }
+    request(addr, "GET", "/cached/auth", &[]).await;
+    assert_eq!(b.saw("/cached/auth"), 3);
+}
