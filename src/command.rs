@@ -333,6 +333,21 @@ mod tests {
     }
 
     #[test]
+    fn a_cache_purge_is_replicated_to_every_node() {
+        let c = Command::PurgeCache {
+            kind: PurgeKind::Prefix,
+            value: "/assets/".into(),
+        };
+        assert!(c.is_replicated());
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(
+            (v["op"].as_str(), v["kind"].as_str()),
+            (Some("purge_cache"), Some("prefix"))
+        );
+        assert_eq!(serde_json::from_value::<Command>(v).unwrap(), c);
+    }
+
+    #[test]
     fn local_commands_are_not_replicated() {
         assert!(!Command::ReloadFile { force: true }.is_replicated());
         assert!(

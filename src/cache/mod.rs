@@ -253,8 +253,9 @@ impl Admission {
     }
 }
 
+/// An empty entry, for tests.
 #[cfg(test)]
-fn placeholder() -> Stored {
+pub(crate) fn placeholder() -> Stored {
     Stored {
         status: http::StatusCode::OK,
         headers: Default::default(),

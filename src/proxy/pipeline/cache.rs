@@ -40,7 +40,8 @@ pub(super) enum Lookup {
 /// A request on its way to the backends, and what the cache does with the answer.
 pub(super) struct Pending {
     cache: Arc<RouteCache>,
-    key: Box<str>,
+    key: String,
+    /// The request's host (kept for unsafe methods: invalidation).
     host: String,
     method: Method,
     /// Cache-Status `fwd=` reason.
@@ -86,10 +87,15 @@ pub(super) async fn lookup(
     let refresh = parts.extensions.remove::<Refresh>();
     let req = policy::request_directives(&parts.headers);
     let extra = extra_parts(cache, &parts.headers);
-    let mut p = Box::new(Pending {
+    let unsafe_method = parts.method != Method::GET && parts.method != Method::HEAD;
+    let mut p = Pending {
         cache: cache.clone(),
-        key: key.into(),
-        host: host.into_owned(),
+        key,
+        host: if unsafe_method {
+            host.into_owned()
+        } else {
+            String::new()
+        },
         method: parts.method.clone(),
         fwd: "miss",
         req_headers: HeaderMap::new(),
@@ -101,16 +107,16 @@ pub(super) async fn lookup(
         fill: None,
         collapsed: false,
         request_time: SystemTime::now(),
-    });
-    if parts.method != Method::GET && parts.method != Method::HEAD {
+    };
+    if unsafe_method {
         p.fwd = "method";
         cache.counters.bypass.fetch_add(1, Relaxed);
-        return Lookup::Forward(p);
+        return Lookup::Forward(Box::new(p));
     }
     if let Some(Refresh(stored)) = refresh {
         p.fwd = "stale";
         revalidate_with(&mut p, parts, stored);
-        return Lookup::Forward(p);
+        return Lookup::Forward(Box::new(p));
     }
     let auth = parts.headers.contains_key(header::AUTHORIZATION);
     let slot = cache.store.get(&p.key);
@@ -132,7 +138,7 @@ pub(super) async fn lookup(
     p.store = plain && !p.req.no_store;
     p.req_headers = parts.headers.clone();
     if !p.store {
-        return Lookup::Forward(p);
+        return Lookup::Forward(Box::new(p));
     }
     match cache.fill(&p.key) {
         Fill::Leader(g) => p.fill = Some(g),
@@ -162,7 +168,7 @@ pub(super) async fn lookup(
             }
         }
     }
-    Lookup::Forward(p)
+    Lookup::Forward(Box::new(p))
 }
 
 fn reuse_of(cache: &RouteCache, age: u64, f: &Freshness, req: &Directives) -> Reuse {
@@ -181,7 +187,7 @@ fn reuse_or_forward(
     conn: &ConnCtx,
     rc: &mut RequestCtx,
     routed: &Routed<'_>,
-    mut p: Box<Pending>,
+    mut p: Pending,
     parts: &mut Parts,
     s: Arc<Stored>,
 ) -> Lookup {
@@ -229,7 +235,7 @@ fn reuse_or_forward(
                 p.req_headers = parts.headers.clone();
                 p.stored = Some(s);
             }
-            Lookup::Forward(p)
+            Lookup::Forward(Box::new(p))
         }
     }
 }
@@ -577,7 +583,8 @@ impl Admit {
                     .get(header::CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse().ok());
-                Admission::new(cache.clone(), key, entry, declared, fill).map(Box::new)
+                Admission::new(cache.clone(), key.into_boxed_str(), entry, declared, fill)
+                    .map(Box::new)
             }
         };
         let status_value = cfg.status_header.then(|| {
@@ -633,5 +640,26 @@ fn entry_of(
         body: Default::default(),
         received: Instant::now(),
         updating: Default::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_updating_flag_clears_when_a_refresh_panics() {
+        let s = Arc::new(crate::cache::placeholder());
+        s.updating.store(true, Relaxed);
+        let guard = Updating(s.clone());
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            panic!("the refresh failed");
+        });
+        assert!(task.await.is_err());
+        assert!(
+            !s.updating.load(Relaxed),
+            "a later request may refresh again"
+        );
     }
 }
