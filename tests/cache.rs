@@ -232,7 +232,27 @@ async fn purge_invalidation_and_metrics() {
     let post = request(addr, "POST", "/cached/p1", &[]).await;
     assert_eq!(post.status, StatusCode::OK);
     assert_eq!(get("/cached/p1").await, "v6");
-    assert_eq!(answers.load(Ordering::SeqCst), 6);
+
+    // The same through `fulcrum ctl`.
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(common::bin())
+            .args(["ctl", "--admin", &f.admin().to_string(), "cache"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let status = ctl(&["status"]);
+    assert!(
+        status.contains("*/cached") && status.contains("HIT RATIO"),
+        "{status}"
+    );
+    assert_eq!(
+        ctl(&["purge", "--url", "/cached/p1"]).trim(),
+        "purged 1 keys"
+    );
+    assert_eq!(get("/cached/p1").await, "v7");
 
     let metrics = client::get(f.admin(), "/metrics").await.text();
     for line in [
