@@ -198,7 +198,7 @@ async fn hits_revalidation_conditionals_and_stale_when_every_backend_is_gone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_invalidation_and_metrics() {
-    let (b, answers) = origin().await;
+    let (b, _) = origin().await;
     let f = Fulcrum::start(&config(b.addr, "      default_ttl: 1h\n"));
     let addr = f.listener(0);
     let get = |p: &'static str| async move { request(addr, "GET", p, &[]).await.text() };
