@@ -67,6 +67,12 @@ pub(crate) enum Command {
         chain_pem: String,
         key_pem: String,
     },
+    /// Removes cached responses on every caching route: by URL (`kind: url`),
+    /// URL prefix (`prefix`) or tag (`tag`, from `Cache-Tag`/`Surrogate-Key`).
+    PurgeCache {
+        kind: PurgeKind,
+        value: String,
+    },
     /// Node-local: read the config file again (`force`: even if unchanged).
     ReloadFile {
         force: bool,
@@ -134,6 +140,24 @@ impl FailoverAction {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum PurgeKind {
+    Url,
+    Prefix,
+    Tag,
+}
+
+impl PurgeKind {
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            PurgeKind::Url => "url",
+            PurgeKind::Prefix => "prefix",
+            PurgeKind::Tag => "tag",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum ChallengeKind {
     #[serde(rename = "http-01")]
     Http01,
@@ -191,6 +215,9 @@ impl fmt::Display for Command {
                 kind.word()
             ),
             Command::AcmeCertificate { domain, .. } => write!(f, "certificate for {domain}"),
+            Command::PurgeCache { kind, value } => {
+                write!(f, "purge cache by {} {value}", kind.word())
+            }
         }
     }
 }
@@ -303,6 +330,21 @@ mod tests {
         })
         .unwrap();
         assert_eq!(ch["kind"], "tls-alpn-01");
+    }
+
+    #[test]
+    fn a_cache_purge_is_replicated_to_every_node() {
+        let c = Command::PurgeCache {
+            kind: PurgeKind::Prefix,
+            value: "/assets/".into(),
+        };
+        assert!(c.is_replicated());
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(
+            (v["op"].as_str(), v["kind"].as_str()),
+            (Some("purge_cache"), Some("prefix"))
+        );
+        assert_eq!(serde_json::from_value::<Command>(v).unwrap(), c);
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! layer 1: config
 //! layer 2: command events
 //! layer 3: tls telemetry otlp
-//! layer 4: net upstream ratelimit
+//! layer 4: net upstream ratelimit cache
 //! layer 5: snapshot
 //! layer 6: health acme
 //! layer 7: failover
@@ -30,6 +30,7 @@
 
 mod acme;
 mod admin;
+mod cache;
 pub mod cli;
 mod clock;
 mod cluster;

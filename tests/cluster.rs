@@ -74,7 +74,11 @@ async fn backend_state(n: &Node, pool: &str, addr: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_writes_on_any_node_reach_every_node_and_survive_a_restart() {
     let app = TestBackend::echo("app").await;
-    let mut nodes = configure(&specs(&["a", "b", "c"]), &body(app.addr), TIMING);
+    let cached = format!(
+        "pools:\n  - name: app\n    backends: [\"{}\"]\nroutes:\n  - {{ pool: app }}\n  - {{ pool: app, path_prefix: /cached, cache: {{ default_ttl: 1h }} }}\n",
+        app.addr
+    );
+    let mut nodes = configure(&specs(&["a", "b", "c"]), &cached, TIMING);
     for n in nodes.iter_mut() {
         n.start();
     }
@@ -129,6 +133,36 @@ async fn admin_writes_on_any_node_reach_every_node_and_survive_a_restart() {
         })
         .await;
     }
+    // A cache purge through one node empties that URL prefix on every node.
+    let entries = |n: &Node| {
+        let admin = n.admin();
+        async move {
+            call(admin, "GET", "/api/v1/cache", "").await.json()["routes"][0]["entries"]
+                .as_u64()
+                .unwrap_or(u64::MAX)
+        }
+    };
+    for n in &nodes {
+        for _ in 0..2 {
+            client::get(n.proc().listener(0), "/cached/page").await;
+        }
+        assert_eq!(entries(n).await, 1, "node {}", n.name);
+    }
+    let r = call(
+        s1.admin(),
+        "POST",
+        "/api/v1/cache/purge",
+        r#"{"prefix": "/cached/"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    for n in &nodes {
+        eventually("the purge on every node", || async {
+            (entries(n).await == 0).then_some(())
+        })
+        .await;
+    }
+
     // A rejected change is refused on every node alike (it is applied in order
     // everywhere and fails the same way).
     let r = call(

@@ -1,7 +1,7 @@
 //! `/api/v1/...`: status, config, reload, pools and backends, events, cluster.
 
 use super::{AdminBody, AdminContext, error, json, outcome, read_body};
-use crate::command::{BackendAction, Command};
+use crate::command::{BackendAction, Command, PurgeKind};
 use crate::config::BackendAddress;
 use crate::proxy::headers as hdr;
 use crate::upstream::backend::AdminState;
@@ -109,6 +109,8 @@ pub(super) async fn route(
                 }),
             ),
         },
+        ["cache"] if m == "GET" => json(StatusCode::OK, &cache_json(ctx)),
+        ["cache", "purge"] if m == "POST" => purge_cache(ctx, req).await,
         ["failover", action] => {
             super::failover::handle(ctx, &method, action, query.as_deref()).await
         }
@@ -123,6 +125,8 @@ pub(super) async fn route(
         | ["events"]
         | ["events", "stream"]
         | ["history"]
+        | ["cache"]
+        | ["cache", "purge"]
         | ["cluster"] => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} is not allowed here"),
@@ -292,6 +296,70 @@ async fn put_config(
         Command::PersistConfig { text }
     } else {
         Command::ReplaceConfig { text }
+    };
+    outcome(ctx.commands.submit(cmd).await, StatusCode::OK)
+}
+
+/// `GET /api/v1/cache`: per caching route, what it holds and how it answers.
+fn cache_json(ctx: &AdminContext) -> Value {
+    let rt = ctx.proxy.snapshot.load();
+    let routes: Vec<Value> = rt
+        .routes
+        .iter()
+        .filter_map(|r| r.cache.as_ref().map(|c| (r, c)))
+        .map(|(r, c)| {
+            let counts = c.counters.snapshot();
+            let get = |k: &str| counts.iter().find(|(n, _)| *n == k).map_or(0, |(_, v)| *v);
+            let served = get("hit") + get("stale") + get("revalidated") + get("coalesced");
+            let total = served + get("miss");
+            let requests: serde_json::Map<String, Value> = counts
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect();
+            json!({
+                "route": &*r.name,
+                "entries": c.store.entries(),
+                "bytes": c.store.bytes(),
+                "max_size": c.store.capacity(),
+                "evictions": c.store.evictions(),
+                "requests": requests,
+                "hit_ratio": if total == 0 { 0.0 } else { served as f64 / total as f64 },
+            })
+        })
+        .collect();
+    json!({ "routes": routes })
+}
+
+/// `POST /api/v1/cache/purge` with `{"url"|"prefix"|"tag": "..."}`.
+async fn purge_cache(ctx: &AdminContext, req: Request<Incoming>) -> Response<AdminBody> {
+    let body = match read_body(req, BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
+    };
+    let given: Vec<(PurgeKind, &str)> = [
+        (PurgeKind::Url, "url"),
+        (PurgeKind::Prefix, "prefix"),
+        (PurgeKind::Tag, "tag"),
+    ]
+    .into_iter()
+    .filter_map(|(k, name)| v.get(name).and_then(Value::as_str).map(|s| (k, s)))
+    .collect();
+    let [(kind, value)] = given.as_slice() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "give exactly one of `url`, `prefix` or `tag` (a string)",
+        );
+    };
+    if value.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "the purge value is empty");
+    }
+    let cmd = Command::PurgeCache {
+        kind: *kind,
+        value: value.to_string(),
     };
     outcome(ctx.commands.submit(cmd).await, StatusCode::OK)
 }

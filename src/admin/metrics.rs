@@ -60,6 +60,7 @@ impl prometheus_client::collector::Collector for Collector {
         encode_requests(&app, &live, &mut enc)?;
         encode_backends(&rt, &mut enc)?;
         encode_pools(&rt, &mut enc)?;
+        encode_cache(&rt, &mut enc)?;
         encode_backend_latency(&app, &live, &mut enc)?;
         crate::failover::metrics::encode(&rt, &mut enc)?;
         encode_certificates(&app, &mut enc)?;
@@ -240,6 +241,70 @@ fn encode_pools(rt: &Snapshot, enc: &mut DescriptorEncoder) -> Result<(), std::f
         split,
     )?;
     Ok(())
+}
+
+/// The response caches of the routes that have one.
+fn encode_cache(rt: &Snapshot, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let caches: Vec<_> = rt
+        .routes
+        .iter()
+        .filter_map(|r| r.cache.as_ref().map(|c| (&*r.name, c)))
+        .collect();
+    if caches.is_empty() {
+        return Ok(());
+    }
+    let mut requests = Vec::new();
+    for (route, c) in &caches {
+        for (result, n) in c.counters.snapshot() {
+            requests.push((
+                labels(&[("route", route), ("result", result)]),
+                ConstCounter::new(n),
+            ));
+        }
+    }
+    family(
+        enc,
+        "fulcrum_cache_requests",
+        "Requests on caching routes, by route and result (hit, miss, stale, revalidated, bypass, coalesced)",
+        MetricType::Counter,
+        requests,
+    )?;
+    let gauge = |f: &dyn Fn(&crate::cache::RouteCache) -> i64| -> Vec<(Labels, ConstGauge)> {
+        caches
+            .iter()
+            .map(|(route, c)| (labels(&[("route", route)]), ConstGauge::new(f(c))))
+            .collect()
+    };
+    family(
+        enc,
+        "fulcrum_cache_bytes",
+        "Bytes held by the route's cache (bounded by its max_size)",
+        MetricType::Gauge,
+        gauge(&|c| c.store.bytes() as i64),
+    )?;
+    family(
+        enc,
+        "fulcrum_cache_entries",
+        "Keys held by the route's cache",
+        MetricType::Gauge,
+        gauge(&|c| c.store.entries() as i64),
+    )?;
+    let evictions = caches
+        .iter()
+        .map(|(route, c)| {
+            (
+                labels(&[("route", route)]),
+                ConstCounter::new(c.store.evictions()),
+            )
+        })
+        .collect();
+    family(
+        enc,
+        "fulcrum_cache_evictions",
+        "Entries the route's cache evicted to stay within max_size",
+        MetricType::Counter,
+        evictions,
+    )
 }
 
 fn encode_certificates(

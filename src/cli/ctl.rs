@@ -130,6 +130,21 @@ enum CtlCommand {
     },
     /// Cluster nodes, roles and the virtual IP holder
     Cluster,
+    /// The response cache: `status` (per caching route), or `purge` one of
+    /// --url, --prefix or --tag (on every node of a cluster)
+    Cache {
+        #[arg(value_parser = ["status", "purge"])]
+        action: String,
+        /// A URL (`http://host/path?query`, or `/path?query` for any host)
+        #[arg(long)]
+        url: Option<String>,
+        /// Every URL starting with this (`http://host/prefix` or `/prefix`)
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Every response tagged so (`Cache-Tag` or `Surrogate-Key`)
+        #[arg(long)]
+        tag: Option<String>,
+    },
 }
 
 pub fn run(args: CtlArgs) -> ExitCode {
@@ -263,6 +278,20 @@ fn request(command: &CtlCommand) -> Result<ApiRequest, String> {
             (m, format!("/api/v1/failover/{action}{q}"), None)
         }
         Cluster => (Method::GET, "/api/v1/cluster".into(), None),
+        Cache { action, .. } if action == "status" => (Method::GET, "/api/v1/cache".into(), None),
+        Cache {
+            url, prefix, tag, ..
+        } => {
+            let given: Vec<(&str, &String)> = [("url", url), ("prefix", prefix), ("tag", tag)]
+                .into_iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+                .collect();
+            let [(kind, value)] = given.as_slice() else {
+                return Err("cache purge needs exactly one of --url, --prefix or --tag".into());
+            };
+            let body = serde_json::json!({ *kind: value }).to_string().into_bytes();
+            (Method::POST, "/api/v1/cache/purge".into(), Some(body))
+        }
     })
 }
 
@@ -655,6 +684,31 @@ fn print_status(out: &mut String, v: &Value) {
     }
 }
 
+fn print_cache(out: &mut String, v: &Value) {
+    let routes = v["routes"].as_array().cloned().unwrap_or_default();
+    if routes.is_empty() {
+        let _ = writeln!(out, "no route has a cache");
+        return;
+    }
+    let rows = routes
+        .iter()
+        .map(|r| {
+            vec![
+                s(&r["route"]),
+                s(&r["entries"]),
+                format!("{}/{}", s(&r["bytes"]), s(&r["max_size"])),
+                format!("{:.1}%", r["hit_ratio"].as_f64().unwrap_or(0.0) * 100.0),
+                s(&r["evictions"]),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &["ROUTE", "ENTRIES", "BYTES", "HIT RATIO", "EVICTIONS"],
+        rows,
+    );
+}
+
 fn print_human(cmd: &CtlCommand, v: &Value, out: &mut String) {
     use CtlCommand::*;
     match cmd {
@@ -688,6 +742,10 @@ fn print_human(cmd: &CtlCommand, v: &Value, out: &mut String) {
         Events { .. } => print_events(out, v),
         Failover { .. } => print_failover(out, v),
         Cluster => print_cluster(out, v),
+        Cache { action, .. } if action == "purge" => {
+            let _ = writeln!(out, "purged {} keys", s(&v["purged"]));
+        }
+        Cache { .. } => print_cache(out, v),
         Config => {
             let _ = writeln!(
                 out,

@@ -231,6 +231,7 @@ fn route(path: &str, pool: &str) -> RouteConfig {
         headers: Default::default(),
         rate_limit: None,
         buffer_request_body: 0,
+        cache: None,
         loc: Loc::default(),
     }
 }

@@ -112,6 +112,7 @@ pub fn build_config(args: &ProxyArgs) -> Result<Config, String> {
             headers: Default::default(),
             rate_limit: None,
             buffer_request_body: 0,
+            cache: None,
             loc: Loc::default(),
         }],
         ..Config::default()

@@ -20,6 +20,7 @@
 
 mod access_log;
 mod admin;
+mod cache;
 mod cluster;
 mod decode;
 mod env;
@@ -41,6 +42,7 @@ pub(crate) mod units;
 
 pub(crate) use access_log::{AccessField, AccessLogConfig, LogFormat, LogTarget};
 pub(crate) use admin::{AdminConfig, AdminTls};
+pub(crate) use cache::{CacheConfig, CacheKeyPart};
 pub(crate) use cluster::{ClusterConfig, ClusterHooks, VipConfig};
 pub(crate) use decode::ConfigError;
 pub(crate) use failover::{

@@ -1,6 +1,7 @@
 //! `routes:` — which requests go to which pool (host and path prefix), weighted
 //! splits between pools, and the header rules applied on the way in and out.
 
+use super::cache::CacheConfig;
 use super::decode::{Decoder, MapView};
 use super::pools::Algorithm;
 use super::rate_limit::{self, RateLimitConfig};
@@ -62,6 +63,8 @@ pub struct RouteConfig {
     pub rate_limit: Option<RateLimitConfig>,
     /// Bytes of a request body read whole before it is sent (0: streamed).
     pub buffer_request_body: u64,
+    /// The response cache, when on.
+    pub cache: Option<CacheConfig>,
     pub loc: Loc,
 }
 
@@ -134,11 +137,11 @@ fn route(d: &mut Decoder, n: &Node) -> Option<RouteConfig> {
         .get("headers")
         .map(|v| header_rules(d, v))
         .unwrap_or_default();
-    d.unbuilt(&m, "cache", "response caching");
     let rate_limit = m.get("rate_limit").and_then(|v| rate_limit::decode(d, v));
     let buffer_request_body = m
         .get("buffer_request_body")
         .map_or(0, |v| rate_limit::decode_buffer(d, v));
+    let cache = m.get("cache").and_then(|v| super::cache::decode(d, v));
     let name = match m.get("name") {
         Some(v) => d.scalar_string(v, "route name").unwrap_or_default(),
         None => default_name(host.as_ref(), &path_prefix),
@@ -154,6 +157,7 @@ fn route(d: &mut Decoder, n: &Node) -> Option<RouteConfig> {
         headers,
         rate_limit,
         buffer_request_body,
+        cache,
         loc: m.loc,
     })
 }
@@ -379,6 +383,9 @@ fn route_json(r: &RouteConfig) -> Json {
     if r.buffer_request_body > 0 {
         put(&mut m, "buffer_request_body", json!(r.buffer_request_body));
     }
+    if let Some(c) = &r.cache {
+        put(&mut m, "cache", super::cache::serialize(c));
+    }
     Json::Object(m)
 }
 
@@ -443,14 +450,14 @@ mod tests {
     }
 
     #[test]
-    fn rejects_pool_and_split_together_and_unbuilt_cache() {
+    fn rejects_pool_and_split_together_and_unknown_cache_keys() {
         assert_eq!(
             errors(&format!(
                 "{POOLS}routes:\n  - {{ pool: a, split: [{{ pool: b }}] }}\n  - {{ pool: b, cache: {{ ttl: 1s }} }}\n"
             )),
             [
                 "CFG:5:16: a route has either `pool` or `split`, not both",
-                "CFG:6:16: `cache` (response caching) is not supported yet",
+                "CFG:6:25: unknown key `ttl` in cache (known keys: enabled, max_size, max_object_size, default_ttl, stale_if_error, stale_while_revalidate, lock_timeout, key, status_header)",
             ]
         );
     }

@@ -43,6 +43,8 @@ pub struct UpstreamStream {
     idle_timer: Option<Pin<Box<Sleep>>>,
     idle_armed: bool,
     finished: bool,
+    /// On a caching route: the body being stored as it streams.
+    pub(crate) admission: Option<Box<crate::cache::Admission>>,
 }
 
 impl UpstreamStream {
@@ -55,6 +57,7 @@ impl UpstreamStream {
             idle_timer: None,
             idle_armed: false,
             finished: false,
+            admission: None,
         }
     }
 
@@ -63,6 +66,12 @@ impl UpstreamStream {
             return;
         }
         self.finished = true;
+        // Stored only when the whole body arrived.
+        if let Some(a) = self.admission.take()
+            && clean
+        {
+            a.commit();
+        }
         if let (true, Lease::H1(sender)) = (clean, std::mem::replace(&mut self.lease, Lease::None))
             && let Some(b) = &self.completion.backend
         {
@@ -100,6 +109,12 @@ impl Body for ProxyBody {
                         s.idle_armed = false;
                         if let Some(d) = frame.data_ref() {
                             s.completion.bytes_out += d.len() as u64;
+                            if let Some(a) = &mut s.admission
+                                && !a.data(d)
+                            {
+                                // Too large to keep: streamed through only.
+                                s.admission = None;
+                            }
                         }
                         if s.inner.is_end_stream() {
                             s.finish(true);

@@ -11,6 +11,7 @@
 
 pub(crate) mod router;
 
+use crate::cache::RouteCache;
 use crate::config::{Algorithm, Config, HeaderRules, Limits, PoolConfig, RouteTarget};
 use crate::ratelimit::RateLimiter;
 use crate::upstream::backend::Backend;
@@ -60,6 +61,8 @@ pub(crate) struct Route {
     pub(crate) rate_limit: Option<Arc<RateLimiter>>,
     /// `buffer_request_body` (0: streamed).
     pub(crate) buffer_request_body: u64,
+    /// The route's response cache, carried over while its settings stay the same.
+    pub(crate) cache: Option<Arc<RouteCache>>,
 }
 
 pub(crate) struct Snapshot {
@@ -133,6 +136,16 @@ impl Snapshot {
                 headers: rc.headers.clone(),
                 rate_limit: rate_limiter(rc, prev),
                 buffer_request_body: rc.buffer_request_body,
+                cache: rc.cache.as_ref().map(|cc| {
+                    let old = prev
+                        .and_then(|p| p.routes.iter().find(|r| *r.name == *rc.name))
+                        .and_then(|r| r.cache.as_ref())
+                        .filter(|c| c.config.same_settings(cc));
+                    match old {
+                        Some(c) => Arc::clone(c),
+                        None => Arc::new(RouteCache::new(cc.clone())),
+                    }
+                }),
             });
         }
         Ok(Snapshot {

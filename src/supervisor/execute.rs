@@ -9,8 +9,9 @@
 //!   primary already holds); does nothing standalone.
 
 use super::{Supervisor, gone};
+use crate::cache::Purge;
 use crate::command::{
-    BackendAction, BoxFut, Command, CommandError, CommandSink, FailoverAction, Outcome,
+    BackendAction, BoxFut, Command, CommandError, CommandSink, FailoverAction, Outcome, PurgeKind,
 };
 use crate::config::{BackendAddress, BackendConfig};
 use crate::events::EventKind;
@@ -137,7 +138,25 @@ impl Supervisor {
             } => self.acme_each(&directory, Some(&domain), |st| {
                 st.install(&domain, &chain_pem, &key_pem)
             }),
+            Command::PurgeCache { kind, value } => Ok(self.purge_cache(kind, value)),
         }
+    }
+
+    /// Purges every caching route of this node.
+    fn purge_cache(&self, kind: PurgeKind, value: String) -> Value {
+        let what = match kind {
+            PurgeKind::Url => Purge::Url(value),
+            PurgeKind::Prefix => Purge::Prefix(value),
+            PurgeKind::Tag => Purge::Tag(value),
+        };
+        let rt = self.proxy.snapshot.load_full();
+        let purged: usize = rt
+            .routes
+            .iter()
+            .filter_map(|r| r.cache.as_ref())
+            .map(|c| c.purge(&what))
+            .sum();
+        json!({ "purged": purged })
     }
 
     async fn add_backend(self: &Arc<Self>, pool: &str, backend: BackendConfig) -> Outcome {

@@ -4,6 +4,8 @@
 //! 2. [`route`]: host and path → route → pool (or split variant); then
 //!    [`admit`]: the route's rate limit; and [`hold`]: a body the route wants
 //!    whole is read before any backend is involved.
+//!    [`cache`] (routes with `cache:`): answer from the route's cache, or go on
+//!    and, once the backend answered, store, revalidate or serve stale.
 //! 3. [`request`]: request rules: limits, hop-by-hop and forwarding headers, the
 //!    route's header edits, the body (streamed, or held for replay).
 //! 4. [`forward`]: pick a backend, queue at caps, retry, hedge.
@@ -18,6 +20,7 @@
 pub(crate) mod accept;
 mod admit;
 mod attempt;
+mod cache;
 mod forward;
 mod hedge;
 mod hold;
@@ -116,7 +119,7 @@ impl RequestCtx {
 
 /// Runs one request through the phases.
 pub(crate) async fn handle(conn: &ConnCtx, req: Request<Inbound>) -> Response<ProxyBody> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let snapshot = conn.proxy.snapshot.load_full();
     let mut rc = match accept::accept(conn, &parts, &snapshot) {
         Ok(rc) => rc,
@@ -125,14 +128,43 @@ pub(crate) async fn handle(conn: &ConnCtx, req: Request<Inbound>) -> Response<Pr
     let result = async {
         let routed = route::route(conn, &mut rc, &parts, &snapshot)?;
         admit::admit(&rc, &routed, &parts)?;
-        let body = hold::hold(conn, &routed, &snapshot, &parts, body).await?;
-        let outgoing = request::prepare(conn, &mut rc, &routed, &snapshot, parts, body)?;
-        let won = forward::forward(conn, &mut rc, &routed, outgoing).await?;
-        Ok::<_, Refusal>((routed, won))
+        let route = routed.route;
+        let Some(cache) = &route.cache else {
+            let body = hold::hold(conn, &routed, &snapshot, &parts, body).await?;
+            let outgoing = request::prepare(conn, &mut rc, &routed, &snapshot, parts, body)?;
+            let won = forward::forward(conn, &mut rc, &routed, outgoing).await?;
+            return Ok(Outcome::Forwarded(routed, won, None));
+        };
+        let pending = match cache::lookup(conn, &mut rc, &routed, cache, &mut parts).await {
+            cache::Lookup::Answered(resp) => return Ok(Outcome::Answered(resp)),
+            cache::Lookup::Forward(p) => p,
+        };
+        // A body the route wants whole is read only once the cache could not answer.
+        let forwarded = match hold::hold(conn, &routed, &snapshot, &parts, body).await {
+            Ok(body) => match request::prepare(conn, &mut rc, &routed, &snapshot, parts, body) {
+                Ok(outgoing) => forward::forward(conn, &mut rc, &routed, outgoing).await,
+                Err(r) => Err(r),
+            },
+            Err(r) => Err(r),
+        };
+        match cache::after(conn, &mut rc, &routed, pending, forwarded)? {
+            cache::After::Answered(resp) => Ok(Outcome::Answered(resp)),
+            cache::After::Respond(won, admit) => Ok(Outcome::Forwarded(routed, won, Some(admit))),
+        }
     }
     .await;
     match result {
-        Ok((routed, won)) => response::respond(conn, rc, &routed, won),
+        Ok(Outcome::Forwarded(routed, won, admit)) => {
+            response::respond(conn, rc, &routed, won, admit)
+        }
+        Ok(Outcome::Answered(resp)) => resp,
         Err(r) => rc.refuse(r),
     }
+}
+
+/// How a request that was not refused ends.
+enum Outcome<'s> {
+    Forwarded(route::Routed<'s>, forward::Won, Option<cache::Admit>),
+    /// Answered without streaming a backend's body (from the cache).
+    Answered(Response<ProxyBody>),
 }

@@ -1,0 +1,512 @@
+//! End-to-end tests of the response cache (`routes[].cache`): the real binary
+//! between real clients and real backends on loopback.
+
+mod common;
+
+use bytes::Bytes;
+use common::Fulcrum;
+use common::backend::{Body, TestBackend, full};
+use common::client::{self, Resp};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn config(backend: SocketAddr, cache: &str) -> String {
+    format!(
+        "listeners: [\"127.0.0.1:0\"]
+access_log: {{ enabled: false }}
+pools:
+  - name: app
+    backends: [\"{backend}\"]
+routes:
+  - path_prefix: /cached
+    pool: app
+    cache:
+{cache}
+  - path_prefix: /
+    pool: app
+"
+    )
+}
+
+/// A backend for `/cached/...`: `max-age=1` with an ETag (answering 304 to a
+/// matching If-None-Match); its body counts the full answers it gave.
+async fn origin() -> (TestBackend, Arc<AtomicUsize>) {
+    let full_answers = Arc::new(AtomicUsize::new(0));
+    let n = full_answers.clone();
+    let b = TestBackend::start(
+        "origin",
+        Arc::new(move |req| {
+            let n = n.clone();
+            Box::pin(async move {
+                let path = req.uri().path().to_string();
+                if path.starts_with("/cached/nostore") {
+                    return Response::builder()
+                        .header("cache-control", "no-store")
+                        .body(full("private"))
+                        .unwrap();
+                }
+                if !path.starts_with("/cached") {
+                    return Response::new(full("uncached"));
+                }
+                if req
+                    .headers()
+                    .get("if-none-match")
+                    .is_some_and(|v| v == "\"e1\"")
+                {
+                    return Response::builder()
+                        .status(304)
+                        .header("etag", "\"e1\"")
+                        .header("cache-control", "max-age=1")
+                        .body(full(""))
+                        .unwrap();
+                }
+                let i = n.fetch_add(1, Ordering::SeqCst) + 1;
+                Response::builder()
+                    .header("etag", "\"e1\"")
+                    .header("cache-control", "max-age=1")
+                    .header("cache-tag", "page")
+                    .body(full(format!("v{i}")))
+                    .unwrap()
+            })
+                as std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>
+        }),
+    )
+    .await;
+    (b, full_answers)
+}
+
+async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut r = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    client::send(addr, r.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+fn cache_status(r: &Resp) -> String {
+    r.header("cache-status").unwrap_or_default()
+}
+
+/// Polls `GET path` until its Cache-Status contains `want` (the entry went
+/// stale with time); returns that response.
+async fn until_status(addr: SocketAddr, path: &str, want: &str) -> Resp {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = request(addr, "GET", path, &[]).await;
+        if cache_status(&r).contains(want) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Cache-Status never had `{want}`: last {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn admin_json(f: &Fulcrum, method: &str, path: &str, body: &str) -> serde_json::Value {
+    let r = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let resp = client::send(f.admin(), r).await;
+    assert!(resp.status.is_success(), "{path}: {resp:?}");
+    resp.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_revalidation_conditionals_and_stale_when_every_backend_is_gone() {
+    let (mut b, answers) = origin().await;
+    let f = Fulcrum::start(&config(b.addr, "      stale_if_error: 1h\n"));
+    let addr = f.listener(0);
+
+    let first = request(addr, "GET", "/cached/a", &[]).await;
+    assert_eq!(first.text(), "v1");
+    let cs = cache_status(&first);
+    assert!(cs.contains("fwd=miss") && cs.contains("stored"), "{cs}");
+
+    // A hit: same body, Age present, the backend not asked.
+    let hit = request(addr, "GET", "/cached/a", &[]).await;
+    assert_eq!((hit.status, hit.text()), (StatusCode::OK, "v1".into()));
+    assert!(cache_status(&hit).starts_with("fulcrum; hit"), "{hit:?}");
+    assert!(hit.header("age").is_some());
+    assert_eq!(answers.load(Ordering::SeqCst), 1);
+
+    // HEAD from the stored GET.
+    let head = request(addr, "HEAD", "/cached/a", &[]).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.header("content-length").as_deref(), Some("2"));
+    assert!(head.body.is_empty());
+    // A conditional request answered from the cache.
+    let cond = request(addr, "GET", "/cached/a", &[("if-none-match", "\"e1\"")]).await;
+    assert_eq!(cond.status, StatusCode::NOT_MODIFIED);
+    assert!(cache_status(&cond).contains("hit"), "{cond:?}");
+    assert_eq!(b.hits(), 1);
+
+    // Uncacheable responses pass through, each time.
+    for _ in 0..2 {
+        let r = request(addr, "GET", "/cached/nostore", &[]).await;
+        assert!(cache_status(&r).contains("fwd=miss"), "{r:?}");
+    }
+
+    // Once stale (max-age=1), the stored ETag revalidates it: the backend
+    // answers 304 and the client gets the stored body.
+    let reval = until_status(addr, "/cached/a", "fwd-status=304").await;
+    assert_eq!((reval.status, reval.text()), (StatusCode::OK, "v1".into()));
+    assert_eq!(answers.load(Ordering::SeqCst), 1);
+    let seen = b.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|s| s
+            .headers
+            .get("if-none-match")
+            .is_some_and(|v| v == "\"e1\"")),
+        "revalidation sent the stored validator"
+    );
+
+    // Every backend gone: the caching route keeps answering 200 from the
+    // stale entry; a route without a cache cannot.
+    b.stop();
+    let stale = until_status(addr, "/cached/a", "stale-if-error").await;
+    assert_eq!((stale.status, stale.text()), (StatusCode::OK, "v1".into()));
+    assert!(cache_status(&stale).contains("fwd=stale"), "{stale:?}");
+    let uncached = request(addr, "GET", "/other", &[]).await;
+    assert!(uncached.status.is_server_error(), "{uncached:?}");
+    let never_stored = request(addr, "GET", "/cached/never", &[]).await;
+    assert!(never_stored.status.is_server_error(), "{never_stored:?}");
+
+    let v = admin_json(&f, "GET", "/api/v1/cache", "").await;
+    let route = &v["routes"][0];
+    assert_eq!(route["route"], "*/cached");
+    assert!(route["requests"]["hit"].as_u64().unwrap() >= 2, "{v}");
+    assert!(route["requests"]["stale"].as_u64().unwrap() >= 1, "{v}");
+    assert!(
+        route["requests"]["revalidated"].as_u64().unwrap() >= 1,
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_invalidation_and_metrics() {
+    let (b, _) = origin().await;
+    let f = Fulcrum::start(&config(b.addr, "      default_ttl: 1h\n"));
+    let addr = f.listener(0);
+    let get = |p: &'static str| async move { request(addr, "GET", p, &[]).await.text() };
+    assert_eq!(get("/cached/p1").await, "v1");
+    assert_eq!(get("/cached/p1").await, "v1");
+    // Purge by URL: the next request goes to the backend.
+    let v = admin_json(
+        &f,
+        "POST",
+        "/api/v1/cache/purge",
+        r#"{"url": "/cached/p1"}"#,
+    )
+    .await;
+    assert_eq!(v["purged"], 1);
+    assert_eq!(get("/cached/p1").await, "v2");
+    // By tag (Cache-Tag: page).
+    let v = admin_json(&f, "POST", "/api/v1/cache/purge", r#"{"tag": "page"}"#).await;
+    assert_eq!(v["purged"], 1);
+    assert_eq!(get("/cached/p1").await, "v3");
+    // By prefix.
+    let v = admin_json(
+        &f,
+        "POST",
+        "/api/v1/cache/purge",
+        r#"{"prefix": "http://localhost/cached/"}"#,
+    )
+    .await;
+    assert_eq!(v["purged"], 1);
+    assert_eq!(get("/cached/p1").await, "v4");
+    // An unsafe method invalidates the URL it succeeded on.
+    let post = request(addr, "POST", "/cached/p1", &[]).await;
+    assert_eq!(post.status, StatusCode::OK);
+    assert_eq!(get("/cached/p1").await, "v6");
+
+    // The same through `fulcrum ctl`.
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(common::bin())
+            .args(["ctl", "--admin", &f.admin().to_string(), "cache"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let status = ctl(&["status"]);
+    assert!(
+        status.contains("*/cached") && status.contains("HIT RATIO"),
+        "{status}"
+    );
+    assert_eq!(
+        ctl(&["purge", "--url", "/cached/p1"]).trim(),
+        "purged 1 keys"
+    );
+    assert_eq!(get("/cached/p1").await, "v7");
+
+    let metrics = client::get(f.admin(), "/metrics").await.text();
+    for line in [
+        "fulcrum_cache_requests_total{route=\"*/cached\",result=\"hit\"}",
+        "fulcrum_cache_bytes{route=\"*/cached\"}",
+        "fulcrum_cache_entries{route=\"*/cached\"}",
+        "fulcrum_cache_evictions_total{route=\"*/cached\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_misses_make_one_backend_request() {
+    let b = TestBackend::start(
+        "slow",
+        Arc::new(|req| {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let mut r = Response::builder().header("cache-control", "max-age=60");
+                if req.uri().path() == "/cached/cookie" {
+                    r = r.header("set-cookie", "leader=1");
+                }
+                r.body(full("same")).unwrap()
+            })
+        }),
+    )
+    .await;
+    let f = Fulcrum::start(&config(b.addr, "      lock_timeout: 30s\n"));
+    let addr = f.listener(0);
+    let burst = |path: &'static str, n: usize| async move {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            set.spawn(async move { request(addr, "GET", path, &[]).await });
+        }
+        let mut out = Vec::new();
+        while let Some(r) = set.join_next().await {
+            out.push(r.unwrap());
+        }
+        out
+    };
+    // A Set-Cookie answer is never stored: the waiters are released to go
+    // upstream themselves, and none gets the leader's cookie from the cache.
+    let answers = burst("/cached/cookie", 20).await;
+    assert!(answers.iter().all(|r| r.text() == "same"));
+    assert!(
+        answers
+            .iter()
+            .all(|r| r.header("set-cookie").as_deref() == Some("leader=1"))
+    );
+    assert_eq!(b.saw("/cached/cookie"), 20);
+
+    let answers = burst("/cached/one", 1000).await;
+    assert_eq!(answers.len(), 1000);
+    for r in &answers {
+        assert_eq!((r.status, r.text()), (StatusCode::OK, "same".into()));
+    }
+    assert_eq!(
+        b.saw("/cached/one"),
+        1,
+        "1,000 concurrent misses, one backend request"
+    );
+    let coalesced = answers
+        .iter()
+        .filter(|r| cache_status(r).contains("collapsed"))
+        .count();
+    assert!(coalesced > 0, "some waited for the one fill");
+}
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_bound_holds_and_a_large_download_streams_without_being_stored() {
+    const BIG: u64 = 512 << 20;
+    const CHUNK: usize = 256 << 10;
+    let b = TestBackend::start(
+        "bulk",
+        Arc::new(|req| {
+            Box::pin(async move {
+                if req.uri().path().starts_with("/cached/big") {
+                    let chunk = Bytes::from(vec![7u8; CHUNK]);
+                    let frames =
+                        futures_util::stream::iter((0..BIG / CHUNK as u64).map(move |_| {
+                            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(
+                                chunk.clone(),
+                            ))
+                        }));
+                    return Response::builder()
+                        .header("cache-control", "max-age=60")
+                        .body(BodyExt::boxed(StreamBody::new(frames)))
+                        .unwrap();
+                }
+                Response::builder()
+                    .header("cache-control", "max-age=60")
+                    .body(full(vec![b'x'; 32 << 10]))
+                    .unwrap()
+            })
+        }),
+    )
+    .await;
+    let f = Fulcrum::start(&config(
+        b.addr,
+        "      max_size: 4MiB\n      max_object_size: 1MiB\n",
+    ));
+    let addr = f.listener(0);
+    // A flood of distinct keys: the byte bound holds.
+    for i in 0..600 {
+        let r = request(addr, "GET", &format!("/cached/k{i}"), &[]).await;
+        assert_eq!(r.body.len(), 32 << 10);
+    }
+    let v = admin_json(&f, "GET", "/api/v1/cache", "").await;
+    let route = &v["routes"][0];
+    assert!(route["bytes"].as_u64().unwrap() <= 4 << 20, "{v}");
+    assert!(route["evictions"].as_u64().unwrap() > 0, "{v}");
+
+    // A body far past max_object_size streams through in bounded memory and
+    // is not stored.
+    let rss_before = rss(f.pid());
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(
+            Request::get("/cached/big")
+                .header("host", "localhost")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let (mut got, mut peak) = (0u64, 0u64);
+    while let Some(frame) = body.frame().await {
+        if let Ok(d) = frame.unwrap().into_data() {
+            got += d.len() as u64;
+            if got % (32 << 20) < d.len() as u64 {
+                peak = peak.max(rss(f.pid()));
+            }
+        }
+    }
+    assert_eq!(got, BIG);
+    assert!(
+        peak < rss_before + (96 << 20),
+        "memory grew with the body: {rss_before} -> {peak}"
+    );
+    let again = request(addr, "HEAD", "/cached/big", &[]).await;
+    assert!(!cache_status(&again).contains("hit"), "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_background_refresh_variants_and_authorization() {
+    let swr_answers = Arc::new(AtomicUsize::new(0));
+    let n = swr_answers.clone();
+    let b = TestBackend::start(
+        "varied",
+        Arc::new(move |req| {
+            let n = n.clone();
+            Box::pin(async move {
+                let path = req.uri().path().to_string();
+                let r = Response::builder();
+                match path.as_str() {
+                    "/cached/swr" => {
+                        // The first answer goes stale at once; the refreshed one
+                        // stays fresh, so exactly one refresh is expected.
+                        let i = n.fetch_add(1, Ordering::SeqCst) + 1;
+                        let cc = if i == 1 {
+                            "max-age=1, stale-while-revalidate=60"
+                        } else {
+                            "max-age=3600"
+                        };
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        r.header("cache-control", cc).body(full(format!("v{i}")))
+                    }
+                    "/cached/vary" => {
+                        let lang = req
+                            .headers()
+                            .get("accept-language")
+                            .map(|v| v.to_str().unwrap().to_string())
+                            .unwrap_or_default();
+                        r.header("cache-control", "max-age=60")
+                            .header("vary", "Accept-Language")
+                            .body(full(lang))
+                    }
+                    _ => r.header("cache-control", "max-age=60").body(full("secret")),
+                }
+                .unwrap()
+            })
+                as std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>
+        }),
+    )
+    .await;
+    let f = Fulcrum::start(&config(b.addr, "      stale_if_error: 0s\n"));
+    let addr = f.listener(0);
+
+    assert_eq!(request(addr, "GET", "/cached/swr", &[]).await.text(), "v1");
+    let stale = until_status(addr, "/cached/swr", "stale-while-revalidate").await;
+    assert_eq!(stale.text(), "v1");
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        set.spawn(async move { request(addr, "GET", "/cached/swr", &[]).await });
+    }
+    while let Some(r) = set.join_next().await {
+        assert_eq!(r.unwrap().status, StatusCode::OK);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while request(addr, "GET", "/cached/swr", &[]).await.text() != "v2" {
+        assert!(
+            Instant::now() < deadline,
+            "the background refresh never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        swr_answers.load(Ordering::SeqCst),
+        2,
+        "one refresh for 51 stale hits"
+    );
+
+    // Vary: one stored variant per Accept-Language.
+    for (lang, want) in [
+        ("en", "fwd=miss"),
+        ("fr", "fwd=vary-miss"),
+        ("en", "hit"),
+        ("fr", "hit"),
+    ] {
+        let r = request(addr, "GET", "/cached/vary", &[("accept-language", lang)]).await;
+        assert_eq!(r.text(), lang);
+        assert!(cache_status(&r).contains(want), "{lang}: {r:?}");
+    }
+    assert_eq!(b.saw("/cached/vary"), 2);
+
+    // A response to a request with Authorization is not stored without
+    // public / must-revalidate / s-maxage.
+    for _ in 0..2 {
+        request(
+            addr,
+            "GET",
+            "/cached/auth",
+            &[("authorization", "Bearer x")],
+        )
+        .await;
+    }
+    request(addr, "GET", "/cached/auth", &[]).await;
+    assert_eq!(b.saw("/cached/auth"), 3);
+}
