@@ -67,6 +67,18 @@ pub(crate) enum Command {
         chain_pem: String,
         key_pem: String,
     },
+    /// A node joins the cluster (`fulcrum ctl cluster add`): carried out by the
+    /// primary as a Raft membership change, not as a log command.
+    AddNode {
+        id: String,
+        address: String,
+        #[serde(default)]
+        witness: bool,
+    },
+    /// A node leaves the cluster (`fulcrum ctl cluster remove`).
+    RemoveNode {
+        id: String,
+    },
     /// Node-local: read the config file again (`force`: even if unchanged).
     ReloadFile {
         force: bool,
@@ -156,7 +168,10 @@ impl Command {
     pub(crate) fn is_replicated(&self) -> bool {
         !matches!(
             self,
-            Command::ReloadFile { .. } | Command::PersistConfig { .. }
+            Command::ReloadFile { .. }
+                | Command::PersistConfig { .. }
+                | Command::AddNode { .. }
+                | Command::RemoveNode { .. }
         )
     }
 }
@@ -191,6 +206,16 @@ impl fmt::Display for Command {
                 kind.word()
             ),
             Command::AcmeCertificate { domain, .. } => write!(f, "certificate for {domain}"),
+            Command::AddNode {
+                id,
+                address,
+                witness,
+            } => write!(
+                f,
+                "add {} {id} at {address} to the cluster",
+                if *witness { "witness" } else { "node" }
+            ),
+            Command::RemoveNode { id } => write!(f, "remove node {id} from the cluster"),
         }
     }
 }

@@ -35,7 +35,13 @@ struct Ha {
 
 impl Ha {
     fn with_timing(heartbeat_ms: u64, election_ms: u64) -> Ha {
-        let mut hosts: Vec<(String, String)> = NODES
+        Ha::new(heartbeat_ms, election_ms, &NODES, &NODES)
+    }
+
+    /// A lab with `all` node hosts; `initial` form the cluster and start now
+    /// (the others have a config naming the initial nodes as their peers).
+    fn new(heartbeat_ms: u64, election_ms: u64, all: &[&str], initial: &[&str]) -> Ha {
+        let mut hosts: Vec<(String, String)> = all
             .iter()
             .map(|n| (n.to_string(), format!("{}/24", node_ip(n))))
             .collect();
@@ -70,8 +76,8 @@ impl Ha {
             .args(["+x", hook.to_str().unwrap()])
             .status()
             .unwrap();
-        for n in NODES {
-            let peers: String = NODES
+        for &n in all {
+            let peers: String = initial
                 .iter()
                 .filter(|p| **p != n)
                 .map(|p| format!("    - {{ id: {p}, address: \"{}:7946\" }}\n", node_ip(p)))
@@ -106,11 +112,11 @@ cluster:
         let mut ha = Ha {
             lab,
             dir,
-            nodes: NODES.iter().map(|n| (n.to_string(), None)).collect(),
+            nodes: all.iter().map(|n| (n.to_string(), None)).collect(),
             _app: app,
             app_stop: Some(tx),
         };
-        for n in NODES {
+        for n in initial {
             ha.start(n);
         }
         ha
@@ -656,4 +662,179 @@ cluster:
         lab.neighbour("client", VIP6).as_deref() == Some(new_mac.as_str())
     });
     assert!(ask().is_some(), "the new holder does not answer on the VIP");
+}
+
+/// An admin API call from inside a node's host: (status, body).
+fn admin_call(ha: &Ha, n: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let (method, path, body) = (method.to_string(), path.to_string(), body.to_string());
+    block_on_host(&ha.lab.ns(n), move || async move {
+        let req = http::Request::builder()
+            .method(method.as_str())
+            .uri(path)
+            .header("host", "localhost")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        let r = tokio::time::timeout(
+            Duration::from_secs(120),
+            client::try_send("127.0.0.1:9000".parse().unwrap(), req),
+        )
+        .await;
+        match r {
+            Ok(Ok(r)) => (r.status.as_u16(), r.text()),
+            other => (0, format!("{other:?}")),
+        }
+    })
+}
+
+/// The voters a node's cluster status lists (itself included), sorted.
+fn voters(ha: &Ha, n: &str) -> Vec<String> {
+    let Some(s) = ha.status(n) else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = s["nodes"]
+        .as_array()
+        .map(|ns| {
+            ns.iter()
+                .filter(|x| x["self"] == true || x["voter"] == true)
+                .filter_map(|x| x["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Membership changes at run time, with the VIP sampled throughout: a fourth
+/// node joins (`fulcrum ctl cluster add`), a secondary is removed, a dead node
+/// is replaced by a new one, and the primary is removed (it hands over first).
+#[test]
+fn membership_grows_shrinks_and_replaces_a_dead_node_with_one_vip_holder() {
+    if skip() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    const ALL: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
+    let mut ha = Ha::new(100, ET_MS, &ALL, &NODES);
+    let sampler = VipSampler::start(&ha.lab, &ALL, VIP);
+    let t0 = Instant::now();
+    let primary = ha.wait_holder(&sampler, None);
+    let others: Vec<&str> = NODES.iter().copied().filter(|n| *n != primary).collect();
+
+    // Grow 3 -> 4: n4 starts (its peers hold a cluster: it waits), then is
+    // added through a secondary with `fulcrum ctl`.
+    ha.start("n4");
+    let log = ha.proc("n4").stderr.all().join("\n");
+    let ns = ha.lab.ns(others[0]);
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            common::bin(),
+            "ctl",
+            "cluster",
+            "add",
+            "n4",
+        ])
+        .arg(format!("{}:7946", node_ip("n4")))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ctl cluster add: {}{}\n{log}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("n4"));
+    wait_until("n4 a voter everywhere, following the primary", || {
+        ["n1", "n2", "n3", "n4"]
+            .iter()
+            .all(|n| voters(&ha, n) == ["n1", "n2", "n3", "n4"])
+            && ha
+                .status("n4")
+                .is_some_and(|s| s["leader"].as_str() == Some(primary.as_str()))
+    });
+
+    // Remove a secondary, through the primary; then stop it.
+    let gone = others[0];
+    let (code, body) = admin_call(
+        &ha,
+        &primary,
+        "DELETE",
+        &format!("/api/v1/cluster/nodes/{gone}"),
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    ha.proc(gone).signal(libc::SIGTERM);
+    ha.proc(gone).wait_exit();
+    sampler.dead.lock().unwrap().insert(gone.to_string());
+    let mut expect: Vec<String> = ["n1", "n2", "n3", "n4"]
+        .iter()
+        .filter(|n| **n != gone)
+        .map(|n| n.to_string())
+        .collect();
+    wait_until("three voters after the removal", || {
+        expect.iter().all(|n| voters(&ha, n) == expect)
+    });
+
+    // Replace a dead node: the other initial secondary dies (kill -9, cable
+    // pulled); n5 is added, then the dead one removed.
+    let dead = others[1];
+    ha.proc(dead).signal(libc::SIGKILL);
+    ha.lab.cut(dead);
+    sampler.dead.lock().unwrap().insert(dead.to_string());
+    ha.start("n5");
+    let (code, body) = admin_call(
+        &ha,
+        "n4",
+        "POST",
+        "/api/v1/cluster/nodes",
+        &format!("{{\"id\":\"n5\",\"address\":\"{}:7946\"}}", node_ip("n5")),
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = admin_call(
+        &ha,
+        "n5",
+        "DELETE",
+        &format!("/api/v1/cluster/nodes/{dead}"),
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    expect.retain(|n| n != dead);
+    expect.push("n5".into());
+    expect.sort();
+    wait_until("the dead node replaced by n5", || {
+        expect.iter().all(|n| voters(&ha, n) == expect)
+    });
+    assert_eq!(ha.wait_holder(&sampler, None), primary);
+
+    // Remove the primary: it hands over first, and the VIP moves once.
+    let t1 = Instant::now();
+    let (code, body) = admin_call(
+        &ha,
+        &primary,
+        "DELETE",
+        &format!("/api/v1/cluster/nodes/{primary}"),
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    let new = ha.wait_holder(&sampler, Some(&primary));
+    eprintln!(
+        "removing the primary {primary}: VIP on {new} after {:?}",
+        t1.elapsed()
+    );
+    expect.retain(|n| *n != primary);
+    wait_until("two voters left, agreeing on the new primary", || {
+        expect.iter().all(|n| {
+            voters(&ha, n) == expect
+                && ha
+                    .status(n)
+                    .is_some_and(|s| s["leader"].as_str() == Some(new.as_str()))
+        })
+    });
+    assert_eq!(
+        sampler.longest_double(t0),
+        Duration::ZERO,
+        "two VIP holders"
+    );
 }

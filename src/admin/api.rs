@@ -109,6 +109,13 @@ pub(super) async fn route(
                 }),
             ),
         },
+        ["cluster", "nodes"] if m == "POST" => add_node(ctx, req).await,
+        ["cluster", "nodes", id] if m == "DELETE" => outcome(
+            ctx.commands
+                .submit(Command::RemoveNode { id: id.to_string() })
+                .await,
+            StatusCode::OK,
+        ),
         ["failover", action] => {
             super::failover::handle(ctx, &method, action, query.as_deref()).await
         }
@@ -123,7 +130,9 @@ pub(super) async fn route(
         | ["events"]
         | ["events", "stream"]
         | ["history"]
-        | ["cluster"] => error(
+        | ["cluster"]
+        | ["cluster", "nodes"]
+        | ["cluster", "nodes", _] => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} is not allowed here"),
         ),
@@ -292,6 +301,30 @@ async fn put_config(
         Command::PersistConfig { text }
     } else {
         Command::ReplaceConfig { text }
+    };
+    outcome(ctx.commands.submit(cmd).await, StatusCode::OK)
+}
+
+/// `POST /api/v1/cluster/nodes` `{"id", "address", "witness"}`.
+async fn add_node(ctx: &AdminContext, req: Request<Incoming>) -> Response<AdminBody> {
+    let body = match read_body(req, BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
+    };
+    let (Some(id), Some(address)) = (v["id"].as_str(), v["address"].as_str()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected {\"id\": NODE_ID, \"address\": \"host:port\", \"witness\": false}",
+        );
+    };
+    let cmd = Command::AddNode {
+        id: id.to_string(),
+        address: address.to_string(),
+        witness: v["witness"].as_bool().unwrap_or(false),
     };
     outcome(ctx.commands.submit(cmd).await, StatusCode::OK)
 }

@@ -121,8 +121,32 @@ enum CtlCommand {
         /// Pool name (optional for status: every pool with backups)
         pool: Option<String>,
     },
-    /// Cluster nodes, roles and the virtual IP holder
-    Cluster,
+    /// Cluster nodes, roles and the virtual IP holder; `add` / `remove` change
+    /// the membership
+    Cluster {
+        #[command(subcommand)]
+        change: Option<ClusterChange>,
+    },
+}
+
+/// Membership changes, made through any node (forwarded to the primary).
+#[derive(clap::Subcommand)]
+enum ClusterChange {
+    /// Add a node: it joins as a learner, catches up, then becomes a voter
+    Add {
+        /// The new node's `node_id`
+        id: String,
+        /// Its peer address (its `cluster.bind`), host:port
+        address: String,
+        /// The node is a witness (votes, serves no traffic)
+        #[arg(long)]
+        witness: bool,
+    },
+    /// Remove a node (the primary hands its role over first)
+    Remove {
+        /// The node's `node_id`
+        id: String,
+    },
 }
 
 pub fn run(args: CtlArgs) -> ExitCode {
@@ -255,7 +279,30 @@ fn request(command: &CtlCommand) -> Result<ApiRequest, String> {
             }
             (m, format!("/api/v1/failover/{action}{q}"), None)
         }
-        Cluster => (Method::GET, "/api/v1/cluster".into(), None),
+        Cluster { change: None } => (Method::GET, "/api/v1/cluster".into(), None),
+        Cluster {
+            change:
+                Some(ClusterChange::Add {
+                    id,
+                    address,
+                    witness,
+                }),
+        } => (
+            Method::POST,
+            "/api/v1/cluster/nodes".into(),
+            Some(
+                serde_json::json!({ "id": id, "address": address, "witness": witness })
+                    .to_string()
+                    .into_bytes(),
+            ),
+        ),
+        Cluster {
+            change: Some(ClusterChange::Remove { id }),
+        } => (
+            Method::DELETE,
+            format!("/api/v1/cluster/nodes/{}", enc(id)),
+            None,
+        ),
     })
 }
 
@@ -564,6 +611,26 @@ fn print_cluster(out: &mut String, v: &Value) {
     table(out, &["node", "address", "role", "last contact"], rows);
 }
 
+/// The membership after a change.
+fn print_members(out: &mut String, v: &Value) {
+    let rows = v["members"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .map(|m| {
+                    let kind = match (m["voter"].as_bool(), m["witness"].as_bool()) {
+                        (Some(true), Some(true)) => "witness",
+                        (Some(true), _) => "voter",
+                        _ => "learner",
+                    };
+                    vec![s(&m["id"]), s(&m["address"]), kind.to_string()]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(out, &["node", "address", "member as"], rows);
+}
+
 fn print_status(out: &mut String, v: &Value) {
     let _ = writeln!(
         out,
@@ -632,7 +699,8 @@ fn print_human(cmd: &CtlCommand, v: &Value, out: &mut String) {
         }
         Events { .. } => print_events(out, v),
         Failover { .. } => print_failover(out, v),
-        Cluster => print_cluster(out, v),
+        Cluster { change: None } => print_cluster(out, v),
+        Cluster { change: Some(_) } => print_members(out, v),
         Config => {
             let _ = writeln!(
                 out,

@@ -16,22 +16,22 @@ pub mod consensus;
 pub mod hooks;
 mod raft;
 pub mod role;
+pub mod secure;
 pub mod transport;
 pub mod vip;
 
 use crate::command::{Command, CommandError, CommandSink, Outcome};
 use crate::config::ClusterConfig;
 use crate::events::{EventKind, Events};
-use consensus::{Consensus, ConsensusView, ProposeError};
+use consensus::{Consensus, ConsensusView, MemberView, ProposeError};
 use hooks::{Hooks, Transition};
 use role::{Preempt, Role};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use transport::{Contacts, Peer, Request, Response};
+use transport::{Contacts, Peers, Request, Response};
 use vip::Vip;
 
 /// How long a forwarded admin write may take.
@@ -45,7 +45,12 @@ pub struct Cluster {
     pub config: ClusterConfig,
     pub witness: bool,
     consensus: OnceLock<Arc<dyn Consensus>>,
-    peers: HashMap<String, Arc<Peer>>,
+    peers: Arc<Peers>,
+    /// Whether `state_dir` held cluster state at start (the answer to a new
+    /// node's probe until Raft has started).
+    had_state: bool,
+    /// Set once this node saw itself removed from the membership.
+    removed: AtomicBool,
     contacts: Arc<Contacts>,
     role: AtomicU8,
     term: AtomicU64,
@@ -97,30 +102,25 @@ impl Cluster {
         if secret.is_none() && !config.bind.ip().is_loopback() {
             tracing::warn!(
                 bind = %config.bind,
-                "cluster.secret is not set: anything that reaches this address can send Raft messages and admin writes; set a secret or keep the peer network private"
+                "cluster.secret is not set: the peer link is encrypted but anything that reaches this address can send Raft messages and admin writes; set a secret or keep the peer network private"
             );
         }
-        let peers: HashMap<String, Arc<Peer>> = config
-            .peers
-            .iter()
-            .map(|p| {
-                (
-                    p.id.clone(),
-                    Arc::new(Peer::new(
-                        &config.node_id,
-                        &p.id,
-                        &p.address,
-                        contacts.clone(),
-                        secret.clone(),
-                    )),
-                )
-            })
-            .collect();
+        let tls = Arc::new(secure::PeerTls::new()?);
+        let peers = Arc::new(Peers::new(
+            &config.node_id,
+            contacts.clone(),
+            tls.clone(),
+            secret.clone(),
+        ));
+        for p in &config.peers {
+            peers.ensure(&p.id, &p.address);
+        }
         let initial = if witness {
             Role::Witness
         } else {
             Role::Secondary
         };
+        let had_state = raft::has_state(&config.state_dir);
         let cluster = Arc::new(Cluster {
             lease: role::lease(config.election_timeout),
             hooks: Hooks::start(&config.hooks),
@@ -128,6 +128,8 @@ impl Cluster {
             witness,
             consensus: OnceLock::new(),
             peers,
+            had_state,
+            removed: AtomicBool::new(false),
             contacts: contacts.clone(),
             role: AtomicU8::new(initial.code()),
             term: AtomicU64::new(0),
@@ -144,26 +146,69 @@ impl Cluster {
             listener,
             cluster.clone(),
             contacts,
+            tls,
             secret,
             cluster.stop.clone(),
         );
         let consensus =
-            raft::RaftConsensus::start(&cluster.config, witness, applier, &cluster.peers).await?;
+            raft::RaftConsensus::start(&cluster.config, witness, applier, cluster.peers.clone())
+                .await?;
+        // The term saved before a restart: hooks never see a term go back.
+        let term = consensus.view().borrow().term;
+        cluster.term.fetch_max(term, Relaxed);
         let _ = cluster.consensus.set(consensus);
         tracing::info!(
             node = %cluster.config.node_id,
             bind = %cluster.config.bind,
-            peers = cluster.peers.len(),
+            peers = cluster.config.peers.len(),
             role = initial.word(),
             "cluster node started"
         );
-        cluster.announce(Role::Secondary, initial, "starting".into(), 0);
+        cluster.announce(Role::Secondary, initial, "starting".into(), cluster.term());
         tokio::spawn(cluster.clone().run_roles());
         Ok(cluster)
     }
 
     fn consensus(&self) -> Option<&Arc<dyn Consensus>> {
         self.consensus.get()
+    }
+
+    /// The client for node `name`: known from the config or the membership.
+    fn peer_for(&self, name: &str) -> Option<Arc<transport::Peer>> {
+        self.peers.get(name).or_else(|| {
+            self.view()
+                .members
+                .iter()
+                .find(|m| m.name == name)
+                .map(|m| self.peers.ensure(&m.name, &m.address))
+        })
+    }
+
+    /// Every member but this node: from the log's membership, or from the
+    /// config until this node knows one.
+    fn others(&self, view: &ConsensusView) -> Vec<MemberView> {
+        if view.members.is_empty() {
+            return self
+                .config
+                .peers
+                .iter()
+                .map(|p| MemberView {
+                    name: p.id.clone(),
+                    address: p.address.clone(),
+                    witness: p.witness,
+                    voter: true,
+                })
+                .collect();
+        }
+        view.members
+            .iter()
+            .filter(|m| m.name != self.config.node_id)
+            .cloned()
+            .collect()
+    }
+
+    fn voters(&self, view: &ConsensusView) -> Vec<MemberView> {
+        self.others(view).into_iter().filter(|m| m.voter).collect()
     }
 
     /// Follows this node's role as it changes.
@@ -238,7 +283,20 @@ impl Cluster {
                 _ = self.stop.cancelled() => return,
             }
             let view = rx.borrow().clone();
-            self.term.store(view.term, Relaxed);
+            let me = &self.config.node_id;
+            if !view.members.is_empty() && !view.members.iter().any(|m| m.name == *me) {
+                self.note_removed(&consensus);
+            }
+            // Members added at run time: known to the transport from now on
+            // (a node in `peers` keeps the address configured there).
+            for m in view.members.iter().filter(|m| m.name != *me) {
+                if self.peers.get(&m.name).is_none() {
+                    self.peers.ensure(&m.name, &m.address);
+                }
+            }
+            // Terms only grow; a view that lags (or a library reporting 0 while
+            // it starts) must not make a hook see an older term.
+            let term = self.term.fetch_max(view.term, Relaxed).max(view.term);
             let now = Instant::now();
             let current = self.role();
             let want = role::decide(self.witness, &view, now, self.lease);
@@ -259,7 +317,7 @@ impl Cluster {
                 if want == Role::Primary {
                     vip_ok = self.acquire_vip().await;
                 }
-                self.announce(current, want, reason, view.term);
+                self.announce(current, want, reason, term);
                 preempt.reset();
             } else if want == Role::Primary && !vip_ok {
                 vip_ok = self.acquire_vip().await;
@@ -306,7 +364,7 @@ impl Cluster {
         if !preempt.update(passing, now, self.config.preempt_delay, retry) {
             return;
         }
-        let Some(peer) = self.peers.get(&leader).cloned() else {
+        let Some(peer) = self.peer_for(&leader) else {
             return;
         };
         let priority = self.config.priority;
@@ -342,18 +400,18 @@ impl Cluster {
         let target = target.or_else(|| {
             // The caught-up voter heard from most recently.
             let mut best: Option<(String, u64)> = None;
-            for p in self.config.peers.iter().filter(|p| !p.witness) {
+            for p in self.voters(&view).into_iter().filter(|p| !p.witness) {
                 let matched = view
                     .matched
                     .iter()
-                    .find(|(n, _)| *n == p.id)
+                    .find(|(n, _)| *n == p.name)
                     .and_then(|(_, m)| *m);
                 if matched.is_none() || matched < view.last_log {
                     continue;
                 }
-                let ago = self.contacts.since(&p.id).unwrap_or(u64::MAX);
+                let ago = self.contacts.since(&p.name).unwrap_or(u64::MAX);
                 if best.as_ref().is_none_or(|(_, b)| ago < *b) {
-                    best = Some((p.id.clone(), ago));
+                    best = Some((p.name.clone(), ago));
                 }
             }
             best.map(|(n, _)| n)
@@ -364,7 +422,7 @@ impl Cluster {
         );
         consensus.set_active(false, false);
         if let Some(t) = &target
-            && let Some(peer) = self.peers.get(t)
+            && let Some(peer) = self.peer_for(t)
             && let Err(e) = peer.call(Request::TakeOver, Duration::from_secs(2)).await
         {
             tracing::warn!(target = %t, error = %e, "cannot reach the hand-over target");
@@ -423,7 +481,7 @@ impl Cluster {
         match consensus.propose(cmd.clone()).await {
             Ok((o, _)) => o,
             Err(ProposeError::NotLeader(Some(leader))) if leader != self.config.node_id => {
-                let Some(peer) = self.peers.get(&leader) else {
+                let Some(peer) = self.peer_for(&leader) else {
                     return Err(CommandError::unavailable(format!(
                         "the primary `{leader}` is not a configured peer"
                     )));
@@ -510,19 +568,20 @@ impl Cluster {
             "last_contact_ms": 0,
             "self": true,
         })];
-        for p in &self.config.peers {
+        for p in self.others(&view) {
             let role = if p.witness {
                 "witness"
-            } else if view.leader.as_deref() == Some(p.id.as_str()) {
+            } else if view.leader.as_deref() == Some(p.name.as_str()) {
                 "primary"
             } else {
                 "secondary"
             };
             nodes.push(json!({
-                "id": p.id,
+                "id": p.name,
                 "address": p.address,
                 "role": role,
-                "last_contact_ms": self.contacts.since(&p.id),
+                "voter": p.voter,
+                "last_contact_ms": self.contacts.since(&p.name),
             }));
         }
         let since = self
@@ -554,11 +613,27 @@ impl transport::Handler for Cluster {
         req: Request,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>> {
         Box::pin(async move {
+            if let Request::Probe = req {
+                let initialized =
+                    self.had_state || self.consensus().is_some() && !self.view().members.is_empty();
+                return Response::Probe { initialized };
+            }
             let Some(consensus) = self.consensus().cloned() else {
                 return Response::Error("starting".into());
             };
             match req {
                 Request::Raft(v) => Response::Raft(consensus.handle_rpc(v).await),
+                Request::Forward(cmd @ (Command::AddNode { .. } | Command::RemoveNode { .. })) => {
+                    Response::Applied {
+                        outcome: self.change_members(cmd, true).await,
+                        index: 0,
+                    }
+                }
+                Request::Removed => {
+                    self.note_removed(&consensus);
+                    Response::Ok
+                }
+                Request::Probe => Response::Ok,
                 Request::Forward(cmd) => match consensus.propose(cmd).await {
                     Ok((outcome, index)) => Response::Applied { outcome, index },
                     Err(ProposeError::NotLeader(l)) => Response::Refused(format!(
@@ -579,7 +654,156 @@ impl transport::Handler for Cluster {
     }
 }
 
+/// How long a membership change may take (a new node catching up included).
+const MEMBER_TIMEOUT: Duration = Duration::from_secs(90);
+
 impl Cluster {
+    /// This node is no longer a member: it stops campaigning (once).
+    fn note_removed(&self, consensus: &Arc<dyn Consensus>) {
+        if !self.removed.swap(true, Relaxed) {
+            tracing::warn!(
+                "this node was removed from the cluster: it no longer votes or campaigns; stop it (and clear its state_dir before it joins again)"
+            );
+            consensus.set_active(false, false);
+        }
+    }
+
+    /// `fulcrum ctl cluster add|remove`: a membership change, made by the
+    /// primary (forwarded there from any other node, once). Removing the
+    /// primary hands its role over first; the new primary removes it.
+    pub(crate) async fn change_members(&self, cmd: Command, forwarded: bool) -> Outcome {
+        if self.witness {
+            return Err(CommandError::conflict("a witness takes no admin changes"));
+        }
+        let Some(consensus) = self.consensus().cloned() else {
+            return Err(CommandError::unavailable("the cluster is starting"));
+        };
+        check_member_change(&cmd)?;
+        let view = self.view();
+        if !view.is_leader || self.handing_over.load(Relaxed) {
+            return self.forward_member_change(cmd, &view, forwarded).await;
+        }
+        let me = self.config.node_id.clone();
+        let result = match &cmd {
+            Command::AddNode {
+                id,
+                address,
+                witness,
+            } => {
+                if *id == me || view.members.iter().any(|m| m.name == *id && m.voter) {
+                    return Err(CommandError::conflict(format!(
+                        "`{id}` is already a member"
+                    )));
+                }
+                tokio::time::timeout(
+                    MEMBER_TIMEOUT - Duration::from_secs(5),
+                    consensus.add_member(id.clone(), address.clone(), *witness),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ProposeError::Failed(format!(
+                        "`{id}` was added as a learner but has not caught up: is it running and reachable at {address}? (`fulcrum ctl cluster remove {id}` takes it out)"
+                    )))
+                })
+            }
+            Command::RemoveNode { id } if *id == me => {
+                if forwarded {
+                    return Err(CommandError::unavailable(
+                        "the primary is handing over; retry",
+                    ));
+                }
+                let handed = self.hand_over(None).await;
+                consensus.set_active(true, true);
+                self.handing_over.store(false, Relaxed);
+                if !handed {
+                    return Err(CommandError::unavailable(
+                        "the primary role could not be handed over first; retry",
+                    ));
+                }
+                let view = self.view();
+                return self.forward_member_change(cmd, &view, false).await;
+            }
+            Command::RemoveNode { id } => {
+                let r = consensus.remove_member(id.clone()).await;
+                if r.is_ok()
+                    && let Some(peer) = self.peer_for(id)
+                {
+                    // Best effort: tell it to stop campaigning.
+                    tokio::spawn(async move {
+                        let _ = peer.call(Request::Removed, Duration::from_secs(2)).await;
+                    });
+                }
+                r
+            }
+            _ => return Err(CommandError::invalid("not a membership change")),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(change = %cmd, "membership changed");
+                self.events
+                    .record(EventKind::ClusterRole, None, None, cmd.to_string());
+                Ok(self.members_json(&cmd).await)
+            }
+            Err(ProposeError::NotLeader(_)) => Err(CommandError::unavailable(
+                "the primary changed during the change; retry",
+            )),
+            Err(ProposeError::Failed(e)) => Err(CommandError::failed(e)),
+        }
+    }
+
+    async fn forward_member_change(
+        &self,
+        cmd: Command,
+        view: &ConsensusView,
+        forwarded: bool,
+    ) -> Outcome {
+        let leader = view.leader.clone().filter(|l| *l != self.config.node_id);
+        let (Some(leader), false) = (leader, forwarded) else {
+            return Err(CommandError::unavailable(
+                "no primary is elected right now; retry in a moment",
+            ));
+        };
+        let Some(peer) = self.peer_for(&leader) else {
+            return Err(CommandError::unavailable(format!(
+                "the primary `{leader}` is not a known member"
+            )));
+        };
+        match peer.call(Request::Forward(cmd), MEMBER_TIMEOUT).await {
+            Ok(Response::Applied { outcome, .. }) => outcome,
+            Ok(Response::Refused(why)) | Ok(Response::Error(why)) => {
+                Err(CommandError::unavailable(why))
+            }
+            Ok(other) => Err(CommandError::failed(format!(
+                "unexpected answer from the primary: {other:?}"
+            ))),
+            Err(e) => Err(CommandError::unavailable(format!(
+                "the primary `{leader}` cannot be reached: {e}"
+            ))),
+        }
+    }
+
+    /// The membership once the change shows in this node's view (or after 2 s).
+    async fn members_json(&self, cmd: &Command) -> Value {
+        let done = |v: &ConsensusView| match cmd {
+            Command::AddNode { id, .. } => v.members.iter().any(|m| m.name == *id && m.voter),
+            Command::RemoveNode { id } => !v.members.iter().any(|m| m.name == *id),
+            _ => true,
+        };
+        if let Some(c) = self.consensus() {
+            let mut rx = c.view();
+            let _ = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(done)).await;
+        }
+        let view = self.view();
+        json!({
+            "members": view.members.iter().map(|m| json!({
+                "id": m.name,
+                "address": m.address,
+                "witness": m.witness,
+                "voter": m.voter,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
     /// A preemption request from `from`: accepted only from a higher priority,
     /// caught-up node, after this node has been primary for `preempt_delay`.
     fn yield_to(self: &Arc<Self>, from: String, priority: u32) -> Response {
@@ -623,4 +847,29 @@ impl Cluster {
         });
         Response::Ok
     }
+}
+
+/// A well-formed membership change: a valid node id, an address with a port.
+fn check_member_change(cmd: &Command) -> Result<(), CommandError> {
+    let (id, address) = match cmd {
+        Command::AddNode { id, address, .. } => (id, Some(address)),
+        Command::RemoveNode { id } => (id, None),
+        _ => return Err(CommandError::invalid("not a membership change")),
+    };
+    if !crate::config::valid_node_id(id) {
+        return Err(CommandError::invalid(format!(
+            "node id `{id}`: use 1 to 64 letters, digits, `-`, `_` or `.`"
+        )));
+    }
+    if let Some(a) = address {
+        let ok = a
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
+        if !ok {
+            return Err(CommandError::invalid(format!(
+                "address `{a}`: expected host:port (the node's `cluster.bind`)"
+            )));
+        }
+    }
+    Ok(())
 }
