@@ -27,6 +27,7 @@ fn node_ip(n: &str) -> String {
 
 struct Ha {
     lab: Lab,
+    witness: Option<String>,
     dir: TempDir,
     nodes: Vec<(String, Option<Fulcrum>)>,
     _app: std::thread::JoinHandle<()>,
@@ -35,12 +36,19 @@ struct Ha {
 
 impl Ha {
     fn with_timing(heartbeat_ms: u64, election_ms: u64) -> Ha {
-        Ha::new(heartbeat_ms, election_ms, &NODES, &NODES)
+        Ha::new(heartbeat_ms, election_ms, &NODES, &NODES, None)
     }
 
     /// A lab with `all` node hosts; `initial` form the cluster and start now
     /// (the others have a config naming the initial nodes as their peers).
-    fn new(heartbeat_ms: u64, election_ms: u64, all: &[&str], initial: &[&str]) -> Ha {
+    /// `witness`: that node runs `fulcrum witness`.
+    fn new(
+        heartbeat_ms: u64,
+        election_ms: u64,
+        all: &[&str],
+        initial: &[&str],
+        witness: Option<&str>,
+    ) -> Ha {
         let mut hosts: Vec<(String, String)> = all
             .iter()
             .map(|n| (n.to_string(), format!("{}/24", node_ip(n))))
@@ -80,7 +88,13 @@ impl Ha {
             let peers: String = initial
                 .iter()
                 .filter(|p| **p != n)
-                .map(|p| format!("    - {{ id: {p}, address: \"{}:7946\" }}\n", node_ip(p)))
+                .map(|p| {
+                    format!(
+                        "    - {{ id: {p}, address: \"{}:7946\", witness: {} }}\n",
+                        node_ip(p),
+                        witness == Some(*p)
+                    )
+                })
                 .collect();
             dir.write(
                 &format!("{n}.yaml"),
@@ -113,6 +127,7 @@ cluster:
             lab,
             dir,
             nodes: all.iter().map(|n| (n.to_string(), None)).collect(),
+            witness: witness.map(str::to_string),
             _app: app,
             app_stop: Some(tx),
         };
@@ -125,11 +140,16 @@ cluster:
     fn start(&mut self, n: &str) {
         let cfg = self.dir.path(&format!("{n}.yaml"));
         let c = cfg.to_str().unwrap().to_string();
+        let (cmd, ready) = if self.witness.as_deref() == Some(n) {
+            ("witness", "witness started")
+        } else {
+            ("run", "fulcrum started")
+        };
         let f = self.lab.fulcrum(
             n,
             cfg.clone(),
-            &["--log-format", "json", "run", "-c", &c],
-            "fulcrum started",
+            &["--log-format", "json", cmd, "-c", &c],
+            ready,
         );
         let slot = self.nodes.iter_mut().find(|(x, _)| x == n).unwrap();
         slot.1 = Some(f);
@@ -470,10 +490,17 @@ fn bench_takeover_and_packet_loss() {
     };
     let (hb, et) = (env("HB_MS", 100), env("ET_MS", 350));
     let rounds = env("ROUNDS", 5) as usize;
-    eprintln!("timing: heartbeat_interval {hb}ms, election_timeout {et}ms");
-    let Some((mut ha, sampler, _, _one)) = setup(hb, et) else {
+    // WITNESS=1: two nodes and a witness (n3).
+    let witness = std::env::var("WITNESS").is_ok().then_some("n3");
+    eprintln!("timing: heartbeat_interval {hb}ms, election_timeout {et}ms; witness {witness:?}");
+    if skip() {
         return;
-    };
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    const ALL: [&str; 4] = ["n1", "n2", "n3", "n4"];
+    let mut ha = Ha::new(hb, et, &ALL, &NODES, witness);
+    let sampler = VipSampler::start(&ha.lab, &ALL, VIP);
+    ha.wait_holder(&sampler, None);
     let client = ClientLoop::start(&ha.lab.ns("client"), vip_addr());
     let mut takeovers = Vec::new();
     for round in 0..rounds {
@@ -527,6 +554,7 @@ fn bench_takeover_and_packet_loss() {
     ));
     let t0 = Instant::now();
     let before: Vec<usize> = NODES.iter().map(|n| ha.hooks(n).len()).collect();
+
     std::thread::sleep(Duration::from_secs(60));
     let changes: Vec<(String, Vec<String>)> = NODES
         .iter()
@@ -557,6 +585,42 @@ fn bench_takeover_and_packet_loss() {
             .filter(|(t, _)| *t >= t0)
             .count(),
         sampler.longest_double(t0)
+    );
+
+    // A new node joins after 1,000 admin changes (it catches up from a snapshot).
+    nft("delete table bridge loss");
+    let primary = ha.wait_holder(&sampler, None);
+    let n = block_on_host(&ha.lab.ns(&primary), || async {
+        let mut ok = 0;
+        for i in 0..1000 {
+            let action = if i % 2 == 0 { "drain" } else { "enable" };
+            let req = http::Request::post(format!(
+                "/api/v1/pools/app/backends/10.77.0.200:8000/{action}"
+            ))
+            .header("host", "localhost")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+            if client::try_send("127.0.0.1:9000".parse().unwrap(), req)
+                .await
+                .is_ok_and(|r| r.status.is_success())
+            {
+                ok += 1;
+            }
+        }
+        ok
+    });
+    ha.start("n4");
+    let t = Instant::now();
+    let (code, body) = admin_call(
+        &ha,
+        &primary,
+        "POST",
+        "/api/v1/cluster/nodes",
+        &format!("{{\"id\":\"n4\",\"address\":\"{}:7946\"}}", node_ip("n4")),
+    );
+    eprintln!(
+        "join after {n} admin changes: n4 a caught-up voter in {:.0} ms ({code} {body})",
+        t.elapsed().as_secs_f64() * 1000.0
     );
 }
 
@@ -714,7 +778,7 @@ fn membership_grows_shrinks_and_replaces_a_dead_node_with_one_vip_holder() {
     }
     let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     const ALL: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
-    let mut ha = Ha::new(100, ET_MS, &ALL, &NODES);
+    let mut ha = Ha::new(100, ET_MS, &ALL, &NODES, None);
     let sampler = VipSampler::start(&ha.lab, &ALL, VIP);
     let t0 = Instant::now();
     let primary = ha.wait_holder(&sampler, None);
