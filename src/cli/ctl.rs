@@ -728,6 +728,32 @@ mod tests {
     }
 
     #[test]
+    fn cluster_add_and_remove_map_to_the_membership_api() {
+        let add = CtlCommand::Cluster {
+            change: Some(ClusterChange::Add {
+                id: "n4".into(),
+                address: "10.0.0.14:7946".into(),
+                witness: true,
+            }),
+        };
+        let (m, path, body) = request(&add).unwrap();
+        assert_eq!((m, path.as_str()), (Method::POST, "/api/v1/cluster/nodes"));
+        let v: Value = serde_json::from_slice(&body.unwrap()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"id": "n4", "address": "10.0.0.14:7946", "witness": true})
+        );
+        let remove = CtlCommand::Cluster {
+            change: Some(ClusterChange::Remove { id: "n 2".into() }),
+        };
+        let (m, path, _) = request(&remove).unwrap();
+        assert_eq!(
+            (m, path.as_str()),
+            (Method::DELETE, "/api/v1/cluster/nodes/n%202")
+        );
+    }
+
+    #[test]
     fn apply_errors_name_the_file() {
         let apply = CtlCommand::Apply {
             file: "site.yaml".into(),
