@@ -7,6 +7,7 @@
 //! - `role`: who is primary, by the leader lease (see the timing model there).
 //! - `vip`: netlink and gratuitous ARP. `hooks`: notify script and webhook.
 //! - `secure`: TLS on every peer link. `members`: membership changes at run time.
+//! - `vip_guard`: the child process that drops the VIP of a frozen node.
 //!
 //! A role task watches the consensus state and a short tick; it alone moves the
 //! VIP and fires hooks, so transitions are ordered. Nothing here touches the
@@ -21,6 +22,7 @@ pub mod role;
 pub mod secure;
 pub mod transport;
 pub mod vip;
+pub mod vip_guard;
 
 use crate::command::{Command, CommandError, CommandSink, Outcome};
 use crate::config::ClusterConfig;
@@ -60,6 +62,8 @@ pub struct Cluster {
     role_since: Mutex<Instant>,
     handing_over: AtomicBool,
     vip: Option<Vip>,
+    /// Removes the VIP if this process stops renewing its lease (SIGSTOP).
+    guard: Option<vip_guard::Guard>,
     hooks: Hooks,
     events: Arc<Events>,
     /// Every role change, for whoever acts on it (ACME orders only on the primary).
@@ -123,6 +127,10 @@ impl Cluster {
             Role::Secondary
         };
         let had_state = raft::has_state(&config.state_dir);
+        let guard = match &vip {
+            Some(v) => Some(vip_guard::Guard::spawn(&v.config)?),
+            None => None,
+        };
         let cluster = Arc::new(Cluster {
             lease: role::lease(config.election_timeout),
             hooks: Hooks::start(&config.hooks),
@@ -139,6 +147,7 @@ impl Cluster {
             role_since: Mutex::new(Instant::now()),
             handing_over: AtomicBool::new(false),
             vip,
+            guard,
             events,
             roles: tokio::sync::watch::Sender::new(initial),
             checks,
@@ -324,6 +333,15 @@ impl Cluster {
             } else if want == Role::Primary && !vip_ok {
                 vip_ok = self.acquire_vip().await;
             }
+            if want == Role::Primary
+                && let (Some(g), Some(acked)) = (&self.guard, view.quorum_acked_at)
+            {
+                // The guard removes the VIP at the end of this lease unless renewed.
+                g.hold(acked + self.lease).await;
+                if g.dropped.swap(false, Relaxed) {
+                    vip_ok = false;
+                }
+            }
             if want == Role::Secondary && self.config.preempt {
                 self.maybe_preempt(&view, &mut preempt, now);
             }
@@ -347,6 +365,9 @@ impl Cluster {
     }
 
     async fn release_vip(&self) {
+        if let Some(g) = &self.guard {
+            g.release().await;
+        }
         if let Some(v) = &self.vip {
             match v.release().await {
                 Ok(_) => tracing::info!(vip = %v.config.address, "VIP released"),
