@@ -50,6 +50,8 @@ pub struct Guard {
     stdin: tokio::sync::Mutex<tokio::process::ChildStdin>,
     /// Set when the guard removed the address (the node must take it again).
     pub dropped: Arc<AtomicBool>,
+    /// A failed write was logged (once: the role task writes at every tick).
+    broken: AtomicBool,
     _child: tokio::process::Child,
 }
 
@@ -87,6 +89,7 @@ impl Guard {
         Ok(Guard {
             stdin: tokio::sync::Mutex::new(stdin),
             dropped,
+            broken: AtomicBool::new(false),
             _child: child,
         })
     }
@@ -97,8 +100,10 @@ impl Guard {
             w.write_all(line.as_bytes()).await?;
             w.flush().await
         };
-        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_millis(100), write).await {
-            tracing::warn!(error = %e, "cannot reach the VIP guard");
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_millis(100), write).await
+            && !self.broken.swap(true, Relaxed)
+        {
+            tracing::error!(error = %e, "the VIP guard is gone: a frozen primary would keep the VIP");
         }
     }
 
