@@ -73,6 +73,18 @@ pub(crate) enum Command {
         kind: PurgeKind,
         value: String,
     },
+    /// A node joins the cluster (`fulcrum ctl cluster add`): carried out by the
+    /// primary as a Raft membership change, not as a log command.
+    AddNode {
+        id: String,
+        address: String,
+        #[serde(default)]
+        witness: bool,
+    },
+    /// A node leaves the cluster (`fulcrum ctl cluster remove`).
+    RemoveNode {
+        id: String,
+    },
     /// Node-local: read the config file again (`force`: even if unchanged).
     ReloadFile {
         force: bool,
@@ -180,7 +192,10 @@ impl Command {
     pub(crate) fn is_replicated(&self) -> bool {
         !matches!(
             self,
-            Command::ReloadFile { .. } | Command::PersistConfig { .. }
+            Command::ReloadFile { .. }
+                | Command::PersistConfig { .. }
+                | Command::AddNode { .. }
+                | Command::RemoveNode { .. }
         )
     }
 }
@@ -218,6 +233,16 @@ impl fmt::Display for Command {
             Command::PurgeCache { kind, value } => {
                 write!(f, "purge cache by {} {value}", kind.word())
             }
+            Command::AddNode {
+                id,
+                address,
+                witness,
+            } => write!(
+                f,
+                "add {} {id} at {address} to the cluster",
+                if *witness { "witness" } else { "node" }
+            ),
+            Command::RemoveNode { id } => write!(f, "remove node {id} from the cluster"),
         }
     }
 }

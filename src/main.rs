@@ -62,6 +62,15 @@ enum Command {
     },
     /// Talk to a running Fulcrum's admin API (status, pools, drain/enable, failover...).
     Ctl(cli::ctl::CtlArgs),
+    /// (Started by a cluster node with a `vip`.) Removes the VIP when the node
+    /// stops renewing its lease.
+    #[command(hide = true)]
+    VipGuard {
+        #[arg(long)]
+        interface: String,
+        #[arg(long)]
+        address: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -80,6 +89,7 @@ fn main() -> ExitCode {
         Command::Init(i) => cli::init::run(*i),
         Command::Ctl(c) => cli::ctl::run(c),
         Command::Witness { config } => cli::witness::run(config),
+        Command::VipGuard { interface, address } => cli::vip_guard(interface, &address),
     }
 }
 

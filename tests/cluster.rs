@@ -6,7 +6,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::cluster::{Node, NodeSpec, agreed_primary, configure, free_port};
+use common::cluster::{HookLog, Node, NodeSpec, Relay, agreed_primary, configure, free_port};
 use common::{TempDir, backend::TestBackend, client, eventually};
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -501,4 +501,228 @@ async fn a_node_without_the_cluster_secret_is_kept_out() {
         .text();
     assert!(!config.contains(SECRET), "{config}");
     assert!(config.contains("\"secret\":\"<redacted>\""), "{config}");
+}
+
+/// Across crashes, restarts and hand-overs, the term each node's notify hook is
+/// given never goes back: a restarted node reports the term it had reached, and
+/// a step-down reports the current term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hook_terms_never_go_back_across_transitions() {
+    let app = TestBackend::echo("app").await;
+    let hooks = HookLog::new();
+    let mut specs = specs(&["a", "b", "c"]);
+    for s in specs.iter_mut() {
+        s.extra = format!("  hooks: {{ notify: {} }}\n", hooks.script.display());
+    }
+    let mut nodes = configure(&specs, &body(app.addr), TIMING);
+    for n in nodes.iter_mut() {
+        n.start();
+    }
+    // Three rounds: kill -9 the primary, SIGTERM the next, kill -9 the third;
+    // each is restarted once another primary is agreed.
+    for sig in [libc::SIGKILL, libc::SIGTERM, libc::SIGKILL] {
+        let old = wait_primary(&nodes).await;
+        eventually("the primary's hook ran", || async {
+            (hooks.lines(&old).last().map(|(r, _)| r.as_str()) == Some("primary")).then_some(())
+        })
+        .await;
+        let n = node_mut(&mut nodes, &old);
+        n.proc.as_mut().unwrap().signal(sig);
+        n.proc.as_mut().unwrap().wait_exit();
+        n.proc = None;
+        let new = wait_primary(&nodes).await;
+        assert_ne!(new, old);
+        node_mut(&mut nodes, &old).start();
+        eventually("the old primary rejoins", || async {
+            (node(&nodes, &old).role().await.as_deref() == Some("secondary")).then_some(())
+        })
+        .await;
+    }
+    wait_primary(&nodes).await;
+    let mut total = 0;
+    for name in ["a", "b", "c"] {
+        let lines = hooks.lines(name);
+        total += lines.len();
+        for w in lines.windows(2) {
+            assert!(
+                w[1].1 >= w[0].1,
+                "{name}: the hook's term went back: {lines:?}"
+            );
+        }
+        // Every start after the first reports a term already reached.
+        assert!(
+            lines.iter().skip(1).all(|(_, t)| *t > 0),
+            "{name}: {lines:?}"
+        );
+    }
+    // 3 starts + 3 restarts + at least 4 promotions + 1 hand-over step-down.
+    assert!(total >= 11, "too few hook runs: {total}");
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Every peer connection goes through a relay that keeps a copy of the bytes:
+/// a config change carrying a private key and a marked value replicates to
+/// every node, and the capture holds neither, nor the cluster secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_traffic_is_encrypted_on_the_wire() {
+    let app = TestBackend::echo("app").await;
+    let mut specs = specs(&["a", "b", "c"]);
+    for s in specs.iter_mut() {
+        s.extra = format!("  secret: {SECRET}\n");
+    }
+    let mut nodes = configure(&specs, &body(app.addr), TIMING);
+    // Each node reaches the others through relays only.
+    let mut relays = Vec::new();
+    for s in &specs {
+        relays.push(Relay::start(s.port).await);
+    }
+    for n in nodes.iter() {
+        let mut text = std::fs::read_to_string(&n.config).unwrap();
+        for (s, r) in specs.iter().zip(&relays) {
+            text = text.replace(
+                &format!("address: \"127.0.0.1:{}\"", s.port),
+                &format!("address: \"127.0.0.1:{}\"", r.port),
+            );
+        }
+        std::fs::write(&n.config, text).unwrap();
+    }
+    for n in nodes.iter_mut() {
+        n.start();
+    }
+    let primary = wait_primary(&nodes).await;
+    let key = "-----BEGIN PRIVATE KEY-----";
+    let marker = "wire-marker-7c1e";
+    let new_config = format!(
+        "# {key}\n# MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n# -----END PRIVATE KEY-----\npools:\n  - name: {marker}\n    backends: [\"{}\"]\nroutes: [{{ pool: {marker} }}]\n",
+        app.addr
+    );
+    let r = call(
+        node(&nodes, &primary).admin(),
+        "PUT",
+        "/api/v1/config",
+        &new_config,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    for n in &nodes {
+        eventually("the config on every node", || async {
+            let c = call(n.admin(), "GET", "/api/v1/config", "").await.text();
+            c.contains(marker).then_some(())
+        })
+        .await;
+    }
+    let wire: Vec<u8> = relays.iter().flat_map(|r| r.bytes()).collect();
+    assert!(wire.len() > 1000, "the relays saw {} bytes", wire.len());
+    // TLS records (application data, TLS 1.2 record version as 1.3 sends it).
+    assert!(wire.windows(3).any(|w| w == [0x17, 0x03, 0x03]));
+    for clear in [key, "PRIVATE KEY", marker, SECRET, "append", "vote"] {
+        assert!(
+            !contains(&wire, clear),
+            "`{clear}` crossed the wire in clear"
+        );
+    }
+}
+
+/// A node away while 1,000 admin changes are made catches up from a snapshot
+/// (the log it missed is compacted away), and restarts from its own saved one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_away_for_1000_changes_catches_up_from_a_snapshot() {
+    let app = TestBackend::echo("app").await;
+    let mut nodes = configure(&specs(&["a", "b", "c"]), &body(app.addr), TIMING);
+    for n in nodes.iter_mut() {
+        n.start();
+    }
+    let primary = wait_primary(&nodes).await;
+    let away = nodes
+        .iter()
+        .map(|n| n.name.clone())
+        .find(|n| *n != primary)
+        .unwrap();
+    let n = node_mut(&mut nodes, &away);
+    n.proc.as_mut().unwrap().signal(libc::SIGTERM);
+    assert_eq!(n.proc.as_mut().unwrap().wait_exit(), 0);
+    n.proc = None;
+
+    // 1,000 changes on the primary: drain and enable the backend in turn, from
+    // four clients at once.
+    let admin = node(&nodes, &primary).admin();
+    let backend = app.addr.to_string();
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let backend = backend.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..250 {
+                let action = if (w + i) % 2 == 0 { "drain" } else { "enable" };
+                let path = format!("/api/v1/pools/app/backends/{backend}/{action}");
+                let r = call(admin, "POST", &path, "").await;
+                assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Then one change to look for, and the backend left draining.
+    let r = call(
+        admin,
+        "POST",
+        "/api/v1/pools/app/backends",
+        r#"{"address":"127.0.0.1:9"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let path = format!("/api/v1/pools/app/backends/{backend}/drain");
+    assert_eq!(call(admin, "POST", &path, "").await.status, StatusCode::OK);
+    let p = node(&nodes, &primary);
+    p.proc()
+        .stderr
+        .wait_for("a snapshot", |l| l.contains("snapshot taken"));
+    let lines = |n: &Node| {
+        std::fs::read_to_string(n.dir.path("state").join("raft-log.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    // The log is compacted behind the snapshot.
+    eventually("the primary's log compacted", || async {
+        (lines(p) < 700).then_some(())
+    })
+    .await;
+
+    // The returning node gets the snapshot, then the log after it.
+    node_mut(&mut nodes, &away).start();
+    let n = node(&nodes, &away);
+    n.proc().stderr.wait_for("the snapshot installed", |l| {
+        l.contains("installing a snapshot from the primary")
+    });
+    eventually("the added backend on the returning node", || async {
+        backend_state(n, "app", "127.0.0.1:9").await
+    })
+    .await;
+    eventually("the backend draining on the returning node", || async {
+        (backend_state(n, "app", &backend).await.as_deref() == Some("draining")).then_some(())
+    })
+    .await;
+    assert!(lines(n) < 700, "{} log lines", lines(n));
+
+    // Restarted, it starts from its saved snapshot and the log after it.
+    let n = node_mut(&mut nodes, &away);
+    n.proc.as_mut().unwrap().signal(libc::SIGTERM);
+    assert_eq!(n.proc.as_mut().unwrap().wait_exit(), 0);
+    n.start();
+    let n = node(&nodes, &away);
+    n.proc().stderr.wait_for("the saved snapshot", |l| {
+        l.contains("applying the saved snapshot")
+    });
+    eventually("the added backend after a restart", || async {
+        backend_state(n, "app", "127.0.0.1:9").await
+    })
+    .await;
+    assert_eq!(
+        backend_state(n, "app", &backend).await.as_deref(),
+        Some("draining")
+    );
 }

@@ -81,6 +81,16 @@ async fn ctl_flags_anywhere_and_friendly_answers() {
     );
     let o = with(&["cluster"]);
     assert!(o.ok && o.stdout.contains("standalone"), "{}", o.stdout);
+    // A membership change needs a cluster.
+    let o = with(&["cluster", "add", "n4", "10.0.0.14:7946", "--witness"]);
+    assert!(
+        !o.ok && o.stderr.contains("409") && o.stderr.contains("standalone"),
+        "{}{}",
+        o.stdout,
+        o.stderr
+    );
+    let o = with(&["cluster", "remove", "n4"]);
+    assert!(!o.ok && o.stderr.contains("standalone"), "{}", o.stderr);
 
     // `add` and `remove` agree on what an address is.
     let o = with(&["add", "web", "not-an-address", "--name", "spare"]);

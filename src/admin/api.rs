@@ -111,6 +111,13 @@ pub(super) async fn route(
         },
         ["cache"] if m == "GET" => json(StatusCode::OK, &cache_json(ctx)),
         ["cache", "purge"] if m == "POST" => purge_cache(ctx, req).await,
+        ["cluster", "nodes"] if m == "POST" => add_node(ctx, req).await,
+        ["cluster", "nodes", id] if m == "DELETE" => outcome(
+            ctx.commands
+                .submit(Command::RemoveNode { id: id.to_string() })
+                .await,
+            StatusCode::OK,
+        ),
         ["failover", action] => {
             super::failover::handle(ctx, &method, action, query.as_deref()).await
         }
@@ -127,7 +134,9 @@ pub(super) async fn route(
         | ["history"]
         | ["cache"]
         | ["cache", "purge"]
-        | ["cluster"] => error(
+        | ["cluster"]
+        | ["cluster", "nodes"]
+        | ["cluster", "nodes", _] => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} is not allowed here"),
         ),
@@ -528,4 +537,28 @@ mod tests {
         );
         assert!(add_backend_command("web", &json!({"address": "10.0.0.1:80", "x": 1})).is_err());
     }
+}
+
+/// `POST /api/v1/cluster/nodes` `{"id", "address", "witness"}`.
+async fn add_node(ctx: &AdminContext, req: Request<Incoming>) -> Response<AdminBody> {
+    let body = match read_body(req, BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
+    };
+    let (Some(id), Some(address)) = (v["id"].as_str(), v["address"].as_str()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected {\"id\": NODE_ID, \"address\": \"host:port\", \"witness\": false}",
+        );
+    };
+    let cmd = Command::AddNode {
+        id: id.to_string(),
+        address: address.to_string(),
+        witness: v["witness"].as_bool().unwrap_or(false),
+    };
+    outcome(ctx.commands.submit(cmd).await, StatusCode::OK)
 }

@@ -128,8 +128,12 @@ enum CtlCommand {
         /// Pool name (optional for status: every pool with backups)
         pool: Option<String>,
     },
-    /// Cluster nodes, roles and the virtual IP holder
-    Cluster,
+    /// Cluster nodes, roles and the virtual IP holder; `add` / `remove` change
+    /// the membership
+    Cluster {
+        #[command(subcommand)]
+        change: Option<ClusterChange>,
+    },
     /// The response cache: `status` (per caching route), or `purge` one of
     /// --url, --prefix or --tag (on every node of a cluster)
     Cache {
@@ -144,6 +148,26 @@ enum CtlCommand {
         /// Every response tagged so (`Cache-Tag` or `Surrogate-Key`)
         #[arg(long)]
         tag: Option<String>,
+    },
+}
+
+/// Membership changes, made through any node (forwarded to the primary).
+#[derive(clap::Subcommand)]
+enum ClusterChange {
+    /// Add a node: it joins as a learner, catches up, then becomes a voter
+    Add {
+        /// The new node's `node_id`
+        id: String,
+        /// Its peer address (its `cluster.bind`), host:port
+        address: String,
+        /// The node is a witness (votes, serves no traffic)
+        #[arg(long)]
+        witness: bool,
+    },
+    /// Remove a node (the primary hands its role over first)
+    Remove {
+        /// The node's `node_id`
+        id: String,
     },
 }
 
@@ -277,7 +301,30 @@ fn request(command: &CtlCommand) -> Result<ApiRequest, String> {
             }
             (m, format!("/api/v1/failover/{action}{q}"), None)
         }
-        Cluster => (Method::GET, "/api/v1/cluster".into(), None),
+        Cluster { change: None } => (Method::GET, "/api/v1/cluster".into(), None),
+        Cluster {
+            change:
+                Some(ClusterChange::Add {
+                    id,
+                    address,
+                    witness,
+                }),
+        } => (
+            Method::POST,
+            "/api/v1/cluster/nodes".into(),
+            Some(
+                serde_json::json!({ "id": id, "address": address, "witness": witness })
+                    .to_string()
+                    .into_bytes(),
+            ),
+        ),
+        Cluster {
+            change: Some(ClusterChange::Remove { id }),
+        } => (
+            Method::DELETE,
+            format!("/api/v1/cluster/nodes/{}", enc(id)),
+            None,
+        ),
         Cache { action, .. } if action == "status" => (Method::GET, "/api/v1/cache".into(), None),
         Cache {
             url, prefix, tag, ..
@@ -648,6 +695,26 @@ fn print_cluster(out: &mut String, v: &Value) {
     table(out, &["node", "address", "role", "last contact"], rows);
 }
 
+/// The membership after a change.
+fn print_members(out: &mut String, v: &Value) {
+    let rows = v["members"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .map(|m| {
+                    let kind = match (m["voter"].as_bool(), m["witness"].as_bool()) {
+                        (Some(true), Some(true)) => "witness",
+                        (Some(true), _) => "voter",
+                        _ => "learner",
+                    };
+                    vec![s(&m["id"]), s(&m["address"]), kind.to_string()]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(out, &["node", "address", "member as"], rows);
+}
+
 fn print_status(out: &mut String, v: &Value) {
     let _ = writeln!(
         out,
@@ -741,7 +808,8 @@ fn print_human(cmd: &CtlCommand, v: &Value, out: &mut String) {
         }
         Events { .. } => print_events(out, v),
         Failover { .. } => print_failover(out, v),
-        Cluster => print_cluster(out, v),
+        Cluster { change: None } => print_cluster(out, v),
+        Cluster { change: Some(_) } => print_members(out, v),
         Cache { action, .. } if action == "purge" => {
             let _ = writeln!(out, "purged {} keys", s(&v["purged"]));
         }
@@ -779,6 +847,32 @@ mod tests {
         assert!(admin_authority("http://").is_err());
         assert!(server_name("[::1]:9000").is_ok());
         assert!(server_name("admin.example:9000").is_ok());
+    }
+
+    #[test]
+    fn cluster_add_and_remove_map_to_the_membership_api() {
+        let add = CtlCommand::Cluster {
+            change: Some(ClusterChange::Add {
+                id: "n4".into(),
+                address: "10.0.0.14:7946".into(),
+                witness: true,
+            }),
+        };
+        let (m, path, body) = request(&add).unwrap();
+        assert_eq!((m, path.as_str()), (Method::POST, "/api/v1/cluster/nodes"));
+        let v: Value = serde_json::from_slice(&body.unwrap()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"id": "n4", "address": "10.0.0.14:7946", "witness": true})
+        );
+        let remove = CtlCommand::Cluster {
+            change: Some(ClusterChange::Remove { id: "n 2".into() }),
+        };
+        let (m, path, _) = request(&remove).unwrap();
+        assert_eq!(
+            (m, path.as_str()),
+            (Method::DELETE, "/api/v1/cluster/nodes/n%202")
+        );
     }
 
     #[test]

@@ -68,3 +68,24 @@ pub fn tokio_runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::
             .build()
     }
 }
+
+/// `fulcrum vip-guard` (hidden): see `cluster::vip_guard`.
+pub fn vip_guard(interface: String, address: &str) -> ExitCode {
+    let Ok(net) = address.parse::<ipnet::IpNet>() else {
+        eprintln!("fulcrum vip-guard: bad address `{address}`");
+        return ExitCode::FAILURE;
+    };
+    let vip = config::VipConfig {
+        address: net.addr(),
+        prefix_len: net.prefix_len(),
+        interface,
+        garp_count: 0,
+    };
+    match crate::cluster::vip_guard::run(vip) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fulcrum vip-guard: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

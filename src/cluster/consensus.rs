@@ -21,7 +21,19 @@ pub struct ConsensusView {
     pub last_applied: Option<u64>,
     /// On the leader: the last log index known to be on each follower.
     pub matched: Vec<(String, Option<u64>)>,
+    /// The membership, as the log has it (empty until this node knows one).
+    pub members: Vec<MemberView>,
     pub at: Instant,
+}
+
+/// One member of the cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberView {
+    pub name: String,
+    pub address: String,
+    pub witness: bool,
+    /// A voter (else a learner still catching up).
+    pub voter: bool,
 }
 
 impl ConsensusView {
@@ -34,6 +46,7 @@ impl ConsensusView {
             last_log: None,
             last_applied: None,
             matched: Vec::new(),
+            members: Vec::new(),
             at: Instant::now(),
         }
     }
@@ -58,5 +71,15 @@ pub trait Consensus: Send + Sync + 'static {
     fn campaign(&self) -> BoxFut<'_, ()>;
     /// Turns heartbeats and elections on or off (a leader handing over stops both).
     fn set_active(&self, heartbeat: bool, elect: bool);
+    /// On the leader: adds a node as a learner, waits until it has caught up,
+    /// then makes it a voter.
+    fn add_member(
+        &self,
+        name: String,
+        address: String,
+        witness: bool,
+    ) -> BoxFut<'_, Result<(), ProposeError>>;
+    /// On the leader: removes a node from the membership.
+    fn remove_member(&self, name: String) -> BoxFut<'_, Result<(), ProposeError>>;
     fn shutdown(&self) -> BoxFut<'_, ()>;
 }

@@ -6,6 +6,8 @@
 //! - `transport`: TCP between nodes.
 //! - `role`: who is primary, by the leader lease (see the timing model there).
 //! - `vip`: netlink and gratuitous ARP. `hooks`: notify script and webhook.
+//! - `secure`: TLS on every peer link. `members`: membership changes at run time.
+//! - `vip_guard`: the child process that drops the VIP of a frozen node.
 //!
 //! A role task watches the consensus state and a short tick; it alone moves the
 //! VIP and fires hooks, so transitions are ordered. Nothing here touches the
@@ -14,26 +16,28 @@
 pub mod auth;
 pub mod consensus;
 pub mod hooks;
+mod members;
 mod raft;
 #[doc(hidden)]
 pub(crate) use raft::decode_rpc;
 pub mod role;
+pub mod secure;
 pub mod transport;
 pub mod vip;
+pub mod vip_guard;
 
 use crate::command::{Command, CommandError, CommandSink, Outcome};
 use crate::config::ClusterConfig;
 use crate::events::{EventKind, Events};
-use consensus::{Consensus, ConsensusView, ProposeError};
+use consensus::{Consensus, ConsensusView, MemberView, ProposeError};
 use hooks::{Hooks, Transition};
 use role::{Preempt, Role};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use transport::{Contacts, Peer, Request, Response};
+use transport::{Contacts, Peers, Request, Response};
 use vip::Vip;
 
 /// How long a forwarded admin write may take.
@@ -47,7 +51,12 @@ pub struct Cluster {
     pub config: ClusterConfig,
     pub witness: bool,
     consensus: OnceLock<Arc<dyn Consensus>>,
-    peers: HashMap<String, Arc<Peer>>,
+    peers: Arc<Peers>,
+    /// Whether `state_dir` held cluster state at start (the answer to a new
+    /// node's probe until Raft has started).
+    had_state: bool,
+    /// Set once this node saw itself removed from the membership.
+    removed: AtomicBool,
     contacts: Arc<Contacts>,
     role: AtomicU8,
     term: AtomicU64,
@@ -55,6 +64,8 @@ pub struct Cluster {
     role_since: Mutex<Instant>,
     handing_over: AtomicBool,
     vip: Option<Vip>,
+    /// Removes the VIP if this process stops renewing its lease (SIGSTOP).
+    guard: Option<vip_guard::Guard>,
     hooks: Hooks,
     events: Arc<Events>,
     /// Every role change, for whoever acts on it (ACME orders only on the primary).
@@ -99,29 +110,28 @@ impl Cluster {
         if secret.is_none() && !config.bind.ip().is_loopback() {
             tracing::warn!(
                 bind = %config.bind,
-                "cluster.secret is not set: anything that reaches this address can send Raft messages and admin writes; set a secret or keep the peer network private"
+                "cluster.secret is not set: the peer link is encrypted but anything that reaches this address can send Raft messages and admin writes; set a secret or keep the peer network private"
             );
         }
-        let peers: HashMap<String, Arc<Peer>> = config
-            .peers
-            .iter()
-            .map(|p| {
-                (
-                    p.id.clone(),
-                    Arc::new(Peer::new(
-                        &config.node_id,
-                        &p.id,
-                        &p.address,
-                        contacts.clone(),
-                        secret.clone(),
-                    )),
-                )
-            })
-            .collect();
+        let tls = Arc::new(secure::PeerTls::new()?);
+        let peers = Arc::new(Peers::new(
+            &config.node_id,
+            contacts.clone(),
+            tls.clone(),
+            secret.clone(),
+        ));
+        for p in &config.peers {
+            peers.ensure(&p.id, &p.address);
+        }
         let initial = if witness {
             Role::Witness
         } else {
             Role::Secondary
+        };
+        let had_state = raft::has_state(&config.state_dir);
+        let guard = match &vip {
+            Some(v) => Some(vip_guard::Guard::spawn(&v.config)?),
+            None => None,
         };
         let cluster = Arc::new(Cluster {
             lease: role::lease(config.election_timeout),
@@ -130,6 +140,8 @@ impl Cluster {
             witness,
             consensus: OnceLock::new(),
             peers,
+            had_state,
+            removed: AtomicBool::new(false),
             contacts: contacts.clone(),
             role: AtomicU8::new(initial.code()),
             term: AtomicU64::new(0),
@@ -137,6 +149,7 @@ impl Cluster {
             role_since: Mutex::new(Instant::now()),
             handing_over: AtomicBool::new(false),
             vip,
+            guard,
             events,
             roles: tokio::sync::watch::Sender::new(initial),
             checks,
@@ -146,26 +159,69 @@ impl Cluster {
             listener,
             cluster.clone(),
             contacts,
+            tls,
             secret,
             cluster.stop.clone(),
         );
         let consensus =
-            raft::RaftConsensus::start(&cluster.config, witness, applier, &cluster.peers).await?;
+            raft::RaftConsensus::start(&cluster.config, witness, applier, cluster.peers.clone())
+                .await?;
+        // The term saved before a restart: hooks never see a term go back.
+        let term = consensus.view().borrow().term;
+        cluster.term.fetch_max(term, Relaxed);
         let _ = cluster.consensus.set(consensus);
         tracing::info!(
             node = %cluster.config.node_id,
             bind = %cluster.config.bind,
-            peers = cluster.peers.len(),
+            peers = cluster.config.peers.len(),
             role = initial.word(),
             "cluster node started"
         );
-        cluster.announce(Role::Secondary, initial, "starting".into(), 0);
+        cluster.announce(Role::Secondary, initial, "starting".into(), cluster.term());
         tokio::spawn(cluster.clone().run_roles());
         Ok(cluster)
     }
 
     fn consensus(&self) -> Option<&Arc<dyn Consensus>> {
         self.consensus.get()
+    }
+
+    /// The client for node `name`: known from the config or the membership.
+    fn peer_for(&self, name: &str) -> Option<Arc<transport::Peer>> {
+        self.peers.get(name).or_else(|| {
+            self.view()
+                .members
+                .iter()
+                .find(|m| m.name == name)
+                .map(|m| self.peers.ensure(&m.name, &m.address))
+        })
+    }
+
+    /// Every member but this node: from the log's membership, or from the
+    /// config until this node knows one.
+    fn others(&self, view: &ConsensusView) -> Vec<MemberView> {
+        if view.members.is_empty() {
+            return self
+                .config
+                .peers
+                .iter()
+                .map(|p| MemberView {
+                    name: p.id.clone(),
+                    address: p.address.clone(),
+                    witness: p.witness,
+                    voter: true,
+                })
+                .collect();
+        }
+        view.members
+            .iter()
+            .filter(|m| m.name != self.config.node_id)
+            .cloned()
+            .collect()
+    }
+
+    fn voters(&self, view: &ConsensusView) -> Vec<MemberView> {
+        self.others(view).into_iter().filter(|m| m.voter).collect()
     }
 
     /// Follows this node's role as it changes.
@@ -240,7 +296,20 @@ impl Cluster {
                 _ = self.stop.cancelled() => return,
             }
             let view = rx.borrow().clone();
-            self.term.store(view.term, Relaxed);
+            let me = &self.config.node_id;
+            if !view.members.is_empty() && !view.members.iter().any(|m| m.name == *me) {
+                self.note_removed(&consensus);
+            }
+            // Members added at run time: known to the transport from now on
+            // (a node in `peers` keeps the address configured there).
+            for m in view.members.iter().filter(|m| m.name != *me) {
+                if self.peers.get(&m.name).is_none() {
+                    self.peers.ensure(&m.name, &m.address);
+                }
+            }
+            // Terms only grow; a view that lags (or a library reporting 0 while
+            // it starts) must not make a hook see an older term.
+            let term = self.term.fetch_max(view.term, Relaxed).max(view.term);
             let now = Instant::now();
             let current = self.role();
             let want = role::decide(self.witness, &view, now, self.lease);
@@ -261,10 +330,19 @@ impl Cluster {
                 if want == Role::Primary {
                     vip_ok = self.acquire_vip().await;
                 }
-                self.announce(current, want, reason, view.term);
+                self.announce(current, want, reason, term);
                 preempt.reset();
             } else if want == Role::Primary && !vip_ok {
                 vip_ok = self.acquire_vip().await;
+            }
+            if want == Role::Primary
+                && let (Some(g), Some(acked)) = (&self.guard, view.quorum_acked_at)
+            {
+                // The guard removes the VIP at the end of this lease unless renewed.
+                g.hold(acked + self.lease).await;
+                if g.dropped.swap(false, Relaxed) {
+                    vip_ok = false;
+                }
             }
             if want == Role::Secondary && self.config.preempt {
                 self.maybe_preempt(&view, &mut preempt, now);
@@ -289,6 +367,9 @@ impl Cluster {
     }
 
     async fn release_vip(&self) {
+        if let Some(g) = &self.guard {
+            g.release().await;
+        }
         if let Some(v) = &self.vip {
             match v.release().await {
                 Ok(_) => tracing::info!(vip = %v.config.address, "VIP released"),
@@ -308,7 +389,7 @@ impl Cluster {
         if !preempt.update(passing, now, self.config.preempt_delay, retry) {
             return;
         }
-        let Some(peer) = self.peers.get(&leader).cloned() else {
+        let Some(peer) = self.peer_for(&leader) else {
             return;
         };
         let priority = self.config.priority;
@@ -344,18 +425,18 @@ impl Cluster {
         let target = target.or_else(|| {
             // The caught-up voter heard from most recently.
             let mut best: Option<(String, u64)> = None;
-            for p in self.config.peers.iter().filter(|p| !p.witness) {
+            for p in self.voters(&view).into_iter().filter(|p| !p.witness) {
                 let matched = view
                     .matched
                     .iter()
-                    .find(|(n, _)| *n == p.id)
+                    .find(|(n, _)| *n == p.name)
                     .and_then(|(_, m)| *m);
                 if matched.is_none() || matched < view.last_log {
                     continue;
                 }
-                let ago = self.contacts.since(&p.id).unwrap_or(u64::MAX);
+                let ago = self.contacts.since(&p.name).unwrap_or(u64::MAX);
                 if best.as_ref().is_none_or(|(_, b)| ago < *b) {
-                    best = Some((p.id.clone(), ago));
+                    best = Some((p.name.clone(), ago));
                 }
             }
             best.map(|(n, _)| n)
@@ -366,7 +447,7 @@ impl Cluster {
         );
         consensus.set_active(false, false);
         if let Some(t) = &target
-            && let Some(peer) = self.peers.get(t)
+            && let Some(peer) = self.peer_for(t)
             && let Err(e) = peer.call(Request::TakeOver, Duration::from_secs(2)).await
         {
             tracing::warn!(target = %t, error = %e, "cannot reach the hand-over target");
@@ -425,7 +506,7 @@ impl Cluster {
         match consensus.propose(cmd.clone()).await {
             Ok((o, _)) => o,
             Err(ProposeError::NotLeader(Some(leader))) if leader != self.config.node_id => {
-                let Some(peer) = self.peers.get(&leader) else {
+                let Some(peer) = self.peer_for(&leader) else {
                     return Err(CommandError::unavailable(format!(
                         "the primary `{leader}` is not a configured peer"
                     )));
@@ -512,19 +593,20 @@ impl Cluster {
             "last_contact_ms": 0,
             "self": true,
         })];
-        for p in &self.config.peers {
+        for p in self.others(&view) {
             let role = if p.witness {
                 "witness"
-            } else if view.leader.as_deref() == Some(p.id.as_str()) {
+            } else if view.leader.as_deref() == Some(p.name.as_str()) {
                 "primary"
             } else {
                 "secondary"
             };
             nodes.push(json!({
-                "id": p.id,
+                "id": p.name,
                 "address": p.address,
                 "role": role,
-                "last_contact_ms": self.contacts.since(&p.id),
+                "voter": p.voter,
+                "last_contact_ms": self.contacts.since(&p.name),
             }));
         }
         let since = self
@@ -556,11 +638,27 @@ impl transport::Handler for Cluster {
         req: Request,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>> {
         Box::pin(async move {
+            if let Request::Probe = req {
+                let initialized =
+                    self.had_state || self.consensus().is_some() && !self.view().members.is_empty();
+                return Response::Probe { initialized };
+            }
             let Some(consensus) = self.consensus().cloned() else {
                 return Response::Error("starting".into());
             };
             match req {
                 Request::Raft(v) => Response::Raft(consensus.handle_rpc(v).await),
+                Request::Forward(cmd @ (Command::AddNode { .. } | Command::RemoveNode { .. })) => {
+                    Response::Applied {
+                        outcome: self.change_members(cmd, true).await,
+                        index: 0,
+                    }
+                }
+                Request::Removed => {
+                    self.note_removed(&consensus);
+                    Response::Ok
+                }
+                Request::Probe => Response::Ok,
                 Request::Forward(cmd) => match consensus.propose(cmd).await {
                     Ok((outcome, index)) => Response::Applied { outcome, index },
                     Err(ProposeError::NotLeader(l)) => Response::Refused(format!(

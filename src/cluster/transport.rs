@@ -7,11 +7,13 @@
 //! milliseconds, where a new connection would wait a second for a lost SYN.
 //! Raft messages travel over two such connections at once (`call_twice`).
 //!
-//! Every frame names its sender, which must be a configured node; the transport
-//! records when each node was last heard from, for `last_contact_ms`. With
-//! `cluster.secret`, every connection first passes the handshake of `auth`.
+//! Every connection is TLS 1.3 (`secure`); with `cluster.secret` it then passes
+//! the handshake of `auth`, bound to that session. Every frame names its sender,
+//! which must be a configured node; the transport records when each node was
+//! last heard from, for `last_contact_ms`.
 
 use super::auth::{self, Secret};
+use super::secure::{self, PeerStream, PeerTls};
 use crate::command::{Command, Outcome};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -19,13 +21,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-/// How long an accepted connection may take to prove the cluster secret.
+/// How long a connection may take for TLS and the proof of the cluster secret.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Larger frames are refused and the connection closed.
@@ -48,6 +49,11 @@ pub enum Request {
     TakeOver,
     /// A returning higher-priority node asks the primary to hand over.
     Yield { priority: u32 },
+    /// A new node asks whether a cluster exists here (answered to any node that
+    /// passed the handshake, member or not).
+    Probe,
+    /// "You were removed from the membership": stop campaigning.
+    Removed,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -62,6 +68,10 @@ pub enum Response {
     Ok,
     Refused(String),
     Error(String),
+    /// The answer to `Probe`: whether this node holds cluster state.
+    Probe {
+        initialized: bool,
+    },
 }
 
 /// Why a call failed, so the consensus layer can tell "down" from "glitch".
@@ -86,34 +96,104 @@ impl std::fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
-/// When each node was last heard from (ms since `epoch`; 0 = never).
+/// The nodes this one talks to, and when each was last heard from (ms since
+/// `epoch`; 0 = never). Members added at run time join the set.
 pub struct Contacts {
     epoch: Instant,
-    last: HashMap<String, AtomicU64>,
+    last: std::sync::RwLock<HashMap<String, AtomicU64>>,
 }
 
 impl Contacts {
     pub fn new(names: impl IntoIterator<Item = String>) -> Self {
         Contacts {
             epoch: Instant::now(),
-            last: names.into_iter().map(|n| (n, AtomicU64::new(0))).collect(),
+            last: std::sync::RwLock::new(
+                names.into_iter().map(|n| (n, AtomicU64::new(0))).collect(),
+            ),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, AtomicU64>> {
+        self.last.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A node that became a member.
+    pub fn add(&self, name: &str) {
+        if !self.knows(name) {
+            self.last
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(name.to_string())
+                .or_insert_with(|| AtomicU64::new(0));
         }
     }
 
     pub fn touch(&self, name: &str) {
-        if let Some(a) = self.last.get(name) {
+        if let Some(a) = self.read().get(name) {
             a.store(self.epoch.elapsed().as_millis() as u64 + 1, Relaxed);
         }
     }
 
     /// Milliseconds since `name` was last heard from, if ever.
     pub fn since(&self, name: &str) -> Option<u64> {
-        let t = self.last.get(name)?.load(Relaxed);
+        let t = self.read().get(name)?.load(Relaxed);
         (t != 0).then(|| (self.epoch.elapsed().as_millis() as u64 + 1).saturating_sub(t))
     }
 
     pub fn knows(&self, name: &str) -> bool {
-        self.last.contains_key(name)
+        self.read().contains_key(name)
+    }
+}
+
+/// The client side of every peer, by name; a member added at run time gets its
+/// own on first use.
+pub struct Peers {
+    me: String,
+    contacts: Arc<Contacts>,
+    tls: Arc<PeerTls>,
+    secret: Option<Arc<Secret>>,
+    map: Mutex<HashMap<String, Arc<Peer>>>,
+}
+
+impl Peers {
+    pub fn new(
+        me: &str,
+        contacts: Arc<Contacts>,
+        tls: Arc<PeerTls>,
+        secret: Option<Arc<Secret>>,
+    ) -> Peers {
+        Peers {
+            me: me.to_string(),
+            contacts,
+            tls,
+            secret,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Peer>> {
+        lock(&self.map).get(name).cloned()
+    }
+
+    /// The peer `name` at `address` (a new one if the address changed).
+    pub fn ensure(&self, name: &str, address: &str) -> Arc<Peer> {
+        let mut map = lock(&self.map);
+        if let Some(p) = map.get(name)
+            && p.address == address
+        {
+            return p.clone();
+        }
+        self.contacts.add(name);
+        let p = Arc::new(Peer::new(
+            &self.me,
+            name,
+            address,
+            self.contacts.clone(),
+            self.tls.clone(),
+            self.secret.clone(),
+        ));
+        map.insert(name.to_string(), p.clone());
+        p
     }
 }
 
@@ -153,7 +233,7 @@ type Waiters = Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>;
 /// One open connection to a peer: a writer, and a reader task that hands each
 /// answer to whoever waits for its id.
 struct Conn {
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    writer: tokio::sync::Mutex<WriteHalf<PeerStream>>,
     waiting: Arc<Waiters>,
     closed: Arc<AtomicBool>,
     /// When a frame last arrived (ms since `opened`).
@@ -170,17 +250,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Conn {
-    async fn open(address: &str, secret: Option<&Secret>) -> Result<Arc<Conn>, CallError> {
-        let mut s = TcpStream::connect(address)
+    async fn open(
+        address: &str,
+        tls: &PeerTls,
+        secret: Option<&Secret>,
+    ) -> Result<Arc<Conn>, CallError> {
+        let tcp = TcpStream::connect(address)
             .await
             .map_err(|e| CallError::Unreachable(format!("{address}: {e}")))?;
-        let _ = s.set_nodelay(true);
-        if let Some(secret) = secret {
-            auth::client(&mut s, secret)
-                .await
-                .map_err(|e| CallError::Network(format!("{address}: handshake: {e}")))?;
-        }
-        let (mut rd, wr) = s.into_split();
+        let _ = tcp.set_nodelay(true);
+        let shake = async {
+            let mut s = tls.connect(tcp).await?;
+            if let Some(secret) = secret {
+                let binding = secure::binding(&s)?;
+                auth::client(&mut s, secret, &binding).await?;
+            }
+            Ok::<_, std::io::Error>(s)
+        };
+        let s = tokio::time::timeout(HANDSHAKE_TIMEOUT, shake)
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("timed out")))
+            .map_err(|e| CallError::Network(format!("{address}: handshake: {e}")))?;
+        let (mut rd, wr) = tokio::io::split(s);
         let waiting: Arc<Waiters> = Arc::new(Mutex::new(HashMap::new()));
         let closed = Arc::new(AtomicBool::new(false));
         let opened = Instant::now();
@@ -229,6 +320,7 @@ pub struct Peer {
     contacts: Arc<Contacts>,
     /// Last outcome, to log a change of reachability once rather than per call.
     reachable: AtomicBool,
+    tls: Arc<PeerTls>,
     secret: Option<Arc<Secret>>,
 }
 
@@ -238,9 +330,11 @@ impl Peer {
         name: &str,
         address: &str,
         contacts: Arc<Contacts>,
+        tls: Arc<PeerTls>,
         secret: Option<Arc<Secret>>,
     ) -> Self {
         Peer {
+            tls,
             secret,
             name: name.to_string(),
             address: address.to_string(),
@@ -324,7 +418,7 @@ impl Peer {
         {
             return Ok(c.clone());
         }
-        let c = Conn::open(&self.address, self.secret.as_deref()).await?;
+        let c = Conn::open(&self.address, &self.tls, self.secret.as_deref()).await?;
         *slot = Some(c.clone());
         Ok(c)
     }
@@ -368,6 +462,7 @@ pub fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     contacts: Arc<Contacts>,
+    tls: Arc<PeerTls>,
     secret: Option<Arc<Secret>>,
     stop: CancellationToken,
 ) {
@@ -391,15 +486,23 @@ pub fn serve<H: Handler>(
             let contacts = contacts.clone();
             let stop = stop.clone();
             let secret = secret.clone();
+            let tls = tls.clone();
             let last_warned = last_warned.clone();
             tokio::spawn(async move {
-                let mut stream = stream;
-                if let Some(secret) = secret {
-                    let shake =
-                        tokio::time::timeout(HANDSHAKE_TIMEOUT, auth::server(&mut stream, &secret))
-                            .await
-                            .unwrap_or_else(|_| Err(std::io::Error::other("handshake timed out")));
-                    if let Err(e) = shake {
+                let shake = async {
+                    let mut s = tls.accept(stream).await?;
+                    if let Some(secret) = secret {
+                        let binding = secure::binding(&s)?;
+                        auth::server(&mut s, &secret, &binding).await?;
+                    }
+                    Ok::<_, std::io::Error>(s)
+                };
+                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, shake)
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::Error::other("handshake timed out")))
+                {
+                    Ok(s) => s,
+                    Err(e) => {
                         let mut last = lock(&last_warned);
                         if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                             *last = Some(Instant::now());
@@ -407,7 +510,7 @@ pub fn serve<H: Handler>(
                         }
                         return;
                     }
-                }
+                };
                 tokio::select! {
                     r = connection(stream, handler, contacts) => if let Err(e) = r {
                         tracing::debug!(%peer, error = %e, "cluster connection closed");
@@ -432,11 +535,11 @@ pub(crate) fn frame_body_len(prefix: [u8; 4]) -> Option<usize> {
 }
 
 async fn connection<H: Handler>(
-    stream: TcpStream,
+    stream: PeerStream,
     handler: Arc<H>,
     contacts: Arc<Contacts>,
 ) -> std::io::Result<()> {
-    let (mut rd, wr) = stream.into_split();
+    let (mut rd, wr) = tokio::io::split(stream);
     let writer = Arc::new(tokio::sync::Mutex::new(wr));
     loop {
         let (id, bytes) = match read_frame(&mut rd).await {
@@ -452,7 +555,7 @@ async fn connection<H: Handler>(
                 return Ok(());
             }
         };
-        if !contacts.knows(&env.from) {
+        if !contacts.knows(&env.from) && !matches!(env.body, Request::Probe) {
             let answer = serde_json::to_vec(&Response::Error(format!(
                 "`{}` is not a member of this cluster",
                 env.from

@@ -43,7 +43,7 @@ pub(crate) mod units;
 pub(crate) use access_log::{AccessField, AccessLogConfig, LogFormat, LogTarget};
 pub(crate) use admin::{AdminConfig, AdminTls};
 pub(crate) use cache::{CacheConfig, CacheKeyPart};
-pub(crate) use cluster::{ClusterConfig, ClusterHooks, VipConfig};
+pub(crate) use cluster::{ClusterConfig, ClusterHooks, VipConfig, valid_node_id};
 pub(crate) use decode::ConfigError;
 pub(crate) use failover::{
     FailoverConfig, FailoverOverride, FailoverSettings, FailoverStrategy, LogLevel,

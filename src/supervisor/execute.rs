@@ -122,6 +122,12 @@ impl Supervisor {
                 Ok(self.member_json(&pool, &address))
             }
             Command::Failover { pool, action } => self.failover(&pool, action),
+            Command::AddNode { .. } | Command::RemoveNode { .. } => match self.cluster.get() {
+                Some(c) => c.change_members(cmd, false).await,
+                None => Err(CommandError::conflict(
+                    "this node runs standalone: there is no cluster to change",
+                )),
+            },
             Command::AcmeChallenge {
                 directory,
                 kind,

@@ -161,3 +161,92 @@ pub async fn agreed_primary(nodes: &[Node]) -> Option<String> {
     }
     primaries.pop()
 }
+
+/// A notify hook that appends `ROLE TERM NODE_ID` to `NODE_ID.hooks` in its own
+/// directory, and reads those lines back.
+pub struct HookLog {
+    pub dir: TempDir,
+    pub script: PathBuf,
+}
+
+impl HookLog {
+    pub fn new() -> HookLog {
+        let dir = TempDir::new("hooks");
+        let script = dir.write(
+            "hook.sh",
+            &format!(
+                "#!/bin/sh\necho \"$1 $2 $3\" >> {}/\"$3\".hooks\n",
+                dir.0.display()
+            ),
+        );
+        std::process::Command::new("chmod")
+            .args(["+x", script.to_str().expect("utf-8 path")])
+            .status()
+            .expect("chmod");
+        HookLog { dir, script }
+    }
+
+    /// `(role, term)` of each run of the hook on `node`, in order.
+    pub fn lines(&self, node: &str) -> Vec<(String, u64)> {
+        std::fs::read_to_string(self.dir.path(&format!("{node}.hooks")))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split(' ');
+                Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+/// A TCP relay on 127.0.0.1 in front of `target`: it forwards both ways and
+/// keeps a copy of every byte, as a capture on the wire would.
+pub struct Relay {
+    pub port: u16,
+    pub captured: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Relay {
+    pub async fn start(target: u16) -> Relay {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind relay");
+        let port = l.local_addr().expect("relay addr").port();
+        let captured = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let cap = captured.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = l.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                else {
+                    continue;
+                };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                for (mut r, mut w) in [
+                    (
+                        Box::new(ri) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+                        Box::new(wo) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+                    ),
+                    (Box::new(ro) as _, Box::new(wi) as _),
+                ] {
+                    let cap = cap.clone();
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        while let Ok(n) = r.read(&mut buf).await {
+                            if n == 0 || w.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                            cap.lock().unwrap().extend_from_slice(&buf[..n]);
+                        }
+                    });
+                }
+            }
+        });
+        Relay { port, captured }
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        self.captured.lock().unwrap().clone()
+    }
+}

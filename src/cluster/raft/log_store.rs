@@ -4,8 +4,9 @@
 //! openraft is told the entries are durable (Raft may only acknowledge what
 //! survives a crash). `raft-state.json` holds the vote, the committed and purged
 //! log ids; it is replaced atomically (write, fsync, rename, fsync the directory).
-//! The whole log is also kept in memory: it only grows with admin changes, which
-//! are few. A torn last line (a crash mid-append, never acknowledged) is dropped
+//! The whole log is also kept in memory; it is compacted (purged) behind each
+//! snapshot (see `state_machine`), so it holds at most a few hundred entries. A
+//! torn last line (a crash mid-append, never acknowledged) is dropped
 //! at start; damage anywhere else stops the node with the file's name.
 
 use super::TypeConfig;
@@ -71,7 +72,7 @@ fn private_file(path: &Path, truncate: bool) -> std::io::Result<File> {
 }
 
 /// Writes `bytes` to `dir/name` so that a crash leaves the old or the new file.
-fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     {
         let mut f = private_file(&tmp, true)?;
@@ -158,6 +159,16 @@ impl LogStore {
     pub fn is_pristine(&self) -> bool {
         let d = lock(&self.data);
         d.entries.is_empty() && d.state.vote.is_none() && d.state.purged.is_none()
+    }
+
+    /// The term of the vote saved here (0 on a new node): a restarted node's
+    /// term never starts below what it had reached.
+    pub fn saved_term(&self) -> u64 {
+        lock(&self.data)
+            .state
+            .vote
+            .map(|v| v.leader_id().term)
+            .unwrap_or(0)
     }
 
     fn save_state(&self, state: Persisted) -> impl Future<Output = std::io::Result<()>> + use<> {
@@ -361,7 +372,8 @@ mod tests {
             let dir = temp_dir("suite");
             let store = LogStore::open(&dir)
                 .map_err(|e| StorageIOError::read_logs(&std::io::Error::other(e)))?;
-            Ok((Cleanup(dir), store, StateMachine::new(Arc::new(Nothing))))
+            let sm = StateMachine::new(Arc::new(Nothing), &dir);
+            Ok((Cleanup(dir), store, sm))
         }
     }
 

@@ -2,9 +2,8 @@
 //! is reported `Unreachable` (openraft backs off); a connection that breaks or
 //! an answer that is late is a `Network` error (retried at the next heartbeat).
 
-use super::{NodeId, RaftRpc, TypeConfig};
-use crate::cluster::transport::{CallError, Peer, Request, Response};
-use openraft::BasicNode;
+use super::{Member, Names, NodeId, RaftRpc, TypeConfig};
+use crate::cluster::transport::{CallError, Peer, Peers, Request, Response};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -14,18 +13,16 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 pub struct Factory {
-    peers: Arc<HashMap<NodeId, Arc<Peer>>>,
+    peers: Arc<Peers>,
+    names: Arc<Names>,
 }
 
 impl Factory {
-    pub fn new(peers: HashMap<NodeId, Arc<Peer>>) -> Self {
-        Factory {
-            peers: Arc::new(peers),
-        }
+    pub fn new(peers: Arc<Peers>, names: Arc<Names>) -> Self {
+        Factory { peers, names }
     }
 }
 
@@ -37,10 +34,22 @@ pub struct Client {
 impl RaftNetworkFactory<TypeConfig> for Factory {
     type Network = Client;
 
-    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Client {
+    /// The peer by name; a member added at run time at the address the
+    /// membership gives.
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> Client {
+        let name = if node.name.is_empty() {
+            self.names.name(target)
+        } else {
+            Some(node.name.clone())
+        };
         Client {
             target,
-            peer: self.peers.get(&target).cloned(),
+            // A node in `peers` keeps the address configured there.
+            peer: name.map(|n| {
+                self.peers
+                    .get(&n)
+                    .unwrap_or_else(|| self.peers.ensure(&n, &node.addr))
+            }),
         }
     }
 }
@@ -61,7 +70,7 @@ impl Client {
         &self,
         rpc: RaftRpc,
         option: &RPCOption,
-    ) -> Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    ) -> Result<T, RPCError<NodeId, Member, RaftError<NodeId, E>>>
     where
         T: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
@@ -100,7 +109,7 @@ impl RaftNetwork<TypeConfig> for Client {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
         self.call(RaftRpc::Append(rpc), &option).await
     }
 
@@ -110,7 +119,7 @@ impl RaftNetwork<TypeConfig> for Client {
         option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+        RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
     > {
         self.call(RaftRpc::Snapshot(rpc), &option).await
     }
@@ -119,7 +128,7 @@ impl RaftNetwork<TypeConfig> for Client {
         &mut self,
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
         self.call(RaftRpc::Vote(rpc), &option).await
     }
 }
