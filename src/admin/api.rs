@@ -523,22 +523,6 @@ impl http_body::Body for ChannelBody {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn add_backend_bodies_are_checked() {
-        let ok = add_backend_command("web", &json!({"address": "10.0.0.1:80", "weight": 3}));
-        assert!(matches!(ok, Ok(Command::AddBackend { weight: 3, .. })));
-        assert!(add_backend_command("web", &json!({})).is_err());
-        assert!(
-            add_backend_command("web", &json!({"address": "10.0.0.1:80", "weight": 0})).is_err()
-        );
-        assert!(add_backend_command("web", &json!({"address": "10.0.0.1:80", "x": 1})).is_err());
-    }
-}
-
 /// `POST /api/v1/cluster/nodes` `{"id", "address", "witness"}`.
 async fn add_node(ctx: &AdminContext, req: Request<Incoming>) -> Response<AdminBody> {
     let body = match read_body(req, BODY_LIMIT).await {
@@ -561,4 +545,20 @@ async fn add_node(ctx: &AdminContext, req: Request<Incoming>) -> Response<AdminB
         witness: v["witness"].as_bool().unwrap_or(false),
     };
     outcome(ctx.commands.submit(cmd).await, StatusCode::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_backend_bodies_are_checked() {
+        let ok = add_backend_command("web", &json!({"address": "10.0.0.1:80", "weight": 3}));
+        assert!(matches!(ok, Ok(Command::AddBackend { weight: 3, .. })));
+        assert!(add_backend_command("web", &json!({})).is_err());
+        assert!(
+            add_backend_command("web", &json!({"address": "10.0.0.1:80", "weight": 0})).is_err()
+        );
+        assert!(add_backend_command("web", &json!({"address": "10.0.0.1:80", "x": 1})).is_err());
+    }
 }
