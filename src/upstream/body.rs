@@ -538,3 +538,51 @@ impl Body for UpstreamBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_backend_clock_stops_while_the_body_waits_on_the_client() {
+        let stats = Arc::new(BodyStats::default());
+        let limit = Duration::from_secs(1);
+        let s2 = stats.clone();
+        let start = Instant::now();
+        let waiter = tokio::spawn(async move {
+            let never = std::future::pending::<()>();
+            BodyStats::answer_within(Some(&s2), limit, never).await
+        });
+        tokio::task::yield_now().await;
+        // The client sends nothing for 10 s: not the backend's time.
+        stats.waiting_on_client();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!waiter.is_finished());
+        // Its last byte: the backend has `limit` from here.
+        stats.progressed();
+        assert!(waiter.await.expect("task").is_none());
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_secs(11) && took < Duration::from_millis(11_100),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_whole_body_gives_the_backend_plain_time() {
+        let start = Instant::now();
+        let never = std::future::pending::<()>();
+        assert!(
+            BodyStats::answer_within(None, Duration::from_secs(2), never)
+                .await
+                .is_none()
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        let ready = async { 7 };
+        assert_eq!(
+            BodyStats::answer_within(None, Duration::from_secs(2), ready).await,
+            Some(7)
+        );
+    }
+}
