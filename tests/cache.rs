@@ -66,9 +66,10 @@ async fn origin() -> (TestBackend, Arc<AtomicUsize>) {
                         .unwrap();
                 }
                 let i = n.fetch_add(1, Ordering::SeqCst) + 1;
+                let max_age = if path == "/cached/long" { 3600 } else { 1 };
                 Response::builder()
                     .header("etag", "\"e1\"")
-                    .header("cache-control", "max-age=1")
+                    .header("cache-control", format!("max-age={max_age}"))
                     .header("cache-tag", "page")
                     .body(full(format!("v{i}")))
                     .unwrap()
@@ -131,28 +132,30 @@ async fn hits_revalidation_conditionals_and_stale_when_every_backend_is_gone() {
     let f = Fulcrum::start(&config(b.addr, "      stale_if_error: 1h\n"));
     let addr = f.listener(0);
 
-    let first = request(addr, "GET", "/cached/a", &[]).await;
+    let first = request(addr, "GET", "/cached/long", &[]).await;
     assert_eq!(first.text(), "v1");
     let cs = cache_status(&first);
     assert!(cs.contains("fwd=miss") && cs.contains("stored"), "{cs}");
 
     // A hit: same body, Age present, the backend not asked.
-    let hit = request(addr, "GET", "/cached/a", &[]).await;
+    let hit = request(addr, "GET", "/cached/long", &[]).await;
     assert_eq!((hit.status, hit.text()), (StatusCode::OK, "v1".into()));
     assert!(cache_status(&hit).starts_with("fulcrum; hit"), "{hit:?}");
     assert!(hit.header("age").is_some());
-    assert_eq!(answers.load(Ordering::SeqCst), 1);
 
     // HEAD from the stored GET.
-    let head = request(addr, "HEAD", "/cached/a", &[]).await;
+    let head = request(addr, "HEAD", "/cached/long", &[]).await;
     assert_eq!(head.status, StatusCode::OK);
     assert_eq!(head.header("content-length").as_deref(), Some("2"));
     assert!(head.body.is_empty());
     // A conditional request answered from the cache.
-    let cond = request(addr, "GET", "/cached/a", &[("if-none-match", "\"e1\"")]).await;
+    let cond = request(addr, "GET", "/cached/long", &[("if-none-match", "\"e1\"")]).await;
     assert_eq!(cond.status, StatusCode::NOT_MODIFIED);
     assert!(cache_status(&cond).contains("hit"), "{cond:?}");
     assert_eq!(b.hits(), 1);
+
+    // /cached/a is fresh for 1 s.
+    assert_eq!(request(addr, "GET", "/cached/a", &[]).await.text(), "v2");
 
     // Uncacheable responses pass through, each time.
     for _ in 0..2 {
@@ -163,8 +166,8 @@ async fn hits_revalidation_conditionals_and_stale_when_every_backend_is_gone() {
     // Once stale (max-age=1), the stored ETag revalidates it: the backend
     // answers 304 and the client gets the stored body.
     let reval = until_status(addr, "/cached/a", "fwd-status=304").await;
-    assert_eq!((reval.status, reval.text()), (StatusCode::OK, "v1".into()));
-    assert_eq!(answers.load(Ordering::SeqCst), 1);
+    assert_eq!((reval.status, reval.text()), (StatusCode::OK, "v2".into()));
+    assert_eq!(answers.load(Ordering::SeqCst), 2);
     let seen = b.seen.lock().unwrap().clone();
     assert!(
         seen.iter().any(|s| s
@@ -178,7 +181,7 @@ async fn hits_revalidation_conditionals_and_stale_when_every_backend_is_gone() {
     // stale entry; a route without a cache cannot.
     b.stop();
     let stale = until_status(addr, "/cached/a", "stale-if-error").await;
-    assert_eq!((stale.status, stale.text()), (StatusCode::OK, "v1".into()));
+    assert_eq!((stale.status, stale.text()), (StatusCode::OK, "v2".into()));
     assert!(cache_status(&stale).contains("fwd=stale"), "{stale:?}");
     let uncached = request(addr, "GET", "/other", &[]).await;
     assert!(uncached.status.is_server_error(), "{uncached:?}");
@@ -448,6 +451,19 @@ async fn one_background_refresh_variants_and_authorization() {
                             .header("vary", "Accept-Language")
                             .body(full(lang))
                     }
+                    // First a good answer, then only errors.
+                    "/cached/flaky" | "/cached/strict" => {
+                        let cc = if path == "/cached/flaky" {
+                            "max-age=1, stale-if-error=60"
+                        } else {
+                            "max-age=1, must-revalidate, stale-if-error=60"
+                        };
+                        if req.headers().contains_key("x-fail") {
+                            r.status(500).body(full("broken"))
+                        } else {
+                            r.header("cache-control", cc).body(full("good"))
+                        }
+                    }
                     _ => r.header("cache-control", "max-age=60").body(full("secret")),
                 }
                 .unwrap()
@@ -482,6 +498,41 @@ async fn one_background_refresh_variants_and_authorization() {
         2,
         "one refresh for 51 stale hits"
     );
+
+    // A 500 is an error: the response's own stale-if-error serves the stale
+    // entry (the route's floor is 0 here), except under must-revalidate.
+    for path in ["/cached/flaky", "/cached/strict"] {
+        assert_eq!(request(addr, "GET", path, &[]).await.text(), "good");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = request(addr, "GET", "/cached/flaky", &[("x-fail", "1")]).await;
+        let cs = cache_status(&r);
+        if cs.contains("fwd=stale") {
+            assert_eq!((r.status, r.text()), (StatusCode::OK, "good".into()));
+            assert!(
+                cs.contains("fwd-status=500") && cs.contains("stale-if-error"),
+                "{cs}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never stale: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Once /cached/strict is stale, the error reaches the client.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = request(addr, "GET", "/cached/strict", &[("x-fail", "1")]).await;
+        if !cache_status(&r).contains("hit") {
+            assert_eq!(
+                (r.status, r.text()),
+                (StatusCode::INTERNAL_SERVER_ERROR, "broken".into())
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never stale: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Vary: one stored variant per Accept-Language.
     for (lang, want) in [

@@ -401,9 +401,7 @@ pub(super) fn after(
         }
     };
     let status = won.response.status();
-    if status.is_server_error()
-        && let Some(resp) = stale_on_error(rc, routed, &p, status)
-    {
+    if let Some(resp) = stale_on_error(rc, routed, &p, status) {
         settle(conn, rc, routed, won);
         // `serve` set what the client gets.
         rc.done.status = resp.status().as_u16();
@@ -494,6 +492,11 @@ fn stale_on_error(
     p: &Pending,
     failed: StatusCode,
 ) -> Option<Response<ProxyBody>> {
+    // RFC 5861: errors are 500, 502, 503 and 504 (whether a backend said so or
+    // none could answer); anything else is the answer.
+    if !matches!(failed.as_u16(), 500 | 502 | 503 | 504) {
+        return None;
+    }
     let s = p.stored.as_ref()?;
     let age = s.age(Instant::now());
     if !policy::usable_on_error(age, &s.freshness, p.cache.config.stale_if_error.as_secs()) {
