@@ -187,6 +187,7 @@ async fn hits_revalidation_conditionals_and_stale_when_every_backend_is_gone() {
     assert!(uncached.status.is_server_error(), "{uncached:?}");
     let never_stored = request(addr, "GET", "/cached/never", &[]).await;
     assert!(never_stored.status.is_server_error(), "{never_stored:?}");
+    assert_eq!(cache_status(&never_stored), "fulcrum; fwd=miss");
 
     let v = admin_json(&f, "GET", "/api/v1/cache", "").await;
     let route = &v["routes"][0];

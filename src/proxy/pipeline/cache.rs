@@ -395,7 +395,15 @@ pub(super) fn after(
                 Some(resp) => Ok(After::Answered(resp)),
                 None => {
                     count_miss(&p);
-                    Err(r)
+                    let mut resp = rc.refuse(r);
+                    if cache.config.status_header {
+                        // No backend answered: no fwd-status.
+                        let v = format!("fulcrum; fwd={}", p.fwd);
+                        if let Ok(v) = HeaderValue::from_str(&v) {
+                            resp.headers_mut().insert(CACHE_STATUS.clone(), v);
+                        }
+                    }
+                    Ok(After::Answered(resp))
                 }
             };
         }

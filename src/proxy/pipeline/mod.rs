@@ -93,7 +93,7 @@ impl Refusal {
 impl RequestCtx {
     /// Answers a refusal: a short error with the request ID, counted and logged
     /// like any other response.
-    fn refuse(mut self, r: Refusal) -> Response<ProxyBody> {
+    fn refuse(&mut self, r: Refusal) -> Response<ProxyBody> {
         let mut resp = respond::error(r.status, &self.request_id, r.detail);
         self.done.status = r.status.as_u16();
         self.done.bytes_out = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
