@@ -569,6 +569,7 @@ impl Admit {
             collapsed,
             request_time,
             method,
+            stored,
             ..
         } = *self.p;
         let d = policy::response_directives(headers);
@@ -587,7 +588,14 @@ impl Admit {
             )
         };
         let admission = match why_not {
-            Some(_) => None,
+            Some(_) => {
+                // A stored entry whose fresh answer may not be stored any more
+                // (now no-store, private, ...) is not kept for later either.
+                if store && stored.is_some() && !status.is_server_error() {
+                    cache.store.remove(&key);
+                }
+                None
+            }
             None => {
                 let entry = entry_of(status, headers, &req_headers, &d, extra, request_time, cfg);
                 let declared = headers
