@@ -280,6 +280,23 @@ mod tests {
         Snapshot::compile(Arc::new(c), prev.map_or(1, |p| p.generation + 1), prev)
     }
 
+    #[test]
+    fn a_route_cache_survives_a_reload_that_keeps_its_settings() {
+        let text = |size: &str| {
+            format!(
+                "pools: [{{ name: a }}]\nroutes:\n  - {{ pool: a, cache: {{ max_size: {size} }} }}\n"
+            )
+        };
+        let first = compile(&text("1MiB"), None).unwrap();
+        let same = compile(&format!("# moved\n{}", text("1MiB")), Some(&first)).unwrap();
+        let (a, b) = (&first.routes[0].cache, &same.routes[0].cache);
+        assert!(Arc::ptr_eq(a.as_ref().unwrap(), b.as_ref().unwrap()));
+        let changed = compile(&text("2MiB"), Some(&same)).unwrap();
+        let c = changed.routes[0].cache.as_ref().unwrap();
+        assert!(!Arc::ptr_eq(b.as_ref().unwrap(), c));
+        assert_eq!(c.store.capacity(), 2 << 20);
+    }
+
     const TWO_POOLS: &str = "
 pools:
   - { name: a, backends: [\"10.0.0.1:80\", \"10.0.0.2:80\"] }
