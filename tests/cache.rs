@@ -399,6 +399,12 @@ async fn byte_bound_holds_and_a_large_download_streams_without_being_stored() {
         )
         .await
         .unwrap();
+    let cs = resp
+        .headers()
+        .get("cache-status")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    assert!(cs.contains("fwd=miss") && !cs.contains("stored"), "{cs}");
     let mut body = resp.into_body();
     let (mut got, mut peak) = (0u64, 0u64);
     while let Some(frame) = body.frame().await {

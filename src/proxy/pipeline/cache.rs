@@ -574,6 +574,10 @@ impl Admit {
         } = *self.p;
         let d = policy::response_directives(headers);
         let cfg = &cache.config;
+        let declared: Option<u64> = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let why_not = if !store {
             Some("not stored")
         } else {
@@ -598,17 +602,15 @@ impl Admit {
             }
             None => {
                 let entry = entry_of(status, headers, &req_headers, &d, extra, request_time, cfg);
-                let declared = headers
-                    .get(header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok());
                 Admission::new(cache.clone(), key.into_boxed_str(), entry, declared, fill)
                     .map(Box::new)
             }
         };
         let status_value = cfg.status_header.then(|| {
             let mut s = format!("fulcrum; fwd={fwd}; fwd-status={}", status.as_u16());
-            if admission.is_some() {
+            // `stored` only when the whole body is known to fit; a body of
+            // unknown length is stored only if it turns out to.
+            if admission.is_some() && declared.is_some() {
                 s.push_str("; stored");
             } else if let Some(w) = why_not.filter(|_| fwd != "method") {
                 s.push_str("; detail=\"");
