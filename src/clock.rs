@@ -23,6 +23,11 @@ pub(crate) fn now_ms() -> u64 {
         + 1
 }
 
+/// The instant of a [`now_ms`] value (for timers).
+pub(crate) fn instant_of_ms(ms: u64) -> Instant {
+    start() + std::time::Duration::from_millis(ms.saturating_sub(1))
+}
+
 /// Microseconds since the process started.
 pub(crate) fn now_us() -> u64 {
     Instant::now()

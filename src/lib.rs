@@ -16,7 +16,7 @@
 //! layer 1: config
 //! layer 2: command events
 //! layer 3: tls telemetry otlp
-//! layer 4: net upstream cache
+//! layer 4: net upstream ratelimit cache
 //! layer 5: snapshot
 //! layer 6: health acme
 //! layer 7: failover
@@ -25,6 +25,7 @@
 //! layer 10: admin
 //! layer 11: supervisor
 //! layer 12: cli
+//! layer 13: fuzzing
 //! ```
 
 mod acme;
@@ -37,6 +38,8 @@ mod command;
 mod config;
 mod events;
 mod failover;
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 mod listener;
 pub mod logging;
@@ -44,6 +47,7 @@ mod net;
 mod otlp;
 mod proxy;
 mod rand;
+mod ratelimit;
 mod snapshot;
 mod supervisor;
 mod telemetry;

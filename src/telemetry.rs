@@ -33,6 +33,8 @@ pub struct ListenerStats {
     pub accepted: AtomicU64,
     pub received_bytes: AtomicU64,
     pub sent_bytes: AtomicU64,
+    /// Connections closed at accept: `limits.max_connections_per_client`.
+    pub refused_per_client: AtomicU64,
 }
 
 impl ListenerStats {
@@ -201,6 +203,8 @@ pub struct Telemetry {
     pub requests: AtomicU64,
     /// Responses by class: index 1..=5 for 1xx..5xx, 0 for "no response".
     pub by_class: [AtomicU64; 6],
+    /// Requests answered 408 because their body stalled (`limits.body_read_timeout`).
+    pub body_read_timeouts: AtomicU64,
 }
 
 impl Default for Telemetry {
@@ -213,6 +217,7 @@ impl Default for Telemetry {
             reload: ReloadStatus::default(),
             requests: AtomicU64::new(0),
             by_class: Default::default(),
+            body_read_timeouts: AtomicU64::new(0),
         }
     }
 }

@@ -230,12 +230,15 @@ async fn admin_writes_on_any_node_reach_every_node_and_survive_a_restart() {
         m.contains(&format!("fulcrum_cluster_term{{node=\"{primary}\"}} ")),
         "{m}"
     );
-    assert!(
-        m.contains(&format!(
-            "fulcrum_cluster_transitions_total{{node=\"{primary}\"}} 1"
-        )),
-        "{m}"
-    );
+    // At least one transition (to primary); a loaded machine may have seen an
+    // extra election before the cluster settled, so the exact count is not fixed.
+    let transitions = format!("fulcrum_cluster_transitions_total{{node=\"{primary}\"}} ");
+    let count: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix(&transitions))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(count >= 1, "{m}");
     let m = call(s0.admin(), "GET", "/metrics", "").await.text();
     assert!(
         m.contains(&format!("fulcrum_cluster_role{{node=\"{}\"}} 0", s0.name)),

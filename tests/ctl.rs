@@ -135,9 +135,17 @@ async fn ctl_flags_anywhere_and_friendly_answers() {
         out.status.code()
     );
 
-    // A scheme the admin API does not speak, and a wrong token.
-    let o = ctl(&["status", "--admin", &format!("https://{bare}")]);
-    assert!(!o.ok && o.stderr.contains("plain HTTP"), "{}", o.stderr);
+    // HTTPS to an API that speaks plain HTTP, a scheme it never speaks, and a
+    // wrong token.
+    let o = ctl(&[
+        "status",
+        "--admin",
+        &format!("https://{bare}"),
+        "--insecure",
+    ]);
+    assert!(!o.ok && o.stderr.contains("TLS"), "{}", o.stderr);
+    let o = ctl(&["status", "--admin", &format!("ftp://{bare}")]);
+    assert!(!o.ok && o.stderr.contains("not ftp://"), "{}", o.stderr);
     let o = ctl(&["status", "--admin", &bare]);
     assert_eq!(o.code, Some(1), "{}", o.stderr);
     assert!(o.stderr.contains("401"), "{}", o.stderr);

@@ -385,7 +385,7 @@ async fn add_backend(
 }
 
 /// The command a `POST .../backends` body asks for.
-fn add_backend_command(pool: &str, v: &Value) -> Result<Command, String> {
+pub(crate) fn add_backend_command(pool: &str, v: &Value) -> Result<Command, String> {
     let Some(address) = v.get("address").and_then(Value::as_str) else {
         return Err("`address` (host:port) is required".into());
     };

@@ -66,6 +66,7 @@ impl prometheus_client::collector::Collector for Collector {
         encode_certificates(&app, &mut enc)?;
         encode_state(&app, &rt, &mut enc)?;
         encode_listeners(&app, &mut enc)?;
+        encode_protection(&app, &rt, &mut enc)?;
         encode_process(&mut enc)?;
         encode_cluster(&app, &mut enc)
     }
@@ -639,6 +640,58 @@ fn encode_listeners(
         "Bytes sent to clients (TLS included), by listener",
         MetricType::Counter,
         each(&|l| l.sent_bytes.load(Relaxed)),
+    )
+}
+
+/// What the proxy refused to protect its backends: requests over a route's
+/// rate limit, bodies that stalled, connections over the per-client cap.
+fn encode_protection(
+    app: &AdminContext,
+    rt: &Snapshot,
+    enc: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    family(
+        enc,
+        "fulcrum_rate_limited",
+        "Requests answered 429 by a route's rate_limit, by route",
+        MetricType::Counter,
+        rt.routes
+            .iter()
+            .filter_map(|r| {
+                let l = r.rate_limit.as_ref()?;
+                Some((
+                    labels(&[("route", &r.name)]),
+                    ConstCounter::new(l.refused.load(Relaxed)),
+                ))
+            })
+            .collect(),
+    )?;
+    family(
+        enc,
+        "fulcrum_request_body_timeouts",
+        "Requests answered 408 because their body stalled for limits.body_read_timeout",
+        MetricType::Counter,
+        vec![(
+            Labels::new(),
+            ConstCounter::new(app.proxy.telemetry.body_read_timeouts.load(Relaxed)),
+        )],
+    )?;
+    family(
+        enc,
+        "fulcrum_connections_refused",
+        "Client connections closed at accept by limits.max_connections_per_client, by listener",
+        MetricType::Counter,
+        app.proxy
+            .telemetry
+            .listeners()
+            .iter()
+            .map(|l| {
+                (
+                    labels(&[("listener", &l.address)]),
+                    ConstCounter::new(l.refused_per_client.load(Relaxed)),
+                )
+            })
+            .collect(),
     )
 }
 

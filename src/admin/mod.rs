@@ -12,6 +12,8 @@ pub(crate) mod history;
 mod metrics;
 mod process;
 
+#[doc(hidden)]
+pub(crate) use api::add_backend_command;
 pub(crate) use api::member_json;
 
 use crate::cluster::Cluster;
@@ -58,6 +60,8 @@ pub(crate) struct AdminContext {
     /// The last 15 minutes of rates, for the dashboard's graphs.
     pub(crate) history: Arc<history::History>,
     pub(crate) token: ArcSwapOption<String>,
+    /// `admin.read_token`: GET and HEAD only.
+    pub(crate) read_token: ArcSwapOption<String>,
     pub(crate) started: Instant,
     /// Cancelled on shutdown (ends event streams).
     pub(crate) shutdown: CancellationToken,
@@ -67,7 +71,24 @@ pub(crate) struct AdminContext {
 pub(crate) struct AdminServer {
     pub(crate) configured: SocketAddr,
     pub(crate) local_addr: SocketAddr,
+    /// The HTTPS settings of an API served over TLS; swapped on reload.
+    tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
     stop: CancellationToken,
+}
+
+impl AdminServer {
+    /// Whether this server can serve `address` as it is (same address, and
+    /// HTTPS either way or plain either way).
+    pub(crate) fn can_keep(&self, address: SocketAddr, tls: bool) -> bool {
+        address == self.configured && self.tls.is_some() == tls
+    }
+
+    /// New connections get this certificate (a reload read the files again).
+    pub(crate) fn set_tls(&self, tls: Arc<rustls::ServerConfig>) {
+        if let Some(t) = &self.tls {
+            t.store(tls);
+        }
+    }
 }
 
 impl Drop for AdminServer {
@@ -76,9 +97,13 @@ impl Drop for AdminServer {
     }
 }
 
-/// Binds and starts serving. Not async on purpose: the API can itself trigger an
-/// apply that restarts this listener.
-pub(crate) fn start(ctx: &Arc<AdminContext>, address: SocketAddr) -> std::io::Result<AdminServer> {
+/// Binds and starts serving (over TLS with `tls`). Not async on purpose: the
+/// API can itself trigger an apply that restarts this listener.
+pub(crate) fn start(
+    ctx: &Arc<AdminContext>,
+    address: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<AdminServer> {
     let std_listener = crate::net::bind(address)?;
     let listener = TcpListener::from_std(std_listener)?;
     let local_addr = listener.local_addr()?;
@@ -86,6 +111,8 @@ pub(crate) fn start(ctx: &Arc<AdminContext>, address: SocketAddr) -> std::io::Re
     history::History::ensure_running(ctx);
     let weak = Arc::downgrade(ctx);
     let stop2 = stop.clone();
+    let tls = tls.map(|t| Arc::new(ArcSwap::new(t)));
+    let tls2 = tls.clone();
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -97,26 +124,49 @@ pub(crate) fn start(ctx: &Arc<AdminContext>, address: SocketAddr) -> std::io::Re
             };
             let Some(ctx) = weak.upgrade() else { return };
             let stop3 = stop2.clone();
+            let tls = tls2.as_ref().map(|t| t.load_full());
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let ctx = ctx.clone();
-                    async move { Ok::<_, Infallible>(handle_audited(ctx, req, peer).await) }
-                });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                tokio::select! {
-                    _ = conn => {}
-                    _ = stop3.cancelled() => {}
+                match tls {
+                    None => serve_conn(ctx, stream, peer, stop3).await,
+                    Some(cfg) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+                        let handshake = tokio::time::timeout(
+                            std::time::Duration::from_secs(10),
+                            acceptor.accept(stream),
+                        );
+                        match handshake.await {
+                            Ok(Ok(s)) => serve_conn(ctx, s, peer, stop3).await,
+                            _ => tracing::debug!(%peer, "admin API: TLS handshake failed"),
+                        }
+                    }
                 }
             });
         }
     });
-    tracing::info!(address = %local_addr, configured = %address, "admin API listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(address = %local_addr, configured = %address, scheme, "admin API listening");
     Ok(AdminServer {
         configured: address,
         local_addr,
+        tls,
         stop,
     })
+}
+
+async fn serve_conn<I>(ctx: Arc<AdminContext>, io: I, peer: SocketAddr, stop: CancellationToken)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(handle_audited(ctx, req, peer).await) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::select! {
+        _ = conn => {}
+        _ = stop.cancelled() => {}
+    }
 }
 
 pub(crate) fn full(
@@ -150,21 +200,35 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorized(ctx: &AdminContext, req: &Request<Incoming>) -> bool {
+/// What a caller's bearer token lets it do.
+#[derive(PartialEq)]
+enum Access {
+    Full,
+    /// `admin.read_token`: GET and HEAD.
+    Read,
+    Denied,
+}
+
+fn access(ctx: &AdminContext, req: &Request<Incoming>) -> Access {
     let token = ctx.token.load();
     let Some(token) = token.as_deref() else {
-        return true;
+        return Access::Full;
     };
-    let Some(given) = req
+    let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-    else {
-        return false;
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().as_bytes());
+    let Some(given) = given else {
+        return Access::Denied;
     };
-    match given.strip_prefix("Bearer ") {
-        Some(t) => same(t.trim().as_bytes(), token.as_bytes()),
-        None => false,
+    if same(given, token.as_bytes()) {
+        return Access::Full;
+    }
+    match ctx.read_token.load().as_deref() {
+        Some(read) if same(given, read.as_bytes()) => Access::Read,
+        _ => Access::Denied,
     }
 }
 
@@ -201,11 +265,21 @@ async fn handle(ctx: Arc<AdminContext>, req: Request<Incoming>) -> Response<Admi
     if req.method() == http::Method::GET && (path == "/" || path == "/dashboard") {
         return dashboard::page();
     }
-    if !authorized(&ctx, &req) {
-        let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return r;
+    match access(&ctx, &req) {
+        Access::Full => {}
+        Access::Read if audit::is_write(req.method()) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "this token (admin.read_token) may only read",
+            );
+        }
+        Access::Read => {}
+        Access::Denied => {
+            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
     }
     if path == "/metrics" {
         if req.method() != http::Method::GET {

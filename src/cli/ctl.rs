@@ -13,7 +13,7 @@ use std::process::ExitCode;
 /// are the same.
 #[derive(clap::Args)]
 pub struct CtlArgs {
-    /// Admin API address: http://HOST:PORT, or HOST:PORT
+    /// Admin API address: http://HOST:PORT, https://HOST:PORT, or HOST:PORT
     #[arg(
         long,
         global = true,
@@ -29,6 +29,13 @@ pub struct CtlArgs {
         hide_env_values = true
     )]
     token: Option<String>,
+    /// With https://: trust this CA certificate (PEM) instead of the system roots
+    #[arg(long, global = true, env = "FULCRUM_ADMIN_CA")]
+    ca: Option<std::path::PathBuf>,
+    /// With https://: accept any certificate (for a first look only: anyone on
+    /// the path can then read the token)
+    #[arg(long, global = true)]
+    insecure: bool,
     /// Print the API's JSON instead of tables
     #[arg(long, global = true)]
     json: bool,
@@ -291,7 +298,7 @@ fn request(command: &CtlCommand) -> Result<ApiRequest, String> {
 /// Runs the subcommand; returns what to print.
 async fn execute(a: &CtlArgs) -> Result<String, String> {
     let (method, path, body) = request(&a.command)?;
-    let (status, v) = call(&a.admin, a.token.as_deref(), method, &path, body).await?;
+    let (status, v) = call(a, method, &path, body).await?;
     if !status.is_success() {
         let mut msg = format!(
             "{} {}",
@@ -326,40 +333,76 @@ fn with_file_name(command: &CtlCommand, line: &str) -> String {
     }
 }
 
-/// `http://host:port[/]` or `host:port`: the `host:port` to connect to.
-fn admin_authority(base: &str) -> Result<&str, String> {
+/// `http://host:port[/]`, `https://host:port[/]` or `host:port`: whether to
+/// speak TLS, and the `host:port` to connect to.
+fn admin_authority(base: &str) -> Result<(bool, &str), String> {
     let base = base.trim();
-    let rest = match base.split_once("://") {
-        Some(("http", rest)) => rest,
+    let (tls, rest) = match base.split_once("://") {
+        Some(("http", rest)) => (false, rest),
+        Some(("https", rest)) => (true, rest),
         Some((scheme, _)) => {
             return Err(format!(
-                "--admin {base}: the admin API speaks plain HTTP; use http://HOST:PORT or HOST:PORT (not {scheme}://)"
+                "--admin {base}: use http://HOST:PORT, https://HOST:PORT or HOST:PORT (not {scheme}://)"
             ));
         }
-        None => base,
+        None => (false, base),
     };
     let authority = rest.split('/').next().unwrap_or(rest);
     if authority.is_empty() {
         return Err(format!("--admin {base}: no host:port"));
     }
-    Ok(authority)
+    Ok((tls, authority))
+}
+
+/// The TLS client for an https:// admin API: `--ca`, else the system roots;
+/// `--insecure` checks nothing.
+fn tls_connector(a: &CtlArgs) -> Result<tokio_rustls::TlsConnector, String> {
+    let settings = crate::config::UpstreamTls {
+        ca: a.ca.clone(),
+        insecure_skip_verify: a.insecure,
+        ..Default::default()
+    };
+    let cfg = crate::tls::upstream_client_config(&settings).map_err(|e| format!("--ca: {e}"))?;
+    Ok(tokio_rustls::TlsConnector::from(cfg))
+}
+
+/// The host of `host:port` as TLS names it (a DNS name or an IP address).
+fn server_name(authority: &str) -> Result<rustls::pki_types::ServerName<'static>, String> {
+    let host = match authority.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("--admin: {host}: {e}"))
 }
 
 async fn call(
-    base: &str,
-    token: Option<&str>,
+    a: &CtlArgs,
     method: Method,
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<(http::StatusCode, Value), String> {
-    let authority = admin_authority(base)?;
+    let base = a.admin.as_str();
+    let (tls, authority) = admin_authority(base)?;
+    if (a.ca.is_some() || a.insecure) && !tls {
+        return Err(format!(
+            "--ca and --insecure are for an https:// admin API; --admin is {base}"
+        ));
+    }
     let stream = tokio::net::TcpStream::connect(authority)
         .await
         .map_err(|e| format!("cannot reach the admin API at {base}: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
+    let mut sender = if tls {
+        let name = server_name(authority)?;
+        let stream = tls_connector(a)?
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("TLS with the admin API at {base}: {e}"))?;
+        handshake(stream).await?
+    } else {
+        handshake(stream).await?
+    };
     let mut req = Request::builder()
         .method(method)
         .uri(path)
@@ -368,7 +411,7 @@ async fn call(
             header::USER_AGENT,
             concat!("fulcrum-ctl/", env!("CARGO_PKG_VERSION")),
         );
-    if let Some(t) = token {
+    if let Some(t) = a.token.as_deref() {
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }
     if body.is_some() {
@@ -388,6 +431,18 @@ async fn call(
     let v = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     Ok((status, v))
+}
+
+/// HTTP/1.1 over `io`, its connection driven in the background.
+async fn handshake<I>(io: I) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(sender)
 }
 
 fn table(out: &mut String, headers: &[&str], rows: Vec<Vec<String>>) {
@@ -709,12 +764,21 @@ mod tests {
     fn admin_address_with_or_without_scheme() {
         assert_eq!(
             admin_authority("http://127.0.0.1:9000/").unwrap(),
-            "127.0.0.1:9000"
+            (false, "127.0.0.1:9000")
         );
-        assert_eq!(admin_authority("127.0.0.1:9000").unwrap(), "127.0.0.1:9000");
-        assert_eq!(admin_authority("[::1]:9000").unwrap(), "[::1]:9000");
-        assert!(admin_authority("https://x:1").is_err());
+        assert_eq!(
+            admin_authority("127.0.0.1:9000").unwrap(),
+            (false, "127.0.0.1:9000")
+        );
+        assert_eq!(
+            admin_authority("[::1]:9000").unwrap(),
+            (false, "[::1]:9000")
+        );
+        assert_eq!(admin_authority("https://x:1").unwrap(), (true, "x:1"));
+        assert!(admin_authority("ftp://x:1").is_err());
         assert!(admin_authority("http://").is_err());
+        assert!(server_name("[::1]:9000").is_ok());
+        assert!(server_name("admin.example:9000").is_ok());
     }
 
     #[test]

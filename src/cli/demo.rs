@@ -230,6 +230,8 @@ fn route(path: &str, pool: &str) -> RouteConfig {
         strip_prefix: false,
         headers: Default::default(),
         cache: None,
+        rate_limit: None,
+        buffer_request_body: 0,
         loc: Loc::default(),
     }
 }
@@ -278,7 +280,7 @@ fn demo_config(
         listeners: vec![ListenerConfig::plain(listen)],
         admin: Some(crate::config::AdminConfig {
             address: admin,
-            token: None,
+            ..Default::default()
         }),
         access_log: AccessLogConfig {
             enabled: false,

@@ -47,7 +47,16 @@ fn admin(args: &ProxyArgs) -> Result<Option<AdminConfig>, String> {
             "--admin {address} is not a loopback address: set --admin-token (or FULCRUM_ADMIN_TOKEN)"
         ));
     }
-    Ok(Some(AdminConfig { address, token }))
+    if !address.ip().is_loopback() {
+        return Err(format!(
+            "--admin {address} is not a loopback address: beyond loopback the admin API needs TLS, which a config file sets (`admin.tls`); keep --admin on 127.0.0.1 here"
+        ));
+    }
+    Ok(Some(AdminConfig {
+        address,
+        token,
+        ..Default::default()
+    }))
 }
 
 pub fn build_config(args: &ProxyArgs) -> Result<Config, String> {
@@ -102,6 +111,8 @@ pub fn build_config(args: &ProxyArgs) -> Result<Config, String> {
             strip_prefix: false,
             headers: Default::default(),
             cache: None,
+            rate_limit: None,
+            buffer_request_body: 0,
             loc: Loc::default(),
         }],
         ..Config::default()

@@ -15,6 +15,8 @@ pub mod auth;
 pub mod consensus;
 pub mod hooks;
 mod raft;
+#[doc(hidden)]
+pub(crate) use raft::decode_rpc;
 pub mod role;
 pub mod transport;
 pub mod vip;

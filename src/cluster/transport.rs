@@ -135,13 +135,15 @@ async fn write_frame<W: AsyncWriteExt + Unpin>(
 async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<(u64, Vec<u8>)> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
-    if !(8..=MAX_FRAME).contains(&len) {
-        return Err(std::io::Error::other(format!("bad frame length {len}")));
-    }
+    let Some(body_len) = frame_body_len(len) else {
+        return Err(std::io::Error::other(format!(
+            "bad frame length {}",
+            u32::from_be_bytes(len)
+        )));
+    };
     let mut id = [0u8; 8];
     r.read_exact(&mut id).await?;
-    let mut buf = vec![0u8; len - 8];
+    let mut buf = vec![0u8; body_len];
     r.read_exact(&mut buf).await?;
     Ok((u64::from_be_bytes(id), buf))
 }
@@ -417,6 +419,18 @@ pub fn serve<H: Handler>(
     });
 }
 
+/// A peer's request frame body (network input: decoded, never trusted).
+pub(crate) fn decode_request(bytes: &[u8]) -> Result<Envelope<Request>, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+/// The length field of a frame, checked: `None` for a length this transport
+/// refuses.
+pub(crate) fn frame_body_len(prefix: [u8; 4]) -> Option<usize> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    (8..=MAX_FRAME).contains(&len).then_some(len - 8)
+}
+
 async fn connection<H: Handler>(
     stream: TcpStream,
     handler: Arc<H>,
@@ -430,7 +444,7 @@ async fn connection<H: Handler>(
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         };
-        let env: Envelope<Request> = match serde_json::from_slice(&bytes) {
+        let env = match decode_request(&bytes) {
             Ok(e) => e,
             Err(e) => {
                 let answer = serde_json::to_vec(&Response::Error(format!("bad request: {e}")))?;

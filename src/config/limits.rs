@@ -12,6 +12,10 @@ pub struct Limits {
     pub max_body_bytes: Option<u64>,
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    /// Longest wait for the next bytes of a request body (408 past it).
+    pub body_read_timeout: Duration,
+    /// Open connections one client address may hold per listener (None: no cap).
+    pub max_connections_per_client: Option<u32>,
 }
 
 impl Default for Limits {
@@ -21,6 +25,8 @@ impl Default for Limits {
             max_body_bytes: None,
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,
+            body_read_timeout: Duration::from_secs(60),
+            max_connections_per_client: None,
         }
     }
 }
@@ -30,6 +36,8 @@ const KEYS: &[&str] = &[
     "max_body_bytes",
     "header_read_timeout",
     "max_connections",
+    "body_read_timeout",
+    "max_connections_per_client",
 ];
 
 /// `limits:` (absent: the defaults).
@@ -66,6 +74,20 @@ pub(crate) fn decode(d: &mut Decoder, n: Option<&Node>) -> Limits {
     {
         l.max_connections = v as usize;
     }
+    if let Some(v) = m.get("body_read_timeout") {
+        match d.duration(v, "body_read_timeout") {
+            Some(t) if t.is_zero() => d.error(v.loc, "body_read_timeout must be more than 0s"),
+            Some(t) => l.body_read_timeout = t,
+            None => {}
+        }
+    }
+    if let Some(v) = m.get("max_connections_per_client")
+        && !v.is_null()
+    {
+        l.max_connections_per_client = d
+            .int(v, "max_connections_per_client", 1, 1_000_000)
+            .map(|n| n as u32);
+    }
     l
 }
 
@@ -75,6 +97,8 @@ pub(crate) fn serialize(l: &Limits) -> Value {
         "max_body_bytes": l.max_body_bytes,
         "header_read_timeout": duration(l.header_read_timeout),
         "max_connections": l.max_connections,
+        "body_read_timeout": duration(l.body_read_timeout),
+        "max_connections_per_client": l.max_connections_per_client,
     })
 }
 
@@ -86,7 +110,7 @@ mod tests {
     #[test]
     fn decodes_and_round_trips() {
         let c = load(
-            "limits: { max_header_bytes: 32KiB, max_body_bytes: 10MB, header_read_timeout: 3s, max_connections: 50 }\n",
+            "limits: { max_header_bytes: 32KiB, max_body_bytes: 10MB, header_read_timeout: 3s, max_connections: 50, body_read_timeout: 5s, max_connections_per_client: 4 }\n",
         );
         assert_eq!(
             c.limits,
@@ -95,12 +119,14 @@ mod tests {
                 max_body_bytes: Some(10_000_000),
                 header_read_timeout: Duration::from_secs(3),
                 max_connections: 50,
+                body_read_timeout: Duration::from_secs(5),
+                max_connections_per_client: Some(4),
             }
         );
         let json = round_trip(&c);
         assert_eq!(
             json["limits"],
-            json!({"max_header_bytes": 32768, "max_body_bytes": 10_000_000, "header_read_timeout": "3s", "max_connections": 50})
+            json!({"max_header_bytes": 32768, "max_body_bytes": 10_000_000, "header_read_timeout": "3s", "max_connections": 50, "body_read_timeout": "5s", "max_connections_per_client": 4})
         );
         assert_eq!(
             round_trip(&load("{}\n"))["limits"]["max_body_bytes"],

@@ -29,6 +29,7 @@ pub(crate) mod layers;
 mod limits;
 mod listeners;
 mod pools;
+mod rate_limit;
 mod root;
 mod routes;
 pub(crate) mod serialize;
@@ -40,7 +41,7 @@ mod trusted_proxies;
 pub(crate) mod units;
 
 pub(crate) use access_log::{AccessField, AccessLogConfig, LogFormat, LogTarget};
-pub(crate) use admin::AdminConfig;
+pub(crate) use admin::{AdminConfig, AdminTls};
 pub(crate) use cache::{CacheConfig, CacheKeyPart};
 pub(crate) use cluster::{ClusterConfig, ClusterHooks, VipConfig};
 pub(crate) use decode::ConfigError;
@@ -55,6 +56,7 @@ pub(crate) use pools::{
     HedgeDelay, PassiveHealthConfig, PoolConfig, QueueConfig, RetryConfig, Scheme, StatusMatcher,
     Timeouts, UpstreamTls,
 };
+pub(crate) use rate_limit::{RateKey, RateLimitConfig};
 pub(crate) use root::Config;
 pub(crate) use routes::{HeaderOps, HeaderRules, HostMatch, RouteConfig, RouteTarget};
 pub(crate) use tracing::{OtlpProtocol, TracingConfig};

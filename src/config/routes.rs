@@ -4,6 +4,7 @@
 use super::cache::CacheConfig;
 use super::decode::{Decoder, MapView};
 use super::pools::Algorithm;
+use super::rate_limit::{self, RateLimitConfig};
 use super::serialize::put;
 use super::tree::{Loc, Node, Value};
 use http::{HeaderName, HeaderValue};
@@ -61,6 +62,9 @@ pub struct RouteConfig {
     pub headers: HeaderRules,
     /// The response cache, when on.
     pub cache: Option<CacheConfig>,
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Bytes of a request body read whole before it is sent (0: streamed).
+    pub buffer_request_body: u64,
     pub loc: Loc,
 }
 
@@ -75,6 +79,8 @@ const KEYS: &[&str] = &[
     "sticky",
     "headers",
     "cache",
+    "rate_limit",
+    "buffer_request_body",
 ];
 
 /// `routes:` (absent: none).
@@ -132,6 +138,10 @@ fn route(d: &mut Decoder, n: &Node) -> Option<RouteConfig> {
         .map(|v| header_rules(d, v))
         .unwrap_or_default();
     let cache = m.get("cache").and_then(|v| super::cache::decode(d, v));
+    let rate_limit = m.get("rate_limit").and_then(|v| rate_limit::decode(d, v));
+    let buffer_request_body = m
+        .get("buffer_request_body")
+        .map_or(0, |v| rate_limit::decode_buffer(d, v));
     let name = match m.get("name") {
         Some(v) => d.scalar_string(v, "route name").unwrap_or_default(),
         None => default_name(host.as_ref(), &path_prefix),
@@ -146,6 +156,8 @@ fn route(d: &mut Decoder, n: &Node) -> Option<RouteConfig> {
         strip_prefix,
         headers,
         cache,
+        rate_limit,
+        buffer_request_body,
         loc: m.loc,
     })
 }
@@ -367,6 +379,12 @@ fn route_json(r: &RouteConfig) -> Json {
     }
     if let Some(c) = &r.cache {
         put(&mut m, "cache", super::cache::serialize(c));
+    }
+    if let Some(r) = &r.rate_limit {
+        put(&mut m, "rate_limit", rate_limit::serialize(r));
+    }
+    if r.buffer_request_body > 0 {
+        put(&mut m, "buffer_request_body", json!(r.buffer_request_body));
     }
     Json::Object(m)
 }

@@ -12,6 +12,7 @@
 
 mod counted;
 pub(crate) mod http;
+mod per_client;
 pub(crate) mod redirect;
 
 use crate::config::ListenerConfig;
@@ -19,9 +20,11 @@ use crate::proxy::ProxyContext;
 use crate::telemetry::ListenerStats;
 use arc_swap::ArcSwap;
 use counted::Counted;
+use per_client::PerClient;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -128,6 +131,7 @@ async fn accept_loop(
     stop: CancellationToken,
     stats: Arc<ListenerStats>,
 ) {
+    let clients = Arc::new(PerClient::default());
     loop {
         // Beyond max_connections, new connections wait in the kernel's backlog.
         let permit = tokio::select! {
@@ -140,12 +144,31 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
+                let cap = shared
+                    .proxy
+                    .snapshot
+                    .load()
+                    .limits
+                    .max_connections_per_client;
+                let slot = match cap {
+                    Some(cap) => match clients.take(peer.ip(), cap) {
+                        Some(slot) => Some(slot),
+                        None => {
+                            // Closed at once: this address holds its share already.
+                            stats.refused_per_client.fetch_add(1, Relaxed);
+                            tracing::debug!(%peer, cap, "connection refused: limits.max_connections_per_client");
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
                 let spec = settings.load_full();
                 let proxy = shared.proxy.clone();
                 let stop = stop.clone();
                 let stream = Counted::new(stream, stats.clone());
                 shared.connections.spawn(async move {
                     let _permit = permit;
+                    let _slot = slot;
                     serve(proxy, stream, peer, spec, stop).await;
                 });
             }

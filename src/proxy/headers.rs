@@ -13,6 +13,9 @@ pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+pub static PROXY_AUTHENTICATION_INFO: HeaderName =
+    HeaderName::from_static("proxy-authentication-info");
+pub static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 fn is_hop_by_hop(n: &HeaderName) -> bool {
     n == header::CONNECTION
@@ -23,6 +26,7 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
         || n == header::PROXY_AUTHORIZATION
         || n == KEEP_ALIVE
         || n == PROXY_CONNECTION
+        || n == HTTP2_SETTINGS
 }
 
 /// Removes hop-by-hop headers (RFC 9110 7.6.1): the fixed set and any named in
@@ -31,7 +35,7 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
 pub fn remove_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     // One pass over the names first: most messages carry none of these, and a
     // lookup per name would hash each one.
-    let mut present: [Option<HeaderName>; 8] = Default::default();
+    let mut present: [Option<HeaderName>; 9] = Default::default();
     let mut n = 0;
     for name in h.keys() {
         if n < present.len() && is_hop_by_hop(name) && !(keep_upgrade && name == header::UPGRADE) {
@@ -63,6 +67,72 @@ pub fn remove_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     if keep_upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// Whether a `Host` value (or an absolute target's authority) is `host [":" port]`
+/// as RFC 3986 writes it (RFC 9112 3.2): a registered name or IPv4 address of
+/// unreserved, sub-delim and percent-encoded characters, or a bracketed IPv6
+/// literal, then digits for a port. Rejects `/`, `@`, spaces and controls, so
+/// nothing else can ride into `Host`, `X-Forwarded-Host` or `Forwarded`.
+pub fn valid_host(v: &[u8]) -> bool {
+    let port = if let Some(rest) = v.strip_prefix(b"[") {
+        let Some(end) = memchr::memchr(b']', rest) else {
+            return false;
+        };
+        let literal = &rest[..end];
+        if literal.is_empty()
+            || !literal
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() || *b == b':' || *b == b'.')
+        {
+            return false;
+        }
+        match &rest[end + 1..] {
+            [] => None,
+            [b':', port @ ..] => Some(port),
+            _ => return false,
+        }
+    } else {
+        let (name, port) = match memchr::memrchr(b':', v) {
+            Some(i) => (&v[..i], Some(&v[i + 1..])),
+            None => (v, None),
+        };
+        if !name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(b))
+        {
+            return false;
+        }
+        port
+    };
+    port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit))
+}
+
+/// Whether an `Upgrade` header asks for h2c (RFC 7540's cleartext upgrade, gone
+/// from RFC 9113): never passed on, since a backend that accepts it would turn
+/// the connection into a tunnel past the routes.
+pub fn upgrade_is_h2c(h: &HeaderMap) -> bool {
+    h.get_all(header::UPGRADE).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"h2c"))
+    })
+}
+
+/// Response headers that speak to the proxy's own client only (RFC 9110
+/// 11.7.1): a backend's proxy challenge is not passed on.
+pub fn remove_proxy_auth(h: &mut HeaderMap) {
+    h.remove(header::PROXY_AUTHENTICATE);
+    h.remove(&PROXY_AUTHENTICATION_INFO);
+}
+
+/// An HTTP/2 field value that starts or ends with whitespace: malformed (RFC
+/// 9113 8.2.1), though the h2 library lets it through.
+pub fn has_padded_value(h: &HeaderMap) -> bool {
+    h.values().any(|v| {
+        let b = v.as_bytes();
+        matches!(b.first(), Some(b' ' | b'\t')) || matches!(b.last(), Some(b' ' | b'\t'))
+    })
 }
 
 /// A header value built in a buffer that becomes the value without a copy.
@@ -376,6 +446,47 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[&FORWARDED], "for=\"[::1]\";proto=http");
         assert_eq!(h[header::VIA], "1.1 edge, 1.1 fulcrum");
+    }
+
+    #[test]
+    fn host_values() {
+        for ok in [
+            "a.example",
+            "a.example:8080",
+            "127.0.0.1",
+            "[::1]:80",
+            "[2001:db8::1]",
+            "xn--bcher-kva.example",
+            "",
+        ] {
+            assert!(valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "127.0.0.1/evil@x",
+            "a b",
+            "user@a.example",
+            "a.example:80x",
+            "a.example:123456",
+            "[::1",
+            "[::1]x",
+            "[zz]",
+            "a\tb",
+            "caf\u{e9}",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn h2c_upgrade_and_padded_values() {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("foo, H2C"));
+        assert!(upgrade_is_h2c(&h));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(!upgrade_is_h2c(&h));
+        assert!(!has_padded_value(&h));
+        h.insert("x-a", HeaderValue::from_static(" lead"));
+        assert!(has_padded_value(&h));
     }
 
     #[test]

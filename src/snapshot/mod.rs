@@ -13,6 +13,7 @@ pub(crate) mod router;
 
 use crate::cache::RouteCache;
 use crate::config::{Algorithm, Config, HeaderRules, Limits, PoolConfig, RouteTarget};
+use crate::ratelimit::RateLimiter;
 use crate::upstream::backend::Backend;
 use crate::upstream::balance::Balancer;
 use crate::upstream::io::TlsClient;
@@ -57,6 +58,11 @@ pub(crate) struct Route {
     pub(crate) headers: HeaderRules,
     /// The route's response cache, carried over while its settings stay the same.
     pub(crate) cache: Option<Arc<RouteCache>>,
+    /// `rate_limit`; its buckets carry over a reload that keeps the route's
+    /// name and limit.
+    pub(crate) rate_limit: Option<Arc<RateLimiter>>,
+    /// `buffer_request_body` (0: streamed).
+    pub(crate) buffer_request_body: u64,
 }
 
 pub(crate) struct Snapshot {
@@ -138,6 +144,8 @@ impl Snapshot {
                         None => Arc::new(RouteCache::new(cc.clone())),
                     }
                 }),
+                rate_limit: rate_limiter(rc, prev),
+                buffer_request_body: rc.buffer_request_body,
             });
         }
         Ok(Snapshot {
@@ -151,6 +159,26 @@ impl Snapshot {
             pool_index,
         })
     }
+}
+
+/// The route's limiter: the previous snapshot's for the same route and limit
+/// (its buckets keep counting), else a new one.
+fn rate_limiter(
+    rc: &crate::config::RouteConfig,
+    prev: Option<&Snapshot>,
+) -> Option<Arc<RateLimiter>> {
+    let config = rc.rate_limit.as_ref()?;
+    let old = prev.and_then(|p| {
+        p.routes
+            .iter()
+            .find(|r| *r.name == *rc.name)
+            .and_then(|r| r.rate_limit.as_ref())
+            .filter(|l| l.config == *config)
+    });
+    Some(
+        old.cloned()
+            .unwrap_or_else(|| Arc::new(RateLimiter::new(config))),
+    )
 }
 
 /// Whether two pool configs ask for the same thing (where they were written

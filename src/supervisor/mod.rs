@@ -117,6 +117,7 @@ impl Supervisor {
                 notifier: notifier.clone(),
                 history: Default::default(),
                 token: ArcSwapOption::empty(),
+                read_token: ArcSwapOption::empty(),
                 started: Instant::now(),
                 shutdown: shutdown.clone(),
             }),
@@ -169,17 +170,15 @@ impl Supervisor {
             state.listeners.insert(addr, handle);
         }
         if let Some(a) = &config.admin {
-            let server = crate::admin::start(&self.admin, a.address)
+            let tls = match &a.tls {
+                Some(t) => Some(crate::tls::admin_server_config(t)?),
+                None => None,
+            };
+            let server = crate::admin::start(&self.admin, a.address, tls)
                 .map_err(|e| format!("cannot start the admin API on {}: {e}", a.address))?;
             state.admin_server = Some(server);
         }
-        self.admin.token.store(
-            config
-                .admin
-                .as_ref()
-                .and_then(|a| a.token.clone())
-                .map(Arc::new),
-        );
+        self.store_admin_tokens(config);
         self.notifier.configure(&config.failover.notification);
         let snapshot = self.proxy.snapshot.load_full();
         state.health.reconcile(&snapshot);
@@ -250,6 +249,17 @@ impl Supervisor {
     }
 
     /// What the admin API shows about this node, after every change.
+    /// The admin API's tokens from `config` (none when it has no admin section).
+    fn store_admin_tokens(&self, config: &Config) {
+        let admin = config.admin.as_ref();
+        self.admin
+            .token
+            .store(admin.and_then(|a| a.token.clone()).map(Arc::new));
+        self.admin
+            .read_token
+            .store(admin.and_then(|a| a.read_token.clone()).map(Arc::new));
+    }
+
     fn publish_status(&self, state: &ReloadState) {
         let mut listeners: Vec<_> = state
             .listeners

@@ -37,6 +37,8 @@ struct Prepared {
     bound: Vec<(SocketAddr, ListenerSpec, std::net::TcpListener)>,
     /// `Some(new)` when the admin listener changes (`Some(None)`: it goes away).
     admin: Option<Option<AdminServer>>,
+    /// The admin API's HTTPS settings, read again from the files.
+    admin_tls: Option<Arc<rustls::ServerConfig>>,
     access_log: Option<Option<AccessLog>>,
     otlp: Option<Option<Arc<Otlp>>>,
 }
@@ -218,12 +220,16 @@ impl Supervisor {
                 bound.push((*addr, spec.clone(), sock));
             }
         }
+        let admin_tls = match config.admin.as_ref().and_then(|a| a.tls.as_ref()) {
+            Some(t) => Some(crate::tls::admin_server_config(t).map_err(failed)?),
+            None => None,
+        };
         let admin_addr = config.admin.as_ref().map(|a| a.address);
-        let have = state.admin_server.as_ref().map(|a| a.configured);
+        let have = state.admin_server.as_ref();
         let admin = match (admin_addr, have) {
-            (Some(want), Some(have)) if want == have => None,
+            (Some(want), Some(have)) if have.can_keep(want, admin_tls.is_some()) => None,
             (Some(want), _) => Some(Some(
-                crate::admin::start(&self.admin, want)
+                crate::admin::start(&self.admin, want, admin_tls.clone())
                     .map_err(|e| failed(format!("cannot start the admin API on {want}: {e}")))?,
             )),
             (None, Some(_)) => Some(None),
@@ -257,6 +263,7 @@ impl Supervisor {
             specs,
             bound,
             admin,
+            admin_tls,
             access_log,
             otlp,
         })
@@ -273,15 +280,14 @@ impl Supervisor {
         if let Some(otlp) = p.otlp {
             self.proxy.otlp.store(otlp);
         }
-        self.admin.token.store(
-            config
-                .admin
-                .as_ref()
-                .and_then(|a| a.token.clone())
-                .map(Arc::new),
-        );
-        if let Some(admin) = p.admin {
-            state.admin_server = admin;
+        self.store_admin_tokens(&config);
+        match p.admin {
+            Some(admin) => state.admin_server = admin,
+            None => {
+                if let (Some(server), Some(tls)) = (&state.admin_server, p.admin_tls) {
+                    server.set_tls(tls);
+                }
+            }
         }
         self.reconcile_acme(state, &config);
         let max = config.limits.max_connections;

@@ -167,6 +167,22 @@ pub fn server_config(
     Ok(Arc::new(cfg))
 }
 
+/// The server config of the admin API over HTTPS: one certificate, TLS 1.2
+/// and 1.3, HTTP/1.1 and h2 by ALPN. The files are read now (a reload reads
+/// them again, so a renewed certificate is picked up).
+pub fn admin_server_config(
+    t: &crate::config::AdminTls,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let loaded = certs::from_files(&t.cert, &t.key).map_err(|e| format!("admin.tls: {e}"))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(loaded.key)));
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
 /// Every certificate served: static ones from the TLS listeners' files (read
 /// now, so a renewed file shows), and those issued by ACME.
 pub(crate) fn certificates(

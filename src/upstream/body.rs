@@ -1,26 +1,125 @@
 //! Request bodies sent to backends: streamed from the client (with the size limit and
 //! byte count applied on the way), replayable for retries, or small fixed ones.
+//!
+//! A streamed body also keeps the clock that decides who is slow: while it waits
+//! on the client, the backend's `response_header` timeout does not run (see
+//! [`BodyStats::answer_within`]); a client that sends nothing for
+//! `limits.body_read_timeout` ends the body with [`BodyStalled`].
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::Sleep;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Shared between a streamed request body and the handler: bytes seen, and whether
-/// the size limit stopped the body.
-#[derive(Default)]
+/// `BodyStats::progress_ms` while the body waits for the client.
+const WAITING_ON_CLIENT: u64 = u64::MAX;
+
+/// Shared between a streamed request body and the handler: bytes seen, whether
+/// the size limit or the client stopped the body, and when the backend's side of
+/// the exchange last had something to do.
 pub struct BodyStats {
     pub bytes: AtomicU64,
     pub too_large: AtomicBool,
     /// Reading the client's body failed (the client went away or sent bad framing).
     pub client_error: AtomicBool,
+    /// The client sent nothing for `limits.body_read_timeout`.
+    pub stalled: AtomicBool,
+    /// `clock::now_ms` of the last time the body handed something on (or
+    /// ended): the backend is responsible from there. [`WAITING_ON_CLIENT`] while
+    /// the body waits for the client's next bytes.
+    progress_ms: AtomicU64,
+    /// Woken when the body stops waiting on the client.
+    resumed: tokio::sync::Notify,
 }
+
+impl Default for BodyStats {
+    fn default() -> Self {
+        BodyStats {
+            bytes: AtomicU64::new(0),
+            too_large: AtomicBool::new(false),
+            client_error: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
+            progress_ms: AtomicU64::new(crate::clock::now_ms()),
+            resumed: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl BodyStats {
+    fn waiting_on_client(&self) {
+        if self.progress_ms.load(Relaxed) != WAITING_ON_CLIENT {
+            self.progress_ms.store(WAITING_ON_CLIENT, Relaxed);
+        }
+    }
+
+    fn progressed(&self) {
+        let before = self.progress_ms.swap(crate::clock::now_ms(), Relaxed);
+        if before == WAITING_ON_CLIENT {
+            self.resumed.notify_one();
+        }
+    }
+
+    /// Resolves once the backend has had `limit` of its own time: time during
+    /// which the body was not waiting for the client. With a body that is
+    /// already whole, that is `limit` after its last byte was taken.
+    async fn backend_overdue(&self, limit: Duration) {
+        loop {
+            let since = self.progress_ms.load(Relaxed);
+            if since == WAITING_ON_CLIENT {
+                self.resumed.notified().await;
+                continue;
+            }
+            let deadline = crate::clock::instant_of_ms(since) + limit;
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+
+    /// Waits for `fut` (a backend's response headers) for at most `limit` of
+    /// the backend's time, never counting the time spent waiting on the client
+    /// for its body: a slow upload is not the backend's fault. `None`: timed
+    /// out. Without a streamed body, plainly `limit` from now.
+    pub async fn answer_within<F: std::future::Future>(
+        body: Option<&BodyStats>,
+        limit: Duration,
+        fut: F,
+    ) -> Option<F::Output> {
+        match body {
+            None => tokio::time::timeout(limit, fut).await.ok(),
+            Some(b) => {
+                // This attempt starts now, whatever earlier ones took.
+                b.progressed();
+                tokio::select! {
+                    biased;
+                    r = fut => Some(r),
+                    _ = b.backend_overdue(limit) => None,
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct BodyStalled;
+
+impl std::fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("the client sent nothing of its body for limits.body_read_timeout")
+    }
+}
+
+impl std::error::Error for BodyStalled {}
 
 #[derive(Debug)]
 pub struct BodyTooLarge;
@@ -34,12 +133,71 @@ impl std::fmt::Display for BodyTooLarge {
 impl std::error::Error for BodyTooLarge {}
 
 /// A request body as it arrived from a client, whatever carried it. The request
-/// path is typed on this, not on one server library's body: another source (a
-/// body already read whole, HTTP/3) is one more variant.
+/// path is typed on this, not on one server library's body: another source
+/// (HTTP/3) is one more variant.
 pub(crate) enum Inbound {
     Hyper(Incoming),
-    /// No body (a request Fulcrum makes itself, e.g. a cache refresh).
-    Empty,
+    /// Read (partly or whole) before sending: `buffer_request_body`.
+    Held(Box<Held>),
+}
+
+/// The part of a body already read, then the rest still to come, if any.
+#[derive(Default)]
+pub(crate) struct Held {
+    chunks: std::collections::VecDeque<Bytes>,
+    bytes: u64,
+    pub(crate) trailers: Option<HeaderMap>,
+    pub(crate) rest: Option<Incoming>,
+}
+
+impl Held {
+    pub(crate) fn push(&mut self, data: Bytes) {
+        self.bytes += data.len() as u64;
+        self.chunks.push_back(data);
+    }
+
+    /// Bytes held.
+    pub(crate) fn len(&self) -> u64 {
+        self.bytes
+    }
+
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some(data) = self.chunks.pop_front() {
+            self.bytes -= data.len() as u64;
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        if let Some(t) = self.trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(t))));
+        }
+        match &mut self.rest {
+            Some(rest) => Pin::new(rest).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+            && self.trailers.is_none()
+            && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.rest {
+            None => SizeHint::with_exact(self.bytes),
+            Some(rest) => {
+                let r = rest.size_hint();
+                let mut h = SizeHint::new();
+                h.set_lower(self.bytes + r.lower());
+                if let Some(upper) = r.upper() {
+                    h.set_upper(self.bytes + upper);
+                }
+                h
+            }
+        }
+    }
 }
 
 impl Body for Inbound {
@@ -52,21 +210,21 @@ impl Body for Inbound {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             Inbound::Hyper(b) => Pin::new(b).poll_frame(cx),
-            Inbound::Empty => Poll::Ready(None),
+            Inbound::Held(h) => h.poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Inbound::Hyper(b) => b.is_end_stream(),
-            Inbound::Empty => true,
+            Inbound::Held(h) => h.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Inbound::Hyper(b) => b.size_hint(),
-            Inbound::Empty => SizeHint::with_exact(0),
+            Inbound::Held(h) => h.size_hint(),
         }
     }
 }
@@ -76,16 +234,28 @@ pub struct ClientBody {
     inner: Inbound,
     limit: u64,
     seen: u64,
-    stats: Option<Arc<BodyStats>>,
+    stats: Arc<BodyStats>,
+    /// Longest wait for the client's next bytes (`limits.body_read_timeout`).
+    stall: Duration,
+    stall_timer: Option<Pin<Box<Sleep>>>,
+    stall_armed: bool,
 }
 
 impl ClientBody {
-    pub(crate) fn new(inner: Inbound, limit: Option<u64>, stats: Option<Arc<BodyStats>>) -> Self {
+    pub(crate) fn new(
+        inner: Inbound,
+        limit: Option<u64>,
+        stats: Arc<BodyStats>,
+        stall: Duration,
+    ) -> Self {
         ClientBody {
             inner,
             limit: limit.unwrap_or(u64::MAX),
             seen: 0,
             stats,
+            stall,
+            stall_timer: None,
+            stall_armed: false,
         }
     }
 
@@ -95,29 +265,50 @@ impl ClientBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                self.stall_armed = false;
+                self.stats.progressed();
                 if let Some(data) = frame.data_ref() {
                     self.seen += data.len() as u64;
-                    if let Some(s) = &self.stats {
-                        s.bytes.fetch_add(data.len() as u64, Relaxed);
-                    }
+                    self.stats.bytes.fetch_add(data.len() as u64, Relaxed);
                     if self.seen > self.limit {
-                        if let Some(s) = &self.stats {
-                            s.too_large.store(true, Relaxed);
-                        }
+                        self.stats.too_large.store(true, Relaxed);
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                if let Some(s) = &self.stats {
-                    s.client_error.store(true, Relaxed);
-                }
+                self.stats.client_error.store(true, Relaxed);
                 Poll::Ready(Some(Err(Box::new(e))))
             }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                self.stats.progressed();
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                self.stats.waiting_on_client();
+                if self.stalled(cx) {
+                    self.stats.stalled.store(true, Relaxed);
+                    return Poll::Ready(Some(Err(Box::new(BodyStalled))));
+                }
+                Poll::Pending
+            }
         }
+    }
+
+    /// Arms the stall timer on the first wait after progress; true once it ran out.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.stall_armed {
+            self.stall_armed = true;
+            let deadline = tokio::time::Instant::now() + self.stall;
+            match &mut self.stall_timer {
+                Some(t) => t.as_mut().reset(deadline),
+                None => self.stall_timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        self.stall_timer
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
     }
 }
 
@@ -255,6 +446,46 @@ pub enum UpstreamBody {
     Empty,
     Client(ClientBody),
     Replay(ReplayReader),
+}
+
+impl UpstreamBody {
+    /// The same body from its first byte, when it is held (empty or replayable).
+    pub fn again(&self) -> Option<UpstreamBody> {
+        match self {
+            UpstreamBody::Empty => Some(UpstreamBody::Empty),
+            UpstreamBody::Client(_) => None,
+            UpstreamBody::Replay(r) => Some(UpstreamBody::Replay(ReplayReader {
+                state: r.state.clone(),
+                pos: 0,
+                attempt: r.attempt,
+                trailers_sent: false,
+            })),
+        }
+    }
+
+    /// Whether this body can still be sent whole (a replay that overflowed its
+    /// bound cannot).
+    pub fn whole(&self) -> bool {
+        match self {
+            UpstreamBody::Empty => true,
+            UpstreamBody::Client(_) => false,
+            UpstreamBody::Replay(r) => r.state.lock().is_ok_and(|s| !s.overflowed),
+        }
+    }
+
+    /// The stats of a body that still streams from the client (for
+    /// [`BodyStats::answer_within`]); `None` for a body that is whole already.
+    pub fn streaming(&self) -> Option<Arc<BodyStats>> {
+        match self {
+            UpstreamBody::Empty => None,
+            UpstreamBody::Client(b) => Some(b.stats.clone()),
+            UpstreamBody::Replay(r) => r
+                .state
+                .lock()
+                .ok()
+                .and_then(|s| s.source.as_ref().map(|b| b.stats.clone())),
+        }
+    }
 }
 
 impl Body for UpstreamBody {

@@ -1,15 +1,16 @@
 //! Sending one request to one backend over a pooled connection.
 
 use super::backend::Backend;
-use super::body::UpstreamBody;
+use super::body::{BodyStats, UpstreamBody};
 use super::connpool::{Alpn, H1Sender, H2Sender};
-use super::io::{UpstreamIo, connect, connect_tls};
+use super::io::{Tallied, UpstreamIo, connect, connect_tls};
 use crate::config::{Scheme, Timeouts};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// Why a request to a backend failed, in the terms retries care about.
@@ -84,11 +85,16 @@ pub async fn send(
         }
     }
     let max_idle_ms = timeouts.idle.as_millis() as u64;
+    // A copy to send once more on a fresh connection when a pooled one turns out
+    // to be closed by the backend after the request went out (taken once).
+    let mut resend: Option<Request<UpstreamBody>> = None;
+    let mut resent = false;
     // A pooled connection may have been closed by the backend just now; hyper then
     // hands the request back unsent and we try a fresh connection.
-    for _ in 0..3 {
+    for _ in 0..4 {
         let idle = match fresh.take() {
             Some(s) => Some((s, false)),
+            None if resent => None,
             None => backend.conns.take_idle(max_idle_ms).map(|s| (s, true)),
         };
         let (mut sender, reused) = match idle {
@@ -111,23 +117,77 @@ pub async fn send(
                 }
             }
         }
+        if reused && !resent && resend.is_none() {
+            resend = resend_copy(&req);
+        }
+        let body = req.body().streaming();
+        let heard = sender.received();
         let fut = sender.try_send_request(req);
-        match tokio::time::timeout(timeouts.response_header, fut).await {
-            Ok(Ok(resp)) => return Ok((resp, Lease::H1(sender))),
-            Ok(Err(mut e)) => match e.take_message() {
+        match BodyStats::answer_within(body.as_deref(), timeouts.response_header, fut).await {
+            Some(Ok(resp)) => return Ok((resp, Lease::H1(sender))),
+            Some(Err(mut e)) => match e.take_message() {
                 Some(unsent) if reused => {
                     req = unsent;
                     continue;
                 }
-                unsent => return Err((SendError::Exchange(e.into_error()), unsent)),
+                Some(unsent) => return Err((SendError::Exchange(e.into_error()), Some(unsent))),
+                None => {
+                    let e = e.into_error();
+                    let unanswered = sender.received() == heard && closed_unanswered(&e);
+                    match resend.take() {
+                        Some(again) if reused && unanswered && again.body().whole() => {
+                            tracing::debug!(backend = %backend.key(), error = %e, "pooled connection closed by the backend; sending again on a fresh one");
+                            req = again;
+                            resent = true;
+                        }
+                        _ => return Err((SendError::Exchange(e), None)),
+                    }
+                }
             },
-            Err(_) => return Err((SendError::Timeout, None)),
+            None => return Err((SendError::Timeout, None)),
         }
     }
     Err((
         SendError::Connect(io::Error::other("pooled connections kept closing")),
         Some(req),
     ))
+}
+
+/// A copy of `req` for one more try, when sending it twice is harmless: an
+/// idempotent method without a body, or a body still held whole.
+fn resend_copy(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
+    let body = match req.body() {
+        UpstreamBody::Empty if req.method().is_idempotent() => UpstreamBody::Empty,
+        b => b.again()?,
+    };
+    let mut copy = Request::new(body);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
+/// The backend closed (or reset) the connection without an answer: what a
+/// pooled connection it had just timed out looks like (RFC 9112 9.3.1).
+fn closed_unanswered(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<io::Error>() {
+            return matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::UnexpectedEof
+            );
+        }
+        src = s.source();
+    }
+    false
 }
 
 /// Sends over a shared HTTP/2 connection; the request is already in HTTP/2 form.
@@ -137,16 +197,17 @@ async fn send_h2(
     req: Request<UpstreamBody>,
     timeouts: &Timeouts,
 ) -> SendResult {
+    let body = req.body().streaming();
     let fut = sender.send_request(req);
-    match tokio::time::timeout(timeouts.response_header, fut).await {
-        Ok(Ok(resp)) => Ok((resp, Lease::None)),
-        Ok(Err(e)) => {
+    match BodyStats::answer_within(body.as_deref(), timeouts.response_header, fut).await {
+        Some(Ok(resp)) => Ok((resp, Lease::None)),
+        Some(Err(e)) => {
             if e.is_canceled() || sender.is_closed() {
                 backend.conns.set_h2(None);
             }
             Err((SendError::Exchange(e), None))
         }
-        Err(_) => Err((SendError::Timeout, None)),
+        None => Err((SendError::Timeout, None)),
     }
 }
 
@@ -229,6 +290,8 @@ async fn h1_connect(backend: &Arc<Backend>, timeout: Duration) -> Result<H1Sende
 }
 
 async fn h1_handshake(backend: &Arc<Backend>, io: UpstreamIo) -> Result<H1Sender, SendError> {
+    let received = Arc::new(AtomicU64::new(0));
+    let io = Tallied::new(io, received.clone());
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake::<_, UpstreamBody>(TokioIo::new(io))
         .await
@@ -239,7 +302,7 @@ async fn h1_handshake(backend: &Arc<Backend>, io: UpstreamIo) -> Result<H1Sender
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
     });
-    Ok(sender)
+    Ok(H1Sender::new(sender, received))
 }
 
 async fn h2_sender(backend: &Arc<Backend>, timeouts: &Timeouts) -> Result<H2Sender, SendError> {

@@ -17,8 +17,49 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 /// Idle HTTP/1.1 connections kept per backend; more are closed after use.
 const MAX_IDLE: usize = 512;
 
-pub type H1Sender = http1::SendRequest<UpstreamBody>;
 pub type H2Sender = http2::SendRequest<UpstreamBody>;
+
+/// An HTTP/1.1 connection's request side, with the count of bytes the backend
+/// has sent on it (see `io::Tallied`).
+pub struct H1Sender {
+    send: http1::SendRequest<UpstreamBody>,
+    received: Arc<AtomicU64>,
+}
+
+impl H1Sender {
+    pub fn new(send: http1::SendRequest<UpstreamBody>, received: Arc<AtomicU64>) -> Self {
+        H1Sender { send, received }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.send.is_closed()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.send.is_ready()
+    }
+
+    pub async fn ready(&mut self) -> hyper::Result<()> {
+        self.send.ready().await
+    }
+
+    pub fn try_send_request(
+        &mut self,
+        req: http::Request<UpstreamBody>,
+    ) -> impl std::future::Future<
+        Output = Result<
+            http::Response<hyper::body::Incoming>,
+            hyper::client::conn::TrySendError<http::Request<UpstreamBody>>,
+        >,
+    > + use<> {
+        self.send.try_send_request(req)
+    }
+
+    /// Bytes the backend has sent on this connection so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Relaxed)
+    }
+}
 
 pub struct ConnPool {
     idle: ArrayQueue<(H1Sender, u64)>,

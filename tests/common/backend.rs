@@ -230,3 +230,105 @@ pub fn checksum(data: &[u8]) -> u64 {
     }
     h
 }
+
+/// What a [`RawBackend`] does with one request.
+pub enum RawReply {
+    /// Writes these bytes as the whole answer and keeps the connection.
+    Send(Vec<u8>),
+    /// Writes these bytes, then closes the connection at once, though the
+    /// answer did not say so (a keep-alive timeout that ran out right away).
+    SendAndClose(Vec<u8>),
+    /// Closes the connection without answering.
+    Close,
+}
+
+/// A backend that writes responses byte for byte (for answers no HTTP library
+/// would produce). It reads request heads, skips `Content-Length` bodies, and
+/// asks `reply` with the head and the request's number on its connection (0 for
+/// the first).
+pub struct RawBackend {
+    pub addr: SocketAddr,
+    /// Requests read, on every connection.
+    pub requests: Arc<AtomicUsize>,
+    /// Connections accepted.
+    pub conns: Arc<AtomicUsize>,
+    _tasks: JoinSet<()>,
+}
+
+type RawFn = Arc<dyn Fn(&str, usize) -> RawReply + Send + Sync>;
+
+impl RawBackend {
+    pub async fn start(reply: impl Fn(&str, usize) -> RawReply + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let conns = Arc::new(AtomicUsize::new(0));
+        let reply: RawFn = Arc::new(reply);
+        let mut tasks = JoinSet::new();
+        let (r, c) = (requests.clone(), conns.clone());
+        tasks.spawn(async move {
+            let mut per_conn = JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                per_conn.spawn(raw_conn(stream, reply.clone(), r.clone()));
+            }
+        });
+        RawBackend {
+            addr,
+            requests,
+            conns,
+            _tasks: tasks,
+        }
+    }
+}
+
+async fn raw_conn(mut s: tokio::net::TcpStream, reply: RawFn, requests: Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf: Vec<u8> = Vec::new();
+    let mut nth = 0;
+    loop {
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        let body: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        while buf.len() < end + body {
+            let mut chunk = [0u8; 4096];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..end + body);
+        requests.fetch_add(1, Ordering::SeqCst);
+        match reply(&head, nth) {
+            RawReply::Send(bytes) => {
+                if s.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            RawReply::SendAndClose(bytes) => {
+                let _ = s.write_all(&bytes).await;
+                return;
+            }
+            RawReply::Close => return,
+        }
+        nth += 1;
+    }
+}

@@ -7,6 +7,7 @@ pub mod client;
 pub mod cluster;
 pub mod netns;
 pub mod smtp;
+pub mod tls;
 pub mod ws;
 
 use std::io::{BufRead, BufReader};

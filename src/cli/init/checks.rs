@@ -249,6 +249,11 @@ pub(crate) fn listen_address(text: &str) -> Result<String, String> {
 /// (the same address, or the same port where one of them is every interface).
 pub(crate) fn admin_address(text: &str, listen: &str) -> Result<String, String> {
     let admin = parse_listen_address(text)?;
+    if !admin.ip().is_loopback() {
+        return Err(format!(
+            "the admin address {admin} is not loopback: beyond loopback the admin API needs TLS (`admin.tls` in the config); keep it on 127.0.0.1 here and add TLS to the file afterwards"
+        ));
+    }
     let Ok(listen) = parse_listen_address(listen) else {
         return Ok(admin.to_string());
     };

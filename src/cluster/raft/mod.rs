@@ -59,10 +59,15 @@ impl Names {
     }
 }
 
+/// A Raft RPC from a peer's frame (network input: decoded, never trusted).
+pub(crate) fn decode_rpc(v: Value) -> Result<RaftRpc, serde_json::Error> {
+    serde_json::from_value(v)
+}
+
 /// A Raft RPC as it crosses the transport.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum RaftRpc {
+pub(crate) enum RaftRpc {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     Snapshot(InstallSnapshotRequest<TypeConfig>),
@@ -147,7 +152,7 @@ impl RaftConsensus {
     /// Serves a Raft RPC received from a peer; the answer is the JSON of the
     /// `Result` openraft produced.
     async fn handle(&self, v: Value) -> Value {
-        let rpc: RaftRpc = match serde_json::from_value(v) {
+        let rpc = match decode_rpc(v) {
             Ok(r) => r,
             Err(e) => return serde_json::json!({ "decode_error": e.to_string() }),
         };

@@ -6,6 +6,7 @@ use super::{ConnCtx, Refusal, RequestCtx};
 use crate::proxy::ProxyContext;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::finish::Completion;
+use crate::proxy::guard::Verdict;
 use crate::proxy::headers::{self as hdr, X_FORWARDED_FOR, X_REQUEST_ID};
 use crate::snapshot::Snapshot;
 use http::request::Parts;
@@ -43,6 +44,8 @@ pub(super) fn accept(
     );
     // 499 (nginx's "client closed request") unless a response is produced.
     done.status = 499;
+    // An absolute-form target (or HTTP/2's :authority) names the host; a Host
+    // field then only has to be valid (RFC 9112 3.2.2, RFC 9113 8.3.1).
     let host = match parts.uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => parts.headers.get(header::HOST).cloned(),
@@ -70,21 +73,57 @@ pub(super) fn accept(
         traceparent: None,
         done,
     };
-    if let Some(g) = &conn.guard
-        && g.is_bad(index)
-    {
-        return Err(Box::new(rc.refuse(Refusal::closing(
-            StatusCode::BAD_REQUEST,
-            "conflicting Content-Length and Transfer-Encoding",
-        ))));
+    if let Some(why) = conn.guard.as_ref().and_then(|g| g.verdict(index)) {
+        let (status, detail) = match why {
+            Verdict::Conflict => (
+                StatusCode::BAD_REQUEST,
+                "conflicting Content-Length and Transfer-Encoding",
+            ),
+            Verdict::UnknownCoding => (
+                StatusCode::NOT_IMPLEMENTED,
+                "transfer coding other than chunked",
+            ),
+            Verdict::ChunkedTwice => (StatusCode::BAD_REQUEST, "chunked applied more than once"),
+            Verdict::HeadTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request head larger than limits.max_header_bytes",
+            ),
+            Verdict::TargetTooLong => (
+                StatusCode::URI_TOO_LONG,
+                "request target larger than limits.max_header_bytes",
+            ),
+        };
+        return Err(Box::new(rc.refuse(Refusal::closing(status, detail))));
     }
-    if rc.host.is_none() && parts.version == Version::HTTP_11 {
-        return Err(Box::new(rc.refuse(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "missing Host header",
-        ))));
+    if let Some(detail) = head_verdict(parts, rc.host.as_ref()) {
+        return Err(Box::new(
+            rc.refuse(Refusal::new(StatusCode::BAD_REQUEST, detail)),
+        ));
     }
     Ok(rc)
+}
+
+/// What RFC 9112 3.2 and RFC 9113 8.2 refuse in a request head that the HTTP
+/// libraries let through: a missing, repeated or invalid Host, an invalid
+/// authority in the target, and (HTTP/2) a field value padded with whitespace.
+fn head_verdict(parts: &Parts, host: Option<&HeaderValue>) -> Option<&'static str> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Some("more than one Host header");
+    }
+    if first.is_some_and(|h| !hdr::valid_host(h.as_bytes())) {
+        return Some("invalid Host header");
+    }
+    match host {
+        None if parts.version == Version::HTTP_11 => return Some("missing Host header"),
+        Some(h) if !hdr::valid_host(h.as_bytes()) => return Some("invalid authority"),
+        _ => {}
+    }
+    if parts.version == Version::HTTP_2 && hdr::has_padded_value(&parts.headers) {
+        return Some("header value with leading or trailing whitespace");
+    }
+    None
 }
 
 /// The answer to an ACME http-01 validation request, if an order waits on it.

@@ -35,6 +35,8 @@ struct Tries {
     attempts: u32,
     /// The status and reason of the last failure, for the final answer.
     last_error: Option<(StatusCode, String)>,
+    /// A backend answered with something that is not HTTP: no retry, 502.
+    invalid_response: bool,
     /// The request when it can be sent as is (nothing of it was sent yet).
     pending: Option<Request<UpstreamBody>>,
     queue_deadline: Option<Instant>,
@@ -53,6 +55,7 @@ pub(super) async fn forward(
         tried: Tried::default(),
         attempts: 0,
         last_error: None,
+        invalid_response: false,
         pending: p.first.take(),
         queue_deadline: None,
         deadline: rc.done.started + pool.retries.try_duration,
@@ -120,6 +123,7 @@ pub(super) async fn forward(
                 status,
                 match status {
                     StatusCode::GATEWAY_TIMEOUT => "backend did not answer in time",
+                    _ if st.invalid_response => "backend sent an invalid response",
                     _ => "backend unreachable",
                 },
             ))
@@ -220,6 +224,16 @@ fn judge(
                             "body larger than limits.max_body_bytes",
                         ));
                     }
+                    if s.stalled.load(Relaxed) {
+                        conn.proxy
+                            .telemetry
+                            .body_read_timeouts
+                            .fetch_add(1, Relaxed);
+                        return Err(Refusal::closing(
+                            StatusCode::REQUEST_TIMEOUT,
+                            "the request body stalled for limits.body_read_timeout",
+                        ));
+                    }
                     if s.client_error.load(Relaxed) {
                         return Err(Refusal::new(
                             StatusCode::BAD_REQUEST,
@@ -238,6 +252,9 @@ fn judge(
                 if returned.is_some() {
                     st.pending = returned;
                 }
+                if matches!(&err, SendError::Exchange(e) if e.is_parse()) {
+                    st.invalid_response = true;
+                }
                 st.last_error = Some((status, err.to_string()));
             }
         }
@@ -248,7 +265,8 @@ fn judge(
 /// Whether one more attempt may follow a failed one.
 fn may_retry(pool: &Pool, p: &Prepared, st: &Tries) -> bool {
     let nothing_sent = st.pending.is_some();
-    !pool.retries.try_duration.is_zero()
+    !st.invalid_response
+        && !pool.retries.try_duration.is_zero()
         && Instant::now() < st.deadline
         && (nothing_sent
             || (p.retry_after_send

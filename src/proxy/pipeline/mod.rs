@@ -1,7 +1,9 @@
 //! The phases of one request, in order:
 //!
 //! 1. [`accept`]: request ID, the finish record, framing verdicts, ACME http-01.
-//! 2. [`route`]: host and path → route → pool (or split variant).
+//! 2. [`route`]: host and path → route → pool (or split variant); then
+//!    [`admit`]: the route's rate limit; and [`hold`]: a body the route wants
+//!    whole is read before any backend is involved. Between them,
 //!    [`cache`] (routes with `cache:`): answer from the route's cache, or go on
 //!    and, once the backend answered, store, revalidate or serve stale.
 //! 3. [`request`]: request rules: limits, hop-by-hop and forwarding headers, the
@@ -16,10 +18,12 @@
 //! admission in the response) slots in here.
 
 pub(crate) mod accept;
+mod admit;
 mod attempt;
 mod cache;
 mod forward;
 mod hedge;
+mod hold;
 mod request;
 mod response;
 mod route;
@@ -70,6 +74,8 @@ pub(crate) struct Refusal {
     pub(crate) detail: &'static str,
     /// The connection cannot be trusted to frame another request.
     pub(crate) close: bool,
+    /// Seconds for a `Retry-After` header (a 429).
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl Refusal {
@@ -78,6 +84,7 @@ impl Refusal {
             status,
             detail,
             close: false,
+            retry_after: None,
         }
     }
 
@@ -86,6 +93,7 @@ impl Refusal {
             status,
             detail,
             close: true,
+            retry_after: None,
         }
     }
 }
@@ -101,6 +109,10 @@ impl RequestCtx {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        if let Some(secs) = r.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         resp
     }
 }
@@ -115,8 +127,10 @@ pub(crate) async fn handle(conn: &ConnCtx, req: Request<Inbound>) -> Response<Pr
     };
     let result = async {
         let routed = route::route(conn, &mut rc, &parts, &snapshot)?;
+        admit::admit(&rc, &routed, &parts)?;
         let route = routed.route;
         let Some(cache) = &route.cache else {
+            let body = hold::hold(conn, &routed, &snapshot, &parts, body).await?;
             let outgoing = request::prepare(conn, &mut rc, &routed, &snapshot, parts, body)?;
             let won = forward::forward(conn, &mut rc, &routed, outgoing).await?;
             return Ok(Outcome::Forwarded(routed, won, None));
@@ -125,8 +139,11 @@ pub(crate) async fn handle(conn: &ConnCtx, req: Request<Inbound>) -> Response<Pr
             cache::Lookup::Answered(resp) => return Ok(Outcome::Answered(resp)),
             cache::Lookup::Forward(p) => p,
         };
-        let forwarded = match request::prepare(conn, &mut rc, &routed, &snapshot, parts, body) {
-            Ok(outgoing) => forward::forward(conn, &mut rc, &routed, outgoing).await,
+        let forwarded = match hold::hold(conn, &routed, &snapshot, &parts, body).await {
+            Ok(body) => match request::prepare(conn, &mut rc, &routed, &snapshot, parts, body) {
+                Ok(outgoing) => forward::forward(conn, &mut rc, &routed, outgoing).await,
+                Err(r) => Err(r),
+            },
             Err(r) => Err(r),
         };
         match cache::after(conn, &mut rc, &routed, pending, forwarded)? {

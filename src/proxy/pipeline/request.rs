@@ -116,7 +116,11 @@ pub(super) fn prepare(
             ));
         }
     }
-    let upgrade = parts.version == Version::HTTP_11 && hdr::wants_upgrade(&parts.headers);
+    // h2c is never switched to through the proxy: its Upgrade is dropped like any
+    // hop-by-hop header and the request goes on as plain HTTP/1.1.
+    let upgrade = parts.version == Version::HTTP_11
+        && hdr::wants_upgrade(&parts.headers)
+        && !hdr::upgrade_is_h2c(&parts.headers);
     let client_upgrade = if upgrade {
         parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
     } else {
@@ -135,6 +139,13 @@ pub(super) fn prepare(
     let client_version = parts.version;
     let mut headers = std::mem::take(&mut parts.headers);
     hdr::remove_hop_by_hop(&mut headers, upgrade);
+    // The target's authority wins over a Host field: the backend sees the host
+    // the request was routed by (RFC 9112 3.2.2, RFC 9113 8.3.1).
+    if parts.uri.authority().is_some()
+        && let Some(h) = &rc.host
+    {
+        headers.insert(header::HOST, h.clone());
+    }
     let trusted = !snapshot.trusted_proxies.is_empty() && snapshot.is_trusted(conn.peer.ip);
     hdr::add_forwarding(
         &mut headers,
@@ -156,21 +167,30 @@ pub(super) fn prepare(
     let retry_after_send =
         !retry.try_duration.is_zero() && !upgrade && retry.methods.contains(&parts.method);
     let logging = conn.proxy.access_log.load().is_some();
-    let stats = (logging || max_body.is_some()).then(|| Arc::new(BodyStats::default()));
+    // A streamed body always has its stats: they keep the clock that tells a
+    // slow client from a slow backend.
+    let stats = (logging || max_body.is_some() || !body.is_end_stream())
+        .then(|| Arc::new(BodyStats::default()));
     rc.done.bytes_in = stats.clone();
     let mut replay: Option<Replay> = None;
-    let first_body = if body.is_end_stream() {
-        UpstreamBody::Empty
-    } else {
-        let b = ClientBody::new(body, max_body, stats.clone());
-        if retry_after_send {
-            let r = Replay::new(b);
-            let reader = r.reader(1);
-            replay = Some(r);
-            UpstreamBody::Replay(reader)
-        } else {
-            UpstreamBody::Client(b)
+    let first_body = match (body.is_end_stream(), &stats) {
+        (false, Some(stats)) => {
+            let b = ClientBody::new(
+                body,
+                max_body,
+                stats.clone(),
+                snapshot.limits.body_read_timeout,
+            );
+            if retry_after_send {
+                let r = Replay::new(b);
+                let reader = r.reader(1);
+                replay = Some(r);
+                UpstreamBody::Replay(reader)
+            } else {
+                UpstreamBody::Client(b)
+            }
         }
+        _ => UpstreamBody::Empty,
     };
     let body_is_empty = matches!(first_body, UpstreamBody::Empty);
     // A copy of the headers is kept only when the request may have to be rebuilt

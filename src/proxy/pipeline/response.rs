@@ -61,7 +61,13 @@ pub(super) fn respond(
         return tunnel::open(conn, resp, client_up, upstream_up, rc, routed.route);
     }
     let (mut parts, body) = resp.into_parts();
+    // Transfer-Encoding frames the body when both are given (RFC 9112 6.3): the
+    // length is dropped with it, and the client's side frames the body anew.
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     hdr::remove_hop_by_hop(&mut parts.headers, false);
+    hdr::remove_proxy_auth(&mut parts.headers);
     let (admission, cache_status) = match admit {
         Some(a) => a.begin(status, &parts.headers),
         None => (None, None),

@@ -1,0 +1,401 @@
+//! Strict HTTP framing end to end (RFC 9110/9112/9113): Host rules, absolute
+//! targets, HTTP/2 authority, transfer codings, request-target size, backend
+//! responses framed by Transfer-Encoding, h2c upgrades, proxy-only headers, and
+//! requests on pooled connections the backend had just closed.
+
+mod common;
+
+use bytes::Bytes;
+use common::backend::{RawBackend, RawReply, TestBackend};
+use common::{Fulcrum, TempDir, client};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Two routes by host, `a.example` and `b.example`, each to its own pool.
+fn by_host(a: SocketAddr, b: SocketAddr) -> String {
+    format!(
+        "listeners:\n  - address: \"127.0.0.1:0\"\npools:\n  - name: a\n    backends: [\"{a}\"]\n  - name: b\n    backends: [\"{b}\"]\nroutes:\n  - {{ host: a.example, pool: a }}\n  - {{ host: b.example, pool: b }}\n"
+    )
+}
+
+/// Sends raw bytes (the request should ask for `Connection: close`); returns
+/// what came back.
+async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    client::raw(addr, bytes, Duration::from_secs(10)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_rules_and_absolute_targets() {
+    let a = TestBackend::echo("a").await;
+    let b = TestBackend::echo("b").await;
+    let f = Fulcrum::start(&by_host(a.addr, b.addr));
+    let addr = f.listener(0);
+    let refused: &[&[u8]] = &[
+        b"GET /x HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: a.example\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: 127.0.0.1/evil@x\r\nConnection: close\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: a.example:80x\r\nConnection: close\r\n\r\n",
+        b"GET http://user@b.example/x HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nConnection: close\r\n\r\n",
+    ];
+    for (i, req) in refused.iter().enumerate() {
+        let out = raw(addr, req).await;
+        assert!(out.starts_with("HTTP/1.1 400"), "request {i} got: {out}");
+    }
+    assert_eq!(
+        a.hits() + b.hits(),
+        0,
+        "a refused request reached a backend"
+    );
+
+    // An absolute-form target routes AND names the Host the backend sees.
+    let out = raw(
+        addr,
+        b"GET http://b.example/abs HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert_eq!(a.hits(), 0);
+    let seen = b.last();
+    assert_eq!(seen.headers.get_all("host").iter().count(), 1);
+    assert_eq!(seen.headers["host"], "b.example");
+    assert_eq!(seen.headers["x-forwarded-host"], "b.example");
+    assert!(seen.uri.ends_with("/abs"), "{}", seen.uri);
+
+    // A higher minor version is served as HTTP/1.1 (RFC 9112 2.3).
+    let out = raw(
+        addr,
+        b"GET /v HTTP/1.2\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert_eq!(a.last().version, http::Version::HTTP_11);
+
+    // h2c is never switched to through the proxy: the backend sees a plain request.
+    let out = raw(
+        addr,
+        b"GET /up HTTP/1.1\r\nHost: a.example\r\nConnection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let seen = a.last();
+    assert!(seen.uri.ends_with("/up"));
+    for h in ["upgrade", "http2-settings"] {
+        assert!(!seen.headers.contains_key(h), "{h} reached the backend");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framing_limits_and_codings() {
+    let a = TestBackend::echo("a").await;
+    let b = TestBackend::echo("b").await;
+    let f = Fulcrum::start(&by_host(a.addr, b.addr));
+    let addr = f.listener(0);
+    let cases: &[(&[u8], &str)] = &[
+        (
+            b"POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n",
+            "HTTP/1.1 501",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "HTTP/1.1 501",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+            "HTTP/1.1 400",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "HTTP/1.1 400",
+        ),
+    ];
+    for (req, want) in cases {
+        let out = raw(addr, req).await;
+        assert!(
+            out.starts_with(want),
+            "{}: {out}",
+            String::from_utf8_lossy(req)
+        );
+    }
+    assert_eq!(a.hits(), 0);
+    // A request target of 100 KB: 414, not 431.
+    let long = format!(
+        "GET /{} HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let out = raw(addr, long.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 414"), "{out}");
+    // Over the configured head limit but under 64 KiB: the guard's 414.
+    let f2 = Fulcrum::start(&format!(
+        "limits: {{ max_header_bytes: 4KiB }}\n{}",
+        by_host(a.addr, b.addr)
+    ));
+    let long = format!(
+        "GET /{} HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+        "a".repeat(6000)
+    );
+    let out = raw(f2.listener(0), long.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 414"), "{out}");
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a.example\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(6000)
+    );
+    let out = raw(f2.listener(0), big.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+    assert_eq!(a.hits(), 0);
+}
+
+/// One HTTP/2 (h2c prior knowledge) request.
+async fn h2(addr: SocketAddr, req: Request<Full<Bytes>>) -> client::Resp {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await.expect("h2 request");
+    let (parts, body) = resp.into_parts();
+    client::Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.expect("h2 body").to_bytes(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_authority_wins_and_padded_values_are_refused() {
+    let a = TestBackend::echo("a").await;
+    let b = TestBackend::echo("b").await;
+    let f = Fulcrum::start(&by_host(a.addr, b.addr));
+    let addr = f.listener(0);
+    let r = h2(
+        addr,
+        Request::get("http://a.example/h2")
+            .header("host", "b.example")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(b.hits(), 0);
+    assert_eq!(a.last().headers.get_all("host").iter().count(), 1);
+    assert_eq!(a.last().headers["host"], "a.example");
+    let r = h2(
+        addr,
+        Request::get("http://a.example/pad")
+            .header("x-pad", http::HeaderValue::from_static(" leading"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // Two host fields, or an invalid one, are refused over HTTP/2 as well.
+    for hosts in [&["a.example", "b.example"][..], &["a b"][..]] {
+        let mut req = Request::get("http://a.example/two");
+        for h in hosts {
+            req = req.header("host", *h);
+        }
+        let r = h2(addr, req.body(Full::new(Bytes::new())).unwrap()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{hosts:?}");
+    }
+    assert_eq!(a.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_responses_framed_by_transfer_encoding() {
+    let be = RawBackend::start(|head, _| {
+        if head.starts_with("GET /both ") {
+            RawReply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\nProxy-Authenticate: Basic realm=\"inner\"\r\nProxy-Authentication-Info: x\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec())
+        } else if head.starts_with("GET /bad ") {
+            RawReply::Send(b"HTTP/1.1 200 OK\r\nBad Header: x\r\nContent-Length: 2\r\n\r\nok".to_vec())
+        } else {
+            RawReply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec())
+        }
+    })
+    .await;
+    let f = Fulcrum::start(&format!(
+        "listeners:\n  - address: \"127.0.0.1:0\"\npools:\n  - name: app\n    backends: [\"{}\"]\nroutes:\n  - {{ pool: app }}\n",
+        be.addr
+    ));
+    let addr = f.listener(0);
+    for _ in 0..2 {
+        let r = client::get(addr, "/both").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.text(), "hello");
+        assert_ne!(r.header("content-length").as_deref(), Some("2"));
+        assert!(r.header("proxy-authenticate").is_none());
+        assert!(r.header("proxy-authentication-info").is_none());
+    }
+    let r = h2(
+        addr,
+        Request::get("http://app.example/both")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "hello");
+    // A response that is not HTTP: 502 at once, not one try after another.
+    let before = be.requests.load(SeqCst);
+    let r = client::get(addr, "/bad").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert!(r.text().contains("invalid response"), "{}", r.text());
+    assert_eq!(
+        be.requests.load(SeqCst) - before,
+        1,
+        "the request was retried"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_upgrade_is_not_forwarded_over_tls() {
+    let be = TestBackend::echo("a").await;
+    let dir = TempDir::new("strict-tls");
+    let (crt, key) = common::tls::self_signed(&dir, &["a.example"]);
+    let f = Fulcrum::start(&format!(
+        "listeners:\n  - address: \"127.0.0.1:0\"\n    tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }}\npools:\n  - name: app\n    backends: [\"{}\"]\nroutes:\n  - {{ pool: app }}\n",
+        crt.display(),
+        key.display(),
+        be.addr
+    ));
+    let mut s = common::tls::connect(f.listener(0), "a.example", &[b"http/1.1"]).await;
+    s.write_all(b"GET /up HTTP/1.1\r\nHost: a.example\r\nConnection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let seen = be.last();
+    for h in ["upgrade", "http2-settings"] {
+        assert!(!seen.headers.contains_key(h), "{h} reached the backend");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_on_a_closed_pooled_connection_is_sent_again() {
+    // The backend answers the first request of each connection and closes the
+    // connection when a second one arrives on it: what a backend whose
+    // keep-alive ran out just as the proxy reused the connection looks like.
+    // A request for /partial gets half a status line before the close instead.
+    let closed_posts = Arc::new(AtomicUsize::new(0));
+    let partials = Arc::new(AtomicUsize::new(0));
+    let (cp, pa) = (closed_posts.clone(), partials.clone());
+    let be = RawBackend::start(move |head, nth| {
+        if nth == 0 {
+            return RawReply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec());
+        }
+        if head.starts_with("POST ") {
+            cp.fetch_add(1, SeqCst);
+        }
+        if head.starts_with("GET /partial ") {
+            pa.fetch_add(1, SeqCst);
+            return RawReply::SendAndClose(b"HTTP/1.1 200 O".to_vec());
+        }
+        RawReply::Close
+    })
+    .await;
+    let f = Fulcrum::start(&format!(
+        "listeners:\n  - address: \"127.0.0.1:0\"\npools:\n  - name: app\n    backends: [\"{}\"]\n    retries: {{ try_duration: 0s }}\nroutes:\n  - {{ pool: app }}\n",
+        be.addr
+    ));
+    let addr = f.listener(0);
+    for i in 0..8 {
+        let r = client::get(addr, &format!("/{i}")).await;
+        assert_eq!(r.status, StatusCode::OK, "GET #{i}: {}", r.text());
+        assert_eq!(r.text(), "ok");
+    }
+    assert!(
+        be.requests.load(SeqCst) > be.conns.load(SeqCst),
+        "no request went out on a reused connection"
+    );
+    // A POST whose body was streamed cannot be sent twice: 502.
+    let mut checked = false;
+    for _ in 0..8 {
+        assert_eq!(client::get(addr, "/prime").await.status, StatusCode::OK);
+        let before = closed_posts.load(SeqCst);
+        let r = client::send(
+            addr,
+            Request::post("/p")
+                .header("host", "app.example")
+                .body(Full::new(Bytes::from_static(b"x")))
+                .unwrap(),
+        )
+        .await;
+        if closed_posts.load(SeqCst) > before {
+            assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+            checked = true;
+            break;
+        }
+    }
+    assert!(checked, "no POST went out on a reused connection");
+    // Once the backend has begun to answer, nothing is sent again: 502.
+    let mut checked = false;
+    for _ in 0..8 {
+        assert_eq!(client::get(addr, "/prime").await.status, StatusCode::OK);
+        let before = partials.load(SeqCst);
+        let r = client::get(addr, "/partial").await;
+        if partials.load(SeqCst) > before {
+            assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+            checked = true;
+            break;
+        }
+    }
+    assert!(checked, "no partial answer on a reused connection");
+
+    // A POST whose body is held for retries is sent again too, without the
+    // backend being blamed: one failure would take it out here.
+    let f = Fulcrum::start(&format!(
+        "listeners:\n  - address: \"127.0.0.1:0\"\npools:\n  - name: app\n    backends: [\"{}\"]\n    retries: {{ try_duration: 5s, methods: [GET, POST] }}\n    passive_health: {{ max_fails: 1, fail_duration: 60s }}\nroutes:\n  - {{ pool: app }}\n",
+        be.addr
+    ));
+    let addr = f.listener(0);
+    let before = closed_posts.load(SeqCst);
+    for i in 0..6 {
+        let r = client::send(
+            addr,
+            Request::post(format!("/held{i}"))
+                .header("host", "app.example")
+                .body(Full::new(Bytes::from_static(b"x")))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "POST #{i}: {}", r.text());
+    }
+    assert!(
+        closed_posts.load(SeqCst) > before,
+        "no held POST went out on a reused connection"
+    );
+    assert_eq!(
+        f.stderr.count(|l| l.contains("backend taken out")),
+        0,
+        "the backend was blamed for closing an idle connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_closing_after_each_answer_loses_no_request() {
+    // A backend that closes every connection right after its answer: whether
+    // the proxy sees the close before reusing the connection or only after
+    // sending on it, every request gets its answer.
+    let quick = RawBackend::start(|_, _| {
+        RawReply::SendAndClose(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec())
+    })
+    .await;
+    let f = Fulcrum::start(&format!(
+        "listeners:\n  - address: \"127.0.0.1:0\"\npools:\n  - name: app\n    backends: [\"{}\"]\n    retries: {{ try_duration: 0s }}\nroutes:\n  - {{ pool: app }}\n",
+        quick.addr
+    ));
+    let addr = f.listener(0);
+    for i in 0..30 {
+        let r = client::get(addr, &format!("/q{i}")).await;
+        assert_eq!(r.status, StatusCode::OK, "GET #{i}: {}", r.text());
+    }
+}
