@@ -67,8 +67,11 @@ async fn origin() -> (TestBackend, Arc<AtomicUsize>) {
                 }
                 let i = n.fetch_add(1, Ordering::SeqCst) + 1;
                 let max_age = if path == "/cached/long" { 3600 } else { 1 };
-                Response::builder()
-                    .header("etag", "\"e1\"")
+                let mut r = Response::builder();
+                if req.method() == http::Method::POST {
+                    r = r.header("location", "/cached/loc");
+                }
+                r.header("etag", "\"e1\"")
                     .header("cache-control", format!("max-age={max_age}"))
                     .header("cache-tag", "page")
                     .body(full(format!("v{i}")))
@@ -232,10 +235,14 @@ async fn purge_invalidation_and_metrics() {
     .await;
     assert_eq!(v["purged"], 1);
     assert_eq!(get("/cached/p1").await, "v4");
-    // An unsafe method invalidates the URL it succeeded on.
+    // An unsafe method invalidates the URL it succeeded on, and its Location.
+    assert_eq!(get("/cached/loc").await, "v5");
     let post = request(addr, "POST", "/cached/p1", &[]).await;
     assert_eq!(post.status, StatusCode::OK);
-    assert_eq!(get("/cached/p1").await, "v6");
+    assert_eq!(get("/cached/p1").await, "v7");
+    let loc = request(addr, "GET", "/cached/loc", &[]).await;
+    assert_eq!(loc.text(), "v8");
+    assert!(cache_status(&loc).contains("fwd=miss"), "{loc:?}");
 
     // The same through `fulcrum ctl`.
     let ctl = |args: &[&str]| {
@@ -256,7 +263,7 @@ async fn purge_invalidation_and_metrics() {
         ctl(&["purge", "--url", "/cached/p1"]).trim(),
         "purged 1 keys"
     );
-    assert_eq!(get("/cached/p1").await, "v7");
+    assert_eq!(get("/cached/p1").await, "v9");
 
     let metrics = client::get(f.admin(), "/metrics").await.text();
     for line in [
