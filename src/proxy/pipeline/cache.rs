@@ -320,8 +320,10 @@ fn serve(
     } else {
         *resp.status_mut() = s.status;
         *resp.headers_mut() = s.headers.clone();
-        resp.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(s.body.len()));
+        if !s.headers.contains_key(header::CONTENT_LENGTH) {
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(s.body.len()));
+        }
         if method != Method::HEAD && !s.body.is_empty() {
             *resp.body_mut() = ProxyBody::Full(Some(s.body.clone()));
         }
