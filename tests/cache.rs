@@ -66,9 +66,13 @@ async fn origin() -> (TestBackend, Arc<AtomicUsize>) {
                         .unwrap();
                 }
                 let i = n.fetch_add(1, Ordering::SeqCst) + 1;
-                Response::builder()
-                    .header("etag", "\"e1\"")
-                    .header("cache-control", "max-age=1")
+                let max_age = if path == "/cached/long" { 3600 } else { 1 };
+                let mut r = Response::builder();
+                if req.method() == http::Method::POST {
+                    r = r.header("location", "/cached/loc");
+                }
+                r.header("etag", "\"e1\"")
+                    .header("cache-control", format!("max-age={max_age}"))
                     .header("cache-tag", "page")
                     .body(full(format!("v{i}")))
                     .unwrap()
@@ -131,28 +135,30 @@ async fn hits_revalidation_conditionals_and_stale_when_every_backend_is_gone() {
     let f = Fulcrum::start(&config(b.addr, "      stale_if_error: 1h\n"));
     let addr = f.listener(0);
 
-    let first = request(addr, "GET", "/cached/a", &[]).await;
+    let first = request(addr, "GET", "/cached/long", &[]).await;
     assert_eq!(first.text(), "v1");
     let cs = cache_status(&first);
     assert!(cs.contains("fwd=miss") && cs.contains("stored"), "{cs}");
 
     // A hit: same body, Age present, the backend not asked.
-    let hit = request(addr, "GET", "/cached/a", &[]).await;
+    let hit = request(addr, "GET", "/cached/long", &[]).await;
     assert_eq!((hit.status, hit.text()), (StatusCode::OK, "v1".into()));
     assert!(cache_status(&hit).starts_with("fulcrum; hit"), "{hit:?}");
     assert!(hit.header("age").is_some());
-    assert_eq!(answers.load(Ordering::SeqCst), 1);
 
     // HEAD from the stored GET.
-    let head = request(addr, "HEAD", "/cached/a", &[]).await;
+    let head = request(addr, "HEAD", "/cached/long", &[]).await;
     assert_eq!(head.status, StatusCode::OK);
     assert_eq!(head.header("content-length").as_deref(), Some("2"));
     assert!(head.body.is_empty());
     // A conditional request answered from the cache.
-    let cond = request(addr, "GET", "/cached/a", &[("if-none-match", "\"e1\"")]).await;
+    let cond = request(addr, "GET", "/cached/long", &[("if-none-match", "\"e1\"")]).await;
     assert_eq!(cond.status, StatusCode::NOT_MODIFIED);
     assert!(cache_status(&cond).contains("hit"), "{cond:?}");
     assert_eq!(b.hits(), 1);
+
+    // /cached/a is fresh for 1 s.
+    assert_eq!(request(addr, "GET", "/cached/a", &[]).await.text(), "v2");
 
     // Uncacheable responses pass through, each time.
     for _ in 0..2 {
@@ -163,8 +169,8 @@ async fn hits_revalidation_conditionals_and_stale_when_every_backend_is_gone() {
     // Once stale (max-age=1), the stored ETag revalidates it: the backend
     // answers 304 and the client gets the stored body.
     let reval = until_status(addr, "/cached/a", "fwd-status=304").await;
-    assert_eq!((reval.status, reval.text()), (StatusCode::OK, "v1".into()));
-    assert_eq!(answers.load(Ordering::SeqCst), 1);
+    assert_eq!((reval.status, reval.text()), (StatusCode::OK, "v2".into()));
+    assert_eq!(answers.load(Ordering::SeqCst), 2);
     let seen = b.seen.lock().unwrap().clone();
     assert!(
         seen.iter().any(|s| s
@@ -178,12 +184,13 @@ async fn hits_revalidation_conditionals_and_stale_when_every_backend_is_gone() {
     // stale entry; a route without a cache cannot.
     b.stop();
     let stale = until_status(addr, "/cached/a", "stale-if-error").await;
-    assert_eq!((stale.status, stale.text()), (StatusCode::OK, "v1".into()));
+    assert_eq!((stale.status, stale.text()), (StatusCode::OK, "v2".into()));
     assert!(cache_status(&stale).contains("fwd=stale"), "{stale:?}");
     let uncached = request(addr, "GET", "/other", &[]).await;
     assert!(uncached.status.is_server_error(), "{uncached:?}");
     let never_stored = request(addr, "GET", "/cached/never", &[]).await;
     assert!(never_stored.status.is_server_error(), "{never_stored:?}");
+    assert_eq!(cache_status(&never_stored), "fulcrum; fwd=miss");
 
     let v = admin_json(&f, "GET", "/api/v1/cache", "").await;
     let route = &v["routes"][0];
@@ -228,10 +235,14 @@ async fn purge_invalidation_and_metrics() {
     .await;
     assert_eq!(v["purged"], 1);
     assert_eq!(get("/cached/p1").await, "v4");
-    // An unsafe method invalidates the URL it succeeded on.
+    // An unsafe method invalidates the URL it succeeded on, and its Location.
+    assert_eq!(get("/cached/loc").await, "v5");
     let post = request(addr, "POST", "/cached/p1", &[]).await;
     assert_eq!(post.status, StatusCode::OK);
-    assert_eq!(get("/cached/p1").await, "v6");
+    assert_eq!(get("/cached/p1").await, "v7");
+    let loc = request(addr, "GET", "/cached/loc", &[]).await;
+    assert_eq!(loc.text(), "v8");
+    assert!(cache_status(&loc).contains("fwd=miss"), "{loc:?}");
 
     // The same through `fulcrum ctl`.
     let ctl = |args: &[&str]| {
@@ -252,7 +263,7 @@ async fn purge_invalidation_and_metrics() {
         ctl(&["purge", "--url", "/cached/p1"]).trim(),
         "purged 1 keys"
     );
-    assert_eq!(get("/cached/p1").await, "v7");
+    assert_eq!(get("/cached/p1").await, "v9");
 
     let metrics = client::get(f.admin(), "/metrics").await.text();
     for line in [
@@ -395,6 +406,12 @@ async fn byte_bound_holds_and_a_large_download_streams_without_being_stored() {
         )
         .await
         .unwrap();
+    let cs = resp
+        .headers()
+        .get("cache-status")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    assert!(cs.contains("fwd=miss") && !cs.contains("stored"), "{cs}");
     let mut body = resp.into_body();
     let (mut got, mut peak) = (0u64, 0u64);
     while let Some(frame) = body.frame().await {
@@ -448,6 +465,19 @@ async fn one_background_refresh_variants_and_authorization() {
                             .header("vary", "Accept-Language")
                             .body(full(lang))
                     }
+                    // First a good answer, then only errors.
+                    "/cached/flaky" | "/cached/strict" => {
+                        let cc = if path == "/cached/flaky" {
+                            "max-age=1, stale-if-error=60"
+                        } else {
+                            "max-age=1, must-revalidate, stale-if-error=60"
+                        };
+                        if req.headers().contains_key("x-fail") {
+                            r.status(500).body(full("broken"))
+                        } else {
+                            r.header("cache-control", cc).body(full("good"))
+                        }
+                    }
                     _ => r.header("cache-control", "max-age=60").body(full("secret")),
                 }
                 .unwrap()
@@ -482,6 +512,41 @@ async fn one_background_refresh_variants_and_authorization() {
         2,
         "one refresh for 51 stale hits"
     );
+
+    // A 500 is an error: the response's own stale-if-error serves the stale
+    // entry (the route's floor is 0 here), except under must-revalidate.
+    for path in ["/cached/flaky", "/cached/strict"] {
+        assert_eq!(request(addr, "GET", path, &[]).await.text(), "good");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = request(addr, "GET", "/cached/flaky", &[("x-fail", "1")]).await;
+        let cs = cache_status(&r);
+        if cs.contains("fwd=stale") {
+            assert_eq!((r.status, r.text()), (StatusCode::OK, "good".into()));
+            assert!(
+                cs.contains("fwd-status=500") && cs.contains("stale-if-error"),
+                "{cs}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never stale: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Once /cached/strict is stale, the error reaches the client.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = request(addr, "GET", "/cached/strict", &[("x-fail", "1")]).await;
+        if !cache_status(&r).contains("hit") {
+            assert_eq!(
+                (r.status, r.text()),
+                (StatusCode::INTERNAL_SERVER_ERROR, "broken".into())
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never stale: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Vary: one stored variant per Accept-Language.
     for (lang, want) in [

@@ -247,6 +247,11 @@ impl Admission {
             ..
         } = self;
         buf.shrink_to_fit();
+        // The length is known now: hits carry it without computing it again.
+        entry.headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(buf.len()),
+        );
         entry.body = Bytes::from(buf);
         cache.store.put(&key, Arc::new(entry));
         // `_fill` drops last: the waiters wake to a stored entry.

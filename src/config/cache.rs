@@ -109,6 +109,10 @@ pub(crate) fn decode(d: &mut Decoder, n: &Node) -> Option<CacheConfig> {
     };
     size(d, "max_size", &mut c.max_size);
     size(d, "max_object_size", &mut c.max_object_size);
+    if m.get("max_object_size").is_none() {
+        // The default follows a smaller max_size down.
+        c.max_object_size = c.max_object_size.min(c.max_size);
+    }
     if c.max_object_size > c.max_size {
         d.error(
             m.key_loc("max_object_size").unwrap_or(m.loc),

@@ -56,13 +56,13 @@ pub(crate) struct Route {
     pub(crate) strip_prefix: bool,
     pub(crate) target: Target,
     pub(crate) headers: HeaderRules,
+    /// The route's response cache, carried over while its settings stay the same.
+    pub(crate) cache: Option<Arc<RouteCache>>,
     /// `rate_limit`; its buckets carry over a reload that keeps the route's
     /// name and limit.
     pub(crate) rate_limit: Option<Arc<RateLimiter>>,
     /// `buffer_request_body` (0: streamed).
     pub(crate) buffer_request_body: u64,
-    /// The route's response cache, carried over while its settings stay the same.
-    pub(crate) cache: Option<Arc<RouteCache>>,
 }
 
 pub(crate) struct Snapshot {
@@ -134,8 +134,6 @@ impl Snapshot {
                 strip_prefix: rc.strip_prefix,
                 target,
                 headers: rc.headers.clone(),
-                rate_limit: rate_limiter(rc, prev),
-                buffer_request_body: rc.buffer_request_body,
                 cache: rc.cache.as_ref().map(|cc| {
                     let old = prev
                         .and_then(|p| p.routes.iter().find(|r| *r.name == *rc.name))
@@ -146,6 +144,8 @@ impl Snapshot {
                         None => Arc::new(RouteCache::new(cc.clone())),
                     }
                 }),
+                rate_limit: rate_limiter(rc, prev),
+                buffer_request_body: rc.buffer_request_body,
             });
         }
         Ok(Snapshot {
@@ -306,6 +306,23 @@ mod tests {
     fn compile(text: &str, prev: Option<&Snapshot>) -> Result<Snapshot, String> {
         let c = load_str(text, "test", std::path::Path::new(".")).expect("valid config");
         Snapshot::compile(Arc::new(c), prev.map_or(1, |p| p.generation + 1), prev)
+    }
+
+    #[test]
+    fn a_route_cache_survives_a_reload_that_keeps_its_settings() {
+        let text = |size: &str| {
+            format!(
+                "pools: [{{ name: a }}]\nroutes:\n  - {{ pool: a, cache: {{ max_size: {size} }} }}\n"
+            )
+        };
+        let first = compile(&text("1MiB"), None).unwrap();
+        let same = compile(&format!("# moved\n{}", text("1MiB")), Some(&first)).unwrap();
+        let (a, b) = (&first.routes[0].cache, &same.routes[0].cache);
+        assert!(Arc::ptr_eq(a.as_ref().unwrap(), b.as_ref().unwrap()));
+        let changed = compile(&text("2MiB"), Some(&same)).unwrap();
+        let c = changed.routes[0].cache.as_ref().unwrap();
+        assert!(!Arc::ptr_eq(b.as_ref().unwrap(), c));
+        assert_eq!(c.store.capacity(), 2 << 20);
     }
 
     const TWO_POOLS: &str = "

@@ -139,8 +139,6 @@ pub(crate) enum Inbound {
     Hyper(Incoming),
     /// Read (partly or whole) before sending: `buffer_request_body`.
     Held(Box<Held>),
-    /// No body (a request Fulcrum makes itself, e.g. a cache refresh).
-    Empty,
 }
 
 /// The part of a body already read, then the rest still to come, if any.
@@ -213,7 +211,6 @@ impl Body for Inbound {
         match self.get_mut() {
             Inbound::Hyper(b) => Pin::new(b).poll_frame(cx),
             Inbound::Held(h) => h.poll_frame(cx),
-            Inbound::Empty => Poll::Ready(None),
         }
     }
 
@@ -221,7 +218,6 @@ impl Body for Inbound {
         match self {
             Inbound::Hyper(b) => b.is_end_stream(),
             Inbound::Held(h) => h.is_end_stream(),
-            Inbound::Empty => true,
         }
     }
 
@@ -229,7 +225,6 @@ impl Body for Inbound {
         match self {
             Inbound::Hyper(b) => b.size_hint(),
             Inbound::Held(h) => h.size_hint(),
-            Inbound::Empty => SizeHint::with_exact(0),
         }
     }
 }
@@ -536,53 +531,5 @@ impl Body for UpstreamBody {
                 Err(_) => SizeHint::default(),
             },
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::time::Instant;
-
-    #[tokio::test(start_paused = true)]
-    async fn the_backend_clock_stops_while_the_body_waits_on_the_client() {
-        let stats = Arc::new(BodyStats::default());
-        let limit = Duration::from_secs(1);
-        let s2 = stats.clone();
-        let start = Instant::now();
-        let waiter = tokio::spawn(async move {
-            let never = std::future::pending::<()>();
-            BodyStats::answer_within(Some(&s2), limit, never).await
-        });
-        tokio::task::yield_now().await;
-        // The client sends nothing for 10 s: not the backend's time.
-        stats.waiting_on_client();
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        assert!(!waiter.is_finished());
-        // Its last byte: the backend has `limit` from here.
-        stats.progressed();
-        assert!(waiter.await.expect("task").is_none());
-        let took = start.elapsed();
-        assert!(
-            took >= Duration::from_secs(11) && took < Duration::from_millis(11_100),
-            "{took:?}"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_whole_body_gives_the_backend_plain_time() {
-        let start = Instant::now();
-        let never = std::future::pending::<()>();
-        assert!(
-            BodyStats::answer_within(None, Duration::from_secs(2), never)
-                .await
-                .is_none()
-        );
-        assert_eq!(start.elapsed(), Duration::from_secs(2));
-        let ready = async { 7 };
-        assert_eq!(
-            BodyStats::answer_within(None, Duration::from_secs(2), ready).await,
-            Some(7)
-        );
     }
 }

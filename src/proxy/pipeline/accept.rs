@@ -66,7 +66,7 @@ pub(super) fn accept(
             parts, &conn.peer,
         )));
     }
-    let rc = RequestCtx {
+    let mut rc = RequestCtx {
         request_id,
         client,
         host,

@@ -320,8 +320,10 @@ fn serve(
     } else {
         *resp.status_mut() = s.status;
         *resp.headers_mut() = s.headers.clone();
-        resp.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(s.body.len()));
+        if !s.headers.contains_key(header::CONTENT_LENGTH) {
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(s.body.len()));
+        }
         if method != Method::HEAD && !s.body.is_empty() {
             *resp.body_mut() = ProxyBody::Full(Some(s.body.clone()));
         }
@@ -346,7 +348,7 @@ fn serve(
 /// Refreshes an entry in the background: the same request, through the whole
 /// pipeline, with the stored validators; its answer is stored as any other.
 fn spawn_refresh(conn: &ConnCtx, parts: &Parts, stored: Arc<Stored>) {
-    let mut req = Request::new(Inbound::Empty);
+    let mut req = Request::new(Inbound::Held(Box::default()));
     *req.method_mut() = Method::GET;
     *req.uri_mut() = parts.uri.clone();
     *req.version_mut() = parts.version;
@@ -395,15 +397,21 @@ pub(super) fn after(
                 Some(resp) => Ok(After::Answered(resp)),
                 None => {
                     count_miss(&p);
-                    Err(r)
+                    let mut resp = rc.refuse(r);
+                    if cache.config.status_header {
+                        // No backend answered: no fwd-status.
+                        let v = format!("fulcrum; fwd={}", p.fwd);
+                        if let Ok(v) = HeaderValue::from_str(&v) {
+                            resp.headers_mut().insert(CACHE_STATUS.clone(), v);
+                        }
+                    }
+                    Ok(After::Answered(resp))
                 }
             };
         }
     };
     let status = won.response.status();
-    if status.is_server_error()
-        && let Some(resp) = stale_on_error(rc, routed, &p, status)
-    {
+    if let Some(resp) = stale_on_error(rc, routed, &p, status) {
         settle(conn, rc, routed, won);
         // `serve` set what the client gets.
         rc.done.status = resp.status().as_u16();
@@ -494,6 +502,11 @@ fn stale_on_error(
     p: &Pending,
     failed: StatusCode,
 ) -> Option<Response<ProxyBody>> {
+    // RFC 5861: errors are 500, 502, 503 and 504 (whether a backend said so or
+    // none could answer); anything else is the answer.
+    if !matches!(failed.as_u16(), 500 | 502 | 503 | 504) {
+        return None;
+    }
     let s = p.stored.as_ref()?;
     let age = s.age(Instant::now());
     if !policy::usable_on_error(age, &s.freshness, p.cache.config.stale_if_error.as_secs()) {
@@ -558,10 +571,15 @@ impl Admit {
             collapsed,
             request_time,
             method,
+            stored,
             ..
         } = *self.p;
         let d = policy::response_directives(headers);
         let cfg = &cache.config;
+        let declared: Option<u64> = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let why_not = if !store {
             Some("not stored")
         } else {
@@ -576,20 +594,25 @@ impl Admit {
             )
         };
         let admission = match why_not {
-            Some(_) => None,
+            Some(_) => {
+                // A stored entry whose fresh answer may not be stored any more
+                // (now no-store, private, ...) is not kept for later either.
+                if store && stored.is_some() && !status.is_server_error() {
+                    cache.store.remove(&key);
+                }
+                None
+            }
             None => {
                 let entry = entry_of(status, headers, &req_headers, &d, extra, request_time, cfg);
-                let declared = headers
-                    .get(header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok());
                 Admission::new(cache.clone(), key.into_boxed_str(), entry, declared, fill)
                     .map(Box::new)
             }
         };
         let status_value = cfg.status_header.then(|| {
             let mut s = format!("fulcrum; fwd={fwd}; fwd-status={}", status.as_u16());
-            if admission.is_some() {
+            // `stored` only when the whole body is known to fit; a body of
+            // unknown length is stored only if it turns out to.
+            if admission.is_some() && declared.is_some() {
                 s.push_str("; stored");
             } else if let Some(w) = why_not.filter(|_| fwd != "method") {
                 s.push_str("; detail=\"");
