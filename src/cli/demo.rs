@@ -229,9 +229,9 @@ fn route(path: &str, pool: &str) -> RouteConfig {
         load_balancing: None,
         strip_prefix: false,
         headers: Default::default(),
-        cache: None,
         rate_limit: None,
         buffer_request_body: 0,
+        cache: None,
         loc: Loc::default(),
     }
 }

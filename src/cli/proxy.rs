@@ -110,9 +110,9 @@ pub fn build_config(args: &ProxyArgs) -> Result<Config, String> {
             load_balancing: None,
             strip_prefix: false,
             headers: Default::default(),
-            cache: None,
             rate_limit: None,
             buffer_request_body: 0,
+            cache: None,
             loc: Loc::default(),
         }],
         ..Config::default()

@@ -60,11 +60,11 @@ pub struct RouteConfig {
     pub load_balancing: Option<Algorithm>,
     pub strip_prefix: bool,
     pub headers: HeaderRules,
-    /// The response cache, when on.
-    pub cache: Option<CacheConfig>,
     pub rate_limit: Option<RateLimitConfig>,
     /// Bytes of a request body read whole before it is sent (0: streamed).
     pub buffer_request_body: u64,
+    /// The response cache, when on.
+    pub cache: Option<CacheConfig>,
     pub loc: Loc,
 }
 
@@ -137,11 +137,11 @@ fn route(d: &mut Decoder, n: &Node) -> Option<RouteConfig> {
         .get("headers")
         .map(|v| header_rules(d, v))
         .unwrap_or_default();
-    let cache = m.get("cache").and_then(|v| super::cache::decode(d, v));
     let rate_limit = m.get("rate_limit").and_then(|v| rate_limit::decode(d, v));
     let buffer_request_body = m
         .get("buffer_request_body")
         .map_or(0, |v| rate_limit::decode_buffer(d, v));
+    let cache = m.get("cache").and_then(|v| super::cache::decode(d, v));
     let name = match m.get("name") {
         Some(v) => d.scalar_string(v, "route name").unwrap_or_default(),
         None => default_name(host.as_ref(), &path_prefix),
@@ -155,9 +155,9 @@ fn route(d: &mut Decoder, n: &Node) -> Option<RouteConfig> {
         load_balancing,
         strip_prefix,
         headers,
-        cache,
         rate_limit,
         buffer_request_body,
+        cache,
         loc: m.loc,
     })
 }
@@ -377,14 +377,14 @@ fn route_json(r: &RouteConfig) -> Json {
             json!({"request": header_ops_json(&r.headers.request), "response": header_ops_json(&r.headers.response)}),
         );
     }
-    if let Some(c) = &r.cache {
-        put(&mut m, "cache", super::cache::serialize(c));
-    }
     if let Some(r) = &r.rate_limit {
         put(&mut m, "rate_limit", rate_limit::serialize(r));
     }
     if r.buffer_request_body > 0 {
         put(&mut m, "buffer_request_body", json!(r.buffer_request_body));
+    }
+    if let Some(c) = &r.cache {
+        put(&mut m, "cache", super::cache::serialize(c));
     }
     Json::Object(m)
 }

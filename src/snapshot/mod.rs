@@ -56,13 +56,13 @@ pub(crate) struct Route {
     pub(crate) strip_prefix: bool,
     pub(crate) target: Target,
     pub(crate) headers: HeaderRules,
-    /// The route's response cache, carried over while its settings stay the same.
-    pub(crate) cache: Option<Arc<RouteCache>>,
     /// `rate_limit`; its buckets carry over a reload that keeps the route's
     /// name and limit.
     pub(crate) rate_limit: Option<Arc<RateLimiter>>,
     /// `buffer_request_body` (0: streamed).
     pub(crate) buffer_request_body: u64,
+    /// The route's response cache, carried over while its settings stay the same.
+    pub(crate) cache: Option<Arc<RouteCache>>,
 }
 
 pub(crate) struct Snapshot {
@@ -134,6 +134,8 @@ impl Snapshot {
                 strip_prefix: rc.strip_prefix,
                 target,
                 headers: rc.headers.clone(),
+                rate_limit: rate_limiter(rc, prev),
+                buffer_request_body: rc.buffer_request_body,
                 cache: rc.cache.as_ref().map(|cc| {
                     let old = prev
                         .and_then(|p| p.routes.iter().find(|r| *r.name == *rc.name))
@@ -144,8 +146,6 @@ impl Snapshot {
                         None => Arc::new(RouteCache::new(cc.clone())),
                     }
                 }),
-                rate_limit: rate_limiter(rc, prev),
-                buffer_request_body: rc.buffer_request_body,
             });
         }
         Ok(Snapshot {

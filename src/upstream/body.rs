@@ -139,6 +139,8 @@ pub(crate) enum Inbound {
     Hyper(Incoming),
     /// Read (partly or whole) before sending: `buffer_request_body`.
     Held(Box<Held>),
+    /// No body (a request Fulcrum makes itself, e.g. a cache refresh).
+    Empty,
 }
 
 /// The part of a body already read, then the rest still to come, if any.
@@ -211,6 +213,7 @@ impl Body for Inbound {
         match self.get_mut() {
             Inbound::Hyper(b) => Pin::new(b).poll_frame(cx),
             Inbound::Held(h) => h.poll_frame(cx),
+            Inbound::Empty => Poll::Ready(None),
         }
     }
 
@@ -218,6 +221,7 @@ impl Body for Inbound {
         match self {
             Inbound::Hyper(b) => b.is_end_stream(),
             Inbound::Held(h) => h.is_end_stream(),
+            Inbound::Empty => true,
         }
     }
 
@@ -225,6 +229,7 @@ impl Body for Inbound {
         match self {
             Inbound::Hyper(b) => b.size_hint(),
             Inbound::Held(h) => h.size_hint(),
+            Inbound::Empty => SizeHint::with_exact(0),
         }
     }
 }

@@ -348,7 +348,7 @@ fn serve(
 /// Refreshes an entry in the background: the same request, through the whole
 /// pipeline, with the stored validators; its answer is stored as any other.
 fn spawn_refresh(conn: &ConnCtx, parts: &Parts, stored: Arc<Stored>) {
-    let mut req = Request::new(Inbound::Held(Box::default()));
+    let mut req = Request::new(Inbound::Empty);
     *req.method_mut() = Method::GET;
     *req.uri_mut() = parts.uri.clone();
     *req.version_mut() = parts.version;

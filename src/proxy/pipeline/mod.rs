@@ -3,7 +3,7 @@
 //! 1. [`accept`]: request ID, the finish record, framing verdicts, ACME http-01.
 //! 2. [`route`]: host and path → route → pool (or split variant); then
 //!    [`admit`]: the route's rate limit; and [`hold`]: a body the route wants
-//!    whole is read before any backend is involved. Between them,
+//!    whole is read before any backend is involved.
 //!    [`cache`] (routes with `cache:`): answer from the route's cache, or go on
 //!    and, once the backend answered, store, revalidate or serve stale.
 //! 3. [`request`]: request rules: limits, hop-by-hop and forwarding headers, the
@@ -139,6 +139,7 @@ pub(crate) async fn handle(conn: &ConnCtx, req: Request<Inbound>) -> Response<Pr
             cache::Lookup::Answered(resp) => return Ok(Outcome::Answered(resp)),
             cache::Lookup::Forward(p) => p,
         };
+        // A body the route wants whole is read only once the cache could not answer.
         let forwarded = match hold::hold(conn, &routed, &snapshot, &parts, body).await {
             Ok(body) => match request::prepare(conn, &mut rc, &routed, &snapshot, parts, body) {
                 Ok(outgoing) => forward::forward(conn, &mut rc, &routed, outgoing).await,
