@@ -18,7 +18,7 @@
 //! layer 3: tls telemetry otlp
 //! layer 4: net upstream
 //! layer 5: snapshot
-//! layer 6: health acme
+//! layer 6: health acme discovery
 //! layer 7: failover
 //! layer 8: proxy cluster
 //! layer 9: listener
@@ -34,6 +34,7 @@ mod clock;
 mod cluster;
 mod command;
 mod config;
+mod discovery;
 mod events;
 mod failover;
 mod health;

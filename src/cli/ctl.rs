@@ -123,6 +123,8 @@ enum CtlCommand {
     },
     /// Cluster nodes, roles and the virtual IP holder
     Cluster,
+    /// Container discovery: the engine connection and each container's verdict
+    Discovery,
 }
 
 pub fn run(args: CtlArgs) -> ExitCode {
@@ -256,6 +258,7 @@ fn request(command: &CtlCommand) -> Result<ApiRequest, String> {
             (m, format!("/api/v1/failover/{action}{q}"), None)
         }
         Cluster => (Method::GET, "/api/v1/cluster".into(), None),
+        Discovery => (Method::GET, "/api/v1/discovery".into(), None),
     })
 }
 
@@ -564,6 +567,52 @@ fn print_cluster(out: &mut String, v: &Value) {
     table(out, &["node", "address", "role", "last contact"], rows);
 }
 
+fn print_discovery(out: &mut String, v: &Value) {
+    let e = &v["engine"];
+    let _ = writeln!(
+        out,
+        "engine {}  {}  api {}  last event {}",
+        s(&e["endpoint"]),
+        if e["connected"] == Value::Bool(true) {
+            "connected".to_string()
+        } else {
+            format!("DISCONNECTED ({})", s(&e["last_error"]))
+        },
+        s(&e["api_version"]),
+        s(&e["last_event"])
+    );
+    let rows = v["containers"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    let routes: Vec<String> = c["routes"]
+                        .as_array()
+                        .map(|r| r.iter().map(s).collect())
+                        .unwrap_or_default();
+                    let id = s(&c["id"]);
+                    vec![
+                        s(&c["name"]),
+                        id.chars().take(12).collect(),
+                        s(&c["state"]),
+                        s(&c["address"]),
+                        if routes.is_empty() {
+                            s(&c["reason"])
+                        } else {
+                            routes.join(" ")
+                        },
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(
+        out,
+        &["container", "id", "state", "address", "routes / reason"],
+        rows,
+    );
+}
+
 fn print_status(out: &mut String, v: &Value) {
     let _ = writeln!(
         out,
@@ -633,6 +682,7 @@ fn print_human(cmd: &CtlCommand, v: &Value, out: &mut String) {
         Events { .. } => print_events(out, v),
         Failover { .. } => print_failover(out, v),
         Cluster => print_cluster(out, v),
+        Discovery => print_discovery(out, v),
         Config => {
             let _ = writeln!(
                 out,

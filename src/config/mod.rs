@@ -7,7 +7,7 @@
 //! (secrets redacted), side by side, with unit tests:
 //! `listeners` (+ TLS, ACME, redirect), `admin`, `access_log`, `limits`,
 //! `trusted_proxies`, `pools/` (one file per pool sub-block), `routes`,
-//! `failover` (+ notification channels), `cluster`, `tracing`.
+//! `failover` (+ notification channels), `cluster`, `tracing`, `discovery`.
 //! `root` holds the whole [`Config`]: it hooks every section in (one line each
 //! in its key list, `decode` and `serialize`) and runs the checks that span
 //! sections (a route naming an unknown pool, the admin address on a listener).
@@ -22,6 +22,7 @@ mod access_log;
 mod admin;
 mod cluster;
 mod decode;
+mod discovery;
 mod env;
 mod failover;
 pub(crate) mod layers;
@@ -42,6 +43,7 @@ pub(crate) use access_log::{AccessField, AccessLogConfig, LogFormat, LogTarget};
 pub(crate) use admin::AdminConfig;
 pub(crate) use cluster::{ClusterConfig, ClusterHooks, VipConfig};
 pub(crate) use decode::ConfigError;
+pub(crate) use discovery::{DiscoveryConfig, DockerConfig};
 pub(crate) use failover::{
     FailoverConfig, FailoverOverride, FailoverSettings, FailoverStrategy, LogLevel,
     NotificationChannel, NotificationConfig, WebhookFormat,

@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod client;
 pub mod cluster;
+pub mod docker;
 pub mod netns;
 pub mod smtp;
 pub mod ws;
