@@ -118,9 +118,6 @@ pub(crate) fn build(
         st.verdict = "routed";
         st.state = state(t, cfg);
         add_container(&mut out, &mut pools, &mut routes, &mut st, c, &d, ip, cfg);
-        for w in &st.warnings {
-            tracing::warn!(container = %c.name, "{w}");
-        }
         out.containers.push(st);
     }
     out.layer.pools = pools.into_values().collect();

@@ -4,7 +4,7 @@
 //! periodic full re-list as a safety net. A lost connection is retried with
 //! backoff; what was known keeps serving meanwhile.
 
-use super::build::{self, Tracked};
+use super::build::{self, ContainerStatus, Tracked};
 use super::container::Container;
 use super::engine::{self, Endpoint, Engine};
 use super::{Shared, Status};
@@ -200,6 +200,7 @@ impl Run {
     /// Builds the layer and status from what is known, and publishes both.
     fn rebuild(&mut self) {
         let built = build::build(&self.cfg, &self.tracked, &self.own_networks);
+        log_changes(&self.status.containers, &built.containers);
         self.status.containers = built.containers;
         self.status.pools = built.layer.pools.iter().map(|p| p.name.clone()).collect();
         self.status.backends = built.backends;
@@ -218,6 +219,34 @@ impl Run {
         self.shared
             .status
             .store(Some(Arc::new(self.status.clone())));
+    }
+}
+
+/// Logs what changed for each container since the last pass: its verdict and
+/// state, and warnings it did not have before (so they are not repeated).
+fn log_changes(before: &[ContainerStatus], after: &[ContainerStatus]) {
+    for c in after {
+        let prev = before.iter().find(|p| p.id == c.id);
+        if prev.map(|p| (p.verdict, p.state, &p.routes)) != Some((c.verdict, c.state, &c.routes)) {
+            match &c.reason {
+                Some(why) => {
+                    tracing::info!(container = %c.name, reason = %why, "discovery: container skipped")
+                }
+                None => {
+                    tracing::info!(container = %c.name, state = c.state, address = ?c.address, routes = ?c.routes, "discovery: container routed")
+                }
+            }
+        }
+        for w in &c.warnings {
+            if !prev.is_some_and(|p| p.warnings.contains(w)) {
+                tracing::warn!(container = %c.name, "discovery: {w}");
+            }
+        }
+    }
+    for p in before {
+        if !after.iter().any(|c| c.id == p.id) {
+            tracing::info!(container = %p.name, "discovery: container gone");
+        }
     }
 }
 

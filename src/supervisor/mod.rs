@@ -153,8 +153,9 @@ impl Supervisor {
                 replicated: false,
             }),
         });
-        sup.bring_up(&config).await?;
+        // Subscribed before the watcher starts, so its first layer is not missed.
         discovery::spawn_applier(&sup);
+        sup.bring_up(&config).await?;
         tokio::spawn(crate::health::ejections::watch(
             sup.proxy.snapshot.clone(),
             sup.proxy.events.clone(),
