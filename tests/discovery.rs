@@ -260,8 +260,18 @@ async fn traefik_labels_compose_pools_and_failover_levels() {
     }
     let s = Scope::new("traefik");
     let (h, lv) = (s.host("t"), s.host("levels"));
-    let f = Fulcrum::start(&config("    resync_interval: 30s\n"));
+    let file_host = s.host("file");
+    let f = Fulcrum::start(&format!(
+        "{}pools:\n  - {{ name: file, backends: [\"127.0.0.1:9\"] }}\nroutes:\n  - {{ host: {file_host}, pool: file }}\n",
+        config("    resync_interval: 30s\n")
+    ));
     let addr = f.listener(0);
+    // A file route wins over a container declaring the same host.
+    let env = format!("VIRTUAL_HOST={file_host}");
+    s.run("shadowed", &["-e", &env], &s.images.plain);
+    f.stderr.wait_for("the file route wins", |l| {
+        l.contains(&format!("route {file_host}/")) && l.contains("which wins")
+    });
     let rule = format!("traefik.http.routers.web.rule=Host(`{h}`) && PathPrefix(`/t`)");
     let project = format!("com.docker.compose.project={}", s.name);
     for n in ["w1", "w2"] {
@@ -452,4 +462,47 @@ async fn a_cut_event_stream_is_resumed_and_resynced() {
     until(addr, &h1, "/", 404, None).await;
     let d = api(&f, "/api/v1/discovery").await;
     assert_eq!(d["engine"]["connected"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acme_host_from_a_container_gets_a_certificate() {
+    if !common::docker::engine_or_skip() {
+        return;
+    }
+    let s = Scope::new("acme");
+    let pebble = common::pebble::Pebble::start().await;
+    let storage = common::TempDir::new("docker-acme");
+    let h = s.host("secure");
+    // `domains` are listed: the container's host joins them.
+    let f = Fulcrum::start(&format!(
+        "listeners:\n  - address: \"127.0.0.1:{}\"\n  - address: \"127.0.0.1:0\"\n    tls:\n      acme:\n        directory: \"{}\"\n        storage: \"{}\"\n        ca_bundle: \"{}\"\n        challenge: http-01\n        domains: [listed.test]\naccess_log: {{ enabled: false }}\ndiscovery:\n  docker: {{}}\n",
+        pebble.http_port,
+        pebble.directory,
+        storage.0.display(),
+        pebble.ca_pem_path.display(),
+    ));
+    let env = format!("VIRTUAL_HOST={h}");
+    let acme = format!("LETSENCRYPT_HOST={h}");
+    s.run("secure", &["-e", &env, "-e", &acme], &s.images.plain);
+    let deadline = std::time::Instant::now() + common::DEADLINE * 3;
+    loop {
+        let st = api(&f, "/api/v1/status").await;
+        let issued = st["certificates"].as_array().is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c["issuer"].as_str().unwrap_or("").contains("Pebble")
+                    && c["names"]
+                        .as_array()
+                        .is_some_and(|n| n.iter().any(|n| n == h.as_str()))
+            })
+        });
+        if issued {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no certificate for {h}: {st}\n{}",
+            f.stderr.all().join("\n")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

@@ -118,8 +118,11 @@ pub(crate) fn build(
         st.verdict = "routed";
         st.state = state(t, cfg);
         add_container(&mut out, &mut pools, &mut routes, &mut st, c, &d, ip, cfg);
+        out.layer.acme_domains.extend(d.acme_hosts.iter().cloned());
         out.containers.push(st);
     }
+    out.layer.acme_domains.sort();
+    out.layer.acme_domains.dedup();
     out.layer.pools = pools.into_values().collect();
     out.layer.routes = routes.into_values().map(|(r, _)| r).collect();
     out

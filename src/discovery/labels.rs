@@ -37,6 +37,9 @@ pub(crate) struct Declared {
     pub(crate) weight: u32,
     pub(crate) level: u32,
     pub(crate) region: Option<String>,
+    /// Hosts to order certificates for (`ACME_HOST`, `fulcrum.tls=acme`, a
+    /// Traefik `certresolver`).
+    pub(crate) acme_hosts: Vec<String>,
     pub(crate) warnings: Vec<String>,
 }
 
@@ -76,13 +79,34 @@ pub(crate) fn read(c: &Container, cfg: &DockerConfig) -> Reading {
     }
     if cfg.read.nginx_proxy {
         for k in ["ACME_HOST", "LETSENCRYPT_HOST"] {
+            if let Some(hosts) = c.env.get(k) {
+                d.acme_hosts.extend(
+                    split_list(hosts)
+                        .into_iter()
+                        .filter(|h| !h.starts_with("*.")),
+                );
+            }
+        }
+        for k in ["ACME_EMAIL", "LETSENCRYPT_EMAIL"] {
             if c.env.contains_key(k) {
                 d.warnings.push(format!(
-                    "{k}: ACME certificates for discovered hosts are not supported yet (ignored)"
+                    "{k}: ignored: certificates are ordered with the listener's ACME account (acme.email)"
                 ));
             }
         }
     }
+    match fulcrum.get("tls") {
+        Some((_, v)) if v.trim().eq_ignore_ascii_case("acme") => {
+            let hosts: Vec<String> = d.routes.iter().filter_map(exact_host).collect();
+            d.acme_hosts.extend(hosts);
+        }
+        Some((l, v)) => d
+            .warnings
+            .push(format!("{l}: `{v}` is not supported (acme); ignored")),
+        None => {}
+    }
+    d.acme_hosts.sort();
+    d.acme_hosts.dedup();
     modifiers(&fulcrum, &traefik, &mut d);
     if d.routes.is_empty() {
         let mut why = "no route declared".to_string();
@@ -165,10 +189,36 @@ fn read_routers(c: &Container, m: &BTreeMap<String, (String, String)>, d: &mut D
             }
         };
         let index = service_index(d, &services[&service]);
+        let acme = m.contains_key(&format!("http.routers.{r}.tls.certresolver"));
         for mt in matches {
             let host = mt.host.map(|h| host_match(&h));
+            if acme && let Some(HostMatch::Exact(h)) = &host {
+                d.acme_hosts.push(h.clone());
+            }
             push_route(d, host, mt.path, false, index);
         }
+        router_warnings(m, &r, d);
+    }
+}
+
+/// Router keys that are not read (middlewares, entry points...) are named.
+fn router_warnings(m: &BTreeMap<String, (String, String)>, r: &str, d: &mut Declared) {
+    let prefix = format!("http.routers.{r}.");
+    let read = ["rule", "service", "tls", "tls.certresolver"];
+    for (k, (label, _)) in m.range(prefix.clone()..) {
+        let Some(rest) = k.strip_prefix(&prefix) else {
+            break;
+        };
+        if !read.contains(&rest) {
+            d.warnings.push(format!("{label}: not supported; ignored"));
+        }
+    }
+}
+
+fn exact_host(r: &RouteDecl) -> Option<String> {
+    match &r.host {
+        Some(HostMatch::Exact(h)) => Some(h.clone()),
+        _ => None,
     }
 }
 
@@ -386,6 +436,7 @@ fn modifiers(
         .filter(|v| !v.is_empty());
     let known = [
         "enable",
+        "tls",
         "host",
         "path",
         "port",
