@@ -147,6 +147,15 @@ fn read_routers(c: &Container, m: &BTreeMap<String, (String, String)>, d: &mut D
         let svc = read_service(c, m, s, service_names.len() > 1, d);
         services.insert(s.clone(), svc);
     }
+    for (k, (label, _)) in m {
+        let known = k.starts_with("http.routers.")
+            || k.starts_with("http.services.")
+            || k == "enable"
+            || k == "docker.network";
+        if !known && k.contains('.') {
+            d.warnings.push(format!("{label}: not supported; ignored"));
+        }
+    }
     let mut router_names: Vec<String> = m
         .keys()
         .filter_map(|k| k.strip_prefix("http.routers.")?.split_once('.'))
@@ -449,7 +458,7 @@ fn modifiers(
         "network",
     ];
     for (k, (label, _)) in fulcrum {
-        if !known.contains(&k.as_str()) && !k.starts_with("http.") {
+        if !known.contains(&k.as_str()) && !k.contains('.') {
             d.warnings.push(format!("{label}: unknown label; ignored"));
         }
     }
@@ -632,6 +641,7 @@ mod tests {
                 ("com.docker.compose.project", "proj"),
                 ("com.docker.compose.service", "api"),
                 ("Traefik.Docker.Network", "front"),
+                ("traefik.http.middlewares.m.stripprefix.prefixes", "/v1"),
             ],
         );
         let r = read(&c, &cfg);
