@@ -376,6 +376,11 @@ async fn opt_in_and_the_configured_network_survive_a_restart() {
     })
     .await;
     until(addr, &h_on, "/", 200, Some("on ")).await;
+    // Paused: still declared, so 503 rather than 404; unpaused: served again.
+    docker(&["pause", &on]);
+    until(addr, &h_on, "/", 503, None).await;
+    docker(&["unpause", &on]);
+    until(addr, &h_on, "/", 200, Some("on ")).await;
 }
 
 /// A Unix socket that forwards to the engine's, and can be cut and resumed.
