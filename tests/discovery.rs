@@ -377,7 +377,14 @@ async fn opt_in_and_the_configured_network_survive_a_restart() {
     .await;
     until(addr, &h_on, "/", 200, Some("on ")).await;
     // Paused: still declared, so 503 rather than 404; unpaused: served again.
+    // (No request is sent until discovery saw the pause: one sent to a paused
+    // process would wait for its response timeout.)
     docker(&["pause", &on]);
+    eventually("the pause seen", || async {
+        let st = container(&f, &on).await?;
+        (st["state"] == "paused").then_some(())
+    })
+    .await;
     until(addr, &h_on, "/", 503, None).await;
     docker(&["unpause", &on]);
     until(addr, &h_on, "/", 200, Some("on ")).await;
