@@ -18,7 +18,7 @@
 //! layer 3: tls telemetry otlp
 //! layer 4: net upstream ratelimit cache
 //! layer 5: snapshot
-//! layer 6: health acme
+//! layer 6: health acme discovery
 //! layer 7: failover
 //! layer 8: proxy cluster
 //! layer 9: listener
@@ -36,6 +36,7 @@ mod clock;
 mod cluster;
 mod command;
 mod config;
+mod discovery;
 mod events;
 mod failover;
 #[doc(hidden)]

@@ -6,6 +6,8 @@ mod common;
 
 use bytes::Bytes;
 use common::backend::TestBackend;
+use common::certs::Ca;
+use common::pebble::Pebble;
 use common::{DEADLINE, Fulcrum, TempDir, client};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -13,52 +15,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// A test CA that signs leaf certificates.
-struct Ca {
-    cert: rcgen::Certificate,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-        ];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        Ca {
-            cert,
-            issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    fn pem(&self) -> String {
-        self.cert.pem()
-    }
-
-    /// (cert PEM, key PEM) for these names (DNS names or IPs).
-    fn leaf(&self, names: &[&str]) -> (String, String) {
-        let mut params =
-            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, names[0]);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
 
 fn roots(ca_pem: &str) -> rustls::RootCertStore {
     let mut store = rustls::RootCertStore::empty();
@@ -567,105 +526,6 @@ async fn https_backends_are_verified() {
         client::get_host(addr, "insecure.test", "/").await.status,
         StatusCode::OK
     );
-}
-
-/// Pebble (ACME test server) plus pebble-challtestsrv as its DNS, resolving every
-/// name to 127.0.0.1.
-struct Pebble {
-    children: Vec<Child>,
-    directory: String,
-    ca_pem_path: PathBuf,
-    http_port: u16,
-    tls_port: u16,
-    _dir: TempDir,
-}
-
-impl Drop for Pebble {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Pebble {
-    async fn start() -> Pebble {
-        let dir = TempDir::new("pebble");
-        let ca = Ca::new("Pebble Listener Test CA");
-        let (c, k) = ca.leaf(&["localhost", "127.0.0.1"]);
-        let cert = dir.write("cert.pem", &c);
-        let key = dir.write("key.pem", &k);
-        let ca_pem_path = dir.write("ca.pem", &ca.pem());
-        let (acme, mgmt, dns, chall_mgmt) = (free_port(), free_port(), free_port(), free_port());
-        let (http_port, tls_port) = (free_port(), free_port());
-        let config = serde_json::json!({"pebble": {
-            "listenAddress": format!("127.0.0.1:{acme}"),
-            "managementListenAddress": format!("127.0.0.1:{mgmt}"),
-            "certificate": cert, "privateKey": key,
-            "httpPort": http_port, "tlsPort": tls_port,
-            "ocspResponderURL": "", "externalAccountBindingRequired": false
-        }});
-        let cfg = dir.write("pebble.json", &config.to_string());
-        let chall = Command::new("pebble-challtestsrv")
-            .args([
-                "-dns01",
-                &format!("127.0.0.1:{dns}"),
-                "-http01",
-                "",
-                "-https01",
-                "",
-                "-tlsalpn01",
-                "",
-            ])
-            .args([
-                "-management",
-                &format!("127.0.0.1:{chall_mgmt}"),
-                "-defaultIPv4",
-                "127.0.0.1",
-                "-defaultIPv6",
-                "",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pebble-challtestsrv (Debian package pebble) must be installed");
-        let pebble = Command::new("pebble")
-            .args([
-                "-config",
-                cfg.to_str().unwrap(),
-                "-dnsserver",
-                &format!("127.0.0.1:{dns}"),
-            ])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_WFE_NONCEREJECT", "0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pebble must be installed");
-        let p = Pebble {
-            children: vec![chall, pebble],
-            directory: format!("https://127.0.0.1:{acme}/dir"),
-            ca_pem_path,
-            http_port,
-            tls_port,
-            _dir: dir,
-        };
-        let a: SocketAddr = format!("127.0.0.1:{acme}").parse().unwrap();
-        common::eventually("pebble to listen", || async {
-            tokio::net::TcpStream::connect(a).await.ok().map(|_| ())
-        })
-        .await;
-        p
-    }
 }
 
 struct PrintOnPanic(common::Lines);

@@ -136,10 +136,21 @@ fn syntax_error_has_a_position() {
 }
 
 #[test]
-fn unbuilt_features_are_rejected_not_ignored() {
+fn cache_errors_have_positions() {
     assert_errors(
-        "discovery: { docker: true }\npools: []\nroutes: []\n",
-        &["CFG:1:1: `discovery` (Docker discovery) is not supported yet"],
+        "pools: [{ name: p, backends: [\"127.0.0.1:1\"] }]\nroutes:\n  - { pool: p, cache: { ttl: 10s } }\n",
+        &["CFG:3:25: unknown key `ttl` in cache (known keys: enabled, max_size"],
+    );
+}
+
+#[test]
+fn discovery_errors_have_positions() {
+    assert_errors(
+        "discovery:\n  docker:\n    endpoint: \"ssh://host\"\n    read: [traefik, kubernetes]\npools: []\nroutes: []\n",
+        &[
+            "CFG:3:15: endpoint `ssh://host` must be unix:///path/to.sock or tcp://host:port",
+            "CFG:4:21: read: unknown convention `kubernetes` (nginx-proxy | traefik | fulcrum)",
+        ],
     );
 }
 

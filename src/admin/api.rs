@@ -49,13 +49,22 @@ pub(super) async fn route(
         ),
         ["pools"] if m == "GET" => {
             let rt = ctx.proxy.snapshot.load();
+            let found = ctx.discovery.status.load();
             json(
                 StatusCode::OK,
-                &Value::Array(rt.pools.iter().map(|p| pool_json(p)).collect()),
+                &Value::Array(
+                    rt.pools
+                        .iter()
+                        .map(|p| pool_json(p, found.as_deref()))
+                        .collect(),
+                ),
             )
         }
         ["pools", name] if m == "GET" => match ctx.proxy.snapshot.load().pool(name) {
-            Some(p) => json(StatusCode::OK, &pool_json(p)),
+            Some(p) => json(
+                StatusCode::OK,
+                &pool_json(p, ctx.discovery.status.load().as_deref()),
+            ),
             None => error(StatusCode::NOT_FOUND, format!("no pool named `{name}`")),
         },
         ["pools", name, "backends"] if m == "POST" => add_backend(ctx, name, req).await,
@@ -66,7 +75,11 @@ pub(super) async fn route(
                     .iter()
                     .find(|mb| mb.backend.key() == backend_key(ctx, name, addr))
                 {
-                    Some(mb) => json(StatusCode::OK, &member_json(mb)),
+                    Some(mb) => {
+                        let mut v = member_json(mb);
+                        discovered(&mut v, name, ctx.discovery.status.load().as_deref());
+                        json(StatusCode::OK, &v)
+                    }
                     None => error(
                         StatusCode::NOT_FOUND,
                         format!("pool `{name}` has no backend {addr}"),
@@ -95,6 +108,13 @@ pub(super) async fn route(
         }
         ["events", "stream"] if m == "GET" => event_stream(ctx),
         ["history"] if m == "GET" => json(StatusCode::OK, &ctx.history.json()),
+        ["discovery"] if m == "GET" => match ctx.discovery.status.load().as_deref() {
+            Some(s) => json(StatusCode::OK, &s.json()),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "discovery is not configured (discovery.docker)",
+            ),
+        },
         ["cluster"] if m == "GET" => match ctx.cluster.get() {
             Some(c) => json(StatusCode::OK, &c.status_json()),
             None => json(
@@ -132,6 +152,7 @@ pub(super) async fn route(
         | ["events"]
         | ["events", "stream"]
         | ["history"]
+        | ["discovery"]
         | ["cache"]
         | ["cache", "purge"]
         | ["cluster"]
@@ -268,11 +289,34 @@ pub(crate) fn member_json(m: &Member) -> Value {
     v
 }
 
-fn pool_json(p: &Pool) -> Value {
+/// Marks a backend that discovery found: `source` and its container.
+fn discovered(v: &mut Value, pool: &str, found: Option<&crate::discovery::Status>) {
+    let key = v["address"].as_str().unwrap_or_default().to_string();
+    if let Some((id, name)) = found.and_then(|s| s.container_of(pool, &key)) {
+        v["source"] = Value::String("docker".into());
+        v["container"] = json!({"id": id, "name": name});
+    }
+}
+
+fn pool_json(p: &Pool, found: Option<&crate::discovery::Status>) -> Value {
+    let backends: Vec<Value> = p
+        .members
+        .iter()
+        .map(|m| {
+            let mut v = member_json(m);
+            discovered(&mut v, &p.name, found);
+            v
+        })
+        .collect();
+    let source = match found {
+        Some(s) if s.pools.contains(&p.name) => "docker",
+        _ => "config",
+    };
     json!({
         "name": p.name,
+        "source": source,
         "algorithm": p.balancer.algorithm.name(),
-        "backends": p.members.iter().map(member_json).collect::<Vec<_>>(),
+        "backends": backends,
         "retries": p.state.retries.load(Relaxed),
         "hedges": p.state.hedges.load(Relaxed),
         "queue": p.queue.map(|q| json!({

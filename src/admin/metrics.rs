@@ -68,6 +68,7 @@ impl prometheus_client::collector::Collector for Collector {
         encode_listeners(&app, &mut enc)?;
         encode_protection(&app, &rt, &mut enc)?;
         encode_process(&mut enc)?;
+        encode_discovery(&app, &mut enc)?;
         encode_cluster(&app, &mut enc)
     }
 }
@@ -408,6 +409,44 @@ fn encode_state(
         vec![(Labels::new(), ConstCounter::new(dropped))],
     )?;
     Ok(())
+}
+
+/// Container discovery, while it is configured.
+fn encode_discovery(
+    app: &AdminContext,
+    enc: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let Some(status) = app.discovery.status.load_full() else {
+        return Ok(());
+    };
+    family(
+        enc,
+        "fulcrum_discovery_connected",
+        "1 while the container engine's event stream is connected, else 0",
+        MetricType::Gauge,
+        vec![(Labels::new(), ConstGauge::new(i64::from(status.connected)))],
+    )?;
+    family(
+        enc,
+        "fulcrum_discovery_containers",
+        "Running containers seen by discovery, by state (eligible, starting, unhealthy, paused, draining, skipped)",
+        MetricType::Gauge,
+        status
+            .counts()
+            .into_iter()
+            .map(|(state, n)| (labels(&[("state", state)]), ConstGauge::new(n as i64)))
+            .collect(),
+    )?;
+    family(
+        enc,
+        "fulcrum_discovery_events",
+        "Events received from the container engine",
+        MetricType::Counter,
+        vec![(
+            Labels::new(),
+            ConstCounter::new(app.discovery.events_total.load(Relaxed)),
+        )],
+    )
 }
 
 fn encode_cluster(app: &AdminContext, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {

@@ -59,6 +59,8 @@ pub(crate) struct AdminContext {
     pub(crate) notifier: Arc<Notifier>,
     /// The last 15 minutes of rates, for the dashboard's graphs.
     pub(crate) history: Arc<history::History>,
+    /// What container discovery sees (written by its watcher).
+    pub(crate) discovery: Arc<crate::discovery::Shared>,
     pub(crate) token: ArcSwapOption<String>,
     /// `admin.read_token`: GET and HEAD only.
     pub(crate) read_token: ArcSwapOption<String>,

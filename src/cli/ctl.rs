@@ -149,6 +149,8 @@ enum CtlCommand {
         #[arg(long)]
         tag: Option<String>,
     },
+    /// Container discovery: the engine connection and each container's verdict
+    Discovery,
 }
 
 /// Membership changes, made through any node (forwarded to the primary).
@@ -302,6 +304,7 @@ fn request(command: &CtlCommand) -> Result<ApiRequest, String> {
             (m, format!("/api/v1/failover/{action}{q}"), None)
         }
         Cluster { change: None } => (Method::GET, "/api/v1/cluster".into(), None),
+        Discovery => (Method::GET, "/api/v1/discovery".into(), None),
         Cluster {
             change:
                 Some(ClusterChange::Add {
@@ -715,6 +718,52 @@ fn print_members(out: &mut String, v: &Value) {
     table(out, &["node", "address", "member as"], rows);
 }
 
+fn print_discovery(out: &mut String, v: &Value) {
+    let e = &v["engine"];
+    let _ = writeln!(
+        out,
+        "engine {}  {}  api {}  last event {}",
+        s(&e["endpoint"]),
+        if e["connected"] == Value::Bool(true) {
+            "connected".to_string()
+        } else {
+            format!("DISCONNECTED ({})", s(&e["last_error"]))
+        },
+        s(&e["api_version"]),
+        s(&e["last_event"])
+    );
+    let rows = v["containers"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    let routes: Vec<String> = c["routes"]
+                        .as_array()
+                        .map(|r| r.iter().map(s).collect())
+                        .unwrap_or_default();
+                    let id = s(&c["id"]);
+                    vec![
+                        s(&c["name"]),
+                        id.chars().take(12).collect(),
+                        s(&c["state"]),
+                        s(&c["address"]),
+                        if routes.is_empty() {
+                            s(&c["reason"])
+                        } else {
+                            routes.join(" ")
+                        },
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(
+        out,
+        &["container", "id", "state", "address", "routes / reason"],
+        rows,
+    );
+}
+
 fn print_status(out: &mut String, v: &Value) {
     let _ = writeln!(
         out,
@@ -809,6 +858,7 @@ fn print_human(cmd: &CtlCommand, v: &Value, out: &mut String) {
         Events { .. } => print_events(out, v),
         Failover { .. } => print_failover(out, v),
         Cluster { change: None } => print_cluster(out, v),
+        Discovery => print_discovery(out, v),
         Cluster { change: Some(_) } => print_members(out, v),
         Cache { action, .. } if action == "purge" => {
             let _ = writeln!(out, "purged {} keys", s(&v["purged"]));

@@ -97,14 +97,6 @@ impl<'e> Decoder<'e> {
         })
     }
 
-    /// Rejects a key whose feature does not exist in this build yet.
-    pub fn unbuilt(&mut self, m: &MapView, key: &str, feature: &str) {
-        if let Some(node) = m.get(key) {
-            let loc = m.key_loc(key).unwrap_or(node.loc);
-            self.error(loc, format!("`{key}` ({feature}) is not supported yet"));
-        }
-    }
-
     pub fn seq<'n>(&mut self, node: &'n Node, what: &str) -> &'n [Node] {
         match &node.value {
             Value::Seq(items) => items,

@@ -35,6 +35,8 @@ pub(crate) struct Layer {
     /// Backends added to or removed from a pool (by `host:port`).
     pub(crate) added_backends: Vec<(String, BackendConfig)>,
     pub(crate) removed_backends: Vec<(String, String)>,
+    /// Names that join the ACME domains of every listener with `acme`.
+    pub(crate) acme_domains: Vec<String>,
 }
 
 /// The effective config and what composing it had to skip.
@@ -82,6 +84,7 @@ impl Layer {
             && self.removed_routes.is_empty()
             && self.added_backends.is_empty()
             && self.removed_backends.is_empty()
+            && self.acme_domains.is_empty()
     }
 
     fn apply_to(&self, c: &mut Config, base: &Config, warnings: &mut Vec<String>) {
@@ -119,6 +122,7 @@ impl Layer {
                 None => c.routes.push(route.clone()),
             }
         }
+        self.add_acme_domains(c);
         for p in c.pools.iter_mut() {
             p.backends.retain(|b| {
                 !self
@@ -129,6 +133,37 @@ impl Layer {
             for (pool, b) in &self.added_backends {
                 if *pool == p.name && !p.backends.iter().any(|x| x.address.key == b.address.key) {
                     p.backends.push(b.clone());
+                }
+            }
+        }
+    }
+
+    /// Adds `acme_domains` to each ACME listener's domains. A listener without
+    /// listed `domains` covers every exact route host; it then gets those too.
+    fn add_acme_domains(&self, c: &mut Config) {
+        if self.acme_domains.is_empty() {
+            return;
+        }
+        let route_hosts: Vec<String> = c
+            .routes
+            .iter()
+            .filter_map(|r| match &r.host {
+                Some(HostMatch::Exact(h)) if h.parse::<std::net::IpAddr>().is_err() => {
+                    Some(h.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        for l in c.listeners.iter_mut() {
+            let Some(acme) = l.tls.as_mut().and_then(|t| t.acme.as_mut()) else {
+                continue;
+            };
+            if acme.domains.is_empty() {
+                acme.domains = route_hosts.clone();
+            }
+            for d in &self.acme_domains {
+                if !acme.domains.contains(d) {
+                    acme.domains.push(d.clone());
                 }
             }
         }

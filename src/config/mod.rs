@@ -7,7 +7,7 @@
 //! (secrets redacted), side by side, with unit tests:
 //! `listeners` (+ TLS, ACME, redirect), `admin`, `access_log`, `limits`,
 //! `trusted_proxies`, `pools/` (one file per pool sub-block), `routes`,
-//! `failover` (+ notification channels), `cluster`, `tracing`.
+//! `failover` (+ notification channels), `cluster`, `tracing`, `discovery`.
 //! `root` holds the whole [`Config`]: it hooks every section in (one line each
 //! in its key list, `decode` and `serialize`) and runs the checks that span
 //! sections (a route naming an unknown pool, the admin address on a listener).
@@ -23,6 +23,7 @@ mod admin;
 mod cache;
 mod cluster;
 mod decode;
+mod discovery;
 mod env;
 mod failover;
 pub(crate) mod layers;
@@ -45,6 +46,7 @@ pub(crate) use admin::{AdminConfig, AdminTls};
 pub(crate) use cache::{CacheConfig, CacheKeyPart};
 pub(crate) use cluster::{ClusterConfig, ClusterHooks, VipConfig, valid_node_id};
 pub(crate) use decode::ConfigError;
+pub(crate) use discovery::{DiscoveryConfig, DockerConfig};
 pub(crate) use failover::{
     FailoverConfig, FailoverOverride, FailoverSettings, FailoverStrategy, LogLevel,
     NotificationChannel, NotificationConfig, WebhookFormat,

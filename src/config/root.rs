@@ -5,10 +5,10 @@ use super::decode::{Decoder, suggest};
 use super::serialize::{duration, put};
 use super::tree::{Loc, Node};
 use super::{
-    AccessLogConfig, AdminConfig, Algorithm, ClusterConfig, FailoverConfig, Limits, ListenerConfig,
-    PoolConfig, RouteConfig, RouteTarget, TracingConfig,
+    AccessLogConfig, AdminConfig, Algorithm, ClusterConfig, DiscoveryConfig, FailoverConfig,
+    Limits, ListenerConfig, PoolConfig, RouteConfig, RouteTarget, TracingConfig,
 };
-use super::{access_log, admin, cluster, failover, limits, listeners};
+use super::{access_log, admin, cluster, discovery, failover, limits, listeners};
 use super::{pools, routes, tracing, trusted_proxies};
 use ipnet::IpNet;
 use serde_json::{Map, Value};
@@ -28,6 +28,8 @@ pub struct Config {
     pub failover: FailoverConfig,
     pub tracing: Option<TracingConfig>,
     pub cluster: Option<ClusterConfig>,
+    /// Node-local: each node watches its own container engine.
+    pub discovery: DiscoveryConfig,
 }
 
 /// How long SIGTERM waits for requests in flight.
@@ -47,6 +49,7 @@ impl Default for Config {
             failover: FailoverConfig::default(),
             tracing: None,
             cluster: None,
+            discovery: DiscoveryConfig::default(),
         }
     }
 }
@@ -86,8 +89,8 @@ pub(crate) fn decode(d: &mut Decoder, root: &Node, base_dir: &Path) -> Config {
         failover: failover::decode(d, m.get("failover")),
         tracing: tracing::decode(d, m.get("tracing")),
         cluster: cluster::decode(d, m.get("cluster"), base_dir),
+        discovery: discovery::decode(d, m.get("discovery"), base_dir),
     };
-    d.unbuilt(&m, "discovery", "Docker discovery");
     validate(d, &cfg);
     cfg
 }
@@ -164,6 +167,7 @@ pub(crate) fn serialize(c: &Config, redact: bool) -> Value {
     put(&mut m, "failover", failover::serialize(&c.failover, redact));
     put(&mut m, "tracing", c.tracing.as_ref().map(tracing::serialize));
     put(&mut m, "cluster", c.cluster.as_ref().map(|cl| cluster::serialize(cl, redact)));
+    put(&mut m, "discovery", discovery::serialize(&c.discovery));
     Value::Object(m)
 }
 
@@ -185,12 +189,12 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_and_unbuilt_sections_are_rejected() {
+    fn unknown_keys_are_rejected() {
         assert_eq!(
             errors("limit: {}\ndiscovery: { docker: true }\n"),
             [
                 "CFG:1:1: unknown key `limit` in the config (did you mean `limits`?)",
-                "CFG:2:1: `discovery` (Docker discovery) is not supported yet",
+                "CFG:2:22: discovery.docker must be a mapping, found a boolean",
             ]
         );
     }

@@ -10,9 +10,11 @@
 //! - `listeners`: the listening sockets a config asks for.
 //! - `acme`: starting and stopping ACME managers.
 //! - `cluster`: wiring to the cluster (replication, role, preemption checks).
+//! - `discovery`: starting the container watcher and applying what it finds.
 
 mod acme;
 mod cluster;
+mod discovery;
 mod execute;
 mod listeners;
 mod reload;
@@ -57,6 +59,8 @@ pub struct Supervisor {
     /// This supervisor, for the tasks and sinks it hands out.
     me: Weak<Supervisor>,
     state: tokio::sync::Mutex<ReloadState>,
+    /// What discovery found, as a layer; the applier task composes it in.
+    discovered: watch::Sender<Layer>,
 }
 
 /// What only the reload pipeline touches (one change at a time).
@@ -71,6 +75,10 @@ struct ReloadState {
     base: Config,
     /// Changes made through the admin API, re-applied on top of every base.
     admin_layer: Layer,
+    /// What discovery found (node-local), composed after the admin layer.
+    discovery_layer: Layer,
+    /// The running container watcher, if `discovery.docker` is configured.
+    discovery: Option<crate::discovery::Watcher>,
     /// The base's source text, to tell a reload that changes nothing.
     text: String,
     generation: u64,
@@ -116,6 +124,7 @@ impl Supervisor {
                 cluster: OnceLock::new(),
                 notifier: notifier.clone(),
                 history: Default::default(),
+                discovery: Default::default(),
                 token: ArcSwapOption::empty(),
                 read_token: ArcSwapOption::empty(),
                 started: Instant::now(),
@@ -129,6 +138,7 @@ impl Supervisor {
             cluster: OnceLock::new(),
             may_order: watch::Sender::new(config.cluster.is_none()),
             me: me.clone(),
+            discovered: watch::Sender::new(Layer::default()),
             state: tokio::sync::Mutex::new(ReloadState {
                 listeners: HashMap::new(),
                 acme: HashMap::new(),
@@ -137,11 +147,15 @@ impl Supervisor {
                 admin_server: None,
                 base: config.clone(),
                 admin_layer: Layer::new("api", Default::default()),
+                discovery_layer: Layer::new("docker", Default::default()),
+                discovery: None,
                 text: loaded.text,
                 generation: 1,
                 replicated: false,
             }),
         });
+        // Subscribed before the watcher starts, so its first layer is not missed.
+        discovery::spawn_applier(&sup);
         sup.bring_up(&config).await?;
         tokio::spawn(crate::health::ejections::watch(
             sup.proxy.snapshot.clone(),
@@ -180,6 +194,7 @@ impl Supervisor {
         }
         self.store_admin_tokens(config);
         self.notifier.configure(&config.failover.notification);
+        self.reconcile_discovery(&mut state, config);
         let snapshot = self.proxy.snapshot.load_full();
         state.health.reconcile(&snapshot);
         state.failover.reconcile(&snapshot);

@@ -180,7 +180,10 @@ impl Supervisor {
         base: Config,
         admin_layer: Layer,
     ) -> Result<u64, CommandError> {
-        let composed = config::layers::compose(&base, &[&admin_layer]);
+        if base.discovery.docker.is_none() {
+            state.discovery_layer = Layer::new("docker", Default::default());
+        }
+        let composed = config::layers::compose(&base, &[&admin_layer, &state.discovery_layer]);
         for w in &composed.warnings {
             tracing::warn!("{w}");
         }
@@ -315,14 +318,16 @@ impl Supervisor {
                 }
             });
         self.notifier.configure(&config.failover.notification);
+        self.reconcile_discovery(state, &config);
         state.health.reconcile(&snapshot);
         state.failover.reconcile(&snapshot);
     }
 }
 
-/// `shared` (a replicated config) with this node's own `listeners`, `admin` and
-/// `cluster` taken from `local`: those are never replicated.
+/// `shared` (a replicated config) with this node's own `listeners`, `admin`,
+/// `cluster` and `discovery` taken from `local`: those are never replicated.
 pub(super) fn with_local_keys(mut shared: Config, local: &Config) -> Config {
+    shared.discovery = local.discovery.clone();
     shared.listeners = local.listeners.clone();
     shared.admin = local.admin.clone();
     shared.cluster = local.cluster.clone();

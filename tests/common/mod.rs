@@ -3,9 +3,12 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod certs;
 pub mod client;
 pub mod cluster;
+pub mod docker;
 pub mod netns;
+pub mod pebble;
 pub mod smtp;
 pub mod tls;
 pub mod ws;

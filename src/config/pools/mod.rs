@@ -127,6 +127,38 @@ fn pool(d: &mut Decoder, n: &Node, base_dir: &Path) -> Option<PoolConfig> {
     };
     let mut p = PoolConfig::new(&name);
     p.loc = m.get("name").map(|n| n.loc).unwrap_or(m.loc);
+    if let Some(v) = m.get("backends") {
+        p.backends = d
+            .seq(v, "backends")
+            .iter()
+            .filter_map(|b| backend::decode(d, b))
+            .collect();
+    }
+    settings(d, &m, &mut p, base_dir);
+    Some(p)
+}
+
+/// The settings every discovered pool starts from (`discovery.docker.pool_defaults`):
+/// any pool key but `name` and `backends`.
+pub(crate) fn decode_defaults(d: &mut Decoder, n: &Node, base_dir: &Path) -> PoolConfig {
+    let mut p = PoolConfig::new("");
+    let keys: Vec<&str> = KEYS
+        .iter()
+        .copied()
+        .filter(|k| *k != "name" && *k != "backends")
+        .collect();
+    if let Some(m) = d.map(n, "pool_defaults", &keys) {
+        p.loc = m.loc;
+        settings(d, &m, &mut p, base_dir);
+        if p.algorithm == Algorithm::Hash && p.hash_key.is_none() {
+            d.error(m.loc, "pool_defaults uses algorithm hash: set `hash_key`");
+        }
+    }
+    p
+}
+
+/// Every pool key but `name` and `backends`.
+fn settings(d: &mut Decoder, m: &MapView, p: &mut PoolConfig, base_dir: &Path) {
     if let Some(v) = m
         .get("algorithm")
         .and_then(|v| d.choice(v, "algorithm", &Algorithm::NAMES))
@@ -135,13 +167,6 @@ fn pool(d: &mut Decoder, n: &Node, base_dir: &Path) -> Option<PoolConfig> {
     }
     if let Some(v) = m.get("hash_key") {
         p.hash_key = algorithm::decode_hash_key(d, v);
-    }
-    if let Some(v) = m.get("backends") {
-        p.backends = d
-            .seq(v, "backends")
-            .iter()
-            .filter_map(|b| backend::decode(d, b))
-            .collect();
     }
     if let Some(v) = m.get("health_check") {
         p.health_check = health::decode_check(d, v);
@@ -161,12 +186,11 @@ fn pool(d: &mut Decoder, n: &Node, base_dir: &Path) -> Option<PoolConfig> {
     if let Some(v) = m.get("tls") {
         p.upstream_tls = upstream_tls::decode(d, v, base_dir);
     }
-    scalars(d, &m, &mut p);
+    scalars(d, m, p);
     // After the caps (pool and backends), which the queue needs.
     if let Some(v) = m.get("queue") {
-        p.queue = queue::decode(d, v, m.key_loc("queue").unwrap_or(m.loc), &p);
+        p.queue = queue::decode(d, v, m.key_loc("queue").unwrap_or(m.loc), p);
     }
-    Some(p)
 }
 
 /// `fail_open`, `slow_start`, `max_requests`.
@@ -252,47 +276,50 @@ pub(crate) fn serialize(pools: &[PoolConfig]) -> Value {
 fn pool_json(p: &PoolConfig) -> Value {
     let mut m = Map::new();
     put(&mut m, "name", Value::String(p.name.clone()));
+    let backends = p.backends.iter().map(backend::serialize).collect();
+    put(&mut m, "backends", Value::Array(backends));
+    settings_json(p, &mut m);
+    Value::Object(m)
+}
+
+/// `pool_defaults` as written: the pool's settings without a name or backends.
+pub(crate) fn serialize_defaults(p: &PoolConfig) -> Value {
+    let mut m = Map::new();
+    settings_json(p, &mut m);
+    Value::Object(m)
+}
+
+fn settings_json(p: &PoolConfig, m: &mut Map<String, Value>) {
+    put(m, "algorithm", Value::String(p.algorithm.name().into()));
     put(
-        &mut m,
-        "algorithm",
-        Value::String(p.algorithm.name().into()),
-    );
-    put(
-        &mut m,
+        m,
         "hash_key",
         p.hash_key
             .as_ref()
             .map(|k| Value::String(algorithm::hash_key_text(k))),
     );
-    let backends = p.backends.iter().map(backend::serialize).collect();
-    put(&mut m, "backends", Value::Array(backends));
     put(
-        &mut m,
+        m,
         "health_check",
         p.health_check.as_ref().map(health::serialize_check),
     );
-    put(&mut m, "tls", upstream_tls::serialize(&p.upstream_tls));
+    put(m, "tls", upstream_tls::serialize(&p.upstream_tls));
     put(
-        &mut m,
+        m,
         "passive_health",
         health::serialize_passive(&p.passive_health),
     );
-    put(&mut m, "retries", retries::serialize(&p.retries));
-    put(&mut m, "timeouts", timeouts::serialize(&p.timeouts));
+    put(m, "retries", retries::serialize(&p.retries));
+    put(m, "timeouts", timeouts::serialize(&p.timeouts));
     if p.failover != FailoverOverride::default() {
-        put(
-            &mut m,
-            "failover",
-            failover::serialize_override(&p.failover),
-        );
+        put(m, "failover", failover::serialize_override(&p.failover));
     }
-    put(&mut m, "fail_open", Value::Bool(p.fail_open));
-    put(&mut m, "slow_start", duration(p.slow_start));
+    put(m, "fail_open", Value::Bool(p.fail_open));
+    put(m, "slow_start", duration(p.slow_start));
     if p.max_requests > 0 || p.backends.iter().any(|b| b.max_requests.is_some()) {
-        put(&mut m, "max_requests", Value::from(p.max_requests));
-        put(&mut m, "queue", queue::serialize(&p.queue));
+        put(m, "max_requests", Value::from(p.max_requests));
+        put(m, "queue", queue::serialize(&p.queue));
     }
-    Value::Object(m)
 }
 
 #[cfg(test)]
