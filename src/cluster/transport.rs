@@ -531,7 +531,7 @@ pub(crate) fn decode_request(bytes: &[u8]) -> Result<Envelope<Request>, serde_js
 /// refuses.
 pub(crate) fn frame_body_len(prefix: [u8; 4]) -> Option<usize> {
     let len = u32::from_be_bytes(prefix) as usize;
-    (8..=MAX_FRAME).contains(&len).then_some(len - 8)
+    (8..=MAX_FRAME).contains(&len).then(|| len - 8)
 }
 
 async fn connection<H: Handler>(
@@ -572,5 +572,21 @@ async fn connection<H: Handler>(
                 let _ = write_frame(&mut *writer.lock().await, id, &bytes).await;
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_lengths_are_checked_before_use() {
+        // Found by the peer_frame fuzz target: a length under 8 (no room for
+        // the id) must be refused, not subtracted from.
+        for bad in [0u32, 1, 7, MAX_FRAME as u32 + 1, u32::MAX] {
+            assert_eq!(frame_body_len(bad.to_be_bytes()), None, "{bad}");
+        }
+        assert_eq!(frame_body_len(8u32.to_be_bytes()), Some(0));
+        assert_eq!(frame_body_len(20u32.to_be_bytes()), Some(12));
     }
 }
