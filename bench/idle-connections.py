@@ -129,7 +129,10 @@ async def main(args):
         await asyncio.sleep(1)
         before = rss_kib(proc.pid)
         sem = asyncio.Semaphore(200)
-        tasks = [one_client(port, i % 10 == 0, held, sem) for i in range(args.conns)]
+        tasks = [
+            one_client(port, args.every > 0 and i % args.every == 0, held, sem)
+            for i in range(args.conns)
+        ]
         await asyncio.gather(*tasks)
         await asyncio.sleep(args.settle)
         after = rss_kib(proc.pid)
@@ -139,7 +142,8 @@ async def main(args):
         if closed:
             raise RuntimeError(f"{closed} connections were closed before the reading")
         per = (after - before) * 1024 / args.conns
-        print(f"connections: {len(held)} open, {args.conns // 10} of them served one request")
+        served = len(range(0, args.conns, args.every)) if args.every > 0 else 0
+        print(f"connections: {len(held)} open, {served} of them served one request")
         print(f"fulcrum RSS before: {before / 1024:.1f} MiB")
         print(f"fulcrum RSS with the connections idle: {after / 1024:.1f} MiB")
         print(f"per idle connection: {per:.0f} bytes")
@@ -160,6 +164,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--binary", default="target/release/fulcrum")
     p.add_argument("--conns", type=int, default=10000)
+    p.add_argument("--every", type=int, default=10, help="one request on every Nth connection (0: none)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--settle", type=float, default=2.0, help="seconds to wait before reading RSS")
     asyncio.run(main(p.parse_args()))

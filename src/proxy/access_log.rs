@@ -236,14 +236,14 @@ fn json_value(s: &mut String, c: &Completion, f: AccessField) -> bool {
             None => s.push_str("null"),
         },
         AccessField::Status => {
-            let _ = write!(s, "{}", c.status);
+            push_u64(s, u64::from(c.status));
         }
         AccessField::BytesIn => {
             let n = c.bytes_in.as_ref().map_or(0, |b| b.bytes.load(Relaxed));
-            let _ = write!(s, "{n}");
+            push_u64(s, n);
         }
         AccessField::BytesOut => {
-            let _ = write!(s, "{}", c.bytes_out);
+            push_u64(s, c.bytes_out);
         }
         AccessField::DurationMs => {
             let us = (c.started.elapsed().as_nanos() + 500) / 1000;
@@ -257,7 +257,7 @@ fn json_value(s: &mut String, c: &Completion, f: AccessField) -> bool {
             None => s.push_str("null"),
         },
         AccessField::Attempts => {
-            let _ = write!(s, "{}", c.attempts);
+            push_u64(s, u64::from(c.attempts));
         }
         AccessField::UserAgent => return header(s, details.and_then(|d| d.user_agent.as_ref())),
         AccessField::Referer => return header(s, details.and_then(|d| d.referer.as_ref())),
@@ -271,7 +271,7 @@ fn json_value(s: &mut String, c: &Completion, f: AccessField) -> bool {
         },
         AccessField::Variant => match c.variant {
             Some(v) => {
-                let _ = write!(s, "{v}");
+                push_u64(s, v as u64);
             }
             None => return false,
         },
@@ -289,6 +289,15 @@ fn json_value(s: &mut String, c: &Completion, f: AccessField) -> bool {
 fn json_str(s: &mut String, v: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     s.push('"');
+    // Most values need no escaping: one branch-free pass finds out.
+    let plain = !v.bytes().fold(false, |bad, b| {
+        bad | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if plain {
+        s.push_str(v);
+        s.push('"');
+        return;
+    }
     let mut start = 0;
     for (i, b) in v.bytes().enumerate() {
         let esc: &str = match b {
@@ -319,19 +328,40 @@ fn json_str(s: &mut String, v: &str) {
 /// Microseconds as milliseconds with up to three decimals, the way a float is
 /// written in JSON (`12.0`, `0.25`, `3.125`).
 fn json_ms(s: &mut String, us: u64) {
-    use std::fmt::Write as _;
-    let (whole, mut frac) = (us / 1000, us % 1000);
-    let _ = write!(s, "{whole}.");
+    let (whole, frac) = (us / 1000, us % 1000);
+    push_u64(s, whole);
+    s.push('.');
     if frac == 0 {
         s.push('0');
         return;
     }
-    let mut digits = 3;
-    while frac % 10 == 0 {
-        frac /= 10;
-        digits -= 1;
+    let digits = [frac / 100, frac / 10 % 10, frac % 10];
+    let last = if frac % 100 == 0 {
+        1
+    } else if frac % 10 == 0 {
+        2
+    } else {
+        3
+    };
+    for d in &digits[..last] {
+        s.push(char::from(b'0' + *d as u8));
     }
-    let _ = write!(s, "{frac:0digits$}");
+}
+
+/// A number in decimal, without going through `fmt`.
+fn push_u64(s: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // ASCII digits only.
+    s.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
 }
 
 /// The current time as RFC 3339 UTC to the millisecond
@@ -339,7 +369,6 @@ fn json_ms(s: &mut String, us: u64) {
 /// and formatted again only when the second changes.
 fn now_rfc3339_millis(s: &mut String) {
     use std::cell::RefCell;
-    use std::fmt::Write as _;
     thread_local! {
         static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
@@ -359,7 +388,11 @@ fn now_rfc3339_millis(s: &mut String) {
         }
         s.push_str(&cached.1);
     });
-    let _ = write!(s, ".{millis:03}Z");
+    s.push('.');
+    for d in [millis / 100, millis / 10 % 10, millis % 10] {
+        s.push(char::from(b'0' + d as u8));
+    }
+    s.push('Z');
 }
 
 /// logfmt: `key=value` pairs, values quoted when they hold a space, a quote or
@@ -432,6 +465,15 @@ mod tests {
             json_ms(&mut s, us);
             let expected = serde_json::to_string(&((us as f64).round() / 1000.0)).unwrap();
             assert_eq!(s, expected, "{us}");
+        }
+    }
+
+    #[test]
+    fn numbers_in_decimal() {
+        for n in [0u64, 7, 10, 99, 1000, 65_535, u64::MAX] {
+            let mut s = String::new();
+            push_u64(&mut s, n);
+            assert_eq!(s, n.to_string());
         }
     }
 
