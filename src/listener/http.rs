@@ -35,10 +35,16 @@ pub(super) async fn serve(
     // The connection's task holds this function's state for as long as the
     // connection lives, idle or not: what is large (a TLS handshake, an HTTP
     // connection with its buffers) is boxed and exists only once there is
-    // something to do, so that an idle connection costs a few hundred bytes.
+    // something to do: a connection that has sent nothing costs about 2 KB.
+    let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
     if let Some(tls) = &spec.tls {
+        // Nothing of TLS is set up before the ClientHello arrives.
+        match tokio::time::timeout_at(deadline, stream.get_ref().readable()).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
         let tls = tls.clone();
-        return Box::pin(serve_tls(proxy, stream, peer, tls, limits, stop)).await;
+        return Box::pin(serve_tls(proxy, stream, peer, tls, limits, deadline, stop)).await;
     }
     // Nothing is set up before the client sends its first bytes.
     let first = async {
@@ -48,7 +54,7 @@ pub(super) async fn serve(
             stream.get_ref().readable().await.map(|()| false)
         }
     };
-    let h2 = match tokio::time::timeout(limits.header_read_timeout, first).await {
+    let h2 = match tokio::time::timeout_at(deadline, first).await {
         Ok(Ok(h2)) => h2,
         _ => return,
     };
@@ -66,18 +72,18 @@ async fn serve_tls(
     peer: SocketAddr,
     tls: Arc<rustls::ServerConfig>,
     limits: crate::config::Limits,
+    deadline: tokio::time::Instant,
     stop: CancellationToken,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let tls_stream =
-        match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => return,
-        };
+    let tls_stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
     let session = tls_stream.get_ref().1;
     let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
     let info = TlsInfo::of(session);
