@@ -15,8 +15,9 @@
 # Settings (environment): FULCRUM (binary, default target/release/fulcrum),
 # DURATION (s per target, 5), WARMUP (s, 1), CONNS (64), ROUNDS (1),
 # PROXIES ("fulcrum nginx haproxy": those not installed are skipped),
-# PROXY_CPU (0), LOAD_CPU (1), BASE_PORT (23000), ACCESS_LOG (0: Fulcrum with
-# --access-log to /dev/null when 1).
+# PROXY_CPU (0), LOAD_CPU (1), BASE_PORT (23000). The target `fulcrum-log` in
+# PROXIES is Fulcrum with its JSON access log on (written to /dev/null), for the
+# log's cost in the same run.
 # Needs: nginx (backends), wrk, taskset. Everything it starts is stopped by PID.
 set -euo pipefail
 
@@ -29,7 +30,6 @@ PROXIES=${PROXIES:-fulcrum nginx haproxy}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 BASE_PORT=${BASE_PORT:-23000}
-ACCESS_LOG=${ACCESS_LOG:-0}
 
 B1=$((BASE_PORT + 1))
 B2=$((BASE_PORT + 2))
@@ -40,7 +40,7 @@ for tool in nginx wrk taskset; do
     command -v "$tool" >/dev/null || { echo "compare.sh: $tool is needed" >&2; exit 2; }
 done
 case " $PROXIES " in
-*" fulcrum "*) [ -x "$FULCRUM" ] || { echo "compare.sh: no $FULCRUM (cargo build --release)" >&2; exit 2; } ;;
+*" fulcrum "* | *" fulcrum-log "*) [ -x "$FULCRUM" ] || { echo "compare.sh: no $FULCRUM (cargo build --release)" >&2; exit 2; } ;;
 esac
 
 RUN=$(mktemp -d /tmp/fulcrum-compare.XXXXXX)
@@ -140,12 +140,12 @@ EOF
 # Starts a target pinned to PROXY_CPU; sets TARGET_PID to the process doing the work.
 start_target() {
     case $1 in
-    fulcrum)
-        local log=()
-        [ "$ACCESS_LOG" = 1 ] && log=(--access-log)
+    fulcrum | fulcrum-log)
+        local log=() err="$RUN/fulcrum.err"
+        [ "$1" = fulcrum-log ] && log=(--access-log) && err=/dev/null
         FULCRUM_WORKERS=1 taskset -c "$PROXY_CPU" "$FULCRUM" proxy --from "127.0.0.1:$PROXY_PORT" \
             --to "http://127.0.0.1:$B1" --to "http://127.0.0.1:$B2" "${log[@]}" \
-            >/dev/null 2>"$RUN/fulcrum.err" &
+            >/dev/null 2>"$err" &
         ;;
     nginx)
         nginx_proxy_conf
@@ -212,7 +212,7 @@ done
 targets=(direct)
 for p in $PROXIES; do
     case $p in
-    fulcrum) targets+=(fulcrum) ;;
+    fulcrum | fulcrum-log) targets+=("$p") ;;
     nginx) targets+=(nginx) ;;
     haproxy) command -v haproxy >/dev/null && targets+=(haproxy) || echo "skipping haproxy: not installed" >&2 ;;
     *) echo "compare.sh: unknown proxy $p" >&2; exit 2 ;;
@@ -247,7 +247,7 @@ END {
     cheapest = ""
     for (i = 1; i <= k; i++) {
         t = order[i]
-        if (t != "direct" && t != "fulcrum" && (cheapest == "" || m[t, 8] < m[cheapest, 8])) cheapest = t
+        if (t != "direct" && t !~ /^fulcrum/ && (cheapest == "" || m[t, 8] < m[cheapest, 8])) cheapest = t
     }
     printf "| target | req/s | of direct | p50 ms | p99 ms | errors | user µs/req | sys µs/req | CPU µs/req | CPU vs %s |\n", (cheapest == "" ? "-" : cheapest)
     print "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"

@@ -182,6 +182,33 @@ fn field(c: &Completion, f: AccessField) -> Value {
     }
 }
 
+/// `"name":` of every field, in the order of `AccessField::ALL` (a unit test
+/// checks them against the names).
+const KEYS: [&str; AccessField::ALL.len()] = [
+    "\"time\":",
+    "\"request_id\":",
+    "\"client\":",
+    "\"method\":",
+    "\"host\":",
+    "\"path\":",
+    "\"protocol\":",
+    "\"status\":",
+    "\"bytes_in\":",
+    "\"bytes_out\":",
+    "\"duration_ms\":",
+    "\"route\":",
+    "\"pool\":",
+    "\"backend\":",
+    "\"upstream_ms\":",
+    "\"attempts\":",
+    "\"user_agent\":",
+    "\"referer\":",
+    "\"tls_version\":",
+    "\"sni\":",
+    "\"variant\":",
+    "\"aborted\":",
+];
+
 /// One JSON object, its keys in the order of `fields`. Written straight into
 /// one buffer (no intermediate JSON values): this runs once per request.
 fn json_line(c: &Completion, fields: &[AccessField]) -> String {
@@ -192,9 +219,7 @@ fn json_line(c: &Completion, fields: &[AccessField]) -> String {
         if s.len() > 1 {
             s.push(',');
         }
-        s.push('"');
-        s.push_str(f.name());
-        s.push_str("\":");
+        s.push_str(KEYS[f as usize]);
         if !json_value(&mut s, c, f) {
             // No value, and the field is left out when empty.
             s.truncate(mark);
@@ -208,7 +233,6 @@ fn json_line(c: &Completion, fields: &[AccessField]) -> String {
 /// of the line (user agent, referer, TLS version, SNI, variant, aborted; the
 /// other fields are always there, `null` when empty, as they always were).
 fn json_value(s: &mut String, c: &Completion, f: AccessField) -> bool {
-    use std::fmt::Write as _;
     let details = c.details.as_deref();
     let tls = details.and_then(|d| d.tls.as_ref());
     let header = |s: &mut String, h: Option<&http::HeaderValue>| match h {
@@ -226,7 +250,9 @@ fn json_value(s: &mut String, c: &Completion, f: AccessField) -> bool {
         }
         AccessField::RequestId => json_str(s, c.request_id.to_str().unwrap_or("")),
         AccessField::Client => {
-            let _ = write!(s, "\"{}\"", c.client_ip);
+            s.push('"');
+            push_ip(s, c.client_ip);
+            s.push('"');
         }
         AccessField::Method => json_str(s, c.method.as_str()),
         AccessField::Host => json_str(s, c.host.as_deref().unwrap_or("")),
@@ -360,8 +386,27 @@ fn push_u64(s: &mut String, mut n: u64) {
             break;
         }
     }
-    // ASCII digits only.
-    s.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+    for &d in &buf[i..] {
+        s.push(char::from(d));
+    }
+}
+
+/// An address as `Display` writes it; IPv4 without going through `fmt`.
+fn push_ip(s: &mut String, ip: std::net::IpAddr) {
+    use std::fmt::Write as _;
+    match ip {
+        std::net::IpAddr::V4(a) => {
+            for (i, o) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                push_u64(s, u64::from(o));
+            }
+        }
+        std::net::IpAddr::V6(a) => {
+            let _ = write!(s, "{a}");
+        }
+    }
 }
 
 /// The current time as RFC 3339 UTC to the millisecond
@@ -465,6 +510,29 @@ mod tests {
             json_ms(&mut s, us);
             let expected = serde_json::to_string(&((us as f64).round() / 1000.0)).unwrap();
             assert_eq!(s, expected, "{us}");
+        }
+    }
+
+    #[test]
+    fn keys_match_the_field_names() {
+        for (i, (name, _)) in AccessField::ALL.iter().enumerate() {
+            assert_eq!(KEYS[i], format!("\"{name}\":"));
+        }
+    }
+
+    #[test]
+    fn addresses_as_display_writes_them() {
+        for ip in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.10.0.9",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let mut s = String::new();
+            push_ip(&mut s, ip);
+            assert_eq!(s, ip.to_string());
         }
     }
 
