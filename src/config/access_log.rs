@@ -135,10 +135,8 @@ impl AccessField {
     ];
 
     pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, f)| *f == self)
-            .map_or("", |(n, _)| n)
+        // `ALL` lists the variants in declaration order (a unit test checks it).
+        Self::ALL[self as usize].0
     }
 
     /// The fields a line has when `fields` is not set: all of them.
@@ -180,6 +178,13 @@ fn serialize_fields(fields: &[AccessField]) -> serde_json::Value {
 mod tests {
     use super::super::testing::{errors, load, round_trip};
     use super::*;
+
+    #[test]
+    fn all_lists_the_fields_in_declaration_order() {
+        for (i, (_, f)) in AccessField::ALL.iter().enumerate() {
+            assert_eq!(*f as usize, i);
+        }
+    }
 
     #[test]
     fn decodes_and_round_trips() {

@@ -36,49 +36,69 @@ pub(super) async fn serve(
     stop: CancellationToken,
 ) {
     let limits = proxy.snapshot.load().limits.clone();
+    // The connection's task holds this function's state for as long as the
+    // connection lives, idle or not: what is large (a TLS handshake, an HTTP
+    // connection with its buffers) is boxed and exists only once there is
+    // something to do: a connection that has sent nothing costs about 2 KB.
+    let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
     if let Some(tls) = &spec.tls {
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
-        let tls_stream =
-            match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-        let session = tls_stream.get_ref().1;
-        let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
-        let info = TlsInfo::of(session);
-        match alpn.as_deref() {
-            // ACME tls-alpn-01 validation: the handshake was the whole point.
-            Some(crate::tls::ACME_TLS_ALPN) => {}
-            Some(b"h2") => {
-                let ctx = context(proxy, peer, None, Some(info));
-                serve_h2(ctx, tls_stream, &limits, stop).await
-            }
-            _ => serve_h1(proxy, tls_stream, peer, Some(info), &limits, stop).await,
-        }
-        return;
-    }
-    let h2 = if spec.config.http2 {
-        match tokio::time::timeout(
-            limits.header_read_timeout,
-            starts_with_h2_preface(stream.get_ref()),
-        )
-        .await
-        {
-            Ok(Ok(h2)) => h2,
+        // Nothing of TLS is set up before the ClientHello arrives.
+        match tokio::time::timeout_at(deadline, stream.get_ref().readable()).await {
+            Ok(Ok(())) => {}
             _ => return,
         }
-    } else {
-        false
+        let tls = tls.clone();
+        return Box::pin(serve_tls(proxy, stream, peer, tls, limits, deadline, stop)).await;
+    }
+    // Nothing is set up before the client sends its first bytes.
+    let first = async {
+        if spec.config.http2 {
+            starts_with_h2_preface(stream.get_ref()).await
+        } else {
+            stream.get_ref().readable().await.map(|()| false)
+        }
+    };
+    let h2 = match tokio::time::timeout_at(deadline, first).await {
+        Ok(Ok(h2)) => h2,
+        _ => return,
     };
     if h2 {
         let ctx = context(proxy, peer, None, None);
-        serve_h2(ctx, stream, &limits, stop).await;
+        Box::pin(serve_h2(ctx, stream, &limits, stop)).await;
     } else {
-        serve_h1(proxy, stream, peer, None, &limits, stop).await;
+        Box::pin(serve_h1(proxy, stream, peer, None, &limits, stop)).await;
+    }
+}
+
+async fn serve_tls(
+    proxy: Arc<ProxyContext>,
+    stream: Counted<TcpStream>,
+    peer: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+    limits: crate::config::Limits,
+    deadline: tokio::time::Instant,
+    stop: CancellationToken,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let tls_stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let session = tls_stream.get_ref().1;
+    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+    let info = TlsInfo::of(session);
+    match alpn.as_deref() {
+        // ACME tls-alpn-01 validation: the handshake was the whole point.
+        Some(crate::tls::ACME_TLS_ALPN) => {}
+        Some(b"h2") => {
+            let ctx = context(proxy, peer, None, Some(info));
+            serve_h2(ctx, tls_stream, &limits, stop).await
+        }
+        _ => serve_h1(proxy, tls_stream, peer, Some(info), &limits, stop).await,
     }
 }
 

@@ -61,15 +61,40 @@ impl AccessLog {
     }
 }
 
+/// How long the writer lets lines gather while requests keep coming.
+const BATCH: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Writes lines as they come. After a quiet spell it sleeps in `recv` (the next
+/// line wakes it); once woken it drains the queue every `BATCH` until a round
+/// finds nothing, so that under load requests do not each pay for waking this
+/// thread up and for a write of their own.
 fn writer(rx: Receiver<String>, out: Box<dyn Write + Send>) {
+    use std::sync::mpsc::TryRecvError;
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     while let Ok(line) = rx.recv() {
         let _ = out.write_all(line.as_bytes());
-        // Drain what is queued, then flush once.
-        while let Ok(line) = rx.try_recv() {
-            let _ = out.write_all(line.as_bytes());
-        }
         let _ = out.flush();
+        loop {
+            std::thread::sleep(BATCH);
+            let mut more = false;
+            loop {
+                match rx.try_recv() {
+                    Ok(line) => {
+                        let _ = out.write_all(line.as_bytes());
+                        more = true;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        let _ = out.flush();
+                        return;
+                    }
+                }
+            }
+            let _ = out.flush();
+            if !more {
+                break;
+            }
+        }
     }
 }
 
@@ -157,39 +182,262 @@ fn field(c: &Completion, f: AccessField) -> Value {
     }
 }
 
-/// Fields left out of a line when they have no value (the others are always
-/// there, `null` when empty, as they always were).
-fn omitted_when_empty(f: AccessField) -> bool {
-    matches!(
-        f,
-        AccessField::UserAgent
-            | AccessField::Referer
-            | AccessField::TlsVersion
-            | AccessField::Sni
-            | AccessField::Variant
-            | AccessField::Aborted
-    )
-}
+/// `"name":` of every field, in the order of `AccessField::ALL` (a unit test
+/// checks them against the names).
+const KEYS: [&str; AccessField::ALL.len()] = [
+    "\"time\":",
+    "\"request_id\":",
+    "\"client\":",
+    "\"method\":",
+    "\"host\":",
+    "\"path\":",
+    "\"protocol\":",
+    "\"status\":",
+    "\"bytes_in\":",
+    "\"bytes_out\":",
+    "\"duration_ms\":",
+    "\"route\":",
+    "\"pool\":",
+    "\"backend\":",
+    "\"upstream_ms\":",
+    "\"attempts\":",
+    "\"user_agent\":",
+    "\"referer\":",
+    "\"tls_version\":",
+    "\"sni\":",
+    "\"variant\":",
+    "\"aborted\":",
+];
 
-/// One JSON object, its keys in the order of `fields`.
+/// One JSON object, its keys in the order of `fields`. Written straight into
+/// one buffer (no intermediate JSON values): this runs once per request.
 fn json_line(c: &Completion, fields: &[AccessField]) -> String {
-    let mut s = String::with_capacity(64 + 24 * fields.len());
+    let mut s = String::with_capacity(128 + 24 * fields.len());
     s.push('{');
     for &f in fields {
-        let v = field(c, f);
-        if v.is_null() && omitted_when_empty(f) {
-            continue;
-        }
+        let mark = s.len();
         if s.len() > 1 {
             s.push(',');
         }
-        s.push('"');
-        s.push_str(f.name());
-        s.push_str("\":");
-        s.push_str(&v.to_string());
+        s.push_str(KEYS[f as usize]);
+        if !json_value(&mut s, c, f) {
+            // No value, and the field is left out when empty.
+            s.truncate(mark);
+        }
     }
     s.push_str("}\n");
     s
+}
+
+/// Appends the JSON value of one field; false when it has none and is left out
+/// of the line (user agent, referer, TLS version, SNI, variant, aborted; the
+/// other fields are always there, `null` when empty, as they always were).
+fn json_value(s: &mut String, c: &Completion, f: AccessField) -> bool {
+    let details = c.details.as_deref();
+    let tls = details.and_then(|d| d.tls.as_ref());
+    let header = |s: &mut String, h: Option<&http::HeaderValue>| match h {
+        Some(v) => {
+            json_str(s, &String::from_utf8_lossy(v.as_bytes()));
+            true
+        }
+        None => false,
+    };
+    match f {
+        AccessField::Time => {
+            s.push('"');
+            now_rfc3339_millis(s);
+            s.push('"');
+        }
+        AccessField::RequestId => json_str(s, c.request_id.to_str().unwrap_or("")),
+        AccessField::Client => {
+            s.push('"');
+            push_ip(s, c.client_ip);
+            s.push('"');
+        }
+        AccessField::Method => json_str(s, c.method.as_str()),
+        AccessField::Host => json_str(s, c.host.as_deref().unwrap_or("")),
+        AccessField::Path => json_str(s, c.path.as_deref().unwrap_or("")),
+        AccessField::Protocol => match details {
+            Some(d) => json_str(s, protocol_name(d.protocol)),
+            None => s.push_str("null"),
+        },
+        AccessField::Status => {
+            push_u64(s, u64::from(c.status));
+        }
+        AccessField::BytesIn => {
+            let n = c.bytes_in.as_ref().map_or(0, |b| b.bytes.load(Relaxed));
+            push_u64(s, n);
+        }
+        AccessField::BytesOut => {
+            push_u64(s, c.bytes_out);
+        }
+        AccessField::DurationMs => {
+            let us = (c.started.elapsed().as_nanos() + 500) / 1000;
+            json_ms(s, us as u64);
+        }
+        AccessField::Route => json_str(s, c.route_name()),
+        AccessField::Pool => json_str(s, c.pool_name()),
+        AccessField::Backend => json_str(s, c.backend_key()),
+        AccessField::UpstreamMs => match c.upstream_us {
+            Some(us) => json_ms(s, us),
+            None => s.push_str("null"),
+        },
+        AccessField::Attempts => {
+            push_u64(s, u64::from(c.attempts));
+        }
+        AccessField::UserAgent => return header(s, details.and_then(|d| d.user_agent.as_ref())),
+        AccessField::Referer => return header(s, details.and_then(|d| d.referer.as_ref())),
+        AccessField::TlsVersion => match tls {
+            Some(t) => json_str(s, t.version),
+            None => return false,
+        },
+        AccessField::Sni => match tls.and_then(|t| t.sni.as_deref()) {
+            Some(n) => json_str(s, n),
+            None => return false,
+        },
+        AccessField::Variant => match c.variant {
+            Some(v) => {
+                push_u64(s, v as u64);
+            }
+            None => return false,
+        },
+        AccessField::Aborted => {
+            if !c.aborted {
+                return false;
+            }
+            s.push_str("true");
+        }
+    }
+    true
+}
+
+/// A JSON string literal, escaped as serde_json escapes it.
+fn json_str(s: &mut String, v: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    s.push('"');
+    // Most values need no escaping: one branch-free pass finds out.
+    let plain = !v.bytes().fold(false, |bad, b| {
+        bad | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if plain {
+        s.push_str(v);
+        s.push('"');
+        return;
+    }
+    let mut start = 0;
+    for (i, b) in v.bytes().enumerate() {
+        let esc: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        s.push_str(&v[start..i]);
+        start = i + 1;
+        if esc.is_empty() {
+            s.push_str("\\u00");
+            s.push(HEX[(b >> 4) as usize] as char);
+            s.push(HEX[(b & 0xf) as usize] as char);
+        } else {
+            s.push_str(esc);
+        }
+    }
+    s.push_str(&v[start..]);
+    s.push('"');
+}
+
+/// Microseconds as milliseconds with up to three decimals, the way a float is
+/// written in JSON (`12.0`, `0.25`, `3.125`).
+fn json_ms(s: &mut String, us: u64) {
+    let (whole, frac) = (us / 1000, us % 1000);
+    push_u64(s, whole);
+    s.push('.');
+    if frac == 0 {
+        s.push('0');
+        return;
+    }
+    let digits = [frac / 100, frac / 10 % 10, frac % 10];
+    let last = if frac % 100 == 0 {
+        1
+    } else if frac % 10 == 0 {
+        2
+    } else {
+        3
+    };
+    for d in &digits[..last] {
+        s.push(char::from(b'0' + *d as u8));
+    }
+}
+
+/// A number in decimal, without going through `fmt`.
+fn push_u64(s: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &buf[i..] {
+        s.push(char::from(d));
+    }
+}
+
+/// An address as `Display` writes it; IPv4 without going through `fmt`.
+fn push_ip(s: &mut String, ip: std::net::IpAddr) {
+    use std::fmt::Write as _;
+    match ip {
+        std::net::IpAddr::V4(a) => {
+            for (i, o) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                push_u64(s, u64::from(o));
+            }
+        }
+        std::net::IpAddr::V6(a) => {
+            let _ = write!(s, "{a}");
+        }
+    }
+}
+
+/// The current time as RFC 3339 UTC to the millisecond
+/// (`2026-11-29T13:40:12.345Z`). The text up to the second is kept per thread
+/// and formatted again only when the second changes.
+fn now_rfc3339_millis(s: &mut String) {
+    use std::cell::RefCell;
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = std::time::SystemTime::now();
+    let since = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (secs, millis) = (since.as_secs(), since.subsec_millis());
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs || cached.1.is_empty() {
+            let whole = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            let text = humantime::format_rfc3339_seconds(whole).to_string();
+            // `2026-11-29T13:40:12Z`: keep everything before the `Z`.
+            cached.1 = text.trim_end_matches('Z').to_string();
+            cached.0 = secs;
+        }
+        s.push_str(&cached.1);
+    });
+    s.push('.');
+    for d in [millis / 100, millis / 10 % 10, millis % 10] {
+        s.push(char::from(b'0' + d as u8));
+    }
+    s.push('Z');
 }
 
 /// logfmt: `key=value` pairs, values quoted when they hold a space, a quote or
@@ -219,4 +467,93 @@ fn text_line(c: &Completion, fields: &[AccessField]) -> String {
     }
     out.push('\n');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_does() {
+        for v in [
+            "",
+            "plain",
+            "quote \" and \\ backslash",
+            "ctl \u{1}\u{8}\u{c}\n\r\t\u{1f} end",
+            "ünïcödé ✓",
+            "\u{7f}",
+        ] {
+            let mut s = String::new();
+            json_str(&mut s, v);
+            assert_eq!(s, serde_json::to_string(v).unwrap(), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn milliseconds_read_as_the_float_they_were() {
+        for us in [
+            0u64,
+            1,
+            7,
+            10,
+            100,
+            999,
+            1000,
+            1001,
+            1230,
+            12_000,
+            12_345,
+            99_990,
+            3_600_000_001,
+        ] {
+            let mut s = String::new();
+            json_ms(&mut s, us);
+            let expected = serde_json::to_string(&((us as f64).round() / 1000.0)).unwrap();
+            assert_eq!(s, expected, "{us}");
+        }
+    }
+
+    #[test]
+    fn keys_match_the_field_names() {
+        for (i, (name, _)) in AccessField::ALL.iter().enumerate() {
+            assert_eq!(KEYS[i], format!("\"{name}\":"));
+        }
+    }
+
+    #[test]
+    fn addresses_as_display_writes_them() {
+        for ip in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.10.0.9",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let mut s = String::new();
+            push_ip(&mut s, ip);
+            assert_eq!(s, ip.to_string());
+        }
+    }
+
+    #[test]
+    fn numbers_in_decimal() {
+        for n in [0u64, 7, 10, 99, 1000, 65_535, u64::MAX] {
+            let mut s = String::new();
+            push_u64(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
+    }
+
+    #[test]
+    fn the_time_is_rfc3339_to_the_millisecond() {
+        let mut s = String::new();
+        now_rfc3339_millis(&mut s);
+        now_rfc3339_millis(&mut s);
+        let (a, b) = s.split_at(24);
+        for t in [a, b] {
+            assert!(t.ends_with('Z') && t.as_bytes()[19] == b'.', "{t}");
+            assert!(humantime::parse_rfc3339(t).is_ok(), "{t}");
+        }
+    }
 }

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""User-space instructions per proxied request, counted by callgrind.
+
+Runs `fulcrum proxy` (one worker thread) under `valgrind --tool=callgrind` in
+front of a small keep-alive HTTP/1.1 backend, sends N requests one after the
+other over one keep-alive client connection, stops Fulcrum, and reads the
+instruction total. It does so for N and for 2N requests: the difference divided
+by N is the cost of one request with start-up and shutdown taken out. The
+counts do not depend on the machine's load, unlike timings.
+
+    bench/callgrind.py [--binary target/profiling/fulcrum] [--requests 2000]
+                       [--access-log] [--keep DIR]
+
+`--keep DIR` leaves both callgrind output files in DIR for callgrind_annotate
+(build with `cargo build --profile profiling` for function names and lines).
+"""
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Server: bench\r\n"
+    b"Date: Sun, 29 Nov 2026 12:00:00 GMT\r\n"
+    b"Content-Type: text/plain\r\n"
+    b"Content-Length: 13\r\n"
+    b"Connection: keep-alive\r\n"
+    b"\r\n"
+    b"hello, world\n"
+)
+
+
+async def backend_conn(reader, writer):
+    try:
+        while True:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(RESPONSE)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_port(port, deadline):
+    while time.monotonic() < deadline:
+        try:
+            _, w = await asyncio.open_connection("127.0.0.1", port)
+            w.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+async def requests(port, n):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    req = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    for _ in range(n):
+        writer.write(req)
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"unexpected answer: {head[:60]!r}")
+        m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+        await reader.readexactly(int(m.group(1)) if m else 0)
+    writer.close()
+
+
+def total_instructions(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith("summary:") or line.startswith("totals:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no totals in {path}")
+
+
+async def one_run(args, bport, n, out):
+    port = free_port()
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    cmd += [args.binary, "proxy", "--from", f"127.0.0.1:{port}"]
+    cmd += ["--to", f"http://127.0.0.1:{bport}"]
+    if args.access_log:
+        cmd.append("--access-log")
+    env = dict(os.environ, FULCRUM_WORKERS="1", RUST_LOG="warn")
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        await wait_port(port, time.monotonic() + 120)
+        await requests(port, n)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        for _ in range(600):
+            if proc.poll() is not None:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            proc.kill()
+            raise RuntimeError("fulcrum did not stop")
+    return total_instructions(out)
+
+
+async def main(args):
+    backend = await asyncio.start_server(backend_conn, "127.0.0.1", 0)
+    bport = backend.sockets[0].getsockname()[1]
+    keep = args.keep or tempfile.mkdtemp(prefix="fulcrum-callgrind.")
+    os.makedirs(keep, exist_ok=True)
+    n = args.requests
+    a = await one_run(args, bport, n, os.path.join(keep, f"callgrind.out.{n}"))
+    b = await one_run(args, bport, 2 * n, os.path.join(keep, f"callgrind.out.{2 * n}"))
+    backend.close()
+    print(f"{n} requests: {a} instructions; {2 * n} requests: {b}")
+    print(f"per request: {(b - a) / n:.0f} instructions")
+    print(f"callgrind files: {keep}")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--binary", default="target/profiling/fulcrum")
+    p.add_argument("--requests", type=int, default=2000)
+    p.add_argument("--access-log", action="store_true", help="run with --access-log (to /dev/null)")
+    p.add_argument("--keep", help="directory for the callgrind output files")
+    asyncio.run(main(p.parse_args()))
+    sys.exit(0)
