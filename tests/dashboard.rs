@@ -666,23 +666,37 @@ async fn dashboard_graphs_timeline_confirmation_and_disconnection() {
 
 /// A real WebDriver click (it fails if something covers the element).
 async fn click(driver: &Driver, id: &str, css: &str) {
-    let found = driver
-        .call(
-            "POST",
-            &format!("/session/{id}/element"),
-            Some(json!({"using": "css selector", "value": css})),
-        )
-        .await;
-    let el = found["value"]["element-6066-11e4-a52e-4f735466cecf"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no element {css}: {found}"))
-        .to_string();
-    let r = driver
-        .call(
-            "POST",
-            &format!("/session/{id}/element/{el}/click"),
-            Some(json!({})),
-        )
-        .await;
-    assert!(r["value"].is_null(), "click on {css} failed: {r}");
+    // The dashboard redraws its tables on every refresh: an element found just
+    // before a redraw is gone when clicked ("stale element reference"), so find
+    // it again and retry, within a generous deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let found = driver
+            .call(
+                "POST",
+                &format!("/session/{id}/element"),
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        let el = found["value"]["element-6066-11e4-a52e-4f735466cecf"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {found}"))
+            .to_string();
+        let r = driver
+            .call(
+                "POST",
+                &format!("/session/{id}/element/{el}/click"),
+                Some(json!({})),
+            )
+            .await;
+        if r["value"].is_null() {
+            return;
+        }
+        let stale = r["value"]["error"] == "stale element reference";
+        assert!(
+            stale && std::time::Instant::now() < deadline,
+            "click on {css} failed: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
