@@ -18,13 +18,16 @@ import subprocess
 
 # First matching pattern wins; matched against `file:function`, where the file
 # is the source the instructions come from (inlined code keeps its own file).
+# This checkout's own sources, wherever it was cloned.
+REPO_SRC = re.escape(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src") + "/")
+
 GROUPS = [
     ("access log (line, time, channel)", r"proxy/access_log\.rs|serde_json|humantime|std/src/sync/mpmc|access_log::"),
     ("metrics (counters, histograms)", r"src/telemetry\.rs|telemetry::"),
     ("smuggling guard", r"proxy/guard\.rs|guard::Scanner"),
     ("header rules (hop-by-hop, forwarding, request ID)", r"proxy/headers\.rs|pipeline/request\.rs|pipeline/response\.rs"),
     ("routing", r"snapshot/router|pipeline/route\.rs"),
-    ("rest of our code (accept, forward, pick, finish, bodies)", r"^/work/|^src/|fulcrum/src/"),
+    ("rest of our code (accept, forward, pick, finish, bodies)", r"^" + REPO_SRC + r"|^src/|fulcrum/src/"),
     ("HTTP/1 parsing (httparse, both sides)", r"httparse"),
     ("hyper server side (role::Server, server::conn)", r"role::Server|hyper-[^/]*/src/server/"),
     ("hyper client side (role::Client, client::conn, dispatch channel)", r"role::Client|hyper-[^/]*/src/client/|/want-"),
