@@ -98,26 +98,6 @@ fn writer(rx: Receiver<String>, out: Box<dyn Write + Send>) {
     }
 }
 
-/// What the access log wants from a request beyond what the handler keeps
-/// anyway; captured only while the access log is on.
-pub struct RequestDetails {
-    pub protocol: http::Version,
-    pub user_agent: Option<http::HeaderValue>,
-    pub referer: Option<http::HeaderValue>,
-    pub tls: Option<super::headers::TlsInfo>,
-}
-
-impl RequestDetails {
-    pub fn capture(req: &http::request::Parts, peer: &super::headers::PeerInfo) -> Self {
-        RequestDetails {
-            protocol: req.version,
-            user_agent: req.headers.get(http::header::USER_AGENT).cloned(),
-            referer: req.headers.get(http::header::REFERER).cloned(),
-            tls: peer.tls.clone(),
-        }
-    }
-}
-
 fn protocol_name(v: http::Version) -> &'static str {
     match v {
         http::Version::HTTP_09 => "HTTP/0.9",

@@ -38,7 +38,7 @@ pub(crate) struct Completion {
     /// Spans to export, when tracing is on.
     pub trace: Option<Box<crate::otlp::RequestTrace>>,
     /// Protocol, user agent, referer, TLS: kept only when the access log is on.
-    pub details: Option<Box<super::access_log::RequestDetails>>,
+    pub details: Option<Box<RequestDetails>>,
     done: bool,
 }
 
@@ -150,5 +150,25 @@ impl Completion {
 impl Drop for Completion {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// What the access log wants from a request beyond what the handler keeps
+/// anyway; captured only while the access log is on.
+pub struct RequestDetails {
+    pub protocol: http::Version,
+    pub user_agent: Option<http::HeaderValue>,
+    pub referer: Option<http::HeaderValue>,
+    pub tls: Option<super::headers::TlsInfo>,
+}
+
+impl RequestDetails {
+    pub fn capture(req: &http::request::Parts, peer: &super::headers::PeerInfo) -> Self {
+        RequestDetails {
+            protocol: req.version,
+            user_agent: req.headers.get(http::header::USER_AGENT).cloned(),
+            referer: req.headers.get(http::header::REFERER).cloned(),
+            tls: peer.tls.clone(),
+        }
     }
 }

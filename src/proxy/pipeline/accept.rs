@@ -62,7 +62,7 @@ pub(super) fn accept(
                 .map_or("/", |p| p.as_str())
                 .to_string(),
         );
-        done.details = Some(Box::new(crate::proxy::access_log::RequestDetails::capture(
+        done.details = Some(Box::new(crate::proxy::finish::RequestDetails::capture(
             parts, &conn.peer,
         )));
     }
