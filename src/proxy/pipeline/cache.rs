@@ -464,7 +464,7 @@ fn settle(conn: &ConnCtx, rc: &mut RequestCtx, routed: &Routed<'_>, won: Won) {
         lease,
         ..
     } = won;
-    super::response::account(conn, rc, routed, attempt, response.status());
+    super::forward::account(conn, rc, routed, attempt, response.status());
     if let Lease::H1(sender) = lease
         && http_body::Body::is_end_stream(response.body())
         && let Some(b) = &rc.done.backend

@@ -306,3 +306,28 @@ pub(super) fn ejected(conn: &ConnCtx, pool: &Pool, backend: &Backend, reason: &s
     );
     pool.state.health_changed.notify_one();
 }
+
+/// Counts the answer of an attempt: latency estimates, passive health, and the
+/// finish record (backend, in-flight slot, status).
+pub(super) fn account(
+    conn: &ConnCtx,
+    rc: &mut RequestCtx,
+    routed: &Routed<'_>,
+    attempt: Attempt,
+    status: StatusCode,
+) {
+    let pool = routed.pool;
+    let backend = &attempt.backend;
+    let upstream_us = attempt.sent_at.elapsed().as_micros() as u64;
+    backend.observe_latency(upstream_us as f64);
+    pool.state.observe_latency(upstream_us as f64);
+    if pool.passive.unhealthy_status.matches(status.as_u16())
+        && backend.record_failure(&pool.passive)
+    {
+        ejected(conn, pool, backend, &format!("status {}", status.as_u16()));
+    }
+    rc.done.backend = Some(attempt.backend);
+    rc.done.in_flight = Some(attempt.guard);
+    rc.done.upstream_us = Some(upstream_us);
+    rc.done.status = status.as_u16();
+}

@@ -2,41 +2,16 @@
 //! latency estimates, loses its hop-by-hop headers, gets the route's header
 //! edits, the request ID and a split's cookie, and streams to the client; the
 //! end of its body finishes the request. On a caching route the body is stored
-//! while it streams (see `cache::Admit`).
+//! while it streams (see `cache::Admit`). How an answer counts for the backend
+//! (`forward::account`) sits with the other attempt bookkeeping.
 
-use super::attempt::Attempt;
 use super::cache::{Admit, CACHE_STATUS};
-use super::forward::{Won, ejected};
+use super::forward::{Won, account};
 use super::route::Routed;
 use super::{ConnCtx, RequestCtx, tunnel};
 use crate::proxy::body::{ProxyBody, UpstreamStream};
 use crate::proxy::headers::{self as hdr, X_REQUEST_ID};
 use http::{Response, StatusCode, header};
-
-/// Counts the answer of an attempt: latency estimates, passive health, and the
-/// finish record (backend, in-flight slot, status).
-pub(super) fn account(
-    conn: &ConnCtx,
-    rc: &mut RequestCtx,
-    routed: &Routed<'_>,
-    attempt: Attempt,
-    status: StatusCode,
-) {
-    let pool = routed.pool;
-    let backend = &attempt.backend;
-    let upstream_us = attempt.sent_at.elapsed().as_micros() as u64;
-    backend.observe_latency(upstream_us as f64);
-    pool.state.observe_latency(upstream_us as f64);
-    if pool.passive.unhealthy_status.matches(status.as_u16())
-        && backend.record_failure(&pool.passive)
-    {
-        ejected(conn, pool, backend, &format!("status {}", status.as_u16()));
-    }
-    rc.done.backend = Some(attempt.backend);
-    rc.done.in_flight = Some(attempt.guard);
-    rc.done.upstream_us = Some(upstream_us);
-    rc.done.status = status.as_u16();
-}
 
 pub(super) fn respond(
     conn: &ConnCtx,
