@@ -20,8 +20,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// Generous deadline for anything we poll for.
-pub const DEADLINE: Duration = Duration::from_secs(20);
+/// Generous deadline for anything we poll for. A passing test never waits it
+/// out; it is long because a 2-core CI machine running eight three-node
+/// clusters at once (debug builds, TLS on every peer link) can take well over
+/// the usual few seconds to elect, and a slow machine must not fail a test.
+pub const DEADLINE: Duration = Duration::from_secs(45);
 
 /// A directory under the system temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);
