@@ -15,8 +15,9 @@ pub fn self_signed(dir: &super::TempDir, names: &[&str]) -> (PathBuf, PathBuf) {
     (crt, key)
 }
 
+/// Accepts any certificate (to look at what a server presents).
 #[derive(Debug)]
-struct AnyCert;
+pub struct AnyCert;
 
 impl rustls::client::danger::ServerCertVerifier for AnyCert {
     fn verify_server_cert(
