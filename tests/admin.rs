@@ -1,11 +1,6 @@
 //! The admin API, metrics and `fulcrum ctl` against the real binary.
 
-mod common;
-
 use bytes::Bytes;
-use common::backend::{TestBackend, full};
-use common::client::{self, Resp};
-use common::{Fulcrum, eventually};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -13,6 +8,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use testkit::backend::{TestBackend, full};
+use testkit::client::{self, Resp};
+use testkit::{Fulcrum, eventually};
 
 async fn call(
     admin: SocketAddr,
@@ -585,7 +583,7 @@ async fn ctl_drives_every_endpoint() {
     ));
     let admin = format!("http://{}", f.admin());
     let ctl = |args: &[&str]| {
-        let out = std::process::Command::new(common::bin())
+        let out = std::process::Command::new(testkit::bin())
             .arg("ctl")
             .arg("--admin")
             .arg(&admin)

@@ -1,11 +1,9 @@
 //! The admin API beyond loopback: over HTTPS only, with `fulcrum ctl --ca`,
 //! and a read-only token that can look but not change anything.
 
-mod common;
-
-use common::Fulcrum;
-use common::backend::TestBackend;
 use std::process::Command;
+use testkit::Fulcrum;
+use testkit::backend::TestBackend;
 
 struct Out {
     ok: bool,
@@ -14,7 +12,7 @@ struct Out {
 }
 
 fn ctl(args: &[&str]) -> Out {
-    let out = Command::new(common::bin())
+    let out = Command::new(testkit::bin())
         .arg("ctl")
         .args(args)
         .env_remove("FULCRUM_ADMIN")
@@ -51,14 +49,14 @@ fn certificates() -> (String, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_beyond_loopback_is_https_with_a_read_only_token() {
     // Beyond loopback without TLS: refused, with the reason.
-    let (code, _, err) = common::validate(
+    let (code, _, err) = testkit::validate(
         "admin: { address: \"0.0.0.0:9000\", token: t }\nlisteners: [\"127.0.0.1:0\"]\n",
     );
     assert_eq!(code, 1);
     assert!(err.contains("set `admin.tls` (cert and key)"), "{err}");
 
     let backend = TestBackend::echo("a").await;
-    let dir = common::TempDir::new("admin-tls");
+    let dir = testkit::TempDir::new("admin-tls");
     let (ca, cert, key) = certificates();
     let ca_path = dir.write("ca.pem", &ca);
     let cert_path = dir.write("admin.pem", &cert);

@@ -1,11 +1,6 @@
 //! Load balancing, health checks, retries, hedging and splits, end to end.
 
-mod common;
-
 use bytes::Bytes;
-use common::backend::{Handler, TestBackend, full};
-use common::client;
-use common::{DEADLINE, Fulcrum};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -14,6 +9,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use testkit::backend::{Handler, TestBackend, full};
+use testkit::client;
+use testkit::{DEADLINE, Fulcrum};
 
 fn listener() -> &'static str {
     "listeners:\n  - address: \"127.0.0.1:0\"\naccess_log: { enabled: false }\n"
@@ -145,7 +143,7 @@ async fn least_conn_avoids_a_backend_held_by_slow_requests() {
             async move { client::get(addr, "/slow").await },
         ));
         let expected = slow.len();
-        common::eventually("the slow request to arrive", || async {
+        testkit::eventually("the slow request to arrive", || async {
             (a.hits() + b.hits() == expected).then_some(())
         })
         .await;
@@ -412,7 +410,7 @@ async fn passive_ejection_and_its_expiry() {
     assert_eq!(a.hits(), hits, "an ejected backend got traffic");
     broken.store(false, Ordering::SeqCst);
     // After fail_duration it takes traffic again.
-    common::eventually("a back after fail_duration", || async {
+    testkit::eventually("a back after fail_duration", || async {
         (client::get(addr, "/").await.header("x-backend").as_deref() == Some("a")).then_some(())
     })
     .await;
@@ -535,7 +533,7 @@ async fn post_is_not_retried_after_the_backend_read_it_but_put_is() {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["body_len"], 10_000);
-    assert_eq!(r.json()["body_sum"], common::backend::checksum(&body));
+    assert_eq!(r.json()["body_sum"], testkit::backend::checksum(&body));
     assert_eq!(seen.load(Ordering::SeqCst), 2);
 }
 
@@ -552,7 +550,7 @@ async fn fail_open_spreads_over_backends_that_all_look_down() {
     ));
     let closed = Fulcrum::start(&pool_config(&addr_list(&[&a, &b]), hc));
     for f in [&open, &closed] {
-        common::eventually("both down", || async {
+        testkit::eventually("both down", || async {
             (f.stderr.count(|l| l.contains("backend is down")) == 2).then_some(())
         })
         .await;
@@ -592,7 +590,7 @@ async fn slow_start_ramps_a_returning_backend() {
             "no ramp: a got {early_share}/100 right after returning"
         );
     }
-    common::eventually("the ramp to end", || async {
+    testkit::eventually("the ramp to end", || async {
         let c = spread(addr, 100).await;
         let share = c.get("a").copied().unwrap_or(0);
         (40..=60).contains(&share).then_some(())
@@ -714,7 +712,7 @@ async fn max_requests_caps_a_backend_and_the_queue_holds_the_rest() {
     for _ in 0..5 {
         held.push(tokio::spawn(async move { client::get(addr, "/").await }));
     }
-    common::eventually("two requests at the backend and three queued", || async {
+    testkit::eventually("two requests at the backend and three queued", || async {
         (now.load(Ordering::SeqCst) == 2 && queue_waiting(&f).await == 3).then_some(())
     })
     .await;
@@ -772,7 +770,7 @@ async fn a_request_queued_past_the_queue_timeout_gets_a_503() {
     ));
     let addr = f.listener(0);
     let first = tokio::spawn(async move { client::get(addr, "/").await });
-    common::eventually("the first request at the backend", || async {
+    testkit::eventually("the first request at the backend", || async {
         (now.load(Ordering::SeqCst) == 1).then_some(())
     })
     .await;

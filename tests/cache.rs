@@ -1,12 +1,7 @@
 //! End-to-end tests of the response cache (`routes[].cache`): the real binary
 //! between real clients and real backends on loopback.
 
-mod common;
-
 use bytes::Bytes;
-use common::Fulcrum;
-use common::backend::{Body, TestBackend, full};
-use common::client::{self, Resp};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
@@ -14,6 +9,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use testkit::Fulcrum;
+use testkit::backend::{Body, TestBackend, full};
+use testkit::client::{self, Resp};
 
 fn config(backend: SocketAddr, cache: &str) -> String {
     format!(
@@ -246,7 +244,7 @@ async fn purge_invalidation_and_metrics() {
 
     // The same through `fulcrum ctl`.
     let ctl = |args: &[&str]| {
-        let out = std::process::Command::new(common::bin())
+        let out = std::process::Command::new(testkit::bin())
             .args(["ctl", "--admin", &f.admin().to_string(), "cache"])
             .args(args)
             .output()

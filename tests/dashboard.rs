@@ -5,11 +5,7 @@
 //! server goes away; at 1280 px and at a phone's width every action is in view.
 //! Screenshots land in target/tmp/ and are decoded and checked.
 
-mod common;
-
 use bytes::Bytes;
-use common::backend::{TestBackend, full};
-use common::{DEADLINE, Fulcrum, client};
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -18,6 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use testkit::backend::{TestBackend, full};
+use testkit::{DEADLINE, Fulcrum, client};
 
 struct Driver {
     child: std::process::Child,
@@ -64,7 +62,7 @@ impl Driver {
             .spawn()
             .expect("chromedriver (Debian package chromium-driver) must be installed");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        common::eventually("chromedriver to listen", || async {
+        testkit::eventually("chromedriver to listen", || async {
             tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
         })
         .await;
@@ -423,8 +421,8 @@ async fn open(driver: &Driver, url: &str, size: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_the_cluster_section_on_a_cluster_node() {
     let b = TestBackend::echo("b").await;
-    let dir = common::TempDir::new("dash-cluster");
-    let port = common::cluster::free_port();
+    let dir = testkit::TempDir::new("dash-cluster");
+    let port = testkit::cluster::free_port();
     let f = Fulcrum::start(&format!(
         "listeners: [\"127.0.0.1:0\"]\naccess_log: {{ enabled: false }}\npools:\n  - name: app\n    backends: [\"{}\"]\nroutes:\n  - {{ pool: app }}\ncluster:\n  node_id: solo\n  bind: \"127.0.0.1:{port}\"\n  peers: []\n  state_dir: {}\n  heartbeat_interval: 50ms\n  election_timeout: 300ms\n",
         b.addr,

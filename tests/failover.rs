@@ -1,13 +1,7 @@
 //! Failover between backend levels, with real notification sinks: a webhook
 //! receiver and an SMTP server in the test.
 
-mod common;
-
 use bytes::Bytes;
-use common::backend::{TestBackend, full};
-use common::client::{self, Resp};
-use common::smtp::SmtpSink;
-use common::{DEADLINE, Fulcrum, eventually};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -17,6 +11,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use testkit::backend::{TestBackend, full};
+use testkit::client::{self, Resp};
+use testkit::smtp::SmtpSink;
+use testkit::{DEADLINE, Fulcrum, eventually};
 
 /// A backend that can be made to fail (every answer 503, health included).
 async fn level_backend(name: &'static str) -> (TestBackend, Arc<AtomicBool>) {
@@ -459,7 +457,7 @@ async fn the_seed_config_validates_and_runs() {
     ))
     .unwrap();
     // Unchanged, it validates.
-    let (code, out, err) = common::validate(&seed);
+    let (code, out, err) = testkit::validate(&seed);
     assert_eq!((code, out.trim()), (0, "ok"), "{err}");
     // To run it, its backends and SMTP host become local servers (nothing else
     // changes: 5s checks, unhealthy_threshold 2, immediate, notifications).

@@ -4,14 +4,12 @@
 //! the file it writes validated, run, and failing over; the non-interactive mode
 //! and an answers file giving the byte-identical file.
 
-mod common;
-
-use common::backend::TestBackend;
-use common::smtp::SmtpSink;
-use common::{Fulcrum, TempDir, bin, client};
 use rexpect::session::{PtySession, spawn_with_options};
 use std::net::SocketAddr;
 use std::process::Command;
+use testkit::backend::TestBackend;
+use testkit::smtp::SmtpSink;
+use testkit::{Fulcrum, TempDir, bin, client};
 
 fn free_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -222,7 +220,7 @@ async fn dialogue_writes_a_config_that_runs_and_fails_over() {
         assert_eq!(r.header("x-backend").as_deref(), Some("primary"));
     }
     primary.stop();
-    common::eventually("traffic on the backup", || async {
+    testkit::eventually("traffic on the backup", || async {
         let r = client::get_host(setup.listen, "app.test", "/").await;
         (r.header("x-backend").as_deref() == Some("backup")).then_some(())
     })

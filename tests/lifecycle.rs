@@ -1,17 +1,15 @@
 //! Reload and shutdown of the real binary: SIGHUP, file watch, invalid configs,
 //! SIGTERM with requests in flight.
 
-mod common;
-
 use bytes::Bytes;
-use common::backend::{TestBackend, full};
-use common::client;
-use common::{Fulcrum, ws};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use testkit::backend::{TestBackend, full};
+use testkit::client;
+use testkit::{Fulcrum, ws};
 
 fn config(pools: &str, routes: &str) -> String {
     format!("listeners:\n  - address: \"127.0.0.1:0\"\npools:\n{pools}routes:\n{routes}")
@@ -90,7 +88,7 @@ async fn sighup_adds_a_route_without_dropping_anything() {
     f.stderr.wait_for("reload", |l| {
         l.contains("configuration applied") && l.contains("\"generation\":2")
     });
-    common::eventually("the new route", || async {
+    testkit::eventually("the new route", || async {
         (client::get(addr, "/new")
             .await
             .header("x-backend")
@@ -172,13 +170,13 @@ async fn sigterm_lets_a_slow_request_finish_and_exits_zero() {
     ));
     let addr = f.listener(0);
     let req = tokio::spawn(async move { client::get(addr, "/").await });
-    common::eventually("the backend to get the request", || async {
+    testkit::eventually("the backend to get the request", || async {
         (started.load(Ordering::SeqCst) == 1).then_some(())
     })
     .await;
     f.signal(libc::SIGTERM);
     // New connections are refused once it stops accepting.
-    common::eventually("the listener to close", || async {
+    testkit::eventually("the listener to close", || async {
         tokio::net::TcpStream::connect(addr)
             .await
             .is_err()
@@ -222,7 +220,7 @@ async fn a_new_listener_on_reload_and_a_removed_one() {
     f.signal(libc::SIGHUP);
     f.stderr
         .wait_for("removal", |l| l.contains("listener removed"));
-    common::eventually("the removed listener to close", || async {
+    testkit::eventually("the removed listener to close", || async {
         tokio::net::TcpStream::connect(second)
             .await
             .is_err()

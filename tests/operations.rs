@@ -4,18 +4,16 @@
 //! audit lines for admin writes, the end of a passive ejection logged, and
 //! colour in logs only on a terminal.
 
-mod common;
-
 use bytes::Bytes;
-use common::backend::TestBackend;
-use common::client::{self, Resp};
-use common::{Fulcrum, TempDir, eventually};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use testkit::backend::TestBackend;
+use testkit::client::{self, Resp};
+use testkit::{Fulcrum, TempDir, eventually};
 
 async fn admin_get(admin: SocketAddr, path: &str, accept: Option<&str>) -> Resp {
     let mut req = Request::get(path).header("host", "admin");
@@ -379,14 +377,14 @@ fn first_log_line(on_terminal: bool, no_color: Option<&str>) -> String {
     let args = ["--log-format", "text", "run", "-c", cfg.to_str().unwrap()];
     let mut cmd = if on_terminal {
         let mut c = Command::new("script");
-        let line = std::iter::once(common::bin())
+        let line = std::iter::once(testkit::bin())
             .chain(args.iter().copied())
             .collect::<Vec<_>>()
             .join(" ");
         c.args(["-qefc", &line, "/dev/null"]);
         c
     } else {
-        let mut c = Command::new(common::bin());
+        let mut c = Command::new(testkit::bin());
         c.args(args);
         c
     };

@@ -1,17 +1,15 @@
 //! End-to-end tests of the request path: the real binary between real clients and
 //! real backends on loopback.
 
-mod common;
-
 use bytes::Bytes;
-use common::backend::{Body, TestBackend, checksum, full};
-use common::client::{self, Resp};
-use common::{Fulcrum, ws};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use std::sync::Arc;
 use std::time::Duration;
+use testkit::backend::{Body, TestBackend, checksum, full};
+use testkit::client::{self, Resp};
+use testkit::{Fulcrum, ws};
 
 /// A config with one listener on an ephemeral port and no admin API.
 fn config(body: &str) -> String {
@@ -275,7 +273,7 @@ async fn request_id_kept_or_generated_both_ways_and_logged() {
 }
 
 /// Streams its body: "first" at once, "second" only when the test says so.
-fn gated_stream(gate: Arc<tokio::sync::Notify>) -> common::backend::Handler {
+fn gated_stream(gate: Arc<tokio::sync::Notify>) -> testkit::backend::Handler {
     Arc::new(move |_req| {
         let gate = gate.clone();
         Box::pin(async move {
@@ -324,7 +322,7 @@ async fn response_streams_before_backend_finishes() {
     let mut body = resp.into_body();
     // The backend has not finished (it waits for the gate): the first chunk must
     // already be here, or the proxy is buffering.
-    let first = tokio::time::timeout(common::DEADLINE, body.frame())
+    let first = tokio::time::timeout(testkit::DEADLINE, body.frame())
         .await
         .expect("first chunk never arrived")
         .unwrap()
@@ -372,7 +370,7 @@ async fn request_body_streams_to_backend() {
     tx.send(Ok(Frame::data(Bytes::from(vec![b'a'; 1000]))))
         .await
         .unwrap();
-    let first = tokio::time::timeout(common::DEADLINE, got_first_rx)
+    let first = tokio::time::timeout(testkit::DEADLINE, got_first_rx)
         .await
         .expect("backend never saw the first chunk")
         .unwrap();
@@ -748,13 +746,13 @@ routes:
         stall.addr
     )));
     let addr = f.listener(0);
-    let r = tokio::time::timeout(common::DEADLINE, client::get_host(addr, "full.test", "/"))
+    let r = tokio::time::timeout(testkit::DEADLINE, client::get_host(addr, "full.test", "/"))
         .await
         .expect("connect timeout not applied");
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
 
     let res = tokio::time::timeout(
-        common::DEADLINE,
+        testkit::DEADLINE,
         client::try_send(
             addr,
             Request::get("/")
@@ -775,7 +773,7 @@ routes:
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     let mut buf = Vec::new();
-    let n = tokio::time::timeout(common::DEADLINE, s.read_to_end(&mut buf))
+    let n = tokio::time::timeout(testkit::DEADLINE, s.read_to_end(&mut buf))
         .await
         .expect("slow client never dropped");
     assert!(n.is_ok());

@@ -2,16 +2,14 @@
 //! request ID, continuing the client's W3C traceparent, with a child span per
 //! upstream attempt; the backend sees Fulcrum's span as its parent.
 
-mod common;
-
 use bytes::Bytes;
-use common::backend::{TestBackend, full};
-use common::{Fulcrum, client, eventually};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
+use testkit::backend::{TestBackend, full};
+use testkit::{Fulcrum, client, eventually};
 
 fn spans(exports: &[Value]) -> Vec<Value> {
     let mut out = Vec::new();

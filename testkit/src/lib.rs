@@ -1,6 +1,8 @@
-//! Shared test support: the real `fulcrum` binary started with a config, real
-//! backend servers on 127.0.0.1 ephemeral ports, and small HTTP/WebSocket clients.
-#![allow(dead_code)]
+//! Support for Fulcrum's integration tests (`tests/*.rs`): the real `fulcrum`
+//! binary started with a config, real backend servers on 127.0.0.1 ephemeral
+//! ports, and small HTTP/WebSocket clients. A crate of its own (not a module
+//! each test binary compiles) so that the compiler and clippy check it once and
+//! a helper no test uses is reported as dead.
 
 pub mod backend;
 pub mod certs;
@@ -15,9 +17,9 @@ pub mod ws;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Generous deadline for anything we poll for. A passing test never waits it
@@ -59,8 +61,37 @@ impl Drop for TempDir {
 
 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// The `fulcrum` binary cargo built for the integration tests. Cargo names it
+/// in `CARGO_BIN_EXE_fulcrum` while it runs a test; a test binary started by
+/// hand finds it where cargo puts it: test binaries live in
+/// `target/PROFILE/deps/`, the binary in `target/PROFILE/`.
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_fulcrum")
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(path) = std::env::var("CARGO_BIN_EXE_fulcrum") {
+            return path;
+        }
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let path = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|profile| profile.join("fulcrum"))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no fulcrum binary next to {}: run the tests with cargo test",
+                    exe.display()
+                )
+            });
+        path.to_str().expect("utf-8 path").to_string()
+    })
+}
+
+/// Scratch space that outlives a test run (`target/tmp`, what cargo calls
+/// `CARGO_TARGET_TMPDIR` when it compiles an integration test).
+pub fn target_tmp() -> PathBuf {
+    let profile = Path::new(bin()).parent().expect("target/PROFILE");
+    profile.parent().expect("target").join("tmp")
 }
 
 /// Log lines of a child process, collected by a reader thread.

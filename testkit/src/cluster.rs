@@ -1,7 +1,7 @@
 //! Cluster test support on loopback: several real `fulcrum` processes, each
 //! with its own state directory and peer port, restartable with the same state.
 
-use super::{Fulcrum, TempDir, client};
+use crate::{Fulcrum, TempDir, client};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;

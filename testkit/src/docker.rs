@@ -57,8 +57,8 @@ pub fn docker(args: &[&str]) -> String {
 fn server_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/docker/srv.rs");
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("docker-srv");
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docker/srv.rs");
+        let dir = crate::target_tmp().join("docker-srv");
         std::fs::create_dir_all(&dir).unwrap();
         let out = dir.join("srv");
         let fresh = |o: &PathBuf| {
@@ -109,8 +109,7 @@ impl Images {
         };
         let mut users = IMAGE_USERS.lock().unwrap_or_else(|e| e.into_inner());
         if *users == 0 {
-            let ctx = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-                .join(format!("docker-ctx-{}", std::process::id()));
+            let ctx = crate::target_tmp().join(format!("docker-ctx-{}", std::process::id()));
             std::fs::create_dir_all(&ctx).unwrap();
             std::fs::copy(server_binary(), ctx.join("srv")).unwrap();
             std::fs::write(
