@@ -1,31 +1,8 @@
 //! The admin API beyond loopback: over HTTPS only, with `fulcrum ctl --ca`,
 //! and a read-only token that can look but not change anything.
 
-use std::process::Command;
-use testkit::Fulcrum;
 use testkit::backend::TestBackend;
-
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn ctl(args: &[&str]) -> Out {
-    let out = Command::new(testkit::bin())
-        .arg("ctl")
-        .args(args)
-        .env_remove("FULCRUM_ADMIN")
-        .env_remove("FULCRUM_ADMIN_TOKEN")
-        .env_remove("FULCRUM_ADMIN_CA")
-        .output()
-        .expect("run ctl");
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    }
-}
+use testkit::{Fulcrum, ctl};
 
 /// A CA and a certificate it signed for localhost and 127.0.0.1: (CA PEM,
 /// cert PEM, key PEM).

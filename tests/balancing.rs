@@ -129,8 +129,8 @@ async fn least_conn_avoids_a_backend_held_by_slow_requests() {
             })
         })
     };
-    let a = TestBackend::start("a", held("a", gate.clone())).await;
-    let b = TestBackend::start("b", held("b", gate.clone())).await;
+    let a = TestBackend::start(held("a", gate.clone())).await;
+    let b = TestBackend::start(held("b", gate.clone())).await;
     let f = Fulcrum::start(&pool_config(
         &addr_list(&[&a, &b]),
         "    algorithm: least_conn\n",
@@ -377,20 +377,17 @@ async fn per_backend_health_check_override_like_the_seed() {
 async fn passive_ejection_and_its_expiry() {
     let broken = Arc::new(AtomicBool::new(true));
     let br = broken.clone();
-    let a = TestBackend::start(
-        "a",
-        Arc::new(move |_req| {
-            let br = br.clone();
-            Box::pin(async move {
-                let status = if br.load(Ordering::SeqCst) { 500 } else { 200 };
-                Response::builder()
-                    .status(status)
-                    .header("x-backend", "a")
-                    .body(full("a"))
-                    .unwrap()
-            })
-        }),
-    )
+    let a = TestBackend::start(Arc::new(move |_req| {
+        let br = br.clone();
+        Box::pin(async move {
+            let status = if br.load(Ordering::SeqCst) { 500 } else { 200 };
+            Response::builder()
+                .status(status)
+                .header("x-backend", "a")
+                .body(full("a"))
+                .unwrap()
+        })
+    }))
     .await;
     let b = TestBackend::echo("b").await;
     let f = Fulcrum::start(&pool_config(
@@ -416,17 +413,10 @@ async fn passive_ejection_and_its_expiry() {
     .await;
 }
 
-fn refused_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_backend_causes_no_client_errors() {
     let b = TestBackend::echo("b").await;
-    let dead = refused_port();
+    let dead = testkit::free_addr();
     let f = Fulcrum::start(&pool_config(
         &[format!("\"{dead}\""), format!("\"{}\"", b.addr)],
         "    passive_health: { max_fails: 1000000 }\n",
@@ -702,7 +692,7 @@ async fn max_requests_caps_a_backend_and_the_queue_holds_the_rest() {
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let now = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let a = TestBackend::start("a", gated("a", gate.clone(), now.clone(), peak.clone())).await;
+    let a = TestBackend::start(gated("a", gate.clone(), now.clone(), peak.clone())).await;
     let f = Fulcrum::start(&pool_config(
         &addr_list(&[&a]),
         "    max_requests: 2\n    queue: { size: 3, timeout: 60s }\n",
@@ -763,7 +753,7 @@ async fn a_request_queued_past_the_queue_timeout_gets_a_503() {
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let now = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let a = TestBackend::start("a", gated("a", gate.clone(), now.clone(), peak)).await;
+    let a = TestBackend::start(gated("a", gate.clone(), now.clone(), peak)).await;
     let f = Fulcrum::start(&pool_config(
         &addr_list(&[&a]),
         "    max_requests: 1\n    queue: { size: 10, timeout: 300ms }\n",

@@ -8,7 +8,8 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use testkit::cluster::{HookLog, Node, NodeSpec, Relay, agreed_primary, configure, free_port};
+use testkit::cluster::{HookLog, Node, NodeSpec, Relay, agreed_primary, configure};
+use testkit::free_port;
 use testkit::{TempDir, backend::TestBackend, client, eventually};
 
 const TIMING: &str = "  heartbeat_interval: 100ms\n  election_timeout: 500ms\n";

@@ -5,30 +5,7 @@
 
 use std::process::{Command, Stdio};
 use testkit::backend::TestBackend;
-use testkit::{Fulcrum, TempDir, client};
-
-struct Out {
-    ok: bool,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn ctl(args: &[&str]) -> Out {
-    let out = Command::new(testkit::bin())
-        .arg("ctl")
-        .args(args)
-        .env_remove("FULCRUM_ADMIN")
-        .env_remove("FULCRUM_ADMIN_TOKEN")
-        .output()
-        .unwrap();
-    Out {
-        ok: out.status.success(),
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    }
-}
+use testkit::{Fulcrum, TempDir, client, ctl};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_flags_anywhere_and_friendly_answers() {

@@ -50,11 +50,7 @@ impl Drop for Driver {
 
 impl Driver {
     async fn start() -> Driver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = testkit::free_port();
         let child = std::process::Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(std::process::Stdio::null())
@@ -244,20 +240,17 @@ fn b64decode(s: &str) -> Vec<u8> {
 async fn dashboard_shows_pools_and_follows_a_backend_going_down() {
     let healthy = Arc::new(AtomicBool::new(true));
     let h = healthy.clone();
-    let a = TestBackend::start(
-        "a",
-        Arc::new(move |req: Request<Incoming>| {
-            let h = h.clone();
-            Box::pin(async move {
-                let status = if req.uri().path() == "/health" && !h.load(Ordering::SeqCst) {
-                    503
-                } else {
-                    200
-                };
-                Response::builder().status(status).body(full("a")).unwrap()
-            })
-        }),
-    )
+    let a = TestBackend::start(Arc::new(move |req: Request<Incoming>| {
+        let h = h.clone();
+        Box::pin(async move {
+            let status = if req.uri().path() == "/health" && !h.load(Ordering::SeqCst) {
+                503
+            } else {
+                200
+            };
+            Response::builder().status(status).body(full("a")).unwrap()
+        })
+    }))
     .await;
     let b = TestBackend::echo("b").await;
     let f = Fulcrum::start(&format!(
@@ -422,7 +415,7 @@ async fn open(driver: &Driver, url: &str, size: &str) -> String {
 async fn dashboard_shows_the_cluster_section_on_a_cluster_node() {
     let b = TestBackend::echo("b").await;
     let dir = testkit::TempDir::new("dash-cluster");
-    let port = testkit::cluster::free_port();
+    let port = testkit::free_port();
     let f = Fulcrum::start(&format!(
         "listeners: [\"127.0.0.1:0\"]\naccess_log: {{ enabled: false }}\npools:\n  - name: app\n    backends: [\"{}\"]\nroutes:\n  - {{ pool: app }}\ncluster:\n  node_id: solo\n  bind: \"127.0.0.1:{port}\"\n  peers: []\n  state_dir: {}\n  heartbeat_interval: 50ms\n  election_timeout: 300ms\n",
         b.addr,
@@ -462,20 +455,17 @@ async fn dashboard_shows_the_cluster_section_on_a_cluster_node() {
 async fn dashboard_graphs_timeline_confirmation_and_disconnection() {
     let healthy = Arc::new(AtomicBool::new(true));
     let h = healthy.clone();
-    let a = TestBackend::start(
-        "a",
-        Arc::new(move |req: Request<Incoming>| {
-            let h = h.clone();
-            Box::pin(async move {
-                let status = if req.uri().path() == "/health" && !h.load(Ordering::SeqCst) {
-                    503
-                } else {
-                    200
-                };
-                Response::builder().status(status).body(full("a")).unwrap()
-            })
-        }),
-    )
+    let a = TestBackend::start(Arc::new(move |req: Request<Incoming>| {
+        let h = h.clone();
+        Box::pin(async move {
+            let status = if req.uri().path() == "/health" && !h.load(Ordering::SeqCst) {
+                503
+            } else {
+                200
+            };
+            Response::builder().status(status).body(full("a")).unwrap()
+        })
+    }))
     .await;
     let b = TestBackend::echo("b").await;
     let mut f = Fulcrum::start(&format!(

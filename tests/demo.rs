@@ -6,18 +6,11 @@ use bytes::Bytes;
 use http_body_util::Full;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use testkit::{Fulcrum, TempDir, client};
-
-fn free() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
+use testkit::{Fulcrum, TempDir, client, free_addr};
 
 /// Starts the demo on free ports; returns it with its proxy and admin addresses.
 fn start_demo(fail_every: &str, fail_for: &str) -> (Fulcrum, SocketAddr, SocketAddr) {
-    let (listen, admin) = (free(), free());
+    let (listen, admin) = (free_addr(), free_addr());
     let (l, a) = (listen.to_string(), admin.to_string());
     let f = Fulcrum::spawn(
         TempDir::new("demo"),

@@ -31,19 +31,16 @@ impl Hook {
     async fn start() -> Hook {
         let got = Arc::new(Mutex::new(Vec::new()));
         let g = got.clone();
-        let backend = TestBackend::start(
-            "hook",
-            Arc::new(move |req: Request<Incoming>| {
-                let g = g.clone();
-                Box::pin(async move {
-                    let body = req.into_body().collect().await.unwrap().to_bytes();
-                    if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-                        g.lock().unwrap().push((Instant::now(), v));
-                    }
-                    Response::new(full("ok"))
-                })
-            }),
-        )
+        let backend = TestBackend::start(Arc::new(move |req: Request<Incoming>| {
+            let g = g.clone();
+            Box::pin(async move {
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    g.lock().unwrap().push((Instant::now(), v));
+                }
+                Response::new(full("ok"))
+            })
+        }))
         .await;
         Hook { backend, got }
     }
@@ -427,10 +424,7 @@ async fn a_failing_channel_does_not_block_the_others() {
     let (b, _) = level_backend("backup").await;
     let hook = Hook::start().await;
     // The first webhook points at a closed port; it keeps failing and retrying.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = testkit::free_addr();
     let cfg = config(
         &[(&p, 0), (&b, 1)],
         "  strategy: immediate\n  check_interval: 100ms",

@@ -9,14 +9,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use testkit::backend::TestBackend;
 use testkit::smtp::SmtpSink;
-use testkit::{Fulcrum, TempDir, bin, client};
-
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
+use testkit::{Fulcrum, TempDir, bin, client, free_addr};
 
 /// Waits for `text` on the terminal, then types `keys` (`\r` is Enter).
 fn answer(p: &mut PtySession, text: &str, keys: &str) {
@@ -128,11 +121,11 @@ async fn dialogue_writes_a_config_that_runs_and_fails_over() {
     let sink = SmtpSink::start().await;
     let setup = Setup {
         up: primary.addr,
-        down: free_port(),
+        down: free_addr(),
         backup: backup.addr,
         smtp_port: sink.addr.port(),
-        listen: free_port(),
-        admin: free_port(),
+        listen: free_addr(),
+        admin: free_addr(),
     };
     let out = dir.path("fulcrum.yaml");
     let saved = dir.path("answers.yaml");

@@ -58,7 +58,7 @@ fn background_load(
 async fn sighup_adds_a_route_without_dropping_anything() {
     let a = TestBackend::echo("a").await;
     let b = TestBackend::echo("b").await;
-    let w = TestBackend::start("ws", Arc::new(|req| Box::pin(ws::echo_upgrade(req)))).await;
+    let w = TestBackend::start(Arc::new(|req| Box::pin(ws::echo_upgrade(req)))).await;
     let routes = "  - { path_prefix: /, pool: a }\n  - { path_prefix: /ws, pool: ws }\n";
     let pools = format!("{}{}", pool("a", &a), pool("ws", &w));
     let f = Fulcrum::start(&config(&pools, routes));
@@ -152,17 +152,14 @@ async fn file_change_is_picked_up_without_a_signal() {
 async fn sigterm_lets_a_slow_request_finish_and_exits_zero() {
     let started = Arc::new(AtomicUsize::new(0));
     let s2 = started.clone();
-    let slow = TestBackend::start(
-        "slow",
-        Arc::new(move |_req| {
-            let s = s2.clone();
-            Box::pin(async move {
-                s.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(1500)).await;
-                Response::new(full("finished"))
-            })
-        }),
-    )
+    let slow = TestBackend::start(Arc::new(move |_req| {
+        let s = s2.clone();
+        Box::pin(async move {
+            s.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            Response::new(full("finished"))
+        })
+    }))
     .await;
     let mut f = Fulcrum::start(&format!(
         "shutdown_timeout: 20s\n{}",
@@ -196,10 +193,7 @@ async fn a_new_listener_on_reload_and_a_removed_one() {
     let f = Fulcrum::start(&config(&pool("a", &a), routes));
     let first = f.listener(0);
     // Add a second listener (a fixed free port so both configs name it).
-    let second = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let second = testkit::free_addr();
     let two = format!(
         "listeners:\n  - address: \"127.0.0.1:0\"\n  - address: \"{second}\"\npools:\n{}routes:\n{routes}",
         pool("a", &a)

@@ -276,10 +276,7 @@ async fn metrics_parse_in_both_formats_and_count_every_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_fields_and_admin_audit_lines() {
     let a = TestBackend::echo("a").await;
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let dead = testkit::free_addr();
     let f = Fulcrum::start(&format!(
         "admin: {{ address: \"127.0.0.1:0\", token: s3cret-token }}\nlisteners: [\"127.0.0.1:0\"]\npools:\n  - name: web\n    backends: [\"{}\", \"{dead}\"]\n    passive_health: {{ max_fails: 1, fail_duration: 1s }}\nroutes:\n  - {{ pool: web }}\n",
         a.addr

@@ -98,21 +98,18 @@ async fn round_robin_and_strip_prefix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_rules_hop_by_hop_and_forwarding() {
-    let be = TestBackend::start(
-        "hdr",
-        Arc::new(|_req| {
-            Box::pin(async {
-                Response::builder()
-                    .header("x-backend", "hdr")
-                    .header("keep-alive", "timeout=5")
-                    .header("connection", "x-resp-hop")
-                    .header("x-resp-hop", "secret")
-                    .header("server", "leaky/1.0")
-                    .body(full("ok"))
-                    .unwrap()
-            })
-        }),
-    )
+    let be = TestBackend::start(Arc::new(|_req| {
+        Box::pin(async {
+            Response::builder()
+                .header("x-backend", "hdr")
+                .header("keep-alive", "timeout=5")
+                .header("connection", "x-resp-hop")
+                .header("x-resp-hop", "secret")
+                .header("server", "leaky/1.0")
+                .body(full("ok"))
+                .unwrap()
+        })
+    }))
     .await;
     let f = Fulcrum::start(&one_pool(
         &[&be],
@@ -302,7 +299,7 @@ fn tokio_stream_from<T: Send + 'static>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn response_streams_before_backend_finishes() {
     let gate = Arc::new(tokio::sync::Notify::new());
-    let be = TestBackend::start("stream", gated_stream(gate.clone())).await;
+    let be = TestBackend::start(gated_stream(gate.clone())).await;
     let f = Fulcrum::start(&one_pool(&[&be], "", ""));
     let stream = tokio::net::TcpStream::connect(f.listener(0)).await.unwrap();
     let (mut sender, conn) =
@@ -338,21 +335,18 @@ async fn request_body_streams_to_backend() {
     // The backend reports its first chunk before the client sends the second.
     let (got_first_tx, got_first_rx) = tokio::sync::oneshot::channel::<Bytes>();
     let got_first_tx = Arc::new(std::sync::Mutex::new(Some(got_first_tx)));
-    let be = TestBackend::start(
-        "upload",
-        Arc::new(move |req: Request<Incoming>| {
-            let tx = got_first_tx.clone();
-            Box::pin(async move {
-                let mut body = req.into_body();
-                let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-                if let Some(tx) = tx.lock().unwrap().take() {
-                    let _ = tx.send(first.clone());
-                }
-                let rest = body.collect().await.unwrap().to_bytes();
-                Response::new(full(format!("{}+{}", first.len(), rest.len())))
-            })
-        }),
-    )
+    let be = TestBackend::start(Arc::new(move |req: Request<Incoming>| {
+        let tx = got_first_tx.clone();
+        Box::pin(async move {
+            let mut body = req.into_body();
+            let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+            if let Some(tx) = tx.lock().unwrap().take() {
+                let _ = tx.send(first.clone());
+            }
+            let rest = body.collect().await.unwrap().to_bytes();
+            Response::new(full(format!("{}+{}", first.len(), rest.len())))
+        })
+    }))
     .await;
     let f = Fulcrum::start(&one_pool(&[&be], "", ""));
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(2);
@@ -445,7 +439,7 @@ async fn twenty_megabyte_upload_arrives_intact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_echo() {
-    let be = TestBackend::start("ws", Arc::new(|req| Box::pin(ws::echo_upgrade(req)))).await;
+    let be = TestBackend::start(Arc::new(|req| Box::pin(ws::echo_upgrade(req)))).await;
     let f = Fulcrum::start(&one_pool(&[&be], "", ""));
     let mut c = ws::WsClient::connect(f.listener(0), "/chat").await;
     assert!(
@@ -564,12 +558,6 @@ async fn limits_431_413_400() {
     assert_eq!(r.status, StatusCode::OK);
 }
 
-fn refused_port() -> std::net::SocketAddr {
-    // Bind then close: nothing listens there afterwards.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 async fn expect_error(addr: std::net::SocketAddr, host: &str, status: StatusCode) -> Resp {
     let r = client::get_host(addr, host, "/").await;
     assert_eq!(r.status, status, "{}", r.text());
@@ -587,17 +575,14 @@ async fn expect_error(addr: std::net::SocketAddr, host: &str, status: StatusCode
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_codes_404_502_503_504() {
-    let slow = TestBackend::start(
-        "slow",
-        Arc::new(|_req| {
-            Box::pin(async {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                Response::new(full("late"))
-            })
-        }),
-    )
+    let slow = TestBackend::start(Arc::new(|_req| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Response::new(full("late"))
+        })
+    }))
     .await;
-    let dead = refused_port();
+    let dead = testkit::free_addr();
     let f = Fulcrum::start(&config(&format!(
         "pools:
   - name: dead
@@ -710,24 +695,21 @@ async fn connect_header_and_idle_timeouts() {
         }
     }
     // idle: headers and a first chunk, then silence.
-    let stall = TestBackend::start(
-        "stall",
-        Arc::new(|_req| {
-            Box::pin(async {
-                let (tx, rx) = tokio::sync::mpsc::channel::<
-                    Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>,
-                >(1);
-                tokio::spawn(async move {
-                    let _ = tx
-                        .send(Ok(Frame::data(Bytes::from_static(b"partial"))))
-                        .await;
-                    tokio::time::sleep(Duration::from_secs(3600)).await;
-                    drop(tx);
-                });
-                Response::new(BodyExt::boxed(StreamBody::new(tokio_stream_from(rx))))
-            })
-        }),
-    )
+    let stall = TestBackend::start(Arc::new(|_req| {
+        Box::pin(async {
+            let (tx, rx) = tokio::sync::mpsc::channel::<
+                Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>,
+            >(1);
+            tokio::spawn(async move {
+                let _ = tx
+                    .send(Ok(Frame::data(Bytes::from_static(b"partial"))))
+                    .await;
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                drop(tx);
+            });
+            Response::new(BodyExt::boxed(StreamBody::new(tokio_stream_from(rx))))
+        })
+    }))
     .await;
     let f = Fulcrum::start(&config(&format!(
         "limits: {{ header_read_timeout: 300ms }}

@@ -311,14 +311,8 @@ async fn http_redirects_to_https() {
     let ca = Ca::new("Redirect CA");
     let dir = TempDir::new("tls-redirect");
     let (crt, key) = write_pair(&dir, "r", &ca.leaf(&["r.test"]));
-    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let plain = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let tls_port = testkit::free_addr();
+    let plain = testkit::free_addr();
     let cfg = format!(
         "listeners:\n  - address: \"{tls_port}\"\n    redirect_http_from: \"{plain}\"\n    tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }}\npools:\n  - name: app\n    backends: [\"{}\"]\nroutes:\n  - {{ pool: app }}\n",
         crt.display(),
@@ -580,7 +574,8 @@ async fn acme_certificates_from_pebble_over_http01_and_tls_alpn01() {
 /// with the primary's token; then every node serves the certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_cluster_the_primary_orders_and_every_node_serves_the_certificate() {
-    use testkit::cluster::{NodeSpec, agreed_primary, configure, free_port as peer_port};
+    use testkit::cluster::{NodeSpec, agreed_primary, configure};
+    use testkit::free_port as peer_port;
     let pebble = Pebble::start().await;
     let be = TestBackend::echo("be").await;
     let stores: Vec<TempDir> = (0..3).map(|_| TempDir::new("acme-node")).collect();

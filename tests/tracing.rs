@@ -35,25 +35,22 @@ fn attr<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
 async fn request_spans_reach_the_collector() {
     let got = Arc::new(Mutex::new(Vec::<Value>::new()));
     let g = got.clone();
-    let collector = TestBackend::start(
-        "collector",
-        Arc::new(move |req: Request<Incoming>| {
-            let g = g.clone();
-            Box::pin(async move {
-                let path = req.uri().path().to_string();
-                let body = req.into_body().collect().await.unwrap().to_bytes();
-                if path == "/v1/traces"
-                    && let Ok(v) = serde_json::from_slice::<Value>(&body)
-                {
-                    g.lock().unwrap().push(v);
-                }
-                Response::builder()
-                    .header("content-type", "application/json")
-                    .body(full("{}"))
-                    .unwrap()
-            })
-        }),
-    )
+    let collector = TestBackend::start(Arc::new(move |req: Request<Incoming>| {
+        let g = g.clone();
+        Box::pin(async move {
+            let path = req.uri().path().to_string();
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            if path == "/v1/traces"
+                && let Ok(v) = serde_json::from_slice::<Value>(&body)
+            {
+                g.lock().unwrap().push(v);
+            }
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(full("{}"))
+                .unwrap()
+        })
+    }))
     .await;
     let be = TestBackend::echo("be").await;
     let f = Fulcrum::start(&format!(

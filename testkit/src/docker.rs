@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 
 /// Why the engine cannot be used, or `None` when it answers.
-pub fn engine_missing() -> Option<String> {
+fn engine_missing() -> Option<String> {
     match Command::new("docker")
         .args(["version", "--format", "{{.Server.APIVersion}}"])
         .output()
@@ -30,7 +30,7 @@ pub fn engine_or_skip() -> bool {
 }
 
 /// The prefix of every container, network and image this test process makes.
-pub fn prefix() -> String {
+fn prefix() -> String {
     format!("fulcrum-t{}", std::process::id())
 }
 
@@ -102,7 +102,7 @@ pub struct Images {
 }
 
 impl Images {
-    pub fn get() -> Images {
+    fn get() -> Images {
         let images = Images {
             plain: format!("{}-srv", prefix()),
             checked: format!("{}-srv-hc", prefix()),
@@ -196,11 +196,6 @@ impl Scope {
     pub fn ip(&self, container: &str, network: &str) -> String {
         let format = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
         docker(&["inspect", "--format", &format, container])
-    }
-
-    /// A container's Docker health status.
-    pub fn health(&self, container: &str) -> String {
-        docker(&["inspect", "--format", "{{.State.Health.Status}}", container])
     }
 }
 

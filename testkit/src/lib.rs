@@ -89,7 +89,7 @@ pub fn bin() -> &'static str {
 
 /// Scratch space that outlives a test run (`target/tmp`, what cargo calls
 /// `CARGO_TARGET_TMPDIR` when it compiles an integration test).
-pub fn target_tmp() -> PathBuf {
+pub(crate) fn target_tmp() -> PathBuf {
     let profile = Path::new(bin()).parent().expect("target/PROFILE");
     profile.parent().expect("target").join("tmp")
 }
@@ -141,7 +141,7 @@ impl Lines {
         cv.notify_all();
     }
 
-    pub fn spawn_reader(&self, r: impl std::io::Read + Send + 'static) {
+    fn spawn_reader(&self, r: impl std::io::Read + Send + 'static) {
         let lines = self.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(r).lines() {
@@ -159,25 +159,18 @@ pub struct Fulcrum {
     pub child: Child,
     pub stderr: Lines,
     pub stdout: Lines,
-    pub dir: TempDir,
-    pub config: PathBuf,
+    dir: TempDir,
+    config: PathBuf,
 }
 
 impl Fulcrum {
     /// Writes `config` to a temp dir and runs `fulcrum run` on it; waits until
     /// every listener is up.
     pub fn start(config: &str) -> Fulcrum {
-        Self::start_args(config, &[])
-    }
-
-    pub fn start_args(config: &str, extra: &[&str]) -> Fulcrum {
         let dir = TempDir::new("run");
-        let config = with_test_admin(config);
-        let path = dir.write("fulcrum.yaml", &config);
+        let path = dir.write("fulcrum.yaml", &with_test_admin(config));
         let p = path.to_str().unwrap().to_string();
-        let mut args = vec!["--log-format", "json", "run", "-c", p.as_str()];
-        args.extend_from_slice(extra);
-        Self::spawn(dir, path.clone(), &args)
+        Self::spawn(dir, path, &["--log-format", "json", "run", "-c", &p])
     }
 
     pub fn spawn(dir: TempDir, config: PathBuf, args: &[&str]) -> Fulcrum {
@@ -185,13 +178,18 @@ impl Fulcrum {
     }
 
     /// Spawns and waits for a log line containing `ready` (or an error).
-    pub fn spawn_until(dir: TempDir, config: PathBuf, args: &[&str], ready: &str) -> Fulcrum {
+    pub(crate) fn spawn_until(
+        dir: TempDir,
+        config: PathBuf,
+        args: &[&str],
+        ready: &str,
+    ) -> Fulcrum {
         Self::spawn_program(dir, config, bin(), args, ready)
     }
 
     /// Like [`Fulcrum::spawn_until`], through another program (e.g. `ip netns
     /// exec NS fulcrum ...`, which execs, so the PID is fulcrum's).
-    pub fn spawn_program(
+    pub(crate) fn spawn_program(
         dir: TempDir,
         config: PathBuf,
         program: &str,
@@ -249,7 +247,7 @@ impl Fulcrum {
     }
 
     /// The address a named log field reported in a line with `message`.
-    pub fn logged_addr(&self, message: &str) -> SocketAddr {
+    fn logged_addr(&self, message: &str) -> SocketAddr {
         let line = self.stderr.wait_for(message, |l| {
             l.contains(&format!("\"message\":\"{message}\""))
         });
@@ -309,11 +307,52 @@ impl Drop for Fulcrum {
 
 /// Every test instance gets its admin API on an ephemeral port (the default,
 /// 127.0.0.1:9000, would collide between tests running in parallel).
-pub fn with_test_admin(config: &str) -> String {
+fn with_test_admin(config: &str) -> String {
     if config.starts_with("admin:") || config.contains("\nadmin:") {
         config.to_string()
     } else {
         format!("admin: {{ address: \"127.0.0.1:0\" }}\n{config}")
+    }
+}
+
+/// An address on 127.0.0.1 where nothing listens: bound, then released. For
+/// configs that name a port before their process starts, and for a backend
+/// that refuses connections.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+/// The port of [`free_addr`].
+pub fn free_port() -> u16 {
+    free_addr().port()
+}
+
+/// What `fulcrum ctl` printed and how it ended.
+pub struct CtlOutput {
+    pub ok: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `fulcrum ctl ARGS` without the admin settings of the environment
+/// (`FULCRUM_ADMIN`, `FULCRUM_ADMIN_TOKEN`, `FULCRUM_ADMIN_CA`): only ARGS count.
+pub fn ctl(args: &[&str]) -> CtlOutput {
+    let out = Command::new(bin())
+        .arg("ctl")
+        .args(args)
+        .env_remove("FULCRUM_ADMIN")
+        .env_remove("FULCRUM_ADMIN_TOKEN")
+        .env_remove("FULCRUM_ADMIN_CA")
+        .output()
+        .expect("run fulcrum ctl");
+    CtlOutput {
+        ok: out.status.success(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
     }
 }
 
