@@ -508,7 +508,7 @@ async fn a_node_without_the_cluster_secret_is_kept_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hook_terms_never_go_back_across_transitions() {
     let app = TestBackend::echo("app").await;
-    let hooks = HookLog::new();
+    let hooks = HookLog::create();
     let mut specs = specs(&["a", "b", "c"]);
     for s in specs.iter_mut() {
         s.extra = format!("  hooks: {{ notify: {} }}\n", hooks.script.display());

@@ -161,7 +161,8 @@ pub struct HookLog {
 }
 
 impl HookLog {
-    pub fn new() -> HookLog {
+    /// Writes the hook script into a directory of its own.
+    pub fn create() -> HookLog {
         let dir = TempDir::new("hooks");
         let script = dir.write(
             "hook.sh",
