@@ -1,8 +1,9 @@
 //! Support for Fulcrum's integration tests (`tests/*.rs`): the real `fulcrum`
 //! binary started with a config, real backend servers on 127.0.0.1 ephemeral
-//! ports, and small HTTP/WebSocket clients. A crate of its own (not a module
-//! each test binary compiles) so that the compiler and clippy check it once and
-//! a helper no test uses is reported as dead.
+//! ports, and small HTTP/WebSocket clients. A crate of its own, not a module
+//! each test binary compiles and uses in part: the compiler and clippy check it
+//! once, with no dead-code allow. An item is public only when a test uses it,
+//! so the compiler reports the rest when it falls out of use.
 
 pub mod backend;
 pub mod certs;
