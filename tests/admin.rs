@@ -1,11 +1,6 @@
 //! The admin API, metrics and `fulcrum ctl` against the real binary.
 
-mod common;
-
 use bytes::Bytes;
-use common::backend::{TestBackend, full};
-use common::client::{self, Resp};
-use common::{Fulcrum, eventually};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -13,6 +8,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use testkit::backend::{TestBackend, full};
+use testkit::client::{self, Resp};
+use testkit::{Fulcrum, eventually};
 
 async fn call(
     admin: SocketAddr,
@@ -358,27 +356,24 @@ async fn controllable(
     let gate = Arc::new(tokio::sync::Notify::new());
     let healthy = Arc::new(AtomicBool::new(true));
     let (g, h) = (gate.clone(), healthy.clone());
-    let be = TestBackend::start(
-        name,
-        Arc::new(move |req: Request<Incoming>| {
-            let (g, h) = (g.clone(), h.clone());
-            Box::pin(async move {
-                if req.uri().path() == "/slow" {
-                    g.notified().await;
-                }
-                let status = if req.uri().path() == "/health" && !h.load(Ordering::SeqCst) {
-                    503
-                } else {
-                    200
-                };
-                Response::builder()
-                    .status(status)
-                    .header("x-backend", name)
-                    .body(full(name))
-                    .unwrap()
-            })
-        }),
-    )
+    let be = TestBackend::start(Arc::new(move |req: Request<Incoming>| {
+        let (g, h) = (g.clone(), h.clone());
+        Box::pin(async move {
+            if req.uri().path() == "/slow" {
+                g.notified().await;
+            }
+            let status = if req.uri().path() == "/health" && !h.load(Ordering::SeqCst) {
+                503
+            } else {
+                200
+            };
+            Response::builder()
+                .status(status)
+                .header("x-backend", name)
+                .body(full(name))
+                .unwrap()
+        })
+    }))
     .await;
     (be, gate, healthy)
 }
@@ -585,18 +580,8 @@ async fn ctl_drives_every_endpoint() {
     ));
     let admin = format!("http://{}", f.admin());
     let ctl = |args: &[&str]| {
-        let out = std::process::Command::new(common::bin())
-            .arg("ctl")
-            .arg("--admin")
-            .arg(&admin)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        let out = testkit::ctl(&[&["--admin", admin.as_str()], args].concat());
+        (out.ok, out.stdout, out.stderr)
     };
     let (ok, out, err) = ctl(&["status"]);
     assert!(ok && out.contains("generation 1"), "{out}{err}");

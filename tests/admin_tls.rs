@@ -1,33 +1,8 @@
 //! The admin API beyond loopback: over HTTPS only, with `fulcrum ctl --ca`,
 //! and a read-only token that can look but not change anything.
 
-mod common;
-
-use common::Fulcrum;
-use common::backend::TestBackend;
-use std::process::Command;
-
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn ctl(args: &[&str]) -> Out {
-    let out = Command::new(common::bin())
-        .arg("ctl")
-        .args(args)
-        .env_remove("FULCRUM_ADMIN")
-        .env_remove("FULCRUM_ADMIN_TOKEN")
-        .env_remove("FULCRUM_ADMIN_CA")
-        .output()
-        .expect("run ctl");
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    }
-}
+use testkit::backend::TestBackend;
+use testkit::{Fulcrum, ctl};
 
 /// A CA and a certificate it signed for localhost and 127.0.0.1: (CA PEM,
 /// cert PEM, key PEM).
@@ -51,14 +26,14 @@ fn certificates() -> (String, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_beyond_loopback_is_https_with_a_read_only_token() {
     // Beyond loopback without TLS: refused, with the reason.
-    let (code, _, err) = common::validate(
+    let (code, _, err) = testkit::validate(
         "admin: { address: \"0.0.0.0:9000\", token: t }\nlisteners: [\"127.0.0.1:0\"]\n",
     );
     assert_eq!(code, 1);
     assert!(err.contains("set `admin.tls` (cert and key)"), "{err}");
 
     let backend = TestBackend::echo("a").await;
-    let dir = common::TempDir::new("admin-tls");
+    let dir = testkit::TempDir::new("admin-tls");
     let (ca, cert, key) = certificates();
     let ca_path = dir.write("ca.pem", &ca);
     let cert_path = dir.write("admin.pem", &cert);

@@ -1,11 +1,6 @@
 //! Load balancing, health checks, retries, hedging and splits, end to end.
 
-mod common;
-
 use bytes::Bytes;
-use common::backend::{Handler, TestBackend, full};
-use common::client;
-use common::{DEADLINE, Fulcrum};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -14,6 +9,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use testkit::backend::{Handler, TestBackend, full};
+use testkit::client;
+use testkit::{DEADLINE, Fulcrum};
 
 fn listener() -> &'static str {
     "listeners:\n  - address: \"127.0.0.1:0\"\naccess_log: { enabled: false }\n"
@@ -131,8 +129,8 @@ async fn least_conn_avoids_a_backend_held_by_slow_requests() {
             })
         })
     };
-    let a = TestBackend::start("a", held("a", gate.clone())).await;
-    let b = TestBackend::start("b", held("b", gate.clone())).await;
+    let a = TestBackend::start(held("a", gate.clone())).await;
+    let b = TestBackend::start(held("b", gate.clone())).await;
     let f = Fulcrum::start(&pool_config(
         &addr_list(&[&a, &b]),
         "    algorithm: least_conn\n",
@@ -145,7 +143,7 @@ async fn least_conn_avoids_a_backend_held_by_slow_requests() {
             async move { client::get(addr, "/slow").await },
         ));
         let expected = slow.len();
-        common::eventually("the slow request to arrive", || async {
+        testkit::eventually("the slow request to arrive", || async {
             (a.hits() + b.hits() == expected).then_some(())
         })
         .await;
@@ -379,20 +377,17 @@ async fn per_backend_health_check_override_like_the_seed() {
 async fn passive_ejection_and_its_expiry() {
     let broken = Arc::new(AtomicBool::new(true));
     let br = broken.clone();
-    let a = TestBackend::start(
-        "a",
-        Arc::new(move |_req| {
-            let br = br.clone();
-            Box::pin(async move {
-                let status = if br.load(Ordering::SeqCst) { 500 } else { 200 };
-                Response::builder()
-                    .status(status)
-                    .header("x-backend", "a")
-                    .body(full("a"))
-                    .unwrap()
-            })
-        }),
-    )
+    let a = TestBackend::start(Arc::new(move |_req| {
+        let br = br.clone();
+        Box::pin(async move {
+            let status = if br.load(Ordering::SeqCst) { 500 } else { 200 };
+            Response::builder()
+                .status(status)
+                .header("x-backend", "a")
+                .body(full("a"))
+                .unwrap()
+        })
+    }))
     .await;
     let b = TestBackend::echo("b").await;
     let f = Fulcrum::start(&pool_config(
@@ -412,23 +407,16 @@ async fn passive_ejection_and_its_expiry() {
     assert_eq!(a.hits(), hits, "an ejected backend got traffic");
     broken.store(false, Ordering::SeqCst);
     // After fail_duration it takes traffic again.
-    common::eventually("a back after fail_duration", || async {
+    testkit::eventually("a back after fail_duration", || async {
         (client::get(addr, "/").await.header("x-backend").as_deref() == Some("a")).then_some(())
     })
     .await;
 }
 
-fn refused_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_backend_causes_no_client_errors() {
     let b = TestBackend::echo("b").await;
-    let dead = refused_port();
+    let dead = testkit::free_addr();
     let f = Fulcrum::start(&pool_config(
         &[format!("\"{dead}\""), format!("\"{}\"", b.addr)],
         "    passive_health: { max_fails: 1000000 }\n",
@@ -535,7 +523,7 @@ async fn post_is_not_retried_after_the_backend_read_it_but_put_is() {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["body_len"], 10_000);
-    assert_eq!(r.json()["body_sum"], common::backend::checksum(&body));
+    assert_eq!(r.json()["body_sum"], testkit::backend::checksum(&body));
     assert_eq!(seen.load(Ordering::SeqCst), 2);
 }
 
@@ -552,7 +540,7 @@ async fn fail_open_spreads_over_backends_that_all_look_down() {
     ));
     let closed = Fulcrum::start(&pool_config(&addr_list(&[&a, &b]), hc));
     for f in [&open, &closed] {
-        common::eventually("both down", || async {
+        testkit::eventually("both down", || async {
             (f.stderr.count(|l| l.contains("backend is down")) == 2).then_some(())
         })
         .await;
@@ -592,7 +580,7 @@ async fn slow_start_ramps_a_returning_backend() {
             "no ramp: a got {early_share}/100 right after returning"
         );
     }
-    common::eventually("the ramp to end", || async {
+    testkit::eventually("the ramp to end", || async {
         let c = spread(addr, 100).await;
         let share = c.get("a").copied().unwrap_or(0);
         (40..=60).contains(&share).then_some(())
@@ -704,7 +692,7 @@ async fn max_requests_caps_a_backend_and_the_queue_holds_the_rest() {
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let now = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let a = TestBackend::start("a", gated("a", gate.clone(), now.clone(), peak.clone())).await;
+    let a = TestBackend::start(gated("a", gate.clone(), now.clone(), peak.clone())).await;
     let f = Fulcrum::start(&pool_config(
         &addr_list(&[&a]),
         "    max_requests: 2\n    queue: { size: 3, timeout: 60s }\n",
@@ -714,7 +702,7 @@ async fn max_requests_caps_a_backend_and_the_queue_holds_the_rest() {
     for _ in 0..5 {
         held.push(tokio::spawn(async move { client::get(addr, "/").await }));
     }
-    common::eventually("two requests at the backend and three queued", || async {
+    testkit::eventually("two requests at the backend and three queued", || async {
         (now.load(Ordering::SeqCst) == 2 && queue_waiting(&f).await == 3).then_some(())
     })
     .await;
@@ -765,14 +753,14 @@ async fn a_request_queued_past_the_queue_timeout_gets_a_503() {
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let now = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let a = TestBackend::start("a", gated("a", gate.clone(), now.clone(), peak)).await;
+    let a = TestBackend::start(gated("a", gate.clone(), now.clone(), peak)).await;
     let f = Fulcrum::start(&pool_config(
         &addr_list(&[&a]),
         "    max_requests: 1\n    queue: { size: 10, timeout: 300ms }\n",
     ));
     let addr = f.listener(0);
     let first = tokio::spawn(async move { client::get(addr, "/").await });
-    common::eventually("the first request at the backend", || async {
+    testkit::eventually("the first request at the backend", || async {
         (now.load(Ordering::SeqCst) == 1).then_some(())
     })
     .await;

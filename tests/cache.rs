@@ -1,12 +1,7 @@
 //! End-to-end tests of the response cache (`routes[].cache`): the real binary
 //! between real clients and real backends on loopback.
 
-mod common;
-
 use bytes::Bytes;
-use common::Fulcrum;
-use common::backend::{Body, TestBackend, full};
-use common::client::{self, Resp};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
@@ -14,6 +9,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use testkit::Fulcrum;
+use testkit::backend::{Body, TestBackend, full};
+use testkit::client::{self, Resp};
 
 fn config(backend: SocketAddr, cache: &str) -> String {
     format!(
@@ -38,48 +36,44 @@ routes:
 async fn origin() -> (TestBackend, Arc<AtomicUsize>) {
     let full_answers = Arc::new(AtomicUsize::new(0));
     let n = full_answers.clone();
-    let b = TestBackend::start(
-        "origin",
-        Arc::new(move |req| {
-            let n = n.clone();
-            Box::pin(async move {
-                let path = req.uri().path().to_string();
-                if path.starts_with("/cached/nostore") {
-                    return Response::builder()
-                        .header("cache-control", "no-store")
-                        .body(full("private"))
-                        .unwrap();
-                }
-                if !path.starts_with("/cached") {
-                    return Response::new(full("uncached"));
-                }
-                if req
-                    .headers()
-                    .get("if-none-match")
-                    .is_some_and(|v| v == "\"e1\"")
-                {
-                    return Response::builder()
-                        .status(304)
-                        .header("etag", "\"e1\"")
-                        .header("cache-control", "max-age=1")
-                        .body(full(""))
-                        .unwrap();
-                }
-                let i = n.fetch_add(1, Ordering::SeqCst) + 1;
-                let max_age = if path == "/cached/long" { 3600 } else { 1 };
-                let mut r = Response::builder();
-                if req.method() == http::Method::POST {
-                    r = r.header("location", "/cached/loc");
-                }
-                r.header("etag", "\"e1\"")
-                    .header("cache-control", format!("max-age={max_age}"))
-                    .header("cache-tag", "page")
-                    .body(full(format!("v{i}")))
-                    .unwrap()
-            })
-                as std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>
-        }),
-    )
+    let b = TestBackend::start(Arc::new(move |req| {
+        let n = n.clone();
+        Box::pin(async move {
+            let path = req.uri().path().to_string();
+            if path.starts_with("/cached/nostore") {
+                return Response::builder()
+                    .header("cache-control", "no-store")
+                    .body(full("private"))
+                    .unwrap();
+            }
+            if !path.starts_with("/cached") {
+                return Response::new(full("uncached"));
+            }
+            if req
+                .headers()
+                .get("if-none-match")
+                .is_some_and(|v| v == "\"e1\"")
+            {
+                return Response::builder()
+                    .status(304)
+                    .header("etag", "\"e1\"")
+                    .header("cache-control", "max-age=1")
+                    .body(full(""))
+                    .unwrap();
+            }
+            let i = n.fetch_add(1, Ordering::SeqCst) + 1;
+            let max_age = if path == "/cached/long" { 3600 } else { 1 };
+            let mut r = Response::builder();
+            if req.method() == http::Method::POST {
+                r = r.header("location", "/cached/loc");
+            }
+            r.header("etag", "\"e1\"")
+                .header("cache-control", format!("max-age={max_age}"))
+                .header("cache-tag", "page")
+                .body(full(format!("v{i}")))
+                .unwrap()
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>
+    }))
     .await;
     (b, full_answers)
 }
@@ -246,7 +240,7 @@ async fn purge_invalidation_and_metrics() {
 
     // The same through `fulcrum ctl`.
     let ctl = |args: &[&str]| {
-        let out = std::process::Command::new(common::bin())
+        let out = std::process::Command::new(testkit::bin())
             .args(["ctl", "--admin", &f.admin().to_string(), "cache"])
             .args(args)
             .output()
@@ -278,19 +272,16 @@ async fn purge_invalidation_and_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_misses_make_one_backend_request() {
-    let b = TestBackend::start(
-        "slow",
-        Arc::new(|req| {
-            Box::pin(async move {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let mut r = Response::builder().header("cache-control", "max-age=60");
-                if req.uri().path() == "/cached/cookie" {
-                    r = r.header("set-cookie", "leader=1");
-                }
-                r.body(full("same")).unwrap()
-            })
-        }),
-    )
+    let b = TestBackend::start(Arc::new(|req| {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut r = Response::builder().header("cache-control", "max-age=60");
+            if req.uri().path() == "/cached/cookie" {
+                r = r.header("set-cookie", "leader=1");
+            }
+            r.body(full("same")).unwrap()
+        })
+    }))
     .await;
     let f = Fulcrum::start(&config(b.addr, "      lock_timeout: 30s\n"));
     let addr = f.listener(0);
@@ -348,30 +339,24 @@ fn rss(pid: i32) -> u64 {
 async fn byte_bound_holds_and_a_large_download_streams_without_being_stored() {
     const BIG: u64 = 512 << 20;
     const CHUNK: usize = 256 << 10;
-    let b = TestBackend::start(
-        "bulk",
-        Arc::new(|req| {
-            Box::pin(async move {
-                if req.uri().path().starts_with("/cached/big") {
-                    let chunk = Bytes::from(vec![7u8; CHUNK]);
-                    let frames =
-                        futures_util::stream::iter((0..BIG / CHUNK as u64).map(move |_| {
-                            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(
-                                chunk.clone(),
-                            ))
-                        }));
-                    return Response::builder()
-                        .header("cache-control", "max-age=60")
-                        .body(BodyExt::boxed(StreamBody::new(frames)))
-                        .unwrap();
-                }
-                Response::builder()
+    let b = TestBackend::start(Arc::new(|req| {
+        Box::pin(async move {
+            if req.uri().path().starts_with("/cached/big") {
+                let chunk = Bytes::from(vec![7u8; CHUNK]);
+                let frames = futures_util::stream::iter((0..BIG / CHUNK as u64).map(move |_| {
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(chunk.clone()))
+                }));
+                return Response::builder()
                     .header("cache-control", "max-age=60")
-                    .body(full(vec![b'x'; 32 << 10]))
-                    .unwrap()
-            })
-        }),
-    )
+                    .body(BodyExt::boxed(StreamBody::new(frames)))
+                    .unwrap();
+            }
+            Response::builder()
+                .header("cache-control", "max-age=60")
+                .body(full(vec![b'x'; 32 << 10]))
+                .unwrap()
+        })
+    }))
     .await;
     let f = Fulcrum::start(&config(
         b.addr,
@@ -435,56 +420,52 @@ async fn byte_bound_holds_and_a_large_download_streams_without_being_stored() {
 async fn one_background_refresh_variants_and_authorization() {
     let swr_answers = Arc::new(AtomicUsize::new(0));
     let n = swr_answers.clone();
-    let b = TestBackend::start(
-        "varied",
-        Arc::new(move |req| {
-            let n = n.clone();
-            Box::pin(async move {
-                let path = req.uri().path().to_string();
-                let r = Response::builder();
-                match path.as_str() {
-                    "/cached/swr" => {
-                        // The first answer goes stale at once; the refreshed one
-                        // stays fresh, so exactly one refresh is expected.
-                        let i = n.fetch_add(1, Ordering::SeqCst) + 1;
-                        let cc = if i == 1 {
-                            "max-age=1, stale-while-revalidate=60"
-                        } else {
-                            "max-age=3600"
-                        };
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        r.header("cache-control", cc).body(full(format!("v{i}")))
-                    }
-                    "/cached/vary" => {
-                        let lang = req
-                            .headers()
-                            .get("accept-language")
-                            .map(|v| v.to_str().unwrap().to_string())
-                            .unwrap_or_default();
-                        r.header("cache-control", "max-age=60")
-                            .header("vary", "Accept-Language")
-                            .body(full(lang))
-                    }
-                    // First a good answer, then only errors.
-                    "/cached/flaky" | "/cached/strict" => {
-                        let cc = if path == "/cached/flaky" {
-                            "max-age=1, stale-if-error=60"
-                        } else {
-                            "max-age=1, must-revalidate, stale-if-error=60"
-                        };
-                        if req.headers().contains_key("x-fail") {
-                            r.status(500).body(full("broken"))
-                        } else {
-                            r.header("cache-control", cc).body(full("good"))
-                        }
-                    }
-                    _ => r.header("cache-control", "max-age=60").body(full("secret")),
+    let b = TestBackend::start(Arc::new(move |req| {
+        let n = n.clone();
+        Box::pin(async move {
+            let path = req.uri().path().to_string();
+            let r = Response::builder();
+            match path.as_str() {
+                "/cached/swr" => {
+                    // The first answer goes stale at once; the refreshed one
+                    // stays fresh, so exactly one refresh is expected.
+                    let i = n.fetch_add(1, Ordering::SeqCst) + 1;
+                    let cc = if i == 1 {
+                        "max-age=1, stale-while-revalidate=60"
+                    } else {
+                        "max-age=3600"
+                    };
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    r.header("cache-control", cc).body(full(format!("v{i}")))
                 }
-                .unwrap()
-            })
-                as std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>
-        }),
-    )
+                "/cached/vary" => {
+                    let lang = req
+                        .headers()
+                        .get("accept-language")
+                        .map(|v| v.to_str().unwrap().to_string())
+                        .unwrap_or_default();
+                    r.header("cache-control", "max-age=60")
+                        .header("vary", "Accept-Language")
+                        .body(full(lang))
+                }
+                // First a good answer, then only errors.
+                "/cached/flaky" | "/cached/strict" => {
+                    let cc = if path == "/cached/flaky" {
+                        "max-age=1, stale-if-error=60"
+                    } else {
+                        "max-age=1, must-revalidate, stale-if-error=60"
+                    };
+                    if req.headers().contains_key("x-fail") {
+                        r.status(500).body(full("broken"))
+                    } else {
+                        r.header("cache-control", cc).body(full("good"))
+                    }
+                }
+                _ => r.header("cache-control", "max-age=60").body(full("secret")),
+            }
+            .unwrap()
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>
+    }))
     .await;
     let f = Fulcrum::start(&config(b.addr, "      stale_if_error: 0s\n"));
     let addr = f.listener(0);

@@ -3,15 +3,14 @@
 //! on SIGTERM with hooks in order, a witness, preemption. (The floating VIP needs
 //! network namespaces: see ha_netns.rs.)
 
-mod common;
-
 use bytes::Bytes;
-use common::cluster::{HookLog, Node, NodeSpec, Relay, agreed_primary, configure, free_port};
-use common::{TempDir, backend::TestBackend, client, eventually};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use testkit::cluster::{HookLog, Node, NodeSpec, Relay, agreed_primary, configure};
+use testkit::free_port;
+use testkit::{TempDir, backend::TestBackend, client, eventually};
 
 const TIMING: &str = "  heartbeat_interval: 100ms\n  election_timeout: 500ms\n";
 const SECRET: &str = "correct-horse-battery-staple";
@@ -246,7 +245,7 @@ async fn admin_writes_on_any_node_reach_every_node_and_survive_a_restart() {
     );
     let st = call(s0.admin(), "GET", "/api/v1/status", "").await.json();
     assert_eq!(st["cluster_role"], "secondary");
-    let out = std::process::Command::new(common::bin())
+    let out = std::process::Command::new(testkit::bin())
         .args([
             "ctl",
             "--admin",
@@ -509,7 +508,7 @@ async fn a_node_without_the_cluster_secret_is_kept_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hook_terms_never_go_back_across_transitions() {
     let app = TestBackend::echo("app").await;
-    let hooks = HookLog::new();
+    let hooks = HookLog::create();
     let mut specs = specs(&["a", "b", "c"]);
     for s in specs.iter_mut() {
         s.extra = format!("  hooks: {{ notify: {} }}\n", hooks.script.display());

@@ -3,34 +3,9 @@
 //! address for `add` and `remove`, file names in `apply` errors; and
 //! `fulcrum proxy --admin`.
 
-mod common;
-
-use common::backend::TestBackend;
-use common::{Fulcrum, TempDir, client};
 use std::process::{Command, Stdio};
-
-struct Out {
-    ok: bool,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn ctl(args: &[&str]) -> Out {
-    let out = Command::new(common::bin())
-        .arg("ctl")
-        .args(args)
-        .env_remove("FULCRUM_ADMIN")
-        .env_remove("FULCRUM_ADMIN_TOKEN")
-        .output()
-        .unwrap();
-    Out {
-        ok: out.status.success(),
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    }
-}
+use testkit::backend::TestBackend;
+use testkit::{Fulcrum, TempDir, client, ctl};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_flags_anywhere_and_friendly_answers() {
@@ -129,7 +104,7 @@ async fn ctl_flags_anywhere_and_friendly_answers() {
     );
 
     // A reader that goes away: no panic, a quiet exit.
-    let mut child = Command::new(common::bin())
+    let mut child = Command::new(testkit::bin())
         .args(["ctl", "config"])
         .args(auth)
         .stdout(Stdio::piped())
@@ -172,7 +147,7 @@ fn ctl_help_describes_every_argument() {
         vec!["ctl", "apply", "--help"],
         vec!["ctl", "remove", "--help"],
     ] {
-        let out = Command::new(common::bin()).args(&sub).output().unwrap();
+        let out = Command::new(testkit::bin()).args(&sub).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{sub:?}");
         // clap prints an argument line with nothing after the name when it
@@ -225,7 +200,7 @@ async fn proxy_one_liner_serves_admin_metrics_and_dashboard() {
     let pools = client::get(admin, "/api/v1/pools").await.json();
     assert_eq!(pools[0]["backends"][0]["address"], a.addr.to_string());
     // A public address needs a token.
-    let out = Command::new(common::bin())
+    let out = Command::new(testkit::bin())
         .args([
             "proxy",
             "--from",

@@ -5,11 +5,7 @@
 //! server goes away; at 1280 px and at a phone's width every action is in view.
 //! Screenshots land in target/tmp/ and are decoded and checked.
 
-mod common;
-
 use bytes::Bytes;
-use common::backend::{TestBackend, full};
-use common::{DEADLINE, Fulcrum, client};
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -18,6 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use testkit::backend::{TestBackend, full};
+use testkit::{DEADLINE, Fulcrum, client};
 
 struct Driver {
     child: std::process::Child,
@@ -52,11 +50,7 @@ impl Drop for Driver {
 
 impl Driver {
     async fn start() -> Driver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = testkit::free_port();
         let child = std::process::Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(std::process::Stdio::null())
@@ -64,7 +58,7 @@ impl Driver {
             .spawn()
             .expect("chromedriver (Debian package chromium-driver) must be installed");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        common::eventually("chromedriver to listen", || async {
+        testkit::eventually("chromedriver to listen", || async {
             tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
         })
         .await;
@@ -246,20 +240,17 @@ fn b64decode(s: &str) -> Vec<u8> {
 async fn dashboard_shows_pools_and_follows_a_backend_going_down() {
     let healthy = Arc::new(AtomicBool::new(true));
     let h = healthy.clone();
-    let a = TestBackend::start(
-        "a",
-        Arc::new(move |req: Request<Incoming>| {
-            let h = h.clone();
-            Box::pin(async move {
-                let status = if req.uri().path() == "/health" && !h.load(Ordering::SeqCst) {
-                    503
-                } else {
-                    200
-                };
-                Response::builder().status(status).body(full("a")).unwrap()
-            })
-        }),
-    )
+    let a = TestBackend::start(Arc::new(move |req: Request<Incoming>| {
+        let h = h.clone();
+        Box::pin(async move {
+            let status = if req.uri().path() == "/health" && !h.load(Ordering::SeqCst) {
+                503
+            } else {
+                200
+            };
+            Response::builder().status(status).body(full("a")).unwrap()
+        })
+    }))
     .await;
     let b = TestBackend::echo("b").await;
     let f = Fulcrum::start(&format!(
@@ -423,8 +414,8 @@ async fn open(driver: &Driver, url: &str, size: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_the_cluster_section_on_a_cluster_node() {
     let b = TestBackend::echo("b").await;
-    let dir = common::TempDir::new("dash-cluster");
-    let port = common::cluster::free_port();
+    let dir = testkit::TempDir::new("dash-cluster");
+    let port = testkit::free_port();
     let f = Fulcrum::start(&format!(
         "listeners: [\"127.0.0.1:0\"]\naccess_log: {{ enabled: false }}\npools:\n  - name: app\n    backends: [\"{}\"]\nroutes:\n  - {{ pool: app }}\ncluster:\n  node_id: solo\n  bind: \"127.0.0.1:{port}\"\n  peers: []\n  state_dir: {}\n  heartbeat_interval: 50ms\n  election_timeout: 300ms\n",
         b.addr,
@@ -464,20 +455,17 @@ async fn dashboard_shows_the_cluster_section_on_a_cluster_node() {
 async fn dashboard_graphs_timeline_confirmation_and_disconnection() {
     let healthy = Arc::new(AtomicBool::new(true));
     let h = healthy.clone();
-    let a = TestBackend::start(
-        "a",
-        Arc::new(move |req: Request<Incoming>| {
-            let h = h.clone();
-            Box::pin(async move {
-                let status = if req.uri().path() == "/health" && !h.load(Ordering::SeqCst) {
-                    503
-                } else {
-                    200
-                };
-                Response::builder().status(status).body(full("a")).unwrap()
-            })
-        }),
-    )
+    let a = TestBackend::start(Arc::new(move |req: Request<Incoming>| {
+        let h = h.clone();
+        Box::pin(async move {
+            let status = if req.uri().path() == "/health" && !h.load(Ordering::SeqCst) {
+                503
+            } else {
+                200
+            };
+            Response::builder().status(status).body(full("a")).unwrap()
+        })
+    }))
     .await;
     let b = TestBackend::echo("b").await;
     let mut f = Fulcrum::start(&format!(

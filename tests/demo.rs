@@ -2,24 +2,15 @@
 //! comes back, `/failover` moves to its backup and returns, the self-generated
 //! traffic sees no errors, and each strategy route behaves as its strategy promises.
 
-mod common;
-
 use bytes::Bytes;
-use common::{Fulcrum, TempDir, client};
 use http_body_util::Full;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-
-fn free() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
+use testkit::{Fulcrum, TempDir, client, free_addr};
 
 /// Starts the demo on free ports; returns it with its proxy and admin addresses.
 fn start_demo(fail_every: &str, fail_for: &str) -> (Fulcrum, SocketAddr, SocketAddr) {
-    let (listen, admin) = (free(), free());
+    let (listen, admin) = (free_addr(), free_addr());
     let (l, a) = (listen.to_string(), admin.to_string());
     let f = Fulcrum::spawn(
         TempDir::new("demo"),
@@ -94,7 +85,7 @@ async fn demo_shows_a_backend_leaving_and_rejoining_and_a_failover() {
     }
     f.stdout
         .wait_for("the crash", |l| l.contains("backend-2 crashed"));
-    common::eventually("/failover on the backup", || async {
+    testkit::eventually("/failover on the backup", || async {
         (who(proxy, "/failover").await == "backup").then_some(())
     })
     .await;
@@ -108,14 +99,14 @@ async fn demo_shows_a_backend_leaving_and_rejoining_and_a_failover() {
     f.stdout.wait_for("rejoining", |l| {
         l.contains("backend-2 rejoined the rotation")
     });
-    common::eventually("/failover back on its primary", || async {
+    testkit::eventually("/failover back on its primary", || async {
         (who(proxy, "/failover").await == "backend-2").then_some(())
     })
     .await;
     f.stdout.wait_for("the recovery event", |l| {
         l.contains("/failover: backend-2 is back, traffic returned to it")
     });
-    common::eventually("traffic summaries", || async {
+    testkit::eventually("traffic summaries", || async {
         (f.stdout.count(|l| l.starts_with("[traffic] /failover")) >= 2).then_some(())
     })
     .await;
@@ -202,12 +193,12 @@ async fn demo_routes_behave_as_their_strategies_promise() {
             .sum::<u64>()
     };
     let slow1 = tokio::spawn(async move { who(proxy, "/balanced-least?delay=2000").await });
-    common::eventually("one slow request in flight", || async {
+    testkit::eventually("one slow request in flight", || async {
         (in_flight().await == 1).then_some(())
     })
     .await;
     let slow2 = tokio::spawn(async move { who(proxy, "/balanced-least?delay=2000").await });
-    common::eventually("two slow requests in flight", || async {
+    testkit::eventually("two slow requests in flight", || async {
         (in_flight().await == 2).then_some(())
     })
     .await;

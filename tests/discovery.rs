@@ -3,16 +3,14 @@
 //! drained and removed as they start, get healthy, stop and go. Each test skips
 //! with a line saying so when no engine answers.
 
-mod common;
-
-use common::client::{self, Resp};
-use common::docker::{Scope, docker};
-use common::{Fulcrum, eventually};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use testkit::client::{self, Resp};
+use testkit::docker::{Scope, docker};
+use testkit::{Fulcrum, eventually};
 
 fn config(docker: &str) -> String {
     format!(
@@ -73,7 +71,7 @@ async fn container(f: &Fulcrum, name: &str) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_proxy_variables_route_balance_and_remove() {
-    if !common::docker::engine_or_skip() {
+    if !testkit::docker::engine_or_skip() {
         return;
     }
     let s = Scope::new("nginx");
@@ -162,7 +160,7 @@ async fn nginx_proxy_variables_route_balance_and_remove() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthchecks_gate_traffic_and_a_stop_loses_no_request() {
-    if !common::docker::engine_or_skip() {
+    if !testkit::docker::engine_or_skip() {
         return;
     }
     let s = Scope::new("health");
@@ -255,7 +253,7 @@ fn req(host: &str) -> http::Request<http_body_util::Full<bytes::Bytes>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traefik_labels_compose_pools_and_failover_levels() {
-    if !common::docker::engine_or_skip() {
+    if !testkit::docker::engine_or_skip() {
         return;
     }
     let s = Scope::new("traefik");
@@ -326,7 +324,7 @@ async fn traefik_labels_compose_pools_and_failover_levels() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opt_in_and_the_configured_network_survive_a_restart() {
-    if !common::docker::engine_or_skip() {
+    if !testkit::docker::engine_or_skip() {
         return;
     }
     let s = Scope::new("net");
@@ -436,7 +434,7 @@ impl Drop for Forwarder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_event_stream_is_resumed_and_resynced() {
-    if !common::docker::engine_or_skip() {
+    if !testkit::docker::engine_or_skip() {
         return;
     }
     if !std::path::Path::new("/var/run/docker.sock").exists() {
@@ -444,7 +442,7 @@ async fn a_cut_event_stream_is_resumed_and_resynced() {
         return;
     }
     let s = Scope::new("cut");
-    let dir = common::TempDir::new("docker-fwd");
+    let dir = testkit::TempDir::new("docker-fwd");
     let sock = dir.path("engine.sock");
     let mut fwd = Forwarder::start(sock.clone());
     let (h1, h2) = (s.host("before"), s.host("during"));
@@ -478,12 +476,12 @@ async fn a_cut_event_stream_is_resumed_and_resynced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acme_host_from_a_container_gets_a_certificate() {
-    if !common::docker::engine_or_skip() {
+    if !testkit::docker::engine_or_skip() {
         return;
     }
     let s = Scope::new("acme");
-    let pebble = common::pebble::Pebble::start().await;
-    let storage = common::TempDir::new("docker-acme");
+    let pebble = testkit::pebble::Pebble::start().await;
+    let storage = testkit::TempDir::new("docker-acme");
     let h = s.host("secure");
     // `domains` are listed: the container's host joins them.
     let f = Fulcrum::start(&format!(
@@ -496,7 +494,7 @@ async fn an_acme_host_from_a_container_gets_a_certificate() {
     let env = format!("VIRTUAL_HOST={h}");
     let acme = format!("LETSENCRYPT_HOST={h}");
     s.run("secure", &["-e", &env, "-e", &acme], &s.images.plain);
-    let deadline = std::time::Instant::now() + common::DEADLINE * 3;
+    let deadline = std::time::Instant::now() + testkit::DEADLINE * 3;
     loop {
         let st = api(&f, "/api/v1/status").await;
         let issued = st["certificates"].as_array().is_some_and(|cs| {

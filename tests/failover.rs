@@ -1,13 +1,7 @@
 //! Failover between backend levels, with real notification sinks: a webhook
 //! receiver and an SMTP server in the test.
 
-mod common;
-
 use bytes::Bytes;
-use common::backend::{TestBackend, full};
-use common::client::{self, Resp};
-use common::smtp::SmtpSink;
-use common::{DEADLINE, Fulcrum, eventually};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -17,6 +11,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use testkit::backend::{TestBackend, full};
+use testkit::client::{self, Resp};
+use testkit::smtp::SmtpSink;
+use testkit::{DEADLINE, Fulcrum, eventually};
 
 /// A backend that can be made to fail (every answer 503, health included).
 async fn level_backend(name: &'static str) -> (TestBackend, Arc<AtomicBool>) {
@@ -33,19 +31,16 @@ impl Hook {
     async fn start() -> Hook {
         let got = Arc::new(Mutex::new(Vec::new()));
         let g = got.clone();
-        let backend = TestBackend::start(
-            "hook",
-            Arc::new(move |req: Request<Incoming>| {
-                let g = g.clone();
-                Box::pin(async move {
-                    let body = req.into_body().collect().await.unwrap().to_bytes();
-                    if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-                        g.lock().unwrap().push((Instant::now(), v));
-                    }
-                    Response::new(full("ok"))
-                })
-            }),
-        )
+        let backend = TestBackend::start(Arc::new(move |req: Request<Incoming>| {
+            let g = g.clone();
+            Box::pin(async move {
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    g.lock().unwrap().push((Instant::now(), v));
+                }
+                Response::new(full("ok"))
+            })
+        }))
         .await;
         Hook { backend, got }
     }
@@ -429,10 +424,7 @@ async fn a_failing_channel_does_not_block_the_others() {
     let (b, _) = level_backend("backup").await;
     let hook = Hook::start().await;
     // The first webhook points at a closed port; it keeps failing and retrying.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = testkit::free_addr();
     let cfg = config(
         &[(&p, 0), (&b, 1)],
         "  strategy: immediate\n  check_interval: 100ms",
@@ -459,7 +451,7 @@ async fn the_seed_config_validates_and_runs() {
     ))
     .unwrap();
     // Unchanged, it validates.
-    let (code, out, err) = common::validate(&seed);
+    let (code, out, err) = testkit::validate(&seed);
     assert_eq!((code, out.trim()), (0, "ok"), "{err}");
     // To run it, its backends and SMTP host become local servers (nothing else
     // changes: 5s checks, unhealthy_threshold 2, immediate, notifications).

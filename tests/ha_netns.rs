@@ -6,13 +6,11 @@
 //! Needs root (network namespaces, CAP_NET_ADMIN/CAP_NET_RAW for the VIP);
 //! `.ci/run` runs the suite as root. Elsewhere these tests say so and pass.
 
-mod common;
-
-use common::netns::{ClientLoop, Lab, VipSampler, block_on_host, is_root, on_host};
-use common::{DEADLINE, Fulcrum, TempDir, backend::TestBackend, client};
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use testkit::netns::{ClientLoop, Lab, VipSampler, block_on_host, is_root, on_host};
+use testkit::{DEADLINE, Fulcrum, TempDir, backend::TestBackend, client};
 
 const VIP: &str = "10.77.0.10";
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
@@ -316,7 +314,7 @@ fn kill_9_and_link_cut_moves_the_vip_and_the_old_primary_rejoins_as_secondary() 
     // hand, as a crash of both processes would leave it), then its cable comes
     // back: it rejoins as a secondary and the VIP stays where it is.
     ha.proc(&old).wait_exit();
-    common::netns::ip(&[
+    testkit::netns::ip(&[
         "-n",
         &ha.lab.ns(&old),
         "addr",
@@ -827,7 +825,7 @@ fn membership_grows_shrinks_and_replaces_a_dead_node_with_one_vip_holder() {
             "netns",
             "exec",
             &ns,
-            common::bin(),
+            testkit::bin(),
             "ctl",
             "cluster",
             "add",

@@ -4,21 +4,12 @@
 //! the file it writes validated, run, and failing over; the non-interactive mode
 //! and an answers file giving the byte-identical file.
 
-mod common;
-
-use common::backend::TestBackend;
-use common::smtp::SmtpSink;
-use common::{Fulcrum, TempDir, bin, client};
 use rexpect::session::{PtySession, spawn_with_options};
 use std::net::SocketAddr;
 use std::process::Command;
-
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
+use testkit::backend::TestBackend;
+use testkit::smtp::SmtpSink;
+use testkit::{Fulcrum, TempDir, bin, client, free_addr};
 
 /// Waits for `text` on the terminal, then types `keys` (`\r` is Enter).
 fn answer(p: &mut PtySession, text: &str, keys: &str) {
@@ -130,11 +121,11 @@ async fn dialogue_writes_a_config_that_runs_and_fails_over() {
     let sink = SmtpSink::start().await;
     let setup = Setup {
         up: primary.addr,
-        down: free_port(),
+        down: free_addr(),
         backup: backup.addr,
         smtp_port: sink.addr.port(),
-        listen: free_port(),
-        admin: free_port(),
+        listen: free_addr(),
+        admin: free_addr(),
     };
     let out = dir.path("fulcrum.yaml");
     let saved = dir.path("answers.yaml");
@@ -222,7 +213,7 @@ async fn dialogue_writes_a_config_that_runs_and_fails_over() {
         assert_eq!(r.header("x-backend").as_deref(), Some("primary"));
     }
     primary.stop();
-    common::eventually("traffic on the backup", || async {
+    testkit::eventually("traffic on the backup", || async {
         let r = client::get_host(setup.listen, "app.test", "/").await;
         (r.header("x-backend").as_deref() == Some("backup")).then_some(())
     })

@@ -1,17 +1,15 @@
 //! Reload and shutdown of the real binary: SIGHUP, file watch, invalid configs,
 //! SIGTERM with requests in flight.
 
-mod common;
-
 use bytes::Bytes;
-use common::backend::{TestBackend, full};
-use common::client;
-use common::{Fulcrum, ws};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use testkit::backend::{TestBackend, full};
+use testkit::client;
+use testkit::{Fulcrum, ws};
 
 fn config(pools: &str, routes: &str) -> String {
     format!("listeners:\n  - address: \"127.0.0.1:0\"\npools:\n{pools}routes:\n{routes}")
@@ -60,7 +58,7 @@ fn background_load(
 async fn sighup_adds_a_route_without_dropping_anything() {
     let a = TestBackend::echo("a").await;
     let b = TestBackend::echo("b").await;
-    let w = TestBackend::start("ws", Arc::new(|req| Box::pin(ws::echo_upgrade(req)))).await;
+    let w = TestBackend::start(Arc::new(|req| Box::pin(ws::echo_upgrade(req)))).await;
     let routes = "  - { path_prefix: /, pool: a }\n  - { path_prefix: /ws, pool: ws }\n";
     let pools = format!("{}{}", pool("a", &a), pool("ws", &w));
     let f = Fulcrum::start(&config(&pools, routes));
@@ -90,7 +88,7 @@ async fn sighup_adds_a_route_without_dropping_anything() {
     f.stderr.wait_for("reload", |l| {
         l.contains("configuration applied") && l.contains("\"generation\":2")
     });
-    common::eventually("the new route", || async {
+    testkit::eventually("the new route", || async {
         (client::get(addr, "/new")
             .await
             .header("x-backend")
@@ -154,17 +152,14 @@ async fn file_change_is_picked_up_without_a_signal() {
 async fn sigterm_lets_a_slow_request_finish_and_exits_zero() {
     let started = Arc::new(AtomicUsize::new(0));
     let s2 = started.clone();
-    let slow = TestBackend::start(
-        "slow",
-        Arc::new(move |_req| {
-            let s = s2.clone();
-            Box::pin(async move {
-                s.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(1500)).await;
-                Response::new(full("finished"))
-            })
-        }),
-    )
+    let slow = TestBackend::start(Arc::new(move |_req| {
+        let s = s2.clone();
+        Box::pin(async move {
+            s.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            Response::new(full("finished"))
+        })
+    }))
     .await;
     let mut f = Fulcrum::start(&format!(
         "shutdown_timeout: 20s\n{}",
@@ -172,13 +167,13 @@ async fn sigterm_lets_a_slow_request_finish_and_exits_zero() {
     ));
     let addr = f.listener(0);
     let req = tokio::spawn(async move { client::get(addr, "/").await });
-    common::eventually("the backend to get the request", || async {
+    testkit::eventually("the backend to get the request", || async {
         (started.load(Ordering::SeqCst) == 1).then_some(())
     })
     .await;
     f.signal(libc::SIGTERM);
     // New connections are refused once it stops accepting.
-    common::eventually("the listener to close", || async {
+    testkit::eventually("the listener to close", || async {
         tokio::net::TcpStream::connect(addr)
             .await
             .is_err()
@@ -198,10 +193,7 @@ async fn a_new_listener_on_reload_and_a_removed_one() {
     let f = Fulcrum::start(&config(&pool("a", &a), routes));
     let first = f.listener(0);
     // Add a second listener (a fixed free port so both configs name it).
-    let second = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let second = testkit::free_addr();
     let two = format!(
         "listeners:\n  - address: \"127.0.0.1:0\"\n  - address: \"{second}\"\npools:\n{}routes:\n{routes}",
         pool("a", &a)
@@ -222,7 +214,7 @@ async fn a_new_listener_on_reload_and_a_removed_one() {
     f.signal(libc::SIGHUP);
     f.stderr
         .wait_for("removal", |l| l.contains("listener removed"));
-    common::eventually("the removed listener to close", || async {
+    testkit::eventually("the removed listener to close", || async {
         tokio::net::TcpStream::connect(second)
             .await
             .is_err()

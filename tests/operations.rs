@@ -4,18 +4,16 @@
 //! audit lines for admin writes, the end of a passive ejection logged, and
 //! colour in logs only on a terminal.
 
-mod common;
-
 use bytes::Bytes;
-use common::backend::TestBackend;
-use common::client::{self, Resp};
-use common::{Fulcrum, TempDir, eventually};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use testkit::backend::TestBackend;
+use testkit::client::{self, Resp};
+use testkit::{Fulcrum, TempDir, eventually};
 
 async fn admin_get(admin: SocketAddr, path: &str, accept: Option<&str>) -> Resp {
     let mut req = Request::get(path).header("host", "admin");
@@ -278,10 +276,7 @@ async fn metrics_parse_in_both_formats_and_count_every_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_fields_and_admin_audit_lines() {
     let a = TestBackend::echo("a").await;
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let dead = testkit::free_addr();
     let f = Fulcrum::start(&format!(
         "admin: {{ address: \"127.0.0.1:0\", token: s3cret-token }}\nlisteners: [\"127.0.0.1:0\"]\npools:\n  - name: web\n    backends: [\"{}\", \"{dead}\"]\n    passive_health: {{ max_fails: 1, fail_duration: 1s }}\nroutes:\n  - {{ pool: web }}\n",
         a.addr
@@ -379,14 +374,14 @@ fn first_log_line(on_terminal: bool, no_color: Option<&str>) -> String {
     let args = ["--log-format", "text", "run", "-c", cfg.to_str().unwrap()];
     let mut cmd = if on_terminal {
         let mut c = Command::new("script");
-        let line = std::iter::once(common::bin())
+        let line = std::iter::once(testkit::bin())
             .chain(args.iter().copied())
             .collect::<Vec<_>>()
             .join(" ");
         c.args(["-qefc", &line, "/dev/null"]);
         c
     } else {
-        let mut c = Command::new(common::bin());
+        let mut c = Command::new(testkit::bin());
         c.args(args);
         c
     };

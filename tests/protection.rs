@@ -3,13 +3,11 @@
 //! backend whole, rate limits, and the per-client connection cap. Raw sockets
 //! on loopback against the real binary.
 
-mod common;
-
-use common::backend::TestBackend;
-use common::client;
-use common::{DEADLINE, Fulcrum, eventually};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use testkit::backend::TestBackend;
+use testkit::client;
+use testkit::{DEADLINE, Fulcrum, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -232,7 +230,7 @@ async fn a_buffered_body_reaches_the_backend_only_when_whole() {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["body_len"], 100_000);
-    assert_eq!(r.json()["body_sum"], common::backend::checksum(&big));
+    assert_eq!(r.json()["body_sum"], testkit::backend::checksum(&big));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

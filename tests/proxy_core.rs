@@ -1,17 +1,15 @@
 //! End-to-end tests of the request path: the real binary between real clients and
 //! real backends on loopback.
 
-mod common;
-
 use bytes::Bytes;
-use common::backend::{Body, TestBackend, checksum, full};
-use common::client::{self, Resp};
-use common::{Fulcrum, ws};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use std::sync::Arc;
 use std::time::Duration;
+use testkit::backend::{Body, TestBackend, checksum, full};
+use testkit::client::{self, Resp};
+use testkit::{Fulcrum, ws};
 
 /// A config with one listener on an ephemeral port and no admin API.
 fn config(body: &str) -> String {
@@ -100,21 +98,18 @@ async fn round_robin_and_strip_prefix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_rules_hop_by_hop_and_forwarding() {
-    let be = TestBackend::start(
-        "hdr",
-        Arc::new(|_req| {
-            Box::pin(async {
-                Response::builder()
-                    .header("x-backend", "hdr")
-                    .header("keep-alive", "timeout=5")
-                    .header("connection", "x-resp-hop")
-                    .header("x-resp-hop", "secret")
-                    .header("server", "leaky/1.0")
-                    .body(full("ok"))
-                    .unwrap()
-            })
-        }),
-    )
+    let be = TestBackend::start(Arc::new(|_req| {
+        Box::pin(async {
+            Response::builder()
+                .header("x-backend", "hdr")
+                .header("keep-alive", "timeout=5")
+                .header("connection", "x-resp-hop")
+                .header("x-resp-hop", "secret")
+                .header("server", "leaky/1.0")
+                .body(full("ok"))
+                .unwrap()
+        })
+    }))
     .await;
     let f = Fulcrum::start(&one_pool(
         &[&be],
@@ -275,7 +270,7 @@ async fn request_id_kept_or_generated_both_ways_and_logged() {
 }
 
 /// Streams its body: "first" at once, "second" only when the test says so.
-fn gated_stream(gate: Arc<tokio::sync::Notify>) -> common::backend::Handler {
+fn gated_stream(gate: Arc<tokio::sync::Notify>) -> testkit::backend::Handler {
     Arc::new(move |_req| {
         let gate = gate.clone();
         Box::pin(async move {
@@ -304,7 +299,7 @@ fn tokio_stream_from<T: Send + 'static>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn response_streams_before_backend_finishes() {
     let gate = Arc::new(tokio::sync::Notify::new());
-    let be = TestBackend::start("stream", gated_stream(gate.clone())).await;
+    let be = TestBackend::start(gated_stream(gate.clone())).await;
     let f = Fulcrum::start(&one_pool(&[&be], "", ""));
     let stream = tokio::net::TcpStream::connect(f.listener(0)).await.unwrap();
     let (mut sender, conn) =
@@ -324,7 +319,7 @@ async fn response_streams_before_backend_finishes() {
     let mut body = resp.into_body();
     // The backend has not finished (it waits for the gate): the first chunk must
     // already be here, or the proxy is buffering.
-    let first = tokio::time::timeout(common::DEADLINE, body.frame())
+    let first = tokio::time::timeout(testkit::DEADLINE, body.frame())
         .await
         .expect("first chunk never arrived")
         .unwrap()
@@ -340,21 +335,18 @@ async fn request_body_streams_to_backend() {
     // The backend reports its first chunk before the client sends the second.
     let (got_first_tx, got_first_rx) = tokio::sync::oneshot::channel::<Bytes>();
     let got_first_tx = Arc::new(std::sync::Mutex::new(Some(got_first_tx)));
-    let be = TestBackend::start(
-        "upload",
-        Arc::new(move |req: Request<Incoming>| {
-            let tx = got_first_tx.clone();
-            Box::pin(async move {
-                let mut body = req.into_body();
-                let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-                if let Some(tx) = tx.lock().unwrap().take() {
-                    let _ = tx.send(first.clone());
-                }
-                let rest = body.collect().await.unwrap().to_bytes();
-                Response::new(full(format!("{}+{}", first.len(), rest.len())))
-            })
-        }),
-    )
+    let be = TestBackend::start(Arc::new(move |req: Request<Incoming>| {
+        let tx = got_first_tx.clone();
+        Box::pin(async move {
+            let mut body = req.into_body();
+            let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+            if let Some(tx) = tx.lock().unwrap().take() {
+                let _ = tx.send(first.clone());
+            }
+            let rest = body.collect().await.unwrap().to_bytes();
+            Response::new(full(format!("{}+{}", first.len(), rest.len())))
+        })
+    }))
     .await;
     let f = Fulcrum::start(&one_pool(&[&be], "", ""));
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(2);
@@ -372,7 +364,7 @@ async fn request_body_streams_to_backend() {
     tx.send(Ok(Frame::data(Bytes::from(vec![b'a'; 1000]))))
         .await
         .unwrap();
-    let first = tokio::time::timeout(common::DEADLINE, got_first_rx)
+    let first = tokio::time::timeout(testkit::DEADLINE, got_first_rx)
         .await
         .expect("backend never saw the first chunk")
         .unwrap();
@@ -447,7 +439,7 @@ async fn twenty_megabyte_upload_arrives_intact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_echo() {
-    let be = TestBackend::start("ws", Arc::new(|req| Box::pin(ws::echo_upgrade(req)))).await;
+    let be = TestBackend::start(Arc::new(|req| Box::pin(ws::echo_upgrade(req)))).await;
     let f = Fulcrum::start(&one_pool(&[&be], "", ""));
     let mut c = ws::WsClient::connect(f.listener(0), "/chat").await;
     assert!(
@@ -566,12 +558,6 @@ async fn limits_431_413_400() {
     assert_eq!(r.status, StatusCode::OK);
 }
 
-fn refused_port() -> std::net::SocketAddr {
-    // Bind then close: nothing listens there afterwards.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 async fn expect_error(addr: std::net::SocketAddr, host: &str, status: StatusCode) -> Resp {
     let r = client::get_host(addr, host, "/").await;
     assert_eq!(r.status, status, "{}", r.text());
@@ -589,17 +575,14 @@ async fn expect_error(addr: std::net::SocketAddr, host: &str, status: StatusCode
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_codes_404_502_503_504() {
-    let slow = TestBackend::start(
-        "slow",
-        Arc::new(|_req| {
-            Box::pin(async {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                Response::new(full("late"))
-            })
-        }),
-    )
+    let slow = TestBackend::start(Arc::new(|_req| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Response::new(full("late"))
+        })
+    }))
     .await;
-    let dead = refused_port();
+    let dead = testkit::free_addr();
     let f = Fulcrum::start(&config(&format!(
         "pools:
   - name: dead
@@ -712,24 +695,21 @@ async fn connect_header_and_idle_timeouts() {
         }
     }
     // idle: headers and a first chunk, then silence.
-    let stall = TestBackend::start(
-        "stall",
-        Arc::new(|_req| {
-            Box::pin(async {
-                let (tx, rx) = tokio::sync::mpsc::channel::<
-                    Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>,
-                >(1);
-                tokio::spawn(async move {
-                    let _ = tx
-                        .send(Ok(Frame::data(Bytes::from_static(b"partial"))))
-                        .await;
-                    tokio::time::sleep(Duration::from_secs(3600)).await;
-                    drop(tx);
-                });
-                Response::new(BodyExt::boxed(StreamBody::new(tokio_stream_from(rx))))
-            })
-        }),
-    )
+    let stall = TestBackend::start(Arc::new(|_req| {
+        Box::pin(async {
+            let (tx, rx) = tokio::sync::mpsc::channel::<
+                Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>,
+            >(1);
+            tokio::spawn(async move {
+                let _ = tx
+                    .send(Ok(Frame::data(Bytes::from_static(b"partial"))))
+                    .await;
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                drop(tx);
+            });
+            Response::new(BodyExt::boxed(StreamBody::new(tokio_stream_from(rx))))
+        })
+    }))
     .await;
     let f = Fulcrum::start(&config(&format!(
         "limits: {{ header_read_timeout: 300ms }}
@@ -748,13 +728,13 @@ routes:
         stall.addr
     )));
     let addr = f.listener(0);
-    let r = tokio::time::timeout(common::DEADLINE, client::get_host(addr, "full.test", "/"))
+    let r = tokio::time::timeout(testkit::DEADLINE, client::get_host(addr, "full.test", "/"))
         .await
         .expect("connect timeout not applied");
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
 
     let res = tokio::time::timeout(
-        common::DEADLINE,
+        testkit::DEADLINE,
         client::try_send(
             addr,
             Request::get("/")
@@ -775,7 +755,7 @@ routes:
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     let mut buf = Vec::new();
-    let n = tokio::time::timeout(common::DEADLINE, s.read_to_end(&mut buf))
+    let n = tokio::time::timeout(testkit::DEADLINE, s.read_to_end(&mut buf))
         .await
         .expect("slow client never dropped");
     assert!(n.is_ok());

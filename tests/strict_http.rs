@@ -3,11 +3,7 @@
 //! responses framed by Transfer-Encoding, h2c upgrades, proxy-only headers, and
 //! requests on pooled connections the backend had just closed.
 
-mod common;
-
 use bytes::Bytes;
-use common::backend::{RawBackend, RawReply, TestBackend};
-use common::{Fulcrum, TempDir, client};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -15,6 +11,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
+use testkit::backend::{RawBackend, RawReply, TestBackend};
+use testkit::{Fulcrum, TempDir, client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Two routes by host, `a.example` and `b.example`, each to its own pool.
@@ -258,14 +256,14 @@ async fn backend_responses_framed_by_transfer_encoding() {
 async fn h2c_upgrade_is_not_forwarded_over_tls() {
     let be = TestBackend::echo("a").await;
     let dir = TempDir::new("strict-tls");
-    let (crt, key) = common::tls::self_signed(&dir, &["a.example"]);
+    let (crt, key) = testkit::tls::self_signed(&dir, &["a.example"]);
     let f = Fulcrum::start(&format!(
         "listeners:\n  - address: \"127.0.0.1:0\"\n    tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }}\npools:\n  - name: app\n    backends: [\"{}\"]\nroutes:\n  - {{ pool: app }}\n",
         crt.display(),
         key.display(),
         be.addr
     ));
-    let mut s = common::tls::connect(f.listener(0), "a.example", &[b"http/1.1"]).await;
+    let mut s = testkit::tls::connect(f.listener(0), "a.example", &[b"http/1.1"]).await;
     s.write_all(b"GET /up HTTP/1.1\r\nHost: a.example\r\nConnection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
         .await
         .unwrap();

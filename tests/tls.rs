@@ -2,14 +2,7 @@
 //! HTTP to HTTPS redirects, HTTPS backends, and automatic certificates from a real
 //! ACME server (Debian's Pebble) over http-01 and tls-alpn-01.
 
-mod common;
-
 use bytes::Bytes;
-use common::backend::TestBackend;
-use common::certs::Ca;
-use common::pebble::Pebble;
-use common::tls::AnyCert;
-use common::{DEADLINE, Fulcrum, TempDir, client};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -19,6 +12,11 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use testkit::backend::TestBackend;
+use testkit::certs::Ca;
+use testkit::pebble::Pebble;
+use testkit::tls::AnyCert;
+use testkit::{DEADLINE, Fulcrum, TempDir, client};
 
 fn roots(ca_pem: &str) -> rustls::RootCertStore {
     let mut store = rustls::RootCertStore::empty();
@@ -185,7 +183,7 @@ async fn static_certificates_by_sni_alpn_and_protocols() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.version(), http::Version::HTTP_2);
     // The access log says how the client came: protocol, TLS version, SNI.
-    let line = common::eventually("the access log line of /h2", || async {
+    let line = testkit::eventually("the access log line of /h2", || async {
         f.access_lines().into_iter().find(|l| l["path"] == "/h2")
     })
     .await;
@@ -313,14 +311,8 @@ async fn http_redirects_to_https() {
     let ca = Ca::new("Redirect CA");
     let dir = TempDir::new("tls-redirect");
     let (crt, key) = write_pair(&dir, "r", &ca.leaf(&["r.test"]));
-    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let plain = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let tls_port = testkit::free_addr();
+    let plain = testkit::free_addr();
     let cfg = format!(
         "listeners:\n  - address: \"{tls_port}\"\n    redirect_http_from: \"{plain}\"\n    tls: {{ certificates: [{{ cert: \"{}\", key: \"{}\" }}] }}\npools:\n  - name: app\n    backends: [\"{}\"]\nroutes:\n  - {{ pool: app }}\n",
         crt.display(),
@@ -380,7 +372,7 @@ async fn tls_backend_with(
                     hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
                         if req.uri().path() == "/ws" {
                             return Ok::<_, std::convert::Infallible>(
-                                common::ws::echo_upgrade(req).await,
+                                testkit::ws::echo_upgrade(req).await,
                             );
                         }
                         Ok(http::Response::builder()
@@ -396,7 +388,7 @@ async fn tls_backend_with(
                                         .unwrap_or("")
                                 ),
                             )
-                            .body(common::backend::full("secure"))
+                            .body(testkit::backend::full("secure"))
                             .unwrap())
                     });
                 if h2 {
@@ -444,7 +436,7 @@ async fn https_backends_get_http2_when_they_choose_it_by_alpn() {
     }
     assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 1);
     // A WebSocket to the same backend goes over HTTP/1.1 (its own connection).
-    let mut ws = common::ws::WsClient::connect_host(addr, "h2.test", "/ws").await;
+    let mut ws = testkit::ws::WsClient::connect_host(addr, "h2.test", "/ws").await;
     assert_eq!(ws.echo("over h1").await, "over h1");
     // `http2: false` keeps HTTP/1.1; a backend that only speaks HTTP/1.1 gets it.
     let r = client::get_host(addr, "h1only.test", "/").await;
@@ -491,7 +483,7 @@ async fn https_backends_are_verified() {
     );
 }
 
-struct PrintOnPanic(common::Lines);
+struct PrintOnPanic(testkit::Lines);
 impl Drop for PrintOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
@@ -582,7 +574,8 @@ async fn acme_certificates_from_pebble_over_http01_and_tls_alpn01() {
 /// with the primary's token; then every node serves the certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_cluster_the_primary_orders_and_every_node_serves_the_certificate() {
-    use common::cluster::{NodeSpec, agreed_primary, configure, free_port as peer_port};
+    use testkit::cluster::{NodeSpec, agreed_primary, configure};
+    use testkit::free_port as peer_port;
     let pebble = Pebble::start().await;
     let be = TestBackend::echo("be").await;
     let stores: Vec<TempDir> = (0..3).map(|_| TempDir::new("acme-node")).collect();
@@ -624,7 +617,7 @@ async fn in_a_cluster_the_primary_orders_and_every_node_serves_the_certificate()
     );
     nodes[0].start();
     nodes[1].start();
-    let primary = common::eventually("a primary among a and b", || agreed_primary(&nodes)).await;
+    let primary = testkit::eventually("a primary among a and b", || agreed_primary(&nodes)).await;
     nodes[2].start();
     let _logs: Vec<PrintOnPanic> = nodes
         .iter()

@@ -2,16 +2,14 @@
 //! request ID, continuing the client's W3C traceparent, with a child span per
 //! upstream attempt; the backend sees Fulcrum's span as its parent.
 
-mod common;
-
 use bytes::Bytes;
-use common::backend::{TestBackend, full};
-use common::{Fulcrum, client, eventually};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
+use testkit::backend::{TestBackend, full};
+use testkit::{Fulcrum, client, eventually};
 
 fn spans(exports: &[Value]) -> Vec<Value> {
     let mut out = Vec::new();
@@ -37,25 +35,22 @@ fn attr<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
 async fn request_spans_reach_the_collector() {
     let got = Arc::new(Mutex::new(Vec::<Value>::new()));
     let g = got.clone();
-    let collector = TestBackend::start(
-        "collector",
-        Arc::new(move |req: Request<Incoming>| {
-            let g = g.clone();
-            Box::pin(async move {
-                let path = req.uri().path().to_string();
-                let body = req.into_body().collect().await.unwrap().to_bytes();
-                if path == "/v1/traces"
-                    && let Ok(v) = serde_json::from_slice::<Value>(&body)
-                {
-                    g.lock().unwrap().push(v);
-                }
-                Response::builder()
-                    .header("content-type", "application/json")
-                    .body(full("{}"))
-                    .unwrap()
-            })
-        }),
-    )
+    let collector = TestBackend::start(Arc::new(move |req: Request<Incoming>| {
+        let g = g.clone();
+        Box::pin(async move {
+            let path = req.uri().path().to_string();
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            if path == "/v1/traces"
+                && let Ok(v) = serde_json::from_slice::<Value>(&body)
+            {
+                g.lock().unwrap().push(v);
+            }
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(full("{}"))
+                .unwrap()
+        })
+    }))
     .await;
     let be = TestBackend::echo("be").await;
     let f = Fulcrum::start(&format!(

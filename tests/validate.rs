@@ -1,8 +1,6 @@
 //! `fulcrum validate` on good and bad configs: every error, with FILE:LINE:COL.
 
-mod common;
-
-use common::validate;
+use testkit::validate;
 
 fn assert_errors(config: &str, expected: &[&str]) {
     let (code, out, err) = validate(config);
@@ -218,7 +216,7 @@ routes: []
 
 #[test]
 fn env_interpolation() {
-    let (code, _, err) = common::validate_env(
+    let (code, _, err) = testkit::validate_env(
         "pools:\n  - name: a\n    backends: [\"${FULCRUM_TEST_BACKEND}\"]\nroutes: [{ pool: a }]\n",
         &[("FULCRUM_TEST_BACKEND", "127.0.0.1:4321")],
     );
@@ -243,7 +241,7 @@ fn shipped_examples_are_valid() {
     for path in files {
         // The cluster examples take their secret from the environment, as they
         // should in production.
-        let out = std::process::Command::new(common::bin())
+        let out = std::process::Command::new(testkit::bin())
             .args(["validate", "-c", &path])
             .env("FULCRUM_CLUSTER_SECRET", "an-example-secret-for-the-test")
             .output()
@@ -284,8 +282,8 @@ fn operator_friendly_values_and_warnings() {
 
 #[test]
 fn run_without_a_config_file_says_what_to_do() {
-    let dir = common::TempDir::new("no-config");
-    let out = std::process::Command::new(common::bin())
+    let dir = testkit::TempDir::new("no-config");
+    let out = std::process::Command::new(testkit::bin())
         .arg("run")
         .current_dir(&dir.0)
         .env_remove("FULCRUM_CONFIG")

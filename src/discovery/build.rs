@@ -83,9 +83,7 @@ pub(crate) fn build(
     };
     let mut sorted: Vec<&Tracked> = tracked.values().filter(|t| t.container.running).collect();
     sorted.sort_by(|a, b| a.container.name.cmp(&b.container.name));
-    let mut pools: BTreeMap<String, PoolConfig> = BTreeMap::new();
-    // (host, path) → (route, the container that declared it first).
-    let mut routes: BTreeMap<(String, String), (RouteConfig, String)> = BTreeMap::new();
+    let mut gathered = Gathered::default();
     for t in sorted {
         let c = &t.container;
         let mut st = ContainerStatus {
@@ -117,23 +115,32 @@ pub(crate) fn build(
         };
         st.verdict = "routed";
         st.state = state(t, cfg);
-        add_container(&mut out, &mut pools, &mut routes, &mut st, c, &d, ip, cfg);
+        add_container(&mut gathered, &mut st, c, &d, ip, cfg);
         out.layer.acme_domains.extend(d.acme_hosts.iter().cloned());
         out.containers.push(st);
     }
     out.layer.acme_domains.sort();
     out.layer.acme_domains.dedup();
-    out.layer.pools = pools.into_values().collect();
-    out.layer.routes = routes.into_values().map(|(r, _)| r).collect();
+    out.layer.pools = gathered.pools.into_values().collect();
+    out.layer.routes = gathered.routes.into_values().map(|(r, _)| r).collect();
+    out.backends = gathered.backends;
     out
 }
 
+/// Pools, routes and backends of one pass, keyed so that containers sharing a
+/// pool or declaring the same route meet in one entry.
+#[derive(Default)]
+struct Gathered {
+    pools: BTreeMap<String, PoolConfig>,
+    /// (host, path) → (route, the container that declared it first).
+    routes: BTreeMap<(String, String), (RouteConfig, String)>,
+    /// (pool, `host:port`) → (container id, name).
+    backends: HashMap<(String, String), (String, String)>,
+}
+
 /// Adds one routed container's pools, routes and (when eligible) backends.
-#[allow(clippy::too_many_arguments)]
 fn add_container(
-    out: &mut Built,
-    pools: &mut BTreeMap<String, PoolConfig>,
-    routes: &mut BTreeMap<(String, String), (RouteConfig, String)>,
+    gathered: &mut Gathered,
     st: &mut ContainerStatus,
     c: &Container,
     d: &Declared,
@@ -141,7 +148,7 @@ fn add_container(
     cfg: &DockerConfig,
 ) {
     for s in &d.services {
-        let pool = pools.entry(s.pool.clone()).or_insert_with(|| {
+        let pool = gathered.pools.entry(s.pool.clone()).or_insert_with(|| {
             let mut p = cfg.pool_defaults.clone();
             p.name = s.pool.clone();
             p.health_check = s.health_check.clone().or(p.health_check);
@@ -166,7 +173,8 @@ fn add_container(
         b.failover_level = d.level;
         b.region = d.region.clone();
         b.name = Some(c.name.clone());
-        out.backends
+        gathered
+            .backends
             .insert((s.pool.clone(), key), (c.id.clone(), c.name.clone()));
         pool.backends.push(b);
     }
@@ -178,7 +186,7 @@ fn add_container(
             None => String::new(),
         };
         let text = format!("{}{}", if host.is_empty() { "*" } else { &host }, r.path);
-        match routes.get(&(host.clone(), r.path.clone())) {
+        match gathered.routes.get(&(host.clone(), r.path.clone())) {
             Some((existing, by)) => {
                 if let RouteTarget::Pool { name, .. } = &existing.target
                     && name != pool
@@ -209,7 +217,9 @@ fn add_container(
                     cache: None,
                     loc: Default::default(),
                 };
-                routes.insert((host, r.path.clone()), (route, c.name.clone()));
+                gathered
+                    .routes
+                    .insert((host, r.path.clone()), (route, c.name.clone()));
             }
         }
         st.routes.push(text);

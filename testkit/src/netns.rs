@@ -4,7 +4,7 @@
 //! down. Code runs "on" a host from a thread that has entered its namespace
 //! (sockets belong to the namespace of the thread that creates them).
 
-use super::{Fulcrum, TempDir, bin};
+use crate::{Fulcrum, TempDir, bin};
 use std::collections::HashSet;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -328,7 +328,7 @@ impl ClientLoop {
                     let ok = matches!(
                         tokio::time::timeout(
                             Duration::from_millis(500),
-                            super::client::try_send(target, req)
+                            crate::client::try_send(target, req)
                         )
                         .await,
                         Ok(Ok(resp)) if resp.status.is_success()

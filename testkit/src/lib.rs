@@ -1,6 +1,9 @@
-//! Shared test support: the real `fulcrum` binary started with a config, real
-//! backend servers on 127.0.0.1 ephemeral ports, and small HTTP/WebSocket clients.
-#![allow(dead_code)]
+//! Support for Fulcrum's integration tests (`tests/*.rs`): the real `fulcrum`
+//! binary started with a config, real backend servers on 127.0.0.1 ephemeral
+//! ports, and small HTTP/WebSocket clients. A crate of its own, not a module
+//! each test binary compiles and uses in part: the compiler and clippy check it
+//! once, with no dead-code allow. An item is public only when a test uses it,
+//! so the compiler reports the rest when it falls out of use.
 
 pub mod backend;
 pub mod certs;
@@ -15,9 +18,9 @@ pub mod ws;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Generous deadline for anything we poll for. A passing test never waits it
@@ -59,8 +62,37 @@ impl Drop for TempDir {
 
 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// The `fulcrum` binary cargo built for the integration tests. Cargo names it
+/// in `CARGO_BIN_EXE_fulcrum` while it runs a test; a test binary started by
+/// hand finds it where cargo puts it: test binaries live in
+/// `target/PROFILE/deps/`, the binary in `target/PROFILE/`.
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_fulcrum")
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(path) = std::env::var("CARGO_BIN_EXE_fulcrum") {
+            return path;
+        }
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let path = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|profile| profile.join("fulcrum"))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no fulcrum binary next to {}: run the tests with cargo test",
+                    exe.display()
+                )
+            });
+        path.to_str().expect("utf-8 path").to_string()
+    })
+}
+
+/// Scratch space that outlives a test run (`target/tmp`, what cargo calls
+/// `CARGO_TARGET_TMPDIR` when it compiles an integration test).
+pub(crate) fn target_tmp() -> PathBuf {
+    let profile = Path::new(bin()).parent().expect("target/PROFILE");
+    profile.parent().expect("target").join("tmp")
 }
 
 /// Log lines of a child process, collected by a reader thread.
@@ -110,7 +142,7 @@ impl Lines {
         cv.notify_all();
     }
 
-    pub fn spawn_reader(&self, r: impl std::io::Read + Send + 'static) {
+    fn spawn_reader(&self, r: impl std::io::Read + Send + 'static) {
         let lines = self.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(r).lines() {
@@ -128,25 +160,18 @@ pub struct Fulcrum {
     pub child: Child,
     pub stderr: Lines,
     pub stdout: Lines,
-    pub dir: TempDir,
-    pub config: PathBuf,
+    dir: TempDir,
+    config: PathBuf,
 }
 
 impl Fulcrum {
     /// Writes `config` to a temp dir and runs `fulcrum run` on it; waits until
     /// every listener is up.
     pub fn start(config: &str) -> Fulcrum {
-        Self::start_args(config, &[])
-    }
-
-    pub fn start_args(config: &str, extra: &[&str]) -> Fulcrum {
         let dir = TempDir::new("run");
-        let config = with_test_admin(config);
-        let path = dir.write("fulcrum.yaml", &config);
+        let path = dir.write("fulcrum.yaml", &with_test_admin(config));
         let p = path.to_str().unwrap().to_string();
-        let mut args = vec!["--log-format", "json", "run", "-c", p.as_str()];
-        args.extend_from_slice(extra);
-        Self::spawn(dir, path.clone(), &args)
+        Self::spawn(dir, path, &["--log-format", "json", "run", "-c", &p])
     }
 
     pub fn spawn(dir: TempDir, config: PathBuf, args: &[&str]) -> Fulcrum {
@@ -154,13 +179,18 @@ impl Fulcrum {
     }
 
     /// Spawns and waits for a log line containing `ready` (or an error).
-    pub fn spawn_until(dir: TempDir, config: PathBuf, args: &[&str], ready: &str) -> Fulcrum {
+    pub(crate) fn spawn_until(
+        dir: TempDir,
+        config: PathBuf,
+        args: &[&str],
+        ready: &str,
+    ) -> Fulcrum {
         Self::spawn_program(dir, config, bin(), args, ready)
     }
 
     /// Like [`Fulcrum::spawn_until`], through another program (e.g. `ip netns
     /// exec NS fulcrum ...`, which execs, so the PID is fulcrum's).
-    pub fn spawn_program(
+    pub(crate) fn spawn_program(
         dir: TempDir,
         config: PathBuf,
         program: &str,
@@ -218,7 +248,7 @@ impl Fulcrum {
     }
 
     /// The address a named log field reported in a line with `message`.
-    pub fn logged_addr(&self, message: &str) -> SocketAddr {
+    fn logged_addr(&self, message: &str) -> SocketAddr {
         let line = self.stderr.wait_for(message, |l| {
             l.contains(&format!("\"message\":\"{message}\""))
         });
@@ -278,11 +308,52 @@ impl Drop for Fulcrum {
 
 /// Every test instance gets its admin API on an ephemeral port (the default,
 /// 127.0.0.1:9000, would collide between tests running in parallel).
-pub fn with_test_admin(config: &str) -> String {
+fn with_test_admin(config: &str) -> String {
     if config.starts_with("admin:") || config.contains("\nadmin:") {
         config.to_string()
     } else {
         format!("admin: {{ address: \"127.0.0.1:0\" }}\n{config}")
+    }
+}
+
+/// An address on 127.0.0.1 where nothing listens: bound, then released. For
+/// configs that name a port before their process starts, and for a backend
+/// that refuses connections.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+/// The port of [`free_addr`].
+pub fn free_port() -> u16 {
+    free_addr().port()
+}
+
+/// What `fulcrum ctl` printed and how it ended.
+pub struct CtlOutput {
+    pub ok: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `fulcrum ctl ARGS` without the admin settings of the environment
+/// (`FULCRUM_ADMIN`, `FULCRUM_ADMIN_TOKEN`, `FULCRUM_ADMIN_CA`): only ARGS count.
+pub fn ctl(args: &[&str]) -> CtlOutput {
+    let out = Command::new(bin())
+        .arg("ctl")
+        .args(args)
+        .env_remove("FULCRUM_ADMIN")
+        .env_remove("FULCRUM_ADMIN_TOKEN")
+        .env_remove("FULCRUM_ADMIN_CA")
+        .output()
+        .expect("run fulcrum ctl");
+    CtlOutput {
+        ok: out.status.success(),
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
     }
 }
 

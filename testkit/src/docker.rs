@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 
 /// Why the engine cannot be used, or `None` when it answers.
-pub fn engine_missing() -> Option<String> {
+fn engine_missing() -> Option<String> {
     match Command::new("docker")
         .args(["version", "--format", "{{.Server.APIVersion}}"])
         .output()
@@ -30,7 +30,7 @@ pub fn engine_or_skip() -> bool {
 }
 
 /// The prefix of every container, network and image this test process makes.
-pub fn prefix() -> String {
+fn prefix() -> String {
     format!("fulcrum-t{}", std::process::id())
 }
 
@@ -57,8 +57,8 @@ pub fn docker(args: &[&str]) -> String {
 fn server_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/docker/srv.rs");
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("docker-srv");
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docker/srv.rs");
+        let dir = crate::target_tmp().join("docker-srv");
         std::fs::create_dir_all(&dir).unwrap();
         let out = dir.join("srv");
         let fresh = |o: &PathBuf| {
@@ -102,15 +102,14 @@ pub struct Images {
 }
 
 impl Images {
-    pub fn get() -> Images {
+    fn get() -> Images {
         let images = Images {
             plain: format!("{}-srv", prefix()),
             checked: format!("{}-srv-hc", prefix()),
         };
         let mut users = IMAGE_USERS.lock().unwrap_or_else(|e| e.into_inner());
         if *users == 0 {
-            let ctx = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-                .join(format!("docker-ctx-{}", std::process::id()));
+            let ctx = crate::target_tmp().join(format!("docker-ctx-{}", std::process::id()));
             std::fs::create_dir_all(&ctx).unwrap();
             std::fs::copy(server_binary(), ctx.join("srv")).unwrap();
             std::fs::write(
@@ -197,11 +196,6 @@ impl Scope {
     pub fn ip(&self, container: &str, network: &str) -> String {
         let format = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
         docker(&["inspect", "--format", &format, container])
-    }
-
-    /// A container's Docker health status.
-    pub fn health(&self, container: &str) -> String {
-        docker(&["inspect", "--format", "{{.State.Health.Status}}", container])
     }
 }
 

@@ -1,7 +1,7 @@
 //! Pebble, a real ACME server for tests (Debian package `pebble`).
 
-use super::TempDir;
-use super::certs::Ca;
+use crate::certs::Ca;
+use crate::{TempDir, free_port};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -24,14 +24,6 @@ impl Drop for Pebble {
             let _ = c.wait();
         }
     }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Pebble {
@@ -97,7 +89,7 @@ impl Pebble {
             _dir: dir,
         };
         let a: SocketAddr = format!("127.0.0.1:{acme}").parse().unwrap();
-        super::eventually("pebble to listen", || async {
+        crate::eventually("pebble to listen", || async {
             tokio::net::TcpStream::connect(a).await.ok().map(|_| ())
         })
         .await;

@@ -26,16 +26,14 @@ pub fn full(s: impl Into<Bytes>) -> Body {
 /// What a backend saw of one request.
 #[derive(Clone, Debug)]
 pub struct Seen {
-    pub method: String,
     pub uri: String,
     pub version: http::Version,
     pub headers: http::HeaderMap,
 }
 
 pub struct TestBackend {
-    pub name: String,
     pub addr: SocketAddr,
-    pub hits: Arc<AtomicUsize>,
+    hits: Arc<AtomicUsize>,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     accept: Option<JoinSet<()>>,
     conns: Arc<Mutex<JoinSet<()>>>,
@@ -85,7 +83,6 @@ impl TestBackend {
     pub async fn echo_at(name: &str, addr: SocketAddr) -> TestBackend {
         let n = name.to_string();
         Self::start_at(
-            name,
             addr,
             Arc::new(move |req| Box::pin(echo_handler(n.clone(), req))),
         )
@@ -100,21 +97,18 @@ impl TestBackend {
     ) -> (TestBackend, Arc<std::sync::atomic::AtomicBool>) {
         let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let u = up.clone();
-        let be = Self::start(
-            name,
-            Arc::new(move |req: Request<Incoming>| {
-                let u = u.clone();
-                Box::pin(async move {
-                    let failing = !u.load(Ordering::SeqCst)
-                        && (!health_only || req.uri().path() == "/health");
-                    Response::builder()
-                        .status(if failing { 503 } else { 200 })
-                        .header("x-backend", name)
-                        .body(full(name))
-                        .unwrap()
-                })
-            }),
-        )
+        let be = Self::start(Arc::new(move |req: Request<Incoming>| {
+            let u = u.clone();
+            Box::pin(async move {
+                let failing =
+                    !u.load(Ordering::SeqCst) && (!health_only || req.uri().path() == "/health");
+                Response::builder()
+                    .status(if failing { 503 } else { 200 })
+                    .header("x-backend", name)
+                    .body(full(name))
+                    .unwrap()
+            })
+        }))
         .await;
         (be, up)
     }
@@ -122,27 +116,24 @@ impl TestBackend {
     /// A backend that answers every request after `delay`, with its name.
     pub async fn delayed(name: &str, delay: std::time::Duration) -> TestBackend {
         let n = name.to_string();
-        Self::start(
-            name,
-            Arc::new(move |_req| {
-                let n = n.clone();
-                Box::pin(async move {
-                    tokio::time::sleep(delay).await;
-                    Response::builder()
-                        .header("x-backend", n.as_str())
-                        .body(full(n))
-                        .unwrap()
-                })
-            }),
-        )
+        Self::start(Arc::new(move |_req| {
+            let n = n.clone();
+            Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                Response::builder()
+                    .header("x-backend", n.as_str())
+                    .body(full(n))
+                    .unwrap()
+            })
+        }))
         .await
     }
 
-    pub async fn start(name: &str, handler: Handler) -> TestBackend {
-        Self::start_at(name, "127.0.0.1:0".parse().unwrap(), handler).await
+    pub async fn start(handler: Handler) -> TestBackend {
+        Self::start_at("127.0.0.1:0".parse().unwrap(), handler).await
     }
 
-    pub async fn start_at(name: &str, addr: SocketAddr, handler: Handler) -> TestBackend {
+    async fn start_at(addr: SocketAddr, handler: Handler) -> TestBackend {
         let listener = TcpListener::bind(addr).await.expect("bind backend");
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
@@ -160,7 +151,6 @@ impl TestBackend {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     h.fetch_add(1, Ordering::SeqCst);
                     s.lock().unwrap().push(Seen {
-                        method: req.method().to_string(),
                         uri: req.uri().to_string(),
                         version: req.version(),
                         headers: req.headers().clone(),
@@ -176,7 +166,6 @@ impl TestBackend {
             }
         });
         TestBackend {
-            name: name.to_string(),
             addr,
             hits,
             seen,

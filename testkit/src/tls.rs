@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Writes a self-signed certificate for `names` into `dir`; returns (cert, key).
-pub fn self_signed(dir: &super::TempDir, names: &[&str]) -> (PathBuf, PathBuf) {
+pub fn self_signed(dir: &crate::TempDir, names: &[&str]) -> (PathBuf, PathBuf) {
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     let c = rcgen::generate_simple_self_signed(names).expect("self-signed certificate");
     let crt = dir.write("self.crt", &c.cert.pem());

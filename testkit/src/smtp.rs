@@ -9,7 +9,6 @@ use tokio::net::TcpListener;
 #[derive(Clone, Debug, Default)]
 pub struct Mail {
     pub auth: Option<String>,
-    pub from: String,
     pub to: Vec<String>,
     pub data: String,
 }
@@ -50,7 +49,6 @@ impl SmtpSink {
                             mail.auth = Some(format!("{u}:{p}"));
                             b"235 2.7.0 ok\r\n"
                         } else if upper.starts_with("MAIL FROM") {
-                            mail.from = line.to_string();
                             b"250 ok\r\n"
                         } else if upper.starts_with("RCPT TO") {
                             mail.to.push(line.to_string());

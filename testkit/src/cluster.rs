@@ -1,22 +1,13 @@
 //! Cluster test support on loopback: several real `fulcrum` processes, each
 //! with its own state directory and peer port, restartable with the same state.
 
-use super::{Fulcrum, TempDir, client};
+use crate::{Fulcrum, TempDir, client};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-
-/// A free TCP port on 127.0.0.1 (bound then released: the cluster config needs
-/// peer ports before the processes start).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 pub struct NodeSpec {
     pub name: String,
@@ -31,7 +22,7 @@ pub struct NodeSpec {
 /// One node of a loopback cluster: config and state survive restarts.
 pub struct Node {
     pub name: String,
-    pub witness: bool,
+    witness: bool,
     pub dir: TempDir,
     pub config: PathBuf,
     pub proc: Option<Fulcrum>,
@@ -165,12 +156,13 @@ pub async fn agreed_primary(nodes: &[Node]) -> Option<String> {
 /// A notify hook that appends `ROLE TERM NODE_ID` to `NODE_ID.hooks` in its own
 /// directory, and reads those lines back.
 pub struct HookLog {
-    pub dir: TempDir,
+    dir: TempDir,
     pub script: PathBuf,
 }
 
 impl HookLog {
-    pub fn new() -> HookLog {
+    /// Writes the hook script into a directory of its own.
+    pub fn create() -> HookLog {
         let dir = TempDir::new("hooks");
         let script = dir.write(
             "hook.sh",
@@ -203,7 +195,7 @@ impl HookLog {
 /// keeps a copy of every byte, as a capture on the wire would.
 pub struct Relay {
     pub port: u16,
-    pub captured: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    captured: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
 impl Relay {

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::backend::{Body, full};
+use crate::backend::{Body, full};
 
 /// Backend handler: accepts the upgrade, then echoes every text frame.
 pub async fn echo_upgrade(mut req: Request<Incoming>) -> Response<Body> {
