@@ -847,3 +847,61 @@ routes:
         .unwrap();
     assert_eq!(leader.text(), "leader");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_background_refresh_lets_a_later_stale_hit_refresh_again() {
+    // The first answer goes stale at once (with a minute of
+    // stale-while-revalidate); the first refresh fails with a 503, the next
+    // one brings a fresh answer.
+    let answers = Arc::new(AtomicUsize::new(0));
+    let n = answers.clone();
+    let b = TestBackend::start(
+        "refreshing",
+        Arc::new(move |_req| {
+            let i = n.fetch_add(1, Ordering::SeqCst) + 1;
+            Box::pin(async move {
+                let r = Response::builder();
+                match i {
+                    1 => r
+                        .header("cache-control", "max-age=1, stale-while-revalidate=60")
+                        .body(full("v1")),
+                    2 => r.status(503).body(full("broken")),
+                    _ => r
+                        .header("cache-control", "max-age=3600")
+                        .body(full(format!("v{i}"))),
+                }
+                .unwrap()
+            })
+                as std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>
+        }),
+    )
+    .await;
+    let f = Fulcrum::start(&config(b.addr, "      stale_if_error: 1h\n"));
+    let addr = f.listener(0);
+    assert_eq!(request(addr, "GET", "/cached/swr", &[]).await.text(), "v1");
+    // The first stale hit starts the refresh that fails.
+    let stale = until_status(addr, "/cached/swr", "stale-while-revalidate").await;
+    assert_eq!(stale.text(), "v1");
+    let backend = &b;
+    common::eventually("the failed refresh", move || async move {
+        (backend.hits() >= 2).then_some(())
+    })
+    .await;
+    // Its end cleared the entry's "updating" mark: a later stale hit starts
+    // another refresh, whose answer replaces the entry.
+    let deadline = Instant::now() + common::DEADLINE;
+    loop {
+        let r = request(addr, "GET", "/cached/swr", &[]).await;
+        if r.text() == "v3" {
+            assert!(cache_status(&r).starts_with("fulcrum; hit"), "{r:?}");
+            break;
+        }
+        assert_eq!(r.text(), "v1", "{r:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no refresh after the failed one: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answers.load(Ordering::SeqCst), 3);
+}
