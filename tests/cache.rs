@@ -89,6 +89,19 @@ async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &
     client::send(addr, r.body(Full::new(Bytes::new())).unwrap()).await
 }
 
+/// `n` concurrent `GET path`, each on its own connection; their answers.
+async fn burst(addr: SocketAddr, path: &'static str, n: usize) -> Vec<Resp> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        set.spawn(async move { request(addr, "GET", path, &[]).await });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        out.push(r.unwrap());
+    }
+    out
+}
+
 fn cache_status(r: &Resp) -> String {
     r.header("cache-status").unwrap_or_default()
 }
@@ -272,42 +285,19 @@ async fn purge_invalidation_and_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_misses_make_one_backend_request() {
-    let b = TestBackend::start(Arc::new(|req| {
+    let b = TestBackend::start(Arc::new(|_req| {
         Box::pin(async move {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let mut r = Response::builder().header("cache-control", "max-age=60");
-            if req.uri().path() == "/cached/cookie" {
-                r = r.header("set-cookie", "leader=1");
-            }
-            r.body(full("same")).unwrap()
+            Response::builder()
+                .header("cache-control", "max-age=60")
+                .body(full("same"))
+                .unwrap()
         })
     }))
     .await;
     let f = Fulcrum::start(&config(b.addr, "      lock_timeout: 30s\n"));
     let addr = f.listener(0);
-    let burst = |path: &'static str, n: usize| async move {
-        let mut set = tokio::task::JoinSet::new();
-        for _ in 0..n {
-            set.spawn(async move { request(addr, "GET", path, &[]).await });
-        }
-        let mut out = Vec::new();
-        while let Some(r) = set.join_next().await {
-            out.push(r.unwrap());
-        }
-        out
-    };
-    // A Set-Cookie answer is never stored: the waiters are released to go
-    // upstream themselves, and none gets the leader's cookie from the cache.
-    let answers = burst("/cached/cookie", 20).await;
-    assert!(answers.iter().all(|r| r.text() == "same"));
-    assert!(
-        answers
-            .iter()
-            .all(|r| r.header("set-cookie").as_deref() == Some("leader=1"))
-    );
-    assert_eq!(b.saw("/cached/cookie"), 20);
-
-    let answers = burst("/cached/one", 1000).await;
+    let answers = burst(addr, "/cached/one", 1000).await;
     assert_eq!(answers.len(), 1000);
     for r in &answers {
         assert_eq!((r.status, r.text()), (StatusCode::OK, "same".into()));
@@ -555,4 +545,331 @@ async fn one_background_refresh_variants_and_authorization() {
     }
     request(addr, "GET", "/cached/auth", &[]).await;
     assert_eq!(b.saw("/cached/auth"), 3);
+}
+
+/// Polls `GET path` until the answer is no longer a fresh hit (the entry went
+/// stale with time and the cache had to ask a backend); returns that answer.
+async fn first_non_hit(addr: SocketAddr, path: &str) -> Resp {
+    let deadline = Instant::now() + testkit::DEADLINE;
+    loop {
+        let r = request(addr, "GET", path, &[]).await;
+        if !cache_status(&r).starts_with("fulcrum; hit") {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "{path} never went stale: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Stored responses whose directives forbid serving them stale, even with
+/// the response's own `stale-if-error` and the route's floor of an hour.
+const NEVER_STALE: [(&str, &str); 4] = [
+    (
+        "must-revalidate",
+        "max-age=1, must-revalidate, stale-if-error=3600",
+    ),
+    (
+        "proxy-revalidate",
+        "max-age=1, proxy-revalidate, stale-if-error=3600",
+    ),
+    ("s-maxage", "s-maxage=1, stale-if-error=3600"),
+    ("no-cache", "no-cache, max-age=3600, stale-if-error=3600"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_on_timeouts_5xx_refused_connections_and_no_available_backend() {
+    // On /cached/: good answers (fresh for a second) until `failing`; then
+    // /cached/timeout answers after the pool's response_header timeout,
+    // /cached/NNN answers NNN, and the others 503. Elsewhere: always 200.
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fail = failing.clone();
+    let mut b = TestBackend::start(Arc::new(move |req| {
+        let failing = fail.load(Ordering::SeqCst);
+        Box::pin(async move {
+            let Some(kind) = req.uri().path().strip_prefix("/cached/") else {
+                return Response::new(full("uncached"));
+            };
+            let kind = kind.to_string();
+            if !failing {
+                let cc = NEVER_STALE
+                    .iter()
+                    .find(|(k, _)| *k == kind)
+                    .map_or("max-age=1", |(_, cc)| cc);
+                return Response::builder()
+                    .header("cache-control", cc)
+                    .body(full(format!("good {kind}")))
+                    .unwrap();
+            }
+            if kind == "timeout" {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+            let status = kind.parse().unwrap_or(503);
+            Response::builder()
+                .status(status)
+                .body(full("broken"))
+                .unwrap()
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>
+    }))
+    .await;
+    // No retries and no passive ejection: each request makes one attempt, and
+    // its failure is the one the test causes.
+    let f = Fulcrum::start(&format!(
+        "listeners: [\"127.0.0.1:0\"]
+access_log: {{ enabled: false }}
+pools:
+  - name: app
+    backends: [\"{}\"]
+    passive_health: {{ max_fails: 0 }}
+    retries: {{ try_duration: 0s }}
+    timeouts: {{ response_header: 300ms }}
+routes:
+  - path_prefix: /cached
+    pool: app
+    cache:
+      stale_if_error: 1h
+  - path_prefix: /
+    pool: app
+",
+        b.addr
+    ));
+    let addr = f.listener(0);
+    let stale_ok = ["timeout", "500", "502", "503", "504"];
+    for kind in stale_ok.iter().chain(NEVER_STALE.iter().map(|(k, _)| k)) {
+        let r = request(addr, "GET", &format!("/cached/{kind}"), &[]).await;
+        assert_eq!(r.text(), format!("good {kind}"));
+        assert!(cache_status(&r).contains("stored"), "{kind}: {r:?}");
+    }
+    failing.store(true, Ordering::SeqCst);
+
+    // A backend that answers 500, 502, 503 or 504, or not before the
+    // response_header timeout (504): the stale entry answers.
+    for (kind, fwd_status) in [
+        ("500", 500),
+        ("502", 502),
+        ("503", 503),
+        ("504", 504),
+        ("timeout", 504),
+    ] {
+        let r = first_non_hit(addr, &format!("/cached/{kind}")).await;
+        assert_eq!(
+            (r.status, r.text()),
+            (StatusCode::OK, format!("good {kind}")),
+            "{kind}: {r:?}"
+        );
+        let cs = cache_status(&r);
+        assert!(
+            cs.starts_with("fulcrum; fwd=stale")
+                && cs.contains(&format!("fwd-status={fwd_status}"))
+                && cs.contains("detail=stale-if-error"),
+            "{kind}: {cs}"
+        );
+    }
+    // Never stale under must-revalidate, proxy-revalidate, s-maxage or
+    // no-cache: the backend's error reaches the client.
+    for (kind, _) in NEVER_STALE {
+        let r = first_non_hit(addr, &format!("/cached/{kind}")).await;
+        assert_eq!(
+            (r.status, r.text()),
+            (StatusCode::SERVICE_UNAVAILABLE, "broken".into()),
+            "{kind}: {r:?}"
+        );
+    }
+
+    // No available backend (the only one disabled): 503 without trying.
+    let backend_addr = b.addr;
+    let backend_action = |action: &'static str| {
+        let path = format!("/api/v1/pools/app/backends/{backend_addr}/{action}");
+        let f = &f;
+        async move { admin_json(f, "POST", &path, "").await }
+    };
+    backend_action("disable").await;
+    let backend_requests = b.hits();
+    let r = request(addr, "GET", "/cached/500", &[]).await;
+    assert_eq!((r.status, r.text()), (StatusCode::OK, "good 500".into()));
+    let cs = cache_status(&r);
+    assert!(
+        cs.contains("fwd=stale; fwd-status=503") && cs.contains("detail=stale-if-error"),
+        "{cs}"
+    );
+    for (kind, _) in NEVER_STALE {
+        let r = request(addr, "GET", &format!("/cached/{kind}"), &[]).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{kind}: {r:?}");
+    }
+    let uncached = request(addr, "GET", "/other", &[]).await;
+    assert_eq!(uncached.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(b.hits(), backend_requests, "no backend was tried");
+
+    // Enabled again, it takes requests once it is found reachable.
+    backend_action("enable").await;
+    testkit::eventually("the backend enabled again", || async move {
+        let r = request(addr, "GET", "/other", &[]).await;
+        (r.status == StatusCode::OK).then_some(())
+    })
+    .await;
+
+    // The backend gone (connections refused): 502, and the stale entry.
+    b.stop();
+    let r = request(addr, "GET", "/cached/502", &[]).await;
+    assert_eq!((r.status, r.text()), (StatusCode::OK, "good 502".into()));
+    let cs = cache_status(&r);
+    assert!(
+        cs.contains("fwd-status=502") && cs.contains("detail=stale-if-error"),
+        "{cs}"
+    );
+    for (kind, _) in NEVER_STALE {
+        let r = request(addr, "GET", &format!("/cached/{kind}"), &[]).await;
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{kind}: {r:?}");
+    }
+    let uncached = request(addr, "GET", "/other", &[]).await;
+    assert_eq!(uncached.status, StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collapsed_followers_are_released_by_an_uncacheable_answer_or_lock_timeout() {
+    // The first request for /bounded/stuck is answered only once the test
+    // opens the gate (or after a minute, should the test fail first).
+    let (gate, gate_rx) = tokio::sync::watch::channel(false);
+    let cookies = Arc::new(AtomicUsize::new(0));
+    let stuck = Arc::new(AtomicUsize::new(0));
+    let b = TestBackend::start(Arc::new(move |req| {
+        let (cookies, stuck, mut gate) = (cookies.clone(), stuck.clone(), gate_rx.clone());
+        Box::pin(async move {
+            let r = Response::builder().header("cache-control", "max-age=60");
+            if req.uri().path() == "/cached/cookie" {
+                // Each answer sets its own cookie: never stored, never shared.
+                let n = cookies.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                return r
+                    .header("set-cookie", format!("id={n}"))
+                    .body(full(n.to_string()))
+                    .unwrap();
+            }
+            if stuck.fetch_add(1, Ordering::SeqCst) == 0 {
+                let _ = tokio::time::timeout(Duration::from_secs(60), gate.wait_for(|open| *open))
+                    .await;
+                return r.body(full("leader")).unwrap();
+            }
+            r.body(full("follower")).unwrap()
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>
+    }))
+    .await;
+    // Followers on /cached would wait ten minutes if nothing released them.
+    let f = Fulcrum::start(&format!(
+        "listeners: [\"127.0.0.1:0\"]
+access_log: {{ enabled: false }}
+pools:
+  - name: app
+    backends: [\"{}\"]
+routes:
+  - path_prefix: /cached
+    pool: app
+    cache:
+      lock_timeout: 10m
+  - path_prefix: /bounded
+    pool: app
+    cache:
+      lock_timeout: 300ms
+",
+        b.addr
+    ));
+    let addr = f.listener(0);
+
+    // The leader's answer carries Set-Cookie, so it is not stored: the
+    // followers are released at once to go upstream themselves, and each
+    // client gets the cookie of its own backend answer, none the leader's.
+    let answers = tokio::time::timeout(testkit::DEADLINE, burst(addr, "/cached/cookie", 20))
+        .await
+        .expect("the followers were not released when the answer could not be stored");
+    let mut seen_cookies = std::collections::HashSet::new();
+    for r in &answers {
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        let cookie = r.header("set-cookie").expect("its own cookie");
+        assert_eq!(cookie, format!("id={}", r.text()), "{r:?}");
+        seen_cookies.insert(cookie);
+    }
+    assert_eq!(seen_cookies.len(), 20, "one cookie per backend answer");
+    assert_eq!(b.saw("/cached/cookie"), 20);
+    assert!(
+        answers
+            .iter()
+            .any(|r| cache_status(r).contains("collapsed")),
+        "some requests waited for the first one"
+    );
+
+    // A leader whose backend does not answer holds its followers back for
+    // lock_timeout only; then they go upstream themselves.
+    let leader = tokio::spawn(async move { request(addr, "GET", "/bounded/stuck", &[]).await });
+    let backend = &b;
+    testkit::eventually("the leader reached the backend", move || async move {
+        (backend.saw("/bounded/stuck") == 1).then_some(())
+    })
+    .await;
+    let followers = tokio::time::timeout(testkit::DEADLINE, burst(addr, "/bounded/stuck", 3))
+        .await
+        .expect("the followers waited for the leader past lock_timeout");
+    for r in &followers {
+        assert_eq!((r.status, r.text()), (StatusCode::OK, "follower".into()));
+        assert!(cache_status(r).contains("collapsed"), "{r:?}");
+    }
+    assert!(!leader.is_finished(), "the leader is still waiting");
+    gate.send(true).unwrap();
+    let leader = tokio::time::timeout(testkit::DEADLINE, leader)
+        .await
+        .expect("the leader's answer")
+        .unwrap();
+    assert_eq!(leader.text(), "leader");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_background_refresh_lets_a_later_stale_hit_refresh_again() {
+    // The first answer goes stale at once (with a minute of
+    // stale-while-revalidate); the first refresh fails with a 503, the next
+    // one brings a fresh answer.
+    let answers = Arc::new(AtomicUsize::new(0));
+    let n = answers.clone();
+    let b = TestBackend::start(Arc::new(move |_req| {
+        let i = n.fetch_add(1, Ordering::SeqCst) + 1;
+        Box::pin(async move {
+            let r = Response::builder();
+            match i {
+                1 => r
+                    .header("cache-control", "max-age=1, stale-while-revalidate=60")
+                    .body(full("v1")),
+                2 => r.status(503).body(full("broken")),
+                _ => r
+                    .header("cache-control", "max-age=3600")
+                    .body(full(format!("v{i}"))),
+            }
+            .unwrap()
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>
+    }))
+    .await;
+    let f = Fulcrum::start(&config(b.addr, "      stale_if_error: 1h\n"));
+    let addr = f.listener(0);
+    assert_eq!(request(addr, "GET", "/cached/swr", &[]).await.text(), "v1");
+    // The first stale hit starts the refresh that fails.
+    let stale = until_status(addr, "/cached/swr", "stale-while-revalidate").await;
+    assert_eq!(stale.text(), "v1");
+    let backend = &b;
+    testkit::eventually("the failed refresh", move || async move {
+        (backend.hits() >= 2).then_some(())
+    })
+    .await;
+    // Its end cleared the entry's "updating" mark: a later stale hit starts
+    // another refresh, whose answer replaces the entry.
+    let deadline = Instant::now() + testkit::DEADLINE;
+    loop {
+        let r = request(addr, "GET", "/cached/swr", &[]).await;
+        if r.text() == "v3" {
+            assert!(cache_status(&r).starts_with("fulcrum; hit"), "{r:?}");
+            break;
+        }
+        assert_eq!(r.text(), "v1", "{r:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no refresh after the failed one: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answers.load(Ordering::SeqCst), 3);
 }
