@@ -327,7 +327,7 @@ fn rss(pid: i32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn byte_bound_holds_and_a_large_download_streams_without_being_stored() {
-    const BIG: u64 = 512 << 20;
+    const BIG: u64 = 1 << 30;
     const CHUNK: usize = 256 << 10;
     let b = TestBackend::start(Arc::new(|req| {
         Box::pin(async move {
