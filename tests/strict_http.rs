@@ -399,3 +399,46 @@ async fn backend_closing_after_each_answer_loses_no_request() {
         assert_eq!(r.status, StatusCode::OK, "GET #{i}: {}", r.text());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hedged_pool_sends_a_lost_request_again_without_a_retry() {
+    // The backend closes each connection when a second request arrives on it. In
+    // a pool that hedges (after a delay no request here reaches) and retries, a
+    // request lost on a reused connection goes out once more on a new one: not a
+    // retry, not a hedge, and the backend is not blamed (one failure would take
+    // it out here).
+    let be = RawBackend::start(|_, nth| {
+        if nth == 0 {
+            RawReply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec())
+        } else {
+            RawReply::Close
+        }
+    })
+    .await;
+    let f = Fulcrum::start(&format!(
+        "listeners:\n  - address: \"127.0.0.1:0\"\npools:\n  - name: app\n    backends: [\"{}\"]\n    retries: {{ hedge_after: 30s }}\n    passive_health: {{ max_fails: 1, fail_duration: 60s }}\nroutes:\n  - {{ pool: app }}\n",
+        be.addr
+    ));
+    let addr = f.listener(0);
+    for i in 0..8 {
+        let r = client::get(addr, &format!("/h{i}")).await;
+        assert_eq!(r.status, StatusCode::OK, "GET #{i}: {}", r.text());
+        assert_eq!(r.text(), "ok");
+    }
+    assert!(
+        be.requests.load(SeqCst) > be.conns.load(SeqCst),
+        "no request went out on a reused connection"
+    );
+    let metrics = client::get(f.admin(), "/metrics").await.text();
+    for counted in [
+        "fulcrum_retries_total{pool=\"app\"} 0",
+        "fulcrum_hedges_total{pool=\"app\"} 0",
+    ] {
+        assert!(metrics.contains(counted), "{counted} in\n{metrics}");
+    }
+    assert_eq!(
+        f.stderr.count(|l| l.contains("backend taken out")),
+        0,
+        "the backend was blamed for closing an idle connection"
+    );
+}
