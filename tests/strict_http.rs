@@ -407,12 +407,16 @@ async fn hedged_pool_sends_a_lost_request_again_without_a_retry() {
     // request lost on a reused connection goes out once more on a new one: not a
     // retry, not a hedge, and the backend is not blamed (one failure would take
     // it out here).
-    let be = RawBackend::start(|_, nth| {
+    let closed_posts = Arc::new(AtomicUsize::new(0));
+    let cp = closed_posts.clone();
+    let be = RawBackend::start(move |head, nth| {
         if nth == 0 {
-            RawReply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec())
-        } else {
-            RawReply::Close
+            return RawReply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec());
         }
+        if head.starts_with("POST ") {
+            cp.fetch_add(1, SeqCst);
+        }
+        RawReply::Close
     })
     .await;
     let f = Fulcrum::start(&format!(
@@ -429,6 +433,28 @@ async fn hedged_pool_sends_a_lost_request_again_without_a_retry() {
         be.requests.load(SeqCst) > be.conns.load(SeqCst),
         "no request went out on a reused connection"
     );
+    // A POST (not in the retried methods) streams its body and cannot be sent
+    // twice: 502, and still no blame, so the next request is served.
+    let mut checked = false;
+    for _ in 0..8 {
+        let before = closed_posts.load(SeqCst);
+        let r = client::send(
+            addr,
+            Request::post("/p")
+                .header("host", "app.example")
+                .body(Full::new(Bytes::from_static(b"x")))
+                .unwrap(),
+        )
+        .await;
+        if closed_posts.load(SeqCst) > before {
+            assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+            checked = true;
+            break;
+        }
+        assert_eq!(client::get(addr, "/prime").await.status, StatusCode::OK);
+    }
+    assert!(checked, "no POST went out on a reused connection");
+    assert_eq!(client::get(addr, "/after").await.status, StatusCode::OK);
     let metrics = client::get(f.admin(), "/metrics").await.text();
     for counted in [
         "fulcrum_retries_total{pool=\"app\"} 0",
