@@ -397,3 +397,72 @@ async fn backend_closing_after_each_answer_loses_no_request() {
         assert_eq!(r.status, StatusCode::OK, "GET #{i}: {}", r.text());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hedged_pool_sends_a_lost_request_again_without_a_retry() {
+    // The backend closes each connection when a second request arrives on it. In
+    // a pool that hedges (after a delay no request here reaches) and retries, a
+    // request lost on a reused connection goes out once more on a new one: not a
+    // retry, not a hedge, and the backend is not blamed (one failure would take
+    // it out here).
+    let closed_posts = Arc::new(AtomicUsize::new(0));
+    let cp = closed_posts.clone();
+    let be = RawBackend::start(move |head, nth| {
+        if nth == 0 {
+            return RawReply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec());
+        }
+        if head.starts_with("POST ") {
+            cp.fetch_add(1, SeqCst);
+        }
+        RawReply::Close
+    })
+    .await;
+    let f = Fulcrum::start(&format!(
+        "listeners:\n  - address: \"127.0.0.1:0\"\npools:\n  - name: app\n    backends: [\"{}\"]\n    retries: {{ hedge_after: 30s }}\n    passive_health: {{ max_fails: 1, fail_duration: 60s }}\nroutes:\n  - {{ pool: app }}\n",
+        be.addr
+    ));
+    let addr = f.listener(0);
+    for i in 0..8 {
+        let r = client::get(addr, &format!("/h{i}")).await;
+        assert_eq!(r.status, StatusCode::OK, "GET #{i}: {}", r.text());
+        assert_eq!(r.text(), "ok");
+    }
+    assert!(
+        be.requests.load(SeqCst) > be.conns.load(SeqCst),
+        "no request went out on a reused connection"
+    );
+    // A POST (not in the retried methods) streams its body and cannot be sent
+    // twice: 502, and still no blame, so the next request is served.
+    let mut checked = false;
+    for _ in 0..8 {
+        let before = closed_posts.load(SeqCst);
+        let r = client::send(
+            addr,
+            Request::post("/p")
+                .header("host", "app.example")
+                .body(Full::new(Bytes::from_static(b"x")))
+                .unwrap(),
+        )
+        .await;
+        if closed_posts.load(SeqCst) > before {
+            assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+            checked = true;
+            break;
+        }
+        assert_eq!(client::get(addr, "/prime").await.status, StatusCode::OK);
+    }
+    assert!(checked, "no POST went out on a reused connection");
+    assert_eq!(client::get(addr, "/after").await.status, StatusCode::OK);
+    let metrics = client::get(f.admin(), "/metrics").await.text();
+    for counted in [
+        "fulcrum_retries_total{pool=\"app\"} 0",
+        "fulcrum_hedges_total{pool=\"app\"} 0",
+    ] {
+        assert!(metrics.contains(counted), "{counted} in\n{metrics}");
+    }
+    assert_eq!(
+        f.stderr.count(|l| l.contains("backend taken out")),
+        0,
+        "the backend was blamed for closing an idle connection"
+    );
+}

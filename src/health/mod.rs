@@ -10,7 +10,7 @@ use crate::events::{EventKind, Events};
 use crate::snapshot::Snapshot;
 use crate::upstream::backend::{AdminState, Backend};
 use crate::upstream::body::UpstreamBody;
-use crate::upstream::client;
+use crate::upstream::client::{self, Conn};
 use crate::upstream::pool::PoolState;
 use http::{HeaderValue, Request, header};
 use std::collections::HashMap;
@@ -91,13 +91,10 @@ pub(crate) enum Probe {
     Fail(String),
 }
 
-/// Sends one health-check request and judges the answer.
-pub(crate) async fn probe(backend: &Arc<Backend>, hc: &HealthCheckConfig) -> Probe {
+/// The check's request; `None` when its path is not a valid request target.
+fn probe_request(backend: &Backend, hc: &HealthCheckConfig) -> Option<Request<UpstreamBody>> {
     let mut req = Request::new(UpstreamBody::Empty);
-    *req.uri_mut() = match hc.path.parse() {
-        Ok(u) => u,
-        Err(_) => return Probe::Fail(format!("invalid path {}", hc.path)),
-    };
+    *req.uri_mut() = hc.path.parse().ok()?;
     if let Ok(h) = HeaderValue::from_str(&backend.address.key) {
         req.headers_mut().insert(header::HOST, h);
     }
@@ -112,13 +109,29 @@ pub(crate) async fn probe(backend: &Arc<Backend>, hc: &HealthCheckConfig) -> Pro
             *req.uri_mut() = u;
         }
     }
+    Some(req)
+}
+
+/// Sends one health-check request and judges the answer.
+pub(crate) async fn probe(backend: &Arc<Backend>, hc: &HealthCheckConfig) -> Probe {
+    let Some(req) = probe_request(backend, hc) else {
+        return Probe::Fail(format!("invalid path {}", hc.path));
+    };
     let timeouts = crate::config::Timeouts {
         connect: hc.timeout,
         response_header: hc.timeout,
         idle: Duration::from_secs(90),
     };
     let work = async {
-        match client::send(backend, req, &timeouts).await {
+        let mut sent = client::send(backend, req, &timeouts, Conn::Pooled).await;
+        // A pooled connection the backend closed while idle says nothing about
+        // its health: the check goes out again on a new one.
+        if let Err((client::SendError::Closed(_), _)) = sent
+            && let Some(again) = probe_request(backend, hc)
+        {
+            sent = client::send(backend, again, &timeouts, Conn::New).await;
+        }
+        match sent {
             Ok((resp, lease)) => {
                 let status = resp.status().as_u16();
                 // Read the (small) body so the connection can be reused.

@@ -454,30 +454,6 @@ pub enum UpstreamBody {
 }
 
 impl UpstreamBody {
-    /// The same body from its first byte, when it is held (empty or replayable).
-    pub fn again(&self) -> Option<UpstreamBody> {
-        match self {
-            UpstreamBody::Empty => Some(UpstreamBody::Empty),
-            UpstreamBody::Client(_) => None,
-            UpstreamBody::Replay(r) => Some(UpstreamBody::Replay(ReplayReader {
-                state: r.state.clone(),
-                pos: 0,
-                attempt: r.attempt,
-                trailers_sent: false,
-            })),
-        }
-    }
-
-    /// Whether this body can still be sent whole (a replay that overflowed its
-    /// bound cannot).
-    pub fn whole(&self) -> bool {
-        match self {
-            UpstreamBody::Empty => true,
-            UpstreamBody::Client(_) => false,
-            UpstreamBody::Replay(r) => r.state.lock().is_ok_and(|s| !s.overflowed),
-        }
-    }
-
     /// The stats of a body that still streams from the client (for
     /// [`BodyStats::answer_within`]); `None` for a body that is whole already.
     pub fn streaming(&self) -> Option<Arc<BodyStats>> {

@@ -22,6 +22,21 @@ pub enum SendError {
     Timeout,
     /// The exchange failed after the request was (possibly) sent.
     Exchange(hyper::Error),
+    /// A reused pooled connection was closed (or reset) by the backend after the
+    /// request went out and before any byte of an answer: what a connection the
+    /// backend had just timed out looks like (RFC 9112 9.3.1). The caller may send
+    /// the request once more on a new connection ([`Conn::New`]) when sending it
+    /// twice is harmless; the backend is not to blame.
+    Closed(hyper::Error),
+}
+
+/// Which HTTP/1.1 connection a request may go out on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conn {
+    /// An idle pooled connection when there is one, else a new one.
+    Pooled,
+    /// A new connection: for a request sent again after [`SendError::Closed`].
+    New,
 }
 
 impl std::fmt::Display for SendError {
@@ -29,7 +44,10 @@ impl std::fmt::Display for SendError {
         match self {
             SendError::Connect(e) => write!(f, "connect: {e}"),
             SendError::Timeout => f.write_str("timed out waiting for response headers"),
-            SendError::Exchange(e) => {
+            SendError::Exchange(e) | SendError::Closed(e) => {
+                if matches!(self, SendError::Closed(_)) {
+                    f.write_str("pooled connection closed by the backend: ")?;
+                }
                 write!(f, "{e}")?;
                 let mut src = std::error::Error::source(e);
                 while let Some(s) = src {
@@ -53,13 +71,14 @@ pub enum Lease {
 pub type Failed = (SendError, Option<Request<UpstreamBody>>);
 pub type SendResult = Result<(Response<Incoming>, Lease), Failed>;
 
-/// Sends `req` to `backend`. The URI must already be in the form the backend's
-/// protocol needs (origin-form for HTTP/1.1, absolute for HTTP/2).
+/// Sends `req` to `backend` over `conn`. The URI must already be in the form the
+/// backend's protocol needs (origin-form for HTTP/1.1, absolute for HTTP/2).
 pub async fn send(
     backend: &Arc<Backend>,
     mut req: Request<UpstreamBody>,
     timeouts: &Timeouts,
-) -> Result<(Response<Incoming>, Lease), Failed> {
+    conn: Conn,
+) -> SendResult {
     if backend.address.scheme == Scheme::H2c {
         return match h2_sender(backend, timeouts).await {
             Ok(sender) => send_h2(backend, sender, req, timeouts).await,
@@ -85,16 +104,12 @@ pub async fn send(
         }
     }
     let max_idle_ms = timeouts.idle.as_millis() as u64;
-    // A copy to send once more on a fresh connection when a pooled one turns out
-    // to be closed by the backend after the request went out (taken once).
-    let mut resend: Option<Request<UpstreamBody>> = None;
-    let mut resent = false;
     // A pooled connection may have been closed by the backend just now; hyper then
-    // hands the request back unsent and we try a fresh connection.
+    // hands the request back unsent and we try another one.
     for _ in 0..4 {
         let idle = match fresh.take() {
             Some(s) => Some((s, false)),
-            None if resent => None,
+            None if conn == Conn::New => None,
             None => backend.conns.take_idle(max_idle_ms).map(|s| (s, true)),
         };
         let (mut sender, reused) = match idle {
@@ -117,55 +132,34 @@ pub async fn send(
                 }
             }
         }
-        if reused && !resent && resend.is_none() {
-            resend = resend_copy(&req);
-        }
         let body = req.body().streaming();
         let heard = sender.received();
         let fut = sender.try_send_request(req);
-        match BodyStats::answer_within(body.as_deref(), timeouts.response_header, fut).await {
-            Some(Ok(resp)) => return Ok((resp, Lease::H1(sender))),
+        return match BodyStats::answer_within(body.as_deref(), timeouts.response_header, fut).await
+        {
+            Some(Ok(resp)) => Ok((resp, Lease::H1(sender))),
             Some(Err(mut e)) => match e.take_message() {
                 Some(unsent) if reused => {
                     req = unsent;
                     continue;
                 }
-                Some(unsent) => return Err((SendError::Exchange(e.into_error()), Some(unsent))),
+                Some(unsent) => Err((SendError::Exchange(e.into_error()), Some(unsent))),
                 None => {
                     let e = e.into_error();
-                    let unanswered = sender.received() == heard && closed_unanswered(&e);
-                    match resend.take() {
-                        Some(again) if reused && unanswered && again.body().whole() => {
-                            tracing::debug!(backend = %backend.key(), error = %e, "pooled connection closed by the backend; sending again on a fresh one");
-                            req = again;
-                            resent = true;
-                        }
-                        _ => return Err((SendError::Exchange(e), None)),
+                    if reused && sender.received() == heard && closed_unanswered(&e) {
+                        Err((SendError::Closed(e), None))
+                    } else {
+                        Err((SendError::Exchange(e), None))
                     }
                 }
             },
-            None => return Err((SendError::Timeout, None)),
-        }
+            None => Err((SendError::Timeout, None)),
+        };
     }
     Err((
         SendError::Connect(io::Error::other("pooled connections kept closing")),
         Some(req),
     ))
-}
-
-/// A copy of `req` for one more try, when sending it twice is harmless: an
-/// idempotent method without a body, or a body still held whole.
-fn resend_copy(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
-    let body = match req.body() {
-        UpstreamBody::Empty if req.method().is_idempotent() => UpstreamBody::Empty,
-        b => b.again()?,
-    };
-    let mut copy = Request::new(body);
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    Some(copy)
 }
 
 /// The backend closed (or reset) the connection without an answer: what a

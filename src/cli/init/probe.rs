@@ -11,7 +11,7 @@ use crate::config::{
 use crate::events::EventKind;
 use crate::upstream::backend::Backend;
 use crate::upstream::body::UpstreamBody;
-use crate::upstream::client;
+use crate::upstream::client::{self, Conn};
 use crate::upstream::levels::FailoverEvent;
 use http::{HeaderValue, Request, header};
 use std::sync::Arc;
@@ -91,7 +91,8 @@ pub(crate) async fn probe(address: &str, h: &Health) -> ProbeReport {
         idle: Duration::from_secs(1),
     };
     let started = Instant::now();
-    let sent = tokio::time::timeout(timeout, client::send(&backend, req, &timeouts)).await;
+    let sent =
+        tokio::time::timeout(timeout, client::send(&backend, req, &timeouts, Conn::New)).await;
     let ms = started.elapsed().as_millis();
     match sent {
         Ok(Ok((resp, _))) => {

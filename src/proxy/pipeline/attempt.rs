@@ -3,14 +3,14 @@
 use super::request::Prepared;
 use crate::upstream::backend::Backend;
 use crate::upstream::body::UpstreamBody;
-use crate::upstream::client;
+use crate::upstream::client::{self, Conn, SendError};
 use crate::upstream::in_flight::{Awaiting, InFlight};
 use crate::upstream::pool::Pool;
 use http::Request;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The attempts of one round (one, or two when hedged) and how each ended.
+/// The attempts of a hedged round (one or two) and how each ended.
 pub(super) type Outcomes = Vec<(Attempt, client::SendResult)>;
 
 /// One try of a request on one backend.
@@ -54,24 +54,65 @@ impl Attempt {
 pub(super) type SendFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = client::SendResult> + Send>>;
 
+/// Sends the attempt's request; when a pooled connection loses it unanswered,
+/// sends it once more on a new connection (see [`again`]).
+pub(super) async fn send(
+    attempt: &Attempt,
+    request: Request<UpstreamBody>,
+    p: &Prepared,
+    nth: u64,
+    timeouts: crate::config::Timeouts,
+) -> client::SendResult {
+    let result = send_tracked(&attempt.backend, request, timeouts, Conn::Pooled).await;
+    match again(&result, &attempt.backend, p, nth) {
+        Some(request) => send_tracked(&attempt.backend, request, timeouts, Conn::New).await,
+        None => result,
+    }
+}
+
 /// A send that owns what it needs, so that a hedged loser can finish on its own.
 pub(super) fn send_owned(
     backend: Arc<Backend>,
     request: Request<UpstreamBody>,
     timeouts: crate::config::Timeouts,
+    conn: Conn,
 ) -> SendFuture {
-    Box::pin(send_tracked(backend, request, timeouts))
+    Box::pin(async move { send_tracked(&backend, request, timeouts, conn).await })
+}
+
+/// The request to send again after `result`, for the `nth` send of its body:
+/// when the backend closed a pooled connection before any answer to it and
+/// sending it twice is harmless, it is rebuilt the way a retry rebuilds it. Not
+/// a failed try: the backend is not blamed, no retry is counted.
+pub(super) fn again(
+    result: &client::SendResult,
+    backend: &Backend,
+    p: &Prepared,
+    nth: u64,
+) -> Option<Request<UpstreamBody>> {
+    let Err((SendError::Closed(e), _)) = result else {
+        return None;
+    };
+    if !p.resendable() {
+        return None;
+    }
+    let mut request = p.rebuild(nth)?;
+    p.out
+        .address(&mut request, backend.address.scheme, &backend.address.key);
+    tracing::debug!(backend = %backend.key(), error = %e, "pooled connection closed by the backend; sending again on a new one");
+    Some(request)
 }
 
 /// Sends, keeping the request counted as waiting for an answer until it has one.
-pub(super) async fn send_tracked(
-    backend: Arc<Backend>,
+async fn send_tracked(
+    backend: &Arc<Backend>,
     request: Request<UpstreamBody>,
     timeouts: crate::config::Timeouts,
+    conn: Conn,
 ) -> client::SendResult {
     let waiting = Awaiting::new(backend.clone());
-    let result = client::send(&backend, request, &timeouts).await;
-    if matches!(&result, Ok(_) | Err((client::SendError::Exchange(_), _))) {
+    let result = client::send(backend, request, &timeouts, conn).await;
+    if matches!(&result, Ok(_) | Err((SendError::Exchange(_), _))) {
         waiting.answered();
     }
     result

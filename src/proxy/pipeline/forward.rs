@@ -3,7 +3,7 @@
 //! send, and on failure try another backend while the retry policy allows;
 //! a pool that hedges races a second backend against a slow first one.
 
-use super::attempt::{Attempt, Outcomes, send_tracked};
+use super::attempt::{self, Attempt};
 use super::hedge;
 use super::request::Prepared;
 use super::route::Routed;
@@ -11,7 +11,7 @@ use super::{ConnCtx, Refusal, RequestCtx};
 use crate::events::EventKind;
 use crate::upstream::backend::Backend;
 use crate::upstream::body::UpstreamBody;
-use crate::upstream::client::{Lease, SendError};
+use crate::upstream::client::{Lease, SendError, SendResult};
 use crate::upstream::in_flight::InFlight;
 use crate::upstream::pick::{Pick, Tried};
 use crate::upstream::pool::Pool;
@@ -80,10 +80,13 @@ pub(super) async fn forward(
             pool.state.retries.fetch_add(1, Relaxed);
         }
         let (first, request) = Attempt::start(pool, idx, request, &p, slot);
-        let outcomes = match hedge_after {
+        let winner = match hedge_after {
             None => {
-                let r = send_tracked(first.backend.clone(), request, pool.timeouts).await;
-                vec![(first, r)]
+                let nth = u64::from(st.attempts);
+                let r = attempt::send(&first, request, &p, nth, pool.timeouts).await;
+                rc.done.attempts = st.attempts;
+                record_trace(rc, &first, &r);
+                judge(conn, pool, &p, &mut st, first, r)?
             }
             Some(delay) => {
                 let race = hedge::Race {
@@ -92,13 +95,19 @@ pub(super) async fn forward(
                     prepared: &p,
                     deadline: st.deadline,
                 };
-                race.run((first, request), delay, &mut st.tried, &mut st.attempts)
-                    .await
+                let outcomes = race
+                    .run((first, request), delay, &mut st.tried, &mut st.attempts)
+                    .await;
+                rc.done.attempts = st.attempts;
+                let mut winner = None;
+                for (attempt, r) in outcomes {
+                    record_trace(rc, &attempt, &r);
+                    winner = judge(conn, pool, &p, &mut st, attempt, r)?.or(winner);
+                }
+                winner
             }
         };
-        rc.done.attempts = st.attempts;
-        record_trace(rc, &outcomes);
-        if let Some(w) = judge(conn, pool, &p, &mut st, outcomes)? {
+        if let Some(w) = winner {
             break Some(w);
         }
         if !may_retry(pool, &p, &st) {
@@ -189,77 +198,67 @@ async fn choose(
 /// The request for the next attempt: the pending one, or a rebuilt one (only
 /// possible with an empty or replayable body).
 fn next_request(p: &Prepared, st: &mut Tries) -> Option<Request<UpstreamBody>> {
-    if let Some(r) = st.pending.take() {
-        return Some(r);
-    }
-    if p.body_is_empty {
-        return p.out.build(UpstreamBody::Empty);
-    }
-    match &p.replay {
-        Some(r) if r.replayable() => p
-            .out
-            .build(UpstreamBody::Replay(r.reader(st.attempts as u64 + 1))),
-        _ => None,
-    }
+    st.pending
+        .take()
+        .or_else(|| p.rebuild(u64::from(st.attempts) + 1))
 }
 
-/// Sorts the outcomes of one round: the winner, if any answered; failures are
-/// counted against their backend (passive health) unless the client caused them.
+/// Sorts out how an attempt ended: the winner when it answered; a failure is
+/// counted against its backend (passive health) unless the client caused it or
+/// the backend merely closed a pooled connection.
 fn judge(
     conn: &ConnCtx,
     pool: &Pool,
     p: &Prepared,
     st: &mut Tries,
-    outcomes: Outcomes,
+    attempt: Attempt,
+    result: SendResult,
 ) -> Result<Option<(Attempt, Response<Incoming>, Lease)>, Refusal> {
-    let mut winner = None;
-    for (attempt, result) in outcomes {
-        match result {
-            Ok((resp, lease)) => winner = Some((attempt, resp, lease)),
-            Err((err, returned)) => {
-                if let Some(s) = &p.stats {
-                    if s.too_large.load(Relaxed) {
-                        return Err(Refusal::closing(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "body larger than limits.max_body_bytes",
-                        ));
-                    }
-                    if s.stalled.load(Relaxed) {
-                        conn.proxy
-                            .telemetry
-                            .body_read_timeouts
-                            .fetch_add(1, Relaxed);
-                        return Err(Refusal::closing(
-                            StatusCode::REQUEST_TIMEOUT,
-                            "the request body stalled for limits.body_read_timeout",
-                        ));
-                    }
-                    if s.client_error.load(Relaxed) {
-                        return Err(Refusal::new(
-                            StatusCode::BAD_REQUEST,
-                            "could not read the request body",
-                        ));
-                    }
-                }
-                let status = match err {
-                    SendError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-                    _ => StatusCode::BAD_GATEWAY,
-                };
-                if attempt.backend.record_failure(&pool.passive) {
-                    ejected(conn, pool, &attempt.backend, &err.to_string());
-                }
-                tracing::debug!(pool = %pool.name, backend = %attempt.backend.key(), attempt = st.attempts, error = %err, "upstream attempt failed");
-                if returned.is_some() {
-                    st.pending = returned;
-                }
-                if matches!(&err, SendError::Exchange(e) if e.is_parse()) {
-                    st.invalid_response = true;
-                }
-                st.last_error = Some((status, err.to_string()));
-            }
+    let (err, returned) = match result {
+        Ok((resp, lease)) => return Ok(Some((attempt, resp, lease))),
+        Err(failed) => failed,
+    };
+    if let Some(s) = &p.stats {
+        if s.too_large.load(Relaxed) {
+            return Err(Refusal::closing(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body larger than limits.max_body_bytes",
+            ));
+        }
+        if s.stalled.load(Relaxed) {
+            conn.proxy
+                .telemetry
+                .body_read_timeouts
+                .fetch_add(1, Relaxed);
+            return Err(Refusal::closing(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body stalled for limits.body_read_timeout",
+            ));
+        }
+        if s.client_error.load(Relaxed) {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "could not read the request body",
+            ));
         }
     }
-    Ok(winner)
+    let status = match err {
+        SendError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    if !matches!(err, SendError::Closed(_)) && attempt.backend.record_failure(&pool.passive) {
+        ejected(conn, pool, &attempt.backend, &err.to_string());
+    }
+    tracing::debug!(pool = %pool.name, backend = %attempt.backend.key(), attempt = st.attempts, error = %err, "upstream attempt failed");
+    if returned.is_some() {
+        st.pending = returned;
+    }
+    if matches!(&err, SendError::Exchange(e) if e.is_parse()) {
+        st.invalid_response = true;
+    }
+    st.last_error = Some((status, err.to_string()));
+
+    Ok(None)
 }
 
 /// Whether one more attempt may follow a failed one.
@@ -273,22 +272,19 @@ fn may_retry(pool: &Pool, p: &Prepared, st: &Tries) -> bool {
                 && (p.body_is_empty || p.replay.as_ref().is_some_and(|r| r.replayable()))))
 }
 
-fn record_trace(rc: &mut RequestCtx, outcomes: &Outcomes) {
+fn record_trace(rc: &mut RequestCtx, attempt: &Attempt, result: &SendResult) {
     let Some(t) = rc.done.trace.as_mut() else {
         return;
     };
-    let end = Instant::now();
-    for (attempt, result) in outcomes {
-        t.attempts.push(crate::otlp::Attempt {
-            backend: attempt.backend.key().to_string(),
-            start: attempt.sent_at,
-            end,
-            outcome: match result {
-                Ok(_) => "ok".into(),
-                Err((e, _)) => e.to_string(),
-            },
-        });
-    }
+    t.attempts.push(crate::otlp::Attempt {
+        backend: attempt.backend.key().to_string(),
+        start: attempt.sent_at,
+        end: Instant::now(),
+        outcome: match result {
+            Ok(_) => "ok".into(),
+            Err((e, _)) => e.to_string(),
+        },
+    });
 }
 
 /// A backend taken out by passive health: logged, an event, and its pool's

@@ -4,10 +4,11 @@
 //! until it answers or times out, so that latency-aware balancing and passive
 //! health learn from its real outcome.
 
-use super::attempt::{Attempt, Outcomes, send_owned};
+use super::attempt::{Attempt, Outcomes, again, send_owned};
 use super::request::Prepared;
 use crate::upstream::balance::Balancer;
 use crate::upstream::body::UpstreamBody;
+use crate::upstream::client::{Conn, SendError};
 use crate::upstream::pick::Tried;
 use crate::upstream::pool::Pool;
 use http::Request;
@@ -35,7 +36,13 @@ impl Race<'_> {
     ) -> Outcomes {
         let (pool, p) = (self.pool, self.prepared);
         let (first, first_req) = first;
-        let mut first_fut = send_owned(first.backend.clone(), first_req, pool.timeouts);
+        let nth = u64::from(*attempts);
+        let mut first_fut = send_owned(
+            first.backend.clone(),
+            first_req,
+            pool.timeouts,
+            Conn::Pooled,
+        );
         // Wait for the first answer; every hedge delay without one, try to send the
         // same request to another backend (one that keeps answering, budget
         // permitting).
@@ -43,7 +50,13 @@ impl Race<'_> {
         loop {
             tokio::select! {
                 biased;
-                r = first_fut.as_mut() => return vec![(first, r)],
+                r = first_fut.as_mut() => match again(&r, &first.backend, p, nth) {
+                    Some(req) => {
+                        first_fut = send_owned(first.backend.clone(), req, pool.timeouts, Conn::New);
+                        continue;
+                    }
+                    None => return vec![(first, r)],
+                },
                 _ = tokio::time::sleep(delay) => {}
             }
             if let Some(i) = pool.pick_for_hedge(self.balancer, &p.key, tried)
@@ -65,7 +78,12 @@ impl Race<'_> {
         tried.add(second.idx);
         *attempts += 1;
         pool.state.hedges.fetch_add(1, Relaxed);
-        let second_fut = send_owned(second.backend.clone(), second_req, pool.timeouts);
+        let second_fut = send_owned(
+            second.backend.clone(),
+            second_req,
+            pool.timeouts,
+            Conn::Pooled,
+        );
         let mut outcomes = Vec::with_capacity(2);
         let mut slots = [Some((first, first_fut)), Some((second, second_fut))];
         // Until one answers; a failed one leaves the other running.
@@ -79,6 +97,11 @@ impl Race<'_> {
             };
             let ok = r.is_ok();
             if let Some((attempt, _)) = slots[i].take() {
+                if let Some(req) = again(&r, &attempt.backend, p, nth) {
+                    let fut = send_owned(attempt.backend.clone(), req, pool.timeouts, Conn::New);
+                    slots[i] = Some((attempt, fut));
+                    continue;
+                }
                 outcomes.push((attempt, r));
             }
             if ok {
@@ -99,7 +122,8 @@ impl Race<'_> {
                 } = attempt;
                 let result = fut.await;
                 backend.observe_latency(sent_at.elapsed().as_micros() as f64);
-                if result.is_err() {
+                // A pooled connection it closed while idle is not the backend's fault.
+                if matches!(&result, Err((e, _)) if !matches!(e, SendError::Closed(_))) {
                     backend.record_failure(&passive);
                 }
                 drop(guard);

@@ -34,10 +34,34 @@ pub(super) struct Prepared {
     pub(super) client_version: Version,
 }
 
+impl Prepared {
+    /// The request built again from its first byte, for the `nth` send of its
+    /// body: possible with an empty body or one still held whole, when the
+    /// headers were kept.
+    pub(super) fn rebuild(&self, nth: u64) -> Option<Request<UpstreamBody>> {
+        if self.body_is_empty {
+            return self.out.build(UpstreamBody::Empty);
+        }
+        match &self.replay {
+            Some(r) if r.replayable() => self.out.build(UpstreamBody::Replay(r.reader(nth))),
+            _ => None,
+        }
+    }
+
+    /// Whether sending the request twice is harmless, so that one a backend's
+    /// pooled connection lost unanswered may go out again: an idempotent method
+    /// without a body, or a body held for retries (its method is in the pool's
+    /// `retries.methods`).
+    pub(super) fn resendable(&self) -> bool {
+        (self.body_is_empty && self.out.method.is_idempotent()) || self.replay.is_some()
+    }
+}
+
 /// Everything needed to (re)build the upstream request for one more attempt.
 pub(super) struct Outgoing {
     pub(super) method: Method,
-    /// Present only when the request may be rebuilt after it was sent.
+    /// Present only when the request may be rebuilt after it was sent (a retry,
+    /// or a send again after a pooled connection lost it).
     headers: Option<HeaderMap>,
     path: PathAndQuery,
     /// The Host the client asked for: the backend sees it as Host / :authority.
@@ -194,11 +218,13 @@ pub(super) fn prepare(
     };
     let body_is_empty = matches!(first_body, UpstreamBody::Empty);
     // A copy of the headers is kept only when the request may have to be rebuilt
-    // for another backend after being sent; "nothing was sent" retries get the
-    // request back whole from the client layer.
+    // after being sent: for another backend, or for a new connection when a
+    // pooled one was closed under it (a bodyless idempotent request). "Nothing
+    // was sent" retries get the request back whole from the client layer.
+    let rebuildable = retry_after_send || (body_is_empty && parts.method.is_idempotent());
     let out = Outgoing {
         method: parts.method.clone(),
-        headers: retry_after_send.then(|| headers.clone()),
+        headers: rebuildable.then(|| headers.clone()),
         path,
         host: rc.host.clone(),
     };
