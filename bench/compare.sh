@@ -343,7 +343,11 @@ done
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$(date -u +%Y-%m-%dT%H:%MZ)
 for round in $(seq "$ROUNDS"); do
-    for t in "${targets[@]}"; do
+    # Each round starts one target later, so no target always runs right after the same one.
+    order=()
+    n=${#targets[@]}
+    for i in $(seq 0 $((n - 1))); do order+=("${targets[$(((i + round - 1) % n))]}"); done
+    for t in "${order[@]}"; do
         echo "round $round: $t" >&2
         if [ "$t" = direct ]; then
             for path in $PATHS; do measure direct "$B1" "" "$path"; done
