@@ -21,7 +21,9 @@
 # ROUNDS (1), PROXIES ("fulcrum nginx haproxy", plus "fulcrum-b" with
 # FULCRUM_B: those not installed are skipped), PROXY_CPU (0), LOAD_CPU (1),
 # BASE_PORT (23000), MODE (proxy or cache), KEEP (a directory: the raw rows
-# and wrk outputs are copied there). The targets `fulcrum-log` and
+# and wrk outputs are copied there), ROUTES (0: with N, every proxy has N
+# routes by host name, site1.test ... siteN.test, Fulcrum started with
+# `fulcrum run`, and wrk asks for the last one). The targets `fulcrum-log` and
 # `fulcrum-b-log` are Fulcrum with its JSON access log on (written to
 # /dev/null), for the log's cost in the same run.
 #
@@ -42,6 +44,7 @@ LABEL=${LABEL:-fulcrum}
 FULCRUM_B=${FULCRUM_B:-}
 LABEL_B=${LABEL_B:-fulcrum-b}
 MODE=${MODE:-proxy}
+ROUTES=${ROUTES:-0}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
 CONNS=${CONNS:-64}
@@ -152,17 +155,27 @@ $(nginx_cache_zone)
         server 127.0.0.1:$B2;
         keepalive 128;
     }
-    server {
-        listen 127.0.0.1:$PROXY_PORT backlog=4096;
-        location / {
-            proxy_pass http://backends;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-$(nginx_cache_use)
-        }
-    }
+$(nginx_servers)
 }
 EOF
+}
+
+# One server, or with ROUTES=N one per host name (site1.test ... siteN.test).
+nginx_servers() {
+    local location
+    location=$(printf '        location / {\n            proxy_pass http://backends;\n            proxy_http_version 1.1;\n            proxy_set_header Connection "";\n%s\n        }' "$(nginx_cache_use)")
+    if [ "$ROUTES" -eq 0 ]; then
+        printf '    server {\n        listen 127.0.0.1:%s backlog=4096;\n%s\n    }\n' "$PROXY_PORT" "$location"
+        return
+    fi
+    echo "    server_names_hash_max_size $((ROUTES * 2 + 512));"
+    echo "    server_names_hash_bucket_size 64;"
+    local backlog=" backlog=4096"
+    for i in $(seq "$ROUTES"); do
+        printf '    server {\n        listen 127.0.0.1:%s%s;\n        server_name site%s.test;\n%s\n    }\n' \
+            "$PROXY_PORT" "$backlog" "$i" "$location"
+        backlog=""
+    done
 }
 
 nginx_cache_zone() {
@@ -178,7 +191,11 @@ nginx_cache_use() {
 }
 
 haproxy_conf() {
-    local frontend_cache="" backend_cache="" cache_section=""
+    local frontend_cache="" backend_cache="" cache_section="" use_backend="    default_backend be"
+    if [ "$ROUTES" -gt 0 ]; then
+        seq "$ROUTES" | sed 's/.*/site&.test/' >"$RUN/hosts.lst"
+        use_backend="    use_backend be if { req.hdr(host) -m str -f $RUN/hosts.lst }"
+    fi
     if [ "$MODE" = cache ]; then
         # res.cache_hit tells hits apart in the answer, as nginx's X-Cache-Status does.
         frontend_cache="    http-response set-header X-Cache-Status HIT if { res.cache_hit }"
@@ -199,7 +216,7 @@ defaults
 frontend fe
     bind 127.0.0.1:$PROXY_PORT
 $frontend_cache
-    default_backend be
+$use_backend
 backend be
     balance roundrobin
     http-reuse always
@@ -210,9 +227,14 @@ $cache_section
 EOF
 }
 
-# Fulcrum with a caching route over the two backends (MODE=cache); its access log, if on, to /dev/null.
-fulcrum_cache_conf() { # LOG(true/false)
-    cat >"$RUN/fulcrum.yaml" <<EOF
+# Fulcrum for `fulcrum run` (MODE=cache or ROUTES=N): one route over the two
+# backends, or N routes by host name; with `cache:` in MODE=cache; its access
+# log, if on, to /dev/null.
+fulcrum_conf() { # LOG(true/false)
+    local cache=""
+    [ "$MODE" = cache ] && cache=", cache: { max_size: 256MiB }"
+    {
+        cat <<EOF
 listeners:
   - address: "127.0.0.1:$PROXY_PORT"
 admin: { enabled: false }
@@ -221,9 +243,13 @@ pools:
   - name: app
     backends: ["127.0.0.1:$B1", "127.0.0.1:$B2"]
 routes:
-  - pool: app
-    cache: { max_size: 256MiB }
 EOF
+        if [ "$ROUTES" -eq 0 ]; then
+            echo "  - { pool: app$cache }"
+        else
+            seq "$ROUTES" | sed "s/.*/  - { host: site&.test, pool: app$cache }/"
+        fi
+    } >"$RUN/fulcrum.yaml"
 }
 
 # Starts a target pinned to PROXY_CPU; sets TARGET_PID to the process doing the work.
@@ -234,8 +260,8 @@ start_target() {
         case $1 in fulcrum-b*) bin=$FULCRUM_B ;; esac
         # The access log goes to stderr with `proxy --access-log`.
         case $1 in *-log) log=true && err=/dev/null ;; esac
-        if [ "$MODE" = cache ]; then
-            fulcrum_cache_conf "$log"
+        if [ "$MODE" = cache ] || [ "$ROUTES" -gt 0 ]; then
+            fulcrum_conf "$log"
             FULCRUM_WORKERS=1 taskset -c "$PROXY_CPU" "$bin" run -c "$RUN/fulcrum.yaml" >/dev/null 2>"$err" &
         else
             local args=()
@@ -278,19 +304,23 @@ pct_ms() {
 
 # The cache status header of one answer (MODE=cache), e.g. "fulcrum; hit; ttl=3599" or "HIT".
 cache_header() { # PORT PATH
-    curl -sf -o /dev/null -D - "http://127.0.0.1:$1$2" |
+    local host=()
+    [ "$ROUTES" -gt 0 ] && host=(-H "Host: site$ROUTES.test")
+    curl -sf -o /dev/null -D - "${host[@]}" "http://127.0.0.1:$1$2" |
         awk -F': *' 'tolower($1) == "cache-status" || tolower($1) == "x-cache-status" { sub(/\r$/, "", $2); print $2 }'
 }
 
 measure() { # NAME PORT PID(or empty) PATH
     local name=$1 port=$2 pid=$3 path=$4 out="$RUN/wrk.txt"
     local url="http://127.0.0.1:$port$path"
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null
+    local host=()
+    [ "$ROUTES" -gt 0 ] && host=(-H "Host: site$ROUTES.test")
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "${host[@]}" "$url" >/dev/null
     local before=(0 0) after=(0 0) served_before=0 served_after=0
     [ "$MODE" = cache ] && served_before=$(($(backend_requests "$B1") + $(backend_requests "$B2")))
     [ -n "$pid" ] && read -r -a before < <(cpu_ticks "$pid")
     taskset -c "$LOAD_CPU" timeout $((DURATION + 30)) \
-        wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$out"
+        wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${host[@]}" "$url" >"$out"
     [ -n "$pid" ] && read -r -a after < <(cpu_ticks "$pid")
     local backend="" header=""
     if [ "$MODE" = cache ]; then
@@ -359,7 +389,7 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
-echo "Run of $started, MODE=$MODE, $ROUNDS round(s) of ${DURATION} s, $CONNS connections, proxy on CPU $PROXY_CPU," \
+echo "Run of $started, MODE=$MODE, ROUTES=$ROUTES, $ROUNDS round(s) of ${DURATION} s, $CONNS connections, proxy on CPU $PROXY_CPU," \
     "wrk and backends on CPU $LOAD_CPU; load average at the start $load_start, at the end $(cut -d' ' -f1-3 /proc/loadavg)."
 [ -n "$FULCRUM_B" ] && echo "$LABEL: $FULCRUM; $LABEL_B: $FULCRUM_B."
 
