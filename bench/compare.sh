@@ -20,12 +20,16 @@
 # "fulcrum-b"), DURATION (s per target, 5), WARMUP (s, 1), CONNS (64),
 # ROUNDS (1), PROXIES ("fulcrum nginx haproxy", plus "fulcrum-b" with
 # FULCRUM_B: those not installed are skipped), PROXY_CPU (0), LOAD_CPU (1),
-# BASE_PORT (23000), MODE (proxy or cache), KEEP (a directory: the raw rows
+# BASE_PORT (23000), MODE (proxy, cache or h2c), KEEP (a directory: the raw rows
 # and wrk outputs are copied there), ROUTES (0: with N, every proxy has N
 # routes by host name, site1.test ... siteN.test, Fulcrum started with
 # `fulcrum run`, and wrk asks for the last one). The targets `fulcrum-log` and
 # `fulcrum-b-log` are Fulcrum with its JSON access log on (written to
 # /dev/null), for the log's cost in the same run.
+#
+# MODE=h2c: h2load (H2_CONNS connections, 16, with H2_STREAMS streams each, 4)
+# speaks h2c with prior knowledge to each proxy (HTTP/1.1 to the backends);
+# the latency columns are h2load's mean and max; the direct row is HTTP/1.1.
 #
 # MODE=cache: the backends serve files with `Cache-Control: max-age=3600`
 # (PATHS, default "/small /16k": 13 bytes and 16 KiB), each proxy caches them
@@ -35,7 +39,7 @@
 # the column "backend requests" counts what reached the backends during the
 # measured run (read from their stub_status: 0 means every answer was a hit),
 # "cache header" is the proxy's cache status header on a request sent after it.
-# Needs: nginx (backends), wrk, taskset; curl for MODE=cache. Everything it
+# Needs: nginx (backends), wrk, taskset; curl for MODE=cache, h2load for MODE=h2c. Everything it
 # starts is stopped by PID.
 set -euo pipefail
 
@@ -45,6 +49,8 @@ FULCRUM_B=${FULCRUM_B:-}
 LABEL_B=${LABEL_B:-fulcrum-b}
 MODE=${MODE:-proxy}
 ROUTES=${ROUTES:-0}
+H2_CONNS=${H2_CONNS:-16}
+H2_STREAMS=${H2_STREAMS:-4}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
 CONNS=${CONNS:-64}
@@ -62,12 +68,13 @@ PROXY_PORT=$((BASE_PORT + 10))
 HZ=$(getconf CLK_TCK)
 
 case $MODE in
-proxy) PATHS=/ ;;
+proxy | h2c) PATHS=/ ;;
 cache) PATHS=${PATHS:-/small /16k} ;;
-*) echo "compare.sh: MODE is proxy or cache, not $MODE" >&2; exit 2 ;;
+*) echo "compare.sh: MODE is proxy, cache or h2c, not $MODE" >&2; exit 2 ;;
 esac
 needed="nginx wrk taskset"
 [ "$MODE" = cache ] && needed="$needed curl"
+[ "$MODE" = h2c ] && needed="nginx h2load taskset"
 for tool in $needed; do
     command -v "$tool" >/dev/null || { echo "compare.sh: $tool is needed" >&2; exit 2; }
 done
@@ -162,15 +169,16 @@ EOF
 
 # One server, or with ROUTES=N one per host name (site1.test ... siteN.test).
 nginx_servers() {
-    local location
+    local location h2=""
+    [ "$MODE" = h2c ] && h2=" http2"
     location=$(printf '        location / {\n            proxy_pass http://backends;\n            proxy_http_version 1.1;\n            proxy_set_header Connection "";\n%s\n        }' "$(nginx_cache_use)")
     if [ "$ROUTES" -eq 0 ]; then
-        printf '    server {\n        listen 127.0.0.1:%s backlog=4096;\n%s\n    }\n' "$PROXY_PORT" "$location"
+        printf '    server {\n        listen 127.0.0.1:%s backlog=4096%s;\n%s\n    }\n' "$PROXY_PORT" "$h2" "$location"
         return
     fi
     echo "    server_names_hash_max_size $((ROUTES * 2 + 512));"
     echo "    server_names_hash_bucket_size 64;"
-    local backlog=" backlog=4096"
+    local backlog=" backlog=4096$h2"
     for i in $(seq "$ROUTES"); do
         printf '    server {\n        listen 127.0.0.1:%s%s;\n        server_name site%s.test;\n%s\n    }\n' \
             "$PROXY_PORT" "$backlog" "$i" "$location"
@@ -214,7 +222,7 @@ defaults
     timeout server 60s
     timeout http-keep-alive 120s
 frontend fe
-    bind 127.0.0.1:$PROXY_PORT
+    bind 127.0.0.1:$PROXY_PORT$([ "$MODE" = h2c ] && echo " proto h2")
 $frontend_cache
 $use_backend
 backend be
@@ -310,17 +318,36 @@ cache_header() { # PORT PATH
         awk -F': *' 'tolower($1) == "cache-status" || tolower($1) == "x-cache-status" { sub(/\r$/, "", $2); print $2 }'
 }
 
-measure() { # NAME PORT PID(or empty) PATH
-    local name=$1 port=$2 pid=$3 path=$4 out="$RUN/wrk.txt"
-    local url="http://127.0.0.1:$port$path"
+# One load run at URL for SECONDS into OUT: wrk, or h2load in MODE=h2c (h2c with
+# prior knowledge, HTTP/1.1 for the direct row, whose backend speaks only that).
+load() { # NAME URL SECONDS OUT
     local host=()
     [ "$ROUTES" -gt 0 ] && host=(-H "Host: site$ROUTES.test")
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "${host[@]}" "$url" >/dev/null
+    if [ "$MODE" = h2c ]; then
+        local proto=()
+        [ "$1" = direct ] && proto=(--h1)
+        taskset -c "$LOAD_CPU" timeout $(($3 + 30)) \
+            h2load -t1 -c"$H2_CONNS" -m"$H2_STREAMS" -D "$3" "${proto[@]}" "${host[@]}" "$2" >"$4"
+    else
+        taskset -c "$LOAD_CPU" timeout $(($3 + 30)) \
+            wrk -t1 -c"$CONNS" -d"${3}s" --latency "${host[@]}" "$2" >"$4"
+    fi
+}
+
+# h2load's "time for request" figure in ms: COLUMN 5 is the max, 6 the mean.
+h2load_ms() { # COLUMN FILE
+    awk -v c="$1" '/^time for request:/ { v = $c; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
+        if (u == "us") v /= 1000; else if (u == "s") v *= 1000; printf "%.2f", v }' "$2"
+}
+
+measure() { # NAME PORT PID(or empty) PATH
+    local name=$1 port=$2 pid=$3 path=$4 out="$RUN/load.txt"
+    local url="http://127.0.0.1:$port$path"
+    load "$name" "$url" "$WARMUP" /dev/null
     local before=(0 0) after=(0 0) served_before=0 served_after=0
     [ "$MODE" = cache ] && served_before=$(($(backend_requests "$B1") + $(backend_requests "$B2")))
     [ -n "$pid" ] && read -r -a before < <(cpu_ticks "$pid")
-    taskset -c "$LOAD_CPU" timeout $((DURATION + 30)) \
-        wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${host[@]}" "$url" >"$out"
+    load "$name" "$url" "$DURATION" "$out"
     [ -n "$pid" ] && read -r -a after < <(cpu_ticks "$pid")
     local backend="" header=""
     if [ "$MODE" = cache ]; then
@@ -329,17 +356,28 @@ measure() { # NAME PORT PID(or empty) PATH
         backend=$((served_after - served_before - 2))
         header=$(cache_header "$port" "$path")
     fi
-    cat "$out" >>"$RUN/wrk-all.txt"
-    local reqs rps errors
-    reqs=$(awk '/requests in/ { print $1 }' "$out")
-    rps=$(awk '/^Requests\/sec/ { print $2 }' "$out")
-    errors=$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(",", ""); n += $4 + $6 + $8 + $10 }
-        END { print n + 0 }' "$out")
+    { echo "== round $round, $name $path"; cat "$out"; } >>"$RUN/load-all.txt"
+    local reqs rps errors lat1 lat2
+    if [ "$MODE" = h2c ]; then
+        # Requests still in flight when h2load stops count as failed: they are not errors.
+        reqs=$(awk '/^requests:/ { print $8 }' "$out")
+        rps=$(awk '/^finished in/ { print $4 }' "$out")
+        errors=$(awk '/^status codes:/ { gsub(",", ""); print $5 + $7 + $9 } ' "$out")
+        lat1=$(h2load_ms 6 "$out")
+        lat2=$(h2load_ms 5 "$out")
+    else
+        reqs=$(awk '/requests in/ { print $1 }' "$out")
+        rps=$(awk '/^Requests\/sec/ { print $2 }' "$out")
+        errors=$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(",", ""); n += $4 + $6 + $8 + $10 }
+            END { print n + 0 }' "$out")
+        lat1=$(pct_ms 50% "$out")
+        lat2=$(pct_ms 99% "$out")
+    fi
     local user sys
     user=$(awk -v a="${after[0]}" -v b="${before[0]}" -v n="$reqs" -v hz="$HZ" 'BEGIN { printf "%.2f", (a - b) / hz * 1e6 / n }')
     sys=$(awk -v a="${after[1]}" -v b="${before[1]}" -v n="$reqs" -v hz="$HZ" 'BEGIN { printf "%.2f", (a - b) / hz * 1e6 / n }')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$path" "$rps" "$(pct_ms 50% "$out")" \
-        "$(pct_ms 99% "$out")" "$errors" "$user" "$sys" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$path" "$rps" "$lat1" "$lat2" \
+        "$errors" "$user" "$sys" \
         "$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')" "${backend:--}" "${header:--}" \
         "$(cut -d' ' -f1 /proc/loadavg)" "$round" >>"$RUN/rows.tsv"
 }
@@ -389,7 +427,9 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
-echo "Run of $started, MODE=$MODE, ROUTES=$ROUTES, $ROUNDS round(s) of ${DURATION} s, $CONNS connections, proxy on CPU $PROXY_CPU," \
+clients="$CONNS connections"
+[ "$MODE" = h2c ] && clients="$H2_CONNS connections x $H2_STREAMS streams"
+echo "Run of $started, MODE=$MODE, ROUTES=$ROUTES, $ROUNDS round(s) of ${DURATION} s, $clients, proxy on CPU $PROXY_CPU," \
     "wrk and backends on CPU $LOAD_CPU; load average at the start $load_start, at the end $(cut -d' ' -f1-3 /proc/loadavg)."
 [ -n "$FULCRUM_B" ] && echo "$LABEL: $FULCRUM; $LABEL_B: $FULCRUM_B."
 
@@ -424,8 +464,9 @@ for path in $PATHS; do
             t = order[i]
             if ((t == "nginx" || t == "haproxy") && (cheapest == "" || m[t, 9] < m[cheapest, 9])) cheapest = t
         }
+        latency = mode == "h2c" ? "mean ms | max ms" : "p50 ms | p99 ms"
         extra_head = mode == "cache" ? " backend requests | cache header |" : ""
-        printf "| target | req/s | of direct | p50 ms | p99 ms | errors | user µs/req | sys µs/req | CPU µs/req | CPU vs %s |%s\n", (cheapest == "" ? "-" : cheapest), extra_head
+        printf "| target | req/s | of direct | %s | errors | user µs/req | sys µs/req | CPU µs/req | CPU vs %s |%s\n", latency, (cheapest == "" ? "-" : cheapest), extra_head
         printf "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |%s\n", (mode == "cache" ? " --- | --- |" : "")
         for (i = 1; i <= k; i++) {
             t = order[i]
@@ -448,5 +489,5 @@ awk -F'\t' '{ d = $1 == "direct"; printf "| %s | %s | %s | %.0f | %s | %s | %s |
     d ? "" : $7, d ? "" : $8, d ? "" : $9, $12 }' "$RUN/rows.tsv"
 if [ -n "${KEEP:-}" ]; then
     mkdir -p "$KEEP"
-    cp "$RUN/rows.tsv" "$RUN/wrk-all.txt" "$KEEP/"
+    cp "$RUN/rows.tsv" "$RUN/load-all.txt" "$KEEP/"
 fi
