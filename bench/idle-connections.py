@@ -112,14 +112,17 @@ def start_proxy(args, port, bport):
         conf = tempfile.TemporaryDirectory(prefix="nginx-idle.")
         path = os.path.join(conf.name, "nginx.conf")
         with open(path, "w") as f:
-            f.write(NGINX_CONFIG.format(dir=conf.name, port=port, backend=bport, files=args.conns * 2 + 200))
+            files = args.conns * 2 + 200
+            f.write(NGINX_CONFIG.format(dir=conf.name, port=port, backend=bport, files=files))
         proc = subprocess.Popen(["nginx", "-c", path, "-p", conf.name], preexec_fn=raise_nofile)
         return proc, "nginx", conf
     env = dict(os.environ, FULCRUM_WORKERS=str(args.workers), RUST_LOG="warn")
     conf = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="fulcrum-idle.")
     conf.write(CONFIG.format(port=port, backend=bport))
     conf.flush()
-    proc = subprocess.Popen([args.binary, "run", "-c", conf.name], env=env, preexec_fn=raise_nofile)
+    proc = subprocess.Popen(
+        [args.binary, "run", "-c", conf.name], env=env, preexec_fn=raise_nofile
+    )
     return proc, "fulcrum", conf
 
 
