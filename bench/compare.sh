@@ -29,7 +29,8 @@
 #
 # MODE=h2c: h2load (H2_CONNS connections, 16, with H2_STREAMS streams each, 4)
 # speaks h2c with prior knowledge to each proxy (HTTP/1.1 to the backends);
-# the latency columns are h2load's mean and max; the direct row is HTTP/1.1.
+# the latency columns are h2load's mean and max; the direct row is HTTP/1.1
+# (h2load then pipelines H2_STREAMS requests per connection).
 #
 # MODE=cache: the backends serve files with `Cache-Control: max-age=3600`
 # (PATHS, default "/small /16k": 13 bytes and 16 KiB), each proxy caches them
