@@ -11,7 +11,7 @@
 #
 #   bench/compare.sh                      # from the project root, after cargo build --release
 #   ROUNDS=3 DURATION=10 bench/compare.sh
-#   FULCRUM_B=/tmp/fulcrum-old LABEL=new LABEL_B=old ROUNDS=3 bench/compare.sh   # two builds, one run
+#   FULCRUM_B=path/to/other/fulcrum LABEL=new LABEL_B=old ROUNDS=3 bench/compare.sh   # two builds, one run
 #   MODE=cache ROUNDS=3 bench/compare.sh  # cache hits: Fulcrum's cache, nginx proxy_cache, HAProxy cache
 #
 # Settings (environment): FULCRUM (binary, default target/release/fulcrum),
