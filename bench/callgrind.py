@@ -9,7 +9,11 @@ by N is the cost of one request with start-up and shutdown taken out. The
 counts do not depend on the machine's load, unlike timings.
 
     bench/callgrind.py [--binary target/profiling/fulcrum] [--requests 2000]
-                       [--access-log] [--keep DIR]
+                       [--access-log] [--routes N] [--keep DIR]
+
+`--routes N` runs `fulcrum run` with N routes by host name (site1.test ...
+siteN.test) instead of `fulcrum proxy`, and asks for the last one: the cost of
+routing against the size of the table.
 
 `--keep DIR` leaves both callgrind output files in DIR for callgrind_annotate
 (build with `cargo build --profile profiling` for function names and lines).
@@ -67,9 +71,9 @@ async def wait_port(port, deadline):
     raise RuntimeError(f"nothing listens on {port}")
 
 
-async def requests(port, n):
+async def requests(port, n, host):
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    req = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    req = f"GET / HTTP/1.1\r\nHost: {host or f'127.0.0.1:{port}'}\r\n\r\n".encode()
     for _ in range(n):
         writer.write(req)
         head = await reader.readuntil(b"\r\n\r\n")
@@ -88,20 +92,36 @@ def total_instructions(path):
     raise RuntimeError(f"no totals in {path}")
 
 
+def routes_config(path, port, bport, n, access_log):
+    """A config with N routes by host name over one backend, for `fulcrum run`."""
+    with open(path, "w") as f:
+        f.write(f'listeners: ["127.0.0.1:{port}"]\n')
+        f.write("admin: { enabled: false }\n")
+        f.write(f"access_log: {{ enabled: {'true' if access_log else 'false'}, path: /dev/null }}\n")
+        f.write(f'pools:\n  - name: app\n    backends: ["127.0.0.1:{bport}"]\nroutes:\n')
+        for i in range(1, n + 1):
+            f.write(f"  - {{ host: site{i}.test, pool: app }}\n")
+
+
 async def one_run(args, bport, n, out):
     port = free_port()
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-    cmd += [args.binary, "proxy", "--from", f"127.0.0.1:{port}"]
-    cmd += ["--to", f"http://127.0.0.1:{bport}"]
-    if args.access_log:
-        cmd.append("--access-log")
+    if args.routes:
+        config = out + ".yaml"
+        routes_config(config, port, bport, args.routes, args.access_log)
+        cmd += [args.binary, "run", "-c", config]
+    else:
+        cmd += [args.binary, "proxy", "--from", f"127.0.0.1:{port}"]
+        cmd += ["--to", f"http://127.0.0.1:{bport}"]
+        if args.access_log:
+            cmd.append("--access-log")
     env = dict(os.environ, FULCRUM_WORKERS="1", RUST_LOG="warn")
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         await wait_port(port, time.monotonic() + 120)
-        await requests(port, n)
+        await requests(port, n, f"site{args.routes}.test" if args.routes else None)
     finally:
         proc.send_signal(signal.SIGTERM)
         for _ in range(600):
@@ -133,6 +153,7 @@ if __name__ == "__main__":
     p.add_argument("--binary", default="target/profiling/fulcrum")
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--access-log", action="store_true", help="run with --access-log (to /dev/null)")
+    p.add_argument("--routes", type=int, default=0, help="N routes by host name, with fulcrum run")
     p.add_argument("--keep", help="directory for the callgrind output files")
     asyncio.run(main(p.parse_args()))
     sys.exit(0)

@@ -11,22 +11,54 @@
 #
 #   bench/compare.sh                      # from the project root, after cargo build --release
 #   ROUNDS=3 DURATION=10 bench/compare.sh
+#   FULCRUM_B=path/to/other/fulcrum LABEL=new LABEL_B=old ROUNDS=3 bench/compare.sh   # two builds, one run
+#   MODE=cache ROUNDS=3 bench/compare.sh  # cache hits: Fulcrum's cache, nginx proxy_cache, HAProxy cache
 #
 # Settings (environment): FULCRUM (binary, default target/release/fulcrum),
-# DURATION (s per target, 5), WARMUP (s, 1), CONNS (64), ROUNDS (1),
-# PROXIES ("fulcrum nginx haproxy": those not installed are skipped),
-# PROXY_CPU (0), LOAD_CPU (1), BASE_PORT (23000). The target `fulcrum-log` in
-# PROXIES is Fulcrum with its JSON access log on (written to /dev/null), for the
-# log's cost in the same run.
-# Needs: nginx (backends), wrk, taskset. Everything it starts is stopped by PID.
+# LABEL (its name in the table, "fulcrum"), FULCRUM_B (a second Fulcrum binary:
+# adds the target `fulcrum-b` to the default PROXIES), LABEL_B (its name,
+# "fulcrum-b"), DURATION (s per target, 5), WARMUP (s, 1), CONNS (64),
+# ROUNDS (1), PROXIES ("fulcrum nginx haproxy", plus "fulcrum-b" with
+# FULCRUM_B: those not installed are skipped), PROXY_CPU (0), LOAD_CPU (1),
+# BASE_PORT (23000), MODE (proxy, cache or h2c), KEEP (a directory: the raw rows
+# and wrk outputs are copied there), ROUTES (0: with N, every proxy has N
+# routes by host name, site1.test ... siteN.test, Fulcrum started with
+# `fulcrum run`, and wrk asks for the last one). The targets `fulcrum-log` and
+# `fulcrum-b-log` are Fulcrum with its JSON access log on (written to
+# /dev/null), for the log's cost in the same run.
+#
+# MODE=h2c: h2load (H2_CONNS connections, 16, with H2_STREAMS streams each, 4)
+# speaks h2c with prior knowledge to each proxy (HTTP/1.1 to the backends);
+# the latency columns are h2load's mean and max; the direct row is HTTP/1.1
+# (h2load then pipelines H2_STREAMS requests per connection).
+#
+# MODE=cache: the backends serve files with `Cache-Control: max-age=3600`
+# (PATHS, default "/small /16k": 13 bytes and 16 KiB), each proxy caches them
+# (Fulcrum: a route with `cache:`, started with `fulcrum run`; nginx:
+# proxy_cache with proxy_cache_lock; HAProxy: its cache), and every target is
+# warmed up before it is measured, so wrk sees hits only. One table per path;
+# the column "backend requests" counts what reached the backends during the
+# measured run (read from their stub_status: 0 means every answer was a hit),
+# "cache header" is the proxy's cache status header on a request sent after it.
+# Needs: nginx (backends), wrk, taskset; curl for MODE=cache, h2load for MODE=h2c. Everything it
+# starts is stopped by PID.
 set -euo pipefail
 
 FULCRUM=${FULCRUM:-target/release/fulcrum}
+LABEL=${LABEL:-fulcrum}
+FULCRUM_B=${FULCRUM_B:-}
+LABEL_B=${LABEL_B:-fulcrum-b}
+MODE=${MODE:-proxy}
+ROUTES=${ROUTES:-0}
+H2_CONNS=${H2_CONNS:-16}
+H2_STREAMS=${H2_STREAMS:-4}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
 CONNS=${CONNS:-64}
 ROUNDS=${ROUNDS:-1}
-PROXIES=${PROXIES:-fulcrum nginx haproxy}
+DEFAULT_PROXIES="fulcrum nginx haproxy"
+[ -n "$FULCRUM_B" ] && DEFAULT_PROXIES="fulcrum fulcrum-b nginx haproxy"
+PROXIES=${PROXIES:-$DEFAULT_PROXIES}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 BASE_PORT=${BASE_PORT:-23000}
@@ -36,11 +68,23 @@ B2=$((BASE_PORT + 2))
 PROXY_PORT=$((BASE_PORT + 10))
 HZ=$(getconf CLK_TCK)
 
-for tool in nginx wrk taskset; do
+case $MODE in
+proxy | h2c) PATHS=/ ;;
+cache) PATHS=${PATHS:-/small /16k} ;;
+*) echo "compare.sh: MODE is proxy, cache or h2c, not $MODE" >&2; exit 2 ;;
+esac
+needed="nginx wrk taskset"
+[ "$MODE" = cache ] && needed="$needed curl"
+[ "$MODE" = h2c ] && needed="nginx h2load taskset"
+for tool in $needed; do
     command -v "$tool" >/dev/null || { echo "compare.sh: $tool is needed" >&2; exit 2; }
 done
 case " $PROXIES " in
 *" fulcrum "* | *" fulcrum-log "*) [ -x "$FULCRUM" ] || { echo "compare.sh: no $FULCRUM (cargo build --release)" >&2; exit 2; } ;;
+esac
+case " $PROXIES " in
+*" fulcrum-b "* | *" fulcrum-b-log "*) [ -n "$FULCRUM_B" ] && [ -x "$FULCRUM_B" ] ||
+    { echo "compare.sh: fulcrum-b needs FULCRUM_B, an executable" >&2; exit 2; } ;;
 esac
 
 RUN=$(mktemp -d /tmp/fulcrum-compare.XXXXXX)
@@ -76,10 +120,26 @@ http {
     client_body_temp_path $RUN/$1/tmp;
     server {
         listen 127.0.0.1:$2 backlog=4096;
-        location / { default_type text/plain; return 200 "$1\n"; }
+$(backend_locations "$1")
     }
 }
 EOF
+}
+
+# What a backend answers: a fixed text, or in cache mode cacheable files and a
+# request counter.
+backend_locations() { # NAME
+    if [ "$MODE" = cache ]; then
+        echo "        location / { root $RUN/www; default_type text/plain; add_header Cache-Control \"max-age=3600\"; }"
+        echo "        location = /bench-status { stub_status; }"
+    else
+        echo "        location / { default_type text/plain; return 200 \"$1\\n\"; }"
+    fi
+}
+
+# Requests a backend has served so far, this status request included.
+backend_requests() { # PORT
+    curl -sf "http://127.0.0.1:$1/bench-status" | awk 'NR == 3 { print $3 }'
 }
 
 nginx_proxy_conf() {
@@ -97,24 +157,60 @@ http {
     keepalive_timeout 120s;
     client_body_temp_path $RUN/nginx/tmp-body;
     proxy_temp_path $RUN/nginx/tmp-proxy;
+$(nginx_cache_zone)
     upstream backends {
         server 127.0.0.1:$B1;
         server 127.0.0.1:$B2;
         keepalive 128;
     }
-    server {
-        listen 127.0.0.1:$PROXY_PORT backlog=4096;
-        location / {
-            proxy_pass http://backends;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
+$(nginx_servers)
 }
 EOF
 }
 
+# One server, or with ROUTES=N one per host name (site1.test ... siteN.test).
+nginx_servers() {
+    local location h2=""
+    [ "$MODE" = h2c ] && h2=" http2"
+    location=$(printf '        location / {\n            proxy_pass http://backends;\n            proxy_http_version 1.1;\n            proxy_set_header Connection "";\n%s\n        }' "$(nginx_cache_use)")
+    if [ "$ROUTES" -eq 0 ]; then
+        printf '    server {\n        listen 127.0.0.1:%s backlog=4096%s;\n%s\n    }\n' "$PROXY_PORT" "$h2" "$location"
+        return
+    fi
+    echo "    server_names_hash_max_size $((ROUTES * 2 + 512));"
+    echo "    server_names_hash_bucket_size 64;"
+    local backlog=" backlog=4096$h2"
+    for i in $(seq "$ROUTES"); do
+        printf '    server {\n        listen 127.0.0.1:%s%s;\n        server_name site%s.test;\n%s\n    }\n' \
+            "$PROXY_PORT" "$backlog" "$i" "$location"
+        backlog=""
+    done
+}
+
+nginx_cache_zone() {
+    [ "$MODE" = cache ] || return 0
+    echo "    proxy_cache_path $RUN/nginx/cache levels=1:2 keys_zone=bench:16m max_size=256m inactive=1h use_temp_path=off;"
+}
+
+nginx_cache_use() {
+    [ "$MODE" = cache ] || return 0
+    echo "            proxy_cache bench;"
+    echo "            proxy_cache_lock on;"
+    echo "            add_header X-Cache-Status \$upstream_cache_status;"
+}
+
 haproxy_conf() {
+    local frontend_cache="" backend_cache="" cache_section="" use_backend="    default_backend be"
+    if [ "$ROUTES" -gt 0 ]; then
+        seq "$ROUTES" | sed 's/.*/site&.test/' >"$RUN/hosts.lst"
+        use_backend="    use_backend be if { req.hdr(host) -m str -f $RUN/hosts.lst }"
+    fi
+    if [ "$MODE" = cache ]; then
+        # res.cache_hit tells hits apart in the answer, as nginx's X-Cache-Status does.
+        frontend_cache="    http-response set-header X-Cache-Status HIT if { res.cache_hit }"
+        backend_cache=$(printf '    http-request cache-use bench\n    http-response cache-store bench')
+        cache_section=$(printf 'cache bench\n    total-max-size 256\n    max-object-size 1048576\n    max-age 3600')
+    fi
     cat >"$RUN/haproxy.cfg" <<EOF
 global
     nbthread 1
@@ -127,25 +223,62 @@ defaults
     timeout server 60s
     timeout http-keep-alive 120s
 frontend fe
-    bind 127.0.0.1:$PROXY_PORT
-    default_backend be
+    bind 127.0.0.1:$PROXY_PORT$([ "$MODE" = h2c ] && echo " proto h2")
+$frontend_cache
+$use_backend
 backend be
     balance roundrobin
     http-reuse always
     server b1 127.0.0.1:$B1
     server b2 127.0.0.1:$B2
+$backend_cache
+$cache_section
 EOF
+}
+
+# Fulcrum for `fulcrum run` (MODE=cache or ROUTES=N): one route over the two
+# backends, or N routes by host name; with `cache:` in MODE=cache; its access
+# log, if on, to /dev/null.
+fulcrum_conf() { # LOG(true/false)
+    local cache=""
+    [ "$MODE" = cache ] && cache=", cache: { max_size: 256MiB }"
+    {
+        cat <<EOF
+listeners:
+  - address: "127.0.0.1:$PROXY_PORT"
+admin: { enabled: false }
+access_log: { enabled: $1, path: /dev/null }
+pools:
+  - name: app
+    backends: ["127.0.0.1:$B1", "127.0.0.1:$B2"]
+routes:
+EOF
+        if [ "$ROUTES" -eq 0 ]; then
+            echo "  - { pool: app$cache }"
+        else
+            seq "$ROUTES" | sed "s/.*/  - { host: site&.test, pool: app$cache }/"
+        fi
+    } >"$RUN/fulcrum.yaml"
 }
 
 # Starts a target pinned to PROXY_CPU; sets TARGET_PID to the process doing the work.
 start_target() {
     case $1 in
-    fulcrum | fulcrum-log)
-        local log=() err="$RUN/fulcrum.err"
-        [ "$1" = fulcrum-log ] && log=(--access-log) && err=/dev/null
-        FULCRUM_WORKERS=1 taskset -c "$PROXY_CPU" "$FULCRUM" proxy --from "127.0.0.1:$PROXY_PORT" \
-            --to "http://127.0.0.1:$B1" --to "http://127.0.0.1:$B2" "${log[@]}" \
-            >/dev/null 2>"$err" &
+    fulcrum | fulcrum-log | fulcrum-b | fulcrum-b-log)
+        local bin=$FULCRUM err="$RUN/$1.err" log=false
+        case $1 in fulcrum-b*) bin=$FULCRUM_B ;; esac
+        # The access log goes to stderr with `proxy --access-log`.
+        case $1 in *-log) log=true && err=/dev/null ;; esac
+        if [ "$MODE" = cache ] || [ "$ROUTES" -gt 0 ]; then
+            fulcrum_conf "$log"
+            FULCRUM_WORKERS=1 taskset -c "$PROXY_CPU" "$bin" run -c "$RUN/fulcrum.yaml" >/dev/null 2>"$err" &
+        else
+            local args=()
+            $log && args=(--access-log)
+            FULCRUM_WORKERS=1 taskset -c "$PROXY_CPU" "$bin" proxy --from "127.0.0.1:$PROXY_PORT" \
+                --to "http://127.0.0.1:$B1" --to "http://127.0.0.1:$B2" "${args[@]}" \
+                >/dev/null 2>"$err" &
+        fi
         ;;
     nginx)
         nginx_proxy_conf
@@ -178,27 +311,85 @@ pct_ms() {
         if (u == "us") v /= 1000; else if (u == "s") v *= 1000; printf "%.2f", v }' "$2"
 }
 
-measure() { # NAME PORT PID(or empty)
-    local name=$1 port=$2 pid=$3 out="$RUN/wrk-$1.txt"
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "http://127.0.0.1:$port/" >/dev/null
-    local before=(0 0) after=(0 0)
+# The cache status header of one answer (MODE=cache), e.g. "fulcrum; hit; ttl=3599" or "HIT".
+cache_header() { # PORT PATH
+    local host=()
+    [ "$ROUTES" -gt 0 ] && host=(-H "Host: site$ROUTES.test")
+    curl -sf -o /dev/null -D - "${host[@]}" "http://127.0.0.1:$1$2" |
+        awk -F': *' 'tolower($1) == "cache-status" || tolower($1) == "x-cache-status" { sub(/\r$/, "", $2); print $2 }'
+}
+
+# One load run at URL for SECONDS into OUT: wrk, or h2load in MODE=h2c (h2c with
+# prior knowledge, HTTP/1.1 for the direct row, whose backend speaks only that).
+load() { # NAME URL SECONDS OUT
+    local host=()
+    [ "$ROUTES" -gt 0 ] && host=(-H "Host: site$ROUTES.test")
+    if [ "$MODE" = h2c ]; then
+        local proto=()
+        [ "$1" = direct ] && proto=(--h1)
+        taskset -c "$LOAD_CPU" timeout $(($3 + 30)) \
+            h2load -t1 -c"$H2_CONNS" -m"$H2_STREAMS" -D "$3" "${proto[@]}" "${host[@]}" "$2" >"$4"
+    else
+        taskset -c "$LOAD_CPU" timeout $(($3 + 30)) \
+            wrk -t1 -c"$CONNS" -d"${3}s" --latency "${host[@]}" "$2" >"$4"
+    fi
+}
+
+# h2load's "time for request" figure in ms: COLUMN 5 is the max, 6 the mean.
+h2load_ms() { # COLUMN FILE
+    awk -v c="$1" '/^time for request:/ { v = $c; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
+        if (u == "us") v /= 1000; else if (u == "s") v *= 1000; printf "%.2f", v }' "$2"
+}
+
+measure() { # NAME PORT PID(or empty) PATH
+    local name=$1 port=$2 pid=$3 path=$4 out="$RUN/load.txt"
+    local url="http://127.0.0.1:$port$path"
+    load "$name" "$url" "$WARMUP" /dev/null
+    local before=(0 0) after=(0 0) served_before=0 served_after=0
+    [ "$MODE" = cache ] && served_before=$(($(backend_requests "$B1") + $(backend_requests "$B2")))
     [ -n "$pid" ] && read -r -a before < <(cpu_ticks "$pid")
-    taskset -c "$LOAD_CPU" timeout $((DURATION + 30)) \
-        wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/" >"$out"
+    load "$name" "$url" "$DURATION" "$out"
     [ -n "$pid" ] && read -r -a after < <(cpu_ticks "$pid")
-    local reqs rps errors
-    reqs=$(awk '/requests in/ { print $1 }' "$out")
-    rps=$(awk '/^Requests\/sec/ { print $2 }' "$out")
-    errors=$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(",", ""); n += $4 + $6 + $8 + $10 }
-        END { print n + 0 }' "$out")
+    local backend="" header=""
+    if [ "$MODE" = cache ]; then
+        served_after=$(($(backend_requests "$B1") + $(backend_requests "$B2")))
+        # Less the two status requests of the second reading.
+        backend=$((served_after - served_before - 2))
+        header=$(cache_header "$port" "$path")
+    fi
+    { echo "== round $round, $name $path"; cat "$out"; } >>"$RUN/load-all.txt"
+    local reqs rps errors lat1 lat2
+    if [ "$MODE" = h2c ]; then
+        # Requests still in flight when h2load stops count as failed: they are not errors.
+        reqs=$(awk '/^requests:/ { print $8 }' "$out")
+        rps=$(awk '/^finished in/ { print $4 }' "$out")
+        errors=$(awk '/^status codes:/ { gsub(",", ""); print $5 + $7 + $9 } ' "$out")
+        lat1=$(h2load_ms 6 "$out")
+        lat2=$(h2load_ms 5 "$out")
+    else
+        reqs=$(awk '/requests in/ { print $1 }' "$out")
+        rps=$(awk '/^Requests\/sec/ { print $2 }' "$out")
+        errors=$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(",", ""); n += $4 + $6 + $8 + $10 }
+            END { print n + 0 }' "$out")
+        lat1=$(pct_ms 50% "$out")
+        lat2=$(pct_ms 99% "$out")
+    fi
     local user sys
     user=$(awk -v a="${after[0]}" -v b="${before[0]}" -v n="$reqs" -v hz="$HZ" 'BEGIN { printf "%.2f", (a - b) / hz * 1e6 / n }')
     sys=$(awk -v a="${after[1]}" -v b="${before[1]}" -v n="$reqs" -v hz="$HZ" 'BEGIN { printf "%.2f", (a - b) / hz * 1e6 / n }')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$(pct_ms 50% "$out")" \
-        "$(pct_ms 99% "$out")" "$errors" "$user" "$sys" \
-        "$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')" >>"$RUN/rows.tsv"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$path" "$rps" "$lat1" "$lat2" \
+        "$errors" "$user" "$sys" \
+        "$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')" "${backend:--}" "${header:--}" \
+        "$(cut -d' ' -f1 /proc/loadavg)" "$round" >>"$RUN/rows.tsv"
 }
 
+if [ "$MODE" = cache ]; then
+    # The backends' workers do not run as root: the files must be readable by anyone.
+    chmod 755 "$RUN"
+    mkdir -p "$RUN/www"
+    printf 'hello, world\n' >"$RUN/www/small"
+    head -c 16384 /dev/zero | tr '\0' x >"$RUN/www/16k"
+fi
 backend_conf b1 "$B1"
 backend_conf b2 "$B2"
 for b in b1 b2; do
@@ -212,50 +403,92 @@ done
 targets=(direct)
 for p in $PROXIES; do
     case $p in
-    fulcrum | fulcrum-log) targets+=("$p") ;;
+    fulcrum | fulcrum-log | fulcrum-b | fulcrum-b-log) targets+=("$p") ;;
     nginx) targets+=(nginx) ;;
     haproxy) command -v haproxy >/dev/null && targets+=(haproxy) || echo "skipping haproxy: not installed" >&2 ;;
     *) echo "compare.sh: unknown proxy $p" >&2; exit 2 ;;
     esac
 done
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+started=$(date -u +%Y-%m-%dT%H:%MZ)
 for round in $(seq "$ROUNDS"); do
-    for t in "${targets[@]}"; do
+    # Each round starts one target later, so no target always runs right after the same one.
+    order=()
+    n=${#targets[@]}
+    for i in $(seq 0 $((n - 1))); do order+=("${targets[$(((i + round - 1) % n))]}"); done
+    for t in "${order[@]}"; do
         echo "round $round: $t" >&2
         if [ "$t" = direct ]; then
-            measure direct "$B1" ""
+            for path in $PATHS; do measure direct "$B1" "" "$path"; done
         else
             start_target "$t"
-            measure "$t" "$PROXY_PORT" "$TARGET_PID"
+            for path in $PATHS; do measure "$t" "$PROXY_PORT" "$TARGET_PID" "$path"; done
             stop_target "$TARGET_PID"
         fi
     done
 done
 
-# Medians per target, then ratios within this run.
-awk -F'\t' '
-function median(list,    n, a, i, j, t) {
-    n = split(list, a, " ")
-    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-}
-{
-    if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 }
-    for (c = 2; c <= 8; c++) col[$1, c] = col[$1, c] " " $c
-}
-END {
-    for (i = 1; i <= k; i++) for (c = 2; c <= 8; c++) m[order[i], c] = median(col[order[i], c])
-    cheapest = ""
-    for (i = 1; i <= k; i++) {
-        t = order[i]
-        if (t != "direct" && t !~ /^fulcrum/ && (cheapest == "" || m[t, 8] < m[cheapest, 8])) cheapest = t
+clients="$CONNS connections"
+[ "$MODE" = h2c ] && clients="$H2_CONNS connections x $H2_STREAMS streams"
+echo "Run of $started, MODE=$MODE, ROUTES=$ROUTES, $ROUNDS round(s) of ${DURATION} s, $clients, proxy on CPU $PROXY_CPU," \
+    "wrk and backends on CPU $LOAD_CPU; load average at the start $load_start, at the end $(cut -d' ' -f1-3 /proc/loadavg)."
+[ -n "$FULCRUM_B" ] && echo "$LABEL: $FULCRUM; $LABEL_B: $FULCRUM_B."
+
+# Medians per target (one table per path), then ratios within this run: CPU
+# against the cheaper of nginx and HAProxy.
+for path in $PATHS; do
+    echo
+    [ "$MODE" = cache ] && echo "Path $path:" && echo
+    awk -F'\t' -v path="$path" -v mode="$MODE" -v label_a="$LABEL" -v label_b="$LABEL_B" '
+    function median(list,    n, a, i, j, t) {
+        n = split(list, a, " ")
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
     }
-    printf "| target | req/s | of direct | p50 ms | p99 ms | errors | user µs/req | sys µs/req | CPU µs/req | CPU vs %s |\n", (cheapest == "" ? "-" : cheapest)
-    print "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-    for (i = 1; i <= k; i++) {
-        t = order[i]
-        cpu = (t == "direct") ? "" : sprintf("%.2f", m[t, 8])
-        vs = (t == "direct" || cheapest == "") ? "" : sprintf("%.2f", m[t, 8] / m[cheapest, 8])
-        printf "| %s | %.0f | %.3f | %s | %s | %s | %s | %s | %s | %s |\n", t, m[t, 2], m[t, 2] / m["direct", 2],
-            m[t, 3], m[t, 4], m[t, 5], (t == "direct" ? "" : m[t, 6]), (t == "direct" ? "" : m[t, 7]), cpu, vs
+    function label(t) {
+        if (t == "fulcrum") return label_a
+        if (t == "fulcrum-log") return label_a ", JSON access log"
+        if (t == "fulcrum-b") return label_b
+        if (t == "fulcrum-b-log") return label_b ", JSON access log"
+        return t
     }
-}' "$RUN/rows.tsv"
+    $2 == path {
+        if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 }
+        for (c = 3; c <= 9; c++) col[$1, c] = col[$1, c] " " $c
+        backend[$1] = backend[$1] (backend[$1] == "" ? "" : ", ") $10
+        header[$1] = $11
+    }
+    END {
+        for (i = 1; i <= k; i++) for (c = 3; c <= 9; c++) m[order[i], c] = median(col[order[i], c])
+        cheapest = ""
+        for (i = 1; i <= k; i++) {
+            t = order[i]
+            if ((t == "nginx" || t == "haproxy") && (cheapest == "" || m[t, 9] < m[cheapest, 9])) cheapest = t
+        }
+        latency = mode == "h2c" ? "mean ms | max ms" : "p50 ms | p99 ms"
+        extra_head = mode == "cache" ? " backend requests | cache header |" : ""
+        printf "| target | req/s | of direct | %s | errors | user µs/req | sys µs/req | CPU µs/req | CPU vs %s |%s\n", latency, (cheapest == "" ? "-" : cheapest), extra_head
+        printf "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |%s\n", (mode == "cache" ? " --- | --- |" : "")
+        for (i = 1; i <= k; i++) {
+            t = order[i]
+            cpu = (t == "direct") ? "" : sprintf("%.2f", m[t, 9])
+            vs = (t == "direct" || cheapest == "") ? "" : sprintf("%.2f", m[t, 9] / m[cheapest, 9])
+            extra = mode == "cache" ? sprintf(" %s | %s |", backend[t], header[t]) : ""
+            printf "| %s | %.0f | %.3f | %s | %s | %s | %s | %s | %s | %s |%s\n", label(t), m[t, 3], m[t, 3] / m["direct", 3],
+                m[t, 4], m[t, 5], m[t, 6], (t == "direct" ? "" : m[t, 7]), (t == "direct" ? "" : m[t, 8]), cpu, vs, extra
+        }
+    }' "$RUN/rows.tsv"
+done
+
+# Every measurement, for telling a disturbed round from the others.
+echo
+echo "Per round (load = 1-minute load average after the measurement):"
+echo
+echo "| round | target | path | req/s | user µs/req | sys µs/req | CPU µs/req | load |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+awk -F'\t' '{ d = $1 == "direct"; printf "| %s | %s | %s | %.0f | %s | %s | %s | %s |\n", $13, $1, $2, $3,
+    d ? "" : $7, d ? "" : $8, d ? "" : $9, $12 }' "$RUN/rows.tsv"
+if [ -n "${KEEP:-}" ]; then
+    mkdir -p "$KEEP"
+    cp "$RUN/rows.tsv" "$RUN/load-all.txt" "$KEEP/"
+fi

@@ -9,6 +9,11 @@ idles), reads the RSS again, checks that every connection is still open, and
 prints both readings with the difference per connection.
 
     bench/idle-connections.py [--binary target/release/fulcrum] [--conns 10000]
+    bench/idle-connections.py --nginx [--conns 10000]
+
+`--nginx` measures nginx the same way instead (one worker process, no master,
+`proxy_pass` with upstream keep-alive, access log off, 120 s client timeouts),
+for a comparison on the same machine.
 
 Everything runs on 127.0.0.1 with ephemeral ports; everything started is stopped
 on exit. The open-file limit is raised to its hard limit for this process and
@@ -74,6 +79,53 @@ routes:
 """
 
 
+NGINX_CONFIG = """
+worker_processes 1;
+worker_rlimit_nofile {files};
+daemon off;
+master_process off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections {files}; }}
+http {{
+    access_log off;
+    keepalive_timeout 120s;
+    client_header_timeout 120s;
+    client_body_temp_path {dir}/tmp-body;
+    proxy_temp_path {dir}/tmp-proxy;
+    upstream app {{ server 127.0.0.1:{backend}; keepalive 32; }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def start_proxy(args, port, bport):
+    """The proxy under test, its config kept alive with it: (process, name, config)."""
+    if args.nginx:
+        conf = tempfile.TemporaryDirectory(prefix="nginx-idle.")
+        path = os.path.join(conf.name, "nginx.conf")
+        with open(path, "w") as f:
+            files = args.conns * 2 + 200
+            f.write(NGINX_CONFIG.format(dir=conf.name, port=port, backend=bport, files=files))
+        proc = subprocess.Popen(["nginx", "-c", path, "-p", conf.name], preexec_fn=raise_nofile)
+        return proc, "nginx", conf
+    env = dict(os.environ, FULCRUM_WORKERS=str(args.workers), RUST_LOG="warn")
+    conf = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="fulcrum-idle.")
+    conf.write(CONFIG.format(port=port, backend=bport))
+    conf.flush()
+    proc = subprocess.Popen(
+        [args.binary, "run", "-c", conf.name], env=env, preexec_fn=raise_nofile
+    )
+    return proc, "fulcrum", conf
+
+
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 
 
@@ -112,15 +164,7 @@ async def main(args):
     backend = await asyncio.start_server(backend_conn, "127.0.0.1", 0, backlog=1024)
     bport = backend.sockets[0].getsockname()[1]
     port = free_port()
-    env = dict(os.environ, FULCRUM_WORKERS=str(args.workers), RUST_LOG="warn")
-    conf = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="fulcrum-idle.")
-    conf.write(CONFIG.format(port=port, backend=bport))
-    conf.flush()
-    proc = subprocess.Popen(
-        [args.binary, "run", "-c", conf.name],
-        env=env,
-        preexec_fn=raise_nofile,
-    )
+    proc, name, _conf = start_proxy(args, port, bport)
     held = []
     try:
         await wait_port(port, time.monotonic() + 20)
@@ -137,15 +181,15 @@ async def main(args):
         await asyncio.sleep(args.settle)
         after = rss_kib(proc.pid)
         if proc.poll() is not None:
-            raise RuntimeError("fulcrum exited")
+            raise RuntimeError(f"{name} exited")
         closed = sum(1 for r, _ in held if r.at_eof())
         if closed:
             raise RuntimeError(f"{closed} connections were closed before the reading")
         per = (after - before) * 1024 / args.conns
         served = len(range(0, args.conns, args.every)) if args.every > 0 else 0
         print(f"connections: {len(held)} open, {served} of them served one request")
-        print(f"fulcrum RSS before: {before / 1024:.1f} MiB")
-        print(f"fulcrum RSS with the connections idle: {after / 1024:.1f} MiB")
+        print(f"{name} RSS before: {before / 1024:.1f} MiB")
+        print(f"{name} RSS with the connections idle: {after / 1024:.1f} MiB")
         print(f"per idle connection: {per:.0f} bytes")
     finally:
         # Tear-down noise (the backend's handlers cancelled mid-read) is not news.
@@ -166,5 +210,6 @@ if __name__ == "__main__":
     p.add_argument("--conns", type=int, default=10000)
     p.add_argument("--every", type=int, default=10, help="one request on every Nth connection (0: none)")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--nginx", action="store_true", help="measure nginx (from PATH) instead of Fulcrum")
     p.add_argument("--settle", type=float, default=2.0, help="seconds to wait before reading RSS")
     asyncio.run(main(p.parse_args()))
