@@ -52,7 +52,9 @@ for t in "${targets[@]}"; do
   if ! cargo fuzz run --sanitizer none "${profile[@]}" "$t" "$scratch/$t" -- \
       -max_total_time="$secs" -max_len="$(max_len "$t")" -timeout="$timeout_secs" \
       -print_final_stats=1 >"$scratch/$t.log" 2>&1; then
-    tail -40 "$scratch/$t.log" >&2
+    # The panic message, then libFuzzer's summary (the input and how to rerun it).
+    grep -m 3 -A 2 'panicked at' "$scratch/$t.log" >&2 || true
+    tail -30 "$scratch/$t.log" >&2
     echo "fuzz target $t failed: the input is in fuzz/artifacts/$t" >&2
     exit 1
   fi
