@@ -5,9 +5,9 @@
 # a target crashes (or an input runs longer than TIMEOUT seconds): the input
 # is then in fuzz/artifacts/TARGET.
 #
-#   fuzz/smoke.sh                            # release build, 20 s per target
+#   fuzz/smoke.sh                            # optimized build, 20 s per target (CI)
 #   SECONDS_PER_TARGET=600 fuzz/smoke.sh     # longer
-#   FUZZ_PROFILE=dev fuzz/smoke.sh           # unoptimized build (what CI runs)
+#   FUZZ_PROFILE=dev fuzz/smoke.sh           # unoptimized build
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz --locked`). Runs on the stable
 # toolchain: RUSTC_BOOTSTRAP lets cargo-fuzz pass its coverage flags, and no
