@@ -10,6 +10,8 @@
 //! | `header_rules` | header lines | hop-by-hop removal, forwarding headers, cookies, query parameters |
 //! | `admin_body` | a request body | `POST /api/v1/pools/{pool}/backends` bodies |
 //! | `peer_frame` | a frame from a peer | the cluster transport's frame length and envelope, Raft RPCs |
+//! | `docker_engine` | a container engine's answer | the event stream, `/version`, the container list, inspect answers → the discovered routes |
+//! | `cache_control` | a request and a response head | Cache-Control / CDN-Cache-Control, dates, `Vary`, storability, freshness, reuse, 304s |
 
 use crate::proxy::guard::{GuardState, Scanner};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -70,21 +72,22 @@ pub fn chunked(data: &[u8]) {
     );
 }
 
+/// One `name: value` line as a header; `None` when it is not one.
+fn header_line(line: &[u8]) -> Option<(HeaderName, HeaderValue)> {
+    let colon = line.iter().position(|b| *b == b':')?;
+    let name = HeaderName::from_bytes(&line[..colon]).ok()?;
+    let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii()).ok()?;
+    Some((name, value))
+}
+
 /// Header lines (`name: value`) through the request header rules.
 pub fn header_rules(data: &[u8]) {
     use crate::proxy::headers as hdr;
     let mut h = HeaderMap::new();
     for line in data.split(|b| *b == b'\n') {
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
-            continue;
-        };
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(&line[..colon]),
-            HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
-        ) else {
-            continue;
-        };
-        h.append(name, value);
+        if let Some((name, value)) = header_line(line) {
+            h.append(name, value);
+        }
     }
     let upgrade = hdr::wants_upgrade(&h);
     let host = h.get(http::header::HOST).cloned();
@@ -126,4 +129,132 @@ pub fn peer_frame(data: &[u8]) {
     {
         let _ = crate::cluster::decode_rpc(v);
     }
+}
+
+/// What a container engine sends discovery: the bytes as an event stream (in
+/// pieces, as they come off the network), then as one JSON answer read as
+/// `/version`, as the container list, and as inspect answers (an object, or a
+/// list of them, which are built together so their routes meet).
+pub fn docker_engine(data: &[u8]) {
+    use crate::discovery::build::{self, Tracked};
+    use crate::discovery::container::Container;
+    use crate::discovery::engine;
+    let mut stream = bytes::BytesMut::new();
+    for piece in data.chunks(61) {
+        stream.extend_from_slice(piece);
+        while let Some(event) = engine::take_event(&mut stream) {
+            if let Ok(e) = event {
+                let _ = engine::event_target(&e);
+            }
+        }
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let _ = engine::negotiated_version(&v);
+    let _ = engine::container_ids(&v);
+    let answers = match v.as_array() {
+        Some(list) => list.iter().collect(),
+        None => vec![&v],
+    };
+    // Whether each container got a stop signal: both ways from one input bit.
+    let draining = data.len() % 2 == 1;
+    let tracked: std::collections::BTreeMap<String, Tracked> = answers
+        .into_iter()
+        .filter_map(Container::from_inspect)
+        .map(|c| {
+            let stopping = draining.then(|| c.started_at.clone());
+            let t = Tracked {
+                container: c,
+                stopping,
+            };
+            (t.container.id.clone(), t)
+        })
+        .collect();
+    if tracked.is_empty() {
+        return;
+    }
+    let defaults = crate::config::DockerConfig::default();
+    let strict = crate::config::DockerConfig {
+        exposed_by_default: false,
+        network: Some("front".into()),
+        respect_healthcheck: false,
+        ..crate::config::DockerConfig::default()
+    };
+    for (cfg, own) in [(&defaults, &[][..]), (&strict, &["back".to_string()][..])] {
+        let built = build::build(cfg, &tracked, own);
+        let _ = built.layer.json();
+        for c in &built.containers {
+            let _ = c.json();
+        }
+    }
+}
+
+/// Cache policy on a request and its response, written as text: a first line
+/// `METHOD STATUS` (default `GET 200`), the request's header lines, a blank
+/// line, the response's header lines, and optionally a blank line and the
+/// header lines of a 304 that revalidates it.
+pub fn cache_control(data: &[u8]) {
+    use crate::cache::policy;
+    use http::{Method, StatusCode, header};
+    use std::time::{Duration, SystemTime};
+    let mut lines = data.split(|b| *b == b'\n');
+    let first = lines.next();
+    let (method, status, first) = match first.and_then(method_and_status) {
+        Some((m, s)) => (m, s, None),
+        None => (Method::GET, StatusCode::OK, first),
+    };
+    let mut heads = [HeaderMap::new(), HeaderMap::new(), HeaderMap::new()];
+    let mut at = 0;
+    for line in first.into_iter().chain(lines) {
+        if line.trim_ascii().is_empty() {
+            at = (at + 1).min(heads.len() - 1);
+            continue;
+        }
+        if let Some((name, value)) = header_line(line) {
+            heads[at].append(name, value);
+        }
+    }
+    let [req_h, resp_h, fresh_h] = heads;
+    // Fixed times: the policy never reads a clock.
+    let request_time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000);
+    let response_time = request_time + Duration::from_secs(1);
+    let req = policy::request_directives(&req_h);
+    let d = policy::response_directives(&resp_h);
+    for ttl in [Duration::ZERO, Duration::from_secs(60)] {
+        let _ = policy::not_storable(&method, status, &req_h, &req, &resp_h, &d, ttl);
+        let lifetime = policy::freshness_lifetime(status, &resp_h, &d, response_time, ttl);
+        let initial = policy::initial_age(&resp_h, request_time, response_time);
+        let f = policy::Freshness::of(&d, lifetime);
+        for held in [0, lifetime, lifetime.saturating_add(1), u64::MAX / 2] {
+            let age = initial.saturating_add(held);
+            let _ = policy::reuse(age, &f, &req, 5, 3600);
+            let _ = policy::usable_on_error(age, &f, 5);
+        }
+    }
+    let mut stored = resp_h.clone();
+    policy::strip_for_storage(&mut stored, &d);
+    for name in policy::vary_names(&resp_h).unwrap_or_default() {
+        let _ = policy::vary_value(&req_h, &name);
+    }
+    let _ = policy::is_conditional(&req_h) && policy::not_modified(&req_h, &stored);
+    let _ = policy::validators(&stored);
+    let updated = policy::update_headers(&stored, &fresh_h);
+    let _ = policy::response_directives(&updated);
+    let _ = policy::invalidates(&method, status);
+    let host = req_h.get(header::HOST).and_then(|h| h.to_str().ok());
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        if let Some(v) = resp_h.get(name) {
+            let _ = policy::same_origin_target(v, host);
+        }
+    }
+    let _ = policy::tags(&resp_h);
+}
+
+/// `GET 200`: the first line of a `cache_control` input, when it is one.
+fn method_and_status(line: &[u8]) -> Option<(http::Method, http::StatusCode)> {
+    let text = std::str::from_utf8(line).ok()?;
+    let (m, s) = text.trim().split_once(' ')?;
+    let method = http::Method::from_bytes(m.as_bytes()).ok()?;
+    Some((method, s.trim().parse().ok()?))
 }

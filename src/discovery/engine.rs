@@ -74,18 +74,7 @@ impl Engine {
             version: String::new(),
         };
         let v = engine.get_json("/version").await?;
-        let theirs = v["ApiVersion"]
-            .as_str()
-            .ok_or("the engine's /version has no ApiVersion")?;
-        let parsed = parse_version(theirs)
-            .ok_or_else(|| format!("the engine's API version `{theirs}` is not understood"))?;
-        if parsed < OLDEST {
-            return Err(format!(
-                "the engine's API version {theirs} is older than 1.24"
-            ));
-        }
-        let (major, minor) = parsed.min(NEWEST);
-        engine.version = format!("{major}.{minor}");
+        engine.version = negotiated_version(&v)?;
         Ok(engine)
     }
 
@@ -94,11 +83,7 @@ impl Engine {
         let v = self
             .get_json(&format!("/v{}/containers/json", self.version))
             .await?;
-        let items = v.as_array().ok_or("the container list is not a list")?;
-        Ok(items
-            .iter()
-            .filter_map(|c| c["Id"].as_str().map(str::to_string))
-            .collect())
+        container_ids(&v)
     }
 
     /// One container's full description; `None` once it is gone.
@@ -202,15 +187,8 @@ impl Events {
     /// The next event; `Ok(None)` when the engine closed the stream.
     pub(crate) async fn next(&mut self) -> Result<Option<Value>, String> {
         loop {
-            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
-                let line = self.buf.split_to(pos + 1);
-                let line = &line[..pos];
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                return serde_json::from_slice(line)
-                    .map(Some)
-                    .map_err(|e| format!("an event that is not JSON: {e}"));
+            if let Some(event) = take_event(&mut self.buf) {
+                return event.map(Some);
             }
             if self.buf.len() > 1 << 20 {
                 return Err("an event longer than 1 MiB".into());
@@ -225,6 +203,47 @@ impl Events {
                 }
             }
         }
+    }
+}
+
+/// The API version to speak, from the engine's `/version` answer.
+pub(crate) fn negotiated_version(v: &Value) -> Result<String, String> {
+    let theirs = v["ApiVersion"]
+        .as_str()
+        .ok_or("the engine's /version has no ApiVersion")?;
+    let parsed = parse_version(theirs)
+        .ok_or_else(|| format!("the engine's API version `{theirs}` is not understood"))?;
+    if parsed < OLDEST {
+        return Err(format!(
+            "the engine's API version {theirs} is older than 1.24"
+        ));
+    }
+    let (major, minor) = parsed.min(NEWEST);
+    Ok(format!("{major}.{minor}"))
+}
+
+/// The IDs in the engine's container list answer.
+pub(crate) fn container_ids(v: &Value) -> Result<Vec<String>, String> {
+    let items = v.as_array().ok_or("the container list is not a list")?;
+    Ok(items
+        .iter()
+        .filter_map(|c| c["Id"].as_str().map(str::to_string))
+        .collect())
+}
+
+/// Takes the next complete line of the event stream out of `buf` and decodes
+/// it; `None` until a line is complete (blank lines are skipped).
+pub(crate) fn take_event(buf: &mut BytesMut) -> Option<Result<Value, String>> {
+    loop {
+        let pos = buf.iter().position(|&b| b == b'\n')?;
+        let line = buf.split_to(pos + 1);
+        let line = &line[..pos];
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        return Some(
+            serde_json::from_slice(line).map_err(|e| format!("an event that is not JSON: {e}")),
+        );
     }
 }
 
@@ -283,6 +302,37 @@ mod tests {
         let podman =
             json!({"status": "kill", "id": "abc", "Actor": {"Attributes": {"signal": "SIGTERM"}}});
         assert_eq!(event_target(&podman), Some(("abc".into(), true)));
+    }
+
+    #[test]
+    fn event_lines_are_taken_whole_and_blank_ones_skipped() {
+        let mut buf = BytesMut::from(&b"{\"id\":\"a\"}\n \r\n\n{\"id\":"[..]);
+        assert_eq!(take_event(&mut buf), Some(Ok(json!({"id": "a"}))));
+        assert_eq!(take_event(&mut buf), None);
+        buf.extend_from_slice(b"\"b\"}\nnot json\n");
+        assert_eq!(take_event(&mut buf), Some(Ok(json!({"id": "b"}))));
+        assert!(matches!(take_event(&mut buf), Some(Err(e)) if e.contains("not JSON")));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn version_and_list_answers() {
+        assert_eq!(
+            negotiated_version(&json!({"ApiVersion": "1.41"})),
+            Ok("1.41".into())
+        );
+        assert_eq!(
+            negotiated_version(&json!({"ApiVersion": "1.99"})),
+            Ok("1.47".into())
+        );
+        assert!(negotiated_version(&json!({"ApiVersion": "1.23"})).is_err());
+        assert!(negotiated_version(&json!({"ApiVersion": 1.41})).is_err());
+        assert!(negotiated_version(&json!([])).is_err());
+        assert_eq!(
+            container_ids(&json!([{"Id": "a"}, {"Names": ["/b"]}, {"Id": "c"}])),
+            Ok(vec!["a".into(), "c".into()])
+        );
+        assert!(container_ids(&json!({"Id": "a"})).is_err());
     }
 
     #[test]

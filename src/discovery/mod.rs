@@ -11,9 +11,9 @@
 //! - `build`: containers → the layer and the status (pure).
 //! - `watch`: the task: initial list, event stream, debounce, resync, reconnect.
 
-mod build;
-mod container;
-mod engine;
+pub(crate) mod build;
+pub(crate) mod container;
+pub(crate) mod engine;
 mod labels;
 mod rule;
 mod watch;
