@@ -317,3 +317,40 @@ async fn one_client_holds_at_most_its_share_of_connections() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_max_connections_wait_for_room() {
+    let backend = TestBackend::echo("b1").await;
+    let f = Fulcrum::start(&config(
+        &[backend.addr],
+        "limits: { max_connections: 2 }\n",
+        "",
+        "",
+    ));
+    let addr = f.listener(0);
+    let request = b"GET / HTTP/1.1\r\nHost: app\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(request).await.expect("request");
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        held.push(s);
+    }
+    // The third waits in the kernel's backlog: connected, but not served while
+    // both kept-alive connections hold the listener's places (nor closed).
+    let mut third = TcpStream::connect(addr).await.expect("connect");
+    third.write_all(request).await.expect("request");
+    let mut buf = [0u8; 64];
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
+    assert!(
+        early.is_err(),
+        "served or closed beyond max_connections: {early:?}"
+    );
+    // Once one leaves, the waiting connection is taken and answered.
+    held.pop();
+    let head = tokio::time::timeout(DEADLINE, read_head(&mut third))
+        .await
+        .expect("the waiting connection is served once there is room");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
