@@ -39,6 +39,22 @@ async fn read_head(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&out).to_string()
 }
 
+/// A kept-alive request on `app`.
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: app\r\n\r\n";
+
+/// `n` connections, each served one request and then held open.
+async fn hold_served(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(GET).await.expect("request");
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        held.push(s);
+    }
+    held
+}
+
 /// Sends `body` one byte at a time, `gap` apart; stops early if the proxy
 /// closed the connection (the answer then tells why).
 async fn trickle(s: &mut TcpStream, body: &[u8], gap: Duration) {
@@ -282,18 +298,10 @@ async fn one_client_holds_at_most_its_share_of_connections() {
         "",
     ));
     let addr = f.listener(0);
-    let request = b"GET / HTTP/1.1\r\nHost: app\r\n\r\n";
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let mut s = TcpStream::connect(addr).await.expect("connect");
-        s.write_all(request).await.expect("request");
-        let head = read_head(&mut s).await;
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        held.push(s);
-    }
+    let mut held = hold_served(addr, 2).await;
     // The third is closed without an answer.
     let mut third = TcpStream::connect(addr).await.expect("connect");
-    let _ = third.write_all(request).await;
+    let _ = third.write_all(GET).await;
     let mut buf = [0u8; 64];
     let n = tokio::time::timeout(DEADLINE, third.read(&mut buf))
         .await
@@ -328,19 +336,11 @@ async fn connections_beyond_max_connections_wait_for_room() {
         "",
     ));
     let addr = f.listener(0);
-    let request = b"GET / HTTP/1.1\r\nHost: app\r\n\r\n";
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let mut s = TcpStream::connect(addr).await.expect("connect");
-        s.write_all(request).await.expect("request");
-        let head = read_head(&mut s).await;
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        held.push(s);
-    }
+    let mut held = hold_served(addr, 2).await;
     // The third waits in the kernel's backlog: connected, but not served while
     // both kept-alive connections hold the listener's places (nor closed).
     let mut third = TcpStream::connect(addr).await.expect("connect");
-    third.write_all(request).await.expect("request");
+    third.write_all(GET).await.expect("request");
     let mut buf = [0u8; 64];
     let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
     assert!(
