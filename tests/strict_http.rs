@@ -277,6 +277,45 @@ async fn h2c_upgrade_is_not_forwarded_over_tls() {
     }
 }
 
+/// Eight GETs through a backend that closes its kept-alive connections: every
+/// one answered, and some went out on a reused (then closed) connection.
+async fn gets_survive_closed_pooled_connections(addr: SocketAddr, be: &RawBackend, prefix: &str) {
+    for i in 0..8 {
+        let r = client::get(addr, &format!("{prefix}{i}")).await;
+        assert_eq!(r.status, StatusCode::OK, "GET #{i}: {}", r.text());
+        assert_eq!(r.text(), "ok");
+    }
+    assert!(
+        be.requests.load(SeqCst) > be.conns.load(SeqCst),
+        "no request went out on a reused connection"
+    );
+}
+
+/// A POST whose body was streamed, sent on a pooled connection the backend then
+/// closes (`closed_posts` counts those), cannot be sent twice: 502.
+async fn streamed_post_on_a_closed_pooled_connection_gets_502(
+    addr: SocketAddr,
+    closed_posts: &AtomicUsize,
+) {
+    for _ in 0..8 {
+        assert_eq!(client::get(addr, "/prime").await.status, StatusCode::OK);
+        let before = closed_posts.load(SeqCst);
+        let r = client::send(
+            addr,
+            Request::post("/p")
+                .header("host", "app.example")
+                .body(Full::new(Bytes::from_static(b"x")))
+                .unwrap(),
+        )
+        .await;
+        if closed_posts.load(SeqCst) > before {
+            assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+            return;
+        }
+    }
+    panic!("no POST went out on a reused connection");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_on_a_closed_pooled_connection_is_sent_again() {
     // The backend answers the first request of each connection and closes the
@@ -305,35 +344,9 @@ async fn request_on_a_closed_pooled_connection_is_sent_again() {
         be.addr
     ));
     let addr = f.listener(0);
-    for i in 0..8 {
-        let r = client::get(addr, &format!("/{i}")).await;
-        assert_eq!(r.status, StatusCode::OK, "GET #{i}: {}", r.text());
-        assert_eq!(r.text(), "ok");
-    }
-    assert!(
-        be.requests.load(SeqCst) > be.conns.load(SeqCst),
-        "no request went out on a reused connection"
-    );
+    gets_survive_closed_pooled_connections(addr, &be, "/").await;
     // A POST whose body was streamed cannot be sent twice: 502.
-    let mut checked = false;
-    for _ in 0..8 {
-        assert_eq!(client::get(addr, "/prime").await.status, StatusCode::OK);
-        let before = closed_posts.load(SeqCst);
-        let r = client::send(
-            addr,
-            Request::post("/p")
-                .header("host", "app.example")
-                .body(Full::new(Bytes::from_static(b"x")))
-                .unwrap(),
-        )
-        .await;
-        if closed_posts.load(SeqCst) > before {
-            assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
-            checked = true;
-            break;
-        }
-    }
-    assert!(checked, "no POST went out on a reused connection");
+    streamed_post_on_a_closed_pooled_connection_gets_502(addr, &closed_posts).await;
     // Once the backend has begun to answer, nothing is sent again: 502.
     let mut checked = false;
     for _ in 0..8 {
@@ -422,36 +435,10 @@ async fn hedged_pool_sends_a_lost_request_again_without_a_retry() {
         be.addr
     ));
     let addr = f.listener(0);
-    for i in 0..8 {
-        let r = client::get(addr, &format!("/h{i}")).await;
-        assert_eq!(r.status, StatusCode::OK, "GET #{i}: {}", r.text());
-        assert_eq!(r.text(), "ok");
-    }
-    assert!(
-        be.requests.load(SeqCst) > be.conns.load(SeqCst),
-        "no request went out on a reused connection"
-    );
+    gets_survive_closed_pooled_connections(addr, &be, "/h").await;
     // A POST (not in the retried methods) streams its body and cannot be sent
     // twice: 502, and still no blame, so the next request is served.
-    let mut checked = false;
-    for _ in 0..8 {
-        let before = closed_posts.load(SeqCst);
-        let r = client::send(
-            addr,
-            Request::post("/p")
-                .header("host", "app.example")
-                .body(Full::new(Bytes::from_static(b"x")))
-                .unwrap(),
-        )
-        .await;
-        if closed_posts.load(SeqCst) > before {
-            assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
-            checked = true;
-            break;
-        }
-        assert_eq!(client::get(addr, "/prime").await.status, StatusCode::OK);
-    }
-    assert!(checked, "no POST went out on a reused connection");
+    streamed_post_on_a_closed_pooled_connection_gets_502(addr, &closed_posts).await;
     assert_eq!(client::get(addr, "/after").await.status, StatusCode::OK);
     let metrics = client::get(f.admin(), "/metrics").await.text();
     for counted in [
