@@ -576,6 +576,29 @@ const NEVER_STALE: [(&str, &str); 4] = [
     ("no-cache", "no-cache, max-age=3600, stale-if-error=3600"),
 ];
 
+/// With no backend answering (`error` is what Fulcrum answers then): the entry
+/// `/cached/{kind}` answers stale, the entries that must never be served stale
+/// and an uncached route get `error`.
+async fn stale_only_where_allowed(addr: SocketAddr, kind: &str, error: StatusCode) {
+    let r = request(addr, "GET", &format!("/cached/{kind}"), &[]).await;
+    assert_eq!(
+        (r.status, r.text()),
+        (StatusCode::OK, format!("good {kind}"))
+    );
+    let cs = cache_status(&r);
+    let fwd = format!("fwd=stale; fwd-status={}", error.as_u16());
+    assert!(
+        cs.contains(&fwd) && cs.contains("detail=stale-if-error"),
+        "{cs}"
+    );
+    for (kind, _) in NEVER_STALE {
+        let r = request(addr, "GET", &format!("/cached/{kind}"), &[]).await;
+        assert_eq!(r.status, error, "{kind}: {r:?}");
+    }
+    let uncached = request(addr, "GET", "/other", &[]).await;
+    assert_eq!(uncached.status, error);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_if_error_on_timeouts_5xx_refused_connections_and_no_available_backend() {
     // On /cached/: good answers (fresh for a second) until `failing`; then
@@ -684,19 +707,7 @@ routes:
     };
     backend_action("disable").await;
     let backend_requests = b.hits();
-    let r = request(addr, "GET", "/cached/500", &[]).await;
-    assert_eq!((r.status, r.text()), (StatusCode::OK, "good 500".into()));
-    let cs = cache_status(&r);
-    assert!(
-        cs.contains("fwd=stale; fwd-status=503") && cs.contains("detail=stale-if-error"),
-        "{cs}"
-    );
-    for (kind, _) in NEVER_STALE {
-        let r = request(addr, "GET", &format!("/cached/{kind}"), &[]).await;
-        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{kind}: {r:?}");
-    }
-    let uncached = request(addr, "GET", "/other", &[]).await;
-    assert_eq!(uncached.status, StatusCode::SERVICE_UNAVAILABLE);
+    stale_only_where_allowed(addr, "500", StatusCode::SERVICE_UNAVAILABLE).await;
     assert_eq!(b.hits(), backend_requests, "no backend was tried");
 
     // Enabled again, it takes requests once it is found reachable.
@@ -709,19 +720,7 @@ routes:
 
     // The backend gone (connections refused): 502, and the stale entry.
     b.stop();
-    let r = request(addr, "GET", "/cached/502", &[]).await;
-    assert_eq!((r.status, r.text()), (StatusCode::OK, "good 502".into()));
-    let cs = cache_status(&r);
-    assert!(
-        cs.contains("fwd-status=502") && cs.contains("detail=stale-if-error"),
-        "{cs}"
-    );
-    for (kind, _) in NEVER_STALE {
-        let r = request(addr, "GET", &format!("/cached/{kind}"), &[]).await;
-        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{kind}: {r:?}");
-    }
-    let uncached = request(addr, "GET", "/other", &[]).await;
-    assert_eq!(uncached.status, StatusCode::BAD_GATEWAY);
+    stale_only_where_allowed(addr, "502", StatusCode::BAD_GATEWAY).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
