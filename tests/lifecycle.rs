@@ -223,3 +223,75 @@ async fn a_new_listener_on_reload_and_a_removed_one() {
     .await;
     assert_eq!(client::get(first, "/").await.status, StatusCode::OK);
 }
+
+/// `--workers 2`: two worker threads, each accepting on its own socket of the
+/// listener, and both serve connections (the kernel spreads new connections
+/// over the sockets). What a thread does is read from outside, in
+/// /proc/PID/task/TID/status: an idle worker sleeps in the kernel until it has
+/// work, so its count of voluntary context switches moves only when it serves.
+/// `--workers 1` starts no worker thread: its one runtime runs everything.
+#[tokio::test]
+async fn two_workers_both_serve_connections_one_worker_starts_none() {
+    let a = TestBackend::echo("a").await;
+    let routes = "  - { path_prefix: /, pool: a }\n";
+    let run = |workers: &str| {
+        let dir = testkit::TempDir::new("workers");
+        let path = dir.write("fulcrum.yaml", &config(&pool("a", &a), routes));
+        let p = path.to_str().expect("utf-8 path").to_string();
+        let args = [
+            "--log-format",
+            "json",
+            "run",
+            "-c",
+            &p,
+            "--workers",
+            workers,
+        ];
+        Fulcrum::spawn(dir, path.clone(), &args)
+    };
+    let one = run("1");
+    assert_eq!(
+        client::get(one.listener(0), "/").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(worker_threads(one.pid()), Vec::<String>::new());
+    drop(one);
+
+    let two = run("2");
+    let addr = two.listener(0);
+    let workers = worker_threads(two.pid());
+    assert_eq!(workers.len(), 2, "worker threads: {workers:?}");
+    let before: Vec<u64> = workers.iter().map(|t| sleeps(t)).collect();
+    testkit::eventually("both workers to serve connections", || async {
+        // A new connection each time: the kernel picks its socket by its addresses.
+        assert_eq!(client::get(addr, "/").await.status, StatusCode::OK);
+        let grown = workers.iter().zip(&before).filter(|(t, b)| sleeps(t) > **b);
+        (grown.count() == workers.len()).then_some(())
+    })
+    .await;
+}
+
+/// The /proc/PID/task/TID directories of the process's worker threads.
+fn worker_threads(pid: i32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc");
+    let mut found: Vec<String> = tasks
+        .filter_map(|t| t.ok())
+        .map(|t| t.path().to_string_lossy().into_owned())
+        .filter(|t| {
+            std::fs::read_to_string(format!("{t}/comm"))
+                .is_ok_and(|name| name.starts_with("fulcrum-core-"))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// How many times a thread went to sleep on its own.
+fn sleeps(task: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("{task}/status")).expect("task status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("voluntary_ctxt_switches")
+}

@@ -50,23 +50,32 @@ pub fn no_routes_warning(config: &config::Config) -> Option<&'static str> {
 }
 
 /// Worker threads: the given number, else what the CPU affinity allows.
-pub fn tokio_runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let n = workers.filter(|&n| n > 0).unwrap_or_else(|| {
+pub fn worker_count(workers: Option<usize>) -> usize {
+    workers.filter(|&n| n > 0).unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
-    });
+    })
+}
+
+/// One runtime for everything: a current-thread one for one worker (no
+/// work-stealing machinery), else a work-stealing one with a thread per worker.
+pub fn tokio_runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let n = worker_count(workers);
     if n == 1 {
-        // One thread: a current-thread runtime avoids the work-stealing machinery.
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+        current_thread_runtime()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(n)
             .enable_all()
             .build()
     }
+}
+
+fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 /// `fulcrum vip-guard` (hidden): see `cluster::vip_guard`.

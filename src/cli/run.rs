@@ -2,6 +2,7 @@
 
 use crate::command::CommandError;
 use crate::config::Loaded;
+use crate::listener::CoreThreads;
 use crate::supervisor::{ReloadOutcome, Supervisor};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,15 +33,29 @@ pub fn run(path: Option<PathBuf>, workers: Option<usize>) -> ExitCode {
 }
 
 /// Runs an instance from a loaded config until SIGTERM/SIGINT.
+///
+/// One worker: one current-thread runtime runs everything. More: each worker
+/// thread runs its own current-thread runtime and accepts on its own socket of
+/// every listener (see `listener::cores`), and the control plane (admin API,
+/// health checks, reloads, signals, cluster, ACME, discovery) keeps a
+/// current-thread runtime on this thread: it is light work that needs no
+/// thread of its own, and kept off the workers it cannot delay a request.
 pub fn serve(loaded: Loaded, workers: Option<usize>, watch_file: bool) -> ExitCode {
-    let rt = match super::tokio_runtime(workers) {
-        Ok(rt) => rt,
+    let n = super::worker_count(workers);
+    let started = super::current_thread_runtime()
+        .and_then(|rt| Ok((rt, (n > 1).then(|| CoreThreads::start(n)).transpose()?)));
+    let (rt, core_threads) = match started {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(async move {
+    let cores = core_threads
+        .as_ref()
+        .map(CoreThreads::cores)
+        .unwrap_or_default();
+    let code = rt.block_on(async move {
         // Signal handlers first: a SIGHUP that arrives while starting must not kill
         // the process (its default action).
         let signals = match Signals::install() {
@@ -50,7 +65,7 @@ pub fn serve(loaded: Loaded, workers: Option<usize>, watch_file: bool) -> ExitCo
                 return ExitCode::FAILURE;
             }
         };
-        let app = match Supervisor::start(loaded).await {
+        let app = match Supervisor::start_on(loaded, cores).await {
             Ok(app) => app,
             Err(e) => {
                 // One line: through the log (which goes to stderr) only.
@@ -60,7 +75,10 @@ pub fn serve(loaded: Loaded, workers: Option<usize>, watch_file: bool) -> ExitCo
         };
         supervise(&app, signals, watch_file).await;
         ExitCode::SUCCESS
-    })
+    });
+    // Connections still open past the shutdown timeout end with their runtime.
+    drop(core_threads);
+    code
 }
 
 pub struct Signals {

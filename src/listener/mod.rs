@@ -10,6 +10,7 @@
 //! its settings are swapped. A new kind (TCP, UDP, QUIC) is one more module here
 //! and one more [`Kind`], over the same upstream layer.
 
+mod cores;
 mod counted;
 pub(crate) mod http;
 mod per_client;
@@ -19,6 +20,7 @@ use crate::config::ListenerConfig;
 use crate::proxy::ProxyContext;
 use crate::telemetry::ListenerStats;
 use arc_swap::ArcSwap;
+pub(crate) use cores::{CoreThreads, Cores};
 use counted::Counted;
 use per_client::PerClient;
 use std::io;
@@ -54,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) proxy: Arc<ProxyContext>,
     /// Client connections (each finishes its in-flight requests on shutdown).
     pub(crate) connections: TaskTracker,
+    /// Which runtimes accept.
+    pub(crate) cores: Cores,
 }
 
 /// A running listener.
@@ -90,29 +94,47 @@ impl ListenerHandle {
     }
 }
 
-/// Starts accepting on an already bound socket. `stop` ends this listener (a
-/// child of the process's shutdown token).
+/// Starts accepting on already bound sockets (one per entry of
+/// `shared.cores`, see [`Cores::sockets`]). `stop` ends this listener (a child of
+/// the process's shutdown token).
 pub(crate) fn start(
     shared: &Shared,
-    std_listener: std::net::TcpListener,
+    sockets: Vec<std::net::TcpListener>,
     spec: ListenerSpec,
     max_connections: usize,
     stop: CancellationToken,
 ) -> io::Result<ListenerHandle> {
-    let listener = TcpListener::from_std(std_listener)?;
-    let local_addr = listener.local_addr()?;
+    let local_addr = match sockets.first() {
+        Some(s) => s.local_addr()?,
+        None => return Err(io::Error::other("no socket to listen on")),
+    };
     let settings = Arc::new(ArcSwap::from_pointee(spec));
     let connection_limit = Arc::new(Semaphore::new(max_connections));
     let stats = Arc::new(ListenerStats::new(local_addr.to_string()));
+    let accept = Accept {
+        shared: shared.clone(),
+        settings: settings.clone(),
+        limit: connection_limit.clone(),
+        // Shared by every socket of the listener: the cap is per listener.
+        clients: Arc::new(PerClient::default()),
+        stop: stop.clone(),
+        stats: stats.clone(),
+    };
+    for (i, sock) in sockets.into_iter().enumerate() {
+        // Registered with, and accepted on, the runtime that will serve its
+        // connections.
+        let _on = shared.cores.handle(i).map(|h| h.enter());
+        match TcpListener::from_std(sock) {
+            Ok(listener) => {
+                tokio::spawn(accept.clone().run(listener));
+            }
+            Err(e) => {
+                stop.cancel();
+                return Err(e);
+            }
+        }
+    }
     shared.proxy.telemetry.add_listener(&stats);
-    tokio::spawn(accept_loop(
-        shared.clone(),
-        listener,
-        settings.clone(),
-        connection_limit.clone(),
-        stop.clone(),
-        stats.clone(),
-    ));
     Ok(ListenerHandle {
         local_addr,
         settings,
@@ -123,60 +145,69 @@ pub(crate) fn start(
     })
 }
 
-async fn accept_loop(
+/// What every accept loop of one listener shares.
+#[derive(Clone)]
+struct Accept {
     shared: Shared,
-    listener: TcpListener,
     settings: Arc<ArcSwap<ListenerSpec>>,
     limit: Arc<Semaphore>,
+    clients: Arc<PerClient>,
     stop: CancellationToken,
     stats: Arc<ListenerStats>,
-) {
-    let clients = Arc::new(PerClient::default());
-    loop {
-        // Beyond max_connections, new connections wait in the kernel's backlog.
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = stop.cancelled() => return,
-        };
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = stop.cancelled() => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let cap = shared
-                    .proxy
-                    .snapshot
-                    .load()
-                    .limits
-                    .max_connections_per_client;
-                let slot = match cap {
-                    Some(cap) => match clients.take(peer.ip(), cap) {
-                        Some(slot) => Some(slot),
-                        None => {
-                            // Closed at once: this address holds its share already.
-                            stats.refused_per_client.fetch_add(1, Relaxed);
-                            tracing::debug!(%peer, cap, "connection refused: limits.max_connections_per_client");
-                            continue;
-                        }
-                    },
-                    None => None,
-                };
-                let spec = settings.load_full();
-                let proxy = shared.proxy.clone();
-                let stop = stop.clone();
-                let stream = Counted::new(stream, stats.clone());
-                shared.connections.spawn(async move {
-                    let _permit = permit;
-                    let _slot = slot;
-                    serve(proxy, stream, peer, spec, stop).await;
-                });
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+}
+
+impl Accept {
+    async fn run(self, listener: TcpListener) {
+        loop {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                _ = self.stop.cancelled() => return,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            // Beyond max_connections this one waits here, and those after it in
+            // the kernel's backlog. Accepting before taking a place keeps places
+            // from being held by the accept loops of idle sockets.
+            let permit = tokio::select! {
+                p = self.limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                _ = self.stop.cancelled() => return,
+            };
+            let cap = self
+                .shared
+                .proxy
+                .snapshot
+                .load()
+                .limits
+                .max_connections_per_client;
+            let slot = match cap {
+                Some(cap) => match self.clients.take(peer.ip(), cap) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        // Closed at once: this address holds its share already.
+                        self.stats.refused_per_client.fetch_add(1, Relaxed);
+                        tracing::debug!(%peer, cap, "connection refused: limits.max_connections_per_client");
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            let spec = self.settings.load_full();
+            let proxy = self.shared.proxy.clone();
+            let stop = self.stop.clone();
+            let stream = Counted::new(stream, self.stats.clone());
+            // On this thread's runtime: the connection never moves.
+            self.shared.connections.spawn(async move {
+                let _permit = permit;
+                let _slot = slot;
+                serve(proxy, stream, peer, spec, stop).await;
+            });
         }
     }
 }

@@ -56,17 +56,18 @@ pub(super) fn specs(
 impl Supervisor {
     pub(super) fn start_listener(
         &self,
-        sock: std::net::TcpListener,
+        sockets: Vec<std::net::TcpListener>,
         spec: ListenerSpec,
         max_connections: usize,
     ) -> std::io::Result<ListenerHandle> {
         let shared = listener::Shared {
             proxy: self.proxy.clone(),
             connections: self.connections.clone(),
+            cores: self.cores.clone(),
         };
         listener::start(
             &shared,
-            sock,
+            sockets,
             spec,
             max_connections,
             self.shutdown.child_token(),

@@ -26,7 +26,7 @@ use crate::events::{Event, Events};
 use crate::failover::controller::{self, Controllers};
 use crate::failover::notify::Notifier;
 use crate::health::HealthChecks;
-use crate::listener::ListenerHandle;
+use crate::listener::{Cores, ListenerHandle};
 use crate::proxy::ProxyContext;
 use crate::proxy::access_log::AccessLog;
 use crate::snapshot::Snapshot;
@@ -49,6 +49,8 @@ pub struct Supervisor {
     notifier: Arc<Notifier>,
     /// Client connections (each finishes its in-flight requests on shutdown).
     connections: TaskTracker,
+    /// The runtimes listeners accept on.
+    cores: Cores,
     /// Cancelled on shutdown: listeners stop accepting, connections wind down.
     shutdown: CancellationToken,
     config_path: Option<PathBuf>,
@@ -91,6 +93,11 @@ impl Supervisor {
     /// Builds the node and starts its listeners, admin API and background work.
     /// Fails if a listener cannot be bound or the access log cannot be opened.
     pub async fn start(loaded: Loaded) -> Result<Arc<Supervisor>, String> {
+        Self::start_on(loaded, Cores::default()).await
+    }
+
+    /// Like [`Supervisor::start`], with listeners accepting on `cores`.
+    pub(crate) async fn start_on(loaded: Loaded, cores: Cores) -> Result<Arc<Supervisor>, String> {
         let config = loaded.config;
         let access_log = AccessLog::open(&config.access_log)
             .map_err(|e| format!("cannot open the access log: {e}"))?;
@@ -133,6 +140,7 @@ impl Supervisor {
             proxy,
             notifier,
             connections: TaskTracker::new(),
+            cores,
             shutdown,
             config_path: loaded.path,
             cluster: OnceLock::new(),
@@ -175,8 +183,8 @@ impl Supervisor {
         let mut state = self.state.lock().await;
         self.reconcile_acme(&mut state, config);
         for (addr, spec) in listeners::specs(config, &self.proxy.acme.load())? {
-            let sock =
-                crate::net::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let sock = crate::net::bind_group(addr, self.cores.sockets())
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             let handle = self
                 .start_listener(sock, spec, config.limits.max_connections)
                 .map_err(|e| e.to_string())?;

@@ -34,7 +34,7 @@ struct Prepared {
     snapshot: Snapshot,
     specs: Vec<(SocketAddr, ListenerSpec)>,
     /// Newly bound sockets, not serving yet.
-    bound: Vec<(SocketAddr, ListenerSpec, std::net::TcpListener)>,
+    bound: Vec<(SocketAddr, ListenerSpec, Vec<std::net::TcpListener>)>,
     /// `Some(new)` when the admin listener changes (`Some(None)`: it goes away).
     admin: Option<Option<AdminServer>>,
     /// The admin API's HTTPS settings, read again from the files.
@@ -218,7 +218,7 @@ impl Supervisor {
         let mut bound = Vec::new();
         for (addr, spec) in &specs {
             if !state.listeners.contains_key(addr) {
-                let sock = crate::net::bind(*addr)
+                let sock = crate::net::bind_group(*addr, self.cores.sockets())
                     .map_err(|e| failed(format!("cannot listen on {addr}: {e}")))?;
                 bound.push((*addr, spec.clone(), sock));
             }
