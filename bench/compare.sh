@@ -20,10 +20,11 @@
 # "fulcrum-b"), DURATION (s per target, 5), WARMUP (s, 1), CONNS (64),
 # ROUNDS (1), PROXIES ("fulcrum nginx haproxy", plus "fulcrum-b" with
 # FULCRUM_B: those not installed are skipped), PROXY_CPU (0), LOAD_CPU (1),
-# BASE_PORT (23000), MODE (proxy, cache or h2c), KEEP (a directory: the raw rows
-# and wrk outputs are copied there), ROUTES (0: with N, every proxy has N
-# routes by host name, site1.test ... siteN.test, Fulcrum started with
-# `fulcrum run`, and wrk asks for the last one). The targets `fulcrum-log` and
+# BASE_PORT (23000), WORKERS (Fulcrum's worker threads, 1; with more, give
+# PROXY_CPU a CPU list, e.g. 0,1), MODE (proxy, cache or h2c), KEEP (a
+# directory: the raw rows and wrk outputs are copied there), ROUTES (0: with
+# N, every proxy has N routes by host name, site1.test ... siteN.test, Fulcrum
+# started with `fulcrum run`, and wrk asks for the last one). The targets `fulcrum-log` and
 # `fulcrum-b-log` are Fulcrum with its JSON access log on (written to
 # /dev/null), for the log's cost in the same run.
 #
@@ -60,6 +61,7 @@ DEFAULT_PROXIES="fulcrum nginx haproxy"
 [ -n "$FULCRUM_B" ] && DEFAULT_PROXIES="fulcrum fulcrum-b nginx haproxy"
 PROXIES=${PROXIES:-$DEFAULT_PROXIES}
 PROXY_CPU=${PROXY_CPU:-0}
+WORKERS=${WORKERS:-1}
 LOAD_CPU=${LOAD_CPU:-1}
 BASE_PORT=${BASE_PORT:-23000}
 
@@ -271,11 +273,11 @@ start_target() {
         case $1 in *-log) log=true && err=/dev/null ;; esac
         if [ "$MODE" = cache ] || [ "$ROUTES" -gt 0 ]; then
             fulcrum_conf "$log"
-            FULCRUM_WORKERS=1 taskset -c "$PROXY_CPU" "$bin" run -c "$RUN/fulcrum.yaml" >/dev/null 2>"$err" &
+            FULCRUM_WORKERS=$WORKERS taskset -c "$PROXY_CPU" "$bin" run -c "$RUN/fulcrum.yaml" >/dev/null 2>"$err" &
         else
             local args=()
             $log && args=(--access-log)
-            FULCRUM_WORKERS=1 taskset -c "$PROXY_CPU" "$bin" proxy --from "127.0.0.1:$PROXY_PORT" \
+            FULCRUM_WORKERS=$WORKERS taskset -c "$PROXY_CPU" "$bin" proxy --from "127.0.0.1:$PROXY_PORT" \
                 --to "http://127.0.0.1:$B1" --to "http://127.0.0.1:$B2" "${args[@]}" \
                 >/dev/null 2>"$err" &
         fi
@@ -430,7 +432,7 @@ done
 
 clients="$CONNS connections"
 [ "$MODE" = h2c ] && clients="$H2_CONNS connections x $H2_STREAMS streams"
-echo "Run of $started, MODE=$MODE, ROUTES=$ROUTES, $ROUNDS round(s) of ${DURATION} s, $clients, proxy on CPU $PROXY_CPU," \
+echo "Run of $started, MODE=$MODE, ROUTES=$ROUTES, $ROUNDS round(s) of ${DURATION} s, $clients, proxy on CPU $PROXY_CPU (Fulcrum: $WORKERS worker(s))," \
     "wrk and backends on CPU $LOAD_CPU; load average at the start $load_start, at the end $(cut -d' ' -f1-3 /proc/loadavg)."
 [ -n "$FULCRUM_B" ] && echo "$LABEL: $FULCRUM; $LABEL_B: $FULCRUM_B."
 
