@@ -38,12 +38,19 @@ pub fn run(path: Option<PathBuf>, workers: Option<usize>) -> ExitCode {
 /// thread runs its own current-thread runtime and accepts on its own socket of
 /// every listener (see `listener::cores`), and the control plane (admin API,
 /// health checks, reloads, signals, cluster, ACME, discovery) keeps a
-/// current-thread runtime on this thread: it is light work that needs no
-/// thread of its own, and kept off the workers it cannot delay a request.
+/// current-thread runtime on this thread: its work is light and comes in
+/// bursts, one thread is enough for it, and off the workers' threads a reload's
+/// compile cannot delay a request.
 pub fn serve(loaded: Loaded, workers: Option<usize>, watch_file: bool) -> ExitCode {
     let n = super::worker_count(workers);
-    let started = super::current_thread_runtime()
-        .and_then(|rt| Ok((rt, (n > 1).then(|| CoreThreads::start(n)).transpose()?)));
+    let started = super::current_thread_runtime().and_then(|rt| {
+        let core_threads = if n > 1 {
+            Some(CoreThreads::start(n)?)
+        } else {
+            None
+        };
+        Ok((rt, core_threads))
+    });
     let (rt, core_threads) = match started {
         Ok(r) => r,
         Err(e) => {
