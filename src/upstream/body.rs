@@ -527,7 +527,7 @@ pub enum Answer {
 impl Answer {
     /// The connection of our own the body came on, when the body was read to
     /// its end and the connection may carry another request.
-    pub fn reusable(&mut self) -> Option<OwnConn> {
+    pub fn reusable(&mut self) -> Option<Box<OwnConn>> {
         match self {
             Answer::Hyper(_) => None,
             Answer::Own(b) => b.reusable(),

@@ -65,7 +65,7 @@ impl H1Sender {
 
 pub struct ConnPool {
     idle: ArrayQueue<(H1Sender, u64)>,
-    own_idle: ArrayQueue<(OwnConn, u64)>,
+    own_idle: ArrayQueue<(Box<OwnConn>, u64)>,
     pub(super) h2: ArcSwapOption<H2Sender>,
     pub(super) h2_connect: tokio::sync::Mutex<()>,
     /// Connections opened so far (for metrics and tests of reuse).
@@ -121,7 +121,7 @@ impl ConnPool {
 
     /// An idle connection of our own that has not been idle longer than
     /// `max_idle_ms` and that the backend has not closed.
-    pub fn take_idle_own(&self, max_idle_ms: u64) -> Option<OwnConn> {
+    pub fn take_idle_own(&self, max_idle_ms: u64) -> Option<Box<OwnConn>> {
         let now = now_ms();
         while let Some((mut conn, since)) = self.own_idle.pop() {
             if now.saturating_sub(since) <= max_idle_ms && conn.still_open() {
@@ -131,7 +131,7 @@ impl ConnPool {
         None
     }
 
-    pub fn put_idle_own(&self, conn: OwnConn) {
+    pub fn put_idle_own(&self, conn: Box<OwnConn>) {
         // When full, the connection is dropped (and closed).
         let _ = self.own_idle.push((conn, now_ms()));
     }

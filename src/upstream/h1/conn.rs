@@ -41,12 +41,14 @@ pub enum Failure {
 }
 
 impl Conn {
-    pub fn new(io: TcpStream) -> Self {
-        Conn {
+    /// Boxed once for its whole life, so that the answer body that carries
+    /// it (and everything that carries the body) stays small.
+    pub fn new(io: TcpStream) -> Box<Self> {
+        Box::new(Conn {
             io,
             buf: BytesMut::new(),
             received: 0,
-        }
+        })
     }
 
     /// Whether an idle connection can still carry a request: the backend has
@@ -86,7 +88,7 @@ impl Conn {
     /// Writes the request head `head` and reads the answer's head, skipping
     /// interim (1xx) answers. `head_request`: the request's method is HEAD.
     pub async fn exchange(
-        mut self,
+        mut self: Box<Self>,
         head: &[u8],
         head_request: bool,
     ) -> Result<Response<OwnBody>, Failure> {
@@ -194,7 +196,7 @@ enum State {
 
 /// An answer's body, read from its connection as it is polled.
 pub struct OwnBody {
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     state: State,
     /// The connection may carry another request once the body ended.
     reuse: bool,
@@ -203,7 +205,7 @@ pub struct OwnBody {
 impl OwnBody {
     /// The connection, when the body was read to its end and the connection may
     /// carry another request.
-    pub fn reusable(&mut self) -> Option<Conn> {
+    pub fn reusable(&mut self) -> Option<Box<Conn>> {
         if !matches!(self.state, State::Done) || !self.reuse {
             return None;
         }

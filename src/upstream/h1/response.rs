@@ -121,8 +121,7 @@ pub fn framing(head: &Head, head_request: bool) -> Result<(Framing, bool), Error
             .iter()
             .flat_map(|v| v.as_bytes().split(|b| *b == b','))
             .map(|c| c.trim_ascii())
-            .filter(|c| !c.is_empty())
-            .last();
+            .rfind(|c| !c.is_empty());
         // A length next to the coding hints at smuggling: used once only.
         let reuse = keep_alive && lengths.iter().next().is_none();
         return Ok(match last {
