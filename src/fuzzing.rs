@@ -267,7 +267,7 @@ fn method_and_status(line: &[u8]) -> Option<(http::Method, http::StatusCode)> {
 pub fn h1_response(data: &[u8]) {
     use crate::upstream::h1::response;
     let mut buf = bytes::BytesMut::from(data);
-    if let Ok(Some(head)) = response::parse(&mut buf) {
+    if let Ok(Some(head)) = response::parse(&mut buf, &mut response::Scratch::default()) {
         assert!(buf.len() < data.len(), "a parsed head took no bytes");
         for head_request in [false, true] {
             let _ = response::framing(&head, head_request);

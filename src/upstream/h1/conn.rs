@@ -28,6 +28,7 @@ pub struct Conn {
     /// Bytes the backend has sent on this connection so far: an exchange that
     /// ends with it unchanged got nothing back.
     received: u64,
+    scratch: response::Scratch,
 }
 
 /// How an exchange failed, in the terms retries care about.
@@ -48,6 +49,7 @@ impl Conn {
             io,
             buf: BytesMut::new(),
             received: 0,
+            scratch: response::Scratch::default(),
         })
     }
 
@@ -102,7 +104,7 @@ impl Conn {
         }
         let heard = self.received;
         let head = loop {
-            match response::parse(&mut self.buf) {
+            match response::parse(&mut self.buf, &mut self.scratch) {
                 Ok(Some(h)) if h.status == StatusCode::SWITCHING_PROTOCOLS => {
                     return Err(Failure::Failed(Error::Parse(
                         "101 Switching Protocols to a request without Upgrade",

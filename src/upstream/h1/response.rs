@@ -5,6 +5,7 @@ use super::chunked::Decoder;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
+use std::mem::MaybeUninit;
 
 /// Most header fields in an answer's head.
 const MAX_HEADERS: usize = 100;
@@ -29,21 +30,30 @@ pub struct Head {
 }
 
 /// Where a header field's name and value lie in the head.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Field {
     name: (usize, usize),
     value: (usize, usize),
 }
 
+/// Room for the places of one head's header fields, kept by a connection so
+/// that parsing neither allocates nor clears a large array per answer.
+#[derive(Default)]
+pub struct Scratch(Vec<Field>);
+
 /// Parses the head at the front of `buf` and takes it off; `None` while it is
 /// incomplete. Obsolete line folding is refused (RFC 9112 5.2 allows either).
-pub fn parse(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut fields = [Field::default(); MAX_HEADERS];
+pub fn parse(buf: &mut BytesMut, scratch: &mut Scratch) -> Result<Option<Head>, Error> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut raw = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
     let base = buf.as_ptr() as usize;
     let offset = |s: &[u8]| ((s.as_ptr() as usize).wrapping_sub(base), s.len());
-    let mut resp = httparse::Response::new(&mut raw);
-    let len = match resp.parse(buf) {
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut raw);
+    let len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
             return Err(Error::Parse("response head too large"));
@@ -63,14 +73,15 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or(Error::Parse("invalid status code"))?;
-    let count = resp.headers.len();
-    for (f, h) in fields.iter_mut().zip(resp.headers.iter()) {
-        f.name = offset(h.name.as_bytes());
-        f.value = offset(h.value);
-    }
+    let fields = &mut scratch.0;
+    fields.clear();
+    fields.extend(resp.headers.iter().map(|h| Field {
+        name: offset(h.name.as_bytes()),
+        value: offset(h.value),
+    }));
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for f in &fields[..count] {
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for f in fields.iter() {
         let name = HeaderName::from_bytes(slice(&head, f.name))
             .map_err(|_| Error::Parse("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(part(&head, f.value))
@@ -172,7 +183,7 @@ mod tests {
 
     fn head(text: &str) -> Head {
         let mut buf = BytesMut::from(text.as_bytes());
-        parse(&mut buf).unwrap().unwrap()
+        parse(&mut buf, &mut Scratch::default()).unwrap().unwrap()
     }
 
     fn framed(text: &str, head_request: bool) -> Result<(Framing, bool), Error> {
@@ -184,7 +195,7 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"HTTP/1.1 201 Created\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 3\r\n\r\nabc"[..],
         );
-        let h = parse(&mut buf).unwrap().unwrap();
+        let h = parse(&mut buf, &mut Scratch::default()).unwrap().unwrap();
         assert_eq!(h.status, StatusCode::CREATED);
         assert_eq!(h.version, Version::HTTP_11);
         let a: Vec<_> = h.headers.get_all("x-a").iter().collect();
@@ -195,7 +206,7 @@ mod tests {
     #[test]
     fn partial_heads_wait_and_bad_ones_are_refused() {
         let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX-A: 1\r\n"[..]);
-        assert!(parse(&mut buf).unwrap().is_none());
+        assert!(parse(&mut buf, &mut Scratch::default()).unwrap().is_none());
         for bad in [
             "HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n",
             "HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\n\r\n",
@@ -204,13 +215,13 @@ mod tests {
             "hello\r\n\r\n",
         ] {
             let mut buf = BytesMut::from(bad.as_bytes());
-            assert!(parse(&mut buf).is_err(), "{bad:?}");
+            assert!(parse(&mut buf, &mut Scratch::default()).is_err(), "{bad:?}");
         }
         let mut huge = BytesMut::from(&b"HTTP/1.1 200 OK\r\n"[..]);
         while huge.len() <= MAX_HEAD {
             huge.extend_from_slice(b"X-Filler: 0123456789012345678901234567890123456789\r\n");
         }
-        assert!(parse(&mut huge).is_err());
+        assert!(parse(&mut huge, &mut Scratch::default()).is_err());
     }
 
     #[test]
