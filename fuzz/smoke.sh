@@ -34,10 +34,10 @@ fi
 
 # Inputs longer than a realistic one only slow the search down: a config file
 # or an engine answer is a few KiB here; the request head targets go past the
-# guard's 8 KiB head limit.
+# guard's 8 KiB head limit (and the answer heads past a few KiB).
 max_len() {
   case "$1" in
-    request_head | chunked) echo 16384 ;;
+    request_head | chunked | h1_response) echo 16384 ;;
     *) echo 4096 ;;
   esac
 }

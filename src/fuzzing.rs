@@ -12,6 +12,7 @@
 //! | `peer_frame` | a frame from a peer | the cluster transport's frame length and envelope, Raft RPCs |
 //! | `docker_engine` | a container engine's answer | the event stream, `/version`, the container list, inspect answers → the discovered routes |
 //! | `cache_control` | a request and a response head | Cache-Control / CDN-Cache-Control, dates, `Vary`, storability, freshness, reuse, 304s |
+//! | `h1_response` | bytes a backend sends | the HTTP/1.1 client's answer head parsing, body framing and chunked decoding |
 
 use crate::proxy::guard::{GuardState, Scanner};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -257,4 +258,47 @@ fn method_and_status(line: &[u8]) -> Option<(http::Method, http::StatusCode)> {
     let (m, s) = text.trim().split_once(' ')?;
     let method = http::Method::from_bytes(m.as_bytes()).ok()?;
     Some((method, s.trim().parse().ok()?))
+}
+
+/// A backend's answer to the HTTP/1.1 client: its head parsed and its body's
+/// framing decided; then the same bytes as a chunked body, decoded whole and
+/// split in two at a point taken from the first byte. Both decode the same,
+/// never to more bytes than came in.
+pub fn h1_response(data: &[u8]) {
+    use crate::upstream::h1::response;
+    let mut buf = bytes::BytesMut::from(data);
+    if let Ok(Some(head)) = response::parse(&mut buf, &mut response::Scratch::default()) {
+        assert!(buf.len() < data.len(), "a parsed head took no bytes");
+        for head_request in [false, true] {
+            let _ = response::framing(&head, head_request);
+        }
+    }
+    let Some((&at, body)) = data.split_first() else {
+        return;
+    };
+    let whole = decode_chunked(&[body]);
+    if let Ok((out, _)) = &whole {
+        assert!(out.len() <= body.len(), "decoded more than came in");
+    }
+    let (a, b) = body.split_at(usize::from(at) * body.len() / 255);
+    assert_eq!(whole, decode_chunked(&[a, b]), "split at {}", a.len());
+}
+
+/// The body of a chunked answer arriving in `pieces`, and whether it ended.
+fn decode_chunked(pieces: &[&[u8]]) -> Result<(Vec<u8>, bool), String> {
+    use crate::upstream::h1::chunked::{Decoded, Decoder};
+    let mut decoder = Decoder::new();
+    let mut buf = bytes::BytesMut::new();
+    let mut out = Vec::new();
+    for piece in pieces {
+        buf.extend_from_slice(piece);
+        loop {
+            match decoder.decode(&mut buf).map_err(|e| e.to_string())? {
+                Decoded::Data(d) => out.extend_from_slice(&d),
+                Decoded::NeedMore => break,
+                Decoded::Done => return Ok((out, true)),
+            }
+        }
+    }
+    Ok((out, false))
 }

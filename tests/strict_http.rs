@@ -453,3 +453,74 @@ async fn hedged_pool_sends_a_lost_request_again_without_a_retry() {
         "the backend was blamed for closing an idle connection"
     );
 }
+
+/// Answers to bodyless requests, framed every way HTTP/1.1 allows, reach the
+/// client whole; the backend's connection is kept only when the framing says
+/// where the answer ended, and answers with broken framing are 502s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_answers_framed_every_way() {
+    let be = RawBackend::start(|head, _| {
+        let answer: &[u8] = if head.starts_with("GET /interim ") {
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        } else if head.starts_with("GET /chunked ") {
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n1\r\n!\r\n0\r\nX-Trailer: 1\r\n\r\n"
+        } else if head.starts_with("GET /close ") {
+            return RawReply::SendAndClose(b"HTTP/1.1 200 OK\r\n\r\nuntil close".to_vec());
+        } else if head.starts_with("HEAD ") {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+        } else if head.starts_with("GET /conflict ") {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok"
+        } else if head.starts_with("GET /fold ") {
+            b"HTTP/1.1 200 OK\r\nX-A: 1\r\n 2\r\nContent-Length: 2\r\n\r\nok"
+        } else {
+            b"HTTP/1.1 204 No Content\r\n\r\n"
+        };
+        RawReply::Send(answer.to_vec())
+    })
+    .await;
+    let f = Fulcrum::start(&format!(
+        "listeners:\n  - address: \"127.0.0.1:0\"\npools:\n  - name: app\n    backends: [\"{}\"]\nroutes:\n  - {{ pool: app }}\n",
+        be.addr
+    ));
+    let addr = f.listener(0);
+    for (path, status, body) in [
+        ("/interim", StatusCode::OK, "ok"),
+        ("/chunked", StatusCode::OK, "hello!"),
+        ("/none", StatusCode::NO_CONTENT, ""),
+        ("/interim", StatusCode::OK, "ok"),
+    ] {
+        let r = client::get(addr, path).await;
+        assert_eq!((r.status, r.text().as_str()), (status, body), "{path}");
+    }
+    let head = client::send(
+        addr,
+        Request::head("/h")
+            .header("host", "app.example")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.header("content-length").as_deref(), Some("5"));
+    assert_eq!(be.conns.load(SeqCst), 1, "the connection was not reused");
+    let r = client::get(addr, "/close").await;
+    assert_eq!(r.text(), "until close");
+    assert_eq!(
+        client::get(addr, "/none").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        be.conns.load(SeqCst),
+        2,
+        "a close-delimited answer's connection was reused"
+    );
+    for path in ["/conflict", "/fold"] {
+        let r = client::get(addr, path).await;
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{path}");
+        assert!(
+            r.text().contains("invalid response"),
+            "{path}: {}",
+            r.text()
+        );
+    }
+}

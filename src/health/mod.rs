@@ -135,9 +135,9 @@ pub(crate) async fn probe(backend: &Arc<Backend>, hc: &HealthCheckConfig) -> Pro
             Ok((resp, lease)) => {
                 let status = resp.status().as_u16();
                 // Read the (small) body so the connection can be reused.
-                let body = http_body_util::BodyExt::collect(resp.into_body()).await;
-                if let (true, client::Lease::H1(sender)) = (body.is_ok(), lease) {
-                    backend.conns.put_idle(sender);
+                let mut body = resp.into_body();
+                if http_body_util::BodyExt::collect(&mut body).await.is_ok() {
+                    client::release(backend, lease, &mut body);
                 }
                 if hc.expected_status.matches(status) {
                     Probe::Pass

@@ -2,11 +2,10 @@
 //! bookkeeping that runs when it ends), or a short body Fulcrum wrote itself.
 
 use super::finish::Completion;
-use crate::upstream::body::BoxError;
-use crate::upstream::client::Lease;
+use crate::upstream::body::{Answer, BoxError};
+use crate::upstream::client::{self, Lease};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -34,7 +33,7 @@ impl ProxyBody {
 
 /// A backend's response body on its way to the client.
 pub struct UpstreamStream {
-    inner: Incoming,
+    inner: Answer,
     /// The connection it arrives on: back to the pool once the body ended cleanly.
     lease: Lease,
     completion: Completion,
@@ -48,7 +47,7 @@ pub struct UpstreamStream {
 }
 
 impl UpstreamStream {
-    pub fn new(inner: Incoming, lease: Lease, completion: Completion, idle: Duration) -> Self {
+    pub fn new(inner: Answer, lease: Lease, completion: Completion, idle: Duration) -> Self {
         UpstreamStream {
             inner,
             lease,
@@ -72,10 +71,9 @@ impl UpstreamStream {
         {
             a.commit();
         }
-        if let (true, Lease::H1(sender)) = (clean, std::mem::replace(&mut self.lease, Lease::None))
-            && let Some(b) = &self.completion.backend
-        {
-            b.conns.put_idle(sender);
+        let lease = std::mem::replace(&mut self.lease, Lease::None);
+        if clean && let Some(b) = &self.completion.backend {
+            client::release(b, lease, &mut self.inner);
         }
         if !clean {
             self.completion.aborted = true;

@@ -6,6 +6,8 @@
 //! [`BodyStats::answer_within`]); a client that sends nothing for
 //! `limits.body_read_timeout` ends the body with [`BodyStalled`].
 
+use super::client::ExchangeError;
+use super::h1::conn::{Conn as OwnConn, OwnBody};
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
@@ -511,6 +513,57 @@ impl Body for UpstreamBody {
                 },
                 Err(_) => SizeHint::default(),
             },
+        }
+    }
+}
+
+/// A backend's answer body, whichever HTTP/1.1 client read the answer.
+pub enum Answer {
+    Hyper(Incoming),
+    /// Read from a connection of our own (see `h1`).
+    Own(OwnBody),
+}
+
+impl Answer {
+    /// The connection of our own the body came on, when the body was read to
+    /// its end and the connection may carry another request.
+    pub fn reusable(&mut self) -> Option<Box<OwnConn>> {
+        match self {
+            Answer::Hyper(_) => None,
+            Answer::Own(b) => b.reusable(),
+        }
+    }
+}
+
+impl Body for Answer {
+    type Data = Bytes;
+    type Error = ExchangeError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
+        match self.get_mut() {
+            Answer::Hyper(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(ExchangeError::Hyper))),
+            Answer::Own(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(ExchangeError::Own))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Answer::Hyper(b) => b.is_end_stream(),
+            Answer::Own(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Answer::Hyper(b) => b.size_hint(),
+            Answer::Own(b) => b.size_hint(),
         }
     }
 }

@@ -1,12 +1,12 @@
 //! Sending one request to one backend over a pooled connection.
 
 use super::backend::Backend;
-use super::body::{BodyStats, UpstreamBody};
+use super::body::{Answer, BodyStats, UpstreamBody};
 use super::connpool::{Alpn, H1Sender, H2Sender};
+use super::h1;
 use super::io::{Tallied, UpstreamIo, connect, connect_tls};
 use crate::config::{Scheme, Timeouts};
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::io;
 use std::sync::Arc;
@@ -21,14 +21,50 @@ pub enum SendError {
     /// The backend did not send response headers in time (the request was sent).
     Timeout,
     /// The exchange failed after the request was (possibly) sent.
-    Exchange(hyper::Error),
+    Exchange(ExchangeError),
     /// A reused pooled connection was closed (or reset) by the backend after the
     /// request went out and before any byte of an answer: what a connection the
     /// backend had just timed out looks like (RFC 9112 9.3.1). The caller may send
     /// the request once more on a new connection ([`Conn::New`]) when sending it
     /// twice is harmless; the backend is not to blame.
-    Closed(hyper::Error),
+    Closed(ExchangeError),
 }
+
+/// A failed exchange, from whichever HTTP/1.1 client (or hyper's HTTP/2 one).
+#[derive(Debug)]
+pub enum ExchangeError {
+    Hyper(hyper::Error),
+    Own(h1::Error),
+}
+
+impl ExchangeError {
+    /// The backend's answer was not HTTP.
+    pub fn is_parse(&self) -> bool {
+        match self {
+            ExchangeError::Hyper(e) => e.is_parse(),
+            ExchangeError::Own(e) => e.is_parse(),
+        }
+    }
+}
+
+impl std::fmt::Display for ExchangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            ExchangeError::Hyper(e) => {
+                write!(f, "{e}")?;
+                let mut src = std::error::Error::source(e);
+                while let Some(s) = src {
+                    write!(f, ": {s}")?;
+                    src = s.source();
+                }
+                Ok(())
+            }
+            ExchangeError::Own(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ExchangeError {}
 
 /// Which HTTP/1.1 connection a request may go out on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,32 +80,34 @@ impl std::fmt::Display for SendError {
         match self {
             SendError::Connect(e) => write!(f, "connect: {e}"),
             SendError::Timeout => f.write_str("timed out waiting for response headers"),
-            SendError::Exchange(e) | SendError::Closed(e) => {
-                if matches!(self, SendError::Closed(_)) {
-                    f.write_str("pooled connection closed by the backend: ")?;
-                }
-                write!(f, "{e}")?;
-                let mut src = std::error::Error::source(e);
-                while let Some(s) = src {
-                    write!(f, ": {s}")?;
-                    src = s.source();
-                }
-                Ok(())
-            }
+            SendError::Exchange(e) => write!(f, "{e}"),
+            SendError::Closed(e) => write!(f, "pooled connection closed by the backend: {e}"),
         }
     }
 }
 
 /// The connection a response came over; given back to the pool when its body ends.
+/// A connection of our own travels inside its body instead (see [`release`]).
 pub enum Lease {
     H1(H1Sender),
     None,
 }
 
+/// Gives the connection of an answer whose body ended cleanly back to
+/// `backend`'s pool.
+pub fn release(backend: &Backend, lease: Lease, body: &mut Answer) {
+    if let Lease::H1(sender) = lease {
+        backend.conns.put_idle(sender);
+    }
+    if let Some(conn) = body.reusable() {
+        backend.conns.put_idle_own(conn);
+    }
+}
+
 /// The request comes back with the error when it was certainly not sent, so that a
 /// retry can reuse it as is.
 pub type Failed = (SendError, Option<Request<UpstreamBody>>);
-pub type SendResult = Result<(Response<Incoming>, Lease), Failed>;
+pub type SendResult = Result<(Response<Answer>, Lease), Failed>;
 
 /// Sends `req` to `backend` over `conn`. The URI must already be in the form the
 /// backend's protocol needs (origin-form for HTTP/1.1, absolute for HTTP/2).
@@ -79,6 +117,9 @@ pub async fn send(
     timeouts: &Timeouts,
     conn: Conn,
 ) -> SendResult {
+    if own_path(backend, &req) {
+        return send_own(backend, req, timeouts, conn).await;
+    }
     if backend.address.scheme == Scheme::H2c {
         return match h2_sender(backend, timeouts).await {
             Ok(sender) => send_h2(backend, sender, req, timeouts).await,
@@ -123,7 +164,9 @@ pub async fn send(
             match tokio::time::timeout(timeouts.connect, sender.ready()).await {
                 Ok(Ok(())) => {}
                 _ if reused => continue,
-                Ok(Err(e)) => return Err((SendError::Exchange(e), Some(req))),
+                Ok(Err(e)) => {
+                    return Err((SendError::Exchange(ExchangeError::Hyper(e)), Some(req)));
+                }
                 Err(_) => {
                     return Err((
                         SendError::Connect(io::ErrorKind::TimedOut.into()),
@@ -137,23 +180,94 @@ pub async fn send(
         let fut = sender.try_send_request(req);
         return match BodyStats::answer_within(body.as_deref(), timeouts.response_header, fut).await
         {
-            Some(Ok(resp)) => Ok((resp, Lease::H1(sender))),
+            Some(Ok(resp)) => Ok((resp.map(Answer::Hyper), Lease::H1(sender))),
             Some(Err(mut e)) => match e.take_message() {
                 Some(unsent) if reused => {
                     req = unsent;
                     continue;
                 }
-                Some(unsent) => Err((SendError::Exchange(e.into_error()), Some(unsent))),
+                Some(unsent) => Err((
+                    SendError::Exchange(ExchangeError::Hyper(e.into_error())),
+                    Some(unsent),
+                )),
                 None => {
                     let e = e.into_error();
                     if reused && sender.received() == heard && closed_unanswered(&e) {
-                        Err((SendError::Closed(e), None))
+                        Err((SendError::Closed(ExchangeError::Hyper(e)), None))
                     } else {
-                        Err((SendError::Exchange(e), None))
+                        Err((SendError::Exchange(ExchangeError::Hyper(e)), None))
                     }
                 }
             },
             None => Err((SendError::Timeout, None)),
+        };
+    }
+    Err((
+        SendError::Connect(io::Error::other("pooled connections kept closing")),
+        Some(req),
+    ))
+}
+
+/// Whether `req` goes out on a connection of our own: a plain `http://`
+/// backend, no body (nor a header announcing one), no `Upgrade`.
+fn own_path(backend: &Backend, req: &Request<UpstreamBody>) -> bool {
+    let h = req.headers();
+    backend.address.scheme == Scheme::Http
+        && matches!(req.body(), UpstreamBody::Empty)
+        && !h.contains_key(http::header::UPGRADE)
+        && !h.contains_key(http::header::TRANSFER_ENCODING)
+        && h.get(http::header::CONTENT_LENGTH)
+            .is_none_or(|v| v.as_bytes() == b"0")
+}
+
+/// Sends a bodyless request over a connection of our own, driven from this
+/// task: the head in one write, the answer's head read here, its body read by
+/// whoever polls it.
+async fn send_own(
+    backend: &Arc<Backend>,
+    req: Request<UpstreamBody>,
+    timeouts: &Timeouts,
+    conn: Conn,
+) -> SendResult {
+    let head = h1::conn::encode_request(&req);
+    let head_request = req.method() == http::Method::HEAD;
+    let max_idle_ms = timeouts.idle.as_millis() as u64;
+    // A pooled connection may have been closed by the backend just now; when
+    // nothing of the request could be written on it, another one is tried.
+    for _ in 0..4 {
+        let idle = match conn {
+            Conn::Pooled => backend.conns.take_idle_own(max_idle_ms),
+            Conn::New => None,
+        };
+        let reused = idle.is_some();
+        let c = match idle {
+            Some(c) => c,
+            None => match connect(&backend.address, timeouts.connect).await {
+                Ok(UpstreamIo::Plain(tcp)) => {
+                    backend.conns.count_open();
+                    h1::conn::Conn::new(tcp)
+                }
+                Ok(UpstreamIo::Tls(_)) => {
+                    let e = io::Error::other("TLS where plain TCP was asked for");
+                    return Err((SendError::Connect(e), Some(req)));
+                }
+                Err(e) => return Err((SendError::Connect(e), Some(req))),
+            },
+        };
+        let exchange = c.exchange(&head, head_request);
+        return match tokio::time::timeout(timeouts.response_header, exchange).await {
+            Ok(Ok(resp)) => Ok((resp.map(Answer::Own), Lease::None)),
+            Ok(Err(h1::conn::Failure::Unsent(_))) if reused => continue,
+            Ok(Err(h1::conn::Failure::Unsent(e))) => {
+                Err((SendError::Exchange(ExchangeError::Own(e)), Some(req)))
+            }
+            Ok(Err(h1::conn::Failure::Unanswered(e))) if reused => {
+                Err((SendError::Closed(ExchangeError::Own(e)), None))
+            }
+            Ok(Err(h1::conn::Failure::Unanswered(e) | h1::conn::Failure::Failed(e))) => {
+                Err((SendError::Exchange(ExchangeError::Own(e)), None))
+            }
+            Err(_) => Err((SendError::Timeout, None)),
         };
     }
     Err((
@@ -194,12 +308,12 @@ async fn send_h2(
     let body = req.body().streaming();
     let fut = sender.send_request(req);
     match BodyStats::answer_within(body.as_deref(), timeouts.response_header, fut).await {
-        Some(Ok(resp)) => Ok((resp, Lease::None)),
+        Some(Ok(resp)) => Ok((resp.map(Answer::Hyper), Lease::None)),
         Some(Err(e)) => {
             if e.is_canceled() || sender.is_closed() {
                 backend.conns.set_h2(None);
             }
-            Err((SendError::Exchange(e), None))
+            Err((SendError::Exchange(ExchangeError::Hyper(e)), None))
         }
         None => Err((SendError::Timeout, None)),
     }

@@ -3,10 +3,12 @@
 //! HTTP/1.1: idle connections wait in a lock-free bounded queue; a request takes one,
 //! and the response body hands it back once it has been read to the end (a body
 //! abandoned half-way closes the connection instead, as its framing is unknown).
+//! Connections of our own (`h1`) and hyper's wait in two queues of their own.
 //! HTTP/2: one shared connection multiplexes every request; it is replaced when it
 //! closes.
 
 use super::body::UpstreamBody;
+use super::h1::conn::Conn as OwnConn;
 use crate::clock::now_ms;
 use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
@@ -63,6 +65,7 @@ impl H1Sender {
 
 pub struct ConnPool {
     idle: ArrayQueue<(H1Sender, u64)>,
+    own_idle: ArrayQueue<(Box<OwnConn>, u64)>,
     pub(super) h2: ArcSwapOption<H2Sender>,
     pub(super) h2_connect: tokio::sync::Mutex<()>,
     /// Connections opened so far (for metrics and tests of reuse).
@@ -89,6 +92,7 @@ impl ConnPool {
     pub fn new() -> Self {
         ConnPool {
             idle: ArrayQueue::new(MAX_IDLE),
+            own_idle: ArrayQueue::new(MAX_IDLE),
             h2: ArcSwapOption::empty(),
             h2_connect: tokio::sync::Mutex::new(()),
             opened: AtomicU64::new(0),
@@ -113,6 +117,23 @@ impl ConnPool {
             // When full, the connection is dropped (and closed).
             let _ = self.idle.push((sender, now_ms()));
         }
+    }
+
+    /// An idle connection of our own that has not been idle longer than
+    /// `max_idle_ms` and that the backend has not closed.
+    pub fn take_idle_own(&self, max_idle_ms: u64) -> Option<Box<OwnConn>> {
+        let now = now_ms();
+        while let Some((mut conn, since)) = self.own_idle.pop() {
+            if now.saturating_sub(since) <= max_idle_ms && conn.still_open() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    pub fn put_idle_own(&self, conn: Box<OwnConn>) {
+        // When full, the connection is dropped (and closed).
+        let _ = self.own_idle.push((conn, now_ms()));
     }
 
     pub fn shared_h2(&self) -> Option<H2Sender> {

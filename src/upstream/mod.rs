@@ -8,6 +8,7 @@ pub(crate) mod balance;
 pub(crate) mod body;
 pub(crate) mod client;
 pub(crate) mod connpool;
+pub(crate) mod h1;
 pub(crate) mod in_flight;
 pub(crate) mod io;
 pub(crate) mod levels;

@@ -22,7 +22,7 @@ use crate::proxy::headers::{self as hdr, X_REQUEST_ID};
 use crate::proxy::respond;
 use crate::snapshot::router::normalize_host;
 use crate::upstream::body::Inbound;
-use crate::upstream::client::Lease;
+use crate::upstream::client;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use std::sync::Arc;
@@ -460,16 +460,15 @@ fn count_miss(p: &Pending) {
 fn settle(conn: &ConnCtx, rc: &mut RequestCtx, routed: &Routed<'_>, won: Won) {
     let Won {
         attempt,
-        response,
+        mut response,
         lease,
         ..
     } = won;
     super::forward::account(conn, rc, routed, attempt, response.status());
-    if let Lease::H1(sender) = lease
-        && http_body::Body::is_end_stream(response.body())
+    if http_body::Body::is_end_stream(response.body())
         && let Some(b) = &rc.done.backend
     {
-        b.conns.put_idle(sender);
+        client::release(b, lease, response.body_mut());
     }
 }
 

@@ -10,20 +10,19 @@ use super::route::Routed;
 use super::{ConnCtx, Refusal, RequestCtx};
 use crate::events::EventKind;
 use crate::upstream::backend::Backend;
-use crate::upstream::body::UpstreamBody;
+use crate::upstream::body::{Answer, UpstreamBody};
 use crate::upstream::client::{Lease, SendError, SendResult};
 use crate::upstream::in_flight::InFlight;
 use crate::upstream::pick::{Pick, Tried};
 use crate::upstream::pool::Pool;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 /// The attempt whose backend answered, with its response.
 pub(super) struct Won {
     pub(super) attempt: Attempt,
-    pub(super) response: Response<Incoming>,
+    pub(super) response: Response<Answer>,
     pub(super) lease: Lease,
     pub(super) client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     pub(super) client_version: http::Version,
@@ -213,7 +212,7 @@ fn judge(
     st: &mut Tries,
     attempt: Attempt,
     result: SendResult,
-) -> Result<Option<(Attempt, Response<Incoming>, Lease)>, Refusal> {
+) -> Result<Option<(Attempt, Response<Answer>, Lease)>, Refusal> {
     let (err, returned) = match result {
         Ok((resp, lease)) => return Ok(Some((attempt, resp, lease))),
         Err(failed) => failed,

@@ -6,13 +6,13 @@ use super::{ConnCtx, RequestCtx};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::headers::{self as hdr, X_REQUEST_ID};
 use crate::snapshot::Route;
+use crate::upstream::body::Answer;
 use http::Response;
-use hyper::body::Incoming;
 use std::sync::atomic::Ordering::Relaxed;
 
 pub(super) fn open(
     conn: &ConnCtx,
-    resp: Response<Incoming>,
+    resp: Response<Answer>,
     client_up: hyper::upgrade::OnUpgrade,
     upstream_up: hyper::upgrade::OnUpgrade,
     rc: RequestCtx,
