@@ -11,6 +11,7 @@
 //! and one more [`Kind`], over the same upstream layer.
 
 mod counted;
+pub(crate) mod h1;
 pub(crate) mod http;
 mod per_client;
 pub(crate) mod redirect;
