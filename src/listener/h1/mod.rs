@@ -197,11 +197,26 @@ where
         if b.capacity() - b.len() < FIRST_READ / 4 {
             b.reserve(b.len().max(FIRST_READ));
         }
-        // The timer is armed only if the read has to wait.
-        match timeout_at(deadline, poll_fn(|cx| read_into(io, b, cx))).await {
+        let read = if b.is_empty() {
+            // Readiness can be stale (nothing read since it was last seen): a
+            // read that would block gives the buffer back and waits again.
+            match poll_fn(|cx| Poll::Ready(read_into(io, b, cx))).await {
+                Poll::Ready(r) => Ok(r),
+                Poll::Pending => {
+                    if let Some(b) = buf.take() {
+                        give_back(b);
+                    }
+                    continue;
+                }
+            }
+        } else {
+            // The timer is armed only if the read has to wait.
+            timeout_at(deadline, poll_fn(|cx| read_into(io, b, cx))).await
+        };
+        match read {
             Ok(Ok(0)) => {
                 // A partial head then EOF: hyper reports it as it does today.
-                return if b.is_empty() {
+                return if buf.as_ref().is_none_or(BytesMut::is_empty) {
                     Read::Closed
                 } else {
                     Read::HandOver
