@@ -95,7 +95,8 @@ pub(crate) fn request(
 ) -> Option<Request<crate::upstream::body::Inbound>> {
     let method = Method::from_bytes(&head[layout.method.clone()]).ok()?;
     let uri = Uri::from_maybe_shared(head.slice(layout.target.clone())).ok()?;
-    let mut headers = HeaderMap::with_capacity(layout.fields.len());
+    // Room for the forwarding headers the pipeline adds, so they cause no rehash.
+    let mut headers = HeaderMap::with_capacity(layout.fields.len() + 8);
     for (name, value) in &layout.fields {
         let name = HeaderName::from_bytes(&head[name.clone()]).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(value.clone())).ok()?;

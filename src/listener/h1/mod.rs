@@ -43,9 +43,9 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::{Instant, Sleep, timeout_at};
 use tokio_util::sync::CancellationToken;
 use write::{Answering, Framing};
 
@@ -100,8 +100,12 @@ where
     I: AsyncRead + AsyncWrite + Readiness + Unpin,
 {
     let mut buf: Option<BytesMut> = None;
+    let mut deadline = Deadline::default();
     loop {
-        let layout = match read_head(&mut io, &mut buf, limits, stop).await {
+        // Like hyper: the wait for a head (an idle keep-alive connection's too)
+        // lasts at most `header_read_timeout`.
+        deadline.at = Some(Instant::now() + limits.header_read_timeout);
+        let layout = match read_head(&mut io, &mut buf, &mut deadline, limits, stop).await {
             Read::Head(l) => l,
             Read::Closed => return None,
             Read::HandOver => {
@@ -154,6 +158,33 @@ where
     }
 }
 
+/// The connection's one timer for reading heads. Moving the deadline later
+/// (every request does) only stores it; the timer is re-armed when it fires
+/// early, so a busy connection does not register a timer per request.
+#[derive(Default)]
+struct Deadline {
+    at: Option<Instant>,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl Deadline {
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(at) = self.at else {
+            return Poll::Pending;
+        };
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        loop {
+            ready!(sleep.as_mut().poll(cx));
+            if sleep.deadline() >= at {
+                return Poll::Ready(());
+            }
+            sleep.as_mut().reset(at);
+        }
+    }
+}
+
 enum Read {
     Head(head::Layout),
     HandOver,
@@ -164,15 +195,13 @@ enum Read {
 async fn read_head<I>(
     io: &mut I,
     buf: &mut Option<BytesMut>,
+    deadline: &mut Deadline,
     limits: &crate::config::Limits,
     stop: &CancellationToken,
 ) -> Read
 where
     I: AsyncRead + Readiness + Unpin,
 {
-    // Like hyper: the wait for a head (an idle keep-alive connection's too)
-    // lasts at most `header_read_timeout`.
-    let deadline = Instant::now() + limits.header_read_timeout;
     loop {
         if let Some(b) = buf.as_ref().filter(|b| !b.is_empty()) {
             match head::decide(b, limits.max_header_bytes) {
@@ -183,13 +212,15 @@ where
         } else {
             // Idle: nothing allocated until the client sends something; a stop
             // closes at once.
-            let ready = timeout_at(deadline, poll_fn(|cx| io.poll_readable(cx)));
+            let ready = poll_fn(|cx| match io.poll_readable(cx) {
+                Poll::Ready(r) => Poll::Ready(r.is_ok()),
+                Poll::Pending => deadline.poll_expired(cx).map(|()| false),
+            });
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return Read::Closed,
-                r = ready => match r {
-                    Ok(Ok(())) => {}
-                    _ => return Read::Closed,
+                ready = ready => if !ready {
+                    return Read::Closed;
                 },
             }
         }
@@ -210,8 +241,11 @@ where
                 }
             }
         } else {
-            // The timer is armed only if the read has to wait.
-            timeout_at(deadline, poll_fn(|cx| read_into(io, b, cx))).await
+            poll_fn(|cx| match read_into(io, b, cx) {
+                Poll::Ready(r) => Poll::Ready(Ok(r)),
+                Poll::Pending => deadline.poll_expired(cx).map(Err),
+            })
+            .await
         };
         match read {
             Ok(Ok(0)) => {
@@ -235,17 +269,9 @@ fn read_into<I: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    let start = buf.len();
-    buf.resize(buf.capacity(), 0);
-    let mut rb = ReadBuf::new(&mut buf[start..]);
-    let r = Pin::new(io).poll_read(cx, &mut rb);
-    let n = rb.filled().len();
-    buf.truncate(start + n);
-    match r {
-        Poll::Ready(Ok(())) => Poll::Ready(Ok(n)),
-        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-        Poll::Pending => Poll::Pending,
-    }
+    // The future keeps no state of its own: polling a fresh one each time is a
+    // plain read into the uninitialized room, without zeroing it first.
+    std::pin::pin!(io.read_buf(buf)).poll(cx)
 }
 
 /// While a request is answered, whether the client went away. Like hyper, it
