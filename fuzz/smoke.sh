@@ -37,7 +37,7 @@ fi
 # guard's 8 KiB head limit.
 max_len() {
   case "$1" in
-    request_head | chunked) echo 16384 ;;
+    request_head | chunked | h1_request) echo 16384 ;;
     *) echo 4096 ;;
   esac
 }

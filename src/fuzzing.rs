@@ -307,3 +307,28 @@ fn method_and_status(line: &[u8]) -> Option<(http::Method, http::StatusCode)> {
     let method = http::Method::from_bytes(m.as_bytes()).ok()?;
     Some((method, s.trim().parse().ok()?))
 }
+
+#[cfg(test)]
+mod tests {
+    /// The fast path's property on the seed heads and on every one-byte change
+    /// of them that touches framing (line ends, separators, control bytes).
+    #[test]
+    fn h1_request_holds_on_changed_seed_heads() {
+        let seeds: [&[u8]; 3] = [
+            b"GET /a?b=c HTTP/1.1\r\nHost: a.example\r\nAccept: */*\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            b"\r\nGET http://b.example/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            b"HEAD / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nx-a: 2\r\nTE: trailers\r\n\r\n",
+        ];
+        for seed in seeds {
+            super::h1_request(seed);
+            for i in 0..seed.len() {
+                for b in [b'\n', b'\r', b' ', b'\t', b':', 0, 0x7f, 0xff, b'A'] {
+                    let mut changed = seed.to_vec();
+                    changed[i] = b;
+                    super::h1_request(&changed);
+                    super::h1_request(&changed[..i]);
+                }
+            }
+        }
+    }
+}
