@@ -37,7 +37,7 @@ fi
 # guard's 8 KiB head limit (and the answer heads past a few KiB).
 max_len() {
   case "$1" in
-    request_head | chunked | h1_response) echo 16384 ;;
+    request_head | chunked | h1_request | h1_response) echo 16384 ;;
     *) echo 4096 ;;
   esac
 }

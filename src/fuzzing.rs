@@ -6,6 +6,7 @@
 //! | --- | --- | --- |
 //! | `config` | YAML or JSON text | the config loader: decoding, every section's checks, serialization |
 //! | `request_head` | bytes a client sends | the HTTP/1 smuggling guard (heads, lengths, chunk-size lines) |
+//! | `h1_request` | bytes a client sends | the HTTP/1.1 fast path's head parser and its serve-or-hand-over decision |
 //! | `chunked` | a chunked body | the guard after a chunked head |
 //! | `header_rules` | header lines | hop-by-hop removal, forwarding headers, cookies, query parameters |
 //! | `admin_body` | a request body | `POST /api/v1/pools/{pool}/backends` bodies |
@@ -63,6 +64,54 @@ fn guard(prefix: &[u8], data: &[u8]) {
 /// The HTTP/1 guard on a stream of request bytes.
 pub fn request_head(data: &[u8]) {
     guard(b"", data);
+}
+
+/// The HTTP/1.1 fast path's decision on `data`: a head it serves frames no
+/// body, and the request built from it holds what a second parse reads.
+pub fn h1_request(data: &[u8]) {
+    use crate::listener::h1::{Decision, decide, request};
+    let Decision::Serve(layout) = decide(data, 8 * 1024) else {
+        return;
+    };
+    let head = bytes::Bytes::copy_from_slice(&data[..layout.len]);
+    assert!(
+        memchr::memchr_iter(b'\n', &head).all(|i| i > 0 && head[i - 1] == b'\r'),
+        "a served head with a bare LF"
+    );
+    let mut fields = [httparse::EMPTY_HEADER; 128];
+    let mut again = httparse::Request::new(&mut fields);
+    assert_eq!(
+        again.parse(&head).ok(),
+        Some(httparse::Status::Complete(head.len()))
+    );
+    assert_eq!(again.version, Some(1));
+    let Some(req) = request(&head, &layout) else {
+        return;
+    };
+    assert_eq!(Some(req.method().as_str()), again.method);
+    assert_ne!(req.method(), http::Method::CONNECT);
+    assert_eq!(req.headers().len(), again.headers.len());
+    for h in again.headers.iter() {
+        for framing in ["content-length", "transfer-encoding", "upgrade", "expect"] {
+            assert!(
+                !h.name.eq_ignore_ascii_case(framing),
+                "served with {framing}"
+            );
+        }
+        assert!(
+            req.headers()
+                .get_all(h.name)
+                .iter()
+                .any(|v| v.as_bytes() == h.value),
+            "field {} lost its value",
+            h.name
+        );
+    }
+    let target = again.path.unwrap_or_default();
+    assert_eq!(
+        req.uri(),
+        &http::Uri::try_from(target).ok().unwrap_or_default()
+    );
 }
 
 /// The guard's chunked-body tracking, after a valid chunked head.
@@ -301,4 +350,29 @@ fn decode_chunked(pieces: &[&[u8]]) -> Result<(Vec<u8>, bool), String> {
         }
     }
     Ok((out, false))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The fast path's property on the seed heads and on every one-byte change
+    /// of them that touches framing (line ends, separators, control bytes).
+    #[test]
+    fn h1_request_holds_on_changed_seed_heads() {
+        let seeds: [&[u8]; 3] = [
+            b"GET /a?b=c HTTP/1.1\r\nHost: a.example\r\nAccept: */*\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            b"\r\nGET http://b.example/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            b"HEAD / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nx-a: 2\r\nTE: trailers\r\n\r\n",
+        ];
+        for seed in seeds {
+            super::h1_request(seed);
+            for i in 0..seed.len() {
+                for b in [b'\n', b'\r', b' ', b'\t', b':', 0, 0x7f, 0xff, b'A'] {
+                    let mut changed = seed.to_vec();
+                    changed[i] = b;
+                    super::h1_request(&changed);
+                    super::h1_request(&changed[..i]);
+                }
+            }
+        }
+    }
 }

@@ -759,5 +759,20 @@ routes:
         .await
         .expect("slow client never dropped");
     assert!(n.is_ok());
+
+    // The same limit closes a keep-alive connection that sends nothing more
+    // after a request was answered.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: full.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(testkit::DEADLINE, s.read_to_end(&mut buf))
+        .await
+        .expect("idle keep-alive connection never closed");
+    assert!(n.is_ok());
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(!answer.contains("connection: close"), "{answer}");
     drop(fillers);
 }

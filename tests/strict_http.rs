@@ -524,3 +524,78 @@ async fn backend_answers_framed_every_way() {
         );
     }
 }
+
+/// Plain bodiless requests are served by Fulcrum's own HTTP/1.1 loop; the
+/// first request that is not (a body, a smuggling attempt) hands the rest of
+/// the connection to the guarded path, which must see it as if it had served
+/// the connection from that request on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_across_the_hand_over() {
+    let a = TestBackend::echo("a").await;
+    let b = TestBackend::echo("b").await;
+    let f = Fulcrum::start(&by_host(a.addr, b.addr));
+    let addr = f.listener(0);
+    // Four requests in one write: two plain, one with a body (handed over),
+    // one plain again (now on the guarded path).
+    let out = raw(
+        addr,
+        b"GET /1 HTTP/1.1\r\nHost: a.example\r\n\r\n\
+          HEAD /2 HTTP/1.1\r\nHost: a.example\r\n\r\n\
+          POST /3 HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\n\r\nabc\
+          GET /4 HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(out.matches("HTTP/1.1 200 OK\r\n").count(), 4, "{out}");
+    let uris: Vec<usize> = ["\"/1\"", "\"/3\"", "\"/4\""]
+        .iter()
+        .map(|u| out.find(u).unwrap_or_else(|| panic!("{u} missing: {out}")))
+        .collect();
+    assert!(uris.windows(2).all(|w| w[0] < w[1]), "out of order: {out}");
+    assert!(out.contains("\"body_len\":3"), "{out}");
+    assert_eq!(a.hits(), 4);
+
+    // A smuggling attempt after a plain request is refused: the guard counts
+    // requests from the hand-over.
+    let out = raw(
+        addr,
+        b"GET /ok HTTP/1.1\r\nHost: a.example\r\n\r\n\
+          POST /x HTTP/1.1\r\nHost: a.example\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    let (first, second) = out.split_once("\r\n\r\n").expect("two answers");
+    assert!(first.starts_with("HTTP/1.1 200 OK"), "{out}");
+    assert!(second.contains("HTTP/1.1 400 "), "{out}");
+    assert_eq!(a.hits(), 5, "the smuggling attempt reached the backend");
+
+    // A head split across writes, then the connection kept for a second one.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /sp").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.write_all(b"lit HTTP/1.1\r\nHost: b.example\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\"/split\"") {
+        let n = tokio::time::timeout(testkit::DEADLINE, s.read(&mut buf))
+            .await
+            .expect("no answer")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    s.write_all(b"GET /again HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(testkit::DEADLINE, s.read_to_end(&mut rest))
+        .await
+        .expect("not closed after Connection: close")
+        .unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.contains("connection: close\r\n") && rest.contains("\"/again\""),
+        "{rest}"
+    );
+    assert_eq!(b.hits(), 2);
+}

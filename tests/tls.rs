@@ -158,6 +158,43 @@ async fn static_certificates_by_sni_alpn_and_protocols() {
     let (subject, _, _) = https_get(addr, "x.b.test", Some(&ca.pem())).await;
     assert_eq!(subject, "*.b.test");
 
+    // One HTTP/1.1 connection: plain GETs, then a request with a body, which
+    // moves the rest of the connection to the guarded path, then a GET there.
+    let (s, _, _, _) = tls_connect(
+        addr,
+        "a.test",
+        client_config(Some(&ca.pem()), &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for (method, path, body) in [
+        ("GET", "/k1", ""),
+        ("GET", "/k2", ""),
+        ("POST", "/k3", "hello"),
+        ("GET", "/k4", ""),
+    ] {
+        let resp = sender
+            .send_request(
+                Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .header("host", "a.test")
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert_eq!(resp.status(), StatusCode::OK, "{method} {path}");
+        let seen: serde_json::Value =
+            serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(seen["uri"], path);
+        assert_eq!(seen["body_len"], body.len());
+    }
+
     // ALPN h2: an HTTP/2 client over TLS.
     let (s, _, _, alpn) = tls_connect(
         addr,

@@ -4,6 +4,7 @@
 //! request goes through `proxy::pipeline`.
 
 use super::counted::Counted;
+use super::h1;
 use super::{ListenerSpec, log_conn_end};
 use crate::proxy::ProxyContext;
 use crate::proxy::guard::{GuardState, Guarded, Scanner};
@@ -141,7 +142,38 @@ fn context(
     })
 }
 
+/// An HTTP/1.1 connection: served by `h1` while its requests are the plain
+/// kind, then (if ever) by hyper behind the guard for the rest of it.
 async fn serve_h1<I>(
+    proxy: Arc<ProxyContext>,
+    io: I,
+    peer: SocketAddr,
+    tls: Option<TlsInfo>,
+    limits: &crate::config::Limits,
+    stop: CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + h1::Readiness + Unpin + Send + 'static,
+{
+    let ctx = context(proxy.clone(), peer, None, tls.clone());
+    let Some(rest) = h1::serve(&ctx, io, limits, &stop).await else {
+        return;
+    };
+    drop(ctx);
+    // Boxed: hyper's connection state exists only on connections handed over.
+    Box::pin(serve_hyper_h1(
+        proxy,
+        h1::Rewind::new(rest),
+        peer,
+        tls,
+        limits,
+        stop,
+    ))
+    .await;
+}
+
+/// hyper's HTTP/1 server with the smuggling guard on every byte it reads; the
+/// guard's request count starts with this connection (or the hand-over).
+async fn serve_hyper_h1<I>(
     proxy: Arc<ProxyContext>,
     io: I,
     peer: SocketAddr,

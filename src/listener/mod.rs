@@ -12,6 +12,7 @@
 
 mod cores;
 mod counted;
+pub(crate) mod h1;
 pub(crate) mod http;
 mod per_client;
 pub(crate) mod redirect;

@@ -1,0 +1,216 @@
+//! Reading a request head in place and deciding whether the fast path serves
+//! it: only the plainest requests qualify (see the module above for why
+//! everything else goes to hyper).
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
+use std::ops::Range;
+
+/// hyper's own bound on the number of header fields; more goes to hyper,
+/// which answers as it does today.
+pub(crate) const MAX_HEADERS: usize = 100;
+
+/// Where the parts of a complete head lie in the buffer it was read into.
+pub(crate) struct Layout {
+    /// Bytes the head takes, leading empty lines and the final empty line included.
+    pub(crate) len: usize,
+    pub(crate) method: Range<usize>,
+    pub(crate) target: Range<usize>,
+    /// Name and value of each field, in order.
+    pub(crate) fields: Vec<(Range<usize>, Range<usize>)>,
+    /// The client asked to close after this request (`Connection: close`).
+    pub(crate) close: bool,
+    /// The client accepts trailers (`TE: trailers`).
+    pub(crate) trailers: bool,
+}
+
+/// What to do with the bytes read so far.
+pub(crate) enum Decision {
+    /// The head is not complete yet and still within the limits.
+    Partial,
+    /// Not a request the fast path serves: hyper gets the connection.
+    HandOver,
+    /// A head the fast path serves.
+    Serve(Layout),
+}
+
+/// Decides on the bytes read so far (`buf` starts at a request's first byte,
+/// or at the empty lines before it). `max_head`: `limits.max_header_bytes`.
+pub(crate) fn decide(buf: &[u8], max_head: usize) -> Decision {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        // The guard's limits (431, 414) are hyper's side: anything near them goes there.
+        Ok(httparse::Status::Partial) if buf.len() <= max_head => return Decision::Partial,
+        Ok(httparse::Status::Partial) | Err(_) => return Decision::HandOver,
+    };
+    if len > max_head || req.version != Some(1) || has_bare_lf(&buf[..len]) {
+        return Decision::HandOver;
+    }
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return Decision::HandOver;
+    };
+    if method == "CONNECT" {
+        return Decision::HandOver;
+    }
+    let mut layout = Layout {
+        len,
+        method: range_of(buf, method.as_bytes()),
+        target: range_of(buf, target.as_bytes()),
+        fields: Vec::with_capacity(req.headers.len()),
+        close: false,
+        trailers: false,
+    };
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        // Framing, upgrades and expectations are hyper's business, with the guard.
+        if name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"upgrade")
+            || name.eq_ignore_ascii_case(b"expect")
+        {
+            return Decision::HandOver;
+        }
+        layout
+            .fields
+            .push((range_of(buf, name), range_of(buf, h.value)));
+    }
+    for (name, value) in req.headers.iter().map(|h| (h.name.as_bytes(), h.value)) {
+        if name.eq_ignore_ascii_case(b"connection") && has_token(value, b"close") {
+            layout.close = true;
+        } else if name.eq_ignore_ascii_case(b"te") && has_token(value, b"trailers") {
+            layout.trailers = true;
+        }
+    }
+    Decision::Serve(layout)
+}
+
+/// The request the pipeline gets, its parts shared with `head` (the frozen
+/// bytes `layout` describes). `None` when a part does not convert; hyper then
+/// gets the connection and answers as it does today.
+pub(crate) fn request(
+    head: &Bytes,
+    layout: &Layout,
+) -> Option<Request<crate::upstream::body::Inbound>> {
+    let method = Method::from_bytes(&head[layout.method.clone()]).ok()?;
+    let uri = Uri::from_maybe_shared(head.slice(layout.target.clone())).ok()?;
+    // Room for the forwarding headers the pipeline adds, so they cause no rehash.
+    let mut headers = HeaderMap::with_capacity(layout.fields.len() + 8);
+    for (name, value) in &layout.fields {
+        let name = HeaderName::from_bytes(&head[name.clone()]).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value.clone())).ok()?;
+        headers.append(name, value);
+    }
+    let mut req = Request::new(crate::upstream::body::Inbound::Empty);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Some(req)
+}
+
+/// `part`'s place in `buf` (`part` is a slice of `buf`).
+fn range_of(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let start = (part.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
+    start..start + part.len()
+}
+
+/// A line ending in LF alone: hyper and the guard read those, so they decide.
+fn has_bare_lf(head: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
+}
+
+/// `value` is a comma-separated list holding `token` (any case).
+pub(crate) fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(head: &[u8]) -> Layout {
+        match decide(head, 1024) {
+            Decision::Serve(l) => l,
+            Decision::Partial => panic!("partial: {:?}", String::from_utf8_lossy(head)),
+            Decision::HandOver => panic!("handed over: {:?}", String::from_utf8_lossy(head)),
+        }
+    }
+
+    fn handed_over(head: &[u8]) -> bool {
+        matches!(decide(head, 1024), Decision::HandOver)
+    }
+
+    #[test]
+    fn a_plain_get_is_served_and_shares_the_head() {
+        let head = Bytes::from_static(
+            b"\r\nGET /a?b=c HTTP/1.1\r\nHost: example.test\r\nX-Two: 1\r\nx-two: 2\r\nConnection: keep-alive, Close\r\n\r\nGET /next",
+        );
+        let layout = serve(&head);
+        assert_eq!(&head[layout.len..], b"GET /next");
+        assert!(layout.close && !layout.trailers);
+        let req = request(&head.slice(..layout.len), &layout).expect("converts");
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(req.uri(), "/a?b=c");
+        assert_eq!(req.version(), Version::HTTP_11);
+        assert_eq!(req.headers()["host"], "example.test");
+        let two: Vec<_> = req.headers().get_all("x-two").iter().collect();
+        assert_eq!(two, ["1", "2"]);
+    }
+
+    #[test]
+    fn partial_heads_wait_within_the_limit() {
+        assert!(matches!(
+            decide(b"GET / HTTP/1.1\r\nHost: a\r\n", 1024),
+            Decision::Partial
+        ));
+        assert!(matches!(decide(b"", 1024), Decision::Partial));
+        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(2000));
+        assert!(handed_over(long.as_bytes()));
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "a".repeat(1000)
+        );
+        assert!(handed_over(big.as_bytes()));
+    }
+
+    #[test]
+    fn anything_with_a_body_or_a_special_meaning_goes_to_hyper() {
+        for head in [
+            &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.2\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHo st: a\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"G\x01T / HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(handed_over(head), "{:?}", String::from_utf8_lossy(head));
+        }
+    }
+
+    #[test]
+    fn too_many_fields_go_to_hyper() {
+        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            head.extend_from_slice(format!("x{i}: 1\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        assert!(matches!(decide(&head, 64 * 1024), Decision::HandOver));
+    }
+
+    #[test]
+    fn te_trailers_is_noticed() {
+        let layout = serve(b"GET / HTTP/1.1\r\nHost: a\r\nTE: gzip, trailers\r\n\r\n");
+        assert!(layout.trailers && !layout.close);
+    }
+}

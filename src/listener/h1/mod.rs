@@ -1,0 +1,558 @@
+//! HTTP/1.1 client connections served without hyper for the plainest requests.
+//!
+//! The connection holds no buffer while it waits for a request: it waits for
+//! readability, then reads into a buffer from a small per-thread free list,
+//! and gives it back once the response is written and nothing pipelined is
+//! left. A complete head is parsed in place; the request handed to the
+//! pipeline shares the head's bytes (target and header values are slices).
+//!
+//! # What is served here, and why handing over is safe
+//!
+//! Only HTTP/1.1 requests without `Content-Length`, `Transfer-Encoding`,
+//! `Upgrade` or `Expect`, not CONNECT, with every line ending in CRLF, a head
+//! within `limits.max_header_bytes`, and nothing `httparse` refuses. Such a
+//! request has no body, so the next byte after its head starts the next
+//! request: there is no framing for two parsers to read differently, which is
+//! what the smuggling guard exists to catch.
+//!
+//! Anything else (a body, an upgrade, HTTP/1.0, a bad or oversized head, a
+//! bare LF) hands the whole connection to hyper behind the guard, as every
+//! connection was served before: the bytes read so far are replayed first
+//! (they were only looked at, never consumed), through a fresh guard scanner
+//! whose request count starts at the hand-over, with a connection context of
+//! its own. hyper and the guard therefore see exactly the byte stream they
+//! would have seen from that request on, and answer it as they always did
+//! (400, 414, 431, 501, smuggling refusals, hyper's own errors and their
+//! counters). Requests already served here were complete and bodiless, so
+//! nothing of them is left in the stream.
+
+mod head;
+mod write;
+
+pub(crate) use head::{Decision, decide, request};
+
+use super::counted::Counted;
+use crate::proxy::body::ProxyBody;
+use crate::proxy::pipeline::{ConnCtx, handle};
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, Method};
+use http_body::Body;
+use std::cell::RefCell;
+use std::future::{Future, poll_fn};
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep, timeout_at};
+use tokio_util::sync::CancellationToken;
+use write::{Answering, Framing};
+
+/// The first read's size; a head that needs more grows the buffer.
+const FIRST_READ: usize = 4096;
+/// Buffers kept per thread for the next connection that has something to read.
+const KEEP_FREE: usize = 64;
+/// How long a closing connection waits for its last bytes to leave.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The connection as the fast path gave it up: hyper serves the rest,
+/// starting with `replay`, the bytes already read.
+pub(super) struct HandOver<I> {
+    pub(super) io: I,
+    pub(super) replay: Bytes,
+}
+
+/// A connection that can tell it has something to read without reading it,
+/// so an idle connection needs no buffer.
+pub(super) trait Readiness {
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl Readiness for Counted<TcpStream> {
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_ref().poll_read_ready(cx)
+    }
+}
+
+impl Readiness for tokio_rustls::server::TlsStream<Counted<TcpStream>> {
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let (io, tls) = self.get_mut();
+        // Records already received may hold plaintext the socket will not
+        // announce again.
+        match tls.process_new_packets() {
+            Ok(state) if state.plaintext_bytes_to_read() == 0 && !state.peer_has_closed() => {
+                io.get_ref().poll_read_ready(cx)
+            }
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// Serves requests on `io` until it closes (`None`) or a request needs hyper.
+pub(super) async fn serve<I>(
+    ctx: &ConnCtx,
+    mut io: I,
+    limits: &crate::config::Limits,
+    stop: &CancellationToken,
+) -> Option<HandOver<I>>
+where
+    I: AsyncRead + AsyncWrite + Readiness + Unpin,
+{
+    let mut buf: Option<BytesMut> = None;
+    let mut deadline = Deadline::default();
+    loop {
+        // Like hyper: the wait for a head (an idle keep-alive connection's too)
+        // lasts at most `header_read_timeout`.
+        deadline.at = Some(Instant::now() + limits.header_read_timeout);
+        let layout = match read_head(&mut io, &mut buf, &mut deadline, limits, stop).await {
+            Read::Head(l) => l,
+            Read::Closed => return None,
+            Read::HandOver => {
+                let replay = buf.take().map(BytesMut::freeze).unwrap_or_default();
+                return Some(HandOver { io, replay });
+            }
+        };
+        let pending = buf.as_mut()?;
+        let head = pending.split_to(layout.len).freeze();
+        let Some(req) = head::request(&head, &layout) else {
+            let mut replay = BytesMut::with_capacity(head.len() + pending.len());
+            replay.extend_from_slice(&head);
+            replay.extend_from_slice(pending);
+            return Some(HandOver {
+                io,
+                replay: replay.freeze(),
+            });
+        };
+        drop(head);
+        let head_method = req.method() == Method::HEAD;
+        // Boxed: the pipeline's state exists only while a request is in flight.
+        let mut answer = Box::pin(handle(ctx, req));
+        let resp = poll_fn(|cx| {
+            if let Poll::Ready(r) = answer.as_mut().poll(cx) {
+                return Poll::Ready(Some(r));
+            }
+            if client_gone(&mut io, pending, cx) {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await;
+        drop(answer);
+        // The client left: dropping the pipeline's future is how it learns.
+        let resp = resp?;
+        let answering = Answering {
+            head_method,
+            close: layout.close || stop.is_cancelled(),
+        };
+        let keep = respond(&mut io, resp, &answering, layout.trailers, pending).await;
+        if !keep || stop.is_cancelled() {
+            let _ = timeout_at(Instant::now() + CLOSE_GRACE, io.shutdown()).await;
+            return None;
+        }
+        if pending.is_empty()
+            && let Some(b) = buf.take()
+        {
+            give_back(b);
+        }
+    }
+}
+
+/// The connection's one timer for reading heads. Moving the deadline later
+/// (every request does) only stores it; the timer is re-armed when it fires
+/// early, so a busy connection does not register a timer per request.
+#[derive(Default)]
+struct Deadline {
+    at: Option<Instant>,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl Deadline {
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(at) = self.at else {
+            return Poll::Pending;
+        };
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        loop {
+            ready!(sleep.as_mut().poll(cx));
+            if sleep.deadline() >= at {
+                return Poll::Ready(());
+            }
+            sleep.as_mut().reset(at);
+        }
+    }
+}
+
+enum Read {
+    Head(head::Layout),
+    HandOver,
+    Closed,
+}
+
+/// Reads until `buf` holds a complete head the fast path serves.
+async fn read_head<I>(
+    io: &mut I,
+    buf: &mut Option<BytesMut>,
+    deadline: &mut Deadline,
+    limits: &crate::config::Limits,
+    stop: &CancellationToken,
+) -> Read
+where
+    I: AsyncRead + Readiness + Unpin,
+{
+    loop {
+        if let Some(b) = buf.as_ref().filter(|b| !b.is_empty()) {
+            match head::decide(b, limits.max_header_bytes) {
+                Decision::Partial => {}
+                Decision::HandOver => return Read::HandOver,
+                Decision::Serve(l) => return Read::Head(l),
+            }
+        } else {
+            // Idle: nothing allocated until the client sends something; a stop
+            // closes at once.
+            let ready = poll_fn(|cx| match io.poll_readable(cx) {
+                Poll::Ready(r) => Poll::Ready(r.is_ok()),
+                Poll::Pending => deadline.poll_expired(cx).map(|()| false),
+            });
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Read::Closed,
+                ready = ready => if !ready {
+                    return Read::Closed;
+                },
+            }
+        }
+        let b = buf.get_or_insert_with(take_buf);
+        if b.capacity() - b.len() < FIRST_READ / 4 {
+            b.reserve(b.len().max(FIRST_READ));
+        }
+        let read = if b.is_empty() {
+            // Readiness can be stale (nothing read since it was last seen): a
+            // read that would block gives the buffer back and waits again.
+            match poll_fn(|cx| Poll::Ready(read_into(io, b, cx))).await {
+                Poll::Ready(r) => Ok(r),
+                Poll::Pending => {
+                    if let Some(b) = buf.take() {
+                        give_back(b);
+                    }
+                    continue;
+                }
+            }
+        } else {
+            poll_fn(|cx| match read_into(io, b, cx) {
+                Poll::Ready(r) => Poll::Ready(Ok(r)),
+                Poll::Pending => deadline.poll_expired(cx).map(Err),
+            })
+            .await
+        };
+        match read {
+            Ok(Ok(0)) => {
+                // A partial head then EOF: hyper reports it as it does today.
+                return if buf.as_ref().is_none_or(BytesMut::is_empty) {
+                    Read::Closed
+                } else {
+                    Read::HandOver
+                };
+            }
+            Ok(Ok(_)) => {}
+            // A head not complete in time: closed without an answer, as hyper does.
+            Ok(Err(_)) | Err(_) => return Read::Closed,
+        }
+    }
+}
+
+/// Reads what is there into `buf`'s spare room; `Ok(0)` at the end of the stream.
+fn read_into<I: AsyncRead + Unpin>(
+    io: &mut I,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    // The future keeps no state of its own: polling a fresh one each time is a
+    // plain read into the uninitialized room, without zeroing it first.
+    std::pin::pin!(io.read_buf(buf)).poll(cx)
+}
+
+/// While a request is answered, whether the client went away. Like hyper, it
+/// reads only when nothing is buffered: bytes read are the next request.
+fn client_gone<I: AsyncRead + Unpin>(
+    io: &mut I,
+    pending: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> bool {
+    if !pending.is_empty() {
+        return false;
+    }
+    if pending.capacity() < FIRST_READ / 4 {
+        pending.reserve(FIRST_READ);
+    }
+    matches!(read_into(io, pending, cx), Poll::Ready(Ok(0) | Err(_)))
+}
+
+/// Writes `resp`; whether the connection can serve another request.
+async fn respond<I>(
+    io: &mut I,
+    resp: http::Response<ProxyBody>,
+    answering: &Answering,
+    trailers_wanted: bool,
+    pending: &mut BytesMut,
+) -> bool
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let (parts, mut body) = resp.into_parts();
+    let mut out = take_out();
+    let encoded = write::encode_head(
+        parts.version,
+        parts.status,
+        &parts.headers,
+        &body,
+        answering,
+        &mut out,
+    );
+    drop(parts);
+    let Ok(encoded) = encoded else {
+        give_back_out(out);
+        return false;
+    };
+    let mut send = Send {
+        out,
+        sent: 0,
+        data: Bytes::new(),
+        tail: b"",
+        framing: encoded.framing,
+        done: encoded.framing == Framing::Length(0),
+        trailers: None,
+        trailer_names: if trailers_wanted {
+            encoded.trailer_names
+        } else {
+            Vec::new()
+        },
+    };
+    let sent = poll_fn(|cx| {
+        if let Poll::Ready(r) = send.poll(io, &mut body, cx) {
+            return Poll::Ready(r.is_ok());
+        }
+        if client_gone(io, pending, cx) {
+            return Poll::Ready(false);
+        }
+        Poll::Pending
+    })
+    .await;
+    // The body goes first: its end (clean or not) finishes the request's record.
+    drop(body);
+    give_back_out(send.out);
+    sent && !encoded.close
+}
+
+/// A response body on its way out, with the framing bytes it needs.
+struct Send {
+    /// Bytes to send before `data` (the head, a chunk-size line); `sent` of
+    /// them are gone.
+    out: Vec<u8>,
+    sent: usize,
+    data: Bytes,
+    tail: &'static [u8],
+    framing: Framing,
+    /// The body has ended (or the framing says no more of it is sent).
+    done: bool,
+    trailers: Option<HeaderMap>,
+    trailer_names: Vec<HeaderName>,
+}
+
+impl Send {
+    fn poll<I: AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut I,
+        body: &mut ProxyBody,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if self.data.is_empty() && self.tail.is_empty() && !self.done {
+                match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(d) => self.stage(d)?,
+                        Err(frame) => self.trailers = frame.into_trailers().ok(),
+                    },
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(io::Error::other(e))),
+                    Poll::Ready(None) => self.end()?,
+                    Poll::Pending => {
+                        if self.sent == self.out.len() {
+                            ready!(Pin::new(&mut *io).poll_flush(cx))?;
+                            return Poll::Pending;
+                        }
+                    }
+                }
+            }
+            if self.sent < self.out.len() || !self.data.is_empty() || !self.tail.is_empty() {
+                let bufs = [
+                    IoSlice::new(&self.out[self.sent..]),
+                    IoSlice::new(&self.data),
+                    IoSlice::new(self.tail),
+                ];
+                let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &bufs))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.advance(n);
+                continue;
+            }
+            if self.done {
+                return Pin::new(&mut *io).poll_flush(cx);
+            }
+        }
+    }
+
+    fn stage(&mut self, d: Bytes) -> io::Result<()> {
+        if d.is_empty() {
+            return Ok(());
+        }
+        match &mut self.framing {
+            Framing::Length(left) => {
+                let Some(rest) = left.checked_sub(d.len() as u64) else {
+                    return Err(io::Error::other("body longer than its Content-Length"));
+                };
+                *left = rest;
+                self.done = rest == 0;
+            }
+            Framing::Chunked => {
+                write::chunk_line(d.len(), &mut self.out);
+                self.tail = b"\r\n";
+            }
+            Framing::UntilClose => {}
+        }
+        self.data = d;
+        Ok(())
+    }
+
+    fn end(&mut self) -> io::Result<()> {
+        self.done = true;
+        match self.framing {
+            Framing::Length(0) | Framing::UntilClose => Ok(()),
+            Framing::Length(_) => Err(io::Error::other("body shorter than its Content-Length")),
+            Framing::Chunked => {
+                write::last_chunk(self.trailers.as_ref(), &self.trailer_names, &mut self.out);
+                Ok(())
+            }
+        }
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        let head = (self.out.len() - self.sent).min(n);
+        self.sent += head;
+        n -= head;
+        if self.sent == self.out.len() {
+            self.out.clear();
+            self.sent = 0;
+        }
+        let data = self.data.len().min(n);
+        self.data.advance(data);
+        n -= data;
+        self.tail = &self.tail[n.min(self.tail.len())..];
+    }
+}
+
+thread_local! {
+    static FREE_READ: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    static FREE_OUT: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_buf() -> BytesMut {
+    FREE_READ
+        .with(|f| f.borrow_mut().pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(FIRST_READ))
+}
+
+/// Keeps an empty read buffer for the next request, when the heads cut from
+/// it are gone (the pipeline shares them) and it is not oversized.
+fn give_back(mut b: BytesMut) {
+    b.clear();
+    if !b.try_reclaim(FIRST_READ) || b.capacity() > 4 * FIRST_READ {
+        return;
+    }
+    FREE_READ.with(|f| {
+        let mut f = f.borrow_mut();
+        if f.len() < KEEP_FREE {
+            f.push(b);
+        }
+    });
+}
+
+fn take_out() -> Vec<u8> {
+    FREE_OUT
+        .with(|f| f.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(512))
+}
+
+fn give_back_out(mut out: Vec<u8>) {
+    if out.capacity() > 4 * FIRST_READ {
+        return;
+    }
+    out.clear();
+    FREE_OUT.with(|f| {
+        let mut f = f.borrow_mut();
+        if f.len() < KEEP_FREE {
+            f.push(out);
+        }
+    });
+}
+
+/// The connection as hyper reads it after a hand-over: the bytes already
+/// read first, then the socket.
+pub(super) struct Rewind<I> {
+    replay: Bytes,
+    io: I,
+}
+
+impl<I> Rewind<I> {
+    pub(super) fn new(h: HandOver<I>) -> Self {
+        Rewind {
+            replay: h.replay,
+            io: h.io,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.replay.is_empty() {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        }
+        let n = buf.remaining().min(this.replay.len());
+        buf.put_slice(&this.replay[..n]);
+        this.replay.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
