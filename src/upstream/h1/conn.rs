@@ -9,11 +9,11 @@ use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Room made in the buffer before a read when less than [`MIN_SPACE`] is left.
@@ -74,17 +74,12 @@ impl Conn {
         if self.buf.capacity() - self.buf.len() < MIN_SPACE {
             self.buf.reserve(READ_SPACE);
         }
-        loop {
-            ready!(self.io.poll_read_ready(cx))?;
-            match self.io.try_read_buf(&mut self.buf) {
-                Ok(n) => {
-                    self.received += n as u64;
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        // Through `AsyncRead`, which clears the socket's readiness after a
+        // short read (on epoll): `still_open` then needs no system call to
+        // tell that the idle connection has nothing to read.
+        let n = ready!(std::pin::pin!(self.io.read_buf(&mut self.buf)).poll(cx))?;
+        self.received += n as u64;
+        Poll::Ready(Ok(n))
     }
 
     /// Writes the request head `head` and reads the answer's head, skipping
