@@ -330,6 +330,13 @@ where
             Vec::new()
         },
     };
+    if send.done {
+        // Nothing of the body is sent (HEAD, 204, 304, an empty body): it ends
+        // before the head goes out, so that its end (the backend connection
+        // back in the pool, the request's record) happens before the client
+        // can see the answer and send the next request.
+        drop(std::mem::replace(&mut body, ProxyBody::empty()));
+    }
     let sent = poll_fn(|cx| {
         if let Poll::Ready(r) = send.poll(io, &mut body, cx) {
             return Poll::Ready(r.is_ok());
