@@ -130,7 +130,11 @@ pub(crate) async fn handle(conn: &ConnCtx, req: Request<Inbound>) -> Response<Pr
         admit::admit(&rc, &routed, &parts)?;
         let route = routed.route;
         let Some(cache) = &route.cache else {
-            let body = hold::hold(conn, &routed, &snapshot, &parts, body).await?;
+            let body = if hold::wanted(&routed, &body) {
+                hold::hold(conn, &routed, &snapshot, &parts, body).await?
+            } else {
+                body
+            };
             let mut outgoing = request::prepare(conn, &mut rc, &routed, &snapshot, parts, body)?;
             let won = forward::forward(conn, &mut rc, &routed, &mut outgoing).await?;
             return Ok(Outcome::Forwarded(routed, won, None));
