@@ -11,59 +11,61 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 pub static PROXY_AUTHENTICATION_INFO: HeaderName =
     HeaderName::from_static("proxy-authentication-info");
+pub static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
-/// The fields no message keeps past one hop (RFC 9110 7.6.1), by their bit in
-/// the mask `remove_hop_by_hop` builds.
-static HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    HeaderName::from_static("http2-settings"),
-];
-const UPGRADE_BIT: u16 = 1 << 4;
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    // The name's length rules out nearly every field before any comparison:
+    // this runs for each field of every request and response.
+    if !matches!(n.as_str().len(), 2 | 7 | 10 | 14 | 16 | 17 | 19) {
+        return false;
+    }
+    n == header::CONNECTION
+        || n == header::TE
+        || n == header::TRAILER
+        || n == header::TRANSFER_ENCODING
+        || n == header::UPGRADE
+        || n == header::PROXY_AUTHORIZATION
+        || n == KEEP_ALIVE
+        || n == PROXY_CONNECTION
+        || n == HTTP2_SETTINGS
+}
 
 /// Removes hop-by-hop headers (RFC 9110 7.6.1): the fixed set and any named in
 /// `Connection`. With `keep_upgrade`, `Upgrade` survives and `Connection: upgrade` is
 /// set again, for a protocol switch that must reach the other side.
 pub fn remove_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    // One pass over the fields, noting which of the set are present as bits and
-    // reading `Connection` on the way: most messages carry one or none, and a
+    // One pass over the names first: most messages carry none of these, and a
     // lookup per name would hash each one.
-    let mut present: u16 = 0;
-    let mut named: Vec<HeaderName> = Vec::new();
-    for (name, value) in h.iter() {
-        let Some(i) = HOP_BY_HOP.iter().position(|n| n == name) else {
-            continue;
-        };
-        present |= 1 << i;
-        let v = value.as_bytes();
-        // Index 0 is `Connection`.
-        if i == 0 && (v.contains(&b',') || !is_standard_connection_token(v)) {
-            named.extend(
-                value
-                    .to_str()
-                    .unwrap_or("")
-                    .split(',')
-                    .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-                    .filter(|n| !(keep_upgrade && n == header::UPGRADE)),
-            );
+    let mut present: [Option<HeaderName>; 9] = Default::default();
+    let mut n = 0;
+    for name in h.keys() {
+        if n < present.len() && is_hop_by_hop(name) && !(keep_upgrade && name == header::UPGRADE) {
+            present[n] = Some(name.clone());
+            n += 1;
         }
     }
-    if keep_upgrade {
-        present &= !UPGRADE_BIT;
-    }
-    for name in named {
-        h.remove(name);
-    }
-    for (i, name) in HOP_BY_HOP.iter().enumerate() {
-        if present & (1 << i) != 0 {
+    if n > 0 {
+        let mut named: Vec<HeaderName> = Vec::new();
+        for conn in h.get_all(header::CONNECTION) {
+            let v = conn.as_bytes();
+            if v.contains(&b',') || !is_standard_connection_token(v) {
+                named.extend(
+                    conn.to_str()
+                        .unwrap_or("")
+                        .split(',')
+                        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+                        .filter(|n| !(keep_upgrade && n == header::UPGRADE)),
+                );
+            }
+        }
+        for name in named {
+            h.remove(name);
+        }
+        for name in present.iter().take(n).flatten() {
             h.remove(name);
         }
     }
