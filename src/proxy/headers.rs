@@ -18,11 +18,6 @@ pub static PROXY_AUTHENTICATION_INFO: HeaderName =
 pub static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 fn is_hop_by_hop(n: &HeaderName) -> bool {
-    // The name's length rules out nearly every field before any comparison:
-    // this runs for each field of every request and response.
-    if !matches!(n.as_str().len(), 2 | 7 | 10 | 14 | 16 | 17 | 19) {
-        return false;
-    }
     n == header::CONNECTION
         || n == header::TE
         || n == header::TRAILER
