@@ -138,8 +138,14 @@ pub fn upgrade_is_h2c(h: &HeaderMap) -> bool {
 /// Response headers that speak to the proxy's own client only (RFC 9110
 /// 11.7.1): a backend's proxy challenge is not passed on.
 pub fn remove_proxy_auth(h: &mut HeaderMap) {
-    h.remove(header::PROXY_AUTHENTICATE);
-    h.remove(&PROXY_AUTHENTICATION_INFO);
+    // A look at the names first: answers rarely carry these, and each removal
+    // hashes its name.
+    if h.keys()
+        .any(|n| n == header::PROXY_AUTHENTICATE || n == PROXY_AUTHENTICATION_INFO)
+    {
+        h.remove(header::PROXY_AUTHENTICATE);
+        h.remove(&PROXY_AUTHENTICATION_INFO);
+    }
 }
 
 /// An HTTP/2 field value that starts or ends with whitespace: malformed (RFC
@@ -192,16 +198,35 @@ pub fn acceptable_request_id(v: &HeaderValue) -> bool {
 
 /// 32 lowercase hex characters, like nginx's `$request_id`.
 pub fn generate_request_id() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 32];
-    let a = crate::rand::u64();
-    let b = crate::rand::u64();
-    for i in 0..16 {
-        buf[i] = HEX[((a >> (i * 4)) & 0xf) as usize];
-        buf[16 + i] = HEX[((b >> (i * 4)) & 0xf) as usize];
+    // IDs are made 64 at a time into one shared buffer, and each is a slice of
+    // it: no allocation per request, and passing the value on (upstream
+    // request, response, access log) only counts a reference.
+    const PER_BLOCK: usize = 64;
+    thread_local! {
+        static IDS: std::cell::RefCell<(bytes::Bytes, usize)> =
+            const { std::cell::RefCell::new((bytes::Bytes::new(), 0)) };
     }
-    // Always valid: hex digits only.
-    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    IDS.with_borrow_mut(|(block, next)| {
+        if *next >= block.len() {
+            *block = request_id_block(PER_BLOCK);
+            *next = 0;
+        }
+        let id = block.slice(*next..*next + 32);
+        *next += 32;
+        // Always valid: hex digits only.
+        HeaderValue::from_maybe_shared(id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    })
+}
+
+/// `n` request IDs of 32 lowercase hex characters, one after the other.
+fn request_id_block(n: usize) -> bytes::Bytes {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = Vec::with_capacity(n * 32);
+    for _ in 0..n * 2 {
+        let a = crate::rand::u64();
+        buf.extend((0..16).map(|i| HEX[((a >> (i * 4)) & 0xf) as usize]));
+    }
+    bytes::Bytes::from(buf)
 }
 
 /// Precomputed per connection: what the forwarding headers say about the peer.
@@ -213,6 +238,15 @@ pub struct PeerInfo {
     pub forwarded_for: String,
     /// On an HTTPS connection: what the handshake settled.
     pub tls: Option<TlsInfo>,
+    /// The last `Forwarded` value built without a previous one: it depends only
+    /// on the connection and the Host, which rarely changes on one connection.
+    forwarded: std::sync::Mutex<Option<ForwardedCache>>,
+}
+
+struct ForwardedCache {
+    scheme: &'static str,
+    host: Option<HeaderValue>,
+    value: HeaderValue,
 }
 
 /// The TLS version and the server name (SNI) a client connected with.
@@ -257,52 +291,46 @@ impl PeerInfo {
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             forwarded_for,
             tls: None,
+            forwarded: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The `Forwarded` element for this peer and a request to `host`, from the
+    /// connection's cache when the scheme and host are those of the last one.
+    fn forwarded_element(
+        &self,
+        scheme: &'static str,
+        host: Option<&HeaderValue>,
+    ) -> Option<HeaderValue> {
+        let Ok(mut cache) = self.forwarded.lock() else {
+            return forwarded_value(None, self, scheme, host);
+        };
+        if let Some(c) = cache.as_ref()
+            && c.scheme == scheme
+            && c.host.as_ref().map(HeaderValue::as_bytes) == host.map(HeaderValue::as_bytes)
+        {
+            return Some(c.value.clone());
+        }
+        let value = forwarded_value(None, self, scheme, host)?;
+        *cache = Some(ForwardedCache {
+            scheme,
+            host: host.cloned(),
+            value: value.clone(),
+        });
+        Some(value)
     }
 }
 
-/// Adds X-Forwarded-For/Proto/Host, Forwarded and Via. A trusted peer's own
-/// forwarding headers are kept and extended; anyone else's are replaced.
-pub fn add_forwarding(
-    h: &mut HeaderMap,
+/// A `Forwarded` value (RFC 7239): `prev` extended with this hop's element.
+fn forwarded_value(
+    prev: Option<&[u8]>,
     peer: &PeerInfo,
-    trusted: bool,
     scheme: &'static str,
     host: Option<&HeaderValue>,
-    via: &'static str,
-) {
-    // X-Forwarded-For
-    match h.get(&X_FORWARDED_FOR) {
-        Some(prev) if trusted => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + peer.xff.len());
-            v.extend_from_slice(prev.as_bytes());
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(peer.xff.as_bytes());
-            if let Some(v) = value_from(v) {
-                h.insert(X_FORWARDED_FOR.clone(), v);
-            }
-        }
-        _ => {
-            h.insert(X_FORWARDED_FOR.clone(), peer.xff.clone());
-        }
-    }
-    if !(trusted && h.contains_key(&X_FORWARDED_PROTO)) {
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
-    }
-    if !(trusted && h.contains_key(&X_FORWARDED_HOST)) {
-        match host {
-            Some(v) => {
-                h.insert(X_FORWARDED_HOST.clone(), v.clone());
-            }
-            None => {
-                h.remove(&X_FORWARDED_HOST);
-            }
-        }
-    }
-    // Forwarded (RFC 7239)
+) -> Option<HeaderValue> {
     let mut fwd: Vec<u8> = Vec::with_capacity(96);
-    if trusted && let Some(prev) = h.get(&FORWARDED) {
-        fwd.extend_from_slice(prev.as_bytes());
+    if let Some(prev) = prev {
+        fwd.extend_from_slice(prev);
         fwd.extend_from_slice(b", ");
     }
     fwd.extend_from_slice(b"for=");
@@ -324,7 +352,53 @@ pub fn add_forwarding(
             fwd.extend_from_slice(host);
         }
     }
-    if let Some(v) = value_from(fwd) {
+    value_from(fwd)
+}
+
+/// Adds X-Forwarded-For/Proto/Host, Forwarded and Via. A trusted peer's own
+/// forwarding headers are kept and extended; anyone else's are replaced.
+pub fn add_forwarding(
+    h: &mut HeaderMap,
+    peer: &PeerInfo,
+    trusted: bool,
+    scheme: &'static str,
+    host: Option<&HeaderValue>,
+    via: &'static str,
+) {
+    // X-Forwarded-For: an untrusted peer's own is replaced without a look.
+    match trusted.then(|| h.get(&X_FORWARDED_FOR)).flatten() {
+        Some(prev) => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + peer.xff.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(peer.xff.as_bytes());
+            if let Some(v) = value_from(v) {
+                h.insert(X_FORWARDED_FOR.clone(), v);
+            }
+        }
+        None => {
+            h.insert(X_FORWARDED_FOR.clone(), peer.xff.clone());
+        }
+    }
+    if !(trusted && h.contains_key(&X_FORWARDED_PROTO)) {
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+    }
+    if !(trusted && h.contains_key(&X_FORWARDED_HOST)) {
+        match host {
+            Some(v) => {
+                h.insert(X_FORWARDED_HOST.clone(), v.clone());
+            }
+            None => {
+                h.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+    // Forwarded (RFC 7239)
+    let fwd = match trusted.then(|| h.get(&FORWARDED)).flatten() {
+        Some(prev) => forwarded_value(Some(prev.as_bytes()), peer, scheme, host),
+        None => peer.forwarded_element(scheme, host),
+    };
+    if let Some(v) = fwd {
         h.insert(FORWARDED.clone(), v);
     }
     // Via
@@ -462,6 +536,40 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[&FORWARDED], "for=\"[::1]\";proto=http");
         assert_eq!(h[header::VIA], "1.1 edge, 1.1 fulcrum");
+    }
+
+    #[test]
+    fn forwarded_follows_the_host_on_one_connection() {
+        let peer = PeerInfo::new("10.1.2.3".parse().unwrap());
+        let a = HeaderValue::from_static("a.example");
+        let b = HeaderValue::from_static("b.example:8080");
+        for (host, scheme, want) in [
+            (Some(&a), "http", "for=10.1.2.3;proto=http;host=a.example"),
+            (Some(&a), "http", "for=10.1.2.3;proto=http;host=a.example"),
+            (
+                Some(&b),
+                "http",
+                "for=10.1.2.3;proto=http;host=\"b.example:8080\"",
+            ),
+            (None, "http", "for=10.1.2.3;proto=http"),
+            (Some(&a), "https", "for=10.1.2.3;proto=https;host=a.example"),
+        ] {
+            let mut h = HeaderMap::new();
+            add_forwarding(&mut h, &peer, false, scheme, host, "1.1 fulcrum");
+            assert_eq!(h[&FORWARDED], want);
+        }
+    }
+
+    #[test]
+    fn request_ids_are_distinct_hex() {
+        let ids: std::collections::HashSet<Vec<u8>> = (0..200)
+            .map(|_| generate_request_id().as_bytes().to_vec())
+            .collect();
+        assert_eq!(ids.len(), 200);
+        for id in &ids {
+            assert_eq!(id.len(), 32);
+            assert!(id.iter().all(|b| b"0123456789abcdef".contains(b)));
+        }
     }
 
     #[test]

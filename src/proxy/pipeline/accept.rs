@@ -44,11 +44,15 @@ pub(super) fn accept(
     );
     // 499 (nginx's "client closed request") unless a response is produced.
     done.status = 499;
+    // One lookup of Host serves both the request's host and the checks below.
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let host_field = hosts.next();
+    let repeated_host = hosts.next().is_some();
     // An absolute-form target (or HTTP/2's :authority) names the host; a Host
     // field then only has to be valid (RFC 9112 3.2.2, RFC 9113 8.3.1).
     let host = match parts.uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => parts.headers.get(header::HOST).cloned(),
+        None => host_field.cloned(),
     };
     if conn.proxy.access_log.load().is_some() {
         done.host = host
@@ -95,7 +99,7 @@ pub(super) fn accept(
         };
         return Err(Box::new(rc.refuse(Refusal::closing(status, detail))));
     }
-    if let Some(detail) = head_verdict(parts, rc.host.as_ref()) {
+    if let Some(detail) = head_verdict(parts, host_field, repeated_host, rc.host.as_ref()) {
         return Err(Box::new(
             rc.refuse(Refusal::new(StatusCode::BAD_REQUEST, detail)),
         ));
@@ -106,18 +110,24 @@ pub(super) fn accept(
 /// What RFC 9112 3.2 and RFC 9113 8.2 refuse in a request head that the HTTP
 /// libraries let through: a missing, repeated or invalid Host, an invalid
 /// authority in the target, and (HTTP/2) a field value padded with whitespace.
-fn head_verdict(parts: &Parts, host: Option<&HeaderValue>) -> Option<&'static str> {
-    let mut hosts = parts.headers.get_all(header::HOST).iter();
-    let first = hosts.next();
-    if hosts.next().is_some() {
+fn head_verdict(
+    parts: &Parts,
+    host_field: Option<&HeaderValue>,
+    repeated_host: bool,
+    host: Option<&HeaderValue>,
+) -> Option<&'static str> {
+    if repeated_host {
         return Some("more than one Host header");
     }
-    if first.is_some_and(|h| !hdr::valid_host(h.as_bytes())) {
+    if host_field.is_some_and(|h| !hdr::valid_host(h.as_bytes())) {
         return Some("invalid Host header");
     }
     match host {
         None if parts.version == Version::HTTP_11 => return Some("missing Host header"),
-        Some(h) if !hdr::valid_host(h.as_bytes()) => return Some("invalid authority"),
+        // The same bytes as the Host field, valid by now: not scanned twice.
+        Some(h) if host_field != Some(h) && !hdr::valid_host(h.as_bytes()) => {
+            return Some("invalid authority");
+        }
         _ => {}
     }
     if parts.version == Version::HTTP_2 && hdr::has_padded_value(&parts.headers) {

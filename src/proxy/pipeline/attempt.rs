@@ -23,20 +23,21 @@ pub(super) struct Attempt {
 }
 
 impl Attempt {
-    /// Counts the request in flight on the member and shapes it for its protocol.
+    /// Counts the request in flight on the member and shapes it for its protocol
+    /// (in place: the request is large, and moving it costs a copy each way).
     /// `slot`: the in-flight count already reserved on a capped member (hedges
     /// have none: they may pass a cap).
     pub(super) fn start(
         pool: &Pool,
         idx: usize,
-        mut request: Request<UpstreamBody>,
+        request: &mut Request<UpstreamBody>,
         p: &Prepared,
         slot: Option<InFlight>,
-    ) -> (Attempt, Request<UpstreamBody>) {
+    ) -> Attempt {
         let backend = pool.members[idx].backend.clone();
         p.out
-            .address(&mut request, backend.address.scheme, &backend.address.key);
-        let attempt = Attempt {
+            .address(request, backend.address.scheme, &backend.address.key);
+        Attempt {
             idx,
             guard: slot.unwrap_or_else(|| {
                 InFlight::new(
@@ -46,8 +47,7 @@ impl Attempt {
             }),
             backend,
             sent_at: Instant::now(),
-        };
-        (attempt, request)
+        }
     }
 }
 

@@ -47,7 +47,8 @@ pub(super) async fn forward(
     conn: &ConnCtx,
     rc: &mut RequestCtx,
     routed: &Routed<'_>,
-    mut p: Prepared,
+    // Borrowed, not moved into this future: it is large.
+    p: &mut Prepared,
 ) -> Result<Won, Refusal> {
     let pool = routed.pool;
     let mut st = Tries {
@@ -68,30 +69,30 @@ pub(super) async fn forward(
         None
     };
     let won = loop {
-        let Some((idx, slot)) = choose(pool, routed, &p, &mut st).await? else {
+        let Some((idx, slot)) = choose(pool, routed, p, &mut st).await? else {
             break None;
         };
-        let Some(request) = next_request(&p, &mut st) else {
+        let Some(mut request) = next_request(p, &mut st) else {
             break None;
         };
         st.attempts += 1;
         if st.attempts > 1 {
             pool.state.retries.fetch_add(1, Relaxed);
         }
-        let (first, request) = Attempt::start(pool, idx, request, &p, slot);
+        let first = Attempt::start(pool, idx, &mut request, p, slot);
         let winner = match hedge_after {
             None => {
                 let nth = u64::from(st.attempts);
-                let r = attempt::send(&first, request, &p, nth, pool.timeouts).await;
+                let r = attempt::send(&first, request, p, nth, pool.timeouts).await;
                 rc.done.attempts = st.attempts;
                 record_trace(rc, &first, &r);
-                judge(conn, pool, &p, &mut st, first, r)?
+                judge(conn, pool, p, &mut st, first, r)?
             }
             Some(delay) => {
                 let race = hedge::Race {
                     pool,
                     balancer: routed.balancer,
-                    prepared: &p,
+                    prepared: p,
                     deadline: st.deadline,
                 };
                 let outcomes = race
@@ -101,7 +102,7 @@ pub(super) async fn forward(
                 let mut winner = None;
                 for (attempt, r) in outcomes {
                     record_trace(rc, &attempt, &r);
-                    winner = judge(conn, pool, &p, &mut st, attempt, r)?.or(winner);
+                    winner = judge(conn, pool, p, &mut st, attempt, r)?.or(winner);
                 }
                 winner
             }
@@ -109,7 +110,7 @@ pub(super) async fn forward(
         if let Some(w) = winner {
             break Some(w);
         }
-        if !may_retry(pool, &p, &st) {
+        if !may_retry(pool, p, &st) {
             break None;
         }
     };

@@ -65,7 +65,7 @@ impl Race<'_> {
                 second = p
                     .out
                     .build(UpstreamBody::Empty)
-                    .map(|req| Attempt::start(pool, i, req, p, None));
+                    .map(|mut req| (Attempt::start(pool, i, &mut req, p, None), req));
                 break;
             }
             if Instant::now() >= self.deadline {

@@ -130,9 +130,13 @@ pub(crate) async fn handle(conn: &ConnCtx, req: Request<Inbound>) -> Response<Pr
         admit::admit(&rc, &routed, &parts)?;
         let route = routed.route;
         let Some(cache) = &route.cache else {
-            let body = hold::hold(conn, &routed, &snapshot, &parts, body).await?;
-            let outgoing = request::prepare(conn, &mut rc, &routed, &snapshot, parts, body)?;
-            let won = forward::forward(conn, &mut rc, &routed, outgoing).await?;
+            let body = if hold::wanted(&routed, &body) {
+                hold::hold(conn, &routed, &snapshot, &parts, body).await?
+            } else {
+                body
+            };
+            let mut outgoing = request::prepare(conn, &mut rc, &routed, &snapshot, parts, body)?;
+            let won = forward::forward(conn, &mut rc, &routed, &mut outgoing).await?;
             return Ok(Outcome::Forwarded(routed, won, None));
         };
         let pending = match cache::lookup(conn, &mut rc, &routed, cache, &mut parts).await {
@@ -142,7 +146,7 @@ pub(crate) async fn handle(conn: &ConnCtx, req: Request<Inbound>) -> Response<Pr
         // A body the route wants whole is read only once the cache could not answer.
         let forwarded = match hold::hold(conn, &routed, &snapshot, &parts, body).await {
             Ok(body) => match request::prepare(conn, &mut rc, &routed, &snapshot, parts, body) {
-                Ok(outgoing) => forward::forward(conn, &mut rc, &routed, outgoing).await,
+                Ok(mut outgoing) => forward::forward(conn, &mut rc, &routed, &mut outgoing).await,
                 Err(r) => Err(r),
             },
             Err(r) => Err(r),

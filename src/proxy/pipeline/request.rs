@@ -190,7 +190,9 @@ pub(super) fn prepare(
     // methods, and only if its body can be sent again.
     let retry_after_send =
         !retry.try_duration.is_zero() && !upgrade && retry.methods.contains(&parts.method);
-    let logging = conn.proxy.access_log.load().is_some();
+    // Captured by `accept` exactly when the access log is on: no second look
+    // at the log's configuration.
+    let logging = rc.done.details.is_some();
     // A streamed body always has its stats: they keep the clock that tells a
     // slow client from a slow backend.
     let stats = (logging || max_body.is_some() || !body.is_end_stream())
