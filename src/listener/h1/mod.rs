@@ -130,9 +130,25 @@ where
                 });
             };
             drop(head);
-            // Boxed: the state of a request in flight (the pipeline's, then the
-            // response's) is not carried by the connection while it idles.
-            let answered = Box::pin(exchange(ctx, &mut io, req, layout, pending, stop)).await;
+            // The request in a block of its own: borrowed where it is bound, it
+            // would keep a place in the connection's future.
+            let (head_method, answer) = {
+                let req = req;
+                let head_method = req.method() == Method::HEAD;
+                // Boxed: the pipeline's state exists only while a request is in flight.
+                (head_method, Box::pin(handle(ctx, req)))
+            };
+            // Boxed apart, and small to move: waiting for the answer and
+            // writing it is not carried by the connection while it idles.
+            let answered = Box::pin(exchange(
+                answer,
+                &mut io,
+                head_method,
+                layout,
+                pending,
+                stop,
+            ))
+            .await;
             // The client left: dropping the pipeline's future is how it learns.
             let keep = answered?;
             if !keep || stop.is_cancelled() {
@@ -149,22 +165,21 @@ where
     }
 }
 
-/// Answers one request: the pipeline's answer, then writing it. `None`: the
-/// client left before the answer; else whether the connection can serve
-/// another request.
-async fn exchange<I>(
-    ctx: &ConnCtx,
+/// Waits for the pipeline's answer to one request and writes it. `None`:
+/// the client left first; else whether the connection can serve another
+/// request.
+async fn exchange<I, F>(
+    mut answer: Pin<Box<F>>,
     io: &mut I,
-    req: http::Request<crate::upstream::body::Inbound>,
+    head_method: bool,
     layout: head::Layout,
     pending: &mut BytesMut,
     stop: &CancellationToken,
 ) -> Option<bool>
 where
     I: AsyncRead + AsyncWrite + Unpin,
+    F: Future<Output = http::Response<ProxyBody>>,
 {
-    let head_method = req.method() == Method::HEAD;
-    let mut answer = std::pin::pin!(handle(ctx, req));
     let resp = poll_fn(|cx| {
         if let Poll::Ready(r) = answer.as_mut().poll(cx) {
             return Poll::Ready(Some(r));
@@ -174,12 +189,13 @@ where
         }
         Poll::Pending
     })
-    .await?;
+    .await;
+    drop(answer);
     let answering = Answering {
         head_method,
         close: layout.close || stop.is_cancelled(),
     };
-    Some(respond(io, resp, &answering, layout.trailers, pending).await)
+    Some(respond(io, resp?, &answering, layout.trailers, pending).await)
 }
 
 /// The connection's one timer for reading heads. Moving the deadline later
