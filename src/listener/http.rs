@@ -14,12 +14,14 @@ use crate::upstream::body::Inbound;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::convert::Infallible;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+use tokio::io::ReadBuf;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -29,45 +31,72 @@ const HEAD_ALLOWANCE: usize = 64 * 1024;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-pub(super) async fn serve(
+/// What a new connection turned out to be, once it sent something.
+pub(super) enum First {
+    /// TLS (its first bytes were not looked at: the handshake reads them).
+    Tls,
+    /// The HTTP/2 preface, on a plain socket.
+    H2,
+    /// Anything else, on a plain socket.
+    H1,
+}
+
+/// Waits for a new connection's first bytes, until `deadline` (an error: it
+/// closed, failed or sent nothing in time). Nothing is set up before the client
+/// sends something, and this future is small: the connection's task holds it
+/// for as long as the client sends nothing (a plain function, so that its
+/// arguments are not kept twice).
+pub(super) fn first_bytes<'a>(
+    stream: &'a Counted<TcpStream>,
+    spec: &'a ListenerSpec,
+    deadline: tokio::time::Instant,
+) -> tokio::time::Timeout<impl Future<Output = io::Result<First>> + Send + 'a> {
+    let stream = stream.get_ref();
+    // Polled by hand rather than with `readable()`/`peek()`: those futures
+    // carry a waiter of their own, these polls use the socket's.
+    let readable = || poll_fn(|cx| stream.poll_read_ready(cx));
+    let first = async move {
+        if spec.tls.is_some() {
+            readable().await.map(|()| First::Tls)
+        } else if !spec.config.http2 {
+            readable().await.map(|()| First::H1)
+        } else if starts_with_h2_preface(stream).await? {
+            Ok(First::H2)
+        } else {
+            Ok(First::H1)
+        }
+    };
+    tokio::time::timeout_at(deadline, first)
+}
+
+/// The service of a connection that has sent its first bytes (`first` says
+/// what they were), boxed at its own size: the state of the other kinds (a TLS
+/// handshake, hyper's connections) is not carried by a plain HTTP/1.1 one.
+pub(super) fn serve(
     proxy: Arc<ProxyContext>,
     stream: Counted<TcpStream>,
     peer: SocketAddr,
     spec: &ListenerSpec,
     stop: CancellationToken,
-) {
+    first: First,
+    deadline: tokio::time::Instant,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     let limits = proxy.snapshot.load().limits.clone();
-    // The connection's task holds this function's state for as long as the
-    // connection lives, idle or not: what is large (a TLS handshake, an HTTP
-    // connection with its buffers) is boxed and exists only once there is
-    // something to do: a connection that has sent nothing costs about 2 KB.
-    let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
-    if let Some(tls) = &spec.tls {
-        // Nothing of TLS is set up before the ClientHello arrives.
-        match tokio::time::timeout_at(deadline, stream.get_ref().readable()).await {
-            Ok(Ok(())) => {}
-            _ => return,
-        }
-        let tls = tls.clone();
-        return Box::pin(serve_tls(proxy, stream, peer, tls, limits, deadline, stop)).await;
-    }
-    // Nothing is set up before the client sends its first bytes.
-    let first = async {
-        if spec.config.http2 {
-            starts_with_h2_preface(stream.get_ref()).await
-        } else {
-            stream.get_ref().readable().await.map(|()| false)
-        }
-    };
-    let h2 = match tokio::time::timeout_at(deadline, first).await {
-        Ok(Ok(h2)) => h2,
-        _ => return,
-    };
-    if h2 {
-        let ctx = context(proxy, peer, None, None);
-        Box::pin(serve_h2(ctx, stream, &limits, stop)).await;
-    } else {
-        Box::pin(serve_h1(proxy, stream, peer, None, &limits, stop)).await;
+    match (first, &spec.tls) {
+        (First::Tls, Some(tls)) => Box::pin(serve_tls(
+            proxy,
+            stream,
+            peer,
+            tls.clone(),
+            limits,
+            deadline,
+            stop,
+        )),
+        (First::H2, _) => Box::pin(async move {
+            let ctx = context(proxy, peer, None, None);
+            serve_h2(ctx, stream, &limits, stop).await
+        }),
+        _ => Box::pin(serve_h1(proxy, stream, peer, None, limits, stop)),
     }
 }
 
@@ -99,7 +128,7 @@ async fn serve_tls(
             let ctx = context(proxy, peer, None, Some(info));
             serve_h2(ctx, tls_stream, &limits, stop).await
         }
-        _ => serve_h1(proxy, tls_stream, peer, Some(info), &limits, stop).await,
+        _ => serve_h1(proxy, tls_stream, peer, Some(info), limits, stop).await,
     }
 }
 
@@ -108,7 +137,11 @@ async fn serve_tls(
 async fn starts_with_h2_preface(stream: &TcpStream) -> io::Result<bool> {
     let mut buf = [0u8; 24];
     loop {
-        let n = stream.peek(&mut buf).await?;
+        let n = poll_fn(|cx| {
+            let mut rb = ReadBuf::new(&mut buf);
+            stream.poll_peek(cx, &mut rb)
+        })
+        .await?;
         if n == 0 {
             return Ok(false);
         }
@@ -118,8 +151,10 @@ async fn starts_with_h2_preface(stream: &TcpStream) -> io::Result<bool> {
         if n == H2_PREFACE.len() {
             return Ok(true);
         }
-        // A partial preface: wait a moment for the rest.
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        // A partial preface: wait a moment for the rest (the socket stays
+        // readable, so waiting for that would spin). Boxed: a timer inline
+        // would make every connection's wait larger, and this one is rare.
+        Box::pin(tokio::time::sleep(Duration::from_millis(1))).await;
     }
 }
 
@@ -144,31 +179,36 @@ fn context(
 
 /// An HTTP/1.1 connection: served by `h1` while its requests are the plain
 /// kind, then (if ever) by hyper behind the guard for the rest of it.
-async fn serve_h1<I>(
+fn serve_h1<I>(
     proxy: Arc<ProxyContext>,
     io: I,
     peer: SocketAddr,
     tls: Option<TlsInfo>,
-    limits: &crate::config::Limits,
+    limits: crate::config::Limits,
     stop: CancellationToken,
-) where
+) -> impl Future<Output = ()> + Send
+where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + h1::Readiness + Unpin + Send + 'static,
 {
+    // A plain function returning a block: the block keeps its captures once,
+    // an `async fn` would also keep moved copies of its arguments.
     let ctx = context(proxy.clone(), peer, None, tls.clone());
-    let Some(rest) = h1::serve(&ctx, io, limits, &stop).await else {
-        return;
-    };
-    drop(ctx);
-    // Boxed: hyper's connection state exists only on connections handed over.
-    Box::pin(serve_hyper_h1(
-        proxy,
-        h1::Rewind::new(rest),
-        peer,
-        tls,
-        limits,
-        stop,
-    ))
-    .await;
+    async move {
+        let Some(rest) = h1::serve(&ctx, io, &limits, &stop).await else {
+            return;
+        };
+        drop(ctx);
+        // Boxed: hyper's connection state exists only on connections handed over.
+        Box::pin(serve_hyper_h1(
+            proxy,
+            h1::Rewind::new(rest),
+            peer,
+            tls,
+            &limits,
+            stop,
+        ))
+        .await;
+    }
 }
 
 /// hyper's HTTP/1 server with the smuggling guard on every byte it reads; the

@@ -90,72 +90,112 @@ impl Readiness for tokio_rustls::server::TlsStream<Counted<TcpStream>> {
 }
 
 /// Serves requests on `io` until it closes (`None`) or a request needs hyper.
-pub(super) async fn serve<I>(
-    ctx: &ConnCtx,
+///
+/// A plain function returning a block, which keeps what it captures once (an
+/// `async fn` would also keep moved copies of its arguments): this is the state
+/// a served connection keeps while it idles.
+pub(super) fn serve<'a, I>(
+    ctx: &'a ConnCtx,
     mut io: I,
-    limits: &crate::config::Limits,
-    stop: &CancellationToken,
-) -> Option<HandOver<I>>
+    limits: &'a crate::config::Limits,
+    stop: &'a CancellationToken,
+) -> impl Future<Output = Option<HandOver<I>>> + 'a
 where
-    I: AsyncRead + AsyncWrite + Readiness + Unpin,
+    I: AsyncRead + AsyncWrite + Readiness + Unpin + 'a,
 {
     let mut buf: Option<BytesMut> = None;
     let mut deadline = Deadline::default();
-    loop {
-        // Like hyper: the wait for a head (an idle keep-alive connection's too)
-        // lasts at most `header_read_timeout`.
-        deadline.at = Some(Instant::now() + limits.header_read_timeout);
-        let layout = match read_head(&mut io, &mut buf, &mut deadline, limits, stop).await {
-            Read::Head(l) => l,
-            Read::Closed => return None,
-            Read::HandOver => {
-                let replay = buf.take().map(BytesMut::freeze).unwrap_or_default();
-                return Some(HandOver { io, replay });
+    async move {
+        loop {
+            // Like hyper: the wait for a head (an idle keep-alive connection's too)
+            // lasts at most `header_read_timeout`.
+            deadline.at = Some(Instant::now() + limits.header_read_timeout);
+            let layout = match read_head(&mut io, &mut buf, &mut deadline, limits, stop).await {
+                Read::Head(l) => l,
+                Read::Closed => return None,
+                Read::HandOver => {
+                    let replay = buf.take().map(BytesMut::freeze).unwrap_or_default();
+                    return Some(HandOver { io, replay });
+                }
+            };
+            let pending = buf.as_mut()?;
+            let head = pending.split_to(layout.len).freeze();
+            let Some(req) = head::request(&head, &layout) else {
+                let mut replay = BytesMut::with_capacity(head.len() + pending.len());
+                replay.extend_from_slice(&head);
+                replay.extend_from_slice(pending);
+                return Some(HandOver {
+                    io,
+                    replay: replay.freeze(),
+                });
+            };
+            drop(head);
+            // The request in a block of its own: borrowed where it is bound, it
+            // would keep a place in the connection's future.
+            let (head_method, answer) = {
+                let req = req;
+                let head_method = req.method() == Method::HEAD;
+                // Boxed: the pipeline's state exists only while a request is in flight.
+                (head_method, Box::pin(handle(ctx, req)))
+            };
+            // Boxed apart, and small to move: waiting for the answer and
+            // writing it is not carried by the connection while it idles.
+            let answered = Box::pin(exchange(
+                answer,
+                &mut io,
+                head_method,
+                layout,
+                pending,
+                stop,
+            ))
+            .await;
+            // The client left: dropping the pipeline's future is how it learns.
+            let keep = answered?;
+            if !keep || stop.is_cancelled() {
+                // Boxed: the timer exists only while closing.
+                let _ = Box::pin(timeout_at(Instant::now() + CLOSE_GRACE, io.shutdown())).await;
+                return None;
             }
-        };
-        let pending = buf.as_mut()?;
-        let head = pending.split_to(layout.len).freeze();
-        let Some(req) = head::request(&head, &layout) else {
-            let mut replay = BytesMut::with_capacity(head.len() + pending.len());
-            replay.extend_from_slice(&head);
-            replay.extend_from_slice(pending);
-            return Some(HandOver {
-                io,
-                replay: replay.freeze(),
-            });
-        };
-        drop(head);
-        let head_method = req.method() == Method::HEAD;
-        // Boxed: the pipeline's state exists only while a request is in flight.
-        let mut answer = Box::pin(handle(ctx, req));
-        let resp = poll_fn(|cx| {
-            if let Poll::Ready(r) = answer.as_mut().poll(cx) {
-                return Poll::Ready(Some(r));
+            if pending.is_empty()
+                && let Some(b) = buf.take()
+            {
+                give_back(b);
             }
-            if client_gone(&mut io, pending, cx) {
-                return Poll::Ready(None);
-            }
-            Poll::Pending
-        })
-        .await;
-        drop(answer);
-        // The client left: dropping the pipeline's future is how it learns.
-        let resp = resp?;
-        let answering = Answering {
-            head_method,
-            close: layout.close || stop.is_cancelled(),
-        };
-        let keep = respond(&mut io, resp, &answering, layout.trailers, pending).await;
-        if !keep || stop.is_cancelled() {
-            let _ = timeout_at(Instant::now() + CLOSE_GRACE, io.shutdown()).await;
-            return None;
-        }
-        if pending.is_empty()
-            && let Some(b) = buf.take()
-        {
-            give_back(b);
         }
     }
+}
+
+/// Waits for the pipeline's answer to one request and writes it. `None`:
+/// the client left first; else whether the connection can serve another
+/// request.
+async fn exchange<I, F>(
+    mut answer: Pin<Box<F>>,
+    io: &mut I,
+    head_method: bool,
+    layout: head::Layout,
+    pending: &mut BytesMut,
+    stop: &CancellationToken,
+) -> Option<bool>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    F: Future<Output = http::Response<ProxyBody>>,
+{
+    let resp = poll_fn(|cx| {
+        if let Poll::Ready(r) = answer.as_mut().poll(cx) {
+            return Poll::Ready(Some(r));
+        }
+        if client_gone(io, pending, cx) {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await;
+    drop(answer);
+    let answering = Answering {
+        head_method,
+        close: layout.close || stop.is_cancelled(),
+    };
+    Some(respond(io, resp?, &answering, layout.trailers, pending).await)
 }
 
 /// The connection's one timer for reading heads. Moving the deadline later
