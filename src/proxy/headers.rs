@@ -314,7 +314,9 @@ impl PeerInfo {
         let value = forwarded_value(None, self, scheme, host)?;
         *cache = Some(ForwardedCache {
             scheme,
-            host: host.cloned(),
+            // A copy: the request's value may be a slice of the buffer its head
+            // was read into, which the connection would then keep while idle.
+            host: host.and_then(|h| HeaderValue::from_bytes(h.as_bytes()).ok()),
             value: value.clone(),
         });
         Some(value)

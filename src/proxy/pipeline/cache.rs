@@ -475,7 +475,7 @@ fn settle(conn: &ConnCtx, rc: &mut RequestCtx, routed: &Routed<'_>, won: Won) {
 /// The stored entry brought up to date by a 304 (RFC 9111 §3.2, §4.3.4).
 fn revalidated(p: &Pending, old: &Stored, fresh: &HeaderMap) -> Arc<Stored> {
     let now = SystemTime::now();
-    let headers = policy::update_headers(&old.headers, fresh);
+    let headers = detached(&policy::update_headers(&old.headers, fresh));
     let d = policy::response_directives(&headers);
     let lifetime =
         policy::freshness_lifetime(old.status, &headers, &d, now, p.cache.config.default_ttl);
@@ -627,6 +627,31 @@ impl Admit {
     }
 }
 
+/// The fields with their values copied into one buffer of their own. A value
+/// parsed from a connection is a slice of the buffer the head was read into;
+/// an entry kept for hours must not keep that buffer alive, whose size is not
+/// what the cache counts against `max_size`.
+fn detached(h: &HeaderMap) -> HeaderMap {
+    let total = h.iter().map(|(_, v)| v.len()).sum();
+    let mut buf = bytes::BytesMut::with_capacity(total);
+    for (_, v) in h {
+        buf.extend_from_slice(v.as_bytes());
+    }
+    let all = buf.freeze();
+    let mut out = HeaderMap::with_capacity(h.keys_len());
+    let mut at = 0;
+    for (name, v) in h {
+        let end = at + v.len();
+        // The same bytes as a valid value: cannot fail; the shared one is the fallback.
+        let mut copy =
+            HeaderValue::from_maybe_shared(all.slice(at..end)).unwrap_or_else(|_| v.clone());
+        copy.set_sensitive(v.is_sensitive());
+        out.append(name.clone(), copy);
+        at = end;
+    }
+    out
+}
+
 /// The entry to store for an answer (its body comes as it streams).
 fn entry_of(
     status: StatusCode,
@@ -638,7 +663,7 @@ fn entry_of(
     cfg: &crate::config::CacheConfig,
 ) -> Stored {
     let now = SystemTime::now();
-    let mut stored_headers = headers.clone();
+    let mut stored_headers = detached(headers);
     policy::strip_for_storage(&mut stored_headers, d);
     stored_headers.remove(header::AGE);
     let lifetime = policy::freshness_lifetime(status, headers, d, now, cfg.default_ttl);
@@ -667,6 +692,24 @@ fn entry_of(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn detached_keeps_every_field_in_order_without_the_source_buffer() {
+        let head = bytes::Bytes::from_static(b"aXbYYc");
+        let mut h = HeaderMap::new();
+        for (name, r) in [("x-a", 0..2), ("x-b", 2..5), ("x-a", 5..6)] {
+            let v = HeaderValue::from_maybe_shared(head.slice(r)).unwrap();
+            h.append(http::HeaderName::from_static(name), v);
+        }
+        let d = super::detached(&h);
+        let all: Vec<_> = d.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+        assert_eq!(all, [("x-a", &b"aX"[..]), ("x-a", b"c"), ("x-b", b"bYY")]);
+        let src = head.as_ptr() as usize..head.as_ptr() as usize + head.len();
+        assert!(
+            d.iter()
+                .all(|(_, v)| !src.contains(&(v.as_bytes().as_ptr() as usize)))
+        );
+    }
     use super::*;
 
     #[tokio::test]
