@@ -38,6 +38,13 @@ fn background_load(
             if stop.load(Ordering::SeqCst) {
                 break;
             }
+            // hyper's client refuses a request sent before it has taken in the
+            // end of the previous answer: wait for the connection, which fails
+            // only if the proxy closed it.
+            if sender.ready().await.is_err() {
+                failed += 1;
+                break;
+            }
             let req = Request::get("/")
                 .header("host", "x")
                 .body(Full::new(Bytes::new()))
