@@ -12,7 +12,7 @@
 //! enforces it); modules on one line do not import each other.
 //!
 //! ```text
-//! layer 0: clock rand logging
+//! layer 0: clock rand logging passthrough
 //! layer 1: config
 //! layer 2: command events
 //! layer 3: tls telemetry otlp
@@ -46,6 +46,7 @@ mod listener;
 pub mod logging;
 mod net;
 mod otlp;
+mod passthrough;
 mod proxy;
 mod rand;
 mod ratelimit;
