@@ -1,26 +1,61 @@
 //! A cheap monotonic clock in milliseconds since process start, so that timestamps fit
 //! in atomics shared with the request path.
 //!
-//! It reads tokio's clock, which is the system's monotonic clock in a normal build
-//! and the paused, steerable clock in tests that ask for one: the failover and
-//! health state machines are tested that way.
+//! `now_us` reads tokio's clock, which is the system's monotonic clock in a normal
+//! build and the paused, steerable clock in tests that ask for one: the failover and
+//! health state machines are tested that way. `now_ms` does too in unit tests; in the
+//! program it reads the kernel's coarse monotonic clock instead, which is the same
+//! clock truncated to the last tick (1 to 4 ms) and several times cheaper to read
+//! (about 9 ns against 55 on this project's VMs). Everything stamped in milliseconds
+//! (idle connections, ejection windows, latency stamps, upload progress) tolerates a
+//! tick, and the request path reads it several times per request.
 
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
-static START: OnceLock<Instant> = OnceLock::new();
+/// The process start: tokio's instant and, taken right after, the coarse clock's
+/// reading in milliseconds.
+static START: OnceLock<(Instant, u64)> = OnceLock::new();
+
+fn started() -> &'static (Instant, u64) {
+    START.get_or_init(|| (Instant::now(), coarse_ms()))
+}
 
 fn start() -> Instant {
-    *START.get_or_init(Instant::now)
+    started().0
+}
+
+/// The coarse monotonic clock in milliseconds (tokio's clock in unit tests, so
+/// that a paused clock steers it).
+#[cfg(not(test))]
+fn coarse_ms() -> u64 {
+    kernel_ms(libc::CLOCK_MONOTONIC_COARSE)
+}
+
+#[cfg(test)]
+fn coarse_ms() -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    Instant::now().saturating_duration_since(origin).as_millis() as u64
+}
+
+/// One of the kernel's clocks, in milliseconds.
+fn kernel_ms(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to; the monotonic clock ids exist
+    // since Linux 2.6.32, and a failure (EINVAL) only leaves zeros.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
 /// Milliseconds since the process started (never 0, so 0 can mean "never").
 pub(crate) fn now_ms() -> u64 {
-    Instant::now()
-        .saturating_duration_since(start())
-        .as_millis() as u64
-        + 1
+    let &(_, at_start) = started();
+    coarse_ms().saturating_sub(at_start) + 1
 }
 
 /// The instant of a [`now_ms`] value (for timers).
@@ -54,4 +89,21 @@ pub(crate) fn unix_secs_of(ms: u64) -> f64 {
 pub(crate) fn rfc3339(unix_secs: f64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(unix_secs.max(0.0));
     humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_coarse_clock_is_the_monotonic_clock_to_within_a_tick() {
+        for _ in 0..1000 {
+            let coarse = kernel_ms(libc::CLOCK_MONOTONIC_COARSE);
+            let fine = kernel_ms(libc::CLOCK_MONOTONIC);
+            // Never ahead; behind by at most a tick (4 ms at HZ=250), with room
+            // for a descheduled thread between the two reads.
+            assert!(coarse <= fine, "{coarse} > {fine}");
+            assert!(fine - coarse < 1000, "{coarse} vs {fine}");
+        }
+    }
 }
