@@ -71,6 +71,13 @@ pub(crate) fn now_us() -> u64 {
         + 1
 }
 
+/// Wall-clock milliseconds since the Unix epoch from the kernel's coarse
+/// real-time clock: at most a tick (1 to 4 ms) behind, for the access log's time
+/// stamp, which every request writes.
+pub(crate) fn unix_ms_coarse() -> u64 {
+    kernel_ms(libc::CLOCK_REALTIME_COARSE)
+}
+
 /// Wall-clock seconds since the Unix epoch.
 pub(crate) fn unix_secs_f64() -> f64 {
     SystemTime::now()
