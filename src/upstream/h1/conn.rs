@@ -1,5 +1,6 @@
-//! A connection of our own to a plain `http://` backend: one bodyless request
-//! written with one write, the answer's head read into the connection's buffer,
+//! A connection of our own to a plain `http://` backend: one request (its
+//! head, and its body when it has one already whole) written with one
+//! vectored write, the answer's head read into the connection's buffer,
 //! and the answer's body read from the connection by whoever polls it.
 
 use super::Error;
@@ -10,7 +11,7 @@ use http::header::CONTENT_LENGTH;
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use std::future::{Future, poll_fn};
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -82,16 +83,26 @@ impl Conn {
         Poll::Ready(Ok(n))
     }
 
-    /// Writes the request head `head` and reads the answer's head, skipping
-    /// interim (1xx) answers. `head_request`: the request's method is HEAD.
+    /// Writes the request head `head` and its body `body` (empty for none)
+    /// and reads the answer's head, skipping interim (1xx) answers.
+    /// `head_request`: the request's method is HEAD.
     pub async fn exchange(
         mut self: Box<Self>,
         head: &[u8],
+        body: &[u8],
         head_request: bool,
     ) -> Result<Response<OwnBody>, Failure> {
         let mut sent = 0;
-        while sent < head.len() {
-            match self.io.write(&head[sent..]).await {
+        let total = head.len() + body.len();
+        while sent < total {
+            // Head and body leave together: one system call for a small request.
+            let wrote = if sent < head.len() {
+                let parts = [IoSlice::new(&head[sent..]), IoSlice::new(body)];
+                self.io.write_vectored(&parts).await
+            } else {
+                self.io.write(&body[sent - head.len()..]).await
+            };
+            match wrote {
                 Ok(0) => return Err(written(sent, io::ErrorKind::WriteZero.into())),
                 Ok(n) => sent += n,
                 Err(e) => return Err(written(sent, e)),
@@ -149,9 +160,11 @@ fn written(sent: usize, e: io::Error) -> Failure {
     }
 }
 
-/// The head of a bodyless request in HTTP/1.1 form: request line (origin-form
-/// target) and header fields.
-pub fn encode_request<B>(req: &Request<B>) -> Vec<u8> {
+/// The head of a request in HTTP/1.1 form: request line (origin-form
+/// target) and header fields. `body_len`: the length of a body sent whole
+/// after the head, stated as the one `Content-Length` whatever the fields
+/// said; `None` for no body.
+pub fn encode_request<B>(req: &Request<B>, body_len: Option<usize>) -> Vec<u8> {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let fields: usize = req
         .headers()
@@ -164,20 +177,41 @@ pub fn encode_request<B>(req: &Request<B>) -> Vec<u8> {
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in req.headers() {
+        if body_len.is_some() && name == CONTENT_LENGTH {
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    // A method that defines a meaning for content says there is none
-    // (RFC 9110 8.6).
-    if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
+    if let Some(n) = body_len {
+        out.extend_from_slice(b"content-length: ");
+        push_decimal(n, &mut out);
+        out.extend_from_slice(b"\r\n");
+    } else if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
         && !req.headers().contains_key(CONTENT_LENGTH)
     {
+        // A method that defines a meaning for content says there is none
+        // (RFC 9110 8.6).
         out.extend_from_slice(b"content-length: 0\r\n");
     }
     out.extend_from_slice(b"\r\n");
     out
+}
+
+fn push_decimal(mut n: usize, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// Where an answer's body stands.
