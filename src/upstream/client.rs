@@ -231,16 +231,20 @@ fn own_path(backend: &Backend, req: &Request<UpstreamBody>) -> bool {
 /// write, the answer's head read here, its body read by whoever polls it.
 async fn send_own(
     backend: &Arc<Backend>,
-    req: Request<UpstreamBody>,
+    mut req: Request<UpstreamBody>,
     timeouts: &Timeouts,
     conn: Conn,
 ) -> SendResult {
     let body = match req.body() {
-        UpstreamBody::Full(b) => Some(b.clone()),
-        _ => None,
+        UpstreamBody::Full(b) => b.clone(),
+        _ => bytes::Bytes::new(),
     };
-    let head = h1::conn::encode_request(&req, body.as_ref().map(bytes::Bytes::len));
-    let body = body.unwrap_or_default();
+    if !body.is_empty() && !states_length(req.headers(), body.len()) {
+        // The length of the bytes sent, stated once, whatever the fields said.
+        req.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, body.len().into());
+    }
+    let head = h1::conn::encode_request(&req);
     let head_request = req.method() == http::Method::HEAD;
     let max_idle_ms = timeouts.idle.as_millis() as u64;
     // A pooled connection may have been closed by the backend just now; when
@@ -285,6 +289,17 @@ async fn send_own(
         SendError::Connect(io::Error::other("pooled connections kept closing")),
         Some(req),
     ))
+}
+
+/// Whether `headers` hold exactly one `Content-Length`, of `len`: what the
+/// client's head said when the fast path read its body, so nothing is
+/// rewritten on the common path.
+fn states_length(headers: &http::HeaderMap, len: usize) -> bool {
+    let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let first = lengths
+        .next()
+        .and_then(|v| h1::response::decimal(v.as_bytes()));
+    first == Some(len as u64) && lengths.next().is_none()
 }
 
 /// The backend closed (or reset) the connection without an answer: what a

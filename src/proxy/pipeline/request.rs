@@ -220,8 +220,8 @@ pub(super) fn prepare(
     rc.done.bytes_in = stats.clone();
     let mut replay: Option<Replay> = None;
     let mut whole: Option<Bytes> = None;
-    let first_body = match (body, &stats) {
-        (Inbound::Full(b), _) => {
+    let first_body = match body {
+        Inbound::Full(b) => {
             if let Some(s) = &stats {
                 s.bytes.store(b.len() as u64, Relaxed);
             }
@@ -231,23 +231,25 @@ pub(super) fn prepare(
             }
             UpstreamBody::Full(b)
         }
-        (body, Some(stats)) if !body.is_end_stream() => {
-            let b = ClientBody::new(
-                body,
-                max_body,
-                stats.clone(),
-                snapshot.limits.body_read_timeout,
-            );
-            if retry_after_send {
-                let r = Replay::new(b);
-                let reader = r.reader(1);
-                replay = Some(r);
-                UpstreamBody::Replay(reader)
-            } else {
-                UpstreamBody::Client(b)
+        body => match &stats {
+            Some(stats) if !body.is_end_stream() => {
+                let b = ClientBody::new(
+                    body,
+                    max_body,
+                    stats.clone(),
+                    snapshot.limits.body_read_timeout,
+                );
+                if retry_after_send {
+                    let r = Replay::new(b);
+                    let reader = r.reader(1);
+                    replay = Some(r);
+                    UpstreamBody::Replay(reader)
+                } else {
+                    UpstreamBody::Client(b)
+                }
             }
-        }
-        _ => UpstreamBody::Empty,
+            _ => UpstreamBody::Empty,
+        },
     };
     let body_is_empty = matches!(first_body, UpstreamBody::Empty);
     // A copy of the headers is kept only when the request may have to be rebuilt

@@ -95,12 +95,14 @@ impl Conn {
         let mut sent = 0;
         let total = head.len() + body.len();
         while sent < total {
-            // Head and body leave together: one system call for a small request.
-            let wrote = if sent < head.len() {
+            let wrote = if sent >= head.len() {
+                self.io.write(&body[sent - head.len()..]).await
+            } else if body.is_empty() {
+                self.io.write(&head[sent..]).await
+            } else {
+                // Head and body leave together: one system call for a small request.
                 let parts = [IoSlice::new(&head[sent..]), IoSlice::new(body)];
                 self.io.write_vectored(&parts).await
-            } else {
-                self.io.write(&body[sent - head.len()..]).await
             };
             match wrote {
                 Ok(0) => return Err(written(sent, io::ErrorKind::WriteZero.into())),
@@ -160,11 +162,9 @@ fn written(sent: usize, e: io::Error) -> Failure {
     }
 }
 
-/// The head of a request in HTTP/1.1 form: request line (origin-form
-/// target) and header fields. `body_len`: the length of a body sent whole
-/// after the head, stated as the one `Content-Length` whatever the fields
-/// said; `None` for no body.
-pub fn encode_request<B>(req: &Request<B>, body_len: Option<usize>) -> Vec<u8> {
+/// The head of a request in HTTP/1.1 form: request line (origin-form target)
+/// and header fields (a body's `Content-Length` among them).
+pub fn encode_request<B>(req: &Request<B>) -> Vec<u8> {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let fields: usize = req
         .headers()
@@ -177,41 +177,20 @@ pub fn encode_request<B>(req: &Request<B>, body_len: Option<usize>) -> Vec<u8> {
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in req.headers() {
-        if body_len.is_some() && name == CONTENT_LENGTH {
-            continue;
-        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if let Some(n) = body_len {
-        out.extend_from_slice(b"content-length: ");
-        push_decimal(n, &mut out);
-        out.extend_from_slice(b"\r\n");
-    } else if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
+    // A method that defines a meaning for content says there is none
+    // (RFC 9110 8.6).
+    if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
         && !req.headers().contains_key(CONTENT_LENGTH)
     {
-        // A method that defines a meaning for content says there is none
-        // (RFC 9110 8.6).
         out.extend_from_slice(b"content-length: 0\r\n");
     }
     out.extend_from_slice(b"\r\n");
     out
-}
-
-fn push_decimal(mut n: usize, out: &mut Vec<u8>) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// Where an answer's body stands.
@@ -326,5 +305,32 @@ impl Body for OwnBody {
             State::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode_request;
+    use http::Request;
+
+    #[test]
+    fn heads_in_http1_form() {
+        let req = Request::post("/p?q=1")
+            .header("host", "a")
+            .header("content-length", "99")
+            .header("x-a", "1")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            encode_request(&req),
+            b"POST /p?q=1 HTTP/1.1\r\nhost: a\r\ncontent-length: 99\r\nx-a: 1\r\n\r\n"
+        );
+        let bare = Request::put("/").body(()).unwrap();
+        assert_eq!(
+            encode_request(&bare),
+            b"PUT / HTTP/1.1\r\ncontent-length: 0\r\n\r\n"
+        );
+        let get = Request::get("/g").header("host", "a").body(()).unwrap();
+        assert_eq!(encode_request(&get), b"GET /g HTTP/1.1\r\nhost: a\r\n\r\n");
     }
 }
