@@ -69,6 +69,8 @@ use write::{Answering, Framing};
 
 /// The first read's size; a head that needs more grows the buffer.
 const FIRST_READ: usize = 4096;
+/// The most room made for a body before its bytes arrive.
+const BODY_READ_STEP: usize = 16 * 1024;
 /// Buffers kept per thread for the next connection that has something to read.
 const KEEP_FREE: usize = 64;
 /// How long a closing connection waits for its last bytes to leave.
@@ -360,8 +362,11 @@ async fn read_body<I: AsyncRead + Unpin>(
     deadline: &mut Deadline,
     limits: &crate::config::Limits,
 ) -> Result<(), Unread> {
-    pending.reserve(len.saturating_sub(pending.len()));
     while pending.len() < len {
+        // Room for what is still to come, a step at a time: a client that
+        // announces 64 KiB and sends nothing makes the connection hold no more
+        // than one step.
+        pending.reserve((len - pending.len()).min(BODY_READ_STEP));
         deadline.at = Some(Instant::now() + limits.body_read_timeout);
         let read = poll_fn(|cx| match read_into(io, pending, cx) {
             Poll::Ready(r) => Poll::Ready(Ok(r)),
