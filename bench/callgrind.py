@@ -9,7 +9,11 @@ by N is the cost of one request with start-up and shutdown taken out. The
 counts do not depend on the machine's load, unlike timings.
 
     bench/callgrind.py [--binary target/profiling/fulcrum] [--requests 2000]
-                       [--access-log] [--routes N] [--keep DIR]
+                       [--access-log] [--routes N] [--post BYTES] [--keep DIR]
+
+`--post BYTES` sends each request as a POST with a `Content-Length` body of
+BYTES bytes (head and body in one write, as a form post or a JSON API call
+usually arrives) instead of a GET.
 
 `--routes N` runs `fulcrum run` with N routes by host name (site1.test ...
 siteN.test) instead of `fulcrum proxy`, and asks for the last one: the cost of
@@ -45,7 +49,10 @@ RESPONSE = (
 async def backend_conn(reader, writer):
     try:
         while True:
-            await reader.readuntil(b"\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+            if m:
+                await reader.readexactly(int(m.group(1)))
             writer.write(RESPONSE)
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
@@ -71,9 +78,17 @@ async def wait_port(port, deadline):
     raise RuntimeError(f"nothing listens on {port}")
 
 
-async def requests(port, n, host):
+async def requests(port, n, host, post):
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    req = f"GET / HTTP/1.1\r\nHost: {host or f'127.0.0.1:{port}'}\r\n\r\n".encode()
+    host = host or f"127.0.0.1:{port}"
+    if post is None:
+        req = f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    else:
+        body = b"x" * post
+        req = (
+            f"POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
     for _ in range(n):
         writer.write(req)
         head = await reader.readuntil(b"\r\n\r\n")
@@ -121,7 +136,8 @@ async def one_run(args, bport, n, out):
     )
     try:
         await wait_port(port, time.monotonic() + 120)
-        await requests(port, n, f"site{args.routes}.test" if args.routes else None)
+        host = f"site{args.routes}.test" if args.routes else None
+        await requests(port, n, host, args.post)
     finally:
         proc.send_signal(signal.SIGTERM)
         for _ in range(600):
@@ -154,6 +170,7 @@ if __name__ == "__main__":
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--access-log", action="store_true", help="run with --access-log (to /dev/null)")
     p.add_argument("--routes", type=int, default=0, help="N routes by host name, with fulcrum run")
+    p.add_argument("--post", type=int, metavar="BYTES", help="POST a body of BYTES bytes instead of a GET")
     p.add_argument("--keep", help="directory for the callgrind output files")
     asyncio.run(main(p.parse_args()))
     sys.exit(0)

@@ -13,6 +13,7 @@
 #   ROUNDS=3 DURATION=10 bench/compare.sh
 #   FULCRUM_B=path/to/other/fulcrum LABEL=new LABEL_B=old ROUNDS=3 bench/compare.sh   # two builds, one run
 #   MODE=cache ROUNDS=3 bench/compare.sh  # cache hits: Fulcrum's cache, nginx proxy_cache, HAProxy cache
+#   POST_BYTES=200 bench/compare.sh       # every request a POST with a 200-byte body
 #
 # Settings (environment): FULCRUM (binary, default target/release/fulcrum),
 # LABEL (its name in the table, "fulcrum"), FULCRUM_B (a second Fulcrum binary:
@@ -24,7 +25,8 @@
 # PROXY_CPU a CPU list, e.g. 0,1), MODE (proxy, cache or h2c), KEEP (a
 # directory: the raw rows and wrk outputs are copied there), ROUTES (0: with
 # N, every proxy has N routes by host name, site1.test ... siteN.test, Fulcrum
-# started with `fulcrum run`, and wrk asks for the last one). The targets `fulcrum-log` and
+# started with `fulcrum run`, and wrk asks for the last one), POST_BYTES (MODE=proxy:
+# wrk sends POSTs with a body of that many bytes instead of GETs). The targets `fulcrum-log` and
 # `fulcrum-b-log` are Fulcrum with its JSON access log on (written to
 # /dev/null), for the log's cost in the same run.
 #
@@ -332,8 +334,14 @@ load() { # NAME URL SECONDS OUT
         taskset -c "$LOAD_CPU" timeout $(($3 + 30)) \
             h2load -t1 -c"$H2_CONNS" -m"$H2_STREAMS" -D "$3" "${proto[@]}" "${host[@]}" "$2" >"$4"
     else
+        local script=()
+        if [ -n "${POST_BYTES:-}" ]; then
+            printf 'wrk.method = "POST"\nwrk.body = string.rep("x", %d)\nwrk.headers["Content-Type"] = "text/plain"\n' \
+                "$POST_BYTES" >"$RUN/post.lua"
+            script=(-s "$RUN/post.lua")
+        fi
         taskset -c "$LOAD_CPU" timeout $(($3 + 30)) \
-            wrk -t1 -c"$CONNS" -d"${3}s" --latency "${host[@]}" "$2" >"$4"
+            wrk -t1 -c"$CONNS" -d"${3}s" --latency "${script[@]}" "${host[@]}" "$2" >"$4"
     fi
 }
 
@@ -432,6 +440,7 @@ done
 
 clients="$CONNS connections"
 [ "$MODE" = h2c ] && clients="$H2_CONNS connections x $H2_STREAMS streams"
+[ -n "${POST_BYTES:-}" ] && [ "$MODE" = proxy ] && clients="$clients, POSTs of $POST_BYTES bytes"
 echo "Run of $started, MODE=$MODE, ROUTES=$ROUTES, $ROUNDS round(s) of ${DURATION} s, $clients, proxy on CPU $PROXY_CPU (Fulcrum: $WORKERS worker(s))," \
     "wrk and backends on CPU $LOAD_CPU; load average at the start $load_start, at the end $(cut -d' ' -f1-3 /proc/loadavg)."
 [ -n "$FULCRUM_B" ] && echo "$LABEL: $FULCRUM; $LABEL_B: $FULCRUM_B."

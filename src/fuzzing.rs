@@ -6,7 +6,7 @@
 //! | --- | --- | --- |
 //! | `config` | YAML or JSON text | the config loader: decoding, every section's checks, serialization |
 //! | `request_head` | bytes a client sends | the HTTP/1 smuggling guard (heads, lengths, chunk-size lines) |
-//! | `h1_request` | bytes a client sends | the HTTP/1.1 fast path's head parser and its serve-or-hand-over decision |
+//! | `h1_request` | bytes a client sends | the HTTP/1.1 fast path's head parser, its serve-or-hand-over decision and the `Content-Length` body it takes |
 //! | `chunked` | a chunked body | the guard after a chunked head |
 //! | `header_rules` | header lines | hop-by-hop removal, forwarding headers, cookies, query parameters |
 //! | `admin_body` | a request body | `POST /api/v1/pools/{pool}/backends` bodies |
@@ -66,11 +66,14 @@ pub fn request_head(data: &[u8]) {
     guard(b"", data);
 }
 
-/// The HTTP/1.1 fast path's decision on `data`: a head it serves frames no
-/// body, and the request built from it holds what a second parse reads.
+/// The HTTP/1.1 fast path's decision on `data`: a head it serves frames its
+/// body by exactly one plain `Content-Length` (or has none) and never by
+/// `Transfer-Encoding`, the body taken is exactly that many bytes, and the
+/// request built from it holds what a second parse reads.
 pub fn h1_request(data: &[u8]) {
-    use crate::listener::h1::{Decision, decide, request};
-    let Decision::Serve(layout) = decide(data, 8 * 1024) else {
+    use crate::listener::h1::{Decision, MAX_BUFFERED_BODY, decide, request, take_body};
+    use crate::upstream::body::Inbound;
+    let Decision::Serve(layout) = decide(data, 8 * 1024, None) else {
         return;
     };
     let head = bytes::Bytes::copy_from_slice(&data[..layout.len]);
@@ -85,6 +88,51 @@ pub fn h1_request(data: &[u8]) {
         Some(httparse::Status::Complete(head.len()))
     );
     assert_eq!(again.version, Some(1));
+    let lengths: Vec<&[u8]> = again
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .map(|h| h.value)
+        .collect();
+    match lengths[..] {
+        [] => assert_eq!(layout.body, 0),
+        [value] => {
+            assert!(
+                !value.is_empty() && value.iter().all(u8::is_ascii_digit),
+                "served with Content-Length {value:?}"
+            );
+            let n = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+            assert_eq!(n, Some(layout.body));
+        }
+        _ => panic!("served with {} Content-Length fields", lengths.len()),
+    }
+    assert!(layout.body <= MAX_BUFFERED_BODY);
+    if layout.body > 0 {
+        // `limits.max_body_bytes` bounds what is read here too.
+        assert!(matches!(
+            decide(data, 8 * 1024, Some(layout.body - 1)),
+            Decision::HandOver
+        ));
+        assert!(matches!(
+            decide(data, 8 * 1024, Some(layout.body)),
+            Decision::Serve(_)
+        ));
+    }
+    let after = &data[layout.len..];
+    let mut pending = bytes::BytesMut::from(after);
+    let len = usize::try_from(layout.body).unwrap_or(usize::MAX);
+    match take_body(&mut pending, &layout) {
+        None => assert!(after.len() < len, "a whole body not taken"),
+        Some(Inbound::Empty) => {
+            assert_eq!(len, 0);
+            assert_eq!(&pending[..], after);
+        }
+        Some(Inbound::Full(body)) => {
+            assert_eq!(&body[..], &after[..len], "the body is not its bytes");
+            assert_eq!(&pending[..], &after[len..], "bytes after the body lost");
+        }
+        Some(_) => panic!("a body of another kind"),
+    }
     let Some(req) = request(&head, &layout) else {
         return;
     };
@@ -92,7 +140,7 @@ pub fn h1_request(data: &[u8]) {
     assert_ne!(req.method(), http::Method::CONNECT);
     assert_eq!(req.headers().len(), again.headers.len());
     for h in again.headers.iter() {
-        for framing in ["content-length", "transfer-encoding", "upgrade", "expect"] {
+        for framing in ["transfer-encoding", "upgrade", "expect"] {
             assert!(
                 !h.name.eq_ignore_ascii_case(framing),
                 "served with {framing}"
@@ -358,15 +406,19 @@ mod tests {
     /// of them that touches framing (line ends, separators, control bytes).
     #[test]
     fn h1_request_holds_on_changed_seed_heads() {
-        let seeds: [&[u8]; 3] = [
+        let seeds: [&[u8]; 5] = [
             b"GET /a?b=c HTTP/1.1\r\nHost: a.example\r\nAccept: */*\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            b"POST /f HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\nhello=world!GET / HTTP/1.1\r\n\r\n",
+            b"PUT /j HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nTE: trailers\r\n\r\n",
             b"\r\nGET http://b.example/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
             b"HEAD / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nx-a: 2\r\nTE: trailers\r\n\r\n",
         ];
         for seed in seeds {
             super::h1_request(seed);
             for i in 0..seed.len() {
-                for b in [b'\n', b'\r', b' ', b'\t', b':', 0, 0x7f, 0xff, b'A'] {
+                for b in [
+                    b'\n', b'\r', b' ', b'\t', b':', b',', b'+', b'9', 0, 0x7f, 0xff, b'A',
+                ] {
                     let mut changed = seed.to_vec();
                     changed[i] = b;
                     super::h1_request(&changed);

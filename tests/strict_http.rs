@@ -291,8 +291,9 @@ async fn gets_survive_closed_pooled_connections(addr: SocketAddr, be: &RawBacken
     );
 }
 
-/// A POST whose body was streamed, sent on a pooled connection the backend then
-/// closes (`closed_posts` counts those), cannot be sent twice: 502.
+/// A POST whose body is not kept for retries (read whole by the fast path
+/// or streamed, the rule is the same), sent on a pooled connection the backend
+/// then closes (`closed_posts` counts those), cannot be sent twice: 502.
 async fn streamed_post_on_a_closed_pooled_connection_gets_502(
     addr: SocketAddr,
     closed_posts: &AtomicUsize,
@@ -345,7 +346,7 @@ async fn request_on_a_closed_pooled_connection_is_sent_again() {
     ));
     let addr = f.listener(0);
     gets_survive_closed_pooled_connections(addr, &be, "/").await;
-    // A POST whose body was streamed cannot be sent twice: 502.
+    // A POST whose body is not kept for retries cannot be sent twice: 502.
     streamed_post_on_a_closed_pooled_connection_gets_502(addr, &closed_posts).await;
     // Once the backend has begun to answer, nothing is sent again: 502.
     let mut checked = false;
@@ -598,4 +599,198 @@ async fn pipelined_requests_across_the_hand_over() {
         "{rest}"
     );
     assert_eq!(b.hits(), 2);
+}
+
+/// Reads one answer framed by `Content-Length` from `s` (after `got`, bytes
+/// already read), returning its head and body and leaving what follows in `got`.
+async fn read_answer(s: &mut tokio::net::TcpStream, got: &mut Vec<u8>) -> (String, String) {
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().expect("length"));
+            if got.len() >= end + 4 + len {
+                let body = String::from_utf8_lossy(&got[end + 4..end + 4 + len]).to_string();
+                got.drain(..end + 4 + len);
+                return (head, body);
+            }
+        }
+        let n = tokio::time::timeout(testkit::DEADLINE, s.read(&mut buf))
+            .await
+            .expect("no answer")
+            .expect("read");
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(got));
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// What the echo backend said it received: body length and checksum.
+fn echoed_body(answer: &str) -> (u64, u64) {
+    let v: serde_json::Value = serde_json::from_str(answer).expect("echo JSON");
+    (
+        v["body_len"].as_u64().expect("body_len"),
+        v["body_sum"].as_u64().expect("body_sum"),
+    )
+}
+
+/// Small `Content-Length` bodies are read whole by the HTTP/1.1 fast path
+/// and sent on with their head: the backend gets the exact bytes, whether they
+/// came with the head or in pieces, and the connection goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_read_whole_on_one_kept_alive_connection() {
+    let a = TestBackend::echo("a").await;
+    let b = TestBackend::echo("b").await;
+    let f = Fulcrum::start(&by_host(a.addr, b.addr));
+    let addr = f.listener(0);
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut got = Vec::new();
+    let json = br#"{"name":"fulcrum","tags":["a","b"]}"#;
+    let post = format!(
+        "POST /api HTTP/1.1\r\nHost: a.example\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        json.len()
+    );
+    s.write_all(&[post.as_bytes(), json].concat())
+        .await
+        .unwrap();
+    let (head, body) = read_answer(&mut s, &mut got).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(
+        echoed_body(&body),
+        (json.len() as u64, testkit::backend::checksum(json))
+    );
+    let seen = a.last();
+    assert_eq!(seen.headers["content-length"], json.len().to_string());
+    assert!(!seen.headers.contains_key("transfer-encoding"));
+    // GETs after it on the same connection.
+    for i in 0..2 {
+        s.write_all(format!("GET /after{i} HTTP/1.1\r\nHost: a.example\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let (head, body) = read_answer(&mut s, &mut got).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(body.contains(&format!("\"/after{i}\"")), "{body}");
+    }
+    // A body in three pieces, the head in two, then a PUT and a GET
+    // pipelined behind a second body in one write.
+    let form = b"first=one&second=two&third=three";
+    let head = format!(
+        "POST /form HTTP/1.1\r\nHost: b.example\r\nContent-Length: {}\r\n\r\n",
+        form.len()
+    );
+    let (h1, h2) = head.as_bytes().split_at(10);
+    for piece in [h1, h2, &form[..5], &form[5..20], &form[20..]] {
+        s.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let (head, body) = read_answer(&mut s, &mut got).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(
+        echoed_body(&body),
+        (form.len() as u64, testkit::backend::checksum(form))
+    );
+    s.write_all(
+        b"PUT /p HTTP/1.1\r\nHost: b.example\r\nContent-Length: 4\r\n\r\nabcd\
+          GET /last HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (_, body) = read_answer(&mut s, &mut got).await;
+    assert_eq!(echoed_body(&body), (4, testkit::backend::checksum(b"abcd")));
+    let (head, body) = read_answer(&mut s, &mut got).await;
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(body.contains("\"/last\""), "{body}");
+    assert_eq!((a.hits(), b.hits()), (3, 3));
+}
+
+/// A client that announces more than it sends and stalls gets 408 and a
+/// closed connection; a client that closes half-way is not forwarded; lengths
+/// the fast path does not take are answered as before; a body over its bound
+/// streams through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_the_fast_path_does_not_finish_or_take() {
+    let a = TestBackend::echo("a").await;
+    let b = TestBackend::echo("b").await;
+    let f = Fulcrum::start(&format!(
+        "limits: {{ body_read_timeout: 500ms }}\n{}",
+        by_host(a.addr, b.addr)
+    ));
+    let addr = f.listener(0);
+    // Three bytes of ten, after a request served on the same connection.
+    let out = raw(
+        addr,
+        b"GET /first HTTP/1.1\r\nHost: a.example\r\n\r\n\
+          POST /short HTTP/1.1\r\nHost: a.example\r\nContent-Length: 10\r\n\r\nabc",
+    )
+    .await;
+    let (first, rest) = out.split_once("\r\n\r\n").expect("two answers");
+    assert!(first.starts_with("HTTP/1.1 200 OK"), "{out}");
+    let rest = rest.split_once("HTTP/1.1 ").map_or("", |r| r.1);
+    assert!(rest.starts_with("408 "), "{out}");
+    assert!(rest.contains("connection: close\r\n"), "{out}");
+    assert_eq!(a.hits(), 1, "a stalled body reached the backend");
+    // The connection ends half-way through the body: nothing is forwarded.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"POST /gone HTTP/1.1\r\nHost: a.example\r\nContent-Length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    s.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(testkit::DEADLINE, s.read_to_end(&mut out))
+        .await
+        .expect("not closed")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.is_empty() || out.starts_with("HTTP/1.1 400"), "{out}");
+    assert_eq!(a.hits(), 1, "a body cut short reached the backend");
+
+    // Conflicting lengths, a length with a sign, and both framings: refused
+    // exactly as before, by hyper and the guard.
+    for req in [
+        &b"POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"[..],
+        b"POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: +3\r\n\r\nabc",
+        b"POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
+    ] {
+        let out = raw(addr, req).await;
+        assert!(
+            out.starts_with("HTTP/1.1 400"),
+            "{}: {out}",
+            String::from_utf8_lossy(req)
+        );
+    }
+    assert_eq!(a.hits(), 1, "a refused request reached the backend");
+
+    // Just under the bound (read whole, over several reads), and larger than
+    // the fast path reads whole (streamed through hyper): both arrive whole.
+    for len in [60 * 1024, 200 * 1024] {
+        let big: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let r = client::send(
+            addr,
+            Request::post("/big")
+                .header("host", "b.example")
+                .body(Full::new(Bytes::from(big.clone())))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(
+            echoed_body(&r.text()),
+            (big.len() as u64, testkit::backend::checksum(&big))
+        );
+    }
+    // Over limits.max_body_bytes: 413 unread, as before.
+    let f = Fulcrum::start(&format!(
+        "limits: {{ max_body_bytes: 8 }}\n{}",
+        by_host(a.addr, b.addr)
+    ));
+    let out = raw(
+        f.listener(0),
+        b"POST / HTTP/1.1\r\nHost: a.example\r\nContent-Length: 9\r\n\r\n123456789",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert_eq!(a.hits(), 1);
 }

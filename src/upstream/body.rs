@@ -141,6 +141,9 @@ pub(crate) enum Inbound {
     Hyper(Incoming),
     /// Read (partly or whole) before sending: `buffer_request_body`.
     Held(Box<Held>),
+    /// A small `Content-Length` body the HTTP/1.1 fast path read whole before
+    /// the request went on; never empty.
+    Full(Bytes),
     /// No body (a request Fulcrum makes itself, e.g. a cache refresh).
     Empty,
 }
@@ -215,6 +218,7 @@ impl Body for Inbound {
         match self.get_mut() {
             Inbound::Hyper(b) => Pin::new(b).poll_frame(cx),
             Inbound::Held(h) => h.poll_frame(cx),
+            Inbound::Full(b) => Poll::Ready(take_whole(b).map(Ok)),
             Inbound::Empty => Poll::Ready(None),
         }
     }
@@ -223,6 +227,7 @@ impl Body for Inbound {
         match self {
             Inbound::Hyper(b) => b.is_end_stream(),
             Inbound::Held(h) => h.is_end_stream(),
+            Inbound::Full(b) => b.is_empty(),
             Inbound::Empty => true,
         }
     }
@@ -231,9 +236,15 @@ impl Body for Inbound {
         match self {
             Inbound::Hyper(b) => b.size_hint(),
             Inbound::Held(h) => h.size_hint(),
+            Inbound::Full(b) => SizeHint::with_exact(b.len() as u64),
             Inbound::Empty => SizeHint::with_exact(0),
         }
     }
+}
+
+/// A whole body as its one data frame, once; then its end.
+fn take_whole(b: &mut Bytes) -> Option<Frame<Bytes>> {
+    (!b.is_empty()).then(|| Frame::data(std::mem::take(b)))
 }
 
 /// The client's body, streamed with the limit enforced chunk by chunk.
@@ -453,6 +464,9 @@ pub enum UpstreamBody {
     Empty,
     Client(ClientBody),
     Replay(ReplayReader),
+    /// A body read whole before sending (see [`Inbound::Full`]): its length
+    /// is known, and a retry sends it again from a copy of the handle.
+    Full(Bytes),
 }
 
 impl UpstreamBody {
@@ -460,7 +474,7 @@ impl UpstreamBody {
     /// [`BodyStats::answer_within`]); `None` for a body that is whole already.
     pub fn streaming(&self) -> Option<Arc<BodyStats>> {
         match self {
-            UpstreamBody::Empty => None,
+            UpstreamBody::Empty | UpstreamBody::Full(_) => None,
             UpstreamBody::Client(b) => Some(b.stats.clone()),
             UpstreamBody::Replay(r) => r
                 .state
@@ -483,6 +497,7 @@ impl Body for UpstreamBody {
             UpstreamBody::Empty => Poll::Ready(None),
             UpstreamBody::Client(b) => b.poll_frame_inner(cx),
             UpstreamBody::Replay(r) => r.poll_next(cx),
+            UpstreamBody::Full(b) => Poll::Ready(take_whole(b).map(Ok)),
         }
     }
 
@@ -491,12 +506,14 @@ impl Body for UpstreamBody {
             UpstreamBody::Empty => true,
             UpstreamBody::Client(b) => b.inner.is_end_stream(),
             UpstreamBody::Replay(_) => false,
+            UpstreamBody::Full(b) => b.is_empty(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Empty => SizeHint::with_exact(0),
+            UpstreamBody::Full(b) => SizeHint::with_exact(b.len() as u64),
             UpstreamBody::Client(b) => b.inner.size_hint(),
             UpstreamBody::Replay(r) => match r.state.lock() {
                 Ok(s) => match &s.source {

@@ -209,26 +209,41 @@ pub async fn send(
 }
 
 /// Whether `req` goes out on a connection of our own: a plain `http://`
-/// backend, no body (nor a header announcing one), no `Upgrade`.
+/// backend, no `Upgrade`, no `Transfer-Encoding`, and either no body (nor a
+/// length announcing one) or a body already whole, whose length the head
+/// then states.
 fn own_path(backend: &Backend, req: &Request<UpstreamBody>) -> bool {
     let h = req.headers();
     backend.address.scheme == Scheme::Http
-        && matches!(req.body(), UpstreamBody::Empty)
         && !h.contains_key(http::header::UPGRADE)
         && !h.contains_key(http::header::TRANSFER_ENCODING)
-        && h.get(http::header::CONTENT_LENGTH)
-            .is_none_or(|v| v.as_bytes() == b"0")
+        && match req.body() {
+            UpstreamBody::Empty => h
+                .get(http::header::CONTENT_LENGTH)
+                .is_none_or(|v| v.as_bytes() == b"0"),
+            UpstreamBody::Full(_) => true,
+            _ => false,
+        }
 }
 
-/// Sends a bodyless request over a connection of our own, driven from this
-/// task: the head in one write, the answer's head read here, its body read by
-/// whoever polls it.
+/// Sends a request without a body, or with one already whole, over a
+/// connection of our own, driven from this task: the head and the body in one
+/// write, the answer's head read here, its body read by whoever polls it.
 async fn send_own(
     backend: &Arc<Backend>,
-    req: Request<UpstreamBody>,
+    mut req: Request<UpstreamBody>,
     timeouts: &Timeouts,
     conn: Conn,
 ) -> SendResult {
+    let body = match req.body() {
+        UpstreamBody::Full(b) => b.clone(),
+        _ => bytes::Bytes::new(),
+    };
+    if !body.is_empty() && !states_length(req.headers(), body.len()) {
+        // The length of the bytes sent, stated once, whatever the fields said.
+        req.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, body.len().into());
+    }
     let head = h1::conn::encode_request(&req);
     let head_request = req.method() == http::Method::HEAD;
     let max_idle_ms = timeouts.idle.as_millis() as u64;
@@ -254,7 +269,7 @@ async fn send_own(
                 Err(e) => return Err((SendError::Connect(e), Some(req))),
             },
         };
-        let exchange = c.exchange(&head, head_request);
+        let exchange = c.exchange(&head, &body, head_request);
         return match tokio::time::timeout(timeouts.response_header, exchange).await {
             Ok(Ok(resp)) => Ok((resp.map(Answer::Own), Lease::None)),
             Ok(Err(h1::conn::Failure::Unsent(_))) if reused => continue,
@@ -274,6 +289,17 @@ async fn send_own(
         SendError::Connect(io::Error::other("pooled connections kept closing")),
         Some(req),
     ))
+}
+
+/// Whether `headers` hold exactly one `Content-Length`, of `len`: what the
+/// client's head said when the fast path read its body, so nothing is
+/// rewritten on the common path.
+fn states_length(headers: &http::HeaderMap, len: usize) -> bool {
+    let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let first = lengths
+        .next()
+        .and_then(|v| h1::response::decimal(v.as_bytes()));
+    first == Some(len as u64) && lengths.next().is_none()
 }
 
 /// The backend closed (or reset) the connection without an answer: what a

@@ -2,13 +2,22 @@
 //! it: only the plainest requests qualify (see the module above for why
 //! everything else goes to hyper).
 
-use bytes::Bytes;
+use crate::upstream::body::{Inbound, REPLAY_LIMIT};
+use crate::upstream::h1::response::decimal;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 use std::ops::Range;
 
 /// hyper's own bound on the number of header fields; more goes to hyper,
 /// which answers as it does today.
 pub(crate) const MAX_HEADERS: usize = 100;
+
+/// The longest body the fast path reads whole before the request goes on.
+/// Form posts and JSON API calls fit; the bound is the one under which the
+/// pipeline already keeps a body to send it again, so a connection holds no
+/// more memory for a body here than a retried request did. Longer bodies
+/// stream through hyper.
+pub(crate) const MAX_BUFFERED_BODY: u64 = REPLAY_LIMIT as u64;
 
 /// Where the parts of a complete head lie in the buffer it was read into.
 pub(crate) struct Layout {
@@ -22,6 +31,8 @@ pub(crate) struct Layout {
     pub(crate) close: bool,
     /// The client accepts trailers (`TE: trailers`).
     pub(crate) trailers: bool,
+    /// The body's length, from its one `Content-Length` (0: no body).
+    pub(crate) body: u64,
 }
 
 /// What to do with the bytes read so far.
@@ -35,8 +46,9 @@ pub(crate) enum Decision {
 }
 
 /// Decides on the bytes read so far (`buf` starts at a request's first byte,
-/// or at the empty lines before it). `max_head`: `limits.max_header_bytes`.
-pub(crate) fn decide(buf: &[u8], max_head: usize) -> Decision {
+/// or at the empty lines before it). `max_head`: `limits.max_header_bytes`;
+/// `max_body`: `limits.max_body_bytes`.
+pub(crate) fn decide(buf: &[u8], max_head: usize, max_body: Option<u64>) -> Decision {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -61,12 +73,24 @@ pub(crate) fn decide(buf: &[u8], max_head: usize) -> Decision {
         fields: Vec::with_capacity(req.headers.len()),
         close: false,
         trailers: false,
+        body: 0,
     };
+    let body_bound = max_body.map_or(MAX_BUFFERED_BODY, |m| m.min(MAX_BUFFERED_BODY));
+    let mut lengths = 0;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
-        // Framing, upgrades and expectations are hyper's business, with the guard.
-        if name.eq_ignore_ascii_case(b"content-length")
-            || name.eq_ignore_ascii_case(b"transfer-encoding")
+        if name.eq_ignore_ascii_case(b"content-length") {
+            // One plain length within the bound; a repeated, odd or larger
+            // one is hyper's (and the guard's) to answer as before.
+            lengths += 1;
+            match decimal(h.value) {
+                Some(n) if lengths == 1 && n <= body_bound => layout.body = n,
+                _ => return Decision::HandOver,
+            }
+        }
+        // Chunked framing, upgrades and expectations are hyper's business,
+        // with the guard.
+        if name.eq_ignore_ascii_case(b"transfer-encoding")
             || name.eq_ignore_ascii_case(b"upgrade")
             || name.eq_ignore_ascii_case(b"expect")
         {
@@ -89,10 +113,7 @@ pub(crate) fn decide(buf: &[u8], max_head: usize) -> Decision {
 /// The request the pipeline gets, its parts shared with `head` (the frozen
 /// bytes `layout` describes). `None` when a part does not convert; hyper then
 /// gets the connection and answers as it does today.
-pub(crate) fn request(
-    head: &Bytes,
-    layout: &Layout,
-) -> Option<Request<crate::upstream::body::Inbound>> {
+pub(crate) fn request(head: &Bytes, layout: &Layout) -> Option<Request<Inbound>> {
     let method = Method::from_bytes(&head[layout.method.clone()]).ok()?;
     let uri = Uri::from_maybe_shared(head.slice(layout.target.clone())).ok()?;
     // Room for the forwarding headers the pipeline adds, so they cause no rehash.
@@ -102,12 +123,23 @@ pub(crate) fn request(
         let value = HeaderValue::from_maybe_shared(head.slice(value.clone())).ok()?;
         headers.append(name, value);
     }
-    let mut req = Request::new(crate::upstream::body::Inbound::Empty);
+    let mut req = Request::new(Inbound::Empty);
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
     Some(req)
+}
+
+/// The request's body, cut from the bytes read after its head: `Empty`
+/// without one, else exactly `layout.body` bytes, whole; `None` while fewer
+/// have arrived. What follows the body stays in `pending`.
+pub(crate) fn take_body(pending: &mut BytesMut, layout: &Layout) -> Option<Inbound> {
+    let len = usize::try_from(layout.body).ok()?;
+    if len == 0 {
+        return Some(Inbound::Empty);
+    }
+    (pending.len() >= len).then(|| Inbound::Full(pending.split_to(len).freeze()))
 }
 
 /// `part`'s place in `buf` (`part` is a slice of `buf`).
@@ -133,7 +165,7 @@ mod tests {
     use super::*;
 
     fn serve(head: &[u8]) -> Layout {
-        match decide(head, 1024) {
+        match decide(head, 1024, None) {
             Decision::Serve(l) => l,
             Decision::Partial => panic!("partial: {:?}", String::from_utf8_lossy(head)),
             Decision::HandOver => panic!("handed over: {:?}", String::from_utf8_lossy(head)),
@@ -141,7 +173,7 @@ mod tests {
     }
 
     fn handed_over(head: &[u8]) -> bool {
-        matches!(decide(head, 1024), Decision::HandOver)
+        matches!(decide(head, 1024, None), Decision::HandOver)
     }
 
     #[test]
@@ -164,10 +196,10 @@ mod tests {
     #[test]
     fn partial_heads_wait_within_the_limit() {
         assert!(matches!(
-            decide(b"GET / HTTP/1.1\r\nHost: a\r\n", 1024),
+            decide(b"GET / HTTP/1.1\r\nHost: a\r\n", 1024, None),
             Decision::Partial
         ));
-        assert!(matches!(decide(b"", 1024), Decision::Partial));
+        assert!(matches!(decide(b"", 1024, None), Decision::Partial));
         let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(2000));
         assert!(handed_over(long.as_bytes()));
         let big = format!(
@@ -180,8 +212,7 @@ mod tests {
     #[test]
     fn anything_with_a_body_or_a_special_meaning_goes_to_hyper() {
         for head in [
-            &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"[..],
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
             b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
             b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
@@ -199,13 +230,87 @@ mod tests {
     }
 
     #[test]
+    fn one_plain_length_is_served_and_its_body_taken_exactly() {
+        let buf =
+            b"POST /f HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n";
+        let layout = serve(buf);
+        assert_eq!(layout.body, 5);
+        let mut pending = BytesMut::from(&buf[layout.len..]);
+        let Some(Inbound::Full(body)) = take_body(&mut pending, &layout) else {
+            panic!("no whole body");
+        };
+        assert_eq!(&body[..], b"hello");
+        assert_eq!(&pending[..], b"GET / HTTP/1.1\r\n");
+        // Not all of it yet: nothing is taken.
+        let mut short = BytesMut::from(&b"hell"[..]);
+        assert!(take_body(&mut short, &layout).is_none());
+        assert_eq!(&short[..], b"hell");
+        // A zero length is no body at all.
+        let zero = serve(b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 000\r\n\r\n");
+        assert_eq!(zero.body, 0);
+        let mut none = BytesMut::from(&b"GET"[..]);
+        assert!(matches!(take_body(&mut none, &zero), Some(Inbound::Empty)));
+        assert_eq!(&none[..], b"GET");
+        // The bound itself is served.
+        let at =
+            format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {MAX_BUFFERED_BODY}\r\n\r\n");
+        assert_eq!(serve(at.as_bytes()).body, MAX_BUFFERED_BODY);
+        assert!(matches!(
+            decide(
+                b"POST / HTTP/1.1\r\nContent-Length: 7\r\n\r\n",
+                1024,
+                Some(7)
+            ),
+            Decision::Serve(_)
+        ));
+    }
+
+    #[test]
+    fn odd_repeated_or_large_lengths_go_to_hyper() {
+        let over = MAX_BUFFERED_BODY + 1;
+        for value in [
+            "+5",
+            "-5",
+            "5 5",
+            "5,5",
+            "0x5",
+            "5;",
+            "\u{b5}",
+            "18446744073709551616",
+            &over.to_string(),
+        ] {
+            let head = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {value}\r\n\r\n");
+            assert!(handed_over(head.as_bytes()), "{value:?}");
+        }
+        for head in [
+            &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc"[..],
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n",
+        ] {
+            assert!(handed_over(head), "{:?}", String::from_utf8_lossy(head));
+        }
+        // Over `limits.max_body_bytes`: hyper's path answers 413.
+        assert!(matches!(
+            decide(
+                b"POST / HTTP/1.1\r\nContent-Length: 8\r\n\r\n",
+                1024,
+                Some(7)
+            ),
+            Decision::HandOver
+        ));
+    }
+
+    #[test]
     fn too_many_fields_go_to_hyper() {
         let mut head = b"GET / HTTP/1.1\r\n".to_vec();
         for i in 0..=MAX_HEADERS {
             head.extend_from_slice(format!("x{i}: 1\r\n").as_bytes());
         }
         head.extend_from_slice(b"\r\n");
-        assert!(matches!(decide(&head, 64 * 1024), Decision::HandOver));
+        assert!(matches!(decide(&head, 64 * 1024, None), Decision::HandOver));
     }
 
     #[test]

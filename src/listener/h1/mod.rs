@@ -8,32 +8,50 @@
 //!
 //! # What is served here, and why handing over is safe
 //!
-//! Only HTTP/1.1 requests without `Content-Length`, `Transfer-Encoding`,
-//! `Upgrade` or `Expect`, not CONNECT, with every line ending in CRLF, a head
-//! within `limits.max_header_bytes`, and nothing `httparse` refuses. Such a
-//! request has no body, so the next byte after its head starts the next
-//! request: there is no framing for two parsers to read differently, which is
-//! what the smuggling guard exists to catch.
+//! Only HTTP/1.1 requests without `Transfer-Encoding`, `Upgrade` or `Expect`,
+//! not CONNECT, with every line ending in CRLF, a head within
+//! `limits.max_header_bytes`, nothing `httparse` refuses, and either no
+//! `Content-Length` or exactly one whose value is plain ASCII digits, at most
+//! [`MAX_BUFFERED_BODY`] and `limits.max_body_bytes`. Such a request's body
+//! (if any) is framed one way only, by that one number, so the next byte
+//! after it starts the next request: there is no framing for two parsers to
+//! read differently, which is what the smuggling guard exists to catch.
 //!
-//! Anything else (a body, an upgrade, HTTP/1.0, a bad or oversized head, a
-//! bare LF) hands the whole connection to hyper behind the guard, as every
-//! connection was served before: the bytes read so far are replayed first
-//! (they were only looked at, never consumed), through a fresh guard scanner
-//! whose request count starts at the hand-over, with a connection context of
-//! its own. hyper and the guard therefore see exactly the byte stream they
-//! would have seen from that request on, and answer it as they always did
-//! (400, 414, 431, 501, smuggling refusals, hyper's own errors and their
-//! counters). Requests already served here were complete and bodiless, so
-//! nothing of them is left in the stream.
+//! Anything else (a chunked, repeated, odd or larger length, an upgrade,
+//! HTTP/1.0, a bad or oversized head, a bare LF) hands the whole connection
+//! to hyper behind the guard, as every connection was served before: the
+//! bytes read so far are replayed first (they were only looked at, never
+//! consumed), through a fresh guard scanner whose request count starts at the
+//! hand-over, with a connection context of its own. hyper and the guard
+//! therefore see exactly the byte stream they would have seen from that
+//! request on, and answer it as they always did (400, 413, 414, 431, 501,
+//! smuggling refusals, hyper's own errors and their counters). Requests
+//! already served here were complete, their bodies included, so nothing of
+//! them is left in the stream.
+//!
+//! # Bodies are read whole first
+//!
+//! A body is read into the connection's buffer, whole, before the request
+//! goes to the pipeline, as nginx does by default (`proxy_request_buffering`):
+//! a slow client then holds only its own connection, never a backend
+//! connection, and never makes a backend look slow (its `response_header`
+//! time starts with the body complete). The body goes on as one `Bytes`
+//! (`Inbound::Full`), which the backend side writes together with the head
+//! and which a retry can send again without having kept a copy. The wait is
+//! bounded like a streamed body's: a client that sends nothing of it for
+//! `limits.body_read_timeout` gets the same 408 (and the connection closes),
+//! one whose connection ends first gets 400. The bound keeps what a
+//! connection can hold to what a request held for a retry already could;
+//! longer bodies stream through hyper as before.
 
 mod head;
 mod write;
 
-pub(crate) use head::{Decision, decide, request};
+pub(crate) use head::{Decision, MAX_BUFFERED_BODY, decide, request, take_body};
 
 use super::counted::Counted;
 use crate::proxy::body::ProxyBody;
-use crate::proxy::pipeline::{ConnCtx, handle};
+use crate::proxy::pipeline::{ConnCtx, Unread, handle, refuse_unread};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, Method};
 use http_body::Body;
@@ -51,6 +69,8 @@ use write::{Answering, Framing};
 
 /// The first read's size; a head that needs more grows the buffer.
 const FIRST_READ: usize = 4096;
+/// The most room made for a body before its bytes arrive.
+const BODY_READ_STEP: usize = 16 * 1024;
 /// Buffers kept per thread for the next connection that has something to read.
 const KEEP_FREE: usize = 64;
 /// How long a closing connection waits for its last bytes to leave.
@@ -120,6 +140,21 @@ where
             };
             let pending = buf.as_mut()?;
             let head = pending.split_to(layout.len).freeze();
+            let body_len = usize::try_from(layout.body).ok()?;
+            // The body is read into the same buffer before anything else, so
+            // that a hand-over below still replays every byte.
+            let (head, layout, unread) = if pending.len() < body_len {
+                // Boxed, with the head: most bodies come with their head, and
+                // the connection keeps no room for this wait.
+                let (io, deadline, pending) = (&mut io, &mut deadline, &mut *pending);
+                Box::pin(async move {
+                    let read = read_body(io, pending, body_len, deadline, limits).await;
+                    (head, layout, read.err())
+                })
+                .await
+            } else {
+                (head, layout, None)
+            };
             let Some(req) = head::request(&head, &layout) else {
                 let mut replay = BytesMut::with_capacity(head.len() + pending.len());
                 replay.extend_from_slice(&head);
@@ -130,10 +165,18 @@ where
                 });
             };
             drop(head);
+            if let Some(why) = unread {
+                drop(layout);
+                Box::pin(refuse(ctx, &mut io, req, why, pending)).await;
+                return None;
+            }
             // The request in a block of its own: borrowed where it is bound, it
             // would keep a place in the connection's future.
             let (head_method, answer) = {
-                let req = req;
+                let mut req = req;
+                if let Some(body) = head::take_body(pending, &layout) {
+                    *req.body_mut() = body;
+                }
                 let head_method = req.method() == Method::HEAD;
                 // Boxed: the pipeline's state exists only while a request is in flight.
                 (head_method, Box::pin(handle(ctx, req)))
@@ -198,9 +241,10 @@ where
     Some(respond(io, resp?, &answering, layout.trailers, pending).await)
 }
 
-/// The connection's one timer for reading heads. Moving the deadline later
-/// (every request does) only stores it; the timer is re-armed when it fires
-/// early, so a busy connection does not register a timer per request.
+/// The connection's one timer for reading heads (and bodies). Moving the
+/// deadline later (every request does) only stores it; the timer is re-armed
+/// when it fires early, so a busy connection does not register a timer per
+/// request.
 #[derive(Default)]
 struct Deadline {
     at: Option<Instant>,
@@ -215,6 +259,11 @@ impl Deadline {
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        // An earlier deadline than the armed one (a body's wait shorter than a
+        // head's) re-arms at once.
+        if sleep.deadline() > at {
+            sleep.as_mut().reset(at);
+        }
         loop {
             ready!(sleep.as_mut().poll(cx));
             if sleep.deadline() >= at {
@@ -244,7 +293,7 @@ where
 {
     loop {
         if let Some(b) = buf.as_ref().filter(|b| !b.is_empty()) {
-            match head::decide(b, limits.max_header_bytes) {
+            match head::decide(b, limits.max_header_bytes, limits.max_body_bytes) {
                 Decision::Partial => {}
                 Decision::HandOver => return Read::HandOver,
                 Decision::Serve(l) => return Read::Head(l),
@@ -301,6 +350,54 @@ where
             Ok(Err(_)) | Err(_) => return Read::Closed,
         }
     }
+}
+
+/// Reads until `pending` holds `len` bytes (a request's body, and whatever
+/// the client sent after it). Like a streamed body, it gives up after
+/// `limits.body_read_timeout` without a byte, not after that long in all.
+async fn read_body<I: AsyncRead + Unpin>(
+    io: &mut I,
+    pending: &mut BytesMut,
+    len: usize,
+    deadline: &mut Deadline,
+    limits: &crate::config::Limits,
+) -> Result<(), Unread> {
+    while pending.len() < len {
+        // Room for what is still to come, a step at a time: a client that
+        // announces 64 KiB and sends nothing makes the connection hold no more
+        // than one step.
+        pending.reserve((len - pending.len()).min(BODY_READ_STEP));
+        deadline.at = Some(Instant::now() + limits.body_read_timeout);
+        let read = poll_fn(|cx| match read_into(io, pending, cx) {
+            Poll::Ready(r) => Poll::Ready(Ok(r)),
+            Poll::Pending => deadline.poll_expired(cx).map(Err),
+        })
+        .await;
+        match read {
+            Ok(Ok(0) | Err(_)) => return Err(Unread::Ended),
+            Ok(Ok(_)) => {}
+            Err(()) => return Err(Unread::Stalled),
+        }
+    }
+    Ok(())
+}
+
+/// Answers a request whose body did not arrive whole (see [`refuse_unread`])
+/// and closes the connection: what is left of the stream cannot be framed.
+async fn refuse<I: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &ConnCtx,
+    io: &mut I,
+    req: http::Request<crate::upstream::body::Inbound>,
+    why: Unread,
+    pending: &mut BytesMut,
+) {
+    let answering = Answering {
+        head_method: req.method() == Method::HEAD,
+        close: true,
+    };
+    let resp = refuse_unread(ctx, req, why);
+    let _ = respond(io, resp, &answering, false, pending).await;
+    let _ = timeout_at(Instant::now() + CLOSE_GRACE, io.shutdown()).await;
 }
 
 /// Reads what is there into `buf`'s spare room; `Ok(0)` at the end of the stream.

@@ -267,9 +267,7 @@ fn may_retry(pool: &Pool, p: &Prepared, st: &Tries) -> bool {
     !st.invalid_response
         && !pool.retries.try_duration.is_zero()
         && Instant::now() < st.deadline
-        && (nothing_sent
-            || (p.retry_after_send
-                && (p.body_is_empty || p.replay.as_ref().is_some_and(|r| r.replayable()))))
+        && (nothing_sent || (p.retry_after_send && p.body_replayable()))
 }
 
 fn record_trace(rc: &mut RequestCtx, attempt: &Attempt, result: &SendResult) {

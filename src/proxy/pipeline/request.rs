@@ -10,11 +10,13 @@ use crate::proxy::headers::{self as hdr, X_REQUEST_ID};
 use crate::snapshot::{Route, Snapshot};
 use crate::upstream::balance::PickKey;
 use crate::upstream::body::{BodyStats, ClientBody, Inbound, Replay, UpstreamBody};
+use bytes::Bytes;
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version, header};
 use http_body::Body as _;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// The request, shaped for the backends, and what a retry needs to send it again.
 pub(super) struct Prepared {
@@ -23,6 +25,9 @@ pub(super) struct Prepared {
     /// `out` (and `replay`).
     pub(super) first: Option<Request<UpstreamBody>>,
     pub(super) replay: Option<Replay>,
+    /// A body read whole before the request went on, kept to send again
+    /// exactly when a streamed one would be held for replay.
+    pub(super) whole: Option<Bytes>,
     pub(super) body_is_empty: bool,
     /// The request may go to another backend after it was sent.
     pub(super) retry_after_send: bool,
@@ -42,6 +47,9 @@ impl Prepared {
         if self.body_is_empty {
             return self.out.build(UpstreamBody::Empty);
         }
+        if let Some(b) = &self.whole {
+            return self.out.build(UpstreamBody::Full(b.clone()));
+        }
         match &self.replay {
             Some(r) if r.replayable() => self.out.build(UpstreamBody::Replay(r.reader(nth))),
             _ => None,
@@ -53,7 +61,17 @@ impl Prepared {
     /// without a body, or a body held for retries (its method is in the pool's
     /// `retries.methods`).
     pub(super) fn resendable(&self) -> bool {
-        (self.body_is_empty && self.out.method.is_idempotent()) || self.replay.is_some()
+        (self.body_is_empty && self.out.method.is_idempotent())
+            || self.replay.is_some()
+            || self.whole.is_some()
+    }
+
+    /// Whether the whole body can still be sent again: none, one read whole,
+    /// or one held for replay that fit its bound.
+    pub(super) fn body_replayable(&self) -> bool {
+        self.body_is_empty
+            || self.whole.is_some()
+            || self.replay.as_ref().is_some_and(Replay::replayable)
     }
 }
 
@@ -194,29 +212,44 @@ pub(super) fn prepare(
     // at the log's configuration.
     let logging = rc.done.details.is_some();
     // A streamed body always has its stats: they keep the clock that tells a
-    // slow client from a slow backend.
-    let stats = (logging || max_body.is_some() || !body.is_end_stream())
+    // slow client from a slow backend. A body already whole only needs them
+    // counted.
+    let whole_body = matches!(body, Inbound::Full(_));
+    let stats = (logging || max_body.is_some() || (!whole_body && !body.is_end_stream()))
         .then(|| Arc::new(BodyStats::default()));
     rc.done.bytes_in = stats.clone();
     let mut replay: Option<Replay> = None;
-    let first_body = match (body.is_end_stream(), &stats) {
-        (false, Some(stats)) => {
-            let b = ClientBody::new(
-                body,
-                max_body,
-                stats.clone(),
-                snapshot.limits.body_read_timeout,
-            );
-            if retry_after_send {
-                let r = Replay::new(b);
-                let reader = r.reader(1);
-                replay = Some(r);
-                UpstreamBody::Replay(reader)
-            } else {
-                UpstreamBody::Client(b)
+    let mut whole: Option<Bytes> = None;
+    let first_body = match body {
+        Inbound::Full(b) => {
+            if let Some(s) = &stats {
+                s.bytes.store(b.len() as u64, Relaxed);
             }
+            // Kept for a send again under the same rule as a streamed body.
+            if retry_after_send {
+                whole = Some(b.clone());
+            }
+            UpstreamBody::Full(b)
         }
-        _ => UpstreamBody::Empty,
+        body => match &stats {
+            Some(stats) if !body.is_end_stream() => {
+                let b = ClientBody::new(
+                    body,
+                    max_body,
+                    stats.clone(),
+                    snapshot.limits.body_read_timeout,
+                );
+                if retry_after_send {
+                    let r = Replay::new(b);
+                    let reader = r.reader(1);
+                    replay = Some(r);
+                    UpstreamBody::Replay(reader)
+                } else {
+                    UpstreamBody::Client(b)
+                }
+            }
+            _ => UpstreamBody::Empty,
+        },
     };
     let body_is_empty = matches!(first_body, UpstreamBody::Empty);
     // A copy of the headers is kept only when the request may have to be rebuilt
@@ -237,6 +270,7 @@ pub(super) fn prepare(
         out,
         first: Some(first),
         replay,
+        whole,
         body_is_empty,
         retry_after_send,
         key,

@@ -1,5 +1,6 @@
-//! A connection of our own to a plain `http://` backend: one bodyless request
-//! written with one write, the answer's head read into the connection's buffer,
+//! A connection of our own to a plain `http://` backend: one request (its
+//! head, and its body when it has one already whole) written with one
+//! vectored write, the answer's head read into the connection's buffer,
 //! and the answer's body read from the connection by whoever polls it.
 
 use super::Error;
@@ -10,7 +11,7 @@ use http::header::CONTENT_LENGTH;
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use std::future::{Future, poll_fn};
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -82,16 +83,28 @@ impl Conn {
         Poll::Ready(Ok(n))
     }
 
-    /// Writes the request head `head` and reads the answer's head, skipping
-    /// interim (1xx) answers. `head_request`: the request's method is HEAD.
+    /// Writes the request head `head` and its body `body` (empty for none)
+    /// and reads the answer's head, skipping interim (1xx) answers.
+    /// `head_request`: the request's method is HEAD.
     pub async fn exchange(
         mut self: Box<Self>,
         head: &[u8],
+        body: &[u8],
         head_request: bool,
     ) -> Result<Response<OwnBody>, Failure> {
         let mut sent = 0;
-        while sent < head.len() {
-            match self.io.write(&head[sent..]).await {
+        let total = head.len() + body.len();
+        while sent < total {
+            let wrote = if sent >= head.len() {
+                self.io.write(&body[sent - head.len()..]).await
+            } else if body.is_empty() {
+                self.io.write(&head[sent..]).await
+            } else {
+                // Head and body leave together: one system call for a small request.
+                let parts = [IoSlice::new(&head[sent..]), IoSlice::new(body)];
+                self.io.write_vectored(&parts).await
+            };
+            match wrote {
                 Ok(0) => return Err(written(sent, io::ErrorKind::WriteZero.into())),
                 Ok(n) => sent += n,
                 Err(e) => return Err(written(sent, e)),
@@ -149,8 +162,8 @@ fn written(sent: usize, e: io::Error) -> Failure {
     }
 }
 
-/// The head of a bodyless request in HTTP/1.1 form: request line (origin-form
-/// target) and header fields.
+/// The head of a request in HTTP/1.1 form: request line (origin-form target)
+/// and header fields (a body's `Content-Length` among them).
 pub fn encode_request<B>(req: &Request<B>) -> Vec<u8> {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let fields: usize = req
@@ -292,5 +305,32 @@ impl Body for OwnBody {
             State::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode_request;
+    use http::Request;
+
+    #[test]
+    fn heads_in_http1_form() {
+        let req = Request::post("/p?q=1")
+            .header("host", "a")
+            .header("content-length", "99")
+            .header("x-a", "1")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            encode_request(&req),
+            b"POST /p?q=1 HTTP/1.1\r\nhost: a\r\ncontent-length: 99\r\nx-a: 1\r\n\r\n"
+        );
+        let bare = Request::put("/").body(()).unwrap();
+        assert_eq!(
+            encode_request(&bare),
+            b"PUT / HTTP/1.1\r\ncontent-length: 0\r\n\r\n"
+        );
+        let get = Request::get("/g").header("host", "a").body(()).unwrap();
+        assert_eq!(encode_request(&get), b"GET /g HTTP/1.1\r\nhost: a\r\n\r\n");
     }
 }

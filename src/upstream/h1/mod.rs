@@ -1,7 +1,9 @@
 //! HTTP/1.1 to plain `http://` backends without a connection task: the request's
 //! own task writes the head and reads the answer's head, and whoever polls the
 //! response body reads the body from the connection. Used for requests without
-//! a body and without `Upgrade`; everything else goes through hyper's client.
+//! `Upgrade` that have no body or one already whole (read before sending, its
+//! length known: written right after the head); everything else (a body still
+//! streaming from the client) goes through hyper's client.
 //!
 //! - `response`: the answer's head parsed in place and its body framing (RFC 9112 6.3);
 //! - `chunked`: the chunked transfer coding, decoded incrementally;

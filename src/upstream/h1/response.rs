@@ -160,7 +160,9 @@ pub fn framing(head: &Head, head_request: bool) -> Result<(Framing, bool), Error
     })
 }
 
-fn decimal(s: &[u8]) -> Option<u64> {
+/// A length as plain ASCII digits (no sign, no spaces, no list) that fits
+/// in a `u64`.
+pub(crate) fn decimal(s: &[u8]) -> Option<u64> {
     if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
