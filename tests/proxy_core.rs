@@ -181,6 +181,43 @@ async fn header_rules_hop_by_hop_and_forwarding() {
     assert_eq!(r.header("x-frame-options").as_deref(), Some("DENY"));
 }
 
+/// A request that carries none of the fields the proxy adds, on a route
+/// without header edits: each added field arrives once, with the same values
+/// as when they are inserted among the request's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_fields_of_a_plain_request() {
+    let be = TestBackend::echo("be").await;
+    let f = Fulcrum::start(&one_pool(&[&be], "", ""));
+    let addr = f.listener(0);
+    for host in ["shop.example", "shop.example:8080"] {
+        let r = client::get_host(addr, host, "/plain?q=1").await;
+        assert_eq!(r.status, StatusCode::OK);
+        let seen = be.last();
+        let h = &seen.headers;
+        assert_eq!(seen.uri, "/plain?q=1");
+        let quoted = if host.contains(':') {
+            format!("\"{host}\"")
+        } else {
+            host.to_string()
+        };
+        for (name, want) in [
+            ("host", host.to_string()),
+            ("x-forwarded-for", "127.0.0.1".to_string()),
+            ("x-forwarded-proto", "http".to_string()),
+            ("x-forwarded-host", host.to_string()),
+            (
+                "forwarded",
+                format!("for=127.0.0.1;proto=http;host={quoted}"),
+            ),
+            ("via", "1.1 fulcrum".to_string()),
+            ("x-request-id", r.header("x-request-id").expect("an ID")),
+        ] {
+            let all: Vec<_> = h.get_all(name).iter().collect();
+            assert_eq!(all, [want.as_str()], "{name}: {h:?}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_proxies_keep_and_extend_forwarding() {
     let be = TestBackend::echo("t").await;

@@ -7,10 +7,11 @@ use super::chunked::{Decoded, Decoder};
 use super::response::{self, Framing};
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use std::future::{Future, poll_fn};
 use std::io;
+use std::ops::Range;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -153,31 +154,53 @@ fn written(sent: usize, e: io::Error) -> Failure {
 /// target) and header fields.
 pub fn encode_request<B>(req: &Request<B>) -> Vec<u8> {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let fields: usize = req
-        .headers()
+    let (out, _) = encode_head(req.method(), target, req.headers(), 0, |_| {});
+    out
+}
+
+/// The head of a bodiless request: request line, `headers`, then what
+/// `append` writes (about `append_len` bytes of whole field lines); with
+/// where those lines lie in it.
+pub fn encode_head(
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    append_len: usize,
+    append: impl FnOnce(&mut Vec<u8>),
+) -> (Vec<u8>, Range<usize>) {
+    let fields: usize = headers
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
-    let mut out = Vec::with_capacity(req.method().as_str().len() + target.len() + fields + 40);
-    out.extend_from_slice(req.method().as_str().as_bytes());
+    let mut out =
+        Vec::with_capacity(method.as_str().len() + target.len() + fields + append_len + 40);
+    out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        put_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
     }
+    let start = out.len();
+    append(&mut out);
+    let appended = start..out.len();
     // A method that defines a meaning for content says there is none
     // (RFC 9110 8.6).
-    if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
-        && !req.headers().contains_key(CONTENT_LENGTH)
+    if matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+        && !headers.contains_key(CONTENT_LENGTH)
     {
         out.extend_from_slice(b"content-length: 0\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out
+    (out, appended)
+}
+
+/// One `name: value` line of a head.
+pub fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Where an answer's body stands.
