@@ -610,6 +610,40 @@ async fn expect_error(addr: std::net::SocketAddr, host: &str, status: StatusCode
     r
 }
 
+/// The wait for an answer's head on a pooled connection is bounded by a
+/// timer the connection keeps across requests: one armed by an earlier,
+/// fast exchange (fired while idle, or still pending) still ends a slow one
+/// with a 504, and the fast ones around it are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_header_timeout_on_a_reused_connection() {
+    let be = TestBackend::start(Arc::new(|req| {
+        Box::pin(async move {
+            if req.uri().path() == "/slow" {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Response::new(full("ok"))
+        })
+    }))
+    .await;
+    let f = Fulcrum::start(&one_pool(
+        &[&be],
+        "    timeouts: { response_header: 300ms }\n    retries: { try_duration: 0s }\n",
+        "",
+    ));
+    let addr = f.listener(0);
+    assert_eq!(client::get(addr, "/fast").await.status, StatusCode::OK);
+    // Past the first exchange's deadline: its timer fires while the
+    // connection idles in the pool.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(client::get(addr, "/fast").await.status, StatusCode::OK);
+    let r = tokio::time::timeout(testkit::DEADLINE, client::get(addr, "/slow"))
+        .await
+        .expect("response_header not applied on a reused connection");
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text());
+    assert_eq!(client::get(addr, "/fast").await.status, StatusCode::OK);
+    assert_eq!(be.saw("/fast"), 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_codes_404_502_503_504() {
     let slow = TestBackend::start(Arc::new(|_req| {

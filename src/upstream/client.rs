@@ -338,23 +338,24 @@ async fn send_own(
                 Err(e) => return Err((SendError::Connect(e), Returned::Unsent(req))),
             },
         };
-        let exchange = c.exchange(head, head_request);
-        return match tokio::time::timeout(timeouts.response_header, exchange).await {
-            Ok(Ok(resp)) => Ok((resp.map(Answer::Own), Lease::None)),
-            Ok(Err(h1::conn::Failure::Unsent(_))) if reused => continue,
-            Ok(Err(h1::conn::Failure::Unsent(e))) => Err((
+        // The exchange keeps its own time (a timer per connection, not per request).
+        let exchange = c.exchange(head, head_request, timeouts.response_header);
+        return match exchange.await {
+            Ok(resp) => Ok((resp.map(Answer::Own), Lease::None)),
+            Err(h1::conn::Failure::Unsent(_)) if reused => continue,
+            Err(h1::conn::Failure::Unsent(e)) => Err((
                 SendError::Exchange(ExchangeError::Own(e)),
                 Returned::Unsent(req),
             )),
-            Ok(Err(h1::conn::Failure::Unanswered(e))) if reused => Err((
+            Err(h1::conn::Failure::Unanswered(e)) if reused => Err((
                 SendError::Closed(ExchangeError::Own(e)),
                 Returned::Sent(req),
             )),
-            Ok(Err(h1::conn::Failure::Unanswered(e) | h1::conn::Failure::Failed(e))) => Err((
+            Err(h1::conn::Failure::Unanswered(e) | h1::conn::Failure::Failed(e)) => Err((
                 SendError::Exchange(ExchangeError::Own(e)),
                 Returned::Sent(req),
             )),
-            Err(_) => Err((SendError::Timeout, Returned::Sent(req))),
+            Err(h1::conn::Failure::TimedOut) => Err((SendError::Timeout, Returned::Sent(req))),
         };
     }
     Err((

@@ -190,64 +190,17 @@ pub(super) fn prepare(
     };
     let path = upstream_path(routed.route, &parts.uri);
     let client_version = parts.version;
-    let mut headers = std::mem::take(&mut parts.headers);
-    hdr::remove_hop_by_hop(&mut headers, upgrade);
+    hdr::remove_hop_by_hop(&mut parts.headers, upgrade);
     // The target's authority wins over a Host field: the backend sees the host
     // the request was routed by (RFC 9112 3.2.2, RFC 9113 8.3.1).
     if parts.uri.authority().is_some()
         && let Some(h) = &rc.host
     {
-        headers.insert(header::HOST, h.clone());
+        parts.headers.insert(header::HOST, h.clone());
     }
-    let trusted = !snapshot.trusted_proxies.is_empty() && snapshot.is_trusted(conn.peer.ip);
-    let ops = &routed.route.headers.request;
-    // A bodiless request that holds its Host goes to every backend of ours
-    // with the same head: it is encoded here once, and the proxy's fields are
-    // written last instead of inserted, where that writes the same.
-    let encode_now = body.is_end_stream()
-        && !upgrade
-        && rc.host.is_some()
-        && headers.contains_key(header::HOST)
-        && hdr::can_append(&headers, trusted, ops);
-    if !encode_now {
-        hdr::add_forwarding(
-            &mut headers,
-            &conn.peer,
-            trusted,
-            conn.scheme,
-            rc.host.as_ref(),
-            via_for(client_version),
-        );
-        headers.insert(X_REQUEST_ID.clone(), rc.request_id.clone());
-        if let Some(tp) = rc.traceparent.take() {
-            headers.insert(hdr::TRACEPARENT.clone(), tp);
-        }
-    }
-    hdr::apply_ops(&mut headers, ops);
-    let encoded = if encode_now {
-        let host = rc.host.as_ref();
-        let traceparent = rc.traceparent.take();
-        let (bytes, appended) = encode_head(
-            &parts.method,
-            path.as_str(),
-            &headers,
-            hdr::appended_len(&conn.peer, host, &rc.request_id),
-            |out| {
-                hdr::append_forwarding(
-                    out,
-                    &conn.peer,
-                    conn.scheme,
-                    host,
-                    via_for(client_version),
-                    &rc.request_id,
-                    traceparent.as_ref(),
-                )
-            },
-        );
-        EncodedHead::new(bytes, appended)
-    } else {
-        EncodedHead::default()
-    };
+    let plain = body.is_end_stream() && !upgrade;
+    let encoded = header_rules(conn, rc, routed, snapshot, &mut parts, &path, plain);
+    let headers = std::mem::take(&mut parts.headers);
 
     let retry = &pool.retries;
     // A request can go to another backend after it was sent only for listed
@@ -318,6 +271,71 @@ pub(super) fn prepare(
         client_version,
         encoded,
     })
+}
+
+/// The forwarding fields, the request ID, the traceparent and the route's
+/// edits; for a `plain` request (bodiless, no upgrade) that holds its Host,
+/// when that writes the same (see `hdr::can_append`), its head encoded once
+/// with the proxy's fields written last instead.
+fn header_rules(
+    conn: &ConnCtx,
+    rc: &mut RequestCtx,
+    routed: &Routed,
+    snapshot: &Snapshot,
+    parts: &mut Parts,
+    path: &PathAndQuery,
+    plain: bool,
+) -> EncodedHead {
+    let client_version = parts.version;
+    let headers = &mut parts.headers;
+    let trusted = !snapshot.trusted_proxies.is_empty() && snapshot.is_trusted(conn.peer.ip);
+    let ops = &routed.route.headers.request;
+    // A bodiless request that holds its Host goes to every backend of ours
+    // with the same head: it is encoded here once, and the proxy's fields are
+    // written last instead of inserted, where that writes the same.
+    let encode_now = plain
+        && rc.host.is_some()
+        && headers.contains_key(header::HOST)
+        && hdr::can_append(headers, trusted, ops);
+    if !encode_now {
+        hdr::add_forwarding(
+            headers,
+            &conn.peer,
+            trusted,
+            conn.scheme,
+            rc.host.as_ref(),
+            via_for(client_version),
+        );
+        headers.insert(X_REQUEST_ID.clone(), rc.request_id.clone());
+        if let Some(tp) = rc.traceparent.take() {
+            headers.insert(hdr::TRACEPARENT.clone(), tp);
+        }
+    }
+    hdr::apply_ops(headers, ops);
+    if encode_now {
+        let host = rc.host.as_ref();
+        let traceparent = rc.traceparent.take();
+        let (bytes, appended) = encode_head(
+            &parts.method,
+            path.as_str(),
+            headers,
+            hdr::appended_len(&conn.peer, host, &rc.request_id),
+            |out| {
+                hdr::append_forwarding(
+                    out,
+                    &conn.peer,
+                    conn.scheme,
+                    host,
+                    via_for(client_version),
+                    &rc.request_id,
+                    traceparent.as_ref(),
+                )
+            },
+        );
+        EncodedHead::new(bytes, appended)
+    } else {
+        EncodedHead::default()
+    }
 }
 
 fn via_for(v: Version) -> &'static str {

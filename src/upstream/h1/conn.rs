@@ -14,8 +14,10 @@ use std::io;
 use std::ops::Range;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 /// Room made in the buffer before a read when less than [`MIN_SPACE`] is left.
 const READ_SPACE: usize = 16 * 1024;
@@ -30,6 +32,11 @@ pub struct Conn {
     /// ends with it unchanged got nothing back.
     received: u64,
     scratch: response::Scratch,
+    /// The wait for an answer's head is bounded by one timer kept across
+    /// exchanges: moving its deadline later only stores it, and the timer is
+    /// re-armed when it fires early, instead of a timer registered and
+    /// removed per request.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// How an exchange failed, in the terms retries care about.
@@ -40,6 +47,8 @@ pub enum Failure {
     /// any byte of an answer.
     Unanswered(Error),
     Failed(Error),
+    /// No answer's head within the time given.
+    TimedOut,
 }
 
 impl Conn {
@@ -51,6 +60,7 @@ impl Conn {
             buf: BytesMut::new(),
             received: 0,
             scratch: response::Scratch::default(),
+            timer: None,
         })
     }
 
@@ -84,18 +94,31 @@ impl Conn {
     }
 
     /// Writes the request head `head` and reads the answer's head, skipping
-    /// interim (1xx) answers. `head_request`: the request's method is HEAD.
+    /// interim (1xx) answers, within `limit`. `head_request`: the request's
+    /// method is HEAD.
     pub async fn exchange(
         mut self: Box<Self>,
         head: &[u8],
         head_request: bool,
+        limit: Duration,
     ) -> Result<Response<OwnBody>, Failure> {
+        let at = Instant::now() + limit;
         let mut sent = 0;
         while sent < head.len() {
-            match self.io.write(&head[sent..]).await {
-                Ok(0) => return Err(written(sent, io::ErrorKind::WriteZero.into())),
-                Ok(n) => sent += n,
-                Err(e) => return Err(written(sent, e)),
+            let Conn { io, timer, .. } = &mut *self;
+            let written_now =
+                poll_fn(
+                    |cx| match Pin::new(&mut *io).poll_write(cx, &head[sent..]) {
+                        Poll::Ready(r) => Poll::Ready(Some(r)),
+                        Poll::Pending => poll_deadline(timer, at, cx).map(|()| None),
+                    },
+                )
+                .await;
+            match written_now {
+                None => return Err(Failure::TimedOut),
+                Some(Ok(0)) => return Err(written(sent, io::ErrorKind::WriteZero.into())),
+                Some(Ok(n)) => sent += n,
+                Some(Err(e)) => return Err(written(sent, e)),
             }
         }
         let heard = self.received;
@@ -111,10 +134,16 @@ impl Conn {
                 Ok(None) => {}
                 Err(e) => return Err(Failure::Failed(e)),
             }
-            let e = match poll_fn(|cx| self.poll_fill(cx)).await {
-                Ok(0) => Error::Incomplete,
-                Ok(_) => continue,
-                Err(e) => Error::Io(e),
+            let filled = poll_fn(|cx| match self.poll_fill(cx) {
+                Poll::Ready(r) => Poll::Ready(Some(r)),
+                Poll::Pending => poll_deadline(&mut self.timer, at, cx).map(|()| None),
+            })
+            .await;
+            let e = match filled {
+                None => return Err(Failure::TimedOut),
+                Some(Ok(0)) => Error::Incomplete,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => Error::Io(e),
             };
             return Err(if self.received == heard && e.is_closed() {
                 Failure::Unanswered(e)
@@ -138,6 +167,27 @@ impl Conn {
         *resp.version_mut() = head.version;
         *resp.headers_mut() = head.headers;
         Ok(resp)
+    }
+}
+
+/// Ready once `at` has passed, with `timer` armed for it. A timer armed for
+/// an earlier time (an earlier exchange's) is re-armed when it fires, one
+/// armed for a later time at once.
+fn poll_deadline(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    at: Instant,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+    if sleep.deadline() > at {
+        sleep.as_mut().reset(at);
+    }
+    loop {
+        ready!(sleep.as_mut().poll(cx));
+        if sleep.deadline() >= at {
+            return Poll::Ready(());
+        }
+        sleep.as_mut().reset(at);
     }
 }
 
@@ -196,6 +246,7 @@ pub fn encode_head(
 }
 
 /// One `name: value` line of a head.
+#[inline]
 pub fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
