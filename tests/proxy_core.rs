@@ -183,25 +183,37 @@ async fn header_rules_hop_by_hop_and_forwarding() {
 
 /// A request that carries none of the fields the proxy adds, on a route
 /// without header edits: each added field arrives once, with the same values
-/// as when they are inserted among the request's own.
+/// as when they are inserted among the request's own, to a backend of our
+/// own (HTTP/1.1, where they are written into the head) and through hyper's
+/// client (h2c, where they are inserted into the map).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_fields_of_a_plain_request() {
     let be = TestBackend::echo("be").await;
-    let f = Fulcrum::start(&one_pool(&[&be], "", ""));
+    let f = Fulcrum::start(&config(&format!(
+        "pools:\n  - name: h1\n    backends: [\"{0}\"]\n  - name: h2\n    backends: [\"h2c://{0}\"]\nroutes:\n  - {{ path_prefix: /, pool: h1 }}\n  - {{ path_prefix: /two, pool: h2 }}\n",
+        be.addr
+    )));
     let addr = f.listener(0);
-    for host in ["shop.example", "shop.example:8080"] {
-        let r = client::get_host(addr, host, "/plain?q=1").await;
+    for (host, path) in [
+        ("shop.example", "/plain?q=1"),
+        ("shop.example:8080", "/plain?q=1"),
+        ("shop.example", "/two/x"),
+        ("shop.example:8080", "/two/x"),
+    ] {
+        let r = client::get_host(addr, host, path).await;
         assert_eq!(r.status, StatusCode::OK);
         let seen = be.last();
         let h = &seen.headers;
-        assert_eq!(seen.uri, "/plain?q=1");
+        assert!(seen.uri.ends_with(path), "{}", seen.uri);
+        if seen.version == http::Version::HTTP_11 {
+            assert_eq!(h.get_all("host").iter().collect::<Vec<_>>(), [host]);
+        }
         let quoted = if host.contains(':') {
             format!("\"{host}\"")
         } else {
             host.to_string()
         };
         for (name, want) in [
-            ("host", host.to_string()),
             ("x-forwarded-for", "127.0.0.1".to_string()),
             ("x-forwarded-proto", "http".to_string()),
             ("x-forwarded-host", host.to_string()),
@@ -213,7 +225,7 @@ async fn forwarding_fields_of_a_plain_request() {
             ("x-request-id", r.header("x-request-id").expect("an ID")),
         ] {
             let all: Vec<_> = h.get_all(name).iter().collect();
-            assert_eq!(all, [want.as_str()], "{name}: {h:?}");
+            assert_eq!(all, [want.as_str()], "{name} ({path}): {h:?}");
         }
     }
 }
