@@ -90,6 +90,11 @@ impl EncodedHead {
         }
     }
 
+    /// Whether there is a head (else it is encoded from the request).
+    pub fn is_encoded(&self) -> bool {
+        !self.bytes.is_empty()
+    }
+
     /// The fields only the bytes hold.
     fn appended(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
         let lines = self.bytes.get(self.appended.clone()).unwrap_or_default();
@@ -308,7 +313,7 @@ async fn send_own(
     conn: Conn,
 ) -> SendResult {
     let encoded_now;
-    let head = if encoded.bytes.is_empty() {
+    let head = if !encoded.is_encoded() {
         encoded_now = h1::conn::encode_request(&req);
         &encoded_now[..]
     } else {

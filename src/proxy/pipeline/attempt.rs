@@ -35,12 +35,17 @@ impl Attempt {
         slot: Option<InFlight>,
     ) -> Attempt {
         let backend = pool.members[idx].backend.clone();
+        let own = client::own_path(&backend, request);
         // A send that may consume the request needs the copy a rebuild uses.
-        if p.out.wants_copy() && !client::own_path(&backend, request) {
+        if !own && p.out.wants_copy() {
             p.out.keep_copy(request);
         }
-        p.out
-            .address(request, backend.address.scheme, &backend.address.key);
+        // A head encoded in the request phase goes to a connection of our own
+        // as those bytes: the request's target and Host are not read there.
+        if !(own && p.encoded.is_encoded()) {
+            p.out
+                .address(request, backend.address.scheme, &backend.address.key);
+        }
         Attempt {
             idx,
             guard: slot.unwrap_or_else(|| {
