@@ -527,6 +527,38 @@ async fn post_is_not_retried_after_the_backend_read_it_but_put_is() {
     assert_eq!(seen.load(Ordering::SeqCst), 2);
 }
 
+/// A bodiless GET that a backend read and dropped goes to the next backend
+/// as it was first sent: the same request ID and forwarding fields, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_retried_after_the_backend_read_it_is_sent_whole_again() {
+    let (dropper, seen) = reads_then_drops().await;
+    let b = TestBackend::echo("b").await;
+    let f = Fulcrum::start(&pool_config(
+        &[format!("\"{dropper}\""), format!("\"{}\"", b.addr)],
+        "    algorithm: failover\n    passive_health: { max_fails: 1000000 }\n",
+    ));
+    let addr = f.listener(0);
+    for i in 1..=3 {
+        let r = client::get_host(addr, "x", "/again").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(seen.load(Ordering::SeqCst), i);
+        let last = b.last();
+        let h = &last.headers;
+        assert_eq!(last.uri, "/again");
+        for (name, want) in [
+            ("host", "x".to_string()),
+            ("x-forwarded-for", "127.0.0.1".to_string()),
+            ("forwarded", "for=127.0.0.1;proto=http;host=x".to_string()),
+            ("via", "1.1 fulcrum".to_string()),
+            ("x-request-id", r.header("x-request-id").expect("an ID")),
+        ] {
+            let all: Vec<_> = h.get_all(name).iter().collect();
+            assert_eq!(all, [want.as_str()], "{name}: {h:?}");
+        }
+    }
+    assert_eq!(b.hits(), 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_open_spreads_over_backends_that_all_look_down() {
     let (a, a_ok) = switchable("a").await;

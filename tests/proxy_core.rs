@@ -181,6 +181,55 @@ async fn header_rules_hop_by_hop_and_forwarding() {
     assert_eq!(r.header("x-frame-options").as_deref(), Some("DENY"));
 }
 
+/// A request that carries none of the fields the proxy adds, on a route
+/// without header edits: each added field arrives once, with the same values
+/// as when they are inserted among the request's own, to a backend of our
+/// own (HTTP/1.1, where they are written into the head) and through hyper's
+/// client (h2c, where they are inserted into the map).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_fields_of_a_plain_request() {
+    let be = TestBackend::echo("be").await;
+    let f = Fulcrum::start(&config(&format!(
+        "pools:\n  - name: h1\n    backends: [\"{0}\"]\n  - name: h2\n    backends: [\"h2c://{0}\"]\nroutes:\n  - {{ path_prefix: /, pool: h1 }}\n  - {{ path_prefix: /two, pool: h2 }}\n",
+        be.addr
+    )));
+    let addr = f.listener(0);
+    for (host, path) in [
+        ("shop.example", "/plain?q=1"),
+        ("shop.example:8080", "/plain?q=1"),
+        ("shop.example", "/two/x"),
+        ("shop.example:8080", "/two/x"),
+    ] {
+        let r = client::get_host(addr, host, path).await;
+        assert_eq!(r.status, StatusCode::OK);
+        let seen = be.last();
+        let h = &seen.headers;
+        assert!(seen.uri.ends_with(path), "{}", seen.uri);
+        if seen.version == http::Version::HTTP_11 {
+            assert_eq!(h.get_all("host").iter().collect::<Vec<_>>(), [host]);
+        }
+        let quoted = if host.contains(':') {
+            format!("\"{host}\"")
+        } else {
+            host.to_string()
+        };
+        for (name, want) in [
+            ("x-forwarded-for", "127.0.0.1".to_string()),
+            ("x-forwarded-proto", "http".to_string()),
+            ("x-forwarded-host", host.to_string()),
+            (
+                "forwarded",
+                format!("for=127.0.0.1;proto=http;host={quoted}"),
+            ),
+            ("via", "1.1 fulcrum".to_string()),
+            ("x-request-id", r.header("x-request-id").expect("an ID")),
+        ] {
+            let all: Vec<_> = h.get_all(name).iter().collect();
+            assert_eq!(all, [want.as_str()], "{name} ({path}): {h:?}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_proxies_keep_and_extend_forwarding() {
     let be = TestBackend::echo("t").await;
@@ -571,6 +620,40 @@ async fn expect_error(addr: std::net::SocketAddr, host: &str, status: StatusCode
     );
     assert!(r.body.len() < 200, "error body is not short");
     r
+}
+
+/// The wait for an answer's head on a pooled connection is bounded by a
+/// timer the connection keeps across requests: one armed by an earlier,
+/// fast exchange (fired while idle, or still pending) still ends a slow one
+/// with a 504, and the fast ones around it are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_header_timeout_on_a_reused_connection() {
+    let be = TestBackend::start(Arc::new(|req| {
+        Box::pin(async move {
+            if req.uri().path() == "/slow" {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Response::new(full("ok"))
+        })
+    }))
+    .await;
+    let f = Fulcrum::start(&one_pool(
+        &[&be],
+        "    timeouts: { response_header: 300ms }\n    retries: { try_duration: 0s }\n",
+        "",
+    ));
+    let addr = f.listener(0);
+    assert_eq!(client::get(addr, "/fast").await.status, StatusCode::OK);
+    // Past the first exchange's deadline: its timer fires while the
+    // connection idles in the pool.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(client::get(addr, "/fast").await.status, StatusCode::OK);
+    let r = tokio::time::timeout(testkit::DEADLINE, client::get(addr, "/slow"))
+        .await
+        .expect("response_header not applied on a reused connection");
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text());
+    assert_eq!(client::get(addr, "/fast").await.status, StatusCode::OK);
+    assert_eq!(be.saw("/fast"), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

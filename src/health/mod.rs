@@ -123,13 +123,14 @@ pub(crate) async fn probe(backend: &Arc<Backend>, hc: &HealthCheckConfig) -> Pro
         idle: Duration::from_secs(90),
     };
     let work = async {
-        let mut sent = client::send(backend, req, &timeouts, Conn::Pooled).await;
+        let mut sent =
+            client::send(backend, req, &Default::default(), &timeouts, Conn::Pooled).await;
         // A pooled connection the backend closed while idle says nothing about
         // its health: the check goes out again on a new one.
         if let Err((client::SendError::Closed(_), _)) = sent
             && let Some(again) = probe_request(backend, hc)
         {
-            sent = client::send(backend, again, &timeouts, Conn::New).await;
+            sent = client::send(backend, again, &Default::default(), &timeouts, Conn::New).await;
         }
         match sent {
             Ok((resp, lease)) => {

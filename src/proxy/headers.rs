@@ -420,6 +420,68 @@ pub fn add_forwarding(
     }
 }
 
+/// The names of the fields the proxy adds to a forwarded request.
+fn is_added_name(n: &HeaderName) -> bool {
+    n == X_FORWARDED_FOR
+        || n == X_FORWARDED_PROTO
+        || n == X_FORWARDED_HOST
+        || n == FORWARDED
+        || n == header::VIA
+        || n == X_REQUEST_ID
+        || n == TRACEPARENT
+}
+
+/// Whether the fields the proxy adds can be written after the request's own
+/// without going through its map (see `EncodedHead`): from an untrusted peer
+/// nothing of the client's is extended, so with none of their names in the
+/// request and none in the route's edits (which would otherwise run after
+/// them), writing them last writes what inserting them would.
+pub fn can_append(h: &HeaderMap, trusted: bool, ops: &HeaderOps) -> bool {
+    !trusted
+        && ops.set.is_empty()
+        && !ops.remove.iter().any(is_added_name)
+        && !h.keys().any(is_added_name)
+}
+
+/// Writes the fields [`add_forwarding`], the request ID and the traceparent
+/// would put into a request that [`can_append`] allows, in the same order,
+/// as lines of a head.
+pub fn append_forwarding(
+    out: &mut Vec<u8>,
+    peer: &PeerInfo,
+    scheme: &'static str,
+    host: Option<&HeaderValue>,
+    via: &'static str,
+    request_id: &HeaderValue,
+    traceparent: Option<&HeaderValue>,
+) {
+    use crate::upstream::h1::conn::put_field;
+    put_field(out, b"x-forwarded-for", peer.xff.as_bytes());
+    put_field(out, b"x-forwarded-proto", scheme.as_bytes());
+    if let Some(v) = host {
+        put_field(out, b"x-forwarded-host", v.as_bytes());
+    }
+    if let Some(v) = peer.forwarded_element(scheme, host) {
+        put_field(out, b"forwarded", v.as_bytes());
+    }
+    put_field(out, b"via", via.as_bytes());
+    put_field(out, b"x-request-id", request_id.as_bytes());
+    if let Some(tp) = traceparent {
+        put_field(out, b"traceparent", tp.as_bytes());
+    }
+}
+
+/// About how many bytes [`append_forwarding`] writes.
+pub fn appended_len(
+    peer: &PeerInfo,
+    host: Option<&HeaderValue>,
+    request_id: &HeaderValue,
+) -> usize {
+    let host = host.map_or(0, HeaderValue::len);
+    // Names, separators, the scheme and Via: 130; the traceparent: 70.
+    200 + peer.xff.len() * 2 + host * 2 + request_id.len()
+}
+
 /// The value of a cookie in the request's Cookie headers.
 pub fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     for v in h.get_all(header::COOKIE) {
@@ -559,6 +621,75 @@ mod tests {
             let mut h = HeaderMap::new();
             add_forwarding(&mut h, &peer, false, scheme, host, "1.1 fulcrum");
             assert_eq!(h[&FORWARDED], want);
+        }
+    }
+
+    #[test]
+    fn appended_forwarding_writes_what_inserting_would() {
+        use crate::upstream::h1::conn::encode_head;
+        let peer = PeerInfo::new("10.1.2.3".parse().unwrap());
+        let host = HeaderValue::from_static("a.example:8080");
+        let id = HeaderValue::from_static("0123");
+        let tp = HeaderValue::from_static("00-01-02-01");
+        let none = HeaderOps::default();
+        for (host, tp) in [(Some(&host), Some(&tp)), (None, None)] {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static("a.example:8080"));
+            h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+            assert!(can_append(&h, false, &none));
+            let len = appended_len(&peer, host, &id);
+            let (appended, range) = encode_head(&http::Method::GET, "/", &h, len, |out| {
+                append_forwarding(out, &peer, "https", host, "1.1 fulcrum", &id, tp);
+            });
+            assert!(appended.len() <= appended.capacity() && range.len() <= len);
+            add_forwarding(&mut h, &peer, false, "https", host, "1.1 fulcrum");
+            h.insert(&X_REQUEST_ID, id.clone());
+            if let Some(tp) = tp {
+                h.insert(&TRACEPARENT, tp.clone());
+            }
+            let (inserted, _) = encode_head(&http::Method::GET, "/", &h, 0, |_| {});
+            assert_eq!(
+                String::from_utf8_lossy(&appended),
+                String::from_utf8_lossy(&inserted)
+            );
+        }
+    }
+
+    #[test]
+    fn appending_only_where_it_changes_nothing() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        let none = HeaderOps::default();
+        assert!(can_append(&h, false, &none));
+        assert!(
+            !can_append(&h, true, &none),
+            "a trusted peer's are extended"
+        );
+        let sets = HeaderOps {
+            set: vec![(header::ACCEPT, HeaderValue::from_static("*/*"))],
+            remove: vec![],
+        };
+        assert!(!can_append(&h, false, &sets), "edits run after the fields");
+        let removes = HeaderOps {
+            set: vec![],
+            remove: vec![X_REQUEST_ID.clone()],
+        };
+        assert!(!can_append(&h, false, &removes));
+        let others = HeaderOps {
+            set: vec![],
+            remove: vec![header::ACCEPT],
+        };
+        assert!(can_append(&h, false, &others));
+        for name in [
+            &X_FORWARDED_FOR,
+            &FORWARDED,
+            &X_REQUEST_ID,
+            &TRACEPARENT,
+            &header::VIA,
+        ] {
+            let mut with = h.clone();
+            with.insert(name, HeaderValue::from_static("x"));
+            assert!(!can_append(&with, false, &none), "{name}");
         }
     }
 

@@ -6,7 +6,8 @@ use super::connpool::{Alpn, H1Sender, H2Sender};
 use super::h1;
 use super::io::{Tallied, UpstreamIo, connect, connect_tls};
 use crate::config::{Scheme, Timeouts};
-use http::{Request, Response};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::io;
 use std::sync::Arc;
@@ -66,6 +67,47 @@ impl std::fmt::Display for ExchangeError {
 
 impl std::error::Error for ExchangeError {}
 
+/// The head of a bodiless HTTP/1.1 request, encoded once by the proxy for
+/// every send of it on a connection of our own. The fields in `appended`
+/// (the proxy's forwarding fields and request ID) are in these bytes only,
+/// not in the request's map: written straight into the head, they cost no
+/// map insertions and no place in the copy kept for retries; hyper's clients
+/// get them inserted into the map. Empty: the head is encoded from the
+/// request at each send.
+#[derive(Clone, Default)]
+pub struct EncodedHead {
+    bytes: Bytes,
+    appended: std::ops::Range<usize>,
+}
+
+impl EncodedHead {
+    /// `bytes`, a complete head whose `appended` lines are fields the
+    /// request's map does not hold.
+    pub fn new(bytes: Vec<u8>, appended: std::ops::Range<usize>) -> Self {
+        EncodedHead {
+            bytes: Bytes::from(bytes),
+            appended,
+        }
+    }
+
+    /// Whether there is a head (else it is encoded from the request).
+    pub fn is_encoded(&self) -> bool {
+        !self.bytes.is_empty()
+    }
+
+    /// The fields only the bytes hold.
+    fn appended(&self) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
+        let lines = self.bytes.get(self.appended.clone()).unwrap_or_default();
+        lines.split(|&b| b == b'\n').filter_map(|line| {
+            let line = line.strip_suffix(b"\r")?;
+            let colon = memchr::memchr(b':', line)?;
+            let name = HeaderName::from_bytes(&line[..colon]).ok()?;
+            let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii()).ok()?;
+            Some((name, value))
+        })
+    }
+}
+
 /// Which HTTP/1.1 connection a request may go out on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Conn {
@@ -104,26 +146,63 @@ pub fn release(backend: &Backend, lease: Lease, body: &mut Answer) {
     }
 }
 
-/// The request comes back with the error when it was certainly not sent, so that a
-/// retry can reuse it as is.
-pub type Failed = (SendError, Option<Request<UpstreamBody>>);
+/// What becomes of the request of a failed send.
+pub enum Returned {
+    /// Consumed: its body was (or may have been) read, or hyper kept it.
+    Lost,
+    /// Certainly not sent: a retry can send it as is.
+    Unsent(Request<UpstreamBody>),
+    /// Sent, and without a body: it can go out again as is where sending it
+    /// twice is harmless, instead of a copy kept for that.
+    Sent(Request<UpstreamBody>),
+}
+
+pub type Failed = (SendError, Returned);
 pub type SendResult = Result<(Response<Answer>, Lease), Failed>;
 
-/// Sends `req` to `backend` over `conn`. The URI must already be in the form the
-/// backend's protocol needs (origin-form for HTTP/1.1, absolute for HTTP/2).
+/// Sends `req` to `backend` over `conn`; `encoded`, when not empty, is its
+/// head. The URI must already be in the form the backend's protocol needs
+/// (origin-form for HTTP/1.1, absolute for HTTP/2).
 pub async fn send(
+    backend: &Arc<Backend>,
+    mut req: Request<UpstreamBody>,
+    encoded: &EncodedHead,
+    timeouts: &Timeouts,
+    conn: Conn,
+) -> SendResult {
+    if own_path(backend, &req) {
+        return send_own(backend, req, encoded, timeouts, conn).await;
+    }
+    // Boxed: hyper's side is the larger future by far, and every request's
+    // future would carry its size.
+    if encoded.appended.is_empty() {
+        return Box::pin(send_hyper(backend, req, timeouts, conn)).await;
+    }
+    for (name, value) in encoded.appended() {
+        req.headers_mut().insert(name, value);
+    }
+    let mut result = Box::pin(send_hyper(backend, req, timeouts, conn)).await;
+    // Given back unsent, it may go to a connection of our own next, whose
+    // head holds the fields already.
+    if let Err((_, Returned::Unsent(req))) = &mut result {
+        for (name, _) in encoded.appended() {
+            req.headers_mut().remove(name);
+        }
+    }
+    result
+}
+
+/// Sends `req` through hyper's clients.
+async fn send_hyper(
     backend: &Arc<Backend>,
     mut req: Request<UpstreamBody>,
     timeouts: &Timeouts,
     conn: Conn,
 ) -> SendResult {
-    if own_path(backend, &req) {
-        return send_own(backend, req, timeouts, conn).await;
-    }
     if backend.address.scheme == Scheme::H2c {
         return match h2_sender(backend, timeouts).await {
             Ok(sender) => send_h2(backend, sender, req, timeouts).await,
-            Err(e) => Err((e, Some(req))),
+            Err(e) => Err((e, Returned::Unsent(req))),
         };
     }
     // An https:// backend speaks HTTP/2 when it chose h2 by ALPN (upgrades need
@@ -140,7 +219,7 @@ pub async fn send(
                     return send_h2(backend, sender, into_h2(req, backend), timeouts).await;
                 }
                 Ok(Negotiated::H1(sender)) => fresh = sender,
-                Err(e) => return Err((e, Some(req))),
+                Err(e) => return Err((e, Returned::Unsent(req))),
             }
         }
     }
@@ -157,7 +236,7 @@ pub async fn send(
             Some(pair) => pair,
             None => match h1_connect(backend, timeouts.connect).await {
                 Ok(s) => (s, false),
-                Err(e) => return Err((e, Some(req))),
+                Err(e) => return Err((e, Returned::Unsent(req))),
             },
         };
         if !sender.is_ready() {
@@ -165,12 +244,15 @@ pub async fn send(
                 Ok(Ok(())) => {}
                 _ if reused => continue,
                 Ok(Err(e)) => {
-                    return Err((SendError::Exchange(ExchangeError::Hyper(e)), Some(req)));
+                    return Err((
+                        SendError::Exchange(ExchangeError::Hyper(e)),
+                        Returned::Unsent(req),
+                    ));
                 }
                 Err(_) => {
                     return Err((
                         SendError::Connect(io::ErrorKind::TimedOut.into()),
-                        Some(req),
+                        Returned::Unsent(req),
                     ));
                 }
             }
@@ -188,23 +270,23 @@ pub async fn send(
                 }
                 Some(unsent) => Err((
                     SendError::Exchange(ExchangeError::Hyper(e.into_error())),
-                    Some(unsent),
+                    Returned::Unsent(unsent),
                 )),
                 None => {
                     let e = e.into_error();
                     if reused && sender.received() == heard && closed_unanswered(&e) {
-                        Err((SendError::Closed(ExchangeError::Hyper(e)), None))
+                        Err((SendError::Closed(ExchangeError::Hyper(e)), Returned::Lost))
                     } else {
-                        Err((SendError::Exchange(ExchangeError::Hyper(e)), None))
+                        Err((SendError::Exchange(ExchangeError::Hyper(e)), Returned::Lost))
                     }
                 }
             },
-            None => Err((SendError::Timeout, None)),
+            None => Err((SendError::Timeout, Returned::Lost)),
         };
     }
     Err((
         SendError::Connect(io::Error::other("pooled connections kept closing")),
-        Some(req),
+        Returned::Unsent(req),
     ))
 }
 
@@ -212,18 +294,20 @@ pub async fn send(
 /// backend, no `Upgrade`, no `Transfer-Encoding`, and either no body (nor a
 /// length announcing one) or a body already whole, whose length the head
 /// then states.
-fn own_path(backend: &Backend, req: &Request<UpstreamBody>) -> bool {
-    let h = req.headers();
+pub fn own_path(backend: &Backend, req: &Request<UpstreamBody>) -> bool {
+    use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
+    let whole = match req.body() {
+        UpstreamBody::Empty => false,
+        UpstreamBody::Full(_) => true,
+        _ => return false,
+    };
+    // One look at the few names rather than three hashed lookups.
     backend.address.scheme == Scheme::Http
-        && !h.contains_key(http::header::UPGRADE)
-        && !h.contains_key(http::header::TRANSFER_ENCODING)
-        && match req.body() {
-            UpstreamBody::Empty => h
-                .get(http::header::CONTENT_LENGTH)
-                .is_none_or(|v| v.as_bytes() == b"0"),
-            UpstreamBody::Full(_) => true,
-            _ => false,
-        }
+        && req.headers().iter().all(|(n, v)| {
+            n != UPGRADE
+                && n != TRANSFER_ENCODING
+                && (whole || n != CONTENT_LENGTH || v.as_bytes() == b"0")
+        })
 }
 
 /// Sends a request without a body, or with one already whole, over a
@@ -232,6 +316,7 @@ fn own_path(backend: &Backend, req: &Request<UpstreamBody>) -> bool {
 async fn send_own(
     backend: &Arc<Backend>,
     mut req: Request<UpstreamBody>,
+    encoded: &EncodedHead,
     timeouts: &Timeouts,
     conn: Conn,
 ) -> SendResult {
@@ -244,7 +329,14 @@ async fn send_own(
         req.headers_mut()
             .insert(http::header::CONTENT_LENGTH, body.len().into());
     }
-    let head = h1::conn::encode_request(&req);
+    // Only a bodiless request's head is encoded ahead (`EncodedHead`).
+    let encoded_now;
+    let head = if encoded.is_encoded() && body.is_empty() {
+        &encoded.bytes[..]
+    } else {
+        encoded_now = h1::conn::encode_request(&req);
+        &encoded_now[..]
+    };
     let head_request = req.method() == http::Method::HEAD;
     let max_idle_ms = timeouts.idle.as_millis() as u64;
     // A pooled connection may have been closed by the backend just now; when
@@ -264,30 +356,34 @@ async fn send_own(
                 }
                 Ok(UpstreamIo::Tls(_)) => {
                     let e = io::Error::other("TLS where plain TCP was asked for");
-                    return Err((SendError::Connect(e), Some(req)));
+                    return Err((SendError::Connect(e), Returned::Unsent(req)));
                 }
-                Err(e) => return Err((SendError::Connect(e), Some(req))),
+                Err(e) => return Err((SendError::Connect(e), Returned::Unsent(req))),
             },
         };
-        let exchange = c.exchange(&head, &body, head_request);
-        return match tokio::time::timeout(timeouts.response_header, exchange).await {
-            Ok(Ok(resp)) => Ok((resp.map(Answer::Own), Lease::None)),
-            Ok(Err(h1::conn::Failure::Unsent(_))) if reused => continue,
-            Ok(Err(h1::conn::Failure::Unsent(e))) => {
-                Err((SendError::Exchange(ExchangeError::Own(e)), Some(req)))
-            }
-            Ok(Err(h1::conn::Failure::Unanswered(e))) if reused => {
-                Err((SendError::Closed(ExchangeError::Own(e)), None))
-            }
-            Ok(Err(h1::conn::Failure::Unanswered(e) | h1::conn::Failure::Failed(e))) => {
-                Err((SendError::Exchange(ExchangeError::Own(e)), None))
-            }
-            Err(_) => Err((SendError::Timeout, None)),
+        // The exchange keeps its own time (a timer per connection, not per request).
+        let exchange = c.exchange(head, &body, head_request, timeouts.response_header);
+        return match exchange.await {
+            Ok(resp) => Ok((resp.map(Answer::Own), Lease::None)),
+            Err(h1::conn::Failure::Unsent(_)) if reused => continue,
+            Err(h1::conn::Failure::Unsent(e)) => Err((
+                SendError::Exchange(ExchangeError::Own(e)),
+                Returned::Unsent(req),
+            )),
+            Err(h1::conn::Failure::Unanswered(e)) if reused => Err((
+                SendError::Closed(ExchangeError::Own(e)),
+                Returned::Sent(req),
+            )),
+            Err(h1::conn::Failure::Unanswered(e) | h1::conn::Failure::Failed(e)) => Err((
+                SendError::Exchange(ExchangeError::Own(e)),
+                Returned::Sent(req),
+            )),
+            Err(h1::conn::Failure::TimedOut) => Err((SendError::Timeout, Returned::Sent(req))),
         };
     }
     Err((
         SendError::Connect(io::Error::other("pooled connections kept closing")),
-        Some(req),
+        Returned::Unsent(req),
     ))
 }
 
@@ -339,9 +435,9 @@ async fn send_h2(
             if e.is_canceled() || sender.is_closed() {
                 backend.conns.set_h2(None);
             }
-            Err((SendError::Exchange(ExchangeError::Hyper(e)), None))
+            Err((SendError::Exchange(ExchangeError::Hyper(e)), Returned::Lost))
         }
-        None => Err((SendError::Timeout, None)),
+        None => Err((SendError::Timeout, Returned::Lost)),
     }
 }
 

@@ -91,8 +91,11 @@ pub(crate) async fn probe(address: &str, h: &Health) -> ProbeReport {
         idle: Duration::from_secs(1),
     };
     let started = Instant::now();
-    let sent =
-        tokio::time::timeout(timeout, client::send(&backend, req, &timeouts, Conn::New)).await;
+    let sent = tokio::time::timeout(
+        timeout,
+        client::send(&backend, req, &Default::default(), &timeouts, Conn::New),
+    )
+    .await;
     let ms = started.elapsed().as_millis();
     match sent {
         Ok(Ok((resp, _))) => {

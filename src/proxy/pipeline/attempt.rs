@@ -3,7 +3,7 @@
 use super::request::Prepared;
 use crate::upstream::backend::Backend;
 use crate::upstream::body::UpstreamBody;
-use crate::upstream::client::{self, Conn, SendError};
+use crate::upstream::client::{self, Conn, EncodedHead, Returned, SendError};
 use crate::upstream::in_flight::{Awaiting, InFlight};
 use crate::upstream::pool::Pool;
 use http::Request;
@@ -35,8 +35,17 @@ impl Attempt {
         slot: Option<InFlight>,
     ) -> Attempt {
         let backend = pool.members[idx].backend.clone();
-        p.out
-            .address(request, backend.address.scheme, &backend.address.key);
+        let own = client::own_path(&backend, request);
+        // A send that may consume the request needs the copy a rebuild uses.
+        if !own && p.out.wants_copy() {
+            p.out.keep_copy(request);
+        }
+        // A head encoded in the request phase goes to a connection of our own
+        // as those bytes: the request's target and Host are not read there.
+        if !(own && p.encoded.is_encoded()) {
+            p.out
+                .address(request, backend.address.scheme, &backend.address.key);
+        }
         Attempt {
             idx,
             guard: slot.unwrap_or_else(|| {
@@ -63,9 +72,12 @@ pub(super) async fn send(
     nth: u64,
     timeouts: crate::config::Timeouts,
 ) -> client::SendResult {
-    let result = send_tracked(&attempt.backend, request, timeouts, Conn::Pooled).await;
-    match again(&result, &attempt.backend, p, nth) {
-        Some(request) => send_tracked(&attempt.backend, request, timeouts, Conn::New).await,
+    let encoded = &p.encoded;
+    let mut result = send_tracked(&attempt.backend, request, encoded, timeouts, Conn::Pooled).await;
+    match again(&mut result, &attempt.backend, p, nth) {
+        Some(request) => {
+            send_tracked(&attempt.backend, request, encoded, timeouts, Conn::New).await
+        }
         None => result,
     }
 }
@@ -74,29 +86,34 @@ pub(super) async fn send(
 pub(super) fn send_owned(
     backend: Arc<Backend>,
     request: Request<UpstreamBody>,
+    encoded: EncodedHead,
     timeouts: crate::config::Timeouts,
     conn: Conn,
 ) -> SendFuture {
-    Box::pin(async move { send_tracked(&backend, request, timeouts, conn).await })
+    Box::pin(async move { send_tracked(&backend, request, &encoded, timeouts, conn).await })
 }
 
 /// The request to send again after `result`, for the `nth` send of its body:
 /// when the backend closed a pooled connection before any answer to it and
-/// sending it twice is harmless, it is rebuilt the way a retry rebuilds it. Not
-/// a failed try: the backend is not blamed, no retry is counted.
+/// sending it twice is harmless, it is the request the send gave back, or one
+/// rebuilt the way a retry rebuilds it. Not a failed try: the backend is not
+/// blamed, no retry is counted.
 pub(super) fn again(
-    result: &client::SendResult,
+    result: &mut client::SendResult,
     backend: &Backend,
     p: &Prepared,
     nth: u64,
 ) -> Option<Request<UpstreamBody>> {
-    let Err((SendError::Closed(e), _)) = result else {
+    let Err((SendError::Closed(e), returned)) = result else {
         return None;
     };
     if !p.resendable() {
         return None;
     }
-    let mut request = p.rebuild(nth)?;
+    let mut request = match std::mem::replace(returned, Returned::Lost) {
+        Returned::Sent(r) | Returned::Unsent(r) => r,
+        Returned::Lost => p.rebuild(nth)?,
+    };
     p.out
         .address(&mut request, backend.address.scheme, &backend.address.key);
     tracing::debug!(backend = %backend.key(), error = %e, "pooled connection closed by the backend; sending again on a new one");
@@ -107,11 +124,12 @@ pub(super) fn again(
 async fn send_tracked(
     backend: &Arc<Backend>,
     request: Request<UpstreamBody>,
+    encoded: &EncodedHead,
     timeouts: crate::config::Timeouts,
     conn: Conn,
 ) -> client::SendResult {
     let waiting = Awaiting::new(backend.clone());
-    let result = client::send(backend, request, &timeouts, conn).await;
+    let result = client::send(backend, request, encoded, &timeouts, conn).await;
     if matches!(&result, Ok(_) | Err((SendError::Exchange(_), _))) {
         waiting.answered();
     }

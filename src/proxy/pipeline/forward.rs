@@ -11,7 +11,7 @@ use super::{ConnCtx, Refusal, RequestCtx};
 use crate::events::EventKind;
 use crate::upstream::backend::Backend;
 use crate::upstream::body::{Answer, UpstreamBody};
-use crate::upstream::client::{Lease, SendError, SendResult};
+use crate::upstream::client::{Lease, Returned, SendError, SendResult};
 use crate::upstream::in_flight::InFlight;
 use crate::upstream::pick::{Pick, Tried};
 use crate::upstream::pool::Pool;
@@ -38,6 +38,9 @@ struct Tries {
     invalid_response: bool,
     /// The request when it can be sent as is (nothing of it was sent yet).
     pending: Option<Request<UpstreamBody>>,
+    /// A bodiless request that was sent and came back: a retry after it was
+    /// sent sends it again instead of a rebuilt one.
+    resend: Option<Request<UpstreamBody>>,
     queue_deadline: Option<Instant>,
     /// Retries stop here.
     deadline: Instant,
@@ -57,6 +60,7 @@ pub(super) async fn forward(
         last_error: None,
         invalid_response: false,
         pending: p.first.take(),
+        resend: None,
         queue_deadline: None,
         deadline: rc.done.started + pool.retries.try_duration,
     };
@@ -200,6 +204,7 @@ async fn choose(
 fn next_request(p: &Prepared, st: &mut Tries) -> Option<Request<UpstreamBody>> {
     st.pending
         .take()
+        .or_else(|| st.resend.take())
         .or_else(|| p.rebuild(u64::from(st.attempts) + 1))
 }
 
@@ -250,8 +255,10 @@ fn judge(
         ejected(conn, pool, &attempt.backend, &err.to_string());
     }
     tracing::debug!(pool = %pool.name, backend = %attempt.backend.key(), attempt = st.attempts, error = %err, "upstream attempt failed");
-    if returned.is_some() {
-        st.pending = returned;
+    match returned {
+        Returned::Unsent(r) => st.pending = Some(r),
+        Returned::Sent(r) if p.out.resend_allowed() => st.resend = Some(r),
+        _ => {}
     }
     if matches!(&err, SendError::Exchange(e) if e.is_parse()) {
         st.invalid_response = true;

@@ -40,6 +40,7 @@ impl Race<'_> {
         let mut first_fut = send_owned(
             first.backend.clone(),
             first_req,
+            p.encoded.clone(),
             pool.timeouts,
             Conn::Pooled,
         );
@@ -50,9 +51,15 @@ impl Race<'_> {
         loop {
             tokio::select! {
                 biased;
-                r = first_fut.as_mut() => match again(&r, &first.backend, p, nth) {
+                mut r = first_fut.as_mut() => match again(&mut r, &first.backend, p, nth) {
                     Some(req) => {
-                        first_fut = send_owned(first.backend.clone(), req, pool.timeouts, Conn::New);
+                        first_fut = send_owned(
+                            first.backend.clone(),
+                            req,
+                            p.encoded.clone(),
+                            pool.timeouts,
+                            Conn::New,
+                        );
                         continue;
                     }
                     None => return vec![(first, r)],
@@ -81,6 +88,7 @@ impl Race<'_> {
         let second_fut = send_owned(
             second.backend.clone(),
             second_req,
+            p.encoded.clone(),
             pool.timeouts,
             Conn::Pooled,
         );
@@ -95,10 +103,16 @@ impl Race<'_> {
                     r = async { b.as_mut().expect("pending").1.as_mut().await }, if b.is_some() => (1, r),
                 }
             };
-            let ok = r.is_ok();
+            let (ok, mut r) = (r.is_ok(), r);
             if let Some((attempt, _)) = slots[i].take() {
-                if let Some(req) = again(&r, &attempt.backend, p, nth) {
-                    let fut = send_owned(attempt.backend.clone(), req, pool.timeouts, Conn::New);
+                if let Some(req) = again(&mut r, &attempt.backend, p, nth) {
+                    let fut = send_owned(
+                        attempt.backend.clone(),
+                        req,
+                        p.encoded.clone(),
+                        pool.timeouts,
+                        Conn::New,
+                    );
                     slots[i] = Some((attempt, fut));
                     continue;
                 }

@@ -10,13 +10,15 @@ use crate::proxy::headers::{self as hdr, X_REQUEST_ID};
 use crate::snapshot::{Route, Snapshot};
 use crate::upstream::balance::PickKey;
 use crate::upstream::body::{BodyStats, ClientBody, Inbound, Replay, UpstreamBody};
+use crate::upstream::client::EncodedHead;
+use crate::upstream::h1::conn::encode_head;
 use bytes::Bytes;
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version, header};
 use http_body::Body as _;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
 
 /// The request, shaped for the backends, and what a retry needs to send it again.
 pub(super) struct Prepared {
@@ -37,6 +39,9 @@ pub(super) struct Prepared {
     /// The client's side of a protocol switch (WebSocket), when it asked for one.
     pub(super) client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     pub(super) client_version: Version,
+    /// The head as every backend of ours gets it, when it is encoded once
+    /// here (bodiless requests; see `EncodedHead`).
+    pub(super) encoded: EncodedHead,
 }
 
 impl Prepared {
@@ -78,9 +83,14 @@ impl Prepared {
 /// Everything needed to (re)build the upstream request for one more attempt.
 pub(super) struct Outgoing {
     pub(super) method: Method,
-    /// Present only when the request may be rebuilt after it was sent (a retry,
-    /// or a send again after a pooled connection lost it).
-    headers: Option<HeaderMap>,
+    /// The request may be rebuilt after it was sent (a retry, or a send again
+    /// after a pooled connection lost it).
+    rebuildable: bool,
+    /// The headers as prepared, kept for rebuilding only when a send may
+    /// consume the request: a bodiless request on a connection of our own
+    /// comes back whole from a failed send, so it needs no copy (see
+    /// [`Outgoing::keep_copy`]).
+    headers: OnceLock<HeaderMap>,
     path: PathAndQuery,
     /// The Host the client asked for: the backend sees it as Host / :authority.
     host: Option<HeaderValue>,
@@ -90,8 +100,27 @@ impl Outgoing {
     pub(super) fn build(&self, body: UpstreamBody) -> Option<Request<UpstreamBody>> {
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
-        *req.headers_mut() = self.headers.clone()?;
+        *req.headers_mut() = self.headers.get()?.clone();
         Some(req)
+    }
+
+    /// Keeps a copy of `req`'s headers (not yet addressed to a backend) for
+    /// rebuilding, unless one is kept already or none is needed.
+    pub(super) fn keep_copy(&self, req: &Request<UpstreamBody>) {
+        if self.rebuildable && self.headers.get().is_none() {
+            let _ = self.headers.set(req.headers().clone());
+        }
+    }
+
+    /// Whether a sent request that came back may be sent again in place of a
+    /// rebuilt one.
+    pub(super) fn resend_allowed(&self) -> bool {
+        self.rebuildable
+    }
+
+    /// Whether [`Outgoing::keep_copy`] would copy.
+    pub(super) fn wants_copy(&self) -> bool {
+        self.rebuildable && self.headers.get().is_none()
     }
 
     /// Makes `req` fit the protocol of the backend it is about to go to.
@@ -179,29 +208,17 @@ pub(super) fn prepare(
     };
     let path = upstream_path(routed.route, &parts.uri);
     let client_version = parts.version;
-    let mut headers = std::mem::take(&mut parts.headers);
-    hdr::remove_hop_by_hop(&mut headers, upgrade);
+    hdr::remove_hop_by_hop(&mut parts.headers, upgrade);
     // The target's authority wins over a Host field: the backend sees the host
     // the request was routed by (RFC 9112 3.2.2, RFC 9113 8.3.1).
     if parts.uri.authority().is_some()
         && let Some(h) = &rc.host
     {
-        headers.insert(header::HOST, h.clone());
+        parts.headers.insert(header::HOST, h.clone());
     }
-    let trusted = !snapshot.trusted_proxies.is_empty() && snapshot.is_trusted(conn.peer.ip);
-    hdr::add_forwarding(
-        &mut headers,
-        &conn.peer,
-        trusted,
-        conn.scheme,
-        rc.host.as_ref(),
-        via_for(client_version),
-    );
-    headers.insert(X_REQUEST_ID.clone(), rc.request_id.clone());
-    if let Some(tp) = rc.traceparent.take() {
-        headers.insert(hdr::TRACEPARENT.clone(), tp);
-    }
-    hdr::apply_ops(&mut headers, &routed.route.headers.request);
+    let plain = body.is_end_stream() && !upgrade;
+    let encoded = header_rules(conn, rc, routed, snapshot, &mut parts, &path, plain);
+    let headers = std::mem::take(&mut parts.headers);
 
     let retry = &pool.retries;
     // A request can go to another backend after it was sent only for listed
@@ -257,9 +274,18 @@ pub(super) fn prepare(
     // pooled one was closed under it (a bodyless idempotent request). "Nothing
     // was sent" retries get the request back whole from the client layer.
     let rebuildable = retry_after_send || (body_is_empty && parts.method.is_idempotent());
+    // The copy is made now unless a failed send will give the request back
+    // (bodiless, see `Outgoing::keep_copy`): a hedge sends a second copy while
+    // the first is out, and without a Host the request is addressed per backend.
+    let copy_now =
+        rebuildable && (!body_is_empty || rc.host.is_none() || pool.retries.hedge_after.is_some());
     let out = Outgoing {
         method: parts.method.clone(),
-        headers: rebuildable.then(|| headers.clone()),
+        rebuildable,
+        headers: match copy_now {
+            true => OnceLock::from(headers.clone()),
+            false => OnceLock::new(),
+        },
         path,
         host: rc.host.clone(),
     };
@@ -277,7 +303,73 @@ pub(super) fn prepare(
         stats,
         client_upgrade,
         client_version,
+        encoded,
     })
+}
+
+/// The forwarding fields, the request ID, the traceparent and the route's
+/// edits; for a `plain` request (bodiless, no upgrade) that holds its Host,
+/// when that writes the same (see `hdr::can_append`), its head encoded once
+/// with the proxy's fields written last instead.
+fn header_rules(
+    conn: &ConnCtx,
+    rc: &mut RequestCtx,
+    routed: &Routed,
+    snapshot: &Snapshot,
+    parts: &mut Parts,
+    path: &PathAndQuery,
+    plain: bool,
+) -> EncodedHead {
+    let client_version = parts.version;
+    let headers = &mut parts.headers;
+    let trusted = !snapshot.trusted_proxies.is_empty() && snapshot.is_trusted(conn.peer.ip);
+    let ops = &routed.route.headers.request;
+    // A bodiless request that holds its Host goes to every backend of ours
+    // with the same head: it is encoded here once, and the proxy's fields are
+    // written last instead of inserted, where that writes the same.
+    let encode_now = plain
+        && rc.host.is_some()
+        && headers.contains_key(header::HOST)
+        && hdr::can_append(headers, trusted, ops);
+    if !encode_now {
+        hdr::add_forwarding(
+            headers,
+            &conn.peer,
+            trusted,
+            conn.scheme,
+            rc.host.as_ref(),
+            via_for(client_version),
+        );
+        headers.insert(X_REQUEST_ID.clone(), rc.request_id.clone());
+        if let Some(tp) = rc.traceparent.take() {
+            headers.insert(hdr::TRACEPARENT.clone(), tp);
+        }
+    }
+    hdr::apply_ops(headers, ops);
+    if encode_now {
+        let host = rc.host.as_ref();
+        let traceparent = rc.traceparent.take();
+        let (bytes, appended) = encode_head(
+            &parts.method,
+            path.as_str(),
+            headers,
+            hdr::appended_len(&conn.peer, host, &rc.request_id),
+            |out| {
+                hdr::append_forwarding(
+                    out,
+                    &conn.peer,
+                    conn.scheme,
+                    host,
+                    via_for(client_version),
+                    &rc.request_id,
+                    traceparent.as_ref(),
+                )
+            },
+        );
+        EncodedHead::new(bytes, appended)
+    } else {
+        EncodedHead::default()
+    }
 }
 
 fn via_for(v: Version) -> &'static str {

@@ -8,14 +8,17 @@ use super::chunked::{Decoded, Decoder};
 use super::response::{self, Framing};
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
+use std::ops::Range;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 /// Room made in the buffer before a read when less than [`MIN_SPACE`] is left.
 const READ_SPACE: usize = 16 * 1024;
@@ -30,6 +33,11 @@ pub struct Conn {
     /// ends with it unchanged got nothing back.
     received: u64,
     scratch: response::Scratch,
+    /// The wait for an answer's head is bounded by one timer kept across
+    /// exchanges: moving its deadline later only stores it, and the timer is
+    /// re-armed when it fires early, instead of a timer registered and
+    /// removed per request.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// How an exchange failed, in the terms retries care about.
@@ -40,6 +48,8 @@ pub enum Failure {
     /// any byte of an answer.
     Unanswered(Error),
     Failed(Error),
+    /// No answer's head within the time given.
+    TimedOut,
 }
 
 impl Conn {
@@ -51,6 +61,7 @@ impl Conn {
             buf: BytesMut::new(),
             received: 0,
             scratch: response::Scratch::default(),
+            timer: None,
         })
     }
 
@@ -84,30 +95,42 @@ impl Conn {
     }
 
     /// Writes the request head `head` and its body `body` (empty for none)
-    /// and reads the answer's head, skipping interim (1xx) answers.
-    /// `head_request`: the request's method is HEAD.
+    /// and reads the answer's head, skipping interim (1xx) answers, within
+    /// `limit`. `head_request`: the request's method is HEAD.
     pub async fn exchange(
         mut self: Box<Self>,
         head: &[u8],
         body: &[u8],
         head_request: bool,
+        limit: Duration,
     ) -> Result<Response<OwnBody>, Failure> {
+        let at = Instant::now() + limit;
         let mut sent = 0;
         let total = head.len() + body.len();
         while sent < total {
-            let wrote = if sent >= head.len() {
-                self.io.write(&body[sent - head.len()..]).await
-            } else if body.is_empty() {
-                self.io.write(&head[sent..]).await
-            } else {
-                // Head and body leave together: one system call for a small request.
-                let parts = [IoSlice::new(&head[sent..]), IoSlice::new(body)];
-                self.io.write_vectored(&parts).await
-            };
-            match wrote {
-                Ok(0) => return Err(written(sent, io::ErrorKind::WriteZero.into())),
-                Ok(n) => sent += n,
-                Err(e) => return Err(written(sent, e)),
+            let Conn { io, timer, .. } = &mut *self;
+            let written_now = poll_fn(|cx| {
+                let io = Pin::new(&mut *io);
+                let r = if sent >= head.len() {
+                    io.poll_write(cx, &body[sent - head.len()..])
+                } else if body.is_empty() {
+                    io.poll_write(cx, &head[sent..])
+                } else {
+                    // Head and body leave together: one system call for a small request.
+                    let parts = [IoSlice::new(&head[sent..]), IoSlice::new(body)];
+                    io.poll_write_vectored(cx, &parts)
+                };
+                match r {
+                    Poll::Ready(r) => Poll::Ready(Some(r)),
+                    Poll::Pending => poll_deadline(timer, at, cx).map(|()| None),
+                }
+            })
+            .await;
+            match written_now {
+                None => return Err(Failure::TimedOut),
+                Some(Ok(0)) => return Err(written(sent, io::ErrorKind::WriteZero.into())),
+                Some(Ok(n)) => sent += n,
+                Some(Err(e)) => return Err(written(sent, e)),
             }
         }
         let heard = self.received;
@@ -123,10 +146,16 @@ impl Conn {
                 Ok(None) => {}
                 Err(e) => return Err(Failure::Failed(e)),
             }
-            let e = match poll_fn(|cx| self.poll_fill(cx)).await {
-                Ok(0) => Error::Incomplete,
-                Ok(_) => continue,
-                Err(e) => Error::Io(e),
+            let filled = poll_fn(|cx| match self.poll_fill(cx) {
+                Poll::Ready(r) => Poll::Ready(Some(r)),
+                Poll::Pending => poll_deadline(&mut self.timer, at, cx).map(|()| None),
+            })
+            .await;
+            let e = match filled {
+                None => return Err(Failure::TimedOut),
+                Some(Ok(0)) => Error::Incomplete,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => Error::Io(e),
             };
             return Err(if self.received == heard && e.is_closed() {
                 Failure::Unanswered(e)
@@ -153,6 +182,27 @@ impl Conn {
     }
 }
 
+/// Ready once `at` has passed, with `timer` armed for it. A timer armed for
+/// an earlier time (an earlier exchange's) is re-armed when it fires, one
+/// armed for a later time at once.
+fn poll_deadline(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    at: Instant,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+    if sleep.deadline() > at {
+        sleep.as_mut().reset(at);
+    }
+    loop {
+        ready!(sleep.as_mut().poll(cx));
+        if sleep.deadline() >= at {
+            return Poll::Ready(());
+        }
+        sleep.as_mut().reset(at);
+    }
+}
+
 /// A write error after `sent` bytes of the request head.
 fn written(sent: usize, e: io::Error) -> Failure {
     if sent == 0 {
@@ -166,31 +216,54 @@ fn written(sent: usize, e: io::Error) -> Failure {
 /// and header fields (a body's `Content-Length` among them).
 pub fn encode_request<B>(req: &Request<B>) -> Vec<u8> {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let fields: usize = req
-        .headers()
+    let (out, _) = encode_head(req.method(), target, req.headers(), 0, |_| {});
+    out
+}
+
+/// The head of a bodiless request: request line, `headers`, then what
+/// `append` writes (about `append_len` bytes of whole field lines); with
+/// where those lines lie in it.
+pub fn encode_head(
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    append_len: usize,
+    append: impl FnOnce(&mut Vec<u8>),
+) -> (Vec<u8>, Range<usize>) {
+    let fields: usize = headers
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
-    let mut out = Vec::with_capacity(req.method().as_str().len() + target.len() + fields + 40);
-    out.extend_from_slice(req.method().as_str().as_bytes());
+    let mut out =
+        Vec::with_capacity(method.as_str().len() + target.len() + fields + append_len + 40);
+    out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        put_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
     }
+    let start = out.len();
+    append(&mut out);
+    let appended = start..out.len();
     // A method that defines a meaning for content says there is none
     // (RFC 9110 8.6).
-    if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
-        && !req.headers().contains_key(CONTENT_LENGTH)
+    if matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+        && !headers.contains_key(CONTENT_LENGTH)
     {
         out.extend_from_slice(b"content-length: 0\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out
+    (out, appended)
+}
+
+/// One `name: value` line of a head.
+#[inline]
+pub fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Where an answer's body stands.

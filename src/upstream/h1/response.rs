@@ -299,5 +299,46 @@ mod tests {
             let t = format!("HTTP/1.1 200 OK\r\nContent-Length: {bad}\r\n\r\n");
             assert!(framed(&t, false).is_err(), "{bad:?}");
         }
+        // Repeated fields: read in order, whatever else lies between them.
+        for (fields, chunked) in [
+            (
+                "Transfer-Encoding: gzip\r\nX-A: 1\r\nTransfer-Encoding: chunked",
+                true,
+            ),
+            ("Transfer-Encoding: chunked\r\nTransfer-Encoding: ,", true),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip",
+                false,
+            ),
+        ] {
+            let t = format!("HTTP/1.1 200 OK\r\n{fields}\r\n\r\n");
+            let framing = f(&t, false);
+            assert_eq!(
+                matches!(framing, (Framing::Chunked(_), true)),
+                chunked,
+                "{fields}"
+            );
+        }
+        assert!(matches!(
+            f(
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nContent-Length: 5\r\n\r\n",
+                false
+            ),
+            (Framing::Length(5), false)
+        ));
+        assert!(
+            framed(
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+                false
+            )
+            .is_err()
+        );
+        assert!(matches!(
+            f(
+                "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: Close\r\nContent-Length: 1\r\n\r\n",
+                false
+            ),
+            (Framing::Length(1), false)
+        ));
     }
 }
