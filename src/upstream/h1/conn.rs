@@ -29,6 +29,9 @@ pub struct Conn {
     /// ends with it unchanged got nothing back.
     received: u64,
     scratch: response::Scratch,
+    /// The set of idle connections it belongs to (`ConnPool::here` where it
+    /// was opened).
+    pub home: usize,
 }
 
 /// How an exchange failed, in the terms retries care about.
@@ -44,12 +47,13 @@ pub enum Failure {
 impl Conn {
     /// Boxed once for its whole life, so that the answer body that carries
     /// it (and everything that carries the body) stays small.
-    pub fn new(io: TcpStream) -> Box<Self> {
+    pub fn new(io: TcpStream, home: usize) -> Box<Self> {
         Box::new(Conn {
             io,
             buf: BytesMut::new(),
             received: 0,
             scratch: response::Scratch::default(),
+            home,
         })
     }
 
