@@ -129,9 +129,10 @@ pub struct ConnPool {
     /// Set 0: worker 0's, or the only one.
     first: Idle,
     /// With several workers: the sets of workers 1.., then the one of the
-    /// threads that are no worker. Each is made on first use: a thread that
-    /// never reaches this backend costs it nothing.
-    rest: Box<[OnceLock<Idle>]>,
+    /// threads that are no worker. Each is made on first use (and boxed: a
+    /// set's two queues take 768 bytes before their slots): a thread that
+    /// never reaches this backend costs it a pointer.
+    rest: Box<[OnceLock<Box<Idle>>]>,
     /// Bound of each set's queues.
     capacity: usize,
     pub(super) h2: ArcSwapOption<H2Sender>,
@@ -192,7 +193,7 @@ impl ConnPool {
     fn idle(&self, home: usize) -> Option<&Idle> {
         match home {
             0 => Some(&self.first),
-            _ => self.rest.get(home - 1)?.get(),
+            _ => self.rest.get(home - 1)?.get().map(|set| &**set),
         }
     }
 
@@ -209,7 +210,7 @@ impl ConnPool {
     #[cold]
     fn made(&self, home: usize) -> Option<&Idle> {
         let set = self.rest.get(home - 1)?;
-        Some(set.get_or_init(|| Idle::new(self.capacity)))
+        Some(set.get_or_init(|| Box::new(Idle::new(self.capacity))))
     }
 
     /// An idle HTTP/1.1 connection of this thread's set that has not been idle
