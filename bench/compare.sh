@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Fulcrum against nginx and HAProxy as HTTP/1.1 reverse proxies, in one run.
 #
-# Two nginx instances answer as backends; each proxy (one worker, pinned with
-# taskset to PROXY_CPU) round-robins over them with upstream keep-alive; wrk
-# (pinned with the backends to LOAD_CPU) drives it. A "direct" row runs wrk
-# straight at one backend. For every target: requests per second, latency
-# percentiles, and CPU per request from /proc/PID/stat (user and system, the
-# proxy's processes only). Ratios are taken within the run: only those carry
-# over between machines.
+# Two nginx instances answer as backends; each proxy (WORKERS workers, 1 by
+# default, pinned with taskset to PROXY_CPU) round-robins over them with
+# upstream keep-alive; wrk (pinned with the backends to LOAD_CPU) drives it.
+# A "direct" row runs wrk straight at one backend. For every target: requests
+# per second, latency percentiles, and CPU per request from /proc/PID/stat
+# (user and system, the proxy's processes only). Ratios are taken within the
+# run: only those carry over between machines.
 #
 #   bench/compare.sh                      # from the project root, after cargo build --release
 #   ROUNDS=3 DURATION=10 bench/compare.sh
@@ -21,12 +21,14 @@
 # "fulcrum-b"), DURATION (s per target, 5), WARMUP (s, 1), CONNS (64),
 # ROUNDS (1), PROXIES ("fulcrum nginx haproxy", plus "fulcrum-b" with
 # FULCRUM_B: those not installed are skipped), PROXY_CPU (0), LOAD_CPU (1),
-# BASE_PORT (23000), WORKERS (Fulcrum's worker threads, 1; with more, give
-# PROXY_CPU a CPU list, e.g. 0,1), MODE (proxy, cache or h2c), KEEP (a
-# directory: the raw rows and wrk outputs are copied there), ROUTES (0: with
-# N, every proxy has N routes by host name, site1.test ... siteN.test, Fulcrum
-# started with `fulcrum run`, and wrk asks for the last one), POST_BYTES (MODE=proxy:
-# wrk sends POSTs with a body of that many bytes instead of GETs). The targets `fulcrum-log` and
+# BASE_PORT (23000), WORKERS (1: Fulcrum's worker threads, nginx's worker
+# processes, each with a SO_REUSEPORT socket when more than one, HAProxy's
+# threads; with more, give PROXY_CPU a CPU list, e.g. 0,1), MODE (proxy,
+# cache or h2c), KEEP (a directory: the raw rows and wrk outputs are copied
+# there), ROUTES (0: with N, every proxy has N routes by host name,
+# site1.test ... siteN.test, Fulcrum started with `fulcrum run`, and wrk asks
+# for the last one), POST_BYTES (MODE=proxy: wrk sends POSTs with a body of
+# that many bytes instead of GETs). The targets `fulcrum-log` and
 # `fulcrum-b-log` are Fulcrum with its JSON access log on (written to
 # /dev/null), for the log's cost in the same run.
 #
@@ -148,10 +150,14 @@ backend_requests() { # PORT
 
 nginx_proxy_conf() {
     mkdir -p "$RUN/nginx"
+    # One worker: no master process, so that the process started is the one
+    # that works. More: a master and WORKERS worker processes (counted with it).
+    local master="master_process off;"
+    [ "$WORKERS" -gt 1 ] && master=""
     cat >"$RUN/nginx/nginx.conf" <<EOF
-worker_processes 1;
+worker_processes $WORKERS;
 daemon off;
-master_process off;
+$master
 pid $RUN/nginx/nginx.pid;
 error_log $RUN/nginx/error.log warn;
 events { worker_connections 4096; }
@@ -177,6 +183,8 @@ nginx_servers() {
     local location h2=""
     [ "$MODE" = h2c ] && h2=" http2"
     location=$(printf '        location / {\n            proxy_pass http://backends;\n            proxy_http_version 1.1;\n            proxy_set_header Connection "";\n%s\n        }' "$(nginx_cache_use)")
+    # Several workers: a listening socket each, as Fulcrum's workers have.
+    [ "$WORKERS" -gt 1 ] && h2="$h2 reuseport"
     if [ "$ROUTES" -eq 0 ]; then
         printf '    server {\n        listen 127.0.0.1:%s backlog=4096%s;\n%s\n    }\n' "$PROXY_PORT" "$h2" "$location"
         return
@@ -217,7 +225,7 @@ haproxy_conf() {
     fi
     cat >"$RUN/haproxy.cfg" <<EOF
 global
-    nbthread 1
+    nbthread $WORKERS
     maxconn 8000
 defaults
     mode http
@@ -306,8 +314,13 @@ stop_target() {
     PIDS=("${keep[@]}")
 }
 
-# utime and stime (clock ticks) of a process and its threads.
-cpu_ticks() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
+# utime and stime (clock ticks) of a process and its threads, and of its
+# child processes (nginx's workers when it runs more than one).
+cpu_ticks() {
+    local procs=("/proc/$1/stat")
+    for child in $(pgrep -P "$1"); do procs+=("/proc/$child/stat"); done
+    awk '{ u += $14; s += $15 } END { print u, s }' "${procs[@]}" 2>/dev/null
+}
 
 # wrk's latency line for a percentile, in ms.
 pct_ms() {

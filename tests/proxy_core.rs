@@ -721,6 +721,10 @@ async fn h2c_in_and_h2c_to_backend() {
     }
 }
 
+/// Sequential requests share the backend connections: one per worker thread
+/// (each keeps its own idle ones) and per kind of client connection (bodyless
+/// requests on ours, requests with a body on hyper's). Every request comes on
+/// a new client connection, which the kernel hands to either worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_reused() {
     let be = TestBackend::echo("ka").await;
@@ -739,17 +743,37 @@ async fn upstream_connections_are_reused() {
             });
         }
     });
-    let f = Fulcrum::start(&config(&format!(
+    let cfg = config(&format!(
         "pools:\n  - name: app\n    backends: [\"{front}\"]\nroutes:\n  - {{ path_prefix: /, pool: app }}\n"
-    )));
-    for _ in 0..20 {
-        assert_eq!(client::get(f.listener(0), "/").await.status, StatusCode::OK);
+    ));
+    let opened = || conns.load(std::sync::atomic::Ordering::SeqCst);
+    for workers in [1, 2] {
+        let before = opened();
+        let f = Fulcrum::start_workers(&cfg, workers);
+        for _ in 0..20 {
+            assert_eq!(client::get(f.listener(0), "/").await.status, StatusCode::OK);
+        }
+        let gets = opened() - before;
+        assert!(
+            (1..=workers).contains(&gets),
+            "{workers} workers: {gets} backend connections for sequential GETs"
+        );
+        for _ in 0..20 {
+            let post = Request::post("/")
+                .header("host", "localhost")
+                .body(Full::new(Bytes::from_static(b"x")))
+                .unwrap();
+            assert_eq!(
+                client::send(f.listener(0), post).await.status,
+                StatusCode::OK
+            );
+        }
+        let posts = opened() - before - gets;
+        assert!(
+            (1..=workers).contains(&posts),
+            "{workers} workers: {posts} backend connections for sequential POSTs"
+        );
     }
-    assert_eq!(
-        conns.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "sequential requests should share one upstream connection"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -479,10 +479,15 @@ async fn backend_answers_framed_every_way() {
         RawReply::Send(answer.to_vec())
     })
     .await;
-    let f = Fulcrum::start(&format!(
-        "listeners:\n  - address: \"127.0.0.1:0\"\npools:\n  - name: app\n    backends: [\"{}\"]\nroutes:\n  - {{ pool: app }}\n",
-        be.addr
-    ));
+    // One worker: every request finds the connection the last one left (each
+    // worker keeps idle backend connections of its own).
+    let f = Fulcrum::start_workers(
+        &format!(
+            "listeners:\n  - address: \"127.0.0.1:0\"\npools:\n  - name: app\n    backends: [\"{}\"]\nroutes:\n  - {{ pool: app }}\n",
+            be.addr
+        ),
+        1,
+    );
     let addr = f.listener(0);
     for (path, status, body) in [
         ("/interim", StatusCode::OK, "ok"),

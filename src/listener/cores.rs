@@ -40,6 +40,8 @@ pub(crate) struct CoreThreads {
 impl CoreThreads {
     pub(crate) fn start(n: usize) -> io::Result<CoreThreads> {
         let stop = CancellationToken::new();
+        // Before any backend exists: each gets a set of idle connections per worker.
+        crate::upstream::connpool::set_workers(n);
         let mut handles = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
         let mut started = |i: usize| -> io::Result<()> {
@@ -49,11 +51,15 @@ impl CoreThreads {
             handles.push(rt.handle().clone());
             let stop = stop.clone();
             // Each runtime runs until the process stops, even when its thread
-            // has no connection left: I/O and timers registered on it (a pooled
-            // backend connection another thread reuses) are driven by it.
+            // has no connection left: I/O and timers registered on it (the
+            // backend's shared HTTP/2 connection, which every thread uses) are
+            // driven by it.
             let thread = std::thread::Builder::new()
                 .name(format!("fulcrum-core-{i}"))
-                .spawn(move || rt.block_on(stop.cancelled()))?;
+                .spawn(move || {
+                    crate::upstream::connpool::enter_worker(i);
+                    rt.block_on(stop.cancelled())
+                })?;
             threads.push(thread);
             Ok(())
         };

@@ -4,7 +4,7 @@ use super::backend::Backend;
 use super::body::{Answer, BodyStats, UpstreamBody};
 use super::connpool::{Alpn, H1Sender, H2Sender};
 use super::h1;
-use super::io::{Tallied, UpstreamIo, connect, connect_tls};
+use super::io::{Tallied, Tally, UpstreamIo, connect, connect_tls};
 use crate::config::{Scheme, Timeouts};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response};
@@ -352,7 +352,7 @@ async fn send_own(
             None => match connect(&backend.address, timeouts.connect).await {
                 Ok(UpstreamIo::Plain(tcp)) => {
                     backend.conns.count_open();
-                    h1::conn::Conn::new(tcp)
+                    h1::conn::Conn::new(tcp, backend.conns.here())
                 }
                 Ok(UpstreamIo::Tls(_)) => {
                     let e = io::Error::other("TLS where plain TCP was asked for");
@@ -520,8 +520,11 @@ async fn h1_connect(backend: &Arc<Backend>, timeout: Duration) -> Result<H1Sende
 }
 
 async fn h1_handshake(backend: &Arc<Backend>, io: UpstreamIo) -> Result<H1Sender, SendError> {
-    let received = Arc::new(AtomicU64::new(0));
-    let io = Tallied::new(io, received.clone());
+    let tally = Arc::new(Tally {
+        received: AtomicU64::new(0),
+        home: backend.conns.here(),
+    });
+    let io = Tallied::new(io, tally.clone());
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake::<_, UpstreamBody>(TokioIo::new(io))
         .await
@@ -532,7 +535,7 @@ async fn h1_handshake(backend: &Arc<Backend>, io: UpstreamIo) -> Result<H1Sender
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
     });
-    Ok(H1Sender::new(sender, received))
+    Ok(H1Sender::new(sender, tally))
 }
 
 async fn h2_sender(backend: &Arc<Backend>, timeouts: &Timeouts) -> Result<H2Sender, SendError> {

@@ -128,16 +128,25 @@ impl AsyncWrite for UpstreamIo {
     }
 }
 
-/// An HTTP/1.1 connection's byte stream that counts the bytes the backend sent:
-/// a request whose connection ended with the count unchanged got nothing back.
+/// What an HTTP/1.1 connection's byte stream and its pooled sender share.
+pub struct Tally {
+    /// Bytes the backend has sent: a request whose connection ended with the
+    /// count unchanged got nothing back.
+    pub received: AtomicU64,
+    /// The set of idle connections it belongs to (`ConnPool::here` where it was
+    /// opened); here rather than in the sender, which the request path moves.
+    pub home: usize,
+}
+
+/// An HTTP/1.1 connection's byte stream that counts the bytes the backend sent.
 pub struct Tallied {
     io: UpstreamIo,
-    received: Arc<AtomicU64>,
+    tally: Arc<Tally>,
 }
 
 impl Tallied {
-    pub fn new(io: UpstreamIo, received: Arc<AtomicU64>) -> Self {
-        Tallied { io, received }
+    pub fn new(io: UpstreamIo, tally: Arc<Tally>) -> Self {
+        Tallied { io, tally }
     }
 }
 
@@ -152,7 +161,7 @@ impl AsyncRead for Tallied {
         let r = Pin::new(&mut this.io).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
-            this.received.fetch_add(n as u64, Relaxed);
+            this.tally.received.fetch_add(n as u64, Relaxed);
         }
         r
     }

@@ -174,6 +174,17 @@ impl Fulcrum {
         Self::spawn(dir, path, &["--log-format", "json", "run", "-c", &p])
     }
 
+    /// Like [`Fulcrum::start`], with `--workers N` (the default is one worker
+    /// per CPU, which differs between machines).
+    pub fn start_workers(config: &str, workers: usize) -> Fulcrum {
+        let dir = TempDir::new("run");
+        let path = dir.write("fulcrum.yaml", &with_test_admin(config));
+        let p = path.to_str().unwrap().to_string();
+        let n = workers.to_string();
+        let args = ["--log-format", "json", "run", "-c", &p, "--workers", &n];
+        Self::spawn(dir, path, &args)
+    }
+
     pub fn spawn(dir: TempDir, config: PathBuf, args: &[&str]) -> Fulcrum {
         Self::spawn_until(dir, config, args, "fulcrum started")
     }

@@ -38,6 +38,9 @@ pub struct Conn {
     /// re-armed when it fires early, instead of a timer registered and
     /// removed per request.
     timer: Option<Pin<Box<Sleep>>>,
+    /// The set of idle connections it belongs to (`ConnPool::here` where it
+    /// was opened).
+    pub home: usize,
 }
 
 /// How an exchange failed, in the terms retries care about.
@@ -55,13 +58,14 @@ pub enum Failure {
 impl Conn {
     /// Boxed once for its whole life, so that the answer body that carries
     /// it (and everything that carries the body) stays small.
-    pub fn new(io: TcpStream) -> Box<Self> {
+    pub fn new(io: TcpStream, home: usize) -> Box<Self> {
         Box::new(Conn {
             io,
             buf: BytesMut::new(),
             received: 0,
             scratch: response::Scratch::default(),
             timer: None,
+            home,
         })
     }
 
