@@ -722,9 +722,10 @@ async fn h2c_in_and_h2c_to_backend() {
 }
 
 /// Sequential requests share the backend connections: one per worker thread
-/// (each keeps its own idle ones) and per kind of client connection (bodyless
-/// requests on ours, requests with a body on hyper's). Every request comes on
-/// a new client connection, which the kernel hands to either worker.
+/// (each keeps its own idle ones) and per kind of backend connection (requests
+/// without a body or with a small one on ours, a body too large to read whole
+/// on hyper's). Every request comes on a new client connection, which the
+/// kernel hands to either worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_reused() {
     let be = TestBackend::echo("ka").await;
@@ -758,20 +759,32 @@ async fn upstream_connections_are_reused() {
             (1..=workers).contains(&gets),
             "{workers} workers: {gets} backend connections for sequential GETs"
         );
-        for _ in 0..20 {
-            let post = Request::post("/")
+        let post = |body: Bytes| {
+            Request::post("/")
                 .header("host", "localhost")
-                .body(Full::new(Bytes::from_static(b"x")))
-                .unwrap();
-            assert_eq!(
-                client::send(f.listener(0), post).await.status,
-                StatusCode::OK
-            );
+                .body(Full::new(body))
+                .unwrap()
+        };
+        // A small body is read whole and goes on the same connections as GETs.
+        for _ in 0..20 {
+            let r = client::send(f.listener(0), post(Bytes::from_static(b"x"))).await;
+            assert_eq!(r.status, StatusCode::OK);
         }
-        let posts = opened() - before - gets;
+        let ours = opened() - before;
+        assert!(
+            (1..=workers).contains(&ours),
+            "{workers} workers: {ours} backend connections for sequential GETs and small POSTs"
+        );
+        // One too large to read whole is streamed through hyper's client.
+        let large = Bytes::from(vec![b'y'; 100 * 1024]);
+        for _ in 0..10 {
+            let r = client::send(f.listener(0), post(large.clone())).await;
+            assert_eq!(r.status, StatusCode::OK);
+        }
+        let posts = opened() - before - ours;
         assert!(
             (1..=workers).contains(&posts),
-            "{workers} workers: {posts} backend connections for sequential POSTs"
+            "{workers} workers: {posts} backend connections for sequential large POSTs"
         );
     }
 }
