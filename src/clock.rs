@@ -71,6 +71,30 @@ pub(crate) fn now_us() -> u64 {
         + 1
 }
 
+/// Ready once `at` has passed, with `timer` armed for it: one timer kept for
+/// a connection's life, whose deadline each request moves instead of
+/// registering a timer of its own. Moving it later only stores the new
+/// deadline (a timer that fires early is re-armed); moving it earlier re-arms
+/// at once.
+pub(crate) fn poll_deadline(
+    timer: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    at: Instant,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<()> {
+    use std::future::Future;
+    let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+    if sleep.deadline() > at {
+        sleep.as_mut().reset(at);
+    }
+    loop {
+        std::task::ready!(sleep.as_mut().poll(cx));
+        if sleep.deadline() >= at {
+            return std::task::Poll::Ready(());
+        }
+        sleep.as_mut().reset(at);
+    }
+}
+
 /// Wall-clock milliseconds since the Unix epoch from the kernel's coarse
 /// real-time clock: at most a tick (1 to 4 ms) behind, for the access log's time
 /// stamp, which every request writes.
@@ -112,5 +136,33 @@ mod tests {
             assert!(coarse <= fine, "{coarse} > {fine}");
             assert!(fine - coarse < 1000, "{coarse} vs {fine}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_moves_later_and_earlier_on_one_timer() {
+        use std::time::Duration;
+        let mut timer = None;
+        let t0 = Instant::now();
+        // Armed for 10 s, then moved to 20 s: not ready at 10 s.
+        let first = t0 + Duration::from_secs(10);
+        let later = t0 + Duration::from_secs(20);
+        std::future::poll_fn(|cx| {
+            assert!(poll_deadline(&mut timer, first, cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        std::future::poll_fn(|cx| poll_deadline(&mut timer, later, cx)).await;
+        assert!(Instant::now() >= later, "fired before the later deadline");
+        // Moved earlier than the armed time: fires at the earlier one.
+        let far = Instant::now() + Duration::from_secs(60);
+        let near = Instant::now() + Duration::from_secs(5);
+        std::future::poll_fn(|cx| {
+            assert!(poll_deadline(&mut timer, far, cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        std::future::poll_fn(|cx| poll_deadline(&mut timer, near, cx)).await;
+        let now = Instant::now();
+        assert!(now >= near && now < far, "fired at the earlier deadline");
     }
 }

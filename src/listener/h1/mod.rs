@@ -256,21 +256,9 @@ impl Deadline {
         let Some(at) = self.at else {
             return Poll::Pending;
         };
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
         // An earlier deadline than the armed one (a body's wait shorter than a
         // head's) re-arms at once.
-        if sleep.deadline() > at {
-            sleep.as_mut().reset(at);
-        }
-        loop {
-            ready!(sleep.as_mut().poll(cx));
-            if sleep.deadline() >= at {
-                return Poll::Ready(());
-            }
-            sleep.as_mut().reset(at);
-        }
+        crate::clock::poll_deadline(&mut self.sleep, at, cx)
     }
 }
 

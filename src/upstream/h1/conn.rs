@@ -126,7 +126,7 @@ impl Conn {
                 };
                 match r {
                     Poll::Ready(r) => Poll::Ready(Some(r)),
-                    Poll::Pending => poll_deadline(timer, at, cx).map(|()| None),
+                    Poll::Pending => crate::clock::poll_deadline(timer, at, cx).map(|()| None),
                 }
             })
             .await;
@@ -152,7 +152,9 @@ impl Conn {
             }
             let filled = poll_fn(|cx| match self.poll_fill(cx) {
                 Poll::Ready(r) => Poll::Ready(Some(r)),
-                Poll::Pending => poll_deadline(&mut self.timer, at, cx).map(|()| None),
+                Poll::Pending => {
+                    crate::clock::poll_deadline(&mut self.timer, at, cx).map(|()| None)
+                }
             })
             .await;
             let e = match filled {
@@ -183,27 +185,6 @@ impl Conn {
         *resp.version_mut() = head.version;
         *resp.headers_mut() = head.headers;
         Ok(resp)
-    }
-}
-
-/// Ready once `at` has passed, with `timer` armed for it. A timer armed for
-/// an earlier time (an earlier exchange's) is re-armed when it fires, one
-/// armed for a later time at once.
-fn poll_deadline(
-    timer: &mut Option<Pin<Box<Sleep>>>,
-    at: Instant,
-    cx: &mut Context<'_>,
-) -> Poll<()> {
-    let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-    if sleep.deadline() > at {
-        sleep.as_mut().reset(at);
-    }
-    loop {
-        ready!(sleep.as_mut().poll(cx));
-        if sleep.deadline() >= at {
-            return Poll::Ready(());
-        }
-        sleep.as_mut().reset(at);
     }
 }
 
