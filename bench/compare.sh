@@ -93,44 +93,7 @@ case " $PROXIES " in
     { echo "compare.sh: fulcrum-b needs FULCRUM_B, an executable" >&2; exit 2; } ;;
 esac
 
-RUN=$(mktemp -d /tmp/fulcrum-compare.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$RUN"
-}
-trap cleanup EXIT INT TERM
-
-wait_port() {
-    for _ in $(seq 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "compare.sh: nothing listens on $1" >&2
-    return 1
-}
-
-backend_conf() { # NAME PORT
-    mkdir -p "$RUN/$1"
-    cat >"$RUN/$1/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $RUN/$1/nginx.pid;
-error_log $RUN/$1/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 100000000;
-    keepalive_timeout 120s;
-    client_body_temp_path $RUN/$1/tmp;
-    server {
-        listen 127.0.0.1:$2 backlog=4096;
-$(backend_locations "$1")
-    }
-}
-EOF
-}
+. "$(dirname "$0")/lib.sh"
 
 # What a backend answers: a fixed text, or in cache mode cacheable files and a
 # request counter.
@@ -413,14 +376,8 @@ if [ "$MODE" = cache ]; then
     printf 'hello, world\n' >"$RUN/www/small"
     head -c 16384 /dev/zero | tr '\0' x >"$RUN/www/16k"
 fi
-backend_conf b1 "$B1"
-backend_conf b2 "$B2"
-for b in b1 b2; do
-    port=$B1; [ $b = b2 ] && port=$B2
-    taskset -c "$LOAD_CPU" nginx -c "$RUN/$b/nginx.conf" -p "$RUN/$b" 2>"$RUN/$b.err" &
-    PIDS+=("$!")
-    wait_port "$port"
-done
+start_nginx_backend b1 "$B1" "$(backend_locations b1)"
+start_nginx_backend b2 "$B2" "$(backend_locations b2)"
 
 : >"$RUN/rows.tsv"
 targets=(direct)

@@ -43,47 +43,7 @@ for tool in nginx wrk taskset perf nstat; do
     command -v "$tool" >/dev/null || { echo "kernel-time.sh: $tool is needed" >&2; exit 2; }
 done
 
-RUN=$(mktemp -d /tmp/fulcrum-kernel.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$RUN"
-}
-trap cleanup EXIT INT TERM
-
-wait_port() {
-    for _ in $(seq 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "kernel-time.sh: nothing listens on $1" >&2
-    return 1
-}
-
-start_backend() { # NAME PORT
-    mkdir -p "$RUN/$1"
-    cat >"$RUN/$1/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $RUN/$1/nginx.pid;
-error_log $RUN/$1/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 100000000;
-    keepalive_timeout 120s;
-    client_body_temp_path $RUN/$1/tmp;
-    server {
-        listen 127.0.0.1:$2 backlog=4096;
-        location / { default_type text/plain; return 200 "$1\\n"; }
-    }
-}
-EOF
-    taskset -c "$LOAD_CPU" nginx -c "$RUN/$1/nginx.conf" -p "$RUN/$1" 2>"$RUN/$1.err" &
-    PIDS+=("$!")
-    wait_port "$2"
-}
+. "$(dirname "$0")/lib.sh"
 
 # nginx as in bench/compare.sh; SETS `set` directives make each request cost
 # more user time and change nothing else (no system call, no byte on the wire).
@@ -232,8 +192,10 @@ count_syscalls() { # NAME PID
         END { print "" }' "$RUN/strace.txt" | tr ';' '\n' | awk 'NF && $3 + 0 >= 0.01' >>"$RUN/syscalls.txt"
 }
 
-start_backend b1 "$B1"
-start_backend b2 "$B2"
+for b in b1 b2; do
+    port=$B1; [ $b = b2 ] && port=$B2
+    start_nginx_backend $b "$port" "        location / { default_type text/plain; return 200 \"$b\\n\"; }"
+done
 : >"$RUN/rows.tsv"
 : >"$RUN/syscalls.txt"
 targets=()
