@@ -29,20 +29,17 @@
 //! already served here were complete, their bodies included, so nothing of
 //! them is left in the stream.
 //!
-//! # Bodies are read whole first
+//! # Bodies that came with their head
 //!
-//! A body is read into the connection's buffer, whole, before the request
-//! goes to the pipeline, as nginx does by default (`proxy_request_buffering`):
-//! a slow client then holds only its own connection, never a backend
-//! connection, and never makes a backend look slow (its `response_header`
-//! time starts with the body complete). The body goes on as one `Bytes`
-//! (`Inbound::Full`), which the backend side writes together with the head
-//! and which a retry can send again without having kept a copy. The wait is
-//! bounded like a streamed body's: a client that sends nothing of it for
-//! `limits.body_read_timeout` gets the same 408 (and the connection closes),
-//! one whose connection ends first gets 400. The bound keeps what a
-//! connection can hold to what a request held for a retry already could;
-//! longer bodies stream through hyper as before.
+//! A request with a body is served here only when the whole body is already
+//! in the bytes read with its head, as a small POST from a form or an API
+//! client usually is. Waiting for the rest here would hold the body back from
+//! the backend until it is whole, and bodies stream (a route that wants them
+//! whole says so with `buffer_request_body`); so a body still on its way
+//! hands the connection over like anything else, and hyper streams it. A
+//! body taken here goes on as one `Bytes` (`Inbound::Full`), which the
+//! backend side writes together with the head and which a retry can send
+//! again without having kept a copy.
 
 mod head;
 mod write;
@@ -51,7 +48,7 @@ pub(crate) use head::{Decision, MAX_BUFFERED_BODY, decide, request, take_body};
 
 use super::counted::Counted;
 use crate::proxy::body::ProxyBody;
-use crate::proxy::pipeline::{ConnCtx, Unread, handle, refuse_unread};
+use crate::proxy::pipeline::{ConnCtx, handle};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, Method};
 use http_body::Body;
@@ -69,8 +66,6 @@ use write::{Answering, Framing};
 
 /// The first read's size; a head that needs more grows the buffer.
 const FIRST_READ: usize = 4096;
-/// The most room made for a body before its bytes arrive.
-const BODY_READ_STEP: usize = 16 * 1024;
 /// Buffers kept per thread for the next connection that has something to read.
 const KEEP_FREE: usize = 64;
 /// How long a closing connection waits for its last bytes to leave.
@@ -141,21 +136,12 @@ where
             let pending = buf.as_mut()?;
             let head = pending.split_to(layout.len).freeze();
             let body_len = usize::try_from(layout.body).ok()?;
-            // The body is read into the same buffer before anything else, so
-            // that a hand-over below still replays every byte.
-            let (head, layout, unread) = if pending.len() < body_len {
-                // Boxed, with the head: most bodies come with their head, and
-                // the connection keeps no room for this wait.
-                let (io, deadline, pending) = (&mut io, &mut deadline, &mut *pending);
-                Box::pin(async move {
-                    let read = read_body(io, pending, body_len, deadline, limits).await;
-                    (head, layout, read.err())
-                })
-                .await
-            } else {
-                (head, layout, None)
-            };
-            let Some(req) = head::request(&head, &layout) else {
+            // A body is taken only when it came with its head: waiting for the
+            // rest would hold the whole body back from the backend, and bodies
+            // stream (a route asks for `buffer_request_body` to have them
+            // whole). hyper streams it from here, the bytes read replayed.
+            let whole = pending.len() >= body_len;
+            let Some(req) = whole.then(|| head::request(&head, &layout)).flatten() else {
                 let mut replay = BytesMut::with_capacity(head.len() + pending.len());
                 replay.extend_from_slice(&head);
                 replay.extend_from_slice(pending);
@@ -165,11 +151,6 @@ where
                 });
             };
             drop(head);
-            if let Some(why) = unread {
-                drop(layout);
-                Box::pin(refuse(ctx, &mut io, req, why, pending)).await;
-                return None;
-            }
             // The request in a block of its own: borrowed where it is bound, it
             // would keep a place in the connection's future.
             let (head_method, answer) = {
@@ -338,54 +319,6 @@ where
             Ok(Err(_)) | Err(_) => return Read::Closed,
         }
     }
-}
-
-/// Reads until `pending` holds `len` bytes (a request's body, and whatever
-/// the client sent after it). Like a streamed body, it gives up after
-/// `limits.body_read_timeout` without a byte, not after that long in all.
-async fn read_body<I: AsyncRead + Unpin>(
-    io: &mut I,
-    pending: &mut BytesMut,
-    len: usize,
-    deadline: &mut Deadline,
-    limits: &crate::config::Limits,
-) -> Result<(), Unread> {
-    while pending.len() < len {
-        // Room for what is still to come, a step at a time: a client that
-        // announces 64 KiB and sends nothing makes the connection hold no more
-        // than one step.
-        pending.reserve((len - pending.len()).min(BODY_READ_STEP));
-        deadline.at = Some(Instant::now() + limits.body_read_timeout);
-        let read = poll_fn(|cx| match read_into(io, pending, cx) {
-            Poll::Ready(r) => Poll::Ready(Ok(r)),
-            Poll::Pending => deadline.poll_expired(cx).map(Err),
-        })
-        .await;
-        match read {
-            Ok(Ok(0) | Err(_)) => return Err(Unread::Ended),
-            Ok(Ok(_)) => {}
-            Err(()) => return Err(Unread::Stalled),
-        }
-    }
-    Ok(())
-}
-
-/// Answers a request whose body did not arrive whole (see [`refuse_unread`])
-/// and closes the connection: what is left of the stream cannot be framed.
-async fn refuse<I: AsyncRead + AsyncWrite + Unpin>(
-    ctx: &ConnCtx,
-    io: &mut I,
-    req: http::Request<crate::upstream::body::Inbound>,
-    why: Unread,
-    pending: &mut BytesMut,
-) {
-    let answering = Answering {
-        head_method: req.method() == Method::HEAD,
-        close: true,
-    };
-    let resp = refuse_unread(ctx, req, why);
-    let _ = respond(io, resp, &answering, false, pending).await;
-    let _ = timeout_at(Instant::now() + CLOSE_GRACE, io.shutdown()).await;
 }
 
 /// Reads what is there into `buf`'s spare room; `Ok(0)` at the end of the stream.

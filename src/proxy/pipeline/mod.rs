@@ -166,48 +166,6 @@ pub(crate) async fn handle(conn: &ConnCtx, req: Request<Inbound>) -> Response<Pr
     }
 }
 
-/// Why a connection could not read a request's body whole before the
-/// request went on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Unread {
-    /// Nothing of it came for `limits.body_read_timeout`.
-    Stalled,
-    /// The connection ended (or failed) before its last byte.
-    Ended,
-}
-
-/// Answers a request whose body never arrived whole, as a streamed body that
-/// failed the same way is answered: 408 after a stall (counted with the other
-/// body timeouts), 400 when the body ended early; both close the connection.
-/// The request is counted and logged like any other refusal.
-pub(crate) fn refuse_unread(
-    conn: &ConnCtx,
-    req: Request<Inbound>,
-    why: Unread,
-) -> Response<ProxyBody> {
-    let (parts, _) = req.into_parts();
-    let snapshot = conn.proxy.snapshot.load_full();
-    let mut rc = match accept::accept(conn, &parts, &snapshot) {
-        Ok(rc) => rc,
-        Err(answered) => return *answered,
-    };
-    rc.refuse(match why {
-        Unread::Stalled => {
-            conn.proxy
-                .telemetry
-                .body_read_timeouts
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Refusal::closing(
-                StatusCode::REQUEST_TIMEOUT,
-                "the request body stalled for limits.body_read_timeout",
-            )
-        }
-        Unread::Ended => {
-            Refusal::closing(StatusCode::BAD_REQUEST, "could not read the request body")
-        }
-    })
-}
-
 /// How a request that was not refused ends.
 enum Outcome<'s> {
     Forwarded(route::Routed<'s>, forward::Won, Option<cache::Admit>),
