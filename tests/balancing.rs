@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use testkit::backend::{Handler, TestBackend, full};
 use testkit::client;
@@ -447,10 +447,10 @@ async fn refused_backend_causes_no_client_errors() {
 
 /// A raw backend that reads one request (head and Content-Length body) and then
 /// closes the connection without answering.
-async fn reads_then_drops() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+async fn reads_then_drops() -> (SocketAddr, Arc<AtomicUsize>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = Arc::new(AtomicUsize::new(0));
     let s2 = seen.clone();
     tokio::spawn(async move {
         loop {
@@ -491,14 +491,21 @@ async fn reads_then_drops() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>)
     (addr, seen)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn post_is_not_retried_after_the_backend_read_it_but_put_is() {
+/// A failover pool of a backend that reads each request and drops it, then
+/// an echo backend; returns the proxy, the dropper's count and the echo.
+async fn dropper_then_echo() -> (Fulcrum, Arc<AtomicUsize>, TestBackend) {
     let (dropper, seen) = reads_then_drops().await;
     let b = TestBackend::echo("b").await;
     let f = Fulcrum::start(&pool_config(
         &[format!("\"{dropper}\""), format!("\"{}\"", b.addr)],
         "    algorithm: failover\n    passive_health: { max_fails: 1000000 }\n",
     ));
+    (f, seen, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_is_not_retried_after_the_backend_read_it_but_put_is() {
+    let (f, seen, b) = dropper_then_echo().await;
     let addr = f.listener(0);
     let body = Bytes::from(vec![b'x'; 10_000]);
     let r = client::send(
@@ -531,12 +538,7 @@ async fn post_is_not_retried_after_the_backend_read_it_but_put_is() {
 /// as it was first sent: the same request ID and forwarding fields, once each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_retried_after_the_backend_read_it_is_sent_whole_again() {
-    let (dropper, seen) = reads_then_drops().await;
-    let b = TestBackend::echo("b").await;
-    let f = Fulcrum::start(&pool_config(
-        &[format!("\"{dropper}\""), format!("\"{}\"", b.addr)],
-        "    algorithm: failover\n    passive_health: { max_fails: 1000000 }\n",
-    ));
+    let (f, seen, b) = dropper_then_echo().await;
     let addr = f.listener(0);
     for i in 1..=3 {
         let r = client::get_host(addr, "x", "/again").await;
@@ -696,8 +698,8 @@ async fn hedged_request_is_answered_by_the_fast_backend() {
 fn gated(
     name: &'static str,
     gate: Arc<tokio::sync::Semaphore>,
-    now: Arc<std::sync::atomic::AtomicUsize>,
-    peak: Arc<std::sync::atomic::AtomicUsize>,
+    now: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
 ) -> Handler {
     Arc::new(move |_req: Request<Incoming>| {
         let (gate, now, peak) = (gate.clone(), now.clone(), peak.clone());
@@ -722,8 +724,8 @@ async fn queue_waiting(f: &Fulcrum) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_requests_caps_a_backend_and_the_queue_holds_the_rest() {
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let now = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let now = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
     let a = TestBackend::start(gated("a", gate.clone(), now.clone(), peak.clone())).await;
     let f = Fulcrum::start(&pool_config(
         &addr_list(&[&a]),
@@ -783,8 +785,8 @@ async fn max_requests_caps_a_backend_and_the_queue_holds_the_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_queued_past_the_queue_timeout_gets_a_503() {
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let now = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let now = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
     let a = TestBackend::start(gated("a", gate.clone(), now.clone(), peak)).await;
     let f = Fulcrum::start(&pool_config(
         &addr_list(&[&a]),

@@ -90,18 +90,33 @@ async fn tls_connect(
     Ok((s, subject, issuer, alpn))
 }
 
+/// An HTTP/1.1 client connection over TLS to `addr` with `sni`; returns its
+/// sender and the server certificate's subject and issuer CNs.
+async fn h1_over_tls(
+    addr: SocketAddr,
+    sni: &str,
+    trust: Option<&str>,
+) -> (
+    hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    String,
+    String,
+) {
+    let (s, subject, issuer, _) = tls_connect(addr, sni, client_config(trust, &[b"http/1.1"]))
+        .await
+        .unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    (sender, subject, issuer)
+}
+
 async fn https_get(
     addr: SocketAddr,
     sni: &str,
     trust: Option<&str>,
 ) -> (String, String, client::Resp) {
-    let (s, subject, issuer, _) = tls_connect(addr, sni, client_config(trust, &[b"http/1.1"]))
-        .await
-        .unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, subject, issuer) = h1_over_tls(addr, sni, trust).await;
     let resp = sender
         .send_request(
             Request::get("/")
@@ -272,18 +287,8 @@ async fn certificates_are_reloaded_without_dropping_connections() {
     let f = Fulcrum::start(&cfg);
     let addr = f.listener(0);
     // An open connection from before the reload...
-    let (s, subject, _, _) = tls_connect(
-        addr,
-        "old.test",
-        client_config(Some(&ca.pem()), &[b"http/1.1"]),
-    )
-    .await
-    .unwrap();
+    let (mut sender, subject, _) = h1_over_tls(addr, "old.test", Some(&ca.pem())).await;
     assert_eq!(subject, "old.test");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
     // New files under the same names, then a reload.
     let (c2, k2) = ca.leaf(&["new.test"]);
     std::fs::write(&crt, c2).unwrap();
@@ -670,17 +675,7 @@ async fn one_tls_connection_serves_gets_then_a_body_then_gets() {
     let cfg = tls_proxy_config(&[a], be.addr);
     let f = Fulcrum::start(&cfg);
     let addr = f.listener(0);
-    let (s, _, _, _) = tls_connect(
-        addr,
-        "a.test",
-        client_config(Some(&ca.pem()), &[b"http/1.1"]),
-    )
-    .await
-    .unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _, _) = h1_over_tls(addr, "a.test", Some(&ca.pem())).await;
     for (method, path, body) in [
         ("GET", "/k1", ""),
         ("GET", "/k2", ""),

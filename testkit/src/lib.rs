@@ -330,10 +330,47 @@ fn with_test_admin(config: &str) -> String {
 /// An address on 127.0.0.1 where nothing listens: bound, then released. For
 /// configs that name a port before their process starts, and for a backend
 /// that refuses connections.
+///
+/// The port comes from below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`), which the kernel never hands out on its
+/// own: between the release here and the bind by the process under test, no
+/// outgoing connection and no `bind(:0)` elsewhere on the machine (another
+/// test's clients, a benchmark) can take it. A port from `bind(:0)` could be
+/// taken in that window, and a test once failed with "Address already in use"
+/// that way. Ports are tried in turn from a place that differs per process, so
+/// tests of one binary running at once do not pick the same one.
 pub fn free_addr() -> SocketAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = below_ephemeral_range();
+    let span = u32::from(high - low);
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..span {
+        let n = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed));
+        let port = low + (n % span) as u16;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().expect("local address");
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
+}
+
+/// Ports `[low, high)` below the kernel's ephemeral range: 10000 up to its
+/// start (32768 by default), or the ports above it when it starts too low.
+fn below_ephemeral_range() -> (u16, u16) {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        });
+    match range {
+        Some((first, _)) if first > 12_000 => (10_000, first),
+        Some((_, last)) if last < 60_000 => (last + 1, 65_000),
+        _ => (10_000, 32_768),
+    }
 }
 
 /// The port of [`free_addr`].
