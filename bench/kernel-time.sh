@@ -45,66 +45,15 @@ done
 
 . "$(dirname "$0")/lib.sh"
 
-# nginx as in bench/compare.sh; SETS `set` directives make each request cost
-# more user time and change nothing else (no system call, no byte on the wire).
-nginx_conf() { # SETS
-    mkdir -p "$RUN/nginx"
-    local sets=""
+# nginx-slow: nginx_proxy_conf with SETS `set` directives in its server, which
+# make each request cost more user time and change nothing else (no system
+# call, no byte on the wire).
+slow_sets() { # SETS; sets NGINX_SERVER_EXTRA
+    NGINX_SERVER_EXTRA=""
     for i in $(seq "$1"); do
-        sets="$sets        set \$v$i \$host\$request_uri\$remote_addr\$host\$request_uri\$remote_addr\$http_user_agent\$host;
+        NGINX_SERVER_EXTRA="$NGINX_SERVER_EXTRA        set \$v$i \$host\$request_uri\$remote_addr\$host\$request_uri\$remote_addr\$http_user_agent\$host;
 "
     done
-    cat >"$RUN/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-master_process off;
-pid $RUN/nginx/nginx.pid;
-error_log $RUN/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 100000000;
-    keepalive_timeout 120s;
-    client_body_temp_path $RUN/nginx/tmp-body;
-    proxy_temp_path $RUN/nginx/tmp-proxy;
-    upstream backends {
-        server 127.0.0.1:$B1;
-        server 127.0.0.1:$B2;
-        keepalive 128;
-    }
-    server {
-        listen 127.0.0.1:$PROXY_PORT backlog=4096;
-$sets        location / {
-            proxy_pass http://backends;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-EOF
-}
-
-haproxy_conf() {
-    cat >"$RUN/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 8000
-defaults
-    mode http
-    option http-keep-alive
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout http-keep-alive 120s
-frontend fe
-    bind 127.0.0.1:$PROXY_PORT
-    default_backend be
-backend be
-    balance roundrobin
-    http-reuse always
-    server b1 127.0.0.1:$B1
-    server b2 127.0.0.1:$B2
-EOF
 }
 
 start_target() { # NAME; sets TARGET_PID
@@ -116,9 +65,9 @@ start_target() { # NAME; sets TARGET_PID
             --to "http://127.0.0.1:$B1" --to "http://127.0.0.1:$B2" >/dev/null 2>"$RUN/$1.err" &
         ;;
     nginx | nginx-slow)
-        local sets=0
-        [ "$1" = nginx-slow ] && sets=$SLOW
-        nginx_conf "$sets"
+        NGINX_SERVER_EXTRA=""
+        [ "$1" = nginx-slow ] && slow_sets "$SLOW"
+        nginx_proxy_conf
         taskset -c "$PROXY_CPU" nginx -c "$RUN/nginx/nginx.conf" -p "$RUN/nginx" 2>"$RUN/nginx.err" &
         ;;
     haproxy)
@@ -130,14 +79,6 @@ start_target() { # NAME; sets TARGET_PID
     TARGET_PID=$!
     PIDS+=("$TARGET_PID")
     wait_port "$PROXY_PORT"
-}
-
-stop_target() {
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-    local keep=()
-    for pid in "${PIDS[@]}"; do [ "$pid" != "$1" ] && keep+=("$pid"); done
-    PIDS=("${keep[@]}")
 }
 
 wrk_run() { # SECONDS OUT
