@@ -1,7 +1,8 @@
 //! Wrappers around a connection that only watch its read side (the smuggling
 //! guard, the replay of bytes already read, the count of bytes a backend sent)
 //! pass every write straight to the connection inside. `write_through!` writes
-//! that `AsyncWrite` body once for all of them.
+//! that `AsyncWrite` body once for all of them; `read_counting` is the read of
+//! the two that count what they receive.
 
 /// The methods of an `AsyncWrite` impl that forward to the field named, which
 /// must itself be `AsyncWrite + Unpin` (so the wrapper is `Unpin` too). Used
@@ -40,3 +41,21 @@ macro_rules! write_through {
     };
 }
 pub(crate) use write_through;
+
+/// A read through `io` that adds the bytes it brought to `count`: the read side
+/// of the wrappers that count a connection's received bytes (a listener's
+/// connections, a backend's).
+pub fn read_counting<IO: tokio::io::AsyncRead + Unpin>(
+    io: &mut IO,
+    cx: &mut std::task::Context<'_>,
+    buf: &mut tokio::io::ReadBuf<'_>,
+    count: &std::sync::atomic::AtomicU64,
+) -> std::task::Poll<std::io::Result<()>> {
+    let before = buf.filled().len();
+    let r = std::pin::Pin::new(io).poll_read(cx, buf);
+    let n = buf.filled().len() - before;
+    if n > 0 {
+        count.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+    r
+}

@@ -39,13 +39,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Counted<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.io).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            this.stats.received_bytes.fetch_add(n as u64, Relaxed);
-        }
-        r
+        crate::passthrough::read_counting(&mut this.io, cx, buf, &this.stats.received_bytes)
     }
 }
 

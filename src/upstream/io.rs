@@ -4,7 +4,7 @@ use crate::config::BackendAddress;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -157,13 +157,7 @@ impl AsyncRead for Tallied {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.io).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            this.tally.received.fetch_add(n as u64, Relaxed);
-        }
-        r
+        crate::passthrough::read_counting(&mut this.io, cx, buf, &this.tally.received)
     }
 }
 
