@@ -10,6 +10,7 @@ counts do not depend on the machine's load, unlike timings.
 
     bench/callgrind.py [--binary target/profiling/fulcrum] [--requests 2000]
                        [--access-log] [--routes N] [--post BYTES] [--keep DIR]
+                       [--clock-reads]
 
 `--post BYTES` sends each request as a POST with a `Content-Length` body of
 BYTES bytes (head and body in one write, as a form post or a JSON API call
