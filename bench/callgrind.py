@@ -10,6 +10,7 @@ counts do not depend on the machine's load, unlike timings.
 
     bench/callgrind.py [--binary target/profiling/fulcrum] [--requests 2000]
                        [--access-log] [--routes N] [--post BYTES] [--keep DIR]
+                       [--clock-reads]
 
 `--post BYTES` sends each request as a POST with a `Content-Length` body of
 BYTES bytes (head and body in one write, as a form post or a JSON API call
@@ -21,6 +22,12 @@ routing against the size of the table.
 
 `--keep DIR` leaves both callgrind output files in DIR for callgrind_annotate
 (build with `cargo build --profile profiling` for function names and lines).
+
+`--clock-reads` also counts the clock reads of a request: calls of libc's
+`clock_gettime` (a system call under valgrind, so outside the instruction
+count), by the function that asked for the time. Calls through std's
+`Instant`/`SystemTime` and tokio's `Instant` are traced back to their callers;
+the rest are direct calls, which is how `clock.rs` reads the coarse clocks.
 """
 
 import argparse
@@ -107,6 +114,68 @@ def total_instructions(path):
     raise RuntimeError(f"no totals in {path}")
 
 
+# Functions that only pass a clock read on: their callers are the ones asking.
+CLOCK_GLUE = re.compile(
+    r"Timespec>::now$|std::time::(Instant|SystemTime)>::(now|elapsed)$"
+    r"|tokio::time::instant::Instant::(now|elapsed)$"
+)
+
+
+def calls_by_caller(path):
+    """{callee: {caller: calls}} from a callgrind output file."""
+    names, calls = {}, {}
+    caller = callee = None
+
+    def name(ref):
+        m = re.match(r"\((\d+)\)(?: (.*))?", ref)
+        if m.group(2):
+            names[m.group(1)] = m.group(2)
+        return names.get(m.group(1), ref)
+
+    with open(path) as f:
+        for line in f:
+            if line.startswith("fn="):
+                caller = name(line[3:].strip())
+            elif line.startswith("cfn="):
+                callee = name(line[4:].strip())
+            elif line.startswith("calls=") and callee is not None:
+                by = calls.setdefault(callee, {})
+                by[caller] = by.get(caller, 0) + int(line[6:].split()[0])
+                callee = None
+    return calls
+
+
+def clock_reads(path):
+    """{(function, through std or tokio): clock_gettime calls it asked for}."""
+    calls = calls_by_caller(path)
+    reads = {}
+
+    def credit(fn, count, depth, through):
+        if depth < 6 and CLOCK_GLUE.search(fn) and fn in calls:
+            total = sum(calls[fn].values())
+            for caller, n in calls[fn].items():
+                credit(caller, count * n / total, depth + 1, True)
+        else:
+            reads[(fn, through)] = reads.get((fn, through), 0) + count
+
+    for callee, by in calls.items():
+        if re.match(r"(__)?clock_gettime\b", callee):
+            for caller, n in by.items():
+                credit(caller, n, 0, False)
+    return reads
+
+
+def print_clock_reads(a_path, b_path, n):
+    a, b = clock_reads(a_path), clock_reads(b_path)
+    rows = [((b.get(k, 0) - a.get(k, 0)) / n, k) for k in set(a) | set(b)]
+    rows = sorted((r for r in rows if abs(r[0]) >= 0.005), reverse=True)
+    precise = sum(r for r, (_, through) in rows if through)
+    print(f"clock reads per request: {sum(r for r, _ in rows):.2f}, {precise:.2f} of them through"
+          " std's or tokio's clock (precise), the rest direct (clock.rs: coarse)")
+    for r, (f, through) in rows:
+        print(f"  {r:6.2f}  {'precise' if through else 'direct '}  {f}")
+
+
 def routes_config(path, port, bport, n, access_log):
     """A config with N routes by host name over one backend, for `fulcrum run`."""
     with open(path, "w") as f:
@@ -161,6 +230,12 @@ async def main(args):
     backend.close()
     print(f"{n} requests: {a} instructions; {2 * n} requests: {b}")
     print(f"per request: {(b - a) / n:.0f} instructions")
+    if args.clock_reads:
+        print_clock_reads(
+            os.path.join(keep, f"callgrind.out.{n}"),
+            os.path.join(keep, f"callgrind.out.{2 * n}"),
+            n,
+        )
     print(f"callgrind files: {keep}")
 
 
@@ -172,5 +247,6 @@ if __name__ == "__main__":
     p.add_argument("--routes", type=int, default=0, help="N routes by host name, with fulcrum run")
     p.add_argument("--post", type=int, metavar="BYTES", help="POST a body of BYTES bytes instead of a GET")
     p.add_argument("--keep", help="directory for the callgrind output files")
+    p.add_argument("--clock-reads", action="store_true", help="count clock_gettime calls per request, by caller")
     asyncio.run(main(p.parse_args()))
     sys.exit(0)

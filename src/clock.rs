@@ -8,40 +8,43 @@
 //! clock truncated to the last tick (1 to 4 ms) and several times cheaper to read
 //! (about 9 ns against 55 on this project's VMs). Everything stamped in milliseconds
 //! (idle connections, ejection windows, latency stamps, upload progress) tolerates a
-//! tick, and the request path reads it several times per request.
+//! tick, and the request path reads it several times per request. [`coarse_instant`]
+//! gives the coarse clock as a tokio instant, for deadlines of seconds that may be
+//! a tick early or late; [`us_of`] turns an instant already read into a
+//! [`now_us`] value, so that one precise read can serve several stamps.
 
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 /// The process start: tokio's instant and, taken right after, the coarse clock's
-/// reading in milliseconds.
+/// reading in nanoseconds.
 static START: OnceLock<(Instant, u64)> = OnceLock::new();
 
 fn started() -> &'static (Instant, u64) {
-    START.get_or_init(|| (Instant::now(), coarse_ms()))
+    START.get_or_init(|| (Instant::now(), coarse_ns()))
 }
 
 fn start() -> Instant {
     started().0
 }
 
-/// The coarse monotonic clock in milliseconds (tokio's clock in unit tests, so
+/// The coarse monotonic clock in nanoseconds (tokio's clock in unit tests, so
 /// that a paused clock steers it).
 #[cfg(not(test))]
-fn coarse_ms() -> u64 {
-    kernel_ms(libc::CLOCK_MONOTONIC_COARSE)
+fn coarse_ns() -> u64 {
+    kernel_ns(libc::CLOCK_MONOTONIC_COARSE)
 }
 
 #[cfg(test)]
-fn coarse_ms() -> u64 {
+fn coarse_ns() -> u64 {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
     let origin = *ORIGIN.get_or_init(Instant::now);
-    Instant::now().saturating_duration_since(origin).as_millis() as u64
+    Instant::now().saturating_duration_since(origin).as_nanos() as u64
 }
 
-/// One of the kernel's clocks, in milliseconds.
-fn kernel_ms(clock: libc::clockid_t) -> u64 {
+/// One of the kernel's clocks, in nanoseconds.
+fn kernel_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -49,13 +52,40 @@ fn kernel_ms(clock: libc::clockid_t) -> u64 {
     // SAFETY: `ts` is a valid timespec to write to; the monotonic clock ids exist
     // since Linux 2.6.32, and a failure (EINVAL) only leaves zeros.
     unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// One of the kernel's clocks, in milliseconds.
+fn kernel_ms(clock: libc::clockid_t) -> u64 {
+    kernel_ns(clock) / 1_000_000
 }
 
 /// Milliseconds since the process started (never 0, so 0 can mean "never").
 pub(crate) fn now_ms() -> u64 {
     let &(_, at_start) = started();
-    coarse_ms().saturating_sub(at_start) + 1
+    coarse_ns().saturating_sub(at_start) / 1_000_000 + 1
+}
+
+/// Now by the coarse clock, as a tokio instant: for deadlines (a head's wait,
+/// a backend's answer) that tolerate a tick. The coarse clock lags the precise
+/// one by up to a tick (1 to 4 ms), and so may the start's reading of it: the
+/// instant is within a tick of the precise clock, either way. In unit tests it
+/// is tokio's (paused) clock itself.
+#[cfg(not(test))]
+pub(crate) fn coarse_instant() -> Instant {
+    let &(at, at_start) = started();
+    coarse_after(at, at_start, coarse_ns())
+}
+
+/// The instant of a coarse reading `now_ns`, given the instant `at` and the
+/// coarse reading `at_ns` taken together once.
+fn coarse_after(at: Instant, at_ns: u64, now_ns: u64) -> Instant {
+    at + std::time::Duration::from_nanos(now_ns.saturating_sub(at_ns))
+}
+
+#[cfg(test)]
+pub(crate) fn coarse_instant() -> Instant {
+    Instant::now()
 }
 
 /// The instant of a [`now_ms`] value (for timers).
@@ -63,12 +93,19 @@ pub(crate) fn instant_of_ms(ms: u64) -> Instant {
     start() + std::time::Duration::from_millis(ms.saturating_sub(1))
 }
 
+/// The instant of a [`now_us`] value.
+pub(crate) fn instant_of_us(us: u64) -> Instant {
+    start() + std::time::Duration::from_micros(us.saturating_sub(1))
+}
+
 /// Microseconds since the process started.
 pub(crate) fn now_us() -> u64 {
-    Instant::now()
-        .saturating_duration_since(start())
-        .as_micros() as u64
-        + 1
+    us_of(Instant::now())
+}
+
+/// The [`now_us`] value of an instant already read.
+pub(crate) fn us_of(at: Instant) -> u64 {
+    at.saturating_duration_since(start()).as_micros() as u64 + 1
 }
 
 /// Ready once `at` has passed, with `timer` armed for it: one timer kept for
@@ -135,6 +172,27 @@ mod tests {
             // for a descheduled thread between the two reads.
             assert!(coarse <= fine, "{coarse} > {fine}");
             assert!(fine - coarse < 1000, "{coarse} vs {fine}");
+        }
+    }
+
+    #[test]
+    fn a_coarse_instant_is_the_precise_one_to_within_a_tick() {
+        let (at, at_ns) = (Instant::now(), kernel_ns(libc::CLOCK_MONOTONIC_COARSE));
+        for _ in 0..1000 {
+            let coarse = coarse_after(at, at_ns, kernel_ns(libc::CLOCK_MONOTONIC_COARSE));
+            let fine = Instant::now();
+            // A tick (4 ms at HZ=250) either way: the start's coarse reading may lag
+            // as much as the current one; room for a descheduled thread.
+            let gap = if coarse > fine {
+                coarse - fine
+            } else {
+                fine - coarse
+            };
+            assert!(gap < std::time::Duration::from_secs(1), "{gap:?}");
+            assert!(
+                coarse <= fine + std::time::Duration::from_millis(20),
+                "{gap:?} ahead"
+            );
         }
     }
 

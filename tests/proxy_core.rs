@@ -318,6 +318,39 @@ async fn request_id_kept_or_generated_both_ways_and_logged() {
     }
 }
 
+/// The access log's times hold together: the time to the backend's answer
+/// covers the backend's wait before answering, and the request's duration
+/// covers that (the first attempt starts at the request's start, and the
+/// answer's time is the one its backend is stamped with).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_times_cover_the_backends_wait() {
+    let be = TestBackend::start(Arc::new(|_req| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            Response::new(full("late"))
+        })
+    }))
+    .await;
+    let f = Fulcrum::start(&one_pool(&[&be], "", ""));
+    let r = client::get(f.listener(0), "/").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let id = r.header("x-request-id").expect("request id");
+    let line = f.stderr.wait_for("access log line", |l| {
+        l.contains(&format!("\"request_id\":\"{id}\""))
+    });
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let upstream = v["upstream_ms"].as_f64().expect("upstream_ms");
+    let duration = v["duration_ms"].as_f64().expect("duration_ms");
+    assert!(
+        upstream >= 150.0,
+        "upstream_ms {upstream} < the backend's wait: {line}"
+    );
+    assert!(
+        duration >= upstream,
+        "duration_ms {duration} < upstream_ms: {line}"
+    );
+}
+
 /// Streams its body: "first" at once, "second" only when the test says so.
 fn gated_stream(gate: Arc<tokio::sync::Notify>) -> testkit::backend::Handler {
     Arc::new(move |_req| {

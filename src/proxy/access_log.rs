@@ -139,7 +139,7 @@ fn field(c: &Completion, f: AccessField) -> Value {
                 .unwrap_or(0),
         ),
         AccessField::BytesOut => Value::from(c.bytes_out),
-        AccessField::DurationMs => Value::from(ms(c.started.elapsed().as_secs_f64() * 1e6)),
+        AccessField::DurationMs => Value::from(ms(c.duration.as_secs_f64() * 1e6)),
         AccessField::Route => Value::from(c.route_name()),
         AccessField::Pool => Value::from(c.pool_name()),
         AccessField::Backend => Value::from(c.backend_key()),
@@ -252,7 +252,7 @@ fn json_value(s: &mut String, c: &Completion, f: AccessField) -> bool {
             push_u64(s, c.bytes_out);
         }
         AccessField::DurationMs => {
-            let us = (c.started.elapsed().as_nanos() + 500) / 1000;
+            let us = (c.duration.as_nanos() + 500) / 1000;
             json_ms(s, us as u64);
         }
         AccessField::Route => json_str(s, c.route_name()),

@@ -9,7 +9,7 @@ use crate::upstream::body::BodyStats;
 use http::{HeaderValue, Method};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub(crate) struct Completion {
     proxy: Arc<ProxyContext>,
@@ -19,6 +19,9 @@ pub(crate) struct Completion {
     /// Keeps the backend's in-flight count until the request is over.
     pub in_flight: Option<crate::upstream::in_flight::InFlight>,
     pub started: Instant,
+    /// From `started` to the end, read once by [`Completion::finish`] for the
+    /// metrics and the access log.
+    pub duration: Duration,
     /// Time until the chosen backend's response headers, in microseconds.
     pub upstream_us: Option<u64>,
     pub attempts: u32,
@@ -58,6 +61,7 @@ impl Completion {
             backend: None,
             in_flight: None,
             started,
+            duration: Duration::ZERO,
             upstream_us: None,
             attempts: 0,
             status: 0,
@@ -82,6 +86,7 @@ impl Completion {
         }
         self.done = true;
         self.in_flight = None;
+        self.duration = self.started.elapsed();
         self.count();
         if let Some(t) = self.trace.take()
             && let Some(otlp) = self.proxy.otlp.load().as_ref()
@@ -118,7 +123,7 @@ impl Completion {
             route,
             self.pool_name_arc(),
             self.backend.as_ref().map(|b| &b.key_arc),
-            self.started.elapsed().as_secs_f64(),
+            self.duration.as_secs_f64(),
             self.upstream_us,
         );
     }

@@ -17,9 +17,11 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    pub fn new(backend: Arc<Backend>, queue: Option<Arc<PoolState>>) -> Self {
+    /// `started_us`: now, as [`crate::clock::now_us`] gives it (the caller's
+    /// own reading, which it needs too).
+    pub fn new(backend: Arc<Backend>, queue: Option<Arc<PoolState>>, started_us: u64) -> Self {
         backend.in_flight.fetch_add(1, Relaxed);
-        Self::counted(backend, queue)
+        Self::counted(backend, queue, started_us)
     }
 
     /// Takes one of the backend's `cap` slots, or None when all are taken: the
@@ -34,15 +36,17 @@ impl InFlight {
                 .in_flight
                 .compare_exchange_weak(now, now + 1, Relaxed, Relaxed)
             {
-                Ok(_) => return Some(Self::counted(backend, Some(queue))),
+                Ok(_) => {
+                    let started_us = crate::clock::now_us();
+                    return Some(Self::counted(backend, Some(queue), started_us));
+                }
                 Err(seen) => now = seen,
             }
         }
     }
 
     /// The rest of the bookkeeping, once `in_flight` counts this request.
-    fn counted(backend: Arc<Backend>, queue: Option<Arc<PoolState>>) -> Self {
-        let started_us = crate::clock::now_us();
+    fn counted(backend: Arc<Backend>, queue: Option<Arc<PoolState>>, started_us: u64) -> Self {
         backend
             .outstanding_since_sum_us
             .fetch_add(started_us, Relaxed);
@@ -64,9 +68,10 @@ impl Awaiting {
         Awaiting(backend)
     }
 
-    /// The backend answered (headers, or an error of its own making).
-    pub fn answered(self) {
-        self.0.last_answer_us.store(crate::clock::now_us(), Relaxed);
+    /// The backend answered (headers, or an error of its own making) at
+    /// `now_us` (as [`crate::clock::now_us`] gives it).
+    pub fn answered(self, now_us: u64) {
+        self.0.last_answer_us.store(now_us, Relaxed);
     }
 }
 

@@ -123,8 +123,9 @@ where
     async move {
         loop {
             // Like hyper: the wait for a head (an idle keep-alive connection's too)
-            // lasts at most `header_read_timeout`.
-            deadline.at = Some(Instant::now() + limits.header_read_timeout);
+            // lasts at most `header_read_timeout`, by the coarse clock: a tick
+            // either way does not matter to a wait of seconds.
+            deadline.at = Some(crate::clock::coarse_instant() + limits.header_read_timeout);
             let layout = match read_head(&mut io, &mut buf, &mut deadline, limits, stop).await {
                 Read::Head(l) => l,
                 Read::Closed => return None,

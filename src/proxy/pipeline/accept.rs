@@ -76,6 +76,7 @@ pub(super) fn accept(
         host,
         traceparent: None,
         done,
+        start_is_now: true,
     };
     if let Some(why) = conn.guard.as_ref().and_then(|g| g.verdict(index)) {
         let (status, detail) = match why {

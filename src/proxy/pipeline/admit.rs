@@ -19,8 +19,10 @@ pub(super) fn admit(rc: &RequestCtx, routed: &Routed, parts: &Parts) -> Result<(
         RateKey::Header(name) => parts.headers.get(name).map(|v| v.as_bytes()),
         RateKey::Cookie(name) => hdr::cookie(&parts.headers, name).map(str::as_bytes),
     };
-    // A value and an address never share a bucket: their kinds differ.
-    let now = crate::clock::now_us();
+    // A value and an address never share a bucket: their kinds differ. Nothing
+    // waited since the request's start, so its reading is now to within the
+    // proxy's own work (a bucket takes a time older than one it has seen).
+    let now = crate::clock::us_of(rc.done.started.into());
     let outcome = match by_value {
         Some(v) => limiter.check(b'v', v, now),
         None => {

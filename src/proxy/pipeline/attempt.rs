@@ -8,7 +8,8 @@ use crate::upstream::in_flight::{Awaiting, InFlight};
 use crate::upstream::pool::Pool;
 use http::Request;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// The attempts of a hedged round (one or two) and how each ended.
 pub(super) type Outcomes = Vec<(Attempt, client::SendResult)>;
@@ -19,20 +20,28 @@ pub(super) struct Attempt {
     pub(super) backend: Arc<Backend>,
     /// Counts the request in flight on the backend until it really ends.
     pub(super) guard: InFlight,
-    pub(super) sent_at: Instant,
+    /// When the attempt started, as [`crate::clock::now_us`] gives it.
+    pub(super) sent_us: u64,
+    /// When its backend answered, the same way (0 until then): the reading
+    /// that stamps the backend's answer also times the attempt. Sends that
+    /// own their backend (hedges) leave it 0.
+    pub(super) answered_us: AtomicU64,
 }
 
 impl Attempt {
     /// Counts the request in flight on the member and shapes it for its protocol
     /// (in place: the request is large, and moving it costs a copy each way).
     /// `slot`: the in-flight count already reserved on a capped member (hedges
-    /// have none: they may pass a cap).
+    /// have none: they may pass a cap). `now_us`: the time, as
+    /// [`crate::clock::now_us`] gives it, when the caller has it; else the
+    /// clock is read.
     pub(super) fn start(
         pool: &Pool,
         idx: usize,
         request: &mut Request<UpstreamBody>,
         p: &Prepared,
         slot: Option<InFlight>,
+        now_us: Option<u64>,
     ) -> Attempt {
         let backend = pool.members[idx].backend.clone();
         let own = client::own_path(&backend, request);
@@ -46,16 +55,20 @@ impl Attempt {
             p.out
                 .address(request, backend.address.scheme, &backend.address.key);
         }
+        // One reading for the in-flight count and the attempt's timing.
+        let sent_us = now_us.unwrap_or_else(crate::clock::now_us);
         Attempt {
             idx,
             guard: slot.unwrap_or_else(|| {
                 InFlight::new(
                     backend.clone(),
                     (pool.members[idx].max_requests > 0).then(|| pool.state.clone()),
+                    sent_us,
                 )
             }),
             backend,
-            sent_at: Instant::now(),
+            sent_us,
+            answered_us: AtomicU64::new(0),
         }
     }
 }
@@ -73,10 +86,12 @@ pub(super) async fn send(
     timeouts: crate::config::Timeouts,
 ) -> client::SendResult {
     let encoded = &p.encoded;
-    let mut result = send_tracked(&attempt.backend, request, encoded, timeouts, Conn::Pooled).await;
-    match again(&mut result, &attempt.backend, p, nth) {
+    let (backend, answered) = (&attempt.backend, Some(&attempt.answered_us));
+    let mut result =
+        send_tracked(backend, request, encoded, timeouts, Conn::Pooled, answered).await;
+    match again(&mut result, backend, p, nth) {
         Some(request) => {
-            send_tracked(&attempt.backend, request, encoded, timeouts, Conn::New).await
+            send_tracked(backend, request, encoded, timeouts, Conn::New, answered).await
         }
         None => result,
     }
@@ -90,7 +105,7 @@ pub(super) fn send_owned(
     timeouts: crate::config::Timeouts,
     conn: Conn,
 ) -> SendFuture {
-    Box::pin(async move { send_tracked(&backend, request, &encoded, timeouts, conn).await })
+    Box::pin(async move { send_tracked(&backend, request, &encoded, timeouts, conn, None).await })
 }
 
 /// The request to send again after `result`, for the `nth` send of its body:
@@ -120,18 +135,24 @@ pub(super) fn again(
     Some(request)
 }
 
-/// Sends, keeping the request counted as waiting for an answer until it has one.
+/// Sends, keeping the request counted as waiting for an answer until it has one;
+/// the time of an answer goes to `answered` too.
 async fn send_tracked(
     backend: &Arc<Backend>,
     request: Request<UpstreamBody>,
     encoded: &EncodedHead,
     timeouts: crate::config::Timeouts,
     conn: Conn,
+    answered: Option<&AtomicU64>,
 ) -> client::SendResult {
     let waiting = Awaiting::new(backend.clone());
     let result = client::send(backend, request, encoded, &timeouts, conn).await;
     if matches!(&result, Ok(_) | Err((SendError::Exchange(_), _))) {
-        waiting.answered();
+        let now_us = crate::clock::now_us();
+        waiting.answered(now_us);
+        if let Some(at) = answered {
+            at.store(now_us, Relaxed);
+        }
     }
     result
 }

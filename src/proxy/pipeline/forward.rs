@@ -44,6 +44,9 @@ struct Tries {
     queue_deadline: Option<Instant>,
     /// Retries stop here.
     deadline: Instant,
+    /// The request's start is still now (see `RequestCtx::start_is_now`):
+    /// until the first attempt, or a wait.
+    start_is_now: bool,
 }
 
 pub(super) async fn forward(
@@ -63,6 +66,7 @@ pub(super) async fn forward(
         resend: None,
         queue_deadline: None,
         deadline: rc.done.started + pool.retries.try_duration,
+        start_is_now: std::mem::take(&mut rc.start_is_now),
     };
     pool.state.earn_hedge();
     // Only requests without a body, of a method that may be retried after it
@@ -83,7 +87,11 @@ pub(super) async fn forward(
         if st.attempts > 1 {
             pool.state.retries.fetch_add(1, Relaxed);
         }
-        let first = Attempt::start(pool, idx, &mut request, p, slot);
+        // The request's start is the first attempt's when nothing waited in
+        // between: one clock read less.
+        let now_us = std::mem::take(&mut st.start_is_now)
+            .then(|| crate::clock::us_of(rc.done.started.into()));
+        let first = Attempt::start(pool, idx, &mut request, p, slot, now_us);
         let winner = match hedge_after {
             None => {
                 let nth = u64::from(st.attempts);
@@ -173,6 +181,7 @@ async fn choose(
                 return Ok(Some((i, slot)));
             }
             Pick::Full => {
+                st.start_is_now = false;
                 pool.wait_for_room(routed.balancer, &p.key, &st.tried, &mut st.queue_deadline)
                     .await
                     .map_err(|why| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, why))?;
@@ -181,6 +190,7 @@ async fn choose(
                 let can_wait = !retry.try_duration.is_zero()
                     && Instant::now() + retry.try_interval < st.deadline;
                 if can_wait && (st.pending.is_some() || p.retry_after_send) {
+                    st.start_is_now = false;
                     tokio::time::sleep(retry.try_interval).await;
                     st.tried.clear();
                     continue;
@@ -283,7 +293,7 @@ fn record_trace(rc: &mut RequestCtx, attempt: &Attempt, result: &SendResult) {
     };
     t.attempts.push(crate::otlp::Attempt {
         backend: attempt.backend.key().to_string(),
-        start: attempt.sent_at,
+        start: crate::clock::instant_of_us(attempt.sent_us).into_std(),
         end: Instant::now(),
         outcome: match result {
             Ok(_) => "ok".into(),
@@ -319,7 +329,13 @@ pub(super) fn account(
 ) {
     let pool = routed.pool;
     let backend = &attempt.backend;
-    let upstream_us = attempt.sent_at.elapsed().as_micros() as u64;
+    // The reading taken when the answer came, if the send kept it (a hedge's
+    // does not).
+    let answered_us = match attempt.answered_us.load(Relaxed) {
+        0 => crate::clock::now_us(),
+        us => us,
+    };
+    let upstream_us = answered_us.saturating_sub(attempt.sent_us);
     backend.observe_latency(upstream_us as f64);
     pool.state.observe_latency(upstream_us as f64);
     if pool.passive.unhealthy_status.matches(status.as_u16())

@@ -72,7 +72,7 @@ impl Race<'_> {
                 second = p
                     .out
                     .build(UpstreamBody::Empty)
-                    .map(|mut req| (Attempt::start(pool, i, &mut req, p, None), req));
+                    .map(|mut req| (Attempt::start(pool, i, &mut req, p, None, None), req));
                 break;
             }
             if Instant::now() >= self.deadline {
@@ -131,11 +131,12 @@ impl Race<'_> {
                 let Attempt {
                     backend,
                     guard,
-                    sent_at,
+                    sent_us,
                     ..
                 } = attempt;
                 let result = fut.await;
-                backend.observe_latency(sent_at.elapsed().as_micros() as f64);
+                let upstream_us = crate::clock::now_us().saturating_sub(sent_us);
+                backend.observe_latency(upstream_us as f64);
                 // A pooled connection it closed while idle is not the backend's fault.
                 if matches!(&result, Err((e, _)) if !matches!(e, SendError::Closed(_))) {
                     backend.record_failure(&passive);

@@ -65,6 +65,13 @@ pub(crate) struct RequestCtx {
     pub(crate) traceparent: Option<HeaderValue>,
     /// What the access log, metrics and trace get when the request is over.
     pub(crate) done: Completion,
+    /// Nothing has waited since the request started (`done.started`): that
+    /// reading of the clock is still now, give or take the proxy's own work
+    /// of a few microseconds, and the first attempt starts at it instead of
+    /// reading the clock again. A phase that waits (for the body, the cache,
+    /// the pool's queue, a retry's interval) before the first attempt
+    /// clears it.
+    pub(crate) start_is_now: bool,
 }
 
 /// Why the proxy answers a request itself instead of forwarding it.
@@ -131,6 +138,7 @@ pub(crate) async fn handle(conn: &ConnCtx, req: Request<Inbound>) -> Response<Pr
         let route = routed.route;
         let Some(cache) = &route.cache else {
             let body = if hold::wanted(&routed, &body) {
+                rc.start_is_now = false;
                 hold::hold(conn, &routed, &snapshot, &parts, body).await?
             } else {
                 body
@@ -139,6 +147,7 @@ pub(crate) async fn handle(conn: &ConnCtx, req: Request<Inbound>) -> Response<Pr
             let won = forward::forward(conn, &mut rc, &routed, &mut outgoing).await?;
             return Ok(Outcome::Forwarded(routed, won, None));
         };
+        rc.start_is_now = false;
         let pending = match cache::lookup(conn, &mut rc, &routed, cache, &mut parts).await {
             cache::Lookup::Answered(resp) => return Ok(Outcome::Answered(resp)),
             cache::Lookup::Forward(p) => p,
