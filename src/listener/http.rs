@@ -93,7 +93,7 @@ pub(super) fn serve(
             stop,
         )),
         (First::H2, _) => Box::pin(async move {
-            let ctx = context(proxy, peer, None, None);
+            let ctx = context(proxy, peer, None, None, false);
             serve_h2(ctx, stream, &limits, stop).await
         }),
         _ => Box::pin(serve_h1(proxy, stream, peer, None, limits, stop)),
@@ -125,7 +125,7 @@ async fn serve_tls(
         // ACME tls-alpn-01 validation: the handshake was the whole point.
         Some(crate::tls::ACME_TLS_ALPN) => {}
         Some(b"h2") => {
-            let ctx = context(proxy, peer, None, Some(info));
+            let ctx = context(proxy, peer, None, Some(info), false);
             serve_h2(ctx, tls_stream, &limits, stop).await
         }
         _ => serve_h1(proxy, tls_stream, peer, Some(info), limits, stop).await,
@@ -159,11 +159,13 @@ async fn starts_with_h2_preface(stream: &TcpStream) -> io::Result<bool> {
 }
 
 /// `tls`: the handshake's details on an HTTPS connection, `None` on plain HTTP.
+/// `raw_answers`: the connection's answers are written by `h1`'s own writer.
 fn context(
     proxy: Arc<ProxyContext>,
     peer: SocketAddr,
     guard: Option<Arc<GuardState>>,
     tls: Option<TlsInfo>,
+    raw_answers: bool,
 ) -> Arc<ConnCtx> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut peer = PeerInfo::new(peer.ip());
@@ -174,6 +176,7 @@ fn context(
         scheme,
         guard,
         served: AtomicU64::new(0),
+        raw_answers,
     })
 }
 
@@ -192,7 +195,7 @@ where
 {
     // A plain function returning a block: the block keeps its captures once,
     // an `async fn` would also keep moved copies of its arguments.
-    let ctx = context(proxy.clone(), peer, None, tls.clone());
+    let ctx = context(proxy.clone(), peer, None, tls.clone(), true);
     async move {
         let Some(rest) = h1::serve(&ctx, io, &limits, &stop).await else {
             return;
@@ -225,7 +228,7 @@ async fn serve_hyper_h1<I>(
 {
     let guard = Arc::new(GuardState::new());
     let telemetry = proxy.telemetry.clone();
-    let ctx = context(proxy, peer, Some(guard.clone()), tls);
+    let ctx = context(proxy, peer, Some(guard.clone()), tls, false);
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handle(&ctx, req.map(Inbound::Hyper)).await) }

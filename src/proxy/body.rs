@@ -17,6 +17,15 @@ pub enum ProxyBody {
 }
 
 impl ProxyBody {
+    /// A backend's fields left raw, when the answer was asked for so (its
+    /// response's map then holds none of them; see `proxy::spliced`).
+    pub fn raw_head(&self) -> Option<&crate::upstream::h1::response::RawHead> {
+        match self {
+            ProxyBody::Full(_) => None,
+            ProxyBody::Upstream(s) => s.inner.raw_head(),
+        }
+    }
+
     pub fn empty() -> Self {
         ProxyBody::Full(None)
     }

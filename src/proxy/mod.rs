@@ -13,6 +13,7 @@ pub(crate) mod guard;
 pub(crate) mod headers;
 pub(crate) mod pipeline;
 pub(crate) mod respond;
+pub(crate) mod spliced;
 
 use crate::events::Events;
 use crate::otlp::Otlp;

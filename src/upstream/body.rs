@@ -550,6 +550,28 @@ impl Answer {
             Answer::Own(b) => b.reusable(),
         }
     }
+
+    /// The answer's fields in their raw form, when they were asked for so.
+    pub fn raw_head(&self) -> Option<&crate::upstream::h1::response::RawHead> {
+        match self {
+            Answer::Hyper(_) => None,
+            Answer::Own(b) => b.raw_head(),
+        }
+    }
+
+    pub fn raw_head_mut(&mut self) -> Option<&mut crate::upstream::h1::response::RawHead> {
+        match self {
+            Answer::Hyper(_) => None,
+            Answer::Own(b) => b.raw_head_mut(),
+        }
+    }
+
+    pub fn take_raw_head(&mut self) -> Option<Box<crate::upstream::h1::response::RawHead>> {
+        match self {
+            Answer::Hyper(_) => None,
+            Answer::Own(b) => b.take_raw_head(),
+        }
+    }
 }
 
 impl Body for Answer {

@@ -78,6 +78,10 @@ impl std::error::Error for ExchangeError {}
 pub struct EncodedHead {
     bytes: Bytes,
     appended: std::ops::Range<usize>,
+    /// An answer read on a connection of our own keeps its fields in their
+    /// raw form (`h1::response::RawHead`, carried by the body) instead of a
+    /// map: set only where every reader of the answer understands that form.
+    pub raw_answer: bool,
 }
 
 impl EncodedHead {
@@ -87,6 +91,7 @@ impl EncodedHead {
         EncodedHead {
             bytes: Bytes::from(bytes),
             appended,
+            raw_answer: false,
         }
     }
 
@@ -362,7 +367,13 @@ async fn send_own(
             },
         };
         // The exchange keeps its own time (a timer per connection, not per request).
-        let exchange = c.exchange(head, &body, head_request, timeouts.response_header);
+        let exchange = c.exchange(
+            head,
+            &body,
+            head_request,
+            encoded.raw_answer,
+            timeouts.response_header,
+        );
         return match exchange.await {
             Ok(resp) => Ok((resp.map(Answer::Own), Lease::None)),
             Err(h1::conn::Failure::Unsent(_)) if reused => continue,

@@ -3,6 +3,8 @@
 
 use super::head::has_token;
 use crate::proxy::body::ProxyBody;
+use crate::proxy::headers::X_REQUEST_ID;
+use crate::upstream::h1::response::{Known, Line, RawHead, lowercase_words};
 use http::header::{self, HeaderName};
 use http::{HeaderMap, StatusCode, Version};
 use http_body::Body;
@@ -43,11 +45,109 @@ pub(crate) struct Answering {
     pub(crate) close: bool,
 }
 
-/// Writes the status line and the headers of `status`/`headers` into `out`.
+/// Writes the status line and the headers of `status`/`headers` into `out`:
+/// a backend's fields left raw (`ProxyBody::raw_head`, already through the
+/// response rules) first, then those of the map (empty then).
 pub(crate) fn encode_head(
     version: Version,
     status: StatusCode,
     headers: &HeaderMap,
+    body: &ProxyBody,
+    req: &Answering,
+    out: &mut Vec<u8>,
+) -> Result<Encoded, BadHead> {
+    encode_parts(version, status, headers, body.raw_head(), body, req, out)
+}
+
+/// [`encode_head`] with the raw fields given apart from the body.
+fn encode_parts(
+    version: Version,
+    status: StatusCode,
+    headers: &HeaderMap,
+    raw: Option<&RawHead>,
+    body: &ProxyBody,
+    req: &Answering,
+    out: &mut Vec<u8>,
+) -> Result<Encoded, BadHead> {
+    let mapped = headers.iter().map(|(n, v)| (Name::Map(n), v.as_bytes()));
+    match raw {
+        None => encode_fields(version, status, mapped, body, req, out),
+        Some(raw) => {
+            let lines = raw.lines.iter().filter_map(|line| match line {
+                Line::Backend(f) => Some((Name::Raw(raw.name(f), f.known), raw.value(f))),
+                Line::RequestId => Some((
+                    Name::Map(&X_REQUEST_ID),
+                    raw.request_id.as_ref()?.as_bytes(),
+                )),
+                Line::SetCookie => Some((
+                    Name::Map(&header::SET_COOKIE),
+                    raw.set_cookie.as_ref()?.as_bytes(),
+                )),
+            });
+            encode_fields(version, status, lines.chain(mapped), body, req, out)
+        }
+    }
+}
+
+/// A field's name as the writer gets it: from a map (lowercase already), or
+/// as a backend spelled it (written lowercase, as a map would hold it).
+#[derive(Clone, Copy)]
+enum Name<'a> {
+    Map(&'a HeaderName),
+    /// As the backend spelled it, and which name it is.
+    Raw(&'a [u8], Known),
+}
+
+/// The names the writer looks at.
+#[derive(PartialEq, Eq)]
+enum Kind {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Date,
+    Trailer,
+    Other,
+}
+
+impl Name<'_> {
+    fn kind(self) -> Kind {
+        match self {
+            Name::Map(n) => match *n {
+                header::CONTENT_LENGTH => Kind::ContentLength,
+                header::TRANSFER_ENCODING => Kind::TransferEncoding,
+                header::CONNECTION => Kind::Connection,
+                header::DATE => Kind::Date,
+                header::TRAILER => Kind::Trailer,
+                _ => Kind::Other,
+            },
+            Name::Raw(_, known) => match known {
+                Known::ContentLength => Kind::ContentLength,
+                Known::TransferEncoding => Kind::TransferEncoding,
+                Known::Connection => Kind::Connection,
+                Known::Date => Kind::Date,
+                Known::Trailer => Kind::Trailer,
+                _ => Kind::Other,
+            },
+        }
+    }
+
+    fn write(self, out: &mut Vec<u8>) {
+        match self {
+            Name::Map(n) => out.extend_from_slice(n.as_str().as_bytes()),
+            Name::Raw(n, Known::Other) => {
+                let start = out.len();
+                out.extend_from_slice(n);
+                lowercase_words(&mut out[start..]);
+            }
+            Name::Raw(_, known) => out.extend_from_slice(known.lowercase().as_bytes()),
+        }
+    }
+}
+
+fn encode_fields<'a>(
+    version: Version,
+    status: StatusCode,
+    fields: impl Iterator<Item = (Name<'a>, &'a [u8])>,
     body: &ProxyBody,
     req: &Answering,
     out: &mut Vec<u8>,
@@ -72,10 +172,10 @@ pub(crate) fn encode_head(
     let mut wrote_date = false;
     let mut trailer_names = Vec::new();
     let mut te_values: Vec<&[u8]> = Vec::new();
-    for (name, value) in headers {
-        match *name {
-            header::CONTENT_LENGTH => {
-                let Some(n) = std::str::from_utf8(value.as_bytes())
+    for (name, value) in fields {
+        match name.kind() {
+            Kind::ContentLength => {
+                let Some(n) = std::str::from_utf8(value)
                     .ok()
                     .and_then(|v| v.trim().parse::<u64>().ok())
                 else {
@@ -92,37 +192,36 @@ pub(crate) fn encode_head(
                 }
                 framing = Some(Framing::Length(known.unwrap_or(n)));
             }
-            header::TRANSFER_ENCODING => {
+            Kind::TransferEncoding => {
                 if matches!(framing, Some(Framing::Length(_))) {
                     return Err(BadHead);
                 }
                 if can_chunk {
                     framing = Some(Framing::Chunked);
-                    te_values.push(value.as_bytes());
+                    te_values.push(value);
                 }
                 continue;
             }
-            header::CONNECTION if has_token(value.as_bytes(), b"close") => {
+            Kind::Connection if has_token(value, b"close") => {
                 close = true;
                 said_close = true;
             }
-            header::DATE => wrote_date = true,
-            header::TRAILER => {
+            Kind::Date => wrote_date = true,
+            Kind::Trailer => {
                 if !can_chunk {
                     continue;
                 }
                 trailer_names.extend(
                     value
-                        .as_bytes()
                         .split(|&b| b == b',')
                         .filter_map(|n| HeaderName::from_bytes(n.trim_ascii()).ok()),
                 );
             }
-            _ => {}
+            Kind::Connection | Kind::Other => {}
         }
-        out.extend_from_slice(name.as_str().as_bytes());
+        name.write(out);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
     if !te_values.is_empty() {
@@ -364,6 +463,214 @@ mod tests {
         assert!(r.is_err());
         let (_, r) = encode(100, &[], ProxyBody::empty(), false, false);
         assert!(r.is_err());
+    }
+
+    /// A head as written (dates made equal), and what the writer decided.
+    type Written = (String, Option<(Framing, bool, Vec<HeaderName>)>);
+
+    /// A backend's head written the way the map path writes it (the response
+    /// rules of `pipeline::response::respond` over the map) and the way the
+    /// raw path does; the bytes (dates aside) and the decisions.
+    fn both_ways(
+        head: &[u8],
+        body: fn() -> ProxyBody,
+        req: &Answering,
+        cookie: Option<&str>,
+    ) -> [Written; 2] {
+        use crate::proxy::headers as hdr;
+        use crate::upstream::h1::response::{Scratch, parse};
+        let request_id = HeaderValue::from_static("ours");
+        let cookie = cookie.map(|c| HeaderValue::from_str(c).unwrap());
+        let decided =
+            |r: Result<Encoded, BadHead>| r.ok().map(|e| (e.framing, e.close, e.trailer_names));
+        let dateless = |out: Vec<u8>| {
+            let s = String::from_utf8_lossy(&out).into_owned();
+            s.split("\r\n")
+                .map(|l| {
+                    if l.starts_with("date: ") {
+                        "date: -"
+                    } else {
+                        l
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\r\n")
+        };
+        let mut buf = bytes::BytesMut::from(head);
+        let mapped = parse(&mut buf, &mut Scratch::default(), false)
+            .unwrap()
+            .unwrap();
+        let mut headers = mapped.headers;
+        if headers.keys().any(|n| n == header::TRANSFER_ENCODING) {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        hdr::remove_hop_by_hop(&mut headers, false);
+        hdr::remove_proxy_auth(&mut headers);
+        headers.insert(hdr::X_REQUEST_ID.clone(), request_id.clone());
+        if let Some(c) = cookie.clone() {
+            headers.append(header::SET_COOKIE, c);
+        }
+        let mut map_out = Vec::new();
+        let (v, s) = (Version::HTTP_11, mapped.status);
+        let from_map = encode_parts(v, s, &headers, None, &body(), req, &mut map_out);
+        let mut buf = bytes::BytesMut::from(head);
+        let raw = parse(&mut buf, &mut Scratch::default(), true)
+            .unwrap()
+            .unwrap();
+        let mut raw = raw.raw.unwrap();
+        crate::proxy::spliced::splice(&mut raw, request_id, cookie);
+        let mut raw_out = Vec::new();
+        let empty = HeaderMap::new();
+        let from_raw = encode_parts(v, s, &empty, Some(&raw), &body(), req, &mut raw_out);
+        [
+            (dateless(map_out), decided(from_map)),
+            (dateless(raw_out), decided(from_raw)),
+        ]
+    }
+
+    #[test]
+    fn raw_fields_are_written_as_the_map_would_be() {
+        let heads: [&[u8]; 20] = [
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: keep-alive\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nServer: s\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX-A: 1\r\nY: 2\r\nx-a: 3\r\nSet-Cookie: a=1\r\nZ: 4\r\nSET-COOKIE: b=2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: X-A, close\r\nX-A: 1\r\nX-B: 2\r\nKeep-Alive: timeout=5\r\nX-C: 3\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX-B: 1\r\nConnection: x-b\r\nX-C: 2\r\nConnection: keep-alive\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nClose: 1\r\nX-A: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: x-a, \xc3\xa9\r\nX-A: 1\r\nX-B: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 10\r\nX: 1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nA: 1\r\nTrailer: x-sum\r\nTransfer-Encoding: gzip, chunked\r\nB: 2\r\n\r\n",
+            b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\nWWW-Authenticate: Basic\r\nProxy-Authentication-Info: x\r\nA: 1\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nA: 1\r\nX-Request-Id: theirs\r\nB: 2\r\nx-request-id: again\r\nC: 3\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\nServer: old\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nA: 1\r\n\r\n",
+            b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 9\r\nDate: d\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nUpgrade: h2c\r\nTE: trailers\r\nHTTP2-Settings: x\r\nProxy-Connection: keep-alive\r\nProxy-Authorization: x\r\nA: 1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nA: 1\r\nB: 2\r\nC: 3\r\nKeep-Alive: t\r\nD: 4\r\nConnection: E, keep-alive\r\nE: 5\r\nF: 6\r\n\r\n",
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\nconnection: Close\r\nRetry-After: 1\r\nSet-Cookie: x=1\r\n\r\n",
+        ];
+        let bodies: [fn() -> ProxyBody; 2] = [|| ProxyBody::text("hello"), ProxyBody::empty];
+        for head in heads {
+            for body in bodies {
+                for (head_method, close) in [(false, false), (true, false), (false, true)] {
+                    for cookie in [None, Some("split=b; Path=/")] {
+                        let req = Answering { head_method, close };
+                        let [map, raw] = both_ways(head, body, &req, cookie);
+                        let text = String::from_utf8_lossy(head);
+                        assert_eq!(
+                            map, raw,
+                            "{text} head_method={head_method} close={close} cookie={cookie:?}"
+                        );
+                    }
+                }
+            }
+        }
+        // What the comparison saw, for one head: the backend's fields minus
+        // hop-by-hop ones, in the map's order (each removal moved the last
+        // name into its place), and ours.
+        let [(written, _), _] = both_ways(
+            heads[4],
+            || ProxyBody::text("hello"),
+            &Answering {
+                head_method: false,
+                close: false,
+            },
+            Some("s=1"),
+        );
+        assert_eq!(
+            written,
+            "HTTP/1.1 200 OK\r\nx-b: 2\r\nx-c: 3\r\nx-request-id: ours\r\nset-cookie: s=1\r\ncontent-length: 5\r\ndate: -\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn raw_fields_are_written_as_the_map_would_be_whatever_the_mix() {
+        // Heads made of the names the rules care about, in every kind of
+        // order and repetition, from a fixed pseudo-random sequence.
+        const NAMES: [&str; 16] = [
+            "Connection",
+            "Keep-Alive",
+            "Content-Length",
+            "Transfer-Encoding",
+            "X-Request-Id",
+            "Set-Cookie",
+            "Trailer",
+            "TE",
+            "Upgrade",
+            "Proxy-Authenticate",
+            "Proxy-Authentication-Info",
+            "Date",
+            "X-A",
+            "x-b",
+            "X-C",
+            "Server",
+        ];
+        const CONNECTION: [&str; 6] = [
+            "close",
+            "keep-alive",
+            "X-A",
+            "x-b, close",
+            "Upgrade, x-c",
+            "te",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for _ in 0..3000 {
+            let mut head = String::from(
+                [
+                    "HTTP/1.1 200 OK\r\n",
+                    "HTTP/1.0 200 OK\r\n",
+                    "HTTP/1.1 204 No Content\r\n",
+                ][next(3)],
+            );
+            for _ in 0..next(9) {
+                let name = NAMES[next(NAMES.len())];
+                let value = match name {
+                    "Connection" => CONNECTION[next(CONNECTION.len())].to_string(),
+                    "Content-Length" => ["5", "0", "7"][next(3)].to_string(),
+                    "Transfer-Encoding" => ["chunked", "gzip"][next(2)].to_string(),
+                    "Trailer" => "x-sum".to_string(),
+                    _ => format!("v{}", next(100)),
+                };
+                head.push_str(&format!("{name}: {value}\r\n"));
+            }
+            head.push_str("\r\n");
+            let body: fn() -> ProxyBody = [|| ProxyBody::text("hello"), ProxyBody::empty][next(2)];
+            let req = Answering {
+                head_method: next(4) == 0,
+                close: next(4) == 0,
+            };
+            let cookie = [None, Some("split=a")][next(2)];
+            let [map, raw] = both_ways(head.as_bytes(), body, &req, cookie);
+            assert_eq!(map, raw, "{head}");
+        }
+    }
+
+    #[test]
+    fn names_are_lowercased_eight_bytes_at_a_time() {
+        for b in 0..=255u8 {
+            for len in [1, 8, 13] {
+                let mut name = vec![b; len];
+                lowercase_words(&mut name);
+                let c = if b < 0x80 {
+                    b.to_ascii_lowercase()
+                } else {
+                    name[0]
+                };
+                assert!(name.iter().all(|&x| x == c), "{b:#x} {len}");
+            }
+        }
+        let mut name = *b"X-Custom-HEADER-@[`{";
+        lowercase_words(&mut name);
+        assert_eq!(&name, b"x-custom-header-@[`{");
     }
 
     #[test]

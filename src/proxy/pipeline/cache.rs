@@ -369,6 +369,7 @@ fn spawn_refresh(conn: &ConnCtx, parts: &Parts, stored: Arc<Stored>) {
             scheme,
             guard: None,
             served: AtomicU64::new(0),
+            raw_answers: false,
         };
         let resp = super::handle(&conn, req).await;
         let _ = http_body_util::BodyExt::collect(resp.into_body()).await;

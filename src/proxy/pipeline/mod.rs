@@ -50,6 +50,10 @@ pub(crate) struct ConnCtx {
     pub(crate) guard: Option<Arc<GuardState>>,
     /// Requests seen on this connection (matches the guard's count).
     pub(crate) served: AtomicU64,
+    /// Answers are written by the client side's own HTTP/1.1 path, which
+    /// reads a backend's fields in their raw form (`RawHead`) too: the
+    /// response rules may then leave them so (see `request::wants_raw_answer`).
+    pub(crate) raw_answers: bool,
 }
 
 /// One request's state across the phases.

@@ -217,7 +217,8 @@ pub(super) fn prepare(
         parts.headers.insert(header::HOST, h.clone());
     }
     let plain = body.is_end_stream() && !upgrade;
-    let encoded = header_rules(conn, rc, routed, snapshot, &mut parts, &path, plain);
+    let mut encoded = header_rules(conn, rc, routed, snapshot, &mut parts, &path, plain);
+    encoded.raw_answer = wants_raw_answer(conn, routed, upgrade);
     let headers = std::mem::take(&mut parts.headers);
 
     let retry = &pool.retries;
@@ -305,6 +306,19 @@ pub(super) fn prepare(
         client_version,
         encoded,
     })
+}
+
+/// Whether the answer's fields may stay in their raw form: only when every
+/// reader of them between the backend and the client understands it. The
+/// client side's own HTTP/1.1 writer does (hyper's and h2's do not); the
+/// response rules do, but a route's response header edits and a cache's
+/// admission read the map; an upgrade's 101 goes to hyper's tunnel.
+/// Forwarding, retries and hedging read only the status.
+fn wants_raw_answer(conn: &ConnCtx, routed: &Routed, upgrade: bool) -> bool {
+    conn.raw_answers
+        && !upgrade
+        && routed.route.cache.is_none()
+        && routed.route.headers.response.is_empty()
 }
 
 /// The forwarding fields, the request ID, the traceparent and the route's

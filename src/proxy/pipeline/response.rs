@@ -11,6 +11,7 @@ use super::route::Routed;
 use super::{ConnCtx, RequestCtx, tunnel};
 use crate::proxy::body::{ProxyBody, UpstreamStream};
 use crate::proxy::headers::{self as hdr, X_REQUEST_ID};
+use crate::proxy::spliced;
 use http::{Response, StatusCode, header};
 
 pub(super) fn respond(
@@ -35,7 +36,20 @@ pub(super) fn respond(
         let upstream_up = hyper::upgrade::on(&mut resp);
         return tunnel::open(conn, resp, client_up, upstream_up, rc, routed.route);
     }
-    let (mut parts, body) = resp.into_parts();
+    let (mut parts, mut body) = resp.into_parts();
+    // An answer whose fields were left raw (asked for in `request::prepare`
+    // exactly when nothing below needs the map) gets the same rules over
+    // them; else they become the map first.
+    let spliceable = admit.is_none() && routed.route.headers.response.is_empty();
+    if spliceable && let Some(head) = body.raw_head_mut() {
+        spliced::splice(head, rc.request_id, routed.set_cookie.clone());
+        parts.version = client_version;
+        let stream = UpstreamStream::new(body, lease, rc.done, routed.pool.timeouts.idle);
+        return Response::from_parts(parts, ProxyBody::Upstream(Box::new(stream)));
+    }
+    if let Some(head) = body.take_raw_head() {
+        parts.headers = head.to_map();
+    }
     // Transfer-Encoding frames the body when both are given (RFC 9112 6.3): the
     // length is dropped with it, and the client's side frames the body anew.
     // A look at the few names rather than a hash of one.

@@ -100,12 +100,15 @@ impl Conn {
 
     /// Writes the request head `head` and its body `body` (empty for none)
     /// and reads the answer's head, skipping interim (1xx) answers, within
-    /// `limit`. `head_request`: the request's method is HEAD.
+    /// `limit`. `head_request`: the request's method is HEAD. `raw_answer`:
+    /// the answer's fields stay in their raw form, carried by the body
+    /// ([`OwnBody::raw_head`]), and the response's map is empty.
     pub async fn exchange(
         mut self: Box<Self>,
         head: &[u8],
         body: &[u8],
         head_request: bool,
+        raw_answer: bool,
         limit: Duration,
     ) -> Result<Response<OwnBody>, Failure> {
         // By the coarse clock: a tick either way does not matter to the answer's
@@ -141,7 +144,7 @@ impl Conn {
         }
         let heard = self.received;
         let head = loop {
-            match response::parse(&mut self.buf, &mut self.scratch) {
+            match response::parse(&mut self.buf, &mut self.scratch, raw_answer) {
                 Ok(Some(h)) if h.status == StatusCode::SWITCHING_PROTOCOLS => {
                     return Err(Failure::Failed(Error::Parse(
                         "101 Switching Protocols to a request without Upgrade",
@@ -182,6 +185,7 @@ impl Conn {
             conn: Some(self),
             state,
             reuse,
+            raw: head.raw,
         });
         *resp.status_mut() = head.status;
         *resp.version_mut() = head.version;
@@ -270,9 +274,26 @@ pub struct OwnBody {
     state: State,
     /// The connection may carry another request once the body ended.
     reuse: bool,
+    /// The answer's fields, when they were asked for in their raw form.
+    raw: Option<Box<response::RawHead>>,
 }
 
 impl OwnBody {
+    /// The answer's fields in their raw form, when they were asked for so
+    /// (the response's map is then empty).
+    pub fn raw_head(&self) -> Option<&response::RawHead> {
+        self.raw.as_deref()
+    }
+
+    pub fn raw_head_mut(&mut self) -> Option<&mut response::RawHead> {
+        self.raw.as_deref_mut()
+    }
+
+    /// Takes the raw fields out, for a reader that turns them into a map.
+    pub fn take_raw_head(&mut self) -> Option<Box<response::RawHead>> {
+        self.raw.take()
+    }
+
     /// The connection, when the body was read to its end and the connection may
     /// carry another request.
     pub fn reusable(&mut self) -> Option<Box<Conn>> {
@@ -280,7 +301,11 @@ impl OwnBody {
             return None;
         }
         // Bytes after the end of the answer: the backend is out of step.
-        self.conn.take().filter(|c| c.buf.is_empty())
+        let mut conn = self.conn.take().filter(|c| c.buf.is_empty())?;
+        if let Some(raw) = self.raw.take() {
+            conn.scratch.give_back(raw);
+        }
+        Some(conn)
     }
 
     fn fail(&mut self, e: Error) -> Error {

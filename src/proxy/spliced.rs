@@ -1,0 +1,234 @@
+//! The response rules over an answer's raw fields (`RawHead`), for the answers
+//! the client side's own HTTP/1.1 path writes: the same edits as over a map
+//! (`headers::remove_hop_by_hop`, `remove_proxy_auth`, the length dropped
+//! next to `Transfer-Encoding`, the request ID, a split's cookie), and the
+//! lines left in the order the map would iterate them after those edits, so
+//! that the client gets the same bytes either way.
+//!
+//! A map iterates its names in the order they first came, each with all its
+//! values; removing a name moves the last name into its place (`HeaderMap`
+//! removes with `swap_remove`), inserting a present name keeps its place.
+//! `Entries` plays exactly that over the head's lines.
+
+use crate::upstream::h1::response::{Field, Known, Line, MAX_HEADERS, RawHead};
+use http::HeaderValue;
+
+/// The names of a map, in its iteration order: each is the index of the line
+/// where the name first came, or one of the proxy's own fields. On the stack,
+/// a byte each: a head has at most `MAX_HEADERS` fields.
+struct Entries<'a> {
+    raw: &'a RawHead,
+    /// Indices into `raw.lines`; [`REQUEST_ID`] and [`SET_COOKIE`] for ours.
+    at: [u8; MAX_HEADERS + 2],
+    len: usize,
+}
+
+const REQUEST_ID: u8 = u8::MAX;
+const SET_COOKIE: u8 = u8::MAX - 1;
+const _: () = assert!(MAX_HEADERS < SET_COOKIE as usize);
+
+impl<'a> Entries<'a> {
+    fn new(raw: &'a RawHead) -> Self {
+        let mut e = Entries {
+            raw,
+            at: [0; MAX_HEADERS + 2],
+            len: 0,
+        };
+        for (i, line) in raw.lines.iter().enumerate().take(MAX_HEADERS) {
+            if let Line::Backend(f) = line
+                && !(raw.repeats && e.all().iter().any(|&j| raw.same_name(e.field(j), f)))
+            {
+                e.push(i as u8);
+            }
+        }
+        e
+    }
+
+    fn all(&self) -> &[u8] {
+        &self.at[..self.len]
+    }
+
+    fn push(&mut self, i: u8) {
+        if let Some(slot) = self.at.get_mut(self.len) {
+            *slot = i;
+            self.len += 1;
+        }
+    }
+
+    /// The backend field entry `i` stands for (a nameless one for ours).
+    fn field(&self, i: u8) -> &'a Field {
+        const NONE: Field = Field::NONE;
+        match self.raw.lines.get(usize::from(i)) {
+            Some(Line::Backend(f)) if i < SET_COOKIE => f,
+            _ => &NONE,
+        }
+    }
+
+    /// Where the backend entry for `known` (a name other than those: `name`) is.
+    fn find(&self, known: Known, name: &[u8]) -> Option<usize> {
+        self.all()
+            .iter()
+            .position(|&i| i < SET_COOKIE && self.raw.is_named(self.field(i), name, known))
+    }
+
+    fn find_known(&self, known: Known) -> Option<usize> {
+        if self.raw.names & known.bit() == 0 {
+            return None;
+        }
+        self.find(known, b"")
+    }
+
+    /// `HeaderMap::remove`: the last entry takes the removed one's place.
+    fn remove_at(&mut self, k: Option<usize>) {
+        if let Some(k) = k {
+            self.len -= 1;
+            self.at[k] = self.at[self.len];
+        }
+    }
+
+    fn remove(&mut self, known: Known) {
+        self.remove_at(self.find_known(known));
+    }
+}
+
+/// Applies the response rules to `raw` and puts its lines in the order they
+/// are written in: `request_id` replaces any the backend sent, `set_cookie`
+/// (a split's) joins the backend's cookies.
+pub fn splice(raw: &mut RawHead, request_id: HeaderValue, set_cookie: Option<HeaderValue>) {
+    let mut e = Entries::new(raw);
+    if e.find_known(Known::TransferEncoding).is_some() {
+        e.remove(Known::ContentLength);
+    }
+    remove_hop_by_hop(&mut e);
+    if e.find_known(Known::ProxyAuthenticate).is_some()
+        || e.find_known(Known::ProxyAuthenticationInfo).is_some()
+    {
+        e.remove(Known::ProxyAuthenticate);
+        e.remove(Known::ProxyAuthenticationInfo);
+    }
+    match e.find_known(Known::XRequestId) {
+        Some(k) => e.at[k] = REQUEST_ID,
+        None => e.push(REQUEST_ID),
+    }
+    let cookie_after = match set_cookie.as_ref().map(|_| e.find_known(Known::SetCookie)) {
+        Some(Some(k)) => Some(e.at[k]),
+        Some(None) => {
+            e.push(SET_COOKIE);
+            None
+        }
+        None => None,
+    };
+    // The lines in the map's order, as indices first (the names are read
+    // while the lines are still in place), then the lines themselves.
+    let mut order = [0u8; 2 * MAX_HEADERS + 2];
+    let mut n = 0;
+    let mut put = |i: u8| {
+        if let Some(slot) = order.get_mut(n) {
+            *slot = i;
+            n += 1;
+        }
+    };
+    for &first in e.all() {
+        if first >= SET_COOKIE {
+            put(first);
+            continue;
+        }
+        let f = e.field(first);
+        put(first);
+        let later = raw.lines.iter().enumerate().skip(usize::from(first) + 1);
+        for (j, line) in later.take_while(|_| raw.repeats) {
+            if let Line::Backend(g) = line
+                && raw.same_name(f, g)
+            {
+                put(j as u8);
+            }
+        }
+        if cookie_after == Some(first) {
+            put(SET_COOKIE);
+        }
+    }
+    // The lines that stay where they are (often all of the backend's) are
+    // left in place; the rest follow them, then the old places go.
+    let lines = &mut raw.lines;
+    let old = lines.len();
+    let kept = order[..n]
+        .iter()
+        .enumerate()
+        .take_while(|&(i, &j)| i == usize::from(j))
+        .count();
+    for &i in &order[kept..n] {
+        let line = match i {
+            REQUEST_ID => Line::RequestId,
+            SET_COOKIE => Line::SetCookie,
+            _ => lines[usize::from(i)],
+        };
+        lines.push(line);
+    }
+    lines.drain(kept..old);
+    raw.request_id = Some(request_id);
+    raw.set_cookie = set_cookie;
+}
+
+/// `headers::remove_hop_by_hop` (without an upgrade kept), over the entries.
+fn remove_hop_by_hop(e: &mut Entries<'_>) {
+    const HOP_BY_HOP: u32 = {
+        let all = [
+            Known::Connection,
+            Known::Te,
+            Known::Trailer,
+            Known::TransferEncoding,
+            Known::Upgrade,
+            Known::ProxyAuthorization,
+            Known::KeepAlive,
+            Known::ProxyConnection,
+            Known::Http2Settings,
+        ];
+        let mut bits = 0;
+        let mut i = 0;
+        while i < all.len() {
+            bits |= 1 << all[i] as u32;
+            i += 1;
+        }
+        bits
+    };
+    if e.raw.names & HOP_BY_HOP == 0 {
+        return;
+    }
+    let mut present = [Known::Other; 9];
+    let mut n = 0;
+    for &i in e.all() {
+        let known = e.field(i).known;
+        if n < present.len() && known.is_hop_by_hop() {
+            present[n] = known;
+            n += 1;
+        }
+    }
+    if n == 0 {
+        return;
+    }
+    let raw = e.raw;
+    // Names listed in Connection go first, in the order they are listed.
+    for f in raw.fields().filter(|f| f.known == Known::Connection) {
+        let v = raw.value(f);
+        if !v.contains(&b',') && is_standard_connection_token(v) {
+            continue;
+        }
+        // A value that is not visible ASCII names nothing (`to_str` fails).
+        if !v.iter().all(|&b| b == b'\t' || (32..127).contains(&b)) {
+            continue;
+        }
+        for token in v.split(|&b| b == b',') {
+            let name = token.trim_ascii();
+            e.remove_at(e.find(Known::of(name), name));
+        }
+    }
+    for &known in &present[..n] {
+        e.remove(known);
+    }
+}
+
+fn is_standard_connection_token(v: &[u8]) -> bool {
+    v.eq_ignore_ascii_case(b"keep-alive")
+        || v.eq_ignore_ascii_case(b"close")
+        || v.eq_ignore_ascii_case(b"upgrade")
+}
