@@ -163,33 +163,35 @@ pub type SendResult = Result<(Response<Answer>, Lease), Failed>;
 /// Sends `req` to `backend` over `conn`; `encoded`, when not empty, is its
 /// head. The URI must already be in the form the backend's protocol needs
 /// (origin-form for HTTP/1.1, absolute for HTTP/2).
-pub async fn send(
-    backend: &Arc<Backend>,
+pub fn send<'a>(
+    backend: &'a Arc<Backend>,
     mut req: Request<UpstreamBody>,
-    encoded: &EncodedHead,
-    timeouts: &Timeouts,
+    encoded: &'a EncodedHead,
+    timeouts: &'a Timeouts,
     conn: Conn,
-) -> SendResult {
-    if own_path(backend, &req) {
-        return send_own(backend, req, encoded, timeouts, conn).await;
-    }
-    // Boxed: hyper's side is the larger future by far, and every request's
-    // future would carry its size.
-    if encoded.appended.is_empty() {
-        return Box::pin(send_hyper(backend, req, timeouts, conn)).await;
-    }
-    for (name, value) in encoded.appended() {
-        req.headers_mut().insert(name, value);
-    }
-    let mut result = Box::pin(send_hyper(backend, req, timeouts, conn)).await;
-    // Given back unsent, it may go to a connection of our own next, whose
-    // head holds the fields already.
-    if let Err((_, Returned::Unsent(req))) = &mut result {
-        for (name, _) in encoded.appended() {
-            req.headers_mut().remove(name);
+) -> impl Future<Output = SendResult> + 'a {
+    async move {
+        if own_path(backend, &req) {
+            return send_own(backend, req, encoded, timeouts, conn).await;
         }
+        // Boxed: hyper's side is the larger future by far, and every request's
+        // future would carry its size.
+        if encoded.appended.is_empty() {
+            return Box::pin(send_hyper(backend, req, timeouts, conn)).await;
+        }
+        for (name, value) in encoded.appended() {
+            req.headers_mut().insert(name, value);
+        }
+        let mut result = Box::pin(send_hyper(backend, req, timeouts, conn)).await;
+        // Given back unsent, it may go to a connection of our own next, whose
+        // head holds the fields already.
+        if let Err((_, Returned::Unsent(req))) = &mut result {
+            for (name, _) in encoded.appended() {
+                req.headers_mut().remove(name);
+            }
+        }
+        result
     }
-    result
 }
 
 /// Sends `req` through hyper's clients.
@@ -313,78 +315,80 @@ pub fn own_path(backend: &Backend, req: &Request<UpstreamBody>) -> bool {
 /// Sends a request without a body, or with one already whole, over a
 /// connection of our own, driven from this task: the head and the body in one
 /// write, the answer's head read here, its body read by whoever polls it.
-async fn send_own(
-    backend: &Arc<Backend>,
+fn send_own<'a>(
+    backend: &'a Arc<Backend>,
     mut req: Request<UpstreamBody>,
-    encoded: &EncodedHead,
-    timeouts: &Timeouts,
+    encoded: &'a EncodedHead,
+    timeouts: &'a Timeouts,
     conn: Conn,
-) -> SendResult {
-    let body = match req.body() {
-        UpstreamBody::Full(b) => b.clone(),
-        _ => bytes::Bytes::new(),
-    };
-    if !body.is_empty() && !states_length(req.headers(), body.len()) {
-        // The length of the bytes sent, stated once, whatever the fields said.
-        req.headers_mut()
-            .insert(http::header::CONTENT_LENGTH, body.len().into());
+) -> impl Future<Output = SendResult> + 'a {
+    async move {
+        let body = match req.body() {
+            UpstreamBody::Full(b) => b.clone(),
+            _ => bytes::Bytes::new(),
+        };
+        if !body.is_empty() && !states_length(req.headers(), body.len()) {
+            // The length of the bytes sent, stated once, whatever the fields said.
+            req.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, body.len().into());
+        }
+        // Only a bodiless request's head is encoded ahead (`EncodedHead`).
+        let encoded_now;
+        let head = if encoded.is_encoded() && body.is_empty() {
+            &encoded.bytes[..]
+        } else {
+            encoded_now = h1::conn::encode_request(&req);
+            &encoded_now[..]
+        };
+        let head_request = req.method() == http::Method::HEAD;
+        let max_idle_ms = timeouts.idle.as_millis() as u64;
+        // A pooled connection may have been closed by the backend just now; when
+        // nothing of the request could be written on it, another one is tried.
+        for _ in 0..4 {
+            let idle = match conn {
+                Conn::Pooled => backend.conns.take_idle_own(max_idle_ms),
+                Conn::New => None,
+            };
+            let reused = idle.is_some();
+            let c = match idle {
+                Some(c) => c,
+                None => match connect(&backend.address, timeouts.connect).await {
+                    Ok(UpstreamIo::Plain(tcp)) => {
+                        backend.conns.count_open();
+                        h1::conn::Conn::new(tcp, backend.conns.here())
+                    }
+                    Ok(UpstreamIo::Tls(_)) => {
+                        let e = io::Error::other("TLS where plain TCP was asked for");
+                        return Err((SendError::Connect(e), Returned::Unsent(req)));
+                    }
+                    Err(e) => return Err((SendError::Connect(e), Returned::Unsent(req))),
+                },
+            };
+            // The exchange keeps its own time (a timer per connection, not per request).
+            let exchange = c.exchange(head, &body, head_request, timeouts.response_header);
+            return match exchange.await {
+                Ok(resp) => Ok((resp.map(Answer::Own), Lease::None)),
+                Err(h1::conn::Failure::Unsent(_)) if reused => continue,
+                Err(h1::conn::Failure::Unsent(e)) => Err((
+                    SendError::Exchange(ExchangeError::Own(e)),
+                    Returned::Unsent(req),
+                )),
+                Err(h1::conn::Failure::Unanswered(e)) if reused => Err((
+                    SendError::Closed(ExchangeError::Own(e)),
+                    Returned::Sent(req),
+                )),
+                Err(h1::conn::Failure::Unanswered(e) | h1::conn::Failure::Failed(e)) => Err((
+                    SendError::Exchange(ExchangeError::Own(e)),
+                    Returned::Sent(req),
+                )),
+                Err(h1::conn::Failure::TimedOut) => Err((SendError::Timeout, Returned::Sent(req))),
+            };
+        }
+        Err((
+            SendError::Connect(io::Error::other("pooled connections kept closing")),
+            Returned::Unsent(req),
+        ))
     }
-    // Only a bodiless request's head is encoded ahead (`EncodedHead`).
-    let encoded_now;
-    let head = if encoded.is_encoded() && body.is_empty() {
-        &encoded.bytes[..]
-    } else {
-        encoded_now = h1::conn::encode_request(&req);
-        &encoded_now[..]
-    };
-    let head_request = req.method() == http::Method::HEAD;
-    let max_idle_ms = timeouts.idle.as_millis() as u64;
-    // A pooled connection may have been closed by the backend just now; when
-    // nothing of the request could be written on it, another one is tried.
-    for _ in 0..4 {
-        let idle = match conn {
-            Conn::Pooled => backend.conns.take_idle_own(max_idle_ms),
-            Conn::New => None,
-        };
-        let reused = idle.is_some();
-        let c = match idle {
-            Some(c) => c,
-            None => match connect(&backend.address, timeouts.connect).await {
-                Ok(UpstreamIo::Plain(tcp)) => {
-                    backend.conns.count_open();
-                    h1::conn::Conn::new(tcp, backend.conns.here())
-                }
-                Ok(UpstreamIo::Tls(_)) => {
-                    let e = io::Error::other("TLS where plain TCP was asked for");
-                    return Err((SendError::Connect(e), Returned::Unsent(req)));
-                }
-                Err(e) => return Err((SendError::Connect(e), Returned::Unsent(req))),
-            },
-        };
-        // The exchange keeps its own time (a timer per connection, not per request).
-        let exchange = c.exchange(head, &body, head_request, timeouts.response_header);
-        return match exchange.await {
-            Ok(resp) => Ok((resp.map(Answer::Own), Lease::None)),
-            Err(h1::conn::Failure::Unsent(_)) if reused => continue,
-            Err(h1::conn::Failure::Unsent(e)) => Err((
-                SendError::Exchange(ExchangeError::Own(e)),
-                Returned::Unsent(req),
-            )),
-            Err(h1::conn::Failure::Unanswered(e)) if reused => Err((
-                SendError::Closed(ExchangeError::Own(e)),
-                Returned::Sent(req),
-            )),
-            Err(h1::conn::Failure::Unanswered(e) | h1::conn::Failure::Failed(e)) => Err((
-                SendError::Exchange(ExchangeError::Own(e)),
-                Returned::Sent(req),
-            )),
-            Err(h1::conn::Failure::TimedOut) => Err((SendError::Timeout, Returned::Sent(req))),
-        };
-    }
-    Err((
-        SendError::Connect(io::Error::other("pooled connections kept closing")),
-        Returned::Unsent(req),
-    ))
 }
 
 /// Whether `headers` hold exactly one `Content-Length`, of `len`: what the

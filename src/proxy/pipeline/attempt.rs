@@ -65,20 +65,25 @@ pub(super) type SendFuture =
 
 /// Sends the attempt's request; when a pooled connection loses it unanswered,
 /// sends it once more on a new connection (see [`again`]).
-pub(super) async fn send(
-    attempt: &Attempt,
+///
+/// This and the sends below it are plain functions returning a block: an
+/// `async fn` keeps its arguments apart from the locals they are moved into
+/// when it starts, and the request is large (each layer copied it once more).
+pub(super) fn send<'a>(
+    attempt: &'a Attempt,
     request: Request<UpstreamBody>,
-    p: &Prepared,
+    p: &'a Prepared,
     nth: u64,
     timeouts: crate::config::Timeouts,
-) -> client::SendResult {
-    let encoded = &p.encoded;
-    let mut result = send_tracked(&attempt.backend, request, encoded, timeouts, Conn::Pooled).await;
-    match again(&mut result, &attempt.backend, p, nth) {
-        Some(request) => {
-            send_tracked(&attempt.backend, request, encoded, timeouts, Conn::New).await
+) -> impl Future<Output = client::SendResult> + 'a {
+    async move {
+        let encoded = &p.encoded;
+        let backend = &attempt.backend;
+        let mut result = send_tracked(backend, request, encoded, timeouts, Conn::Pooled).await;
+        match again(&mut result, backend, p, nth) {
+            Some(request) => send_tracked(backend, request, encoded, timeouts, Conn::New).await,
+            None => result,
         }
-        None => result,
     }
 }
 
@@ -121,17 +126,19 @@ pub(super) fn again(
 }
 
 /// Sends, keeping the request counted as waiting for an answer until it has one.
-async fn send_tracked(
-    backend: &Arc<Backend>,
+fn send_tracked<'a>(
+    backend: &'a Arc<Backend>,
     request: Request<UpstreamBody>,
-    encoded: &EncodedHead,
+    encoded: &'a EncodedHead,
     timeouts: crate::config::Timeouts,
     conn: Conn,
-) -> client::SendResult {
-    let waiting = Awaiting::new(backend.clone());
-    let result = client::send(backend, request, encoded, &timeouts, conn).await;
-    if matches!(&result, Ok(_) | Err((SendError::Exchange(_), _))) {
-        waiting.answered();
+) -> impl Future<Output = client::SendResult> + 'a {
+    async move {
+        let waiting = Awaiting::new(backend.clone());
+        let result = client::send(backend, request, encoded, &timeouts, conn).await;
+        if matches!(&result, Ok(_) | Err((SendError::Exchange(_), _))) {
+            waiting.answered();
+        }
+        result
     }
-    result
 }
