@@ -160,24 +160,96 @@ pub enum Returned {
 pub type Failed = (SendError, Returned);
 pub type SendResult = Result<(Response<Answer>, Lease), Failed>;
 
+/// What became of the request of a failed [`send_in`]: it stays in its slot
+/// unless it was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Consumed (the slot is empty): its body was (or may have been) read,
+    /// or hyper kept it.
+    Lost,
+    /// Certainly not sent: a retry can send it as is.
+    Unsent,
+    /// Sent, and without a body: it can go out again as is where sending it
+    /// twice is harmless.
+    Sent,
+}
+
+pub type SlotResult = Result<(Response<Answer>, Lease), (SendError, Fate)>;
+
+/// `result` of a [`send_in`] from `slot`, with the request it gave back
+/// moved out of the slot (a request sent with success is dropped).
+pub fn returned(result: SlotResult, slot: &mut Option<Request<UpstreamBody>>) -> SendResult {
+    let (e, fate) = match result {
+        Ok(answer) => {
+            *slot = None;
+            return Ok(answer);
+        }
+        Err(failed) => failed,
+    };
+    let returned = match (fate, slot.take()) {
+        (Fate::Unsent, Some(r)) => Returned::Unsent(r),
+        (Fate::Sent, Some(r)) => Returned::Sent(r),
+        _ => Returned::Lost,
+    };
+    Err((e, returned))
+}
+
+/// Back into the slot, the request of a failed send that gave it back.
+fn keep(failed: Failed, slot: &mut Option<Request<UpstreamBody>>) -> (SendError, Fate) {
+    match failed {
+        (e, Returned::Lost) => (e, Fate::Lost),
+        (e, Returned::Unsent(r)) => {
+            *slot = Some(r);
+            (e, Fate::Unsent)
+        }
+        (e, Returned::Sent(r)) => {
+            *slot = Some(r);
+            (e, Fate::Sent)
+        }
+    }
+}
+
 /// Sends `req` to `backend` over `conn`; `encoded`, when not empty, is its
 /// head. The URI must already be in the form the backend's protocol needs
 /// (origin-form for HTTP/1.1, absolute for HTTP/2).
 pub fn send<'a>(
     backend: &'a Arc<Backend>,
-    mut req: Request<UpstreamBody>,
+    req: Request<UpstreamBody>,
     encoded: &'a EncodedHead,
     timeouts: &'a Timeouts,
     conn: Conn,
 ) -> impl Future<Output = SendResult> + 'a {
     async move {
-        if own_path(backend, &req) {
+        let mut slot = Some(req);
+        let result = send_in(backend, &mut slot, encoded, timeouts, conn).await;
+        returned(result, &mut slot)
+    }
+}
+
+/// [`send`] for the request in `slot`, which stays there (unless hyper's
+/// clients take it): a request is large, and each layer it was moved through
+/// on its way to the connection copied it.
+pub fn send_in<'a>(
+    backend: &'a Arc<Backend>,
+    slot: &'a mut Option<Request<UpstreamBody>>,
+    encoded: &'a EncodedHead,
+    timeouts: &'a Timeouts,
+    conn: Conn,
+) -> impl Future<Output = SlotResult> + 'a {
+    async move {
+        let Some(req) = slot.as_mut() else {
+            let e = io::Error::other("no request to send");
+            return Err((SendError::Connect(e), Fate::Lost));
+        };
+        if own_path(backend, req) {
             return send_own(backend, req, encoded, timeouts, conn).await;
         }
+        let mut req = slot.take().expect("checked above");
         // Boxed: hyper's side is the larger future by far, and every request's
         // future would carry its size.
         if encoded.appended.is_empty() {
-            return Box::pin(send_hyper(backend, req, timeouts, conn)).await;
+            let result = Box::pin(send_hyper(backend, req, timeouts, conn)).await;
+            return result.map_err(|failed| keep(failed, slot));
         }
         for (name, value) in encoded.appended() {
             req.headers_mut().insert(name, value);
@@ -190,7 +262,7 @@ pub fn send<'a>(
                 req.headers_mut().remove(name);
             }
         }
-        result
+        result.map_err(|failed| keep(failed, slot))
     }
 }
 
@@ -317,11 +389,11 @@ pub fn own_path(backend: &Backend, req: &Request<UpstreamBody>) -> bool {
 /// write, the answer's head read here, its body read by whoever polls it.
 fn send_own<'a>(
     backend: &'a Arc<Backend>,
-    mut req: Request<UpstreamBody>,
+    req: &'a mut Request<UpstreamBody>,
     encoded: &'a EncodedHead,
     timeouts: &'a Timeouts,
     conn: Conn,
-) -> impl Future<Output = SendResult> + 'a {
+) -> impl Future<Output = SlotResult> + 'a {
     async move {
         let body = match req.body() {
             UpstreamBody::Full(b) => b.clone(),
@@ -337,7 +409,7 @@ fn send_own<'a>(
         let head = if encoded.is_encoded() && body.is_empty() {
             &encoded.bytes[..]
         } else {
-            encoded_now = h1::conn::encode_request(&req);
+            encoded_now = h1::conn::encode_request(req);
             &encoded_now[..]
         };
         let head_request = req.method() == http::Method::HEAD;
@@ -359,9 +431,9 @@ fn send_own<'a>(
                     }
                     Ok(UpstreamIo::Tls(_)) => {
                         let e = io::Error::other("TLS where plain TCP was asked for");
-                        return Err((SendError::Connect(e), Returned::Unsent(req)));
+                        return Err((SendError::Connect(e), Fate::Unsent));
                     }
-                    Err(e) => return Err((SendError::Connect(e), Returned::Unsent(req))),
+                    Err(e) => return Err((SendError::Connect(e), Fate::Unsent)),
                 },
             };
             // The exchange keeps its own time (a timer per connection, not per request).
@@ -369,24 +441,21 @@ fn send_own<'a>(
             return match exchange.await {
                 Ok(resp) => Ok((resp.map(Answer::Own), Lease::None)),
                 Err(h1::conn::Failure::Unsent(_)) if reused => continue,
-                Err(h1::conn::Failure::Unsent(e)) => Err((
-                    SendError::Exchange(ExchangeError::Own(e)),
-                    Returned::Unsent(req),
-                )),
-                Err(h1::conn::Failure::Unanswered(e)) if reused => Err((
-                    SendError::Closed(ExchangeError::Own(e)),
-                    Returned::Sent(req),
-                )),
-                Err(h1::conn::Failure::Unanswered(e) | h1::conn::Failure::Failed(e)) => Err((
-                    SendError::Exchange(ExchangeError::Own(e)),
-                    Returned::Sent(req),
-                )),
-                Err(h1::conn::Failure::TimedOut) => Err((SendError::Timeout, Returned::Sent(req))),
+                Err(h1::conn::Failure::Unsent(e)) => {
+                    Err((SendError::Exchange(ExchangeError::Own(e)), Fate::Unsent))
+                }
+                Err(h1::conn::Failure::Unanswered(e)) if reused => {
+                    Err((SendError::Closed(ExchangeError::Own(e)), Fate::Sent))
+                }
+                Err(h1::conn::Failure::Unanswered(e) | h1::conn::Failure::Failed(e)) => {
+                    Err((SendError::Exchange(ExchangeError::Own(e)), Fate::Sent))
+                }
+                Err(h1::conn::Failure::TimedOut) => Err((SendError::Timeout, Fate::Sent)),
             };
         }
         Err((
             SendError::Connect(io::Error::other("pooled connections kept closing")),
-            Returned::Unsent(req),
+            Fate::Unsent,
         ))
     }
 }

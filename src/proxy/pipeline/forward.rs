@@ -11,7 +11,7 @@ use super::{ConnCtx, Refusal, RequestCtx};
 use crate::events::EventKind;
 use crate::upstream::backend::Backend;
 use crate::upstream::body::{Answer, UpstreamBody};
-use crate::upstream::client::{Lease, Returned, SendError, SendResult};
+use crate::upstream::client::{self, Lease, Returned, SendError, SendResult};
 use crate::upstream::in_flight::InFlight;
 use crate::upstream::pick::{Pick, Tried};
 use crate::upstream::pool::Pool;
@@ -76,23 +76,30 @@ pub(super) async fn forward(
         let Some((idx, slot)) = choose(pool, routed, p, &mut st).await? else {
             break None;
         };
-        let Some(mut request) = next_request(p, &mut st) else {
+        // Kept here and lent to the send, which leaves it in place: moving
+        // it down the layers of the send copied it at each.
+        let mut request = next_request(p, &mut st);
+        let Some(shaped) = request.as_mut() else {
             break None;
         };
         st.attempts += 1;
         if st.attempts > 1 {
             pool.state.retries.fetch_add(1, Relaxed);
         }
-        let first = Attempt::start(pool, idx, &mut request, p, slot);
+        let first = Attempt::start(pool, idx, shaped, p, slot);
         let winner = match hedge_after {
             None => {
                 let nth = u64::from(st.attempts);
-                let r = attempt::send(&first, request, p, nth, pool.timeouts).await;
+                let r = attempt::send(&first, &mut request, p, nth, pool.timeouts).await;
+                let r = client::returned(r, &mut request);
                 rc.done.attempts = st.attempts;
                 record_trace(rc, &first, &r);
                 judge(conn, pool, p, &mut st, first, r)?
             }
             Some(delay) => {
+                let Some(request) = request.take() else {
+                    break None;
+                };
                 let race = hedge::Race {
                     pool,
                     balancer: routed.balancer,
