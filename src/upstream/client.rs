@@ -648,3 +648,53 @@ async fn h2_handshake(backend: &Arc<Backend>, io: UpstreamIo) -> Result<H2Sender
     backend.conns.set_h2(Some(sender.clone()));
     Ok(sender)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> Option<Request<UpstreamBody>> {
+        Some(Request::new(UpstreamBody::Empty))
+    }
+
+    fn failed(fate: Fate) -> SlotResult {
+        Err((SendError::Timeout, fate))
+    }
+
+    /// A failed send's request goes up as the send left it in its slot.
+    #[test]
+    fn a_failed_send_gives_back_what_its_slot_holds() {
+        let mut slot = request();
+        let r = returned(failed(Fate::Unsent), &mut slot);
+        assert!(matches!(r, Err((SendError::Timeout, Returned::Unsent(_)))));
+        assert!(slot.is_none());
+        let mut slot = request();
+        let r = returned(failed(Fate::Sent), &mut slot);
+        assert!(matches!(r, Err((SendError::Timeout, Returned::Sent(_)))));
+        let mut slot = None;
+        let r = returned(failed(Fate::Lost), &mut slot);
+        assert!(matches!(r, Err((SendError::Timeout, Returned::Lost))));
+    }
+
+    /// A request hyper's client gave back goes back into the slot.
+    #[test]
+    fn a_request_given_back_goes_back_into_its_slot() {
+        let mut slot = None;
+        let sent = Returned::Sent(Request::new(UpstreamBody::Empty));
+        assert_eq!(keep((SendError::Timeout, sent), &mut slot).1, Fate::Sent);
+        assert!(slot.is_some());
+        let mut slot = None;
+        let unsent = Returned::Unsent(Request::new(UpstreamBody::Empty));
+        assert_eq!(
+            keep((SendError::Timeout, unsent), &mut slot).1,
+            Fate::Unsent
+        );
+        assert!(slot.is_some());
+        let mut slot = None;
+        assert_eq!(
+            keep((SendError::Timeout, Returned::Lost), &mut slot).1,
+            Fate::Lost
+        );
+        assert!(slot.is_none());
+    }
+}

@@ -36,7 +36,9 @@ struct Tries {
     last_error: Option<(StatusCode, String)>,
     /// A backend answered with something that is not HTTP: no retry, 502.
     invalid_response: bool,
-    /// The request when it can be sent as is (nothing of it was sent yet).
+    /// The request when it can be sent as is (nothing of it was sent yet);
+    /// while an attempt is on its way, its request, lent to the send (moved
+    /// down the layers of a send, it was copied at each).
     pending: Option<Request<UpstreamBody>>,
     /// A bodiless request that was sent and came back: a retry after it was
     /// sent sends it again instead of a rebuilt one.
@@ -76,28 +78,29 @@ pub(super) async fn forward(
         let Some((idx, slot)) = choose(pool, routed, p, &mut st).await? else {
             break None;
         };
-        // Kept here and lent to the send, which leaves it in place: moving
-        // it down the layers of the send copied it at each.
-        let mut request = next_request(p, &mut st);
-        let Some(shaped) = request.as_mut() else {
+        if !next_request(p, &mut st) {
             break None;
-        };
+        }
         st.attempts += 1;
         if st.attempts > 1 {
             pool.state.retries.fetch_add(1, Relaxed);
         }
-        let first = Attempt::start(pool, idx, shaped, p, slot);
+        let first = match st.pending.as_mut() {
+            Some(request) => Attempt::start(pool, idx, request, p, slot),
+            None => break None,
+        };
         let winner = match hedge_after {
             None => {
                 let nth = u64::from(st.attempts);
-                let r = attempt::send(&first, &mut request, p, nth, pool.timeouts).await;
-                let r = client::returned(r, &mut request);
+                let r = attempt::send(&first, &mut st.pending, p, nth, pool.timeouts).await;
+                // Out of `pending` until `judge` sorts out how it ended.
+                let r = client::returned(r, &mut st.pending);
                 rc.done.attempts = st.attempts;
                 record_trace(rc, &first, &r);
                 judge(conn, pool, p, &mut st, first, r)?
             }
             Some(delay) => {
-                let Some(request) = request.take() else {
+                let Some(request) = st.pending.take() else {
                     break None;
                 };
                 let race = hedge::Race {
@@ -206,13 +209,17 @@ async fn choose(
     }
 }
 
-/// The request for the next attempt: the pending one, or a rebuilt one (only
-/// possible with an empty or replayable body).
-fn next_request(p: &Prepared, st: &mut Tries) -> Option<Request<UpstreamBody>> {
-    st.pending
-        .take()
-        .or_else(|| st.resend.take())
-        .or_else(|| p.rebuild(u64::from(st.attempts) + 1))
+/// Puts the request for the next attempt in `st.pending`: the pending one, or
+/// a rebuilt one (only possible with an empty or replayable body); whether
+/// there is one.
+fn next_request(p: &Prepared, st: &mut Tries) -> bool {
+    if st.pending.is_none() {
+        st.pending = st
+            .resend
+            .take()
+            .or_else(|| p.rebuild(u64::from(st.attempts) + 1));
+    }
+    st.pending.is_some()
 }
 
 /// Sorts out how an attempt ended: the winner when it answered; a failure is

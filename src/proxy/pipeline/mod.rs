@@ -139,9 +139,17 @@ pub(crate) fn handle<'a>(
                 } else {
                     body
                 };
-                let mut outgoing =
-                    request::prepare(conn, &mut rc, &routed, &snapshot, parts, body)?;
-                let won = forward::forward(conn, &mut rc, &routed, &mut outgoing).await?;
+                let mut prepared = None;
+                let outgoing = request::prepare(
+                    conn,
+                    &mut rc,
+                    &routed,
+                    &snapshot,
+                    parts,
+                    body,
+                    &mut prepared,
+                )?;
+                let won = forward::forward(conn, &mut rc, &routed, outgoing).await?;
                 return Ok(Outcome::Forwarded(routed, won, None));
             };
             let pending = match cache::lookup(conn, &mut rc, &routed, cache, &mut parts).await {
@@ -149,12 +157,12 @@ pub(crate) fn handle<'a>(
                 cache::Lookup::Forward(p) => p,
             };
             // A body the route wants whole is read only once the cache could not answer.
+            let mut prepared = None;
             let forwarded = match hold::hold(conn, &routed, &snapshot, &parts, body).await {
                 Ok(body) => {
-                    match request::prepare(conn, &mut rc, &routed, &snapshot, parts, body) {
-                        Ok(mut outgoing) => {
-                            forward::forward(conn, &mut rc, &routed, &mut outgoing).await
-                        }
+                    let p = &mut prepared;
+                    match request::prepare(conn, &mut rc, &routed, &snapshot, parts, body, p) {
+                        Ok(outgoing) => forward::forward(conn, &mut rc, &routed, outgoing).await,
                         Err(r) => Err(r),
                     }
                 }
