@@ -176,22 +176,14 @@ pub enum Fate {
 
 pub type SlotResult = Result<(Response<Answer>, Lease), (SendError, Fate)>;
 
-/// `result` of a [`send_in`] from `slot`, with the request it gave back
-/// moved out of the slot (a request sent with success is dropped).
-pub fn returned(result: SlotResult, slot: &mut Option<Request<UpstreamBody>>) -> SendResult {
-    let (e, fate) = match result {
-        Ok(answer) => {
-            *slot = None;
-            return Ok(answer);
-        }
-        Err(failed) => failed,
-    };
-    let returned = match (fate, slot.take()) {
+/// What a failed [`send_in`] from `slot` gives back: the request it left
+/// there, moved out.
+pub fn give_back(fate: Fate, slot: &mut Option<Request<UpstreamBody>>) -> Returned {
+    match (fate, slot.take()) {
         (Fate::Unsent, Some(r)) => Returned::Unsent(r),
         (Fate::Sent, Some(r)) => Returned::Sent(r),
         _ => Returned::Lost,
-    };
-    Err((e, returned))
+    }
 }
 
 /// Back into the slot, the request of a failed send that gave it back.
@@ -212,58 +204,54 @@ fn keep(failed: Failed, slot: &mut Option<Request<UpstreamBody>>) -> (SendError,
 /// Sends `req` to `backend` over `conn`; `encoded`, when not empty, is its
 /// head. The URI must already be in the form the backend's protocol needs
 /// (origin-form for HTTP/1.1, absolute for HTTP/2).
-pub fn send<'a>(
-    backend: &'a Arc<Backend>,
+pub async fn send(
+    backend: &Arc<Backend>,
     req: Request<UpstreamBody>,
-    encoded: &'a EncodedHead,
-    timeouts: &'a Timeouts,
+    encoded: &EncodedHead,
+    timeouts: &Timeouts,
     conn: Conn,
-) -> impl Future<Output = SendResult> + 'a {
-    async move {
-        let mut slot = Some(req);
-        let result = send_in(backend, &mut slot, encoded, timeouts, conn).await;
-        returned(result, &mut slot)
-    }
+) -> SendResult {
+    let mut slot = Some(req);
+    let result = send_in(backend, &mut slot, encoded, timeouts, conn).await;
+    result.map_err(|(e, fate)| (e, give_back(fate, &mut slot)))
 }
 
 /// [`send`] for the request in `slot`, which stays there (unless hyper's
 /// clients take it): a request is large, and each layer it was moved through
 /// on its way to the connection copied it.
-pub fn send_in<'a>(
-    backend: &'a Arc<Backend>,
-    slot: &'a mut Option<Request<UpstreamBody>>,
-    encoded: &'a EncodedHead,
-    timeouts: &'a Timeouts,
+pub async fn send_in(
+    backend: &Arc<Backend>,
+    slot: &mut Option<Request<UpstreamBody>>,
+    encoded: &EncodedHead,
+    timeouts: &Timeouts,
     conn: Conn,
-) -> impl Future<Output = SlotResult> + 'a {
-    async move {
-        let Some(req) = slot.as_mut() else {
-            let e = io::Error::other("no request to send");
-            return Err((SendError::Connect(e), Fate::Lost));
-        };
-        if own_path(backend, req) {
-            return send_own(backend, req, encoded, timeouts, conn).await;
-        }
-        let mut req = slot.take().expect("checked above");
-        // Boxed: hyper's side is the larger future by far, and every request's
-        // future would carry its size.
-        if encoded.appended.is_empty() {
-            let result = Box::pin(send_hyper(backend, req, timeouts, conn)).await;
-            return result.map_err(|failed| keep(failed, slot));
-        }
-        for (name, value) in encoded.appended() {
-            req.headers_mut().insert(name, value);
-        }
-        let mut result = Box::pin(send_hyper(backend, req, timeouts, conn)).await;
-        // Given back unsent, it may go to a connection of our own next, whose
-        // head holds the fields already.
-        if let Err((_, Returned::Unsent(req))) = &mut result {
-            for (name, _) in encoded.appended() {
-                req.headers_mut().remove(name);
-            }
-        }
-        result.map_err(|failed| keep(failed, slot))
+) -> SlotResult {
+    let Some(req) = slot.as_mut() else {
+        let e = io::Error::other("no request to send");
+        return Err((SendError::Connect(e), Fate::Lost));
+    };
+    if own_path(backend, req) {
+        return send_own(backend, req, encoded, timeouts, conn).await;
     }
+    let mut req = slot.take().expect("checked above");
+    // Boxed: hyper's side is the larger future by far, and every request's
+    // future would carry its size.
+    if encoded.appended.is_empty() {
+        let result = Box::pin(send_hyper(backend, req, timeouts, conn)).await;
+        return result.map_err(|failed| keep(failed, slot));
+    }
+    for (name, value) in encoded.appended() {
+        req.headers_mut().insert(name, value);
+    }
+    let mut result = Box::pin(send_hyper(backend, req, timeouts, conn)).await;
+    // Given back unsent, it may go to a connection of our own next, whose
+    // head holds the fields already.
+    if let Err((_, Returned::Unsent(req))) = &mut result {
+        for (name, _) in encoded.appended() {
+            req.headers_mut().remove(name);
+        }
+    }
+    result.map_err(|failed| keep(failed, slot))
 }
 
 /// Sends `req` through hyper's clients.
@@ -387,77 +375,75 @@ pub fn own_path(backend: &Backend, req: &Request<UpstreamBody>) -> bool {
 /// Sends a request without a body, or with one already whole, over a
 /// connection of our own, driven from this task: the head and the body in one
 /// write, the answer's head read here, its body read by whoever polls it.
-fn send_own<'a>(
-    backend: &'a Arc<Backend>,
-    req: &'a mut Request<UpstreamBody>,
-    encoded: &'a EncodedHead,
-    timeouts: &'a Timeouts,
+async fn send_own(
+    backend: &Arc<Backend>,
+    req: &mut Request<UpstreamBody>,
+    encoded: &EncodedHead,
+    timeouts: &Timeouts,
     conn: Conn,
-) -> impl Future<Output = SlotResult> + 'a {
-    async move {
-        let body = match req.body() {
-            UpstreamBody::Full(b) => b.clone(),
-            _ => bytes::Bytes::new(),
-        };
-        if !body.is_empty() && !states_length(req.headers(), body.len()) {
-            // The length of the bytes sent, stated once, whatever the fields said.
-            req.headers_mut()
-                .insert(http::header::CONTENT_LENGTH, body.len().into());
-        }
-        // Only a bodiless request's head is encoded ahead (`EncodedHead`).
-        let encoded_now;
-        let head = if encoded.is_encoded() && body.is_empty() {
-            &encoded.bytes[..]
-        } else {
-            encoded_now = h1::conn::encode_request(req);
-            &encoded_now[..]
-        };
-        let head_request = req.method() == http::Method::HEAD;
-        let max_idle_ms = timeouts.idle.as_millis() as u64;
-        // A pooled connection may have been closed by the backend just now; when
-        // nothing of the request could be written on it, another one is tried.
-        for _ in 0..4 {
-            let idle = match conn {
-                Conn::Pooled => backend.conns.take_idle_own(max_idle_ms),
-                Conn::New => None,
-            };
-            let reused = idle.is_some();
-            let c = match idle {
-                Some(c) => c,
-                None => match connect(&backend.address, timeouts.connect).await {
-                    Ok(UpstreamIo::Plain(tcp)) => {
-                        backend.conns.count_open();
-                        h1::conn::Conn::new(tcp, backend.conns.here())
-                    }
-                    Ok(UpstreamIo::Tls(_)) => {
-                        let e = io::Error::other("TLS where plain TCP was asked for");
-                        return Err((SendError::Connect(e), Fate::Unsent));
-                    }
-                    Err(e) => return Err((SendError::Connect(e), Fate::Unsent)),
-                },
-            };
-            // The exchange keeps its own time (a timer per connection, not per request).
-            let exchange = c.exchange(head, &body, head_request, timeouts.response_header);
-            return match exchange.await {
-                Ok(resp) => Ok((resp.map(Answer::Own), Lease::None)),
-                Err(h1::conn::Failure::Unsent(_)) if reused => continue,
-                Err(h1::conn::Failure::Unsent(e)) => {
-                    Err((SendError::Exchange(ExchangeError::Own(e)), Fate::Unsent))
-                }
-                Err(h1::conn::Failure::Unanswered(e)) if reused => {
-                    Err((SendError::Closed(ExchangeError::Own(e)), Fate::Sent))
-                }
-                Err(h1::conn::Failure::Unanswered(e) | h1::conn::Failure::Failed(e)) => {
-                    Err((SendError::Exchange(ExchangeError::Own(e)), Fate::Sent))
-                }
-                Err(h1::conn::Failure::TimedOut) => Err((SendError::Timeout, Fate::Sent)),
-            };
-        }
-        Err((
-            SendError::Connect(io::Error::other("pooled connections kept closing")),
-            Fate::Unsent,
-        ))
+) -> SlotResult {
+    let body = match req.body() {
+        UpstreamBody::Full(b) => b.clone(),
+        _ => bytes::Bytes::new(),
+    };
+    if !body.is_empty() && !states_length(req.headers(), body.len()) {
+        // The length of the bytes sent, stated once, whatever the fields said.
+        req.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, body.len().into());
     }
+    // Only a bodiless request's head is encoded ahead (`EncodedHead`).
+    let encoded_now;
+    let head = if encoded.is_encoded() && body.is_empty() {
+        &encoded.bytes[..]
+    } else {
+        encoded_now = h1::conn::encode_request(req);
+        &encoded_now[..]
+    };
+    let head_request = req.method() == http::Method::HEAD;
+    let max_idle_ms = timeouts.idle.as_millis() as u64;
+    // A pooled connection may have been closed by the backend just now; when
+    // nothing of the request could be written on it, another one is tried.
+    for _ in 0..4 {
+        let idle = match conn {
+            Conn::Pooled => backend.conns.take_idle_own(max_idle_ms),
+            Conn::New => None,
+        };
+        let reused = idle.is_some();
+        let c = match idle {
+            Some(c) => c,
+            None => match connect(&backend.address, timeouts.connect).await {
+                Ok(UpstreamIo::Plain(tcp)) => {
+                    backend.conns.count_open();
+                    h1::conn::Conn::new(tcp, backend.conns.here())
+                }
+                Ok(UpstreamIo::Tls(_)) => {
+                    let e = io::Error::other("TLS where plain TCP was asked for");
+                    return Err((SendError::Connect(e), Fate::Unsent));
+                }
+                Err(e) => return Err((SendError::Connect(e), Fate::Unsent)),
+            },
+        };
+        // The exchange keeps its own time (a timer per connection, not per request).
+        let exchange = c.exchange(head, &body, head_request, timeouts.response_header);
+        return match exchange.await {
+            Ok(resp) => Ok((resp.map(Answer::Own), Lease::None)),
+            Err(h1::conn::Failure::Unsent(_)) if reused => continue,
+            Err(h1::conn::Failure::Unsent(e)) => {
+                Err((SendError::Exchange(ExchangeError::Own(e)), Fate::Unsent))
+            }
+            Err(h1::conn::Failure::Unanswered(e)) if reused => {
+                Err((SendError::Closed(ExchangeError::Own(e)), Fate::Sent))
+            }
+            Err(h1::conn::Failure::Unanswered(e) | h1::conn::Failure::Failed(e)) => {
+                Err((SendError::Exchange(ExchangeError::Own(e)), Fate::Sent))
+            }
+            Err(h1::conn::Failure::TimedOut) => Err((SendError::Timeout, Fate::Sent)),
+        };
+    }
+    Err((
+        SendError::Connect(io::Error::other("pooled connections kept closing")),
+        Fate::Unsent,
+    ))
 }
 
 /// Whether `headers` hold exactly one `Content-Length`, of `len`: what the
@@ -657,23 +643,22 @@ mod tests {
         Some(Request::new(UpstreamBody::Empty))
     }
 
-    fn failed(fate: Fate) -> SlotResult {
-        Err((SendError::Timeout, fate))
-    }
-
     /// A failed send's request goes up as the send left it in its slot.
     #[test]
     fn a_failed_send_gives_back_what_its_slot_holds() {
         let mut slot = request();
-        let r = returned(failed(Fate::Unsent), &mut slot);
-        assert!(matches!(r, Err((SendError::Timeout, Returned::Unsent(_)))));
+        assert!(matches!(
+            give_back(Fate::Unsent, &mut slot),
+            Returned::Unsent(_)
+        ));
         assert!(slot.is_none());
         let mut slot = request();
-        let r = returned(failed(Fate::Sent), &mut slot);
-        assert!(matches!(r, Err((SendError::Timeout, Returned::Sent(_)))));
+        assert!(matches!(
+            give_back(Fate::Sent, &mut slot),
+            Returned::Sent(_)
+        ));
         let mut slot = None;
-        let r = returned(failed(Fate::Lost), &mut slot);
-        assert!(matches!(r, Err((SendError::Timeout, Returned::Lost))));
+        assert!(matches!(give_back(Fate::Lost, &mut slot), Returned::Lost));
     }
 
     /// A request hyper's client gave back goes back into the slot.

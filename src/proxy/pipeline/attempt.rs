@@ -66,28 +66,22 @@ pub(super) type SendFuture =
 /// Sends the attempt's request, which stays in `slot` unless it is lost (see
 /// [`client::send_in`]); when a pooled connection loses it unanswered, sends
 /// it once more on a new connection (see [`again`]).
-///
-/// This and the sends below it are plain functions returning a block: an
-/// `async fn` keeps its arguments apart from the locals they are moved into
-/// when it starts.
-pub(super) fn send<'a>(
-    attempt: &'a Attempt,
-    slot: &'a mut Option<Request<UpstreamBody>>,
-    p: &'a Prepared,
+pub(super) async fn send(
+    attempt: &Attempt,
+    slot: &mut Option<Request<UpstreamBody>>,
+    p: &Prepared,
     nth: u64,
     timeouts: crate::config::Timeouts,
-) -> impl Future<Output = client::SlotResult> + 'a {
-    async move {
-        let encoded = &p.encoded;
-        let backend = &attempt.backend;
-        let result = send_tracked(backend, slot, encoded, timeouts, Conn::Pooled).await;
-        if let Err((e, fate)) = &result
-            && again(e, *fate, slot, backend, p, nth)
-        {
-            send_tracked(backend, slot, encoded, timeouts, Conn::New).await
-        } else {
-            result
-        }
+) -> client::SlotResult {
+    let encoded = &p.encoded;
+    let backend = &attempt.backend;
+    let result = send_tracked(backend, slot, encoded, timeouts, Conn::Pooled).await;
+    if let Err((e, fate)) = &result
+        && again(e, *fate, slot, backend, p, nth)
+    {
+        send_tracked(backend, slot, encoded, timeouts, Conn::New).await
+    } else {
+        result
     }
 }
 
@@ -102,7 +96,7 @@ pub(super) fn send_owned(
     Box::pin(async move {
         let mut slot = Some(request);
         let result = send_tracked(&backend, &mut slot, &encoded, timeouts, conn).await;
-        client::returned(result, &mut slot)
+        result.map_err(|(e, fate)| (e, client::give_back(fate, &mut slot)))
     })
 }
 
@@ -162,19 +156,17 @@ pub(super) fn again_owned(
 }
 
 /// Sends, keeping the request counted as waiting for an answer until it has one.
-fn send_tracked<'a>(
-    backend: &'a Arc<Backend>,
-    slot: &'a mut Option<Request<UpstreamBody>>,
-    encoded: &'a EncodedHead,
+async fn send_tracked(
+    backend: &Arc<Backend>,
+    slot: &mut Option<Request<UpstreamBody>>,
+    encoded: &EncodedHead,
     timeouts: crate::config::Timeouts,
     conn: Conn,
-) -> impl Future<Output = client::SlotResult> + 'a {
-    async move {
-        let waiting = Awaiting::new(backend.clone());
-        let result = client::send_in(backend, slot, encoded, &timeouts, conn).await;
-        if matches!(&result, Ok(_) | Err((SendError::Exchange(_), _))) {
-            waiting.answered();
-        }
-        result
+) -> client::SlotResult {
+    let waiting = Awaiting::new(backend.clone());
+    let result = client::send_in(backend, slot, encoded, &timeouts, conn).await;
+    if matches!(&result, Ok(_) | Err((SendError::Exchange(_), _))) {
+        waiting.answered();
     }
+    result
 }

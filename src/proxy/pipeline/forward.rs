@@ -94,7 +94,7 @@ pub(super) async fn forward(
                 let nth = u64::from(st.attempts);
                 let r = attempt::send(&first, &mut st.pending, p, nth, pool.timeouts).await;
                 // Out of `pending` until `judge` sorts out how it ended.
-                let r = client::returned(r, &mut st.pending);
+                let r = r.map_err(|(e, fate)| (e, client::give_back(fate, &mut st.pending)));
                 rc.done.attempts = st.attempts;
                 record_trace(rc, &first, &r);
                 judge(conn, pool, p, &mut st, first, r)?

@@ -118,12 +118,15 @@ impl RequestCtx {
 }
 
 /// Runs one request through the phases.
-pub(crate) fn handle<'a>(
-    conn: &'a ConnCtx,
+///
+/// A plain function returning a block: an `async fn` would keep the request
+/// it was given apart from the parts it is split into, a copy of each.
+pub(crate) fn handle(
+    conn: &ConnCtx,
     req: Request<Inbound>,
-) -> impl Future<Output = Response<ProxyBody>> + 'a {
+) -> impl Future<Output = Response<ProxyBody>> + '_ {
+    let (mut parts, body) = req.into_parts();
     async move {
-        let (mut parts, body) = req.into_parts();
         let snapshot = conn.proxy.snapshot.load_full();
         let mut rc = match accept::accept(conn, &parts, &snapshot) {
             Ok(rc) => rc,
