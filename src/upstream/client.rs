@@ -226,14 +226,14 @@ pub async fn send_in(
     timeouts: &Timeouts,
     conn: Conn,
 ) -> SlotResult {
-    let Some(req) = slot.as_mut() else {
-        let e = io::Error::other("no request to send");
-        return Err((SendError::Connect(e), Fate::Lost));
-    };
-    if own_path(backend, req) {
+    // Out of the slot only for hyper's clients, which take it.
+    let Some(mut req) = slot.take_if(|req| !own_path(backend, req)) else {
+        let Some(req) = slot.as_mut() else {
+            let e = io::Error::other("no request to send");
+            return Err((SendError::Connect(e), Fate::Lost));
+        };
         return send_own(backend, req, encoded, timeouts, conn).await;
-    }
-    let mut req = slot.take().expect("checked above");
+    };
     // Boxed: hyper's side is the larger future by far, and every request's
     // future would carry its size.
     if encoded.appended.is_empty() {
