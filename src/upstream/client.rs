@@ -165,23 +165,85 @@ pub enum Returned {
 pub type Failed = (SendError, Returned);
 pub type SendResult = Result<(Response<Answer>, Lease), Failed>;
 
+/// What became of the request of a failed [`send_in`]: it stays in its slot
+/// unless it was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Consumed (the slot is empty): its body was (or may have been) read,
+    /// or hyper kept it.
+    Lost,
+    /// Certainly not sent: a retry can send it as is.
+    Unsent,
+    /// Sent, and without a body: it can go out again as is where sending it
+    /// twice is harmless.
+    Sent,
+}
+
+pub type SlotResult = Result<(Response<Answer>, Lease), (SendError, Fate)>;
+
+/// What a failed [`send_in`] from `slot` gives back: the request it left
+/// there, moved out.
+pub fn give_back(fate: Fate, slot: &mut Option<Request<UpstreamBody>>) -> Returned {
+    match (fate, slot.take()) {
+        (Fate::Unsent, Some(r)) => Returned::Unsent(r),
+        (Fate::Sent, Some(r)) => Returned::Sent(r),
+        _ => Returned::Lost,
+    }
+}
+
+/// Back into the slot, the request of a failed send that gave it back.
+fn keep(failed: Failed, slot: &mut Option<Request<UpstreamBody>>) -> (SendError, Fate) {
+    match failed {
+        (e, Returned::Lost) => (e, Fate::Lost),
+        (e, Returned::Unsent(r)) => {
+            *slot = Some(r);
+            (e, Fate::Unsent)
+        }
+        (e, Returned::Sent(r)) => {
+            *slot = Some(r);
+            (e, Fate::Sent)
+        }
+    }
+}
+
 /// Sends `req` to `backend` over `conn`; `encoded`, when not empty, is its
 /// head. The URI must already be in the form the backend's protocol needs
 /// (origin-form for HTTP/1.1, absolute for HTTP/2).
 pub async fn send(
     backend: &Arc<Backend>,
-    mut req: Request<UpstreamBody>,
+    req: Request<UpstreamBody>,
     encoded: &EncodedHead,
     timeouts: &Timeouts,
     conn: Conn,
 ) -> SendResult {
-    if own_path(backend, &req) {
+    let mut slot = Some(req);
+    let result = send_in(backend, &mut slot, encoded, timeouts, conn).await;
+    result.map_err(|(e, fate)| (e, give_back(fate, &mut slot)))
+}
+
+/// [`send`] for the request in `slot`, which stays there (unless hyper's
+/// clients take it): a request is large, and each layer it was moved through
+/// on its way to the connection copied it.
+pub async fn send_in(
+    backend: &Arc<Backend>,
+    slot: &mut Option<Request<UpstreamBody>>,
+    encoded: &EncodedHead,
+    timeouts: &Timeouts,
+    conn: Conn,
+) -> SlotResult {
+    // Out of the slot only for hyper's clients, which take it.
+    let Some(mut req) = slot.take_if(|req| !own_path(backend, req)) else {
+        let Some(req) = slot.as_mut() else {
+            let e = io::Error::other("no request to send");
+            return Err((SendError::Connect(e), Fate::Lost));
+        };
         return send_own(backend, req, encoded, timeouts, conn).await;
-    }
+    };
     // Boxed: hyper's side is the larger future by far, and every request's
     // future would carry its size.
     if encoded.appended.is_empty() {
-        return Box::pin(send_hyper(backend, req, timeouts, conn)).await;
+        let result = Box::pin(send_hyper(backend, req, timeouts, conn)).await;
+        return result.map_err(|failed| keep(failed, slot));
     }
     for (name, value) in encoded.appended() {
         req.headers_mut().insert(name, value);
@@ -194,7 +256,7 @@ pub async fn send(
             req.headers_mut().remove(name);
         }
     }
-    result
+    result.map_err(|failed| keep(failed, slot))
 }
 
 /// Sends `req` through hyper's clients.
@@ -320,11 +382,11 @@ pub fn own_path(backend: &Backend, req: &Request<UpstreamBody>) -> bool {
 /// write, the answer's head read here, its body read by whoever polls it.
 async fn send_own(
     backend: &Arc<Backend>,
-    mut req: Request<UpstreamBody>,
+    req: &mut Request<UpstreamBody>,
     encoded: &EncodedHead,
     timeouts: &Timeouts,
     conn: Conn,
-) -> SendResult {
+) -> SlotResult {
     let body = match req.body() {
         UpstreamBody::Full(b) => b.clone(),
         _ => bytes::Bytes::new(),
@@ -339,7 +401,7 @@ async fn send_own(
     let head = if encoded.is_encoded() && body.is_empty() {
         &encoded.bytes[..]
     } else {
-        encoded_now = h1::conn::encode_request(&req);
+        encoded_now = h1::conn::encode_request(req);
         &encoded_now[..]
     };
     let head_request = req.method() == http::Method::HEAD;
@@ -361,9 +423,9 @@ async fn send_own(
                 }
                 Ok(UpstreamIo::Tls(_)) => {
                     let e = io::Error::other("TLS where plain TCP was asked for");
-                    return Err((SendError::Connect(e), Returned::Unsent(req)));
+                    return Err((SendError::Connect(e), Fate::Unsent));
                 }
-                Err(e) => return Err((SendError::Connect(e), Returned::Unsent(req))),
+                Err(e) => return Err((SendError::Connect(e), Fate::Unsent)),
             },
         };
         // The exchange keeps its own time (a timer per connection, not per request).
@@ -377,24 +439,21 @@ async fn send_own(
         return match exchange.await {
             Ok(resp) => Ok((resp.map(Answer::Own), Lease::None)),
             Err(h1::conn::Failure::Unsent(_)) if reused => continue,
-            Err(h1::conn::Failure::Unsent(e)) => Err((
-                SendError::Exchange(ExchangeError::Own(e)),
-                Returned::Unsent(req),
-            )),
-            Err(h1::conn::Failure::Unanswered(e)) if reused => Err((
-                SendError::Closed(ExchangeError::Own(e)),
-                Returned::Sent(req),
-            )),
-            Err(h1::conn::Failure::Unanswered(e) | h1::conn::Failure::Failed(e)) => Err((
-                SendError::Exchange(ExchangeError::Own(e)),
-                Returned::Sent(req),
-            )),
-            Err(h1::conn::Failure::TimedOut) => Err((SendError::Timeout, Returned::Sent(req))),
+            Err(h1::conn::Failure::Unsent(e)) => {
+                Err((SendError::Exchange(ExchangeError::Own(e)), Fate::Unsent))
+            }
+            Err(h1::conn::Failure::Unanswered(e)) if reused => {
+                Err((SendError::Closed(ExchangeError::Own(e)), Fate::Sent))
+            }
+            Err(h1::conn::Failure::Unanswered(e) | h1::conn::Failure::Failed(e)) => {
+                Err((SendError::Exchange(ExchangeError::Own(e)), Fate::Sent))
+            }
+            Err(h1::conn::Failure::TimedOut) => Err((SendError::Timeout, Fate::Sent)),
         };
     }
     Err((
         SendError::Connect(io::Error::other("pooled connections kept closing")),
-        Returned::Unsent(req),
+        Fate::Unsent,
     ))
 }
 
@@ -585,4 +644,53 @@ async fn h2_handshake(backend: &Arc<Backend>, io: UpstreamIo) -> Result<H2Sender
     });
     backend.conns.set_h2(Some(sender.clone()));
     Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> Option<Request<UpstreamBody>> {
+        Some(Request::new(UpstreamBody::Empty))
+    }
+
+    /// A failed send's request goes up as the send left it in its slot.
+    #[test]
+    fn a_failed_send_gives_back_what_its_slot_holds() {
+        let mut slot = request();
+        assert!(matches!(
+            give_back(Fate::Unsent, &mut slot),
+            Returned::Unsent(_)
+        ));
+        assert!(slot.is_none());
+        let mut slot = request();
+        assert!(matches!(
+            give_back(Fate::Sent, &mut slot),
+            Returned::Sent(_)
+        ));
+        let mut slot = None;
+        assert!(matches!(give_back(Fate::Lost, &mut slot), Returned::Lost));
+    }
+
+    /// A request hyper's client gave back goes back into the slot.
+    #[test]
+    fn a_request_given_back_goes_back_into_its_slot() {
+        let mut slot = None;
+        let sent = Returned::Sent(Request::new(UpstreamBody::Empty));
+        assert_eq!(keep((SendError::Timeout, sent), &mut slot).1, Fate::Sent);
+        assert!(slot.is_some());
+        let mut slot = None;
+        let unsent = Returned::Unsent(Request::new(UpstreamBody::Empty));
+        assert_eq!(
+            keep((SendError::Timeout, unsent), &mut slot).1,
+            Fate::Unsent
+        );
+        assert!(slot.is_some());
+        let mut slot = None;
+        assert_eq!(
+            keep((SendError::Timeout, Returned::Lost), &mut slot).1,
+            Fate::Lost
+        );
+        assert!(slot.is_none());
+    }
 }

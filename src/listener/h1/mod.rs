@@ -161,19 +161,12 @@ where
                 }
                 let head_method = req.method() == Method::HEAD;
                 // Boxed: the pipeline's state exists only while a request is in flight.
-                (head_method, Box::pin(handle(ctx, req)))
+                (head_method, boxed(|| handle(ctx, req)))
             };
             // Boxed apart, and small to move: waiting for the answer and
             // writing it is not carried by the connection while it idles.
-            let answered = Box::pin(exchange(
-                answer,
-                &mut io,
-                head_method,
-                layout,
-                pending,
-                stop,
-            ))
-            .await;
+            let answered =
+                boxed(|| exchange(answer, &mut io, head_method, layout, pending, stop)).await;
             // The client left: dropping the pipeline's future is how it learns.
             let keep = answered?;
             if !keep || stop.is_cancelled() {
@@ -188,6 +181,15 @@ where
             }
         }
     }
+}
+
+/// `make`'s future, boxed where it is built. `Box::pin(make())` builds it on
+/// the stack and copies all of it into the box, its size being that of its
+/// largest state (the pipeline's is several KB), though a future that has
+/// not started holds only its arguments.
+#[inline(always)]
+fn boxed<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
+    Box::into_pin(Box::write(Box::new_uninit(), make()))
 }
 
 /// Waits for the pipeline's answer to one request and writes it. `None`:

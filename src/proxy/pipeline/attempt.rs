@@ -3,7 +3,7 @@
 use super::request::Prepared;
 use crate::upstream::backend::Backend;
 use crate::upstream::body::UpstreamBody;
-use crate::upstream::client::{self, Conn, EncodedHead, Returned, SendError};
+use crate::upstream::client::{self, Conn, EncodedHead, Fate, Returned, SendError};
 use crate::upstream::in_flight::{Awaiting, InFlight};
 use crate::upstream::pool::Pool;
 use http::Request;
@@ -76,24 +76,25 @@ impl Attempt {
 pub(super) type SendFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = client::SendResult> + Send>>;
 
-/// Sends the attempt's request; when a pooled connection loses it unanswered,
-/// sends it once more on a new connection (see [`again`]).
+/// Sends the attempt's request, which stays in `slot` unless it is lost (see
+/// [`client::send_in`]); when a pooled connection loses it unanswered, sends
+/// it once more on a new connection (see [`again`]).
 pub(super) async fn send(
     attempt: &Attempt,
-    request: Request<UpstreamBody>,
+    slot: &mut Option<Request<UpstreamBody>>,
     p: &Prepared,
     nth: u64,
     timeouts: crate::config::Timeouts,
-) -> client::SendResult {
+) -> client::SlotResult {
     let encoded = &p.encoded;
     let (backend, answered) = (&attempt.backend, Some(&attempt.answered_us));
-    let mut result =
-        send_tracked(backend, request, encoded, timeouts, Conn::Pooled, answered).await;
-    match again(&mut result, backend, p, nth) {
-        Some(request) => {
-            send_tracked(backend, request, encoded, timeouts, Conn::New, answered).await
-        }
-        None => result,
+    let result = send_tracked(backend, slot, encoded, timeouts, Conn::Pooled, answered).await;
+    if let Err((e, fate)) = &result
+        && again(e, *fate, slot, backend, p, nth)
+    {
+        send_tracked(backend, slot, encoded, timeouts, Conn::New, answered).await
+    } else {
+        result
     }
 }
 
@@ -105,48 +106,80 @@ pub(super) fn send_owned(
     timeouts: crate::config::Timeouts,
     conn: Conn,
 ) -> SendFuture {
-    Box::pin(async move { send_tracked(&backend, request, &encoded, timeouts, conn, None).await })
+    Box::pin(async move {
+        let mut slot = Some(request);
+        let result = send_tracked(&backend, &mut slot, &encoded, timeouts, conn, None).await;
+        result.map_err(|(e, fate)| (e, client::give_back(fate, &mut slot)))
+    })
 }
 
-/// The request to send again after `result`, for the `nth` send of its body:
-/// when the backend closed a pooled connection before any answer to it and
-/// sending it twice is harmless, it is the request the send gave back, or one
-/// rebuilt the way a retry rebuilds it. Not a failed try: the backend is not
-/// blamed, no retry is counted.
+/// Whether to send again after a failed send that ended in `e` with its
+/// request's `fate`, for the `nth` send of its body: when the backend closed
+/// a pooled connection before any answer to it and sending it twice is
+/// harmless. `slot` then holds the request the send gave back, or one rebuilt
+/// the way a retry rebuilds it. Not a failed try: the backend is not blamed,
+/// no retry is counted.
 pub(super) fn again(
+    e: &SendError,
+    fate: Fate,
+    slot: &mut Option<Request<UpstreamBody>>,
+    backend: &Backend,
+    p: &Prepared,
+    nth: u64,
+) -> bool {
+    let SendError::Closed(e) = e else {
+        return false;
+    };
+    if !p.resendable() {
+        return false;
+    }
+    if fate == Fate::Lost || slot.is_none() {
+        *slot = p.rebuild(nth);
+    }
+    let Some(request) = slot.as_mut() else {
+        return false;
+    };
+    p.out
+        .address(request, backend.address.scheme, &backend.address.key);
+    tracing::debug!(backend = %backend.key(), error = %e, "pooled connection closed by the backend; sending again on a new one");
+    true
+}
+
+/// [`again`] for a send that owns its request (a hedged one): the request
+/// to send again, taken from `result`.
+pub(super) fn again_owned(
     result: &mut client::SendResult,
     backend: &Backend,
     p: &Prepared,
     nth: u64,
 ) -> Option<Request<UpstreamBody>> {
-    let Err((SendError::Closed(e), returned)) = result else {
+    let Err((e @ SendError::Closed(_), returned)) = result else {
         return None;
     };
     if !p.resendable() {
         return None;
     }
-    let mut request = match std::mem::replace(returned, Returned::Lost) {
-        Returned::Sent(r) | Returned::Unsent(r) => r,
-        Returned::Lost => p.rebuild(nth)?,
+    let (fate, mut slot) = match std::mem::replace(returned, Returned::Lost) {
+        Returned::Lost => (Fate::Lost, None),
+        Returned::Unsent(r) => (Fate::Unsent, Some(r)),
+        Returned::Sent(r) => (Fate::Sent, Some(r)),
     };
-    p.out
-        .address(&mut request, backend.address.scheme, &backend.address.key);
-    tracing::debug!(backend = %backend.key(), error = %e, "pooled connection closed by the backend; sending again on a new one");
-    Some(request)
+    again(e, fate, &mut slot, backend, p, nth).then_some(())?;
+    slot
 }
 
 /// Sends, keeping the request counted as waiting for an answer until it has one;
 /// the time of an answer goes to `answered` too.
 async fn send_tracked(
     backend: &Arc<Backend>,
-    request: Request<UpstreamBody>,
+    slot: &mut Option<Request<UpstreamBody>>,
     encoded: &EncodedHead,
     timeouts: crate::config::Timeouts,
     conn: Conn,
     answered: Option<&AtomicU64>,
-) -> client::SendResult {
+) -> client::SlotResult {
     let waiting = Awaiting::new(backend.clone());
-    let result = client::send(backend, request, encoded, &timeouts, conn).await;
+    let result = client::send_in(backend, slot, encoded, &timeouts, conn).await;
     if matches!(&result, Ok(_) | Err((SendError::Exchange(_), _))) {
         let now_us = crate::clock::now_us();
         waiting.answered(now_us);

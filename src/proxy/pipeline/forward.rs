@@ -11,7 +11,7 @@ use super::{ConnCtx, Refusal, RequestCtx};
 use crate::events::EventKind;
 use crate::upstream::backend::Backend;
 use crate::upstream::body::{Answer, UpstreamBody};
-use crate::upstream::client::{Lease, Returned, SendError, SendResult};
+use crate::upstream::client::{self, Lease, Returned, SendError, SendResult};
 use crate::upstream::in_flight::InFlight;
 use crate::upstream::pick::{Pick, Tried};
 use crate::upstream::pool::Pool;
@@ -36,7 +36,9 @@ struct Tries {
     last_error: Option<(StatusCode, String)>,
     /// A backend answered with something that is not HTTP: no retry, 502.
     invalid_response: bool,
-    /// The request when it can be sent as is (nothing of it was sent yet).
+    /// The request when it can be sent as is (nothing of it was sent yet);
+    /// while an attempt is on its way, its request, lent to the send (moved
+    /// down the layers of a send, it was copied at each).
     pending: Option<Request<UpstreamBody>>,
     /// A bodiless request that was sent and came back: a retry after it was
     /// sent sends it again instead of a rebuilt one.
@@ -80,9 +82,9 @@ pub(super) async fn forward(
         let Some((idx, slot)) = choose(pool, routed, p, &mut st).await? else {
             break None;
         };
-        let Some(mut request) = next_request(p, &mut st) else {
+        if !next_request(p, &mut st) {
             break None;
-        };
+        }
         st.attempts += 1;
         if st.attempts > 1 {
             pool.state.retries.fetch_add(1, Relaxed);
@@ -91,16 +93,24 @@ pub(super) async fn forward(
         // between: one clock read less.
         let now_us = std::mem::take(&mut st.start_is_now)
             .then(|| crate::clock::us_of(rc.done.started.into()));
-        let first = Attempt::start(pool, idx, &mut request, p, slot, now_us);
+        let first = match st.pending.as_mut() {
+            Some(request) => Attempt::start(pool, idx, request, p, slot, now_us),
+            None => break None,
+        };
         let winner = match hedge_after {
             None => {
                 let nth = u64::from(st.attempts);
-                let r = attempt::send(&first, request, p, nth, pool.timeouts).await;
+                let r = attempt::send(&first, &mut st.pending, p, nth, pool.timeouts).await;
+                // Out of `pending` until `judge` sorts out how it ended.
+                let r = r.map_err(|(e, fate)| (e, client::give_back(fate, &mut st.pending)));
                 rc.done.attempts = st.attempts;
                 record_trace(rc, &first, &r);
                 judge(conn, pool, p, &mut st, first, r)?
             }
             Some(delay) => {
+                let Some(request) = st.pending.take() else {
+                    break None;
+                };
                 let race = hedge::Race {
                     pool,
                     balancer: routed.balancer,
@@ -209,13 +219,17 @@ async fn choose(
     }
 }
 
-/// The request for the next attempt: the pending one, or a rebuilt one (only
-/// possible with an empty or replayable body).
-fn next_request(p: &Prepared, st: &mut Tries) -> Option<Request<UpstreamBody>> {
-    st.pending
-        .take()
-        .or_else(|| st.resend.take())
-        .or_else(|| p.rebuild(u64::from(st.attempts) + 1))
+/// Puts the request for the next attempt in `st.pending`: the pending one, or
+/// a rebuilt one (only possible with an empty or replayable body); whether
+/// there is one.
+fn next_request(p: &Prepared, st: &mut Tries) -> bool {
+    if st.pending.is_none() {
+        st.pending = st
+            .resend
+            .take()
+            .or_else(|| p.rebuild(u64::from(st.attempts) + 1));
+    }
+    st.pending.is_some()
 }
 
 /// Sorts out how an attempt ended: the winner when it answered; a failure is

@@ -4,7 +4,7 @@
 //! until it answers or times out, so that latency-aware balancing and passive
 //! health learn from its real outcome.
 
-use super::attempt::{Attempt, Outcomes, again, send_owned};
+use super::attempt::{Attempt, Outcomes, again_owned, send_owned};
 use super::request::Prepared;
 use crate::upstream::balance::Balancer;
 use crate::upstream::body::UpstreamBody;
@@ -51,7 +51,7 @@ impl Race<'_> {
         loop {
             tokio::select! {
                 biased;
-                mut r = first_fut.as_mut() => match again(&mut r, &first.backend, p, nth) {
+                mut r = first_fut.as_mut() => match again_owned(&mut r, &first.backend, p, nth) {
                     Some(req) => {
                         first_fut = send_owned(
                             first.backend.clone(),
@@ -105,7 +105,7 @@ impl Race<'_> {
             };
             let (ok, mut r) = (r.is_ok(), r);
             if let Some((attempt, _)) = slots[i].take() {
-                if let Some(req) = again(&mut r, &attempt.backend, p, nth) {
+                if let Some(req) = again_owned(&mut r, &attempt.backend, p, nth) {
                     let fut = send_owned(
                         attempt.backend.clone(),
                         req,

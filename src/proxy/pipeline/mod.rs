@@ -129,53 +129,76 @@ impl RequestCtx {
 }
 
 /// Runs one request through the phases.
-pub(crate) async fn handle(conn: &ConnCtx, req: Request<Inbound>) -> Response<ProxyBody> {
+///
+/// A plain function returning a block: an `async fn` would keep the request
+/// it was given apart from the parts it is split into, a copy of each.
+pub(crate) fn handle(
+    conn: &ConnCtx,
+    req: Request<Inbound>,
+) -> impl Future<Output = Response<ProxyBody>> + '_ {
     let (mut parts, body) = req.into_parts();
-    let snapshot = conn.proxy.snapshot.load_full();
-    let mut rc = match accept::accept(conn, &parts, &snapshot) {
-        Ok(rc) => rc,
-        Err(answered) => return *answered,
-    };
-    let result = async {
-        let routed = route::route(conn, &mut rc, &parts, &snapshot)?;
-        admit::admit(&rc, &routed, &parts)?;
-        let route = routed.route;
-        let Some(cache) = &route.cache else {
-            let body = if hold::wanted(&routed, &body) {
-                rc.start_is_now = false;
-                hold::hold(conn, &routed, &snapshot, &parts, body).await?
-            } else {
-                body
+    async move {
+        let snapshot = conn.proxy.snapshot.load_full();
+        let mut rc = match accept::accept(conn, &parts, &snapshot) {
+            Ok(rc) => rc,
+            Err(answered) => return *answered,
+        };
+        let result = async {
+            let routed = route::route(conn, &mut rc, &parts, &snapshot)?;
+            admit::admit(&rc, &routed, &parts)?;
+            let route = routed.route;
+            let Some(cache) = &route.cache else {
+                let body = if hold::wanted(&routed, &body) {
+                    rc.start_is_now = false;
+                    hold::hold(conn, &routed, &snapshot, &parts, body).await?
+                } else {
+                    body
+                };
+                let mut prepared = None;
+                let outgoing = request::prepare(
+                    conn,
+                    &mut rc,
+                    &routed,
+                    &snapshot,
+                    parts,
+                    body,
+                    &mut prepared,
+                )?;
+                let won = forward::forward(conn, &mut rc, &routed, outgoing).await?;
+                return Ok(Outcome::Forwarded(routed, won, None));
             };
-            let mut outgoing = request::prepare(conn, &mut rc, &routed, &snapshot, parts, body)?;
-            let won = forward::forward(conn, &mut rc, &routed, &mut outgoing).await?;
-            return Ok(Outcome::Forwarded(routed, won, None));
-        };
-        rc.start_is_now = false;
-        let pending = match cache::lookup(conn, &mut rc, &routed, cache, &mut parts).await {
-            cache::Lookup::Answered(resp) => return Ok(Outcome::Answered(resp)),
-            cache::Lookup::Forward(p) => p,
-        };
-        // A body the route wants whole is read only once the cache could not answer.
-        let forwarded = match hold::hold(conn, &routed, &snapshot, &parts, body).await {
-            Ok(body) => match request::prepare(conn, &mut rc, &routed, &snapshot, parts, body) {
-                Ok(mut outgoing) => forward::forward(conn, &mut rc, &routed, &mut outgoing).await,
+            rc.start_is_now = false;
+            let pending = match cache::lookup(conn, &mut rc, &routed, cache, &mut parts).await {
+                cache::Lookup::Answered(resp) => return Ok(Outcome::Answered(resp)),
+                cache::Lookup::Forward(p) => p,
+            };
+            // A body the route wants whole is read only once the cache could not answer.
+            let mut prepared = None;
+            let forwarded = match hold::hold(conn, &routed, &snapshot, &parts, body).await {
+                Ok(body) => {
+                    let p = &mut prepared;
+                    match request::prepare(conn, &mut rc, &routed, &snapshot, parts, body, p) {
+                        Ok(outgoing) => forward::forward(conn, &mut rc, &routed, outgoing).await,
+                        Err(r) => Err(r),
+                    }
+                }
                 Err(r) => Err(r),
-            },
-            Err(r) => Err(r),
-        };
-        match cache::after(conn, &mut rc, &routed, pending, forwarded)? {
-            cache::After::Answered(resp) => Ok(Outcome::Answered(resp)),
-            cache::After::Respond(won, admit) => Ok(Outcome::Forwarded(routed, won, Some(admit))),
+            };
+            match cache::after(conn, &mut rc, &routed, pending, forwarded)? {
+                cache::After::Answered(resp) => Ok(Outcome::Answered(resp)),
+                cache::After::Respond(won, admit) => {
+                    Ok(Outcome::Forwarded(routed, won, Some(admit)))
+                }
+            }
         }
-    }
-    .await;
-    match result {
-        Ok(Outcome::Forwarded(routed, won, admit)) => {
-            response::respond(conn, rc, &routed, won, admit)
+        .await;
+        match result {
+            Ok(Outcome::Forwarded(routed, won, admit)) => {
+                response::respond(conn, rc, &routed, won, admit)
+            }
+            Ok(Outcome::Answered(resp)) => resp,
+            Err(r) => rc.refuse(r),
         }
-        Ok(Outcome::Answered(resp)) => resp,
-        Err(r) => rc.refuse(r),
     }
 }
 

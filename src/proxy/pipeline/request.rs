@@ -164,14 +164,18 @@ impl Outgoing {
     }
 }
 
-pub(super) fn prepare(
+/// Applies the request rules and shapes the request for the backends, into
+/// `place` rather than returned: it is large, and the `Result` it came in was
+/// copied into the caller's future and out of it again.
+pub(super) fn prepare<'p>(
     conn: &ConnCtx,
     rc: &mut RequestCtx,
     routed: &Routed,
     snapshot: &Snapshot,
     mut parts: Parts,
     body: Inbound,
-) -> Result<Prepared, Refusal> {
+    place: &'p mut Option<Prepared>,
+) -> Result<&'p mut Prepared, Refusal> {
     let max_body = snapshot.limits.max_body_bytes;
     // Body limit, checked up front when the length is declared.
     if let Some(max) = max_body {
@@ -293,7 +297,7 @@ pub(super) fn prepare(
     let mut first = Request::new(first_body);
     *first.method_mut() = parts.method;
     *first.headers_mut() = headers;
-    Ok(Prepared {
+    Ok(place.insert(Prepared {
         out,
         first: Some(first),
         replay,
@@ -305,7 +309,7 @@ pub(super) fn prepare(
         client_upgrade,
         client_version,
         encoded,
-    })
+    }))
 }
 
 /// Whether the answer's fields may stay in their raw form: only when every
