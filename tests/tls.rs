@@ -644,19 +644,24 @@ async fn in_a_cluster_the_primary_orders_and_every_node_serves_the_certificate()
         let issuer = wait_for_pebble_cert(addr, "acme-cluster.test").await;
         assert!(issuer.contains("Pebble"), "{}: {issuer}", n.name);
     }
+    // Only a node that held the primary role orders. On a loaded machine a
+    // missed heartbeat can move the role during the test: the node that took
+    // it over may order too, but a node that never held it must not.
+    let mut ordered = 0;
     for (n, store) in nodes.iter().zip(&stores) {
         let orders = n
             .proc()
             .stderr
             .count(|l| l.contains("ordering a certificate"));
-        if n.name == primary {
-            assert!(orders >= 1, "the primary must have ordered");
-        } else {
-            assert_eq!(orders, 0, "{} is a secondary and must not order", n.name);
-            // Stored too, so it survives a restart of this node.
-            assert!(store.0.join("acme-cluster.test.crt.pem").exists());
+        ordered += orders;
+        let held_primary = n.name == primary || n.roles_logged().iter().any(|r| r == "primary");
+        if !held_primary {
+            assert_eq!(orders, 0, "{} never was primary and must not order", n.name);
         }
+        // Stored on every node, so it survives a restart of this node.
+        assert!(store.0.join("acme-cluster.test.crt.pem").exists());
     }
+    assert!(ordered >= 1, "the primary must have ordered");
 }
 
 /// One kept-alive HTTP/1.1 connection over TLS: plain GETs, then a request with
