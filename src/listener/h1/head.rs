@@ -2,6 +2,7 @@
 //! it: only the plainest requests qualify (see the module above for why
 //! everything else goes to hyper).
 
+use crate::proxy::headers::HeadFacts;
 use crate::upstream::body::{Inbound, REPLAY_LIMIT};
 use crate::upstream::h1::response::decimal;
 use bytes::{Bytes, BytesMut};
@@ -111,16 +112,33 @@ pub(crate) fn decide(buf: &[u8], max_head: usize, max_body: Option<u64>) -> Deci
 }
 
 /// The request the pipeline gets, its parts shared with `head` (the frozen
-/// bytes `layout` describes). `None` when a part does not convert; hyper then
-/// gets the connection and answers as it does today.
-pub(crate) fn request(head: &Bytes, layout: &Layout) -> Option<Request<Inbound>> {
+/// bytes `layout` describes), and the facts of its head noted on the way.
+/// `None` when a part does not convert; hyper then gets the connection and
+/// answers as it does today.
+pub(crate) fn request(head: &Bytes, layout: &Layout) -> Option<(Request<Inbound>, HeadFacts)> {
     let method = Method::from_bytes(&head[layout.method.clone()]).ok()?;
     let uri = Uri::from_maybe_shared(head.slice(layout.target.clone())).ok()?;
-    // Room for the forwarding headers the pipeline adds, so they cause no rehash.
-    let mut headers = HeaderMap::with_capacity(layout.fields.len() + 8);
+    // A bodiless request's head is usually encoded for the backends with the
+    // proxy's fields written after its own, not inserted into this map: the
+    // map is made for its own fields. A body's request gets room for the
+    // forwarding fields the pipeline inserts, so they cause no rehash.
+    let room = if layout.body == 0 { 0 } else { 8 };
+    let mut headers = HeaderMap::with_capacity(layout.fields.len() + room);
+    let mut facts = HeadFacts::default();
     for (name, value) in &layout.fields {
         let name = HeaderName::from_bytes(&head[name.clone()]).ok()?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value.clone())).ok()?;
+        let value = head.slice(value.clone());
+        let value = if value.is_ascii() {
+            // SAFETY: ASCII is UTF-8, which is all the function asks for.
+            // httparse took every byte of a field value from HTAB, SP and
+            // VCHAR here (obs-text aside), a subset of what `HeaderValue`
+            // accepts (any byte but DEL and the controls other than HTAB):
+            // the value is not checked a second time (debug builds still do).
+            unsafe { HeaderValue::from_maybe_shared_unchecked(value) }
+        } else {
+            HeaderValue::from_maybe_shared(value).ok()?
+        };
+        facts.note(&name, &value);
         headers.append(name, value);
     }
     let mut req = Request::new(Inbound::Empty);
@@ -128,7 +146,7 @@ pub(crate) fn request(head: &Bytes, layout: &Layout) -> Option<Request<Inbound>>
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
-    Some(req)
+    Some((req, facts))
 }
 
 /// The request's body, cut from the bytes read after its head: `Empty`
@@ -184,7 +202,8 @@ mod tests {
         let layout = serve(&head);
         assert_eq!(&head[layout.len..], b"GET /next");
         assert!(layout.close && !layout.trailers);
-        let req = request(&head.slice(..layout.len), &layout).expect("converts");
+        let (req, facts) = request(&head.slice(..layout.len), &layout).expect("converts");
+        assert_eq!(facts, HeadFacts::of(req.headers()));
         assert_eq!(req.method(), Method::GET);
         assert_eq!(req.uri(), "/a?b=c");
         assert_eq!(req.version(), Version::HTTP_11);
@@ -311,6 +330,48 @@ mod tests {
         }
         head.extend_from_slice(b"\r\n");
         assert!(matches!(decide(&head, 64 * 1024, None), Decision::HandOver));
+    }
+
+    #[test]
+    fn the_facts_noted_are_those_of_the_map() {
+        for head in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\nHOST: c\r\n\r\n",
+            b"GET http://b/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX-Request-Id: r1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: host, x-hop\r\nX-Hop: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nProxy-Authorization: Basic x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nKeep-Alive: 5\r\nTE: trailers\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nVia: 1.0 edge\r\nTraceparent: 00\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4\r\nForwarded: for=x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nUser-Agent: t/1\r\nReferer: http://r/\r\nHost: a\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nX-Other: \xe9t\xe9\r\n\r\nok",
+        ] {
+            let layout = serve(head);
+            let (req, facts) =
+                request(&Bytes::copy_from_slice(&head[..layout.len]), &layout).expect("converts");
+            assert_eq!(
+                facts,
+                HeadFacts::of(req.headers()),
+                "{:?}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        let many = serve(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: x\r\n\r\n");
+        let head =
+            Bytes::from_static(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: x\r\n\r\n");
+        let (_, facts) = request(&head, &many).expect("converts");
+        assert_eq!(
+            (facts.host.as_ref().map(|h| h.as_bytes()), facts.hosts),
+            (Some(&b"a"[..]), 2)
+        );
+        assert!(facts.present.hop_by_hop && !facts.present.added && !facts.present.request_id);
+        // Values outside ASCII are checked as before.
+        let odd = serve(b"GET / HTTP/1.1\r\nHost: a\r\nX: \x80\xff\r\n\r\n");
+        let head = Bytes::from_static(b"GET / HTTP/1.1\r\nHost: a\r\nX: \x80\xff\r\n\r\n");
+        let (req, _) = request(&head, &odd).expect("obs-text is a field value");
+        assert_eq!(req.headers()["x"].as_bytes(), b"\x80\xff");
     }
 
     #[test]

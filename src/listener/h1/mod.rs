@@ -48,7 +48,7 @@ pub(crate) use head::{Decision, MAX_BUFFERED_BODY, decide, request, take_body};
 
 use super::counted::Counted;
 use crate::proxy::body::ProxyBody;
-use crate::proxy::pipeline::{ConnCtx, handle};
+use crate::proxy::pipeline::{ConnCtx, handle_with};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, Method};
 use http_body::Body;
@@ -141,7 +141,7 @@ where
             // stream (a route asks for `buffer_request_body` to have them
             // whole). hyper streams it from here, the bytes read replayed.
             let whole = pending.len() >= body_len;
-            let Some(req) = whole.then(|| head::request(&head, &layout)).flatten() else {
+            let Some((req, facts)) = whole.then(|| head::request(&head, &layout)).flatten() else {
                 let mut replay = BytesMut::with_capacity(head.len() + pending.len());
                 replay.extend_from_slice(&head);
                 replay.extend_from_slice(pending);
@@ -160,7 +160,7 @@ where
                 }
                 let head_method = req.method() == Method::HEAD;
                 // Boxed: the pipeline's state exists only while a request is in flight.
-                (head_method, Box::pin(handle(ctx, req)))
+                (head_method, Box::pin(handle_with(ctx, req, facts)))
             };
             // Boxed apart, and small to move: waiting for the answer and
             // writing it is not carried by the connection while it idles.
