@@ -133,7 +133,8 @@ pub fn h1_request(data: &[u8]) {
         }
         Some(_) => panic!("a body of another kind"),
     }
-    let Some((req, facts)) = request(&head, &layout) else {
+    let mut facts = crate::proxy::headers::HeadFacts::default();
+    let Some(req) = request(&head, &layout, &mut facts) else {
         return;
     };
     // What the fast path noted is what a look at the map finds.

@@ -74,6 +74,7 @@ impl HeadFacts {
     }
 
     /// Notes one field of the head, in the head's order.
+    #[inline]
     pub fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
         if name == header::HOST {
             if self.hosts == 0 {

@@ -6,7 +6,7 @@ use crate::proxy::headers::HeadFacts;
 use crate::upstream::body::{Inbound, REPLAY_LIMIT};
 use crate::upstream::h1::response::decimal;
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, header};
 use std::ops::Range;
 
 /// hyper's own bound on the number of header fields; more goes to hyper,
@@ -112,10 +112,15 @@ pub(crate) fn decide(buf: &[u8], max_head: usize, max_body: Option<u64>) -> Deci
 }
 
 /// The request the pipeline gets, its parts shared with `head` (the frozen
-/// bytes `layout` describes), and the facts of its head noted on the way.
-/// `None` when a part does not convert; hyper then gets the connection and
-/// answers as it does today.
-pub(crate) fn request(head: &Bytes, layout: &Layout) -> Option<(Request<Inbound>, HeadFacts)> {
+/// bytes `layout` describes); the facts of its head are noted into `facts`
+/// on the way (a place of the caller's: returned with the request, they
+/// cost it a copy). `None` when a part does not convert; hyper then gets the
+/// connection and answers as it does today.
+pub(crate) fn request(
+    head: &Bytes,
+    layout: &Layout,
+    facts: &mut HeadFacts,
+) -> Option<Request<Inbound>> {
     let method = Method::from_bytes(&head[layout.method.clone()]).ok()?;
     let uri = Uri::from_maybe_shared(head.slice(layout.target.clone())).ok()?;
     // A bodiless request's head is usually encoded for the backends with the
@@ -124,9 +129,14 @@ pub(crate) fn request(head: &Bytes, layout: &Layout) -> Option<(Request<Inbound>
     // forwarding fields the pipeline inserts, so they cause no rehash.
     let room = if layout.body == 0 { 0 } else { 8 };
     let mut headers = HeaderMap::with_capacity(layout.fields.len() + room);
-    let mut facts = HeadFacts::default();
     for (name, value) in &layout.fields {
-        let name = HeaderName::from_bytes(&head[name.clone()]).ok()?;
+        let name = &head[name.clone()];
+        // Every request names its host: that name is known without the walk
+        // of `from_bytes` through its table of names.
+        let name = match name.eq_ignore_ascii_case(b"host") {
+            true => header::HOST,
+            false => HeaderName::from_bytes(name).ok()?,
+        };
         let value = head.slice(value.clone());
         let value = if value.is_ascii() {
             // SAFETY: ASCII is UTF-8, which is all the function asks for.
@@ -146,7 +156,7 @@ pub(crate) fn request(head: &Bytes, layout: &Layout) -> Option<(Request<Inbound>
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
-    Some((req, facts))
+    Some(req)
 }
 
 /// The request's body, cut from the bytes read after its head: `Empty`
@@ -190,6 +200,13 @@ mod tests {
         }
     }
 
+    /// The request and the facts noted while it was built.
+    fn built(head: &Bytes, layout: &Layout) -> (Request<Inbound>, HeadFacts) {
+        let mut facts = HeadFacts::default();
+        let req = request(head, layout, &mut facts).expect("converts");
+        (req, facts)
+    }
+
     fn handed_over(head: &[u8]) -> bool {
         matches!(decide(head, 1024, None), Decision::HandOver)
     }
@@ -202,7 +219,8 @@ mod tests {
         let layout = serve(&head);
         assert_eq!(&head[layout.len..], b"GET /next");
         assert!(layout.close && !layout.trailers);
-        let (req, facts) = request(&head.slice(..layout.len), &layout).expect("converts");
+        let mut facts = HeadFacts::default();
+        let req = request(&head.slice(..layout.len), &layout, &mut facts).expect("converts");
         assert_eq!(facts, HeadFacts::of(req.headers()));
         assert_eq!(req.method(), Method::GET);
         assert_eq!(req.uri(), "/a?b=c");
@@ -349,8 +367,7 @@ mod tests {
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nX-Other: \xe9t\xe9\r\n\r\nok",
         ] {
             let layout = serve(head);
-            let (req, facts) =
-                request(&Bytes::copy_from_slice(&head[..layout.len]), &layout).expect("converts");
+            let (req, facts) = built(&Bytes::copy_from_slice(&head[..layout.len]), &layout);
             assert_eq!(
                 facts,
                 HeadFacts::of(req.headers()),
@@ -361,7 +378,7 @@ mod tests {
         let many = serve(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: x\r\n\r\n");
         let head =
             Bytes::from_static(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: x\r\n\r\n");
-        let (_, facts) = request(&head, &many).expect("converts");
+        let (_, facts) = built(&head, &many);
         assert_eq!(
             (facts.host.as_ref().map(|h| h.as_bytes()), facts.hosts),
             (Some(&b"a"[..]), 2)
@@ -370,7 +387,7 @@ mod tests {
         // Values outside ASCII are checked as before.
         let odd = serve(b"GET / HTTP/1.1\r\nHost: a\r\nX: \x80\xff\r\n\r\n");
         let head = Bytes::from_static(b"GET / HTTP/1.1\r\nHost: a\r\nX: \x80\xff\r\n\r\n");
-        let (req, _) = request(&head, &odd).expect("obs-text is a field value");
+        let (req, _) = built(&head, &odd);
         assert_eq!(req.headers()["x"].as_bytes(), b"\x80\xff");
     }
 

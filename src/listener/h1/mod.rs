@@ -48,6 +48,7 @@ pub(crate) use head::{Decision, MAX_BUFFERED_BODY, decide, request, take_body};
 
 use super::counted::Counted;
 use crate::proxy::body::ProxyBody;
+use crate::proxy::headers::HeadFacts;
 use crate::proxy::pipeline::{ConnCtx, handle_with};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, Method};
@@ -141,20 +142,24 @@ where
             // stream (a route asks for `buffer_request_body` to have them
             // whole). hyper streams it from here, the bytes read replayed.
             let whole = pending.len() >= body_len;
-            let Some((req, facts)) = whole.then(|| head::request(&head, &layout)).flatten() else {
-                let mut replay = BytesMut::with_capacity(head.len() + pending.len());
-                replay.extend_from_slice(&head);
-                replay.extend_from_slice(pending);
-                return Some(HandOver {
-                    io,
-                    replay: replay.freeze(),
-                });
-            };
-            drop(head);
-            // The request in a block of its own: borrowed where it is bound, it
-            // would keep a place in the connection's future.
+            // The request and its head's facts in a block of their own: bound
+            // (and borrowed) where the connection waits, they would keep a
+            // place in its future.
             let (head_method, answer) = {
-                let mut req = req;
+                let mut facts = HeadFacts::default();
+                let Some(mut req) = whole
+                    .then(|| head::request(&head, &layout, &mut facts))
+                    .flatten()
+                else {
+                    let mut replay = BytesMut::with_capacity(head.len() + pending.len());
+                    replay.extend_from_slice(&head);
+                    replay.extend_from_slice(pending);
+                    return Some(HandOver {
+                        io,
+                        replay: replay.freeze(),
+                    });
+                };
+                drop(head);
                 if let Some(body) = head::take_body(pending, &layout) {
                     *req.body_mut() = body;
                 }

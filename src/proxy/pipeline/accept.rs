@@ -56,15 +56,12 @@ pub(super) fn accept(
     let repeated_host = facts.hosts > 1;
     // An absolute-form target (or HTTP/2's :authority) names the host; a Host
     // field then only has to be valid (RFC 9112 3.2.2, RFC 9113 8.3.1).
-    // `beside`: a Host field next to a target's authority (it is the host otherwise).
-    let mut beside = facts.host;
-    let host = match parts.uri.authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => beside.take(),
-    };
-    let host_field = match parts.uri.authority() {
-        Some(_) => HostField::Beside(beside),
-        None => HostField::IsTheHost,
+    let (host, host_field) = match parts.uri.authority() {
+        Some(a) => (
+            HeaderValue::from_str(a.as_str()).ok(),
+            HostField::Beside(facts.host),
+        ),
+        None => (facts.host, HostField::IsTheHost),
     };
     if conn.proxy.access_log.load().is_some() {
         done.host = host
