@@ -114,20 +114,24 @@ pub(crate) fn decide(buf: &[u8], max_head: usize, max_body: Option<u64>) -> Deci
 /// The request the pipeline gets, its parts shared with `head` (the frozen
 /// bytes `layout` describes); the facts of its head are noted into `facts`
 /// on the way (a place of the caller's: returned with the request, they
-/// cost it a copy). `None` when a part does not convert; hyper then gets the
-/// connection and answers as it does today.
+/// cost it a copy). `inserts`: the pipeline is expected to insert the
+/// forwarding fields into the map (a trusted peer's). `None` when a part
+/// does not convert; hyper then gets the connection and answers as it does
+/// today.
 pub(crate) fn request(
     head: &Bytes,
     layout: &Layout,
+    inserts: bool,
     facts: &mut HeadFacts,
 ) -> Option<Request<Inbound>> {
     let method = Method::from_bytes(&head[layout.method.clone()]).ok()?;
     let uri = Uri::from_maybe_shared(head.slice(layout.target.clone())).ok()?;
     // A bodiless request's head is usually encoded for the backends with the
     // proxy's fields written after its own, not inserted into this map: the
-    // map is made for its own fields. A body's request gets room for the
-    // forwarding fields the pipeline inserts, so they cause no rehash.
-    let room = if layout.body == 0 { 0 } else { 8 };
+    // map is made for its own fields. A request with a body, or from a
+    // trusted peer, gets room for the forwarding fields the pipeline
+    // inserts, so they cause no rehash.
+    let room = if layout.body == 0 && !inserts { 0 } else { 8 };
     let mut headers = HeaderMap::with_capacity(layout.fields.len() + room);
     for (name, value) in &layout.fields {
         let name = &head[name.clone()];
@@ -203,7 +207,7 @@ mod tests {
     /// The request and the facts noted while it was built.
     fn built(head: &Bytes, layout: &Layout) -> (Request<Inbound>, HeadFacts) {
         let mut facts = HeadFacts::default();
-        let req = request(head, layout, &mut facts).expect("converts");
+        let req = request(head, layout, false, &mut facts).expect("converts");
         (req, facts)
     }
 
@@ -220,7 +224,7 @@ mod tests {
         assert_eq!(&head[layout.len..], b"GET /next");
         assert!(layout.close && !layout.trailers);
         let mut facts = HeadFacts::default();
-        let req = request(&head.slice(..layout.len), &layout, &mut facts).expect("converts");
+        let req = request(&head.slice(..layout.len), &layout, false, &mut facts).expect("converts");
         assert_eq!(facts, HeadFacts::of(req.headers()));
         assert_eq!(req.method(), Method::GET);
         assert_eq!(req.uri(), "/a?b=c");

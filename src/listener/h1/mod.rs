@@ -121,6 +121,13 @@ where
 {
     let mut buf: Option<BytesMut> = None;
     let mut deadline = Deadline::default();
+    // Whether the pipeline will insert the forwarding fields into the map
+    // rather than write them after the head (a trusted peer's are extended):
+    // a hint for the map's size only, so a reload that changes the trusted
+    // proxies costs at most a grow of the map.
+    let snapshot = ctx.proxy.snapshot.load();
+    let inserts = !snapshot.trusted_proxies.is_empty() && snapshot.is_trusted(ctx.peer.ip);
+    drop(snapshot);
     async move {
         loop {
             // Like hyper: the wait for a head (an idle keep-alive connection's too)
@@ -148,7 +155,7 @@ where
             let (head_method, answer) = {
                 let mut facts = HeadFacts::default();
                 let Some(mut req) = whole
-                    .then(|| head::request(&head, &layout, &mut facts))
+                    .then(|| head::request(&head, &layout, inserts, &mut facts))
                     .flatten()
                 else {
                     let mut replay = BytesMut::with_capacity(head.len() + pending.len());

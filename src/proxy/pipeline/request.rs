@@ -339,6 +339,9 @@ fn header_rules(
         && (!rc.present.hop_by_hop || headers.contains_key(header::HOST))
         && hdr::can_append(headers, trusted, ops, rc.present.added);
     if !encode_now {
+        // Room for the fields inserted here, made at once: the fast path
+        // makes a bodiless request's map for its own fields only.
+        let _ = headers.try_reserve(7);
         hdr::add_forwarding(
             headers,
             &conn.peer,
