@@ -176,11 +176,13 @@ def print_clock_reads(a_path, b_path, n):
         print(f"  {r:6.2f}  {'precise' if through else 'direct '}  {f}")
 
 
-def routes_config(path, port, bport, n, access_log):
+def routes_config(path, port, bport, n, access_log, trusted):
     """A config with N routes by host name over one backend, for `fulcrum run`."""
     with open(path, "w") as f:
         f.write(f'listeners: ["127.0.0.1:{port}"]\n')
         f.write("admin: { enabled: false }\n")
+        if trusted:
+            f.write('trusted_proxies: ["127.0.0.1/32"]\n')
         f.write(f"access_log: {{ enabled: {'true' if access_log else 'false'}, path: /dev/null }}\n")
         f.write(f'pools:\n  - name: app\n    backends: ["127.0.0.1:{bport}"]\nroutes:\n')
         for i in range(1, n + 1):
@@ -192,7 +194,7 @@ async def one_run(args, bport, n, out):
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
     if args.routes:
         config = out + ".yaml"
-        routes_config(config, port, bport, args.routes, args.access_log)
+        routes_config(config, port, bport, args.routes, args.access_log, args.trusted)
         cmd += [args.binary, "run", "-c", config]
     else:
         cmd += [args.binary, "proxy", "--from", f"127.0.0.1:{port}"]
@@ -246,7 +248,11 @@ if __name__ == "__main__":
     p.add_argument("--access-log", action="store_true", help="run with --access-log (to /dev/null)")
     p.add_argument("--routes", type=int, default=0, help="N routes by host name, with fulcrum run")
     p.add_argument("--post", type=int, metavar="BYTES", help="POST a body of BYTES bytes instead of a GET")
+    p.add_argument("--trusted", action="store_true", help="with --routes: the client is a trusted proxy")
     p.add_argument("--keep", help="directory for the callgrind output files")
     p.add_argument("--clock-reads", action="store_true", help="count clock_gettime calls per request, by caller")
-    asyncio.run(main(p.parse_args()))
+    args = p.parse_args()
+    if args.trusted and not args.routes:
+        p.error("--trusted needs --routes (a config file)")
+    asyncio.run(main(args))
     sys.exit(0)

@@ -133,9 +133,16 @@ pub fn h1_request(data: &[u8]) {
         }
         Some(_) => panic!("a body of another kind"),
     }
-    let Some(req) = request(&head, &layout) else {
+    let mut facts = crate::proxy::headers::HeadFacts::default();
+    let Some(req) = request(&head, &layout, false, &mut facts) else {
         return;
     };
+    // The size hint changes nothing but the map's room.
+    let mut again_facts = crate::proxy::headers::HeadFacts::default();
+    let roomy = request(&head, &layout, true, &mut again_facts).expect("converted once");
+    assert_eq!((roomy.headers(), &again_facts), (req.headers(), &facts));
+    // What the fast path noted is what a look at the map finds.
+    assert_eq!(facts, crate::proxy::headers::HeadFacts::of(req.headers()));
     assert_eq!(Some(req.method().as_str()), again.method);
     assert_ne!(req.method(), http::Method::CONNECT);
     assert_eq!(req.headers().len(), again.headers.len());

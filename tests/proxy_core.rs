@@ -181,6 +181,60 @@ async fn header_rules_hop_by_hop_and_forwarding() {
     assert_eq!(r.header("x-frame-options").as_deref(), Some("DENY"));
 }
 
+/// The phases skip their lookups when the head lacks a field: each rule still
+/// applies when the field is there, on the HTTP/1.1 fast path. A `Connection`
+/// naming `Host` removes it (the backend gets the host the request was routed
+/// by again), a lone `Proxy-Authorization` goes, the client's `Via` is
+/// extended, its request ID kept, and a request without any of them gets the
+/// proxy's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_rules_apply_when_the_field_is_there() {
+    let be = TestBackend::echo("be").await;
+    let f = Fulcrum::start(&one_pool(&[&be], "", ""));
+    let addr = f.listener(0);
+    let r = client::send(
+        addr,
+        Request::get("/facts")
+            .header("host", "shop.example")
+            .header("connection", "host, x-hop")
+            .header("x-hop", "1")
+            .header("proxy-authorization", "Basic eDp5")
+            .header("via", "1.0 edge")
+            .header("x-request-id", "client-id-1")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("x-request-id").as_deref(), Some("client-id-1"));
+    let seen = be.last();
+    let h = &seen.headers;
+    for gone in ["connection", "x-hop", "proxy-authorization"] {
+        assert!(!h.contains_key(gone), "backend saw {gone}: {h:?}");
+    }
+    assert_eq!(h.get_all("host").iter().count(), 1, "{h:?}");
+    assert_eq!(h["host"], "shop.example");
+    assert_eq!(h["via"], "1.0 edge, 1.1 fulcrum");
+    assert_eq!(h["x-request-id"], "client-id-1");
+    assert_eq!(h["x-forwarded-host"], "shop.example");
+
+    let r = client::send(
+        addr,
+        Request::get("/facts")
+            .header("host", "shop.example")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let id = r.header("x-request-id").expect("a request ID");
+    assert_eq!(id.len(), 32);
+    let seen = be.last();
+    assert_eq!(seen.headers["x-request-id"], id.as_str());
+    assert_eq!(seen.headers["via"], "1.1 fulcrum");
+    assert_eq!(seen.headers["host"], "shop.example");
+}
+
 /// A request that carries none of the fields the proxy adds, on a route
 /// without header edits: each added field arrives once, with the same values
 /// as when they are inserted among the request's own, to a backend of our

@@ -168,11 +168,17 @@ pub struct RequestDetails {
 }
 
 impl RequestDetails {
-    pub fn capture(req: &http::request::Parts, peer: &super::headers::PeerInfo) -> Self {
+    /// `present`: which fields the head holds; absent ones are not looked up.
+    pub fn capture(
+        req: &http::request::Parts,
+        peer: &super::headers::PeerInfo,
+        present: super::headers::Present,
+    ) -> Self {
+        let get = |there: bool, name| there.then(|| req.headers.get(name).cloned()).flatten();
         RequestDetails {
             protocol: req.version,
-            user_agent: req.headers.get(http::header::USER_AGENT).cloned(),
-            referer: req.headers.get(http::header::REFERER).cloned(),
+            user_agent: get(present.user_agent, http::header::USER_AGENT),
+            referer: get(present.referer, http::header::REFERER),
             tls: peer.tls.clone(),
         }
     }

@@ -29,6 +29,71 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
         || n == HTTP2_SETTINGS
 }
 
+/// Which of the fields the phases look up a request head holds: a phase
+/// skips its lookup (a hash of the name) or its scan of the names when the
+/// field is not there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Present {
+    /// `X-Request-Id`.
+    pub request_id: bool,
+    /// A hop-by-hop field (the fixed set of [`remove_hop_by_hop`], `Connection`
+    /// and `Upgrade` among them): without one there is nothing to remove and
+    /// no upgrade asked for.
+    pub hop_by_hop: bool,
+    /// A field the proxy adds itself (forwarding fields, `Via`, the request
+    /// ID, `traceparent`).
+    pub added: bool,
+    /// `User-Agent` and `Referer`, for the access log.
+    pub user_agent: bool,
+    pub referer: bool,
+}
+
+/// What `accept` needs of a request head's `Host` fields, and which looked-up
+/// fields the head holds, noted in one pass over its fields: by the HTTP/1.1
+/// fast path while it builds the head's map, for any other request from its
+/// map ([`HeadFacts::of`]); both through [`HeadFacts::note`]. The pipeline
+/// only removes fields before it adds its own, so a field `present` says is
+/// absent stays absent until then.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HeadFacts {
+    /// The first `Host` field's value.
+    pub host: Option<HeaderValue>,
+    /// How many `Host` fields there are (2 stands for "more than one").
+    pub hosts: u8,
+    pub present: Present,
+}
+
+impl HeadFacts {
+    /// The facts of a head that is already a map.
+    pub fn of(h: &HeaderMap) -> HeadFacts {
+        let mut facts = HeadFacts::default();
+        for (name, value) in h {
+            facts.note(name, value);
+        }
+        facts
+    }
+
+    /// Notes one field of the head, in the head's order.
+    #[inline]
+    pub fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+        if name == header::HOST {
+            if self.hosts == 0 {
+                self.host = Some(value.clone());
+            }
+            self.hosts = self.hosts.saturating_add(1).min(2);
+        } else if name == header::USER_AGENT {
+            self.present.user_agent = true;
+        } else if name == header::REFERER {
+            self.present.referer = true;
+        } else if is_added_name(name) {
+            self.present.added = true;
+            self.present.request_id |= name == X_REQUEST_ID;
+        } else if is_hop_by_hop(name) {
+            self.present.hop_by_hop = true;
+        }
+    }
+}
+
 /// Removes hop-by-hop headers (RFC 9110 7.6.1): the fixed set and any named in
 /// `Connection`. With `keep_upgrade`, `Upgrade` survives and `Connection: upgrade` is
 /// set again, for a protocol switch that must reach the other side.
@@ -436,11 +501,14 @@ fn is_added_name(n: &HeaderName) -> bool {
 /// nothing of the client's is extended, so with none of their names in the
 /// request and none in the route's edits (which would otherwise run after
 /// them), writing them last writes what inserting them would.
-pub fn can_append(h: &HeaderMap, trusted: bool, ops: &HeaderOps) -> bool {
+///
+/// `may_hold_added`: whether the request's head had one of those names (see
+/// [`Present::added`]); without, its names are not looked at.
+pub fn can_append(h: &HeaderMap, trusted: bool, ops: &HeaderOps, may_hold_added: bool) -> bool {
     !trusted
         && ops.set.is_empty()
         && !ops.remove.iter().any(is_added_name)
-        && !h.keys().any(is_added_name)
+        && (!may_hold_added || !h.keys().any(is_added_name))
 }
 
 /// Writes the fields [`add_forwarding`], the request ID and the traceparent
@@ -547,6 +615,54 @@ mod tests {
     }
 
     #[test]
+    fn head_facts_note_what_the_phases_look_up() {
+        let facts = |fields: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (n, v) in fields {
+                h.append(
+                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            HeadFacts::of(&h)
+        };
+        assert_eq!(facts(&[]), HeadFacts::default());
+        let f = facts(&[("x-other", "1"), ("host", "a"), ("Host", "b")]);
+        assert_eq!(f.host, Some(HeaderValue::from_static("a")));
+        assert_eq!((f.hosts, f.present), (2, Present::default()));
+        assert_eq!(facts(&[("host", "a"); 5]).hosts, 2);
+        let f = facts(&[("x-request-id", "r")]);
+        assert!(f.present.request_id && f.present.added && !f.present.hop_by_hop);
+        for added in [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "forwarded",
+            "via",
+            "traceparent",
+        ] {
+            let f = facts(&[(added, "x")]);
+            assert!(f.present.added && !f.present.request_id, "{added}");
+        }
+        for hop in [
+            "connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+            "keep-alive",
+            "proxy-connection",
+            "http2-settings",
+        ] {
+            let f = facts(&[(hop, "x")]);
+            assert!(f.present.hop_by_hop && !f.present.added, "{hop}");
+        }
+        let f = facts(&[("user-agent", "u"), ("referer", "r")]);
+        assert!(f.present.user_agent && f.present.referer && f.host.is_none());
+    }
+
+    #[test]
     fn hop_by_hop_and_connection_tokens() {
         let mut h = HeaderMap::new();
         h.insert(
@@ -636,7 +752,7 @@ mod tests {
             let mut h = HeaderMap::new();
             h.insert(header::HOST, HeaderValue::from_static("a.example:8080"));
             h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
-            assert!(can_append(&h, false, &none));
+            assert!(can_append(&h, false, &none, true));
             let len = appended_len(&peer, host, &id);
             let (appended, range) = encode_head(&http::Method::GET, "/", &h, len, |out| {
                 append_forwarding(out, &peer, "https", host, "1.1 fulcrum", &id, tp);
@@ -660,26 +776,29 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("a"));
         let none = HeaderOps::default();
-        assert!(can_append(&h, false, &none));
+        assert!(can_append(&h, false, &none, true));
         assert!(
-            !can_append(&h, true, &none),
+            !can_append(&h, true, &none, true),
             "a trusted peer's are extended"
         );
         let sets = HeaderOps {
             set: vec![(header::ACCEPT, HeaderValue::from_static("*/*"))],
             remove: vec![],
         };
-        assert!(!can_append(&h, false, &sets), "edits run after the fields");
+        assert!(
+            !can_append(&h, false, &sets, true),
+            "edits run after the fields"
+        );
         let removes = HeaderOps {
             set: vec![],
             remove: vec![X_REQUEST_ID.clone()],
         };
-        assert!(!can_append(&h, false, &removes));
+        assert!(!can_append(&h, false, &removes, true));
         let others = HeaderOps {
             set: vec![],
             remove: vec![header::ACCEPT],
         };
-        assert!(can_append(&h, false, &others));
+        assert!(can_append(&h, false, &others, true));
         for name in [
             &X_FORWARDED_FOR,
             &FORWARDED,
@@ -689,7 +808,7 @@ mod tests {
         ] {
             let mut with = h.clone();
             with.insert(name, HeaderValue::from_static("x"));
-            assert!(!can_append(&with, false, &none), "{name}");
+            assert!(!can_append(&with, false, &none, true), "{name}");
         }
     }
 

@@ -2,10 +2,11 @@
 //! it: only the plainest requests qualify (see the module above for why
 //! everything else goes to hyper).
 
+use crate::proxy::headers::HeadFacts;
 use crate::upstream::body::{Inbound, REPLAY_LIMIT};
 use crate::upstream::h1::response::decimal;
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, header};
 use std::ops::Range;
 
 /// hyper's own bound on the number of header fields; more goes to hyper,
@@ -111,16 +112,47 @@ pub(crate) fn decide(buf: &[u8], max_head: usize, max_body: Option<u64>) -> Deci
 }
 
 /// The request the pipeline gets, its parts shared with `head` (the frozen
-/// bytes `layout` describes). `None` when a part does not convert; hyper then
-/// gets the connection and answers as it does today.
-pub(crate) fn request(head: &Bytes, layout: &Layout) -> Option<Request<Inbound>> {
+/// bytes `layout` describes); the facts of its head are noted into `facts`
+/// on the way (a place of the caller's: returned with the request, they
+/// cost it a copy). `inserts`: the pipeline is expected to insert the
+/// forwarding fields into the map (a trusted peer's). `None` when a part
+/// does not convert; hyper then gets the connection and answers as it does
+/// today.
+pub(crate) fn request(
+    head: &Bytes,
+    layout: &Layout,
+    inserts: bool,
+    facts: &mut HeadFacts,
+) -> Option<Request<Inbound>> {
     let method = Method::from_bytes(&head[layout.method.clone()]).ok()?;
     let uri = Uri::from_maybe_shared(head.slice(layout.target.clone())).ok()?;
-    // Room for the forwarding headers the pipeline adds, so they cause no rehash.
-    let mut headers = HeaderMap::with_capacity(layout.fields.len() + 8);
+    // A bodiless request's head is usually encoded for the backends with the
+    // proxy's fields written after its own, not inserted into this map: the
+    // map is made for its own fields. A request with a body, or from a
+    // trusted peer, gets room for the forwarding fields the pipeline
+    // inserts, so they cause no rehash.
+    let room = if layout.body == 0 && !inserts { 0 } else { 8 };
+    let mut headers = HeaderMap::with_capacity(layout.fields.len() + room);
     for (name, value) in &layout.fields {
-        let name = HeaderName::from_bytes(&head[name.clone()]).ok()?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value.clone())).ok()?;
+        let name = &head[name.clone()];
+        // Every request names its host: that name is known without the walk
+        // of `from_bytes` through its table of names.
+        let name = match name.eq_ignore_ascii_case(b"host") {
+            true => header::HOST,
+            false => HeaderName::from_bytes(name).ok()?,
+        };
+        let value = head.slice(value.clone());
+        let value = if value.is_ascii() {
+            // SAFETY: ASCII is UTF-8, which is all the function asks for.
+            // httparse took every byte of a field value from HTAB, SP and
+            // VCHAR here (obs-text aside), a subset of what `HeaderValue`
+            // accepts (any byte but DEL and the controls other than HTAB):
+            // the value is not checked a second time (debug builds still do).
+            unsafe { HeaderValue::from_maybe_shared_unchecked(value) }
+        } else {
+            HeaderValue::from_maybe_shared(value).ok()?
+        };
+        facts.note(&name, &value);
         headers.append(name, value);
     }
     let mut req = Request::new(Inbound::Empty);
@@ -172,6 +204,13 @@ mod tests {
         }
     }
 
+    /// The request and the facts noted while it was built.
+    fn built(head: &Bytes, layout: &Layout) -> (Request<Inbound>, HeadFacts) {
+        let mut facts = HeadFacts::default();
+        let req = request(head, layout, false, &mut facts).expect("converts");
+        (req, facts)
+    }
+
     fn handed_over(head: &[u8]) -> bool {
         matches!(decide(head, 1024, None), Decision::HandOver)
     }
@@ -184,7 +223,9 @@ mod tests {
         let layout = serve(&head);
         assert_eq!(&head[layout.len..], b"GET /next");
         assert!(layout.close && !layout.trailers);
-        let req = request(&head.slice(..layout.len), &layout).expect("converts");
+        let mut facts = HeadFacts::default();
+        let req = request(&head.slice(..layout.len), &layout, false, &mut facts).expect("converts");
+        assert_eq!(facts, HeadFacts::of(req.headers()));
         assert_eq!(req.method(), Method::GET);
         assert_eq!(req.uri(), "/a?b=c");
         assert_eq!(req.version(), Version::HTTP_11);
@@ -311,6 +352,47 @@ mod tests {
         }
         head.extend_from_slice(b"\r\n");
         assert!(matches!(decide(&head, 64 * 1024, None), Decision::HandOver));
+    }
+
+    #[test]
+    fn the_facts_noted_are_those_of_the_map() {
+        for head in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\nHOST: c\r\n\r\n",
+            b"GET http://b/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX-Request-Id: r1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: host, x-hop\r\nX-Hop: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nProxy-Authorization: Basic x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nKeep-Alive: 5\r\nTE: trailers\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nVia: 1.0 edge\r\nTraceparent: 00\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4\r\nForwarded: for=x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nUser-Agent: t/1\r\nReferer: http://r/\r\nHost: a\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nX-Other: \xe9t\xe9\r\n\r\nok",
+        ] {
+            let layout = serve(head);
+            let (req, facts) = built(&Bytes::copy_from_slice(&head[..layout.len]), &layout);
+            assert_eq!(
+                facts,
+                HeadFacts::of(req.headers()),
+                "{:?}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        let many = serve(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: x\r\n\r\n");
+        let head =
+            Bytes::from_static(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: x\r\n\r\n");
+        let (_, facts) = built(&head, &many);
+        assert_eq!(
+            (facts.host.as_ref().map(|h| h.as_bytes()), facts.hosts),
+            (Some(&b"a"[..]), 2)
+        );
+        assert!(facts.present.hop_by_hop && !facts.present.added && !facts.present.request_id);
+        // Values outside ASCII are checked as before.
+        let odd = serve(b"GET / HTTP/1.1\r\nHost: a\r\nX: \x80\xff\r\n\r\n");
+        let head = Bytes::from_static(b"GET / HTTP/1.1\r\nHost: a\r\nX: \x80\xff\r\n\r\n");
+        let (req, _) = built(&head, &odd);
+        assert_eq!(req.headers()["x"].as_bytes(), b"\x80\xff");
     }
 
     #[test]

@@ -48,7 +48,8 @@ pub(crate) use head::{Decision, MAX_BUFFERED_BODY, decide, request, take_body};
 
 use super::counted::Counted;
 use crate::proxy::body::ProxyBody;
-use crate::proxy::pipeline::{ConnCtx, handle};
+use crate::proxy::headers::HeadFacts;
+use crate::proxy::pipeline::{ConnCtx, handle_with};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, Method};
 use http_body::Body;
@@ -120,6 +121,13 @@ where
 {
     let mut buf: Option<BytesMut> = None;
     let mut deadline = Deadline::default();
+    // Whether the pipeline will insert the forwarding fields into the map
+    // rather than write them after the head (a trusted peer's are extended):
+    // a hint for the map's size only, so a reload that changes the trusted
+    // proxies costs at most a grow of the map.
+    let snapshot = ctx.proxy.snapshot.load();
+    let inserts = !snapshot.trusted_proxies.is_empty() && snapshot.is_trusted(ctx.peer.ip);
+    drop(snapshot);
     async move {
         loop {
             // Like hyper: the wait for a head (an idle keep-alive connection's too)
@@ -142,26 +150,30 @@ where
             // stream (a route asks for `buffer_request_body` to have them
             // whole). hyper streams it from here, the bytes read replayed.
             let whole = pending.len() >= body_len;
-            let Some(req) = whole.then(|| head::request(&head, &layout)).flatten() else {
-                let mut replay = BytesMut::with_capacity(head.len() + pending.len());
-                replay.extend_from_slice(&head);
-                replay.extend_from_slice(pending);
-                return Some(HandOver {
-                    io,
-                    replay: replay.freeze(),
-                });
-            };
-            drop(head);
-            // The request in a block of its own: borrowed where it is bound, it
-            // would keep a place in the connection's future.
+            // The request and its head's facts in a block of their own: bound
+            // (and borrowed) where the connection waits, they would keep a
+            // place in its future.
             let (head_method, answer) = {
-                let mut req = req;
+                let mut facts = HeadFacts::default();
+                let Some(mut req) = whole
+                    .then(|| head::request(&head, &layout, inserts, &mut facts))
+                    .flatten()
+                else {
+                    let mut replay = BytesMut::with_capacity(head.len() + pending.len());
+                    replay.extend_from_slice(&head);
+                    replay.extend_from_slice(pending);
+                    return Some(HandOver {
+                        io,
+                        replay: replay.freeze(),
+                    });
+                };
+                drop(head);
                 if let Some(body) = head::take_body(pending, &layout) {
                     *req.body_mut() = body;
                 }
                 let head_method = req.method() == Method::HEAD;
                 // Boxed: the pipeline's state exists only while a request is in flight.
-                (head_method, boxed(|| handle(ctx, req)))
+                (head_method, boxed(|| handle_with(ctx, req, facts)))
             };
             // Boxed apart, and small to move: waiting for the answer and
             // writing it is not carried by the connection while it idles.

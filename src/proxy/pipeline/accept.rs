@@ -7,7 +7,7 @@ use crate::proxy::ProxyContext;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::finish::Completion;
 use crate::proxy::guard::Verdict;
-use crate::proxy::headers::{self as hdr, X_FORWARDED_FOR, X_REQUEST_ID};
+use crate::proxy::headers::{self as hdr, HeadFacts, Present, X_FORWARDED_FOR, X_REQUEST_ID};
 use crate::snapshot::Snapshot;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, Version, header};
@@ -19,9 +19,13 @@ use std::time::Instant;
 pub(crate) const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
 /// The request's context, or the answer when the request is settled here.
+///
+/// `facts`: what the head holds (see `HeadFacts`); its Host is taken from
+/// there, and fields it says are absent are not looked up.
 pub(super) fn accept(
     conn: &ConnCtx,
     parts: &Parts,
+    facts: HeadFacts,
     snapshot: &Arc<Snapshot>,
 ) -> Result<RequestCtx, Box<Response<ProxyBody>>> {
     let started = Instant::now();
@@ -29,11 +33,16 @@ pub(super) fn accept(
     if let Some(answer) = acme_http01(&conn.proxy, parts.uri.path()) {
         return Err(Box::new(answer));
     }
-    let request_id = match parts.headers.get(&X_REQUEST_ID) {
+    let present = facts.present;
+    let request_id = match present
+        .request_id
+        .then(|| parts.headers.get(&X_REQUEST_ID))
+        .flatten()
+    {
         Some(v) if hdr::acceptable_request_id(v) => v.clone(),
         _ => hdr::generate_request_id(),
     };
-    let client = client_ip(snapshot, conn.peer.ip, &parts.headers);
+    let client = client_ip(snapshot, conn.peer.ip, &parts.headers, present);
     let mut done = Completion::new(
         conn.proxy.clone(),
         snapshot.clone(),
@@ -44,15 +53,15 @@ pub(super) fn accept(
     );
     // 499 (nginx's "client closed request") unless a response is produced.
     done.status = 499;
-    // One lookup of Host serves both the request's host and the checks below.
-    let mut hosts = parts.headers.get_all(header::HOST).iter();
-    let host_field = hosts.next();
-    let repeated_host = hosts.next().is_some();
+    let repeated_host = facts.hosts > 1;
     // An absolute-form target (or HTTP/2's :authority) names the host; a Host
     // field then only has to be valid (RFC 9112 3.2.2, RFC 9113 8.3.1).
-    let host = match parts.uri.authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => host_field.cloned(),
+    let (host, host_field) = match parts.uri.authority() {
+        Some(a) => (
+            HeaderValue::from_str(a.as_str()).ok(),
+            HostField::Beside(facts.host),
+        ),
+        None => (facts.host, HostField::IsTheHost),
     };
     if conn.proxy.access_log.load().is_some() {
         done.host = host
@@ -67,7 +76,7 @@ pub(super) fn accept(
                 .to_string(),
         );
         done.details = Some(Box::new(crate::proxy::finish::RequestDetails::capture(
-            parts, &conn.peer,
+            parts, &conn.peer, present,
         )));
     }
     let mut rc = RequestCtx {
@@ -75,6 +84,7 @@ pub(super) fn accept(
         client,
         host,
         traceparent: None,
+        present,
         done,
         start_is_now: true,
     };
@@ -100,7 +110,7 @@ pub(super) fn accept(
         };
         return Err(Box::new(rc.refuse(Refusal::closing(status, detail))));
     }
-    if let Some(detail) = head_verdict(parts, host_field, repeated_host, rc.host.as_ref()) {
+    if let Some(detail) = head_verdict(parts, &host_field, repeated_host, rc.host.as_ref()) {
         return Err(Box::new(
             rc.refuse(Refusal::new(StatusCode::BAD_REQUEST, detail)),
         ));
@@ -108,25 +118,37 @@ pub(super) fn accept(
     Ok(rc)
 }
 
+/// Where a request's Host field is, as `head_verdict` checks it.
+enum HostField {
+    /// The target names no authority: the field (if any) is the host.
+    IsTheHost,
+    /// The target's authority is the host; the first Host field, if any.
+    Beside(Option<HeaderValue>),
+}
+
 /// What RFC 9112 3.2 and RFC 9113 8.2 refuse in a request head that the HTTP
 /// libraries let through: a missing, repeated or invalid Host, an invalid
 /// authority in the target, and (HTTP/2) a field value padded with whitespace.
 fn head_verdict(
     parts: &Parts,
-    host_field: Option<&HeaderValue>,
+    host_field: &HostField,
     repeated_host: bool,
     host: Option<&HeaderValue>,
 ) -> Option<&'static str> {
     if repeated_host {
         return Some("more than one Host header");
     }
-    if host_field.is_some_and(|h| !hdr::valid_host(h.as_bytes())) {
+    let field = match host_field {
+        HostField::IsTheHost => host,
+        HostField::Beside(field) => field.as_ref(),
+    };
+    if field.is_some_and(|h| !hdr::valid_host(h.as_bytes())) {
         return Some("invalid Host header");
     }
     match host {
         None if parts.version == Version::HTTP_11 => return Some("missing Host header"),
         // The same bytes as the Host field, valid by now: not scanned twice.
-        Some(h) if host_field != Some(h) && !hdr::valid_host(h.as_bytes()) => {
+        Some(h) if field != Some(h) && !hdr::valid_host(h.as_bytes()) => {
             return Some("invalid authority");
         }
         _ => {}
@@ -151,8 +173,8 @@ pub(crate) fn acme_http01(proxy: &ProxyContext, path: &str) -> Option<Response<P
 
 /// The client as the access log and `ip_hash` see it: behind trusted proxies, the
 /// right-most X-Forwarded-For entry that is not itself a trusted proxy.
-fn client_ip(snapshot: &Snapshot, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-    if snapshot.trusted_proxies.is_empty() || !snapshot.is_trusted(peer) {
+fn client_ip(snapshot: &Snapshot, peer: IpAddr, headers: &HeaderMap, present: Present) -> IpAddr {
+    if !present.added || snapshot.trusted_proxies.is_empty() || !snapshot.is_trusted(peer) {
         return peer;
     }
     let mut ip = peer;

@@ -32,7 +32,7 @@ mod tunnel;
 use super::body::ProxyBody;
 use super::finish::Completion;
 use super::guard::GuardState;
-use super::headers::PeerInfo;
+use super::headers::{HeadFacts, PeerInfo, Present};
 use super::{ProxyContext, respond};
 use crate::upstream::body::Inbound;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -67,6 +67,8 @@ pub(crate) struct RequestCtx {
     pub(crate) host: Option<HeaderValue>,
     /// The W3C traceparent to send upstream, when tracing is exported.
     pub(crate) traceparent: Option<HeaderValue>,
+    /// Which looked-up fields the client's head holds.
+    pub(crate) present: Present,
     /// What the access log, metrics and trace get when the request is over.
     pub(crate) done: Completion,
     /// Nothing has waited since the request started (`done.started`): that
@@ -128,18 +130,30 @@ impl RequestCtx {
     }
 }
 
-/// Runs one request through the phases.
-///
-/// A plain function returning a block: an `async fn` would keep the request
-/// it was given apart from the parts it is split into, a copy of each.
+/// Runs one request through the phases; what its head holds is read from its
+/// map first.
 pub(crate) fn handle(
     conn: &ConnCtx,
     req: Request<Inbound>,
 ) -> impl Future<Output = Response<ProxyBody>> + '_ {
+    let facts = HeadFacts::of(req.headers());
+    handle_with(conn, req, facts)
+}
+
+/// Runs one request through the phases; `facts`: what its head holds, noted
+/// while the head became `req` (see `HeadFacts`).
+///
+/// A plain function returning a block: an `async fn` would keep the request
+/// it was given apart from the parts it is split into, a copy of each.
+pub(crate) fn handle_with(
+    conn: &ConnCtx,
+    req: Request<Inbound>,
+    facts: HeadFacts,
+) -> impl Future<Output = Response<ProxyBody>> + '_ {
     let (mut parts, body) = req.into_parts();
     async move {
         let snapshot = conn.proxy.snapshot.load_full();
-        let mut rc = match accept::accept(conn, &parts, &snapshot) {
+        let mut rc = match accept::accept(conn, &parts, facts, &snapshot) {
             Ok(rc) => rc,
             Err(answered) => return *answered,
         };

@@ -194,6 +194,7 @@ pub(super) fn prepare<'p>(
     // h2c is never switched to through the proxy: its Upgrade is dropped like any
     // hop-by-hop header and the request goes on as plain HTTP/1.1.
     let upgrade = parts.version == Version::HTTP_11
+        && rc.present.hop_by_hop
         && hdr::wants_upgrade(&parts.headers)
         && !hdr::upgrade_is_h2c(&parts.headers);
     let client_upgrade = if upgrade {
@@ -212,7 +213,10 @@ pub(super) fn prepare<'p>(
     };
     let path = upstream_path(routed.route, &parts.uri);
     let client_version = parts.version;
-    hdr::remove_hop_by_hop(&mut parts.headers, upgrade);
+    // Without a hop-by-hop field (an upgrade needs two) there is nothing to remove.
+    if rc.present.hop_by_hop {
+        hdr::remove_hop_by_hop(&mut parts.headers, upgrade);
+    }
     // The target's authority wins over a Host field: the backend sees the host
     // the request was routed by (RFC 9112 3.2.2, RFC 9113 8.3.1).
     if parts.uri.authority().is_some()
@@ -345,11 +349,17 @@ fn header_rules(
     // A bodiless request that holds its Host goes to every backend of ours
     // with the same head: it is encoded here once, and the proxy's fields are
     // written last instead of inserted, where that writes the same.
+    // With a host, the request holds a Host field unless a hop-by-hop rule
+    // removed it: the host is the first Host field, or the target's authority
+    // that `prepare` wrote into one.
     let encode_now = plain
         && rc.host.is_some()
-        && headers.contains_key(header::HOST)
-        && hdr::can_append(headers, trusted, ops);
+        && (!rc.present.hop_by_hop || headers.contains_key(header::HOST))
+        && hdr::can_append(headers, trusted, ops, rc.present.added);
     if !encode_now {
+        // Room for the fields inserted here, made at once: the fast path
+        // makes a bodiless request's map for its own fields only.
+        let _ = headers.try_reserve(7);
         hdr::add_forwarding(
             headers,
             &conn.peer,

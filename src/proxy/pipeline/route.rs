@@ -44,7 +44,10 @@ pub(super) fn route<'s>(
     if let Some(otlp) = conn.proxy.otlp.load().as_ref() {
         let (trace, header) = otlp.start_request(
             format!("{} {}", parts.method, route.name),
-            parts.headers.get(&hdr::TRACEPARENT),
+            rc.present
+                .added
+                .then(|| parts.headers.get(&hdr::TRACEPARENT))
+                .flatten(),
         );
         rc.done.trace = Some(Box::new(trace));
         rc.traceparent = header;
