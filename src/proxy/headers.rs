@@ -662,6 +662,32 @@ mod tests {
         assert!(f.present.user_agent && f.present.referer && f.host.is_none());
     }
 
+    /// The answer's raw path (`proxy::spliced`) removes the names its parser
+    /// marks hop-by-hop; they must be this set exactly.
+    #[test]
+    fn the_raw_answers_hop_by_hop_names_are_this_set() {
+        use crate::upstream::h1::response::Known;
+        for k in Known::ALL {
+            let name = HeaderName::from_static(k.lowercase());
+            assert_eq!(k.is_hop_by_hop(), is_hop_by_hop(&name), "{k:?}");
+        }
+        for name in [
+            "connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+            "keep-alive",
+            "proxy-connection",
+            "http2-settings",
+        ] {
+            let n = HeaderName::from_static(name);
+            assert!(is_hop_by_hop(&n), "{name}");
+            assert!(Known::of(name.as_bytes()).is_hop_by_hop(), "{name}");
+        }
+    }
+
     #[test]
     fn hop_by_hop_and_connection_tokens() {
         let mut h = HeaderMap::new();

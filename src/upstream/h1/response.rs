@@ -85,7 +85,7 @@ pub enum Known {
 
 impl Known {
     #[cfg(test)]
-    const ALL: [Known; 25] = [
+    pub(crate) const ALL: [Known; 25] = [
         Known::Connection,
         Known::KeepAlive,
         Known::Te,
