@@ -10,7 +10,7 @@ counts do not depend on the machine's load, unlike timings.
 
     bench/callgrind.py [--binary target/profiling/fulcrum] [--requests 2000]
                        [--access-log] [--routes N] [--post BYTES] [--keep DIR]
-                       [--clock-reads]
+                       [--clock-reads] [--trusted]
 
 `--post BYTES` sends each request as a POST with a `Content-Length` body of
 BYTES bytes (head and body in one write, as a form post or a JSON API call
@@ -18,7 +18,9 @@ usually arrives) instead of a GET.
 
 `--routes N` runs `fulcrum run` with N routes by host name (site1.test ...
 siteN.test) instead of `fulcrum proxy`, and asks for the last one: the cost of
-routing against the size of the table.
+routing against the size of the table. With `--trusted` the client is a
+trusted proxy in that config, so the forwarding fields go through the
+request's map (the path of requests that come through another proxy).
 
 `--keep DIR` leaves both callgrind output files in DIR for callgrind_annotate
 (build with `cargo build --profile profiling` for function names and lines).
