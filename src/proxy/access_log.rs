@@ -1,19 +1,20 @@
 //! The access log: one line per request (JSON by default), written by a dedicated
 //! thread so that a slow disk never delays a request. If the writer falls behind by
-//! more than the queue holds, lines are dropped and counted, never waited for.
+//! more than a thread's buffer holds, lines are dropped and counted, never waited for.
+
+mod batches;
 
 use super::finish::Completion;
 use crate::config::AccessField;
 use crate::config::{AccessLogConfig, LogFormat, LogTarget};
+use batches::Batches;
 use serde_json::Value;
 use std::io::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-
-const QUEUE: usize = 16 * 1024;
 
 pub struct AccessLog {
-    tx: SyncSender<String>,
+    batches: Arc<Batches>,
     format: LogFormat,
     pub config: AccessLogConfig,
     pub dropped: AtomicU64,
@@ -35,12 +36,8 @@ impl AccessLog {
                     .open(p)?,
             ),
         };
-        let (tx, rx) = sync_channel(QUEUE);
-        std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || writer(rx, out))?;
         Ok(Some(AccessLog {
-            tx,
+            batches: Batches::start(out)?,
             format: config.format,
             config: config.clone(),
             dropped: AtomicU64::new(0),
@@ -48,53 +45,21 @@ impl AccessLog {
     }
 
     pub fn write(&self, c: &Completion) {
-        let line = match self.format {
-            LogFormat::Json => json_line(c, &self.config.fields),
-            LogFormat::Text => text_line(c, &self.config.fields),
+        let fields = &self.config.fields;
+        let written = match self.format {
+            LogFormat::Json => self.batches.append(|s| json_line(s, c, fields)),
+            LogFormat::Text => self.batches.append(|s| s.push_str(&text_line(c, fields))),
         };
-        match self.tx.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Relaxed);
-            }
+        if !written {
+            self.dropped.fetch_add(1, Relaxed);
         }
     }
 }
 
-/// How long the writer lets lines gather while requests keep coming.
-const BATCH: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// Writes lines as they come. After a quiet spell it sleeps in `recv` (the next
-/// line wakes it); once woken it drains the queue every `BATCH` until a round
-/// finds nothing, so that under load requests do not each pay for waking this
-/// thread up and for a write of their own.
-fn writer(rx: Receiver<String>, out: Box<dyn Write + Send>) {
-    use std::sync::mpsc::TryRecvError;
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-    while let Ok(line) = rx.recv() {
-        let _ = out.write_all(line.as_bytes());
-        let _ = out.flush();
-        loop {
-            std::thread::sleep(BATCH);
-            let mut more = false;
-            loop {
-                match rx.try_recv() {
-                    Ok(line) => {
-                        let _ = out.write_all(line.as_bytes());
-                        more = true;
-                    }
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        let _ = out.flush();
-                        return;
-                    }
-                }
-            }
-            let _ = out.flush();
-            if !more {
-                break;
-            }
-        }
+impl Drop for AccessLog {
+    /// A log replaced by a reload still writes the lines it holds.
+    fn drop(&mut self) {
+        self.batches.close();
     }
 }
 
@@ -189,38 +154,53 @@ const KEYS: [&str; AccessField::ALL.len()] = [
     "\"aborted\":",
 ];
 
-/// One JSON object, its keys in the order of `fields`. Written straight into
-/// one buffer (no intermediate JSON values): this runs once per request.
-fn json_line(c: &Completion, fields: &[AccessField]) -> String {
-    let mut s = String::with_capacity(128 + 24 * fields.len());
+/// One JSON object, its keys in the order of `fields`, appended to `s`.
+/// Written straight into the buffer (no intermediate JSON values): this runs
+/// once per request.
+fn json_line(s: &mut String, c: &Completion, fields: &[AccessField]) {
+    s.reserve(256 + 16 * fields.len());
     s.push('{');
+    let mut first = true;
     for &f in fields {
-        let mark = s.len();
-        if s.len() > 1 {
+        if !has_value(c, f) {
+            continue;
+        }
+        if !first {
             s.push(',');
         }
+        first = false;
         s.push_str(KEYS[f as usize]);
-        if !json_value(&mut s, c, f) {
-            // No value, and the field is left out when empty.
-            s.truncate(mark);
-        }
+        json_value(s, c, f);
     }
     s.push_str("}\n");
-    s
 }
 
-/// Appends the JSON value of one field; false when it has none and is left out
-/// of the line (user agent, referer, TLS version, SNI, variant, aborted; the
-/// other fields are always there, `null` when empty, as they always were).
-fn json_value(s: &mut String, c: &Completion, f: AccessField) -> bool {
+/// False for the fields left out of the line when the request has no value
+/// for them: user agent, referer, TLS version, SNI, variant, aborted. The
+/// other fields are always there, `null` when empty, as they always were.
+fn has_value(c: &Completion, f: AccessField) -> bool {
+    let details = c.details.as_deref();
+    match f {
+        AccessField::UserAgent => details.is_some_and(|d| d.user_agent.is_some()),
+        AccessField::Referer => details.is_some_and(|d| d.referer.is_some()),
+        AccessField::TlsVersion => details.is_some_and(|d| d.tls.is_some()),
+        AccessField::Sni => {
+            details.is_some_and(|d| d.tls.as_ref().is_some_and(|t| t.sni.is_some()))
+        }
+        AccessField::Variant => c.variant.is_some(),
+        AccessField::Aborted => c.aborted,
+        _ => true,
+    }
+}
+
+/// Appends the JSON value of one field (`has_value` said it has one).
+fn json_value(s: &mut String, c: &Completion, f: AccessField) {
     let details = c.details.as_deref();
     let tls = details.and_then(|d| d.tls.as_ref());
-    let header = |s: &mut String, h: Option<&http::HeaderValue>| match h {
-        Some(v) => {
+    let header = |s: &mut String, h: Option<&http::HeaderValue>| {
+        if let Some(v) = h {
             json_str(s, &String::from_utf8_lossy(v.as_bytes()));
-            true
         }
-        None => false,
     };
     match f {
         AccessField::Time => {
@@ -234,23 +214,20 @@ fn json_value(s: &mut String, c: &Completion, f: AccessField) -> bool {
             push_ip(s, c.client_ip);
             s.push('"');
         }
-        AccessField::Method => json_str(s, c.method.as_str()),
+        // A method is a token: nothing in it needs escaping.
+        AccessField::Method => json_plain_str(s, c.method.as_str()),
         AccessField::Host => json_str(s, c.host.as_deref().unwrap_or("")),
         AccessField::Path => json_str(s, c.path.as_deref().unwrap_or("")),
         AccessField::Protocol => match details {
-            Some(d) => json_str(s, protocol_name(d.protocol)),
+            Some(d) => json_plain_str(s, protocol_name(d.protocol)),
             None => s.push_str("null"),
         },
-        AccessField::Status => {
-            push_u64(s, u64::from(c.status));
-        }
+        AccessField::Status => push_u64(s, u64::from(c.status)),
         AccessField::BytesIn => {
             let n = c.bytes_in.as_ref().map_or(0, |b| b.bytes.load(Relaxed));
             push_u64(s, n);
         }
-        AccessField::BytesOut => {
-            push_u64(s, c.bytes_out);
-        }
+        AccessField::BytesOut => push_u64(s, c.bytes_out),
         AccessField::DurationMs => {
             let us = (c.duration.as_nanos() + 500) / 1000;
             json_ms(s, us as u64);
@@ -262,33 +239,34 @@ fn json_value(s: &mut String, c: &Completion, f: AccessField) -> bool {
             Some(us) => json_ms(s, us),
             None => s.push_str("null"),
         },
-        AccessField::Attempts => {
-            push_u64(s, u64::from(c.attempts));
+        AccessField::Attempts => push_u64(s, u64::from(c.attempts)),
+        AccessField::UserAgent => header(s, details.and_then(|d| d.user_agent.as_ref())),
+        AccessField::Referer => header(s, details.and_then(|d| d.referer.as_ref())),
+        AccessField::TlsVersion => {
+            if let Some(t) = tls {
+                json_str(s, t.version);
+            }
         }
-        AccessField::UserAgent => return header(s, details.and_then(|d| d.user_agent.as_ref())),
-        AccessField::Referer => return header(s, details.and_then(|d| d.referer.as_ref())),
-        AccessField::TlsVersion => match tls {
-            Some(t) => json_str(s, t.version),
-            None => return false,
-        },
-        AccessField::Sni => match tls.and_then(|t| t.sni.as_deref()) {
-            Some(n) => json_str(s, n),
-            None => return false,
-        },
-        AccessField::Variant => match c.variant {
-            Some(v) => {
+        AccessField::Sni => {
+            if let Some(n) = tls.and_then(|t| t.sni.as_deref()) {
+                json_str(s, n);
+            }
+        }
+        AccessField::Variant => {
+            if let Some(v) = c.variant {
                 push_u64(s, v as u64);
             }
-            None => return false,
-        },
-        AccessField::Aborted => {
-            if !c.aborted {
-                return false;
-            }
-            s.push_str("true");
         }
+        AccessField::Aborted => s.push_str("true"),
     }
-    true
+}
+
+/// A JSON string literal of a value known to need no escaping.
+fn json_plain_str(s: &mut String, v: &str) {
+    debug_assert!(!v.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'));
+    s.push('"');
+    s.push_str(v);
+    s.push('"');
 }
 
 /// A JSON string literal, escaped as serde_json escapes it.
@@ -401,13 +379,13 @@ fn now_rfc3339_millis(s: &mut String) {
         s.push_str(&cached.1);
     });
     let digits = [
-        b'.',
-        b'0' + (millis / 100) as u8,
-        b'0' + (millis / 10 % 10) as u8,
-        b'0' + (millis % 10) as u8,
-        b'Z',
+        '.',
+        char::from(b'0' + (millis / 100) as u8),
+        char::from(b'0' + (millis / 10 % 10) as u8),
+        char::from(b'0' + (millis % 10) as u8),
+        'Z',
     ];
-    s.push_str(std::str::from_utf8(&digits).unwrap_or(".000Z"));
+    s.extend(digits);
 }
 
 /// logfmt: `key=value` pairs, values quoted when they hold a space, a quote or
