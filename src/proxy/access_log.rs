@@ -273,11 +273,8 @@ fn json_plain_str(s: &mut String, v: &str) {
 fn json_str(s: &mut String, v: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     s.push('"');
-    // Most values need no escaping: one branch-free pass finds out.
-    let plain = !v.bytes().fold(false, |bad, b| {
-        bad | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if plain {
+    // Most values need no escaping: a pass eight bytes at a time finds out.
+    if !needs_escaping(v.as_bytes()) {
         s.push_str(v);
         s.push('"');
         return;
@@ -309,26 +306,51 @@ fn json_str(s: &mut String, v: &str) {
     s.push('"');
 }
 
+/// Whether `v` holds a byte JSON escapes: a control character, `"` or `\\`.
+fn needs_escaping(v: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Nonzero when a byte of `x` is below `n` (for `n` ≤ 0x80): a byte can
+    // only borrow from the one above it after it went below zero itself.
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
+    let mut chunks = v.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_ne_bytes(word);
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        if below(x, 0x20) | below(quote, 1) | below(backslash, 1) != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
 /// Microseconds as milliseconds with up to three decimals, the way a float is
 /// written in JSON (`12.0`, `0.25`, `3.125`).
 fn json_ms(s: &mut String, us: u64) {
-    let (whole, frac) = (us / 1000, us % 1000);
+    let (whole, frac) = (us / 1000, (us % 1000) as u16);
     push_u64(s, whole);
-    s.push('.');
-    if frac == 0 {
-        s.push('0');
-        return;
-    }
-    let digits = [frac / 100, frac / 10 % 10, frac % 10];
-    let last = if frac % 100 == 0 {
-        1
-    } else if frac % 10 == 0 {
+    let digits = [
+        '.',
+        char::from(b'0' + (frac / 100) as u8),
+        char::from(b'0' + (frac / 10 % 10) as u8),
+        char::from(b'0' + (frac % 10) as u8),
+    ];
+    // Trailing zeros go, but one digit always stays (`12.0`).
+    let len = if frac % 100 == 0 {
         2
-    } else {
+    } else if frac % 10 == 0 {
         3
+    } else {
+        4
     };
-    for d in &digits[..last] {
-        s.push(char::from(b'0' + *d as u8));
+    for &d in &digits[..len] {
+        s.push(d);
     }
 }
 
@@ -385,7 +407,9 @@ fn now_rfc3339_millis(s: &mut String) {
         char::from(b'0' + (millis % 10) as u8),
         'Z',
     ];
-    s.extend(digits);
+    for d in digits {
+        s.push(d);
+    }
 }
 
 /// logfmt: `key=value` pairs, values quoted when they hold a space, a quote or
@@ -434,6 +458,27 @@ mod tests {
             let mut s = String::new();
             json_str(&mut s, v);
             assert_eq!(s, serde_json::to_string(v).unwrap(), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn the_word_at_a_time_check_finds_every_byte_json_escapes() {
+        let escaped = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+        for len in 0..20 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    // Neighbours that sit close to the special bytes.
+                    let mut v = vec![b'!'; len];
+                    v[at] = b;
+                    if at + 1 < len {
+                        v[at + 1] = 0x21;
+                    }
+                    assert_eq!(needs_escaping(&v), escaped(b), "{v:?}");
+                    v.fill(0xff);
+                    v[at] = b;
+                    assert_eq!(needs_escaping(&v), escaped(b), "{v:?}");
+                }
+            }
         }
     }
 
