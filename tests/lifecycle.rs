@@ -10,6 +10,7 @@ use std::time::Duration;
 use testkit::backend::{TestBackend, full};
 use testkit::client;
 use testkit::{Fulcrum, ws};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config(pools: &str, routes: &str) -> String {
     format!("listeners:\n  - address: \"127.0.0.1:0\"\npools:\n{pools}routes:\n{routes}")
@@ -197,12 +198,14 @@ async fn sigterm_lets_a_slow_request_finish_and_exits_zero() {
 async fn a_new_listener_on_reload_and_a_removed_one() {
     let a = TestBackend::echo("a").await;
     let routes = "  - { path_prefix: /, pool: a }\n";
-    let f = Fulcrum::start(&config(&pool("a", &a), routes));
+    // Longer than the wait below: an idle connection is closed by the stop.
+    let limits = "limits: { header_read_timeout: 120s }\n";
+    let f = Fulcrum::start(&format!("{limits}{}", config(&pool("a", &a), routes)));
     let first = f.listener(0);
     // Add a second listener (a fixed free port so both configs name it).
     let second = testkit::free_addr();
     let two = format!(
-        "listeners:\n  - address: \"127.0.0.1:0\"\n  - address: \"{second}\"\npools:\n{}routes:\n{routes}",
+        "{limits}listeners:\n  - address: \"127.0.0.1:0\"\n  - address: \"{second}\"\npools:\n{}routes:\n{routes}",
         pool("a", &a)
     );
     f.rewrite_config(&two);
@@ -216,11 +219,32 @@ async fn a_new_listener_on_reload_and_a_removed_one() {
         StatusCode::OK,
         "the unchanged listener was disturbed"
     );
+    // A keep-alive connection served once, idle when its listener goes.
+    let mut idle = tokio::net::TcpStream::connect(second).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut chunk = [0u8; 1024];
+        let n = idle.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
     // And remove it again.
-    f.rewrite_config(&config(&pool("a", &a), routes));
+    f.rewrite_config(&format!("{limits}{}", config(&pool("a", &a), routes)));
     f.signal(libc::SIGHUP);
     f.stderr
         .wait_for("removal", |l| l.contains("listener removed"));
+    // The idle connection is closed by the stop (what is left of the answer's
+    // body first), not left to its idle timeout.
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut chunk = [0u8; 1024];
+        while idle.read(&mut chunk).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle connection outlived its listener");
     testkit::eventually("the removed listener to close", || async {
         tokio::net::TcpStream::connect(second)
             .await

@@ -128,7 +128,12 @@ pub(crate) fn start(
         let _on = shared.cores.handle(i).map(|h| h.enter());
         match TcpListener::from_std(sock) {
             Ok(listener) => {
-                tokio::spawn(accept.clone().run(listener));
+                // A token of its own per socket, so per worker thread: its
+                // connections check and wait for the stop under their
+                // thread's lock, not one every thread takes per request.
+                let mut on_socket = accept.clone();
+                on_socket.stop = stop.child_token();
+                tokio::spawn(on_socket.run(listener));
             }
             Err(e) => {
                 stop.cancel();

@@ -62,7 +62,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep, timeout_at};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use write::{Answering, Framing};
 
 /// The first read's size; a head that needs more grows the buffer.
@@ -121,6 +121,7 @@ where
 {
     let mut buf: Option<BytesMut> = None;
     let mut deadline = Deadline::default();
+    let mut stopping = StopWatch::default();
     // Whether the pipeline will insert the forwarding fields into the map
     // rather than write them after the head (a trusted peer's are extended):
     // a hint for the map's size only, so a reload that changes the trusted
@@ -134,7 +135,16 @@ where
             // lasts at most `header_read_timeout`, by the coarse clock: a tick
             // either way does not matter to a wait of seconds.
             deadline.at = Some(crate::clock::coarse_instant() + limits.header_read_timeout);
-            let layout = match read_head(&mut io, &mut buf, &mut deadline, limits, stop).await {
+            let layout = match read_head(
+                &mut io,
+                &mut buf,
+                &mut deadline,
+                limits,
+                stop,
+                &mut stopping,
+            )
+            .await
+            {
                 Read::Head(l) => l,
                 Read::Closed => return None,
                 Read::HandOver => {
@@ -245,6 +255,9 @@ where
 struct Deadline {
     at: Option<Instant>,
     sleep: Option<Pin<Box<Sleep>>>,
+    /// The timer was polled and has not fired since: it holds the waker of
+    /// this connection's task, the only one that polls it.
+    watched: bool,
 }
 
 impl Deadline {
@@ -252,9 +265,47 @@ impl Deadline {
         let Some(at) = self.at else {
             return Poll::Pending;
         };
+        // A timer that holds the task's waker and is due no later than `at`
+        // wakes the task when it fires: polling it again (each request does)
+        // would only register the same waker again.
+        if self.watched
+            && let Some(sleep) = &self.sleep
+            && !sleep.is_elapsed()
+            && sleep.deadline() <= at
+        {
+            return Poll::Pending;
+        }
         // An earlier deadline than the armed one (a body's wait shorter than a
         // head's) re-arms at once.
-        crate::clock::poll_deadline(&mut self.sleep, at, cx)
+        let expired = crate::clock::poll_deadline(&mut self.sleep, at, cx);
+        self.watched = expired.is_pending();
+        expired
+    }
+}
+
+/// The connection's wait for a stop: one registration with the stop token,
+/// made at the first idle wait and kept for the connection's life, instead
+/// of one registered and removed per request. Boxed: it exists only for
+/// connections that were served, and an idle one keeps its future small.
+#[derive(Default)]
+struct StopWatch {
+    registered: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+}
+
+impl StopWatch {
+    /// Whether `stop` was cancelled; if not, the task is woken when it is.
+    /// The registration holds the waker of this connection's task, the only
+    /// one that polls it, so later calls only read the token's state.
+    fn poll_stopped(&mut self, stop: &CancellationToken, cx: &mut Context<'_>) -> bool {
+        match &self.registered {
+            Some(_) => stop.is_cancelled(),
+            None => {
+                let mut wait = Box::pin(stop.clone().cancelled_owned());
+                let stopped = wait.as_mut().poll(cx).is_ready();
+                self.registered = Some(wait);
+                stopped
+            }
+        }
     }
 }
 
@@ -271,6 +322,7 @@ async fn read_head<I>(
     deadline: &mut Deadline,
     limits: &crate::config::Limits,
     stop: &CancellationToken,
+    stopping: &mut StopWatch,
 ) -> Read
 where
     I: AsyncRead + Readiness + Unpin,
@@ -284,17 +336,18 @@ where
             }
         } else {
             // Idle: nothing allocated until the client sends something; a stop
-            // closes at once.
-            let ready = poll_fn(|cx| match io.poll_readable(cx) {
-                Poll::Ready(r) => Poll::Ready(r.is_ok()),
-                Poll::Pending => deadline.poll_expired(cx).map(|()| false),
+            // closes at once, before what the client sent.
+            let ready = poll_fn(|cx| {
+                if stopping.poll_stopped(stop, cx) {
+                    return Poll::Ready(false);
+                }
+                match io.poll_readable(cx) {
+                    Poll::Ready(r) => Poll::Ready(r.is_ok()),
+                    Poll::Pending => deadline.poll_expired(cx).map(|()| false),
+                }
             });
-            tokio::select! {
-                biased;
-                _ = stop.cancelled() => return Read::Closed,
-                ready = ready => if !ready {
-                    return Read::Closed;
-                },
+            if !ready.await {
+                return Read::Closed;
             }
         }
         let b = buf.get_or_insert_with(take_buf);
@@ -613,4 +666,85 @@ impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
 
 impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
     crate::passthrough::write_through!(io);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+    use std::time::Duration;
+
+    /// Polls the deadline once; whether it expired. `again`: as if it had
+    /// never been polled (the way before it was watched).
+    fn poll_once(d: &mut Deadline, again: bool, cx: &mut Context<'_>) -> bool {
+        if again {
+            d.watched = false;
+        }
+        d.poll_expired(cx).is_ready()
+    }
+
+    /// When the deadline fires: set at `set`, moved to `moved_to` at
+    /// `moved_at` while armed, on the paused clock.
+    async fn fired(d: &mut Deadline, again: bool, set: u64, moved_at: u64, moved_to: u64) -> u64 {
+        let start = Instant::now();
+        let secs = |s| start + Duration::from_secs(s);
+        d.at = Some(secs(set));
+        assert!(!poll_fn(|cx| Poll::Ready(poll_once(d, again, cx))).await);
+        tokio::time::sleep_until(secs(moved_at)).await;
+        d.at = Some(secs(moved_to));
+        poll_fn(|cx| match poll_once(d, again, cx) {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        })
+        .await;
+        (Instant::now() - start).as_secs()
+    }
+
+    /// A deadline polled once and then only checked fires when it is due,
+    /// as one polled every time does: moved later while armed (the timer
+    /// fires early and is re-armed), and moved earlier while armed.
+    #[tokio::test(start_paused = true)]
+    async fn a_watched_deadline_fires_when_due() {
+        for again in [false, true] {
+            let mut d = Deadline::default();
+            assert_eq!(fired(&mut d, again, 10, 5, 20).await, 20);
+            assert_eq!(fired(&mut d, again, 60, 30, 40).await, 40);
+        }
+    }
+
+    /// The stop registration made at the first idle wait wakes the task
+    /// at a later one.
+    #[tokio::test]
+    async fn a_stop_is_seen_by_a_connection_registered_earlier() {
+        let stop = CancellationToken::new();
+        let mut watch = StopWatch::default();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(!watch.poll_stopped(&stop, &mut cx));
+        assert!(!watch.poll_stopped(&stop, &mut cx));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let waiter = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut watch = StopWatch::default();
+                let mut registered = Some(tx);
+                poll_fn(|cx| {
+                    let stopped = watch.poll_stopped(&stop, cx);
+                    if let Some(tx) = registered.take() {
+                        assert!(!stopped);
+                        let _ = tx.send(());
+                    }
+                    if stopped {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending
+                    }
+                })
+                .await;
+            })
+        };
+        rx.await.expect("registered");
+        stop.cancel();
+        waiter.await.expect("woken by the stop");
+        assert!(watch.poll_stopped(&stop, &mut cx));
+    }
 }
