@@ -165,10 +165,13 @@ where
             // place in its future.
             let (head_method, answer) = {
                 let mut facts = HeadFacts::default();
-                let Some(mut req) = whole
-                    .then(|| head::request(&head, &layout, inserts, &mut facts))
-                    .flatten()
-                else {
+                // Not `whole.then(..).flatten()`: that moves the request once
+                // more, out of the nested `Option`.
+                let built = match whole {
+                    true => head::request(&head, &layout, inserts, &mut facts),
+                    false => None,
+                };
+                let Some(mut req) = built else {
                     let mut replay = BytesMut::with_capacity(head.len() + pending.len());
                     replay.extend_from_slice(&head);
                     replay.extend_from_slice(pending);

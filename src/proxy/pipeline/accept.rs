@@ -18,16 +18,20 @@ use std::time::Instant;
 
 pub(crate) const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
-/// The request's context, or the answer when the request is settled here.
+/// The request's context, written into `place` (empty) rather than returned:
+/// it is large, and a returned one was copied into the caller's future and
+/// out of the `Result` again. Or the answer when the request is settled here.
 ///
 /// `facts`: what the head holds (see `HeadFacts`); its Host is taken from
 /// there, and fields it says are absent are not looked up.
-pub(super) fn accept(
+pub(super) fn accept<'p>(
     conn: &ConnCtx,
     parts: &Parts,
     facts: HeadFacts,
     snapshot: &Arc<Snapshot>,
-) -> Result<RequestCtx, Box<Response<ProxyBody>>> {
+    place: &'p mut Option<RequestCtx>,
+) -> Result<&'p mut RequestCtx, Box<Response<ProxyBody>>> {
+    debug_assert!(place.is_none(), "accept fills an empty place");
     let started = Instant::now();
     let index = conn.served.fetch_add(1, Relaxed);
     if let Some(answer) = acme_http01(&conn.proxy, parts.uri.path()) {
@@ -43,16 +47,6 @@ pub(super) fn accept(
         _ => hdr::generate_request_id(),
     };
     let client = client_ip(snapshot, conn.peer.ip, &parts.headers, present);
-    let mut done = Completion::new(
-        conn.proxy.clone(),
-        snapshot.clone(),
-        started,
-        parts.method.clone(),
-        request_id.clone(),
-        client,
-    );
-    // 499 (nginx's "client closed request") unless a response is produced.
-    done.status = 499;
     let repeated_host = facts.hosts > 1;
     // An absolute-form target (or HTTP/2's :authority) names the host; a Host
     // field then only has to be valid (RFC 9112 3.2.2, RFC 9113 8.3.1).
@@ -63,31 +57,43 @@ pub(super) fn accept(
         ),
         None => (facts.host, HostField::IsTheHost),
     };
+    // Built where it stays (the place is empty, so nothing is dropped
+    // first), its finish record included, and then filled in there.
+    let rc = place.get_or_insert_with(|| RequestCtx {
+        done: Completion::new(
+            conn.proxy.clone(),
+            snapshot.clone(),
+            started,
+            parts.method.clone(),
+            request_id.clone(),
+            client,
+        ),
+        request_id,
+        client,
+        host,
+        traceparent: None,
+        present,
+        start_is_now: true,
+    });
+    // 499 (nginx's "client closed request") unless a response is produced.
+    rc.done.status = 499;
     if conn.proxy.access_log.load().is_some() {
-        done.host = host
+        rc.done.host = rc
+            .host
             .as_ref()
             .and_then(|h| h.to_str().ok())
             .map(str::to_string);
-        done.path = Some(
+        rc.done.path = Some(
             parts
                 .uri
                 .path_and_query()
                 .map_or("/", |p| p.as_str())
                 .to_string(),
         );
-        done.details = Some(Box::new(crate::proxy::finish::RequestDetails::capture(
+        rc.done.details = Some(Box::new(crate::proxy::finish::RequestDetails::capture(
             parts, &conn.peer, present,
         )));
     }
-    let mut rc = RequestCtx {
-        request_id,
-        client,
-        host,
-        traceparent: None,
-        present,
-        done,
-        start_is_now: true,
-    };
     if let Some(why) = conn.guard.as_ref().and_then(|g| g.verdict(index)) {
         let (status, detail) = match why {
             Verdict::Conflict => (

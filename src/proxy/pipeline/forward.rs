@@ -11,7 +11,7 @@ use super::{ConnCtx, Refusal, RequestCtx};
 use crate::events::EventKind;
 use crate::upstream::backend::Backend;
 use crate::upstream::body::{Answer, UpstreamBody};
-use crate::upstream::client::{self, Lease, Returned, SendError, SendResult};
+use crate::upstream::client::{self, Lease, Returned, SendError};
 use crate::upstream::in_flight::InFlight;
 use crate::upstream::pick::{Pick, Tried};
 use crate::upstream::pool::Pool;
@@ -29,7 +29,7 @@ pub(super) struct Won {
 }
 
 /// The state of the tries of one request.
-struct Tries {
+struct Tries<'r> {
     tried: Tried,
     attempts: u32,
     /// The status and reason of the last failure, for the final answer.
@@ -38,11 +38,13 @@ struct Tries {
     invalid_response: bool,
     /// The request when it can be sent as is (nothing of it was sent yet);
     /// while an attempt is on its way, its request, lent to the send (moved
-    /// down the layers of a send, it was copied at each).
-    pending: Option<Request<UpstreamBody>>,
+    /// down the layers of a send, it was copied at each). The place is the
+    /// caller's, where `request::prepare` put the first request.
+    pending: &'r mut Option<Request<UpstreamBody>>,
     /// A bodiless request that was sent and came back: a retry after it was
-    /// sent sends it again instead of a rebuilt one.
-    resend: Option<Request<UpstreamBody>>,
+    /// sent sends it again instead of a rebuilt one. Boxed: it is rare, and
+    /// an empty place of a request's size was copied whole into the tries.
+    resend: Option<Box<Request<UpstreamBody>>>,
     queue_deadline: Option<Instant>,
     /// Retries stop here.
     deadline: Instant,
@@ -51,20 +53,26 @@ struct Tries {
     start_is_now: bool,
 }
 
+/// Forwards the request in `pending` (see `request::prepare`); the answer
+/// that wins goes into `won` (empty) rather than returned: it is large, and
+/// it was copied at each layer it was returned through.
 pub(super) async fn forward(
     conn: &ConnCtx,
     rc: &mut RequestCtx,
     routed: &Routed<'_>,
     // Borrowed, not moved into this future: it is large.
     p: &mut Prepared,
-) -> Result<Won, Refusal> {
+    pending: &mut Option<Request<UpstreamBody>>,
+    won: &mut Option<Won>,
+) -> Result<(), Refusal> {
+    debug_assert!(won.is_none(), "forward answers into an empty place");
     let pool = routed.pool;
     let mut st = Tries {
         tried: Tried::default(),
         attempts: 0,
         last_error: None,
         invalid_response: false,
-        pending: p.first.take(),
+        pending,
         resend: None,
         queue_deadline: None,
         deadline: rc.done.started + pool.retries.try_duration,
@@ -78,7 +86,7 @@ pub(super) async fn forward(
     } else {
         None
     };
-    let won = loop {
+    let winner = loop {
         let Some((idx, slot)) = choose(pool, routed, p, &mut st).await? else {
             break None;
         };
@@ -100,12 +108,29 @@ pub(super) async fn forward(
         let winner = match hedge_after {
             None => {
                 let nth = u64::from(st.attempts);
-                let r = attempt::send(&first, &mut st.pending, p, nth, pool.timeouts).await;
-                // Out of `pending` until `judge` sorts out how it ended.
-                let r = r.map_err(|(e, fate)| (e, client::give_back(fate, &mut st.pending)));
+                let r = attempt::send(&first, st.pending, p, nth, pool.timeouts).await;
                 rc.done.attempts = st.attempts;
-                record_trace(rc, &first, &r);
-                judge(conn, pool, p, &mut st, first, r)?
+                // The answer goes where it stays, not through the loop's
+                // value first.
+                let (e, fate) = match r {
+                    Ok((response, lease)) => {
+                        record_trace(rc, &first, None);
+                        *won = Some(Won {
+                            attempt: first,
+                            response,
+                            lease,
+                            client_upgrade: p.client_upgrade.take(),
+                            client_version: p.client_version,
+                        });
+                        return Ok(());
+                    }
+                    Err(failed) => failed,
+                };
+                record_trace(rc, &first, Some(&e));
+                // Out of `pending` until `failed` sorts out how it ended.
+                let returned = client::give_back(fate, st.pending);
+                failed(conn, pool, p, &mut st, &first, e, returned)?;
+                None
             }
             Some(delay) => {
                 let Some(request) = st.pending.take() else {
@@ -123,8 +148,13 @@ pub(super) async fn forward(
                 rc.done.attempts = st.attempts;
                 let mut winner = None;
                 for (attempt, r) in outcomes {
-                    record_trace(rc, &attempt, &r);
-                    winner = judge(conn, pool, p, &mut st, attempt, r)?.or(winner);
+                    record_trace(rc, &attempt, r.as_ref().err().map(|(e, _)| e));
+                    match r {
+                        Ok((resp, lease)) => winner = Some((attempt, resp, lease)),
+                        Err((e, returned)) => {
+                            failed(conn, pool, p, &mut st, &attempt, e, returned)?
+                        }
+                    }
                 }
                 winner
             }
@@ -137,14 +167,17 @@ pub(super) async fn forward(
         }
     };
     rc.done.attempts = st.attempts;
-    match won {
-        Some((attempt, response, lease)) => Ok(Won {
-            attempt,
-            response,
-            lease,
-            client_upgrade: p.client_upgrade.take(),
-            client_version: p.client_version,
-        }),
+    match winner {
+        Some((attempt, response, lease)) => {
+            *won = Some(Won {
+                attempt,
+                response,
+                lease,
+                client_upgrade: p.client_upgrade.take(),
+                client_version: p.client_version,
+            });
+            Ok(())
+        }
         None => {
             let (status, detail) = st
                 .last_error
@@ -168,7 +201,7 @@ async fn choose(
     pool: &Pool,
     routed: &Routed<'_>,
     p: &Prepared,
-    st: &mut Tries,
+    st: &mut Tries<'_>,
 ) -> Result<Option<(usize, Option<InFlight>)>, Refusal> {
     let retry = &pool.retries;
     loop {
@@ -222,31 +255,29 @@ async fn choose(
 /// Puts the request for the next attempt in `st.pending`: the pending one, or
 /// a rebuilt one (only possible with an empty or replayable body); whether
 /// there is one.
-fn next_request(p: &Prepared, st: &mut Tries) -> bool {
+fn next_request(p: &Prepared, st: &mut Tries<'_>) -> bool {
     if st.pending.is_none() {
-        st.pending = st
+        *st.pending = st
             .resend
             .take()
+            .map(|r| *r)
             .or_else(|| p.rebuild(u64::from(st.attempts) + 1));
     }
     st.pending.is_some()
 }
 
-/// Sorts out how an attempt ended: the winner when it answered; a failure is
-/// counted against its backend (passive health) unless the client caused it or
-/// the backend merely closed a pooled connection.
-fn judge(
+/// Sorts out how a failed attempt ended: counted against its backend
+/// (passive health) unless the client caused it or the backend merely closed
+/// a pooled connection; its request, when it came back, kept for the next.
+fn failed(
     conn: &ConnCtx,
     pool: &Pool,
     p: &Prepared,
-    st: &mut Tries,
-    attempt: Attempt,
-    result: SendResult,
-) -> Result<Option<(Attempt, Response<Answer>, Lease)>, Refusal> {
-    let (err, returned) = match result {
-        Ok((resp, lease)) => return Ok(Some((attempt, resp, lease))),
-        Err(failed) => failed,
-    };
+    st: &mut Tries<'_>,
+    attempt: &Attempt,
+    err: SendError,
+    returned: Returned,
+) -> Result<(), Refusal> {
     if let Some(s) = &p.stats {
         if s.too_large.load(Relaxed) {
             return Err(Refusal::closing(
@@ -280,20 +311,19 @@ fn judge(
     }
     tracing::debug!(pool = %pool.name, backend = %attempt.backend.key(), attempt = st.attempts, error = %err, "upstream attempt failed");
     match returned {
-        Returned::Unsent(r) => st.pending = Some(r),
-        Returned::Sent(r) if p.out.resend_allowed() => st.resend = Some(r),
+        Returned::Unsent(r) => *st.pending = Some(r),
+        Returned::Sent(r) if p.out.resend_allowed() => st.resend = Some(Box::new(r)),
         _ => {}
     }
     if matches!(&err, SendError::Exchange(e) if e.is_parse()) {
         st.invalid_response = true;
     }
     st.last_error = Some((status, err.to_string()));
-
-    Ok(None)
+    Ok(())
 }
 
 /// Whether one more attempt may follow a failed one.
-fn may_retry(pool: &Pool, p: &Prepared, st: &Tries) -> bool {
+fn may_retry(pool: &Pool, p: &Prepared, st: &Tries<'_>) -> bool {
     let nothing_sent = st.pending.is_some();
     !st.invalid_response
         && !pool.retries.try_duration.is_zero()
@@ -301,7 +331,8 @@ fn may_retry(pool: &Pool, p: &Prepared, st: &Tries) -> bool {
         && (nothing_sent || (p.retry_after_send && p.body_replayable()))
 }
 
-fn record_trace(rc: &mut RequestCtx, attempt: &Attempt, result: &SendResult) {
+/// `error`: how the attempt failed; `None` when it was answered.
+fn record_trace(rc: &mut RequestCtx, attempt: &Attempt, error: Option<&SendError>) {
     let Some(t) = rc.done.trace.as_mut() else {
         return;
     };
@@ -309,9 +340,9 @@ fn record_trace(rc: &mut RequestCtx, attempt: &Attempt, result: &SendResult) {
         backend: attempt.backend.key().to_string(),
         start: crate::clock::instant_of_us(attempt.sent_us).into_std(),
         end: Instant::now(),
-        outcome: match result {
-            Ok(_) => "ok".into(),
-            Err((e, _)) => e.to_string(),
+        outcome: match error {
+            None => "ok".into(),
+            Some(e) => e.to_string(),
         },
     });
 }

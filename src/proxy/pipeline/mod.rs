@@ -150,64 +150,77 @@ pub(crate) fn handle_with(
     req: Request<Inbound>,
     facts: HeadFacts,
 ) -> impl Future<Output = Response<ProxyBody>> + '_ {
-    let (mut parts, body) = req.into_parts();
+    let (mut parts, mut body) = req.into_parts();
     async move {
         let snapshot = conn.proxy.snapshot.load_full();
-        let mut rc = match accept::accept(conn, &parts, facts, &snapshot) {
+        // The context stays where `accept` built it until the answer takes it.
+        let mut context = None;
+        let rc = match accept::accept(conn, &parts, facts, &snapshot, &mut context) {
             Ok(rc) => rc,
             Err(answered) => return *answered,
         };
+        // Where `forward` puts the answer that wins, until `respond` takes it.
+        let mut won = None;
+        // The phases borrow the client's request: moved into the block, it
+        // was copied there.
+        let (parts, body) = (&mut parts, &mut body);
         let result = async {
-            let routed = route::route(conn, &mut rc, &parts, &snapshot)?;
-            admit::admit(&rc, &routed, &parts)?;
+            let routed = route::route(conn, rc, parts, &snapshot)?;
+            admit::admit(rc, &routed, parts)?;
             let route = routed.route;
+            let body = std::mem::replace(body, Inbound::Empty);
             let Some(cache) = &route.cache else {
                 let body = if hold::wanted(&routed, &body) {
                     rc.start_is_now = false;
-                    hold::hold(conn, &routed, &snapshot, &parts, body).await?
+                    hold::hold(conn, &routed, &snapshot, parts, body).await?
                 } else {
                     body
                 };
-                let mut prepared = None;
-                let outgoing = request::prepare(
-                    conn,
-                    &mut rc,
-                    &routed,
-                    &snapshot,
-                    parts,
-                    body,
-                    &mut prepared,
-                )?;
-                let won = forward::forward(conn, &mut rc, &routed, outgoing).await?;
-                return Ok(Outcome::Forwarded(routed, won, None));
+                let mut places = request::Places::default();
+                let (p, first) =
+                    request::prepare(conn, rc, &routed, &snapshot, parts, body, &mut places)?;
+                forward::forward(conn, rc, &routed, p, first, &mut won).await?;
+                return Ok(Outcome::Forwarded(routed, None));
             };
             rc.start_is_now = false;
-            let pending = match cache::lookup(conn, &mut rc, &routed, cache, &mut parts).await {
+            let pending = match cache::lookup(conn, rc, &routed, cache, parts).await {
                 cache::Lookup::Answered(resp) => return Ok(Outcome::Answered(resp)),
                 cache::Lookup::Forward(p) => p,
             };
             // A body the route wants whole is read only once the cache could not answer.
-            let mut prepared = None;
-            let forwarded = match hold::hold(conn, &routed, &snapshot, &parts, body).await {
+            let mut places = request::Places::default();
+            let forwarded = match hold::hold(conn, &routed, &snapshot, parts, body).await {
                 Ok(body) => {
-                    let p = &mut prepared;
-                    match request::prepare(conn, &mut rc, &routed, &snapshot, parts, body, p) {
-                        Ok(outgoing) => forward::forward(conn, &mut rc, &routed, outgoing).await,
+                    let ps = &mut places;
+                    match request::prepare(conn, rc, &routed, &snapshot, parts, body, ps) {
+                        Ok((p, first)) => forward::forward(conn, rc, &routed, p, first, &mut won)
+                            .await
+                            .map(|()| won.take().expect("forward answered into its place")),
                         Err(r) => Err(r),
                     }
                 }
                 Err(r) => Err(r),
             };
-            match cache::after(conn, &mut rc, &routed, pending, forwarded)? {
+            match cache::after(conn, rc, &routed, pending, forwarded)? {
                 cache::After::Answered(resp) => Ok(Outcome::Answered(resp)),
-                cache::After::Respond(won, admit) => {
-                    Ok(Outcome::Forwarded(routed, won, Some(admit)))
+                cache::After::Respond(w, admit) => {
+                    won = Some(w);
+                    Ok(Outcome::Forwarded(routed, Some(admit)))
                 }
             }
         }
         .await;
         match result {
-            Ok(Outcome::Forwarded(routed, won, admit)) => {
+            Ok(Outcome::Forwarded(routed, admit)) => {
+                // Both filled by the phases, the context by `accept`, the
+                // answer by `forward` (or given back by the cache's `after`);
+                // taken one at a time (a pair of them was copied twice).
+                let Some(rc) = context.take() else {
+                    unreachable!("accept made the context");
+                };
+                let Some(won) = won.take() else {
+                    unreachable!("a forwarded request has its answer");
+                };
                 response::respond(conn, rc, &routed, won, admit)
             }
             Ok(Outcome::Answered(resp)) => resp,
@@ -218,7 +231,8 @@ pub(crate) fn handle_with(
 
 /// How a request that was not refused ends.
 enum Outcome<'s> {
-    Forwarded(route::Routed<'s>, forward::Won, Option<cache::Admit>),
+    /// The answer that won is in `handle_with`'s place for it.
+    Forwarded(route::Routed<'s>, Option<cache::Admit>),
     /// Answered without streaming a backend's body (from the cache).
     Answered(Response<ProxyBody>),
 }

@@ -20,12 +20,21 @@ use http_body::Body as _;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 
-/// The request, shaped for the backends, and what a retry needs to send it again.
-pub(super) struct Prepared {
-    pub(super) out: Outgoing,
-    /// The request as first sent; a retry after it was sent rebuilds it from
+/// Where [`prepare`] puts what it makes, in the caller's future: both are
+/// large, and each move of them was a copy.
+#[derive(Default)]
+pub(super) struct Places {
+    pub(super) prepared: Option<Prepared>,
+    /// The request as first sent, lent to the sends from here (see
+    /// `forward`); a retry after it was sent rebuilds it from the prepared
     /// `out` (and `replay`).
     pub(super) first: Option<Request<UpstreamBody>>,
+}
+
+/// What a retry needs to send the request again, and how it was shaped for
+/// the backends.
+pub(super) struct Prepared {
+    pub(super) out: Outgoing,
     pub(super) replay: Option<Replay>,
     /// A body read whole before the request went on, kept to send again
     /// exactly when a streamed one would be held for replay.
@@ -164,18 +173,22 @@ impl Outgoing {
     }
 }
 
+/// The prepared request and the first one to send, from [`prepare`].
+pub(super) type Placed<'p> = (&'p mut Prepared, &'p mut Option<Request<UpstreamBody>>);
+
 /// Applies the request rules and shapes the request for the backends, into
-/// `place` rather than returned: it is large, and the `Result` it came in was
-/// copied into the caller's future and out of it again.
+/// `places` (empty) rather than returned: it is large, and the `Result` it
+/// came in was copied into the caller's future and out of it again.
 pub(super) fn prepare<'p>(
     conn: &ConnCtx,
     rc: &mut RequestCtx,
     routed: &Routed,
     snapshot: &Snapshot,
-    mut parts: Parts,
+    // Borrowed: moved, it was copied into the caller's block and this call.
+    parts: &mut Parts,
     body: Inbound,
-    place: &'p mut Option<Prepared>,
-) -> Result<&'p mut Prepared, Refusal> {
+    places: &'p mut Places,
+) -> Result<Placed<'p>, Refusal> {
     let max_body = snapshot.limits.max_body_bytes;
     // Body limit, checked up front when the length is declared.
     if let Some(max) = max_body {
@@ -225,7 +238,7 @@ pub(super) fn prepare<'p>(
         parts.headers.insert(header::HOST, h.clone());
     }
     let plain = body.is_end_stream() && !upgrade;
-    let mut encoded = header_rules(conn, rc, routed, snapshot, &mut parts, &path, plain);
+    let mut encoded = header_rules(conn, rc, routed, snapshot, parts, &path, plain);
     encoded.raw_answer = wants_raw_answer(conn, routed, upgrade);
     let headers = std::mem::take(&mut parts.headers);
 
@@ -298,12 +311,12 @@ pub(super) fn prepare<'p>(
         path,
         host: rc.host.clone(),
     };
-    let mut first = Request::new(first_body);
-    *first.method_mut() = parts.method;
+    // Built where they stay (empty places: nothing is dropped first).
+    let first = places.first.get_or_insert_with(|| Request::new(first_body));
+    *first.method_mut() = std::mem::take(&mut parts.method);
     *first.headers_mut() = headers;
-    Ok(place.insert(Prepared {
+    let prepared = places.prepared.get_or_insert_with(|| Prepared {
         out,
-        first: Some(first),
         replay,
         whole,
         body_is_empty,
@@ -313,7 +326,8 @@ pub(super) fn prepare<'p>(
         client_upgrade,
         client_version,
         encoded,
-    }))
+    });
+    Ok((prepared, &mut places.first))
 }
 
 /// Whether the answer's fields may stay in their raw form: only when every
