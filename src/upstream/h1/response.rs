@@ -797,8 +797,8 @@ impl<'a> FramingFields<'a> {
 
     fn transfer_encoding(&mut self, v: &'a [u8]) {
         self.coded = true;
-        let codings = v.split(|b| *b == b',').map(<[u8]>::trim_ascii);
-        if let Some(c) = codings.filter(|c| !c.is_empty()).last() {
+        let mut codings = v.split(|b| *b == b',').map(<[u8]>::trim_ascii);
+        if let Some(c) = codings.rfind(|c| !c.is_empty()) {
             self.last_coding = Some(c);
         }
     }
@@ -976,7 +976,10 @@ mod tests {
                 (b"vary", Known::Vary, plain("vary: *\r\n")),
             ]
         );
-        assert!(raw.bytes().starts_with(b"HTTP/1.1 200 OK\r\nx-a: 1\r\nserver:s"));
+        assert!(
+            raw.bytes()
+                .starts_with(b"HTTP/1.1 200 OK\r\nx-a: 1\r\nserver:s")
+        );
         // Four names not known, on four bits: none may repeat.
         assert!(!raw.repeats);
         let again = head("HTTP/1.1 200 OK\r\nX-A: 1\r\nx-a: 2\r\n\r\n", true);
