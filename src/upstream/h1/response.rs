@@ -175,6 +175,7 @@ impl Known {
     /// Lowercases `name` in place and tells which name it is. A name of 4 to
     /// 16 bytes (most names) is read as two words, its first and last eight
     /// bytes (four below eight), lowercased and compared in registers.
+    #[inline]
     pub fn lowercase_and_tell(name: &mut [u8]) -> Known {
         let n = name.len();
         let key = match n {
@@ -808,18 +809,31 @@ impl<'a> FramingFields<'a> {
         if self.length_fault.is_some() {
             return;
         }
+        // Plain digits, the usual value, are a list of one.
+        if let Some(n) = decimal(v) {
+            self.length_value(n);
+            return;
+        }
         for part in v.split(|b| *b == b',') {
             let Some(n) = decimal(part.trim_ascii()) else {
                 self.length_fault = Some("invalid Content-Length");
                 return;
             };
-            if self.length.is_some_and(|l| l != n) {
-                self.length_fault = Some("conflicting Content-Length values");
+            if !self.length_value(n) {
                 return;
             }
-            self.length = Some(n);
-            self.lengths += 1;
         }
+    }
+
+    /// One value of a `Content-Length` list; false at a conflict.
+    fn length_value(&mut self, n: u64) -> bool {
+        if self.length.is_some_and(|l| l != n) {
+            self.length_fault = Some("conflicting Content-Length values");
+            return false;
+        }
+        self.length = Some(n);
+        self.lengths += 1;
+        true
     }
 }
 
