@@ -8,9 +8,10 @@
 //! A map iterates its names in the order they first came, each with all its
 //! values; removing a name moves the last name into its place (`HeaderMap`
 //! removes with `swap_remove`), inserting a present name keeps its place.
-//! `Entries` plays exactly that over the head's lines.
+//! `Entries` plays exactly that over the head's lines; where no name comes
+//! twice, each line is an entry and the lines are edited as the map is.
 
-use crate::upstream::h1::response::{Field, Known, Line, MAX_HEADERS, RawHead};
+use crate::upstream::h1::response::{Field, Known, Line, Lone, MAX_HEADERS, RawHead};
 use http::HeaderValue;
 
 /// The names of a map, in its iteration order: each is the index of the line
@@ -95,6 +96,98 @@ impl<'a> Entries<'a> {
 /// are written in: `request_id` replaces any the backend sent, `set_cookie`
 /// (a split's) joins the backend's cookies.
 pub fn splice(raw: &mut RawHead, request_id: HeaderValue, set_cookie: Option<HeaderValue>) {
+    if raw.repeats {
+        splice_entries(raw, set_cookie.is_some());
+    } else {
+        splice_lines(raw, set_cookie.is_some());
+    }
+    raw.request_id = Some(request_id);
+    raw.set_cookie = set_cookie;
+}
+
+/// The rules for a head where no name comes twice (the common case): each
+/// line is then an entry of its own, and a map's removal is the lines'
+/// `swap_remove`, so they are edited in place.
+fn splice_lines(raw: &mut RawHead, cookie: bool) {
+    // Taken out while the rules edit them, so that the head can be read.
+    let mut lines = std::mem::take(&mut raw.lines);
+    let has = |known: Known| raw.names & known.bit() != 0;
+    let find = |lines: &[Line], known: Known| {
+        if !has(known) {
+            return None;
+        }
+        lines
+            .iter()
+            .position(|l| matches!(l, Line::Backend(f) if f.known == known))
+    };
+    if has(Known::TransferEncoding) {
+        remove_line(find(&lines, Known::ContentLength), &mut lines);
+    }
+    if raw.names & HOP_BY_HOP != 0 {
+        remove_hop_by_hop_lines(raw, &mut lines);
+    }
+    if has(Known::ProxyAuthenticate) || has(Known::ProxyAuthenticationInfo) {
+        remove_line(find(&lines, Known::ProxyAuthenticate), &mut lines);
+        remove_line(find(&lines, Known::ProxyAuthenticationInfo), &mut lines);
+    }
+    match find(&lines, Known::XRequestId) {
+        Some(k) => lines[k] = Line::RequestId,
+        None => lines.push(Line::RequestId),
+    }
+    if cookie {
+        match find(&lines, Known::SetCookie) {
+            Some(k) => lines.insert(k + 1, Line::SetCookie),
+            None => lines.push(Line::SetCookie),
+        }
+    }
+    raw.lines = lines;
+}
+
+fn remove_line(at: Option<usize>, lines: &mut Vec<Line>) {
+    if let Some(k) = at {
+        lines.swap_remove(k);
+    }
+}
+
+/// `headers::remove_hop_by_hop` (without an upgrade kept) over `lines`, the
+/// lines of `raw` where no name comes twice.
+fn remove_hop_by_hop_lines(raw: &RawHead, lines: &mut Vec<Line>) {
+    let mut present = [Known::Other; 9];
+    let mut n = 0;
+    let mut connection = None;
+    for line in lines.iter() {
+        if let Line::Backend(f) = line
+            && f.known.is_hop_by_hop()
+            && n < present.len()
+        {
+            present[n] = f.known;
+            n += 1;
+            if f.known == Known::Connection {
+                connection = Some(*f);
+            }
+        }
+    }
+    let named = |lines: &[Line], name: &[u8], known: Known| {
+        lines
+            .iter()
+            .position(|l| matches!(l, Line::Backend(f) if raw.is_named(f, name, known)))
+    };
+    if let Some(f) = connection
+        && names_fields(&f, raw.value(&f))
+    {
+        for token in raw.value(&f).split(|&b| b == b',') {
+            let name = token.trim_ascii();
+            remove_line(named(lines, name, Known::of(name)), lines);
+        }
+    }
+    for &known in &present[..n] {
+        remove_line(named(lines, b"", known), lines);
+    }
+}
+
+/// The rules over the map's entries, for a head where a name may come more
+/// than once: the lines are put in the entries' order at the end.
+fn splice_entries(raw: &mut RawHead, cookie: bool) {
     let mut e = Entries::new(raw);
     if e.find_known(Known::TransferEncoding).is_some() {
         e.remove(Known::ContentLength);
@@ -110,7 +203,7 @@ pub fn splice(raw: &mut RawHead, request_id: HeaderValue, set_cookie: Option<Hea
         Some(k) => e.at[k] = REQUEST_ID,
         None => e.push(REQUEST_ID),
     }
-    let cookie_after = match set_cookie.as_ref().map(|_| e.find_known(Known::SetCookie)) {
+    let cookie_after = match cookie.then(|| e.find_known(Known::SetCookie)) {
         Some(Some(k)) => Some(e.at[k]),
         Some(None) => {
             e.push(SET_COOKIE);
@@ -165,32 +258,40 @@ pub fn splice(raw: &mut RawHead, request_id: HeaderValue, set_cookie: Option<Hea
         lines.push(line);
     }
     lines.drain(kept..old);
-    raw.request_id = Some(request_id);
-    raw.set_cookie = set_cookie;
+}
+
+/// The hop-by-hop names, a bit each in [`RawHead::names`].
+const HOP_BY_HOP: u32 = {
+    let all = [
+        Known::Connection,
+        Known::Te,
+        Known::Trailer,
+        Known::TransferEncoding,
+        Known::Upgrade,
+        Known::ProxyAuthorization,
+        Known::KeepAlive,
+        Known::ProxyConnection,
+        Known::Http2Settings,
+    ];
+    let mut bits = 0;
+    let mut i = 0;
+    while i < all.len() {
+        bits |= 1 << all[i] as u32;
+        i += 1;
+    }
+    bits
+};
+
+/// Whether the value `v` of the `Connection` field `f` names fields to
+/// remove, as the map's rules read it: not a lone standard token (which
+/// holds no comma), and visible ASCII (a value that is not names nothing:
+/// `to_str` fails).
+fn names_fields(f: &Field, v: &[u8]) -> bool {
+    f.lone == Lone::No && v.iter().all(|&b| b == b'\t' || (32..127).contains(&b))
 }
 
 /// `headers::remove_hop_by_hop` (without an upgrade kept), over the entries.
 fn remove_hop_by_hop(e: &mut Entries<'_>) {
-    const HOP_BY_HOP: u32 = {
-        let all = [
-            Known::Connection,
-            Known::Te,
-            Known::Trailer,
-            Known::TransferEncoding,
-            Known::Upgrade,
-            Known::ProxyAuthorization,
-            Known::KeepAlive,
-            Known::ProxyConnection,
-            Known::Http2Settings,
-        ];
-        let mut bits = 0;
-        let mut i = 0;
-        while i < all.len() {
-            bits |= 1 << all[i] as u32;
-            i += 1;
-        }
-        bits
-    };
     if e.raw.names & HOP_BY_HOP == 0 {
         return;
     }
@@ -210,11 +311,7 @@ fn remove_hop_by_hop(e: &mut Entries<'_>) {
     // Names listed in Connection go first, in the order they are listed.
     for f in raw.fields().filter(|f| f.known == Known::Connection) {
         let v = raw.value(f);
-        if !v.contains(&b',') && is_standard_connection_token(v) {
-            continue;
-        }
-        // A value that is not visible ASCII names nothing (`to_str` fails).
-        if !v.iter().all(|&b| b == b'\t' || (32..127).contains(&b)) {
+        if !names_fields(f, v) {
             continue;
         }
         for token in v.split(|&b| b == b',') {
@@ -227,8 +324,87 @@ fn remove_hop_by_hop(e: &mut Entries<'_>) {
     }
 }
 
-fn is_standard_connection_token(v: &[u8]) -> bool {
-    v.eq_ignore_ascii_case(b"keep-alive")
-        || v.eq_ignore_ascii_case(b"close")
-        || v.eq_ignore_ascii_case(b"upgrade")
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::h1::response::{Scratch, parse};
+
+    /// The lines of `head` through the rules both ways: over the entries, and
+    /// over the lines (only where no name comes twice).
+    fn both_ways(head: &str, cookie: bool) -> Option<(Vec<Line>, Vec<Line>)> {
+        let raw = || {
+            let mut buf = bytes::BytesMut::from(head.as_bytes());
+            let head = parse(&mut buf, &mut Scratch::default(), true);
+            head.unwrap().unwrap().raw.unwrap()
+        };
+        let (mut entries, mut lines) = (raw(), raw());
+        if lines.repeats {
+            return None;
+        }
+        splice_entries(&mut entries, cookie);
+        splice_lines(&mut lines, cookie);
+        Some((entries.lines.clone(), lines.lines.clone()))
+    }
+
+    #[test]
+    fn lines_are_edited_as_the_entries_are() {
+        const NAMES: [&str; 16] = [
+            "Connection",
+            "Keep-Alive",
+            "Content-Length",
+            "Transfer-Encoding",
+            "X-Request-Id",
+            "Set-Cookie",
+            "Trailer",
+            "TE",
+            "Upgrade",
+            "Proxy-Authenticate",
+            "Proxy-Authentication-Info",
+            "Date",
+            "X-A",
+            "x-bb",
+            "Xyz-Ccc",
+            "Server",
+        ];
+        const CONNECTION: [&str; 7] = [
+            "close",
+            "keep-alive",
+            "X-A",
+            "x-bb, close",
+            "Upgrade, xyz-ccc",
+            "te, connection, x-request-id",
+            "proxy-authenticate, set-cookie",
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut compared = 0;
+        for _ in 0..3000 {
+            let mut head = String::from("HTTP/1.1 200 OK\r\n");
+            let mut used = [false; NAMES.len()];
+            for _ in 0..next(10) {
+                let i = next(NAMES.len());
+                if std::mem::replace(&mut used[i], true) {
+                    continue;
+                }
+                let value = match NAMES[i] {
+                    "Connection" => CONNECTION[next(CONNECTION.len())],
+                    _ => "v",
+                };
+                head.push_str(&format!("{}: {value}\r\n", NAMES[i]));
+            }
+            head.push_str("\r\n");
+            let cookie = next(2) == 0;
+            if let Some((entries, lines)) = both_ways(&head, cookie) {
+                assert_eq!(entries, lines, "{head} cookie={cookie}");
+                compared += 1;
+            }
+        }
+        // The names not known (three) are told apart by their bits.
+        assert_eq!(compared, 3000);
+    }
 }

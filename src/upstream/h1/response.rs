@@ -39,6 +39,45 @@ pub struct Field {
     name: (u32, u32),
     value: (u32, u32),
     pub known: Known,
+    /// The field's line in the head is exactly `name: value` and CRLF, as a
+    /// writer would spell it: it can be copied whole ([`Field::line`]).
+    pub plain: bool,
+    /// For a `Connection` field, which usual lone token its value is.
+    pub lone: Lone,
+}
+
+/// A `Connection` value that is one of the usual tokens alone (any case),
+/// told once per field: it needs no split into a list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lone {
+    No,
+    KeepAlive,
+    Close,
+    Upgrade,
+}
+
+impl Lone {
+    pub fn of(v: &[u8]) -> Lone {
+        const KEEP_ALIVE: Key = key("keep-alive");
+        const CLOSE: Key = key("close");
+        const UPGRADE: Key = key("upgrade");
+        // The value's words lowercased in a copy: a value is not changed.
+        let n = v.len();
+        let word = |at: usize, len: usize| {
+            let mut w = [0u8; 8];
+            w[..len].copy_from_slice(&v[at..at + len]);
+            lower_word(u64::from_le_bytes(w))
+        };
+        match n {
+            5 | 7 => match (word(0, 4) | word(n - 4, 4) << 32, 0) {
+                k if k == CLOSE && n == 5 => Lone::Close,
+                k if k == UPGRADE && n == 7 => Lone::Upgrade,
+                _ => Lone::No,
+            },
+            10 if (word(0, 8), word(2, 8)) == KEEP_ALIVE => Lone::KeepAlive,
+            _ => Lone::No,
+        }
+    }
 }
 
 impl Field {
@@ -47,7 +86,16 @@ impl Field {
         name: (0, 0),
         value: (0, 0),
         known: Known::Other,
+        plain: false,
+        lone: Lone::No,
     };
+
+    /// Where the field's line lies in the head, its CRLF included; only
+    /// meaningful for a `plain` field.
+    pub fn line(&self) -> (usize, usize) {
+        let end = self.value.0 as usize + self.value.1 as usize + 2;
+        (self.name.0 as usize, end)
+    }
 }
 
 /// The names the response rules and the writer look at, and common ones
@@ -115,38 +163,93 @@ impl Known {
 
     /// Which name `name` is, whatever its case.
     pub fn of(name: &[u8]) -> Known {
-        // The length first: most names are then told by one comparison, of
-        // the name lowercased a word at a time into a zeroed buffer.
-        let candidates: &[Known] = match name.len() {
-            2 => &[Known::Te],
-            3 => &[Known::Age],
-            4 => &[Known::Date, Known::Etag, Known::Vary],
-            6 => &[Known::Server],
-            7 => &[Known::Trailer, Known::Upgrade, Known::Expires],
-            8 => &[Known::Location],
-            10 => &[Known::Connection, Known::KeepAlive, Known::SetCookie],
-            12 => &[Known::XRequestId, Known::ContentType],
-            13 => &[
-                Known::CacheControl,
-                Known::LastModified,
-                Known::AcceptRanges,
-            ],
-            14 => &[Known::ContentLength, Known::Http2Settings],
-            16 => &[Known::ProxyConnection],
-            17 => &[Known::TransferEncoding],
-            18 => &[Known::ProxyAuthenticate],
-            19 => &[Known::ProxyAuthorization],
-            25 => &[Known::ProxyAuthenticationInfo],
+        let mut lower = [0u8; 32];
+        let Some(room) = lower.get_mut(..name.len()) else {
+            return Known::Other;
+        };
+        room.copy_from_slice(name);
+        lowercase_words(room);
+        Known::of_lowercase(room)
+    }
+
+    /// Lowercases `name` in place and tells which name it is. A name of 4 to
+    /// 16 bytes (most names) is read as two words, its first and last eight
+    /// bytes (four below eight), lowercased and compared in registers.
+    #[inline]
+    pub fn lowercase_and_tell(name: &mut [u8]) -> Known {
+        let n = name.len();
+        let key = match n {
+            4..=7 => (lower_at::<4>(name, 0) | lower_at::<4>(name, n - 4) << 32, 0),
+            8..=16 => (lower_at::<8>(name, 0), lower_at::<8>(name, n - 8)),
+            _ => return lowercase_long(name),
+        };
+        let candidates: &[(Key, Known)] = match n {
+            4 => &KEYS_4,
+            6 => &KEYS_6,
+            7 => &KEYS_7,
+            8 => &KEYS_8,
+            10 => &KEYS_10,
+            12 => &KEYS_12,
+            13 => &KEYS_13,
+            14 => &KEYS_14,
+            16 => &KEYS_16,
             _ => return Known::Other,
         };
-        let mut lower = [0u8; 32];
-        lower[..name.len()].copy_from_slice(name);
-        lowercase_words(&mut lower);
         candidates
             .iter()
-            .copied()
-            .find(|&k| lower == PADDED[k as usize])
-            .unwrap_or(Known::Other)
+            .find(|c| c.0 == key)
+            .map_or(Known::Other, |c| c.1)
+    }
+
+    /// Which name `name`, in lowercase already, is: the length, then one
+    /// compare of a few words for most names.
+    pub fn of_lowercase(name: &[u8]) -> Known {
+        match name.len() {
+            2 if name == b"te" => Known::Te,
+            3 if name == b"age" => Known::Age,
+            4 => match name {
+                b"date" => Known::Date,
+                b"etag" => Known::Etag,
+                b"vary" => Known::Vary,
+                _ => Known::Other,
+            },
+            6 if name == b"server" => Known::Server,
+            7 => match name {
+                b"trailer" => Known::Trailer,
+                b"upgrade" => Known::Upgrade,
+                b"expires" => Known::Expires,
+                _ => Known::Other,
+            },
+            8 if name == b"location" => Known::Location,
+            10 => match name {
+                b"connection" => Known::Connection,
+                b"keep-alive" => Known::KeepAlive,
+                b"set-cookie" => Known::SetCookie,
+                _ => Known::Other,
+            },
+            12 => match name {
+                b"content-type" => Known::ContentType,
+                b"x-request-id" => Known::XRequestId,
+                _ => Known::Other,
+            },
+            13 => match name {
+                b"cache-control" => Known::CacheControl,
+                b"last-modified" => Known::LastModified,
+                b"accept-ranges" => Known::AcceptRanges,
+                _ => Known::Other,
+            },
+            14 => match name {
+                b"content-length" => Known::ContentLength,
+                b"http2-settings" => Known::Http2Settings,
+                _ => Known::Other,
+            },
+            16 if name == b"proxy-connection" => Known::ProxyConnection,
+            17 if name == b"transfer-encoding" => Known::TransferEncoding,
+            18 if name == b"proxy-authenticate" => Known::ProxyAuthenticate,
+            19 if name == b"proxy-authorization" => Known::ProxyAuthorization,
+            25 if name == b"proxy-authentication-info" => Known::ProxyAuthenticationInfo,
+            _ => Known::Other,
+        }
     }
 
     /// Its bit in [`RawHead::names`].
@@ -155,7 +258,8 @@ impl Known {
     }
 
     /// The name in lowercase (empty for `Other`).
-    pub fn lowercase(self) -> &'static str {
+    #[cfg(test)]
+    pub(crate) fn lowercase(self) -> &'static str {
         match self {
             Known::Other => "",
             Known::Connection => "connection",
@@ -217,8 +321,8 @@ pub enum Line {
 /// An answer's header fields left in the bytes they came in, for a reader
 /// that writes them out again (the client side's own HTTP/1.1 path) and so
 /// needs no map: building one costs a `HeaderName` and a `HeaderValue` per
-/// field, and the map's hashing. Names keep the backend's spelling; whoever
-/// writes them lowercases them as a map would have.
+/// field, and the map's hashing. Names are lowercased in the head's bytes, as
+/// a map would hold them, so that a writer can copy whole lines.
 ///
 /// Only answers asked for this way have it, and the response rules then
 /// edit `lines` (see `proxy::spliced`) instead of the map.
@@ -231,20 +335,26 @@ pub struct RawHead {
     /// too): a name not there needs no look.
     pub names: u32,
     /// Some name may come more than once (a known one did, or two others
-    /// came, which may be the same).
+    /// came that may be the same: told by their lengths and last bytes).
     pub repeats: bool,
     pub request_id: Option<HeaderValue>,
     pub set_cookie: Option<HeaderValue>,
 }
 
 impl RawHead {
-    /// The name of `f`, spelled as the backend sent it.
+    /// The name of `f`, in lowercase.
     pub fn name(&self, f: &Field) -> &[u8] {
         slice(&self.head, f.name)
     }
 
     pub fn value(&self, f: &Field) -> &[u8] {
         slice(&self.head, f.value)
+    }
+
+    /// The head's bytes (the status line, the fields as [`Field::line`]
+    /// places them, the blank line).
+    pub fn bytes(&self) -> &[u8] {
+        &self.head
     }
 
     /// The backend's fields among `lines`, in their order.
@@ -380,19 +490,16 @@ pub fn parse(buf: &mut BytesMut, scratch: &mut Scratch, raw: bool) -> Result<Opt
         lines.clear();
         // Room for the proxy's two fields and for the rules to reorder in place.
         lines.reserve(2 * resp.headers.len() + 2);
-        let (mut names, mut repeats) = (0u32, false);
         lines.extend(resp.headers.iter().map(|h| {
-            let known = Known::of(h.name.as_bytes());
-            repeats |= names & known.bit() != 0;
-            names |= known.bit();
             Line::Backend(Field {
                 name: offset(h.name.as_bytes()),
                 value: offset(h.value),
-                known,
+                known: Known::Other,
+                plain: false,
+                lone: Lone::No,
             })
         }));
-        raw.names = names;
-        raw.repeats = repeats;
+        (raw.names, raw.repeats) = classify(&mut buf[..len], lines);
         raw.head = buf.split_to(len).freeze();
         return Ok(Some(Head {
             status,
@@ -407,6 +514,8 @@ pub fn parse(buf: &mut BytesMut, scratch: &mut Scratch, raw: bool) -> Result<Opt
         name: offset(h.name.as_bytes()),
         value: offset(h.value),
         known: Known::Other,
+        plain: false,
+        lone: Lone::No,
     }));
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(fields.len());
@@ -425,66 +534,138 @@ pub fn parse(buf: &mut BytesMut, scratch: &mut Scratch, raw: bool) -> Result<Opt
     }))
 }
 
-/// Each [`Known`] name in a zeroed 32-byte buffer, as [`Known::of`] compares it.
-const PADDED: [[u8; 32]; 26] = {
-    const NAMES: [&str; 26] = [
-        "",
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authorization",
-        "proxy-connection",
-        "http2-settings",
-        "content-length",
-        "proxy-authenticate",
-        "proxy-authentication-info",
-        "x-request-id",
-        "set-cookie",
-        "date",
-        "server",
-        "content-type",
-        "cache-control",
-        "etag",
-        "last-modified",
-        "vary",
-        "expires",
-        "location",
-        "accept-ranges",
-        "age",
-    ];
-    let mut out = [[0u8; 32]; 26];
-    let mut k = 0;
-    while k < NAMES.len() {
-        let name = NAMES[k].as_bytes();
+/// Lowercases the names of a raw head's fields in `head` (the head's bytes)
+/// and tells each which name it is and whether its line is plain; the
+/// names seen ([`RawHead::names`]), and whether one may repeat.
+fn classify(head: &mut [u8], lines: &mut [Line]) -> (u32, bool) {
+    let (mut names, mut repeats, mut others) = (0u32, false, 0u32);
+    for line in lines {
+        let Line::Backend(f) = line else { continue };
+        let (start, len) = (f.name.0 as usize, f.name.1 as usize);
+        let Some(name) = head.get_mut(start..start + len) else {
+            continue;
+        };
+        f.known = Known::lowercase_and_tell(name);
+        if f.known == Known::Other {
+            // Names not known that share a bit may be the same.
+            let last = name.last().map_or(0, |&b| u32::from(b));
+            let bit = 1 << ((len as u32).wrapping_mul(7).wrapping_add(last) % 32);
+            repeats |= others & bit != 0;
+            others |= bit;
+        } else {
+            repeats |= names & f.known.bit() != 0;
+        }
+        names |= f.known.bit();
+        let name_end = start + len;
+        let value_end = f.value.0 as usize + f.value.1 as usize;
+        f.plain = f.value.0 as usize == name_end + 2
+            && head.get(name_end..name_end + 2) == Some(&b": "[..])
+            && head.get(value_end..value_end + 2) == Some(&b"\r\n"[..]);
+        if f.known == Known::Connection {
+            f.lone = Lone::of(head.get(f.value.0 as usize..value_end).unwrap_or_default());
+        }
+    }
+    (names, repeats)
+}
+
+/// How [`Known::lowercase_and_tell`] compares a name of 4 to 16 bytes: its
+/// first and last eight bytes as little-endian words (for a shorter name,
+/// its first and last four in one word), overlapping below 16 bytes.
+type Key = (u64, u64);
+
+const fn key(name: &str) -> Key {
+    const fn word(b: &[u8], at: usize, n: usize) -> u64 {
+        let mut w = 0;
         let mut i = 0;
-        while i < name.len() {
-            out[k][i] = name[i];
+        while i < n {
+            w |= (b[at + i] as u64) << (8 * i);
             i += 1;
         }
-        k += 1;
+        w
     }
-    out
-};
+    let (b, n) = (name.as_bytes(), name.len());
+    if n < 8 {
+        (word(b, 0, 4) | word(b, n - 4, 4) << 32, 0)
+    } else {
+        (word(b, 0, 8), word(b, n - 8, 8))
+    }
+}
+
+const KEYS_4: [(Key, Known); 3] = [
+    (key("date"), Known::Date),
+    (key("etag"), Known::Etag),
+    (key("vary"), Known::Vary),
+];
+const KEYS_6: [(Key, Known); 1] = [(key("server"), Known::Server)];
+const KEYS_7: [(Key, Known); 3] = [
+    (key("trailer"), Known::Trailer),
+    (key("upgrade"), Known::Upgrade),
+    (key("expires"), Known::Expires),
+];
+const KEYS_8: [(Key, Known); 1] = [(key("location"), Known::Location)];
+const KEYS_10: [(Key, Known); 3] = [
+    (key("connection"), Known::Connection),
+    (key("keep-alive"), Known::KeepAlive),
+    (key("set-cookie"), Known::SetCookie),
+];
+const KEYS_12: [(Key, Known); 2] = [
+    (key("content-type"), Known::ContentType),
+    (key("x-request-id"), Known::XRequestId),
+];
+const KEYS_13: [(Key, Known); 3] = [
+    (key("cache-control"), Known::CacheControl),
+    (key("last-modified"), Known::LastModified),
+    (key("accept-ranges"), Known::AcceptRanges),
+];
+const KEYS_14: [(Key, Known); 2] = [
+    (key("content-length"), Known::ContentLength),
+    (key("http2-settings"), Known::Http2Settings),
+];
+const KEYS_16: [(Key, Known); 1] = [(key("proxy-connection"), Known::ProxyConnection)];
+
+/// [`Known::lowercase_and_tell`] for names under 4 or over 16 bytes; apart,
+/// so that its loop does not weigh on the common case.
+#[inline(never)]
+fn lowercase_long(name: &mut [u8]) -> Known {
+    lowercase_words(name);
+    Known::of_lowercase(name)
+}
+
+/// The `N` (4 or 8) bytes of `name` at `at`, lowercased in place, as a
+/// little-endian word.
+fn lower_at<const N: usize>(name: &mut [u8], at: usize) -> u64 {
+    let Some(bytes) = name.get_mut(at..at + N) else {
+        return 0;
+    };
+    let mut word = [0u8; 8];
+    word[..N].copy_from_slice(bytes);
+    let lower = lower_word(u64::from_le_bytes(word));
+    bytes.copy_from_slice(&lower.to_le_bytes()[..N]);
+    lower
+}
+
+/// ASCII letters to lowercase in a word, in bytes below 0x80 (a name's
+/// token characters); others are left as they are.
+fn lower_word(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // 0x80 in each byte that is at least 'A' and not above 'Z' (below
+    // 0x80, no carry crosses into the next byte).
+    let heptets = x & (0x7f * ONES);
+    let at_least_a = heptets + (0x80 - u64::from(b'A')) * ONES;
+    let above_z = heptets + (0x80 - u64::from(b'Z') - 1) * ONES;
+    let upper = at_least_a & !above_z & !x & (0x80 * ONES);
+    x | (upper >> 2)
+}
 
 /// ASCII letters to lowercase, eight bytes at a time, in bytes below 0x80
 /// (a name's token characters); others are left as they are.
 pub fn lowercase_words(bytes: &mut [u8]) {
-    const ONES: u64 = 0x0101_0101_0101_0101;
     let mut chunks = bytes.chunks_exact_mut(8);
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word);
-        // 0x80 in each byte that is at least 'A' and not above 'Z' (below
-        // 0x80, no carry crosses into the next byte).
-        let heptets = x & (0x7f * ONES);
-        let at_least_a = heptets + (0x80 - u64::from(b'A')) * ONES;
-        let above_z = heptets + (0x80 - u64::from(b'Z') - 1) * ONES;
-        let upper = at_least_a & !above_z & !x & (0x80 * ONES);
-        chunk.copy_from_slice(&(x | (upper >> 2)).to_le_bytes());
+        let lower = lower_word(u64::from_le_bytes(word));
+        chunk.copy_from_slice(&lower.to_le_bytes());
     }
     chunks.into_remainder().make_ascii_lowercase();
 }
@@ -511,9 +692,13 @@ fn part(head: &Bytes, (start, len): (u32, u32)) -> Bytes {
 /// `head_request`) is framed (RFC 9112 6.3), and whether the connection may
 /// carry another request after it.
 pub fn framing(head: &Head, head_request: bool) -> Result<(Framing, bool), Error> {
+    let read = match &head.raw {
+        Some(raw) => FramingFields::of_raw(raw),
+        None => FramingFields::of_map(&head.headers),
+    };
     let keep_alive = match head.version {
-        Version::HTTP_10 => has_token(head, &CONNECTION, "keep-alive"),
-        _ => !has_token(head, &CONNECTION, "close"),
+        Version::HTTP_10 => read.keep_alive,
+        _ => !read.close,
     };
     let status = head.status;
     if head_request
@@ -523,37 +708,133 @@ pub fn framing(head: &Head, head_request: bool) -> Result<(Framing, bool), Error
     {
         return Ok((Framing::Length(0), keep_alive));
     }
-    if field_values(head, &TRANSFER_ENCODING).next().is_some() {
-        let last = field_values(head, &TRANSFER_ENCODING)
-            .flat_map(|v| v.split(|b| *b == b','))
-            .map(|c| c.trim_ascii())
-            .filter(|c| !c.is_empty())
-            .last();
+    if read.coded {
         // A length next to the coding hints at smuggling: used once only.
-        let reuse = keep_alive && field_values(head, &CONTENT_LENGTH).next().is_none();
-        return Ok(match last {
+        let reuse = keep_alive && !read.length_field;
+        return Ok(match read.last_coding {
             Some(c) if c.eq_ignore_ascii_case(b"chunked") => {
                 (Framing::Chunked(Decoder::new()), reuse)
             }
             _ => (Framing::Close, false),
         });
     }
-    let mut length = None;
-    let mut values = 0;
-    for v in field_values(head, &CONTENT_LENGTH) {
-        for part in v.split(|b| *b == b',') {
-            let n = decimal(part.trim_ascii()).ok_or(Error::Parse("invalid Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Error::Parse("conflicting Content-Length values"));
-            }
-            length = Some(n);
-            values += 1;
-        }
+    if let Some(fault) = read.length_fault {
+        return Err(Error::Parse(fault));
     }
-    Ok(match length {
-        Some(n) => (Framing::Length(n), keep_alive && values == 1),
+    Ok(match read.length {
+        Some(n) => (Framing::Length(n), keep_alive && read.lengths == 1),
         None => (Framing::Close, false),
     })
+}
+
+/// What [`framing`] reads in a head's `Connection`, `Transfer-Encoding` and
+/// `Content-Length` fields, taken in the order they came.
+#[derive(Default)]
+struct FramingFields<'a> {
+    /// `Connection` lists `close`; lists `keep-alive`.
+    close: bool,
+    keep_alive: bool,
+    /// A `Transfer-Encoding` field came, and the last coding listed.
+    coded: bool,
+    last_coding: Option<&'a [u8]>,
+    /// A `Content-Length` field came; its value, how many values there were
+    /// (a list counts each), until the first fault.
+    length_field: bool,
+    length: Option<u64>,
+    lengths: u32,
+    length_fault: Option<&'static str>,
+}
+
+impl<'a> FramingFields<'a> {
+    fn of_map(headers: &'a HeaderMap) -> Self {
+        let mut read = FramingFields::default();
+        for v in headers.get_all(CONNECTION) {
+            read.connection(v.as_bytes(), Lone::of(v.as_bytes()));
+        }
+        for v in headers.get_all(TRANSFER_ENCODING) {
+            read.transfer_encoding(v.as_bytes());
+        }
+        for v in headers.get_all(CONTENT_LENGTH) {
+            read.content_length(v.as_bytes());
+        }
+        read
+    }
+
+    /// One pass over the lines, none for a head without the three names.
+    fn of_raw(raw: &'a RawHead) -> Self {
+        const FRAMING: u32 = (1 << Known::Connection as u32)
+            | (1 << Known::TransferEncoding as u32)
+            | (1 << Known::ContentLength as u32);
+        let mut read = FramingFields::default();
+        if raw.names & FRAMING == 0 {
+            return read;
+        }
+        for f in raw.fields() {
+            match f.known {
+                Known::Connection => read.connection(raw.value(f), f.lone),
+                Known::TransferEncoding => read.transfer_encoding(raw.value(f)),
+                Known::ContentLength => read.content_length(raw.value(f)),
+                _ => {}
+            }
+        }
+        read
+    }
+
+    fn connection(&mut self, v: &[u8], lone: Lone) {
+        match lone {
+            Lone::KeepAlive => self.keep_alive = true,
+            Lone::Close => self.close = true,
+            Lone::Upgrade => {}
+            Lone::No => self.connection_list(v),
+        }
+    }
+
+    fn connection_list(&mut self, v: &[u8]) {
+        for t in v.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            self.close |= t.eq_ignore_ascii_case(b"close");
+            self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
+
+    fn transfer_encoding(&mut self, v: &'a [u8]) {
+        self.coded = true;
+        let mut codings = v.split(|b| *b == b',').map(<[u8]>::trim_ascii);
+        if let Some(c) = codings.rfind(|c| !c.is_empty()) {
+            self.last_coding = Some(c);
+        }
+    }
+
+    fn content_length(&mut self, v: &[u8]) {
+        self.length_field = true;
+        if self.length_fault.is_some() {
+            return;
+        }
+        // Plain digits, the usual value, are a list of one.
+        if let Some(n) = decimal(v) {
+            self.length_value(n);
+            return;
+        }
+        for part in v.split(|b| *b == b',') {
+            let Some(n) = decimal(part.trim_ascii()) else {
+                self.length_fault = Some("invalid Content-Length");
+                return;
+            };
+            if !self.length_value(n) {
+                return;
+            }
+        }
+    }
+
+    /// One value of a `Content-Length` list; false at a conflict.
+    fn length_value(&mut self, n: u64) -> bool {
+        if self.length.is_some_and(|l| l != n) {
+            self.length_fault = Some("conflicting Content-Length values");
+            return false;
+        }
+        self.length = Some(n);
+        self.lengths += 1;
+        true
+    }
 }
 
 /// A length as plain ASCII digits (no sign, no spaces, no list) that fits
@@ -564,49 +845,6 @@ pub(crate) fn decimal(s: &[u8]) -> Option<u64> {
     }
     s.iter().try_fold(0u64, |n, d| {
         n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
-}
-
-/// The values of the fields called `name`, in order, whichever form the head
-/// keeps them in.
-fn field_values<'a>(head: &'a Head, name: &HeaderName) -> Values<'a> {
-    match &head.raw {
-        Some(raw) => {
-            let known = match *name {
-                CONNECTION => Known::Connection,
-                CONTENT_LENGTH => Known::ContentLength,
-                TRANSFER_ENCODING => Known::TransferEncoding,
-                _ => Known::of(name.as_str().as_bytes()),
-            };
-            Values::Raw(raw, raw.lines.iter(), known)
-        }
-        None => Values::Map(head.headers.get_all(name).iter()),
-    }
-}
-
-enum Values<'a> {
-    Map(http::header::ValueIter<'a, HeaderValue>),
-    Raw(&'a RawHead, std::slice::Iter<'a, Line>, Known),
-}
-
-impl<'a> Iterator for Values<'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        match self {
-            Values::Map(values) => values.next().map(HeaderValue::as_bytes),
-            Values::Raw(raw, lines, known) => lines.find_map(|l| match l {
-                Line::Backend(f) if f.known == *known => Some(raw.value(f)),
-                _ => None,
-            }),
-        }
-    }
-}
-
-fn has_token(head: &Head, name: &HeaderName, token: &str) -> bool {
-    field_values(head, name).any(|v| {
-        v.split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
     })
 }
 
@@ -643,14 +881,123 @@ mod tests {
         assert_eq!(Known::of(b"Content-TYPE"), Known::ContentType);
         for k in Known::ALL {
             assert_eq!(Known::of(k.lowercase().as_bytes()), k, "{k:?}");
-            assert_eq!(
-                &PADDED[k as usize][..k.lowercase().len()],
-                k.lowercase().as_bytes()
-            );
+            assert_eq!(Known::of(k.lowercase().to_uppercase().as_bytes()), k);
         }
         assert_eq!(raw.to_map(), head(text, false).headers);
         let order: Vec<_> = raw.to_map().keys().map(|n| n.to_string()).collect();
         assert_eq!(order, ["x-a", "content-type", "z"]);
+    }
+
+    #[test]
+    fn names_are_told_the_same_from_words_and_from_bytes() {
+        let mut names: Vec<Vec<u8>> = Known::ALL
+            .iter()
+            .flat_map(|k| {
+                let lower = k.lowercase();
+                [lower.to_string(), lower.to_uppercase(), format!("{lower}s")]
+            })
+            .map(String::into_bytes)
+            .collect();
+        // Every length, and names one byte away from a known one.
+        let alphabet = b"-aAzZ09_!~";
+        for len in 1..=40 {
+            names.push((0..len).map(|i| alphabet[i % alphabet.len()]).collect());
+        }
+        for k in Known::ALL {
+            for at in 0..k.lowercase().len() {
+                let mut near = k.lowercase().as_bytes().to_vec();
+                near[at] ^= 0x01;
+                names.push(near);
+            }
+        }
+        for name in names {
+            let mut lowered = name.clone();
+            let told = Known::lowercase_and_tell(&mut lowered);
+            assert_eq!(lowered, name.to_ascii_lowercase(), "{name:?}");
+            assert_eq!(told, Known::of(&name), "{name:?}");
+            assert_eq!(told, Known::of_lowercase(&lowered), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn lone_connection_tokens_are_told_as_compared_bytes_tell_them() {
+        let mut values: Vec<Vec<u8>> = [
+            "keep-alive",
+            "Keep-Alive",
+            "KEEP-ALIVE",
+            "close",
+            "Close",
+            "upgrade",
+            "UpGrade",
+            "keep-alivE",
+            "keep_alive",
+            "keep-alive, close",
+            "closed",
+            "clos",
+            "",
+            "x",
+        ]
+        .iter()
+        .map(|v| v.as_bytes().to_vec())
+        .collect();
+        for token in ["keep-alive", "close", "upgrade"] {
+            for at in 0..token.len() {
+                for bit in [0x01, 0x20, 0x80] {
+                    let mut near = token.as_bytes().to_vec();
+                    near[at] ^= bit;
+                    values.push(near);
+                }
+            }
+        }
+        for v in values {
+            let by_bytes = if v.eq_ignore_ascii_case(b"keep-alive") {
+                Lone::KeepAlive
+            } else if v.eq_ignore_ascii_case(b"close") {
+                Lone::Close
+            } else if v.eq_ignore_ascii_case(b"upgrade") {
+                Lone::Upgrade
+            } else {
+                Lone::No
+            };
+            assert_eq!(Lone::of(&v), by_bytes, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn raw_names_are_lowercased_and_plain_lines_told() {
+        let text = "HTTP/1.1 200 OK\r\nX-A: 1\r\nServer:s\r\nDATE:  d\r\nE: \r\nF:\r\nG: 7 \r\nH: 8\nVary: *\r\n\r\n";
+        let h = head(text, true);
+        let raw = h.raw.unwrap();
+        let lines: Vec<_> = raw
+            .fields()
+            .map(|f| {
+                let (start, end) = f.line();
+                let line = f.plain.then(|| &raw.bytes()[start..end]);
+                (raw.name(f), f.known, line)
+            })
+            .collect();
+        let plain = |l: &'static str| Some(l.as_bytes());
+        assert_eq!(
+            lines,
+            [
+                (&b"x-a"[..], Known::Other, plain("x-a: 1\r\n")),
+                (b"server", Known::Server, None),
+                (b"date", Known::Date, None),
+                (b"e", Known::Other, plain("e: \r\n")),
+                (b"f", Known::Other, None),
+                (b"g", Known::Other, None),
+                (b"h", Known::Other, None),
+                (b"vary", Known::Vary, plain("vary: *\r\n")),
+            ]
+        );
+        assert!(
+            raw.bytes()
+                .starts_with(b"HTTP/1.1 200 OK\r\nx-a: 1\r\nserver:s")
+        );
+        // Four names not known, on four bits: none may repeat.
+        assert!(!raw.repeats);
+        let again = head("HTTP/1.1 200 OK\r\nX-A: 1\r\nx-a: 2\r\n\r\n", true);
+        assert!(again.raw.unwrap().repeats);
     }
 
     #[test]
