@@ -88,3 +88,22 @@ impl<T> Switched<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switched_answers_what_was_stored() {
+        let s = Switched::new(None::<Arc<u32>>);
+        assert!(s.load().is_none() && s.load_full().is_none());
+        s.store(Some(Arc::new(7)));
+        assert_eq!(s.load().as_deref(), Some(&7));
+        assert_eq!(s.load_full().as_deref(), Some(&7));
+        s.store(Some(Arc::new(8)));
+        assert_eq!(s.load().as_deref(), Some(&8));
+        s.store(None);
+        assert!(s.load().is_none() && s.load_full().is_none());
+        assert_eq!(Switched::new(Some(Arc::new(1))).load().as_deref(), Some(&1));
+    }
+}

@@ -68,7 +68,10 @@ pub(crate) fn decide(buf: &[u8], max_head: usize, max_body: Option<u64>) -> Deci
     let (Some(method), Some(target)) = (req.method, req.path) else {
         return Decision::HandOver;
     };
-    if method == "CONNECT" || !lines_end_in_crlf(&buf[..len], method, req.headers) {
+    let crlf = lines_end_in_crlf(&buf[..len], method, req.headers);
+    // The tests and the fuzz targets search for a bare LF as well.
+    debug_assert_eq!(crlf, !has_bare_lf(&buf[..len]));
+    if method == "CONNECT" || !crlf {
         return Decision::HandOver;
     }
     let mut layout = Layout {
@@ -163,7 +166,11 @@ pub(crate) fn request(
         let name = match name.eq_ignore_ascii_case(b"host") {
             true => header::HOST,
             false => match common_name(name) {
-                Some(known) => known,
+                Some(known) => {
+                    // The tests and the fuzz targets make each name both ways.
+                    debug_assert_eq!(Some(&known), HeaderName::from_bytes(name).ok().as_ref());
+                    known
+                }
                 None => HeaderName::from_bytes(name).ok()?,
             },
         };
@@ -364,7 +371,7 @@ fn range_of(buf: &[u8], part: &[u8]) -> Range<usize> {
 }
 
 /// A line ending in LF alone: hyper and the guard read those, so they decide.
-#[cfg(test)]
+/// What [`lines_end_in_crlf`] is checked against (debug builds, tests).
 fn has_bare_lf(head: &[u8]) -> bool {
     memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
