@@ -57,6 +57,12 @@ impl Router {
         }
     }
 
+    /// Whether any route names a host: without, [`Router::find`] goes by
+    /// the path alone, and the host need not be normalized for it.
+    pub fn has_hosts(&self) -> bool {
+        !self.exact.is_empty() || !self.wildcard.is_empty()
+    }
+
     /// `host` must already be lowercase and without port.
     pub fn find(&self, host: &str, path: &str) -> Option<usize> {
         if let Some(r) = self.exact.get(host).and_then(|t| t.find(path)) {
@@ -131,6 +137,22 @@ mod tests {
         assert_eq!(r.find("a.eu.example.com", "/"), Some(5));
         assert_eq!(r.find("example.com", "/api/v1"), Some(1));
         assert_eq!(r.find("other.org", "/x"), Some(0));
+    }
+
+    #[test]
+    fn a_router_without_hosts_goes_by_the_path() {
+        let mut r = Router::default();
+        r.add(None, "/", 0);
+        r.add(None, "/api", 1);
+        assert!(!r.has_hosts());
+        for host in ["", "a.example", "b.example"] {
+            assert_eq!(r.find(host, "/api/x"), Some(1));
+            assert_eq!(r.find(host, "/x"), Some(0));
+        }
+        assert!(router().has_hosts());
+        let mut wild = Router::default();
+        wild.add(Some(&HostMatch::Wildcard("example.com".into())), "/", 0);
+        assert!(wild.has_hosts());
     }
 
     #[test]
