@@ -177,7 +177,9 @@ pub fn valid_host(v: &[u8]) -> bool {
             _ => return false,
         }
     } else {
-        let (name, port) = match memchr::memrchr(b':', v) {
+        // A plain search from the end: a host is a few bytes long, and
+        // `memrchr` cost ~70 instructions a call for one.
+        let (name, port) = match v.iter().rposition(|&b| b == b':') {
             Some(i) => (&v[..i], Some(&v[i + 1..])),
             None => (v, None),
         };
@@ -278,20 +280,46 @@ pub fn generate_request_id() -> HeaderValue {
         }
         let id = block.slice(*next..*next + 32);
         *next += 32;
-        // Always valid: hex digits only.
-        HeaderValue::from_maybe_shared(id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+        debug_assert!(id.iter().all(u8::is_ascii_hexdigit));
+        // SAFETY: hex digits only (ASCII, so UTF-8, all the function asks
+        // for), which `HeaderValue` accepts: a check of each would cost more
+        // than making the ID (debug builds check it still).
+        unsafe { HeaderValue::from_maybe_shared_unchecked(id) }
     })
 }
 
-/// `n` request IDs of 32 lowercase hex characters, one after the other.
-fn request_id_block(n: usize) -> bytes::Bytes {
+/// Each byte as two lowercase hex digits, the high nibble first.
+const HEX_PAIRS: [[u8; 2]; 256] = {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = Vec::with_capacity(n * 32);
-    for _ in 0..n * 2 {
-        let a = crate::rand::u64();
-        buf.extend((0..16).map(|i| HEX[((a >> (i * 4)) & 0xf) as usize]));
+    let mut t = [[0; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = [HEX[b >> 4], HEX[b & 0xf]];
+        b += 1;
+    }
+    t
+};
+
+/// `n` request IDs of 32 lowercase hex characters, one after the other: a
+/// byte's two digits at a time from a table (a word's 16 at once with shifts
+/// and masks cost more).
+fn request_id_block(n: usize) -> bytes::Bytes {
+    let mut buf = vec![0u8; n * 32];
+    for id in buf.chunks_exact_mut(32) {
+        let bits = (u128::from(crate::rand::u64()) << 64) | u128::from(crate::rand::u64());
+        id.copy_from_slice(&hex32(bits));
     }
     bytes::Bytes::from(buf)
+}
+
+/// `x` as 32 lowercase hex digits (`format!("{x:032x}")`).
+#[inline]
+fn hex32(x: u128) -> [u8; 32] {
+    let mut out = [0; 32];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(x.to_be_bytes()) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
+    }
+    out
 }
 
 /// Precomputed per connection: what the forwarding headers say about the peer.
@@ -839,6 +867,19 @@ mod tests {
     }
 
     #[test]
+    fn hex_digits_are_those_of_format() {
+        let mut x = 0x0123_4567_89ab_cdefu64;
+        for v in [0, 9, 10, 15, 16, u128::MAX, 0xa0a0_a0a0_0909_0909 << 64] {
+            assert_eq!(hex32(v), format!("{v:032x}").as_bytes(), "{v:x}");
+        }
+        for _ in 0..10_000 {
+            x = crate::rand::mix(x);
+            let v = (u128::from(x) << 64) | u128::from(crate::rand::mix(!x));
+            assert_eq!(hex32(v), format!("{v:032x}").as_bytes(), "{v:x}");
+        }
+    }
+
+    #[test]
     fn request_ids_are_distinct_hex() {
         let ids: std::collections::HashSet<Vec<u8>> = (0..200)
             .map(|_| generate_request_id().as_bytes().to_vec())
@@ -860,6 +901,8 @@ mod tests {
             "[2001:db8::1]",
             "xn--bcher-kva.example",
             "",
+            ":80",
+            "a:",
         ] {
             assert!(valid_host(ok.as_bytes()), "{ok}");
         }
@@ -874,6 +917,10 @@ mod tests {
             "[zz]",
             "a\tb",
             "caf\u{e9}",
+            "a:1:2",
+            "a:b",
+            "::1",
+            "a.example:8x",
         ] {
             assert!(!valid_host(bad.as_bytes()), "{bad}");
         }

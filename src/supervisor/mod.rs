@@ -27,8 +27,8 @@ use crate::failover::controller::{self, Controllers};
 use crate::failover::notify::Notifier;
 use crate::health::HealthChecks;
 use crate::listener::{Cores, ListenerHandle};
-use crate::proxy::ProxyContext;
 use crate::proxy::access_log::AccessLog;
+use crate::proxy::{ProxyContext, Switched};
 use crate::snapshot::Snapshot;
 use crate::telemetry::Telemetry;
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -109,8 +109,8 @@ impl Supervisor {
         let events = Arc::new(Events::default());
         let proxy = Arc::new(ProxyContext {
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
-            access_log: ArcSwapOption::from(access_log.map(Arc::new)),
-            otlp: ArcSwapOption::from(otlp),
+            access_log: Switched::new(access_log.map(Arc::new)),
+            otlp: Switched::new(otlp),
             telemetry: Arc::new(Telemetry::default()),
             acme: Arc::new(ArcSwap::from_pointee(Vec::new())),
             events: events.clone(),

@@ -2,11 +2,12 @@
 //! it: only the plainest requests qualify (see the module above for why
 //! everything else goes to hyper).
 
-use crate::proxy::headers::HeadFacts;
+use crate::proxy::headers::{self as hdr, HeadFacts};
 use crate::upstream::body::{Inbound, REPLAY_LIMIT};
 use crate::upstream::h1::response::decimal;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, header};
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// hyper's own bound on the number of header fields; more goes to hyper,
@@ -50,21 +51,27 @@ pub(crate) enum Decision {
 /// or at the empty lines before it). `max_head`: `limits.max_header_bytes`;
 /// `max_body`: `limits.max_body_bytes`.
 pub(crate) fn decide(buf: &[u8], max_head: usize, max_body: Option<u64>) -> Decision {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
+    // Left uninitialized: httparse writes the fields it finds and hands back
+    // only those (an array of 100 empty fields cost ~300 instructions a
+    // request to fill, for a head of one or two fields).
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,
         // The guard's limits (431, 414) are hyper's side: anything near them goes there.
         Ok(httparse::Status::Partial) if buf.len() <= max_head => return Decision::Partial,
         Ok(httparse::Status::Partial) | Err(_) => return Decision::HandOver,
     };
-    if len > max_head || req.version != Some(1) || has_bare_lf(&buf[..len]) {
+    if len > max_head || req.version != Some(1) {
         return Decision::HandOver;
     }
     let (Some(method), Some(target)) = (req.method, req.path) else {
         return Decision::HandOver;
     };
-    if method == "CONNECT" {
+    let crlf = lines_end_in_crlf(&buf[..len], method, req.headers);
+    // The tests and the fuzz targets search for a bare LF as well.
+    debug_assert_eq!(crlf, !has_bare_lf(&buf[..len]));
+    if method == "CONNECT" || !crlf {
         return Decision::HandOver;
     }
     let mut layout = Layout {
@@ -80,35 +87,55 @@ pub(crate) fn decide(buf: &[u8], max_head: usize, max_body: Option<u64>) -> Deci
     let mut lengths = 0;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            // One plain length within the bound; a repeated, odd or larger
-            // one is hyper's (and the guard's) to answer as before.
-            lengths += 1;
-            match decimal(h.value) {
-                Some(n) if lengths == 1 && n <= body_bound => layout.body = n,
-                _ => return Decision::HandOver,
+        // One look per field: the names asked about differ in length.
+        match Framing::of(name) {
+            Framing::ContentLength => {
+                // One plain length within the bound; a repeated, odd or
+                // larger one is hyper's (and the guard's) to answer as before.
+                lengths += 1;
+                match decimal(h.value) {
+                    Some(n) if lengths == 1 && n <= body_bound => layout.body = n,
+                    _ => return Decision::HandOver,
+                }
             }
-        }
-        // Chunked framing, upgrades and expectations are hyper's business,
-        // with the guard.
-        if name.eq_ignore_ascii_case(b"transfer-encoding")
-            || name.eq_ignore_ascii_case(b"upgrade")
-            || name.eq_ignore_ascii_case(b"expect")
-        {
-            return Decision::HandOver;
+            // Chunked framing, upgrades and expectations are hyper's
+            // business, with the guard.
+            Framing::HyperOnly => return Decision::HandOver,
+            Framing::Connection => layout.close |= has_token(h.value, b"close"),
+            Framing::Te => layout.trailers |= has_token(h.value, b"trailers"),
+            Framing::Other => {}
         }
         layout
             .fields
             .push((range_of(buf, name), range_of(buf, h.value)));
     }
-    for (name, value) in req.headers.iter().map(|h| (h.name.as_bytes(), h.value)) {
-        if name.eq_ignore_ascii_case(b"connection") && has_token(value, b"close") {
-            layout.close = true;
-        } else if name.eq_ignore_ascii_case(b"te") && has_token(value, b"trailers") {
-            layout.trailers = true;
+    Decision::Serve(layout)
+}
+
+/// What a field's name means to [`decide`].
+#[derive(Debug, PartialEq, Eq)]
+enum Framing {
+    ContentLength,
+    /// `Transfer-Encoding`, `Upgrade`, `Expect`.
+    HyperOnly,
+    Connection,
+    Te,
+    Other,
+}
+
+impl Framing {
+    fn of(name: &[u8]) -> Framing {
+        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+        match name.len() {
+            14 if is(b"content-length") => Framing::ContentLength,
+            17 if is(b"transfer-encoding") => Framing::HyperOnly,
+            7 if is(b"upgrade") => Framing::HyperOnly,
+            6 if is(b"expect") => Framing::HyperOnly,
+            10 if is(b"connection") => Framing::Connection,
+            2 if is(b"te") => Framing::Te,
+            _ => Framing::Other,
         }
     }
-    Decision::Serve(layout)
 }
 
 /// The request the pipeline gets, its parts shared with `head` (the frozen
@@ -135,11 +162,17 @@ pub(crate) fn request(
     let mut headers = HeaderMap::with_capacity(layout.fields.len() + room);
     for (name, value) in &layout.fields {
         let name = &head[name.clone()];
-        // Every request names its host: that name is known without the walk
-        // of `from_bytes` through its table of names.
+        // Every request names its host: that name is known at once.
         let name = match name.eq_ignore_ascii_case(b"host") {
             true => header::HOST,
-            false => HeaderName::from_bytes(name).ok()?,
+            false => match common_name(name) {
+                Some(known) => {
+                    // The tests and the fuzz targets make each name both ways.
+                    debug_assert_eq!(Some(&known), HeaderName::from_bytes(name).ok().as_ref());
+                    known
+                }
+                None => HeaderName::from_bytes(name).ok()?,
+            },
         };
         let value = head.slice(value.clone());
         let value = if value.is_ascii() {
@@ -163,6 +196,163 @@ pub(crate) fn request(
     Some(req)
 }
 
+static SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+static SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
+static SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
+static SEC_FETCH_USER: HeaderName = HeaderName::from_static("sec-fetch-user");
+static SEC_CH_UA: HeaderName = HeaderName::from_static("sec-ch-ua");
+static SEC_CH_UA_MOBILE: HeaderName = HeaderName::from_static("sec-ch-ua-mobile");
+static SEC_CH_UA_PLATFORM: HeaderName = HeaderName::from_static("sec-ch-ua-platform");
+static X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static PRIORITY: HeaderName = HeaderName::from_static("priority");
+
+/// The longest name [`common_name`] knows (`upgrade-insecure-requests`).
+const LONGEST_COMMON_NAME: usize = 25;
+
+/// The name of a field browsers, API clients and proxies commonly send, made
+/// without `HeaderName::from_bytes` (which lowers the name through a table,
+/// then looks for it among all the standard names, and copies a name outside
+/// them into an allocation of its own); `None` for any other name, which
+/// `from_bytes` then makes. The same `HeaderName` either way: a standard
+/// name's constant, or a non-standard one's lowercase spelling.
+pub(crate) fn common_name(name: &[u8]) -> Option<HeaderName> {
+    if name.len() > LONGEST_COMMON_NAME {
+        return None;
+    }
+    let mut buf = [0u8; LONGEST_COMMON_NAME];
+    let lower = &mut buf[..name.len()];
+    for (l, b) in lower.iter_mut().zip(name) {
+        *l = b.to_ascii_lowercase();
+    }
+    let lower: &[u8] = lower;
+    // By length first: each arm then compares against a few names.
+    Some(match lower.len() {
+        2 if lower == b"te" => header::TE,
+        3 if lower == b"via" => header::VIA,
+        3 if lower == b"dnt" => header::DNT,
+        4 if lower == b"host" => header::HOST,
+        5 if lower == b"range" => header::RANGE,
+        6 => match lower {
+            b"accept" => header::ACCEPT,
+            b"cookie" => header::COOKIE,
+            b"origin" => header::ORIGIN,
+            b"pragma" => header::PRAGMA,
+            _ => return None,
+        },
+        7 if lower == b"referer" => header::REFERER,
+        8 => match lower {
+            b"if-match" => header::IF_MATCH,
+            b"if-range" => header::IF_RANGE,
+            b"priority" => PRIORITY.clone(),
+            _ => return None,
+        },
+        9 => match lower {
+            b"forwarded" => header::FORWARDED,
+            b"sec-ch-ua" => SEC_CH_UA.clone(),
+            b"x-real-ip" => X_REAL_IP.clone(),
+            _ => return None,
+        },
+        10 => match lower {
+            b"user-agent" => header::USER_AGENT,
+            b"connection" => header::CONNECTION,
+            b"keep-alive" => hdr::KEEP_ALIVE.clone(),
+            _ => return None,
+        },
+        11 if lower == b"traceparent" => hdr::TRACEPARENT.clone(),
+        12 => match lower {
+            b"content-type" => header::CONTENT_TYPE,
+            b"x-request-id" => hdr::X_REQUEST_ID.clone(),
+            _ => return None,
+        },
+        13 => match lower {
+            b"authorization" => header::AUTHORIZATION,
+            b"cache-control" => header::CACHE_CONTROL,
+            b"if-none-match" => header::IF_NONE_MATCH,
+            _ => return None,
+        },
+        14 => match lower {
+            b"content-length" => header::CONTENT_LENGTH,
+            b"accept-charset" => header::ACCEPT_CHARSET,
+            b"sec-fetch-site" => SEC_FETCH_SITE.clone(),
+            b"sec-fetch-mode" => SEC_FETCH_MODE.clone(),
+            b"sec-fetch-dest" => SEC_FETCH_DEST.clone(),
+            b"sec-fetch-user" => SEC_FETCH_USER.clone(),
+            _ => return None,
+        },
+        15 => match lower {
+            b"accept-encoding" => header::ACCEPT_ENCODING,
+            b"accept-language" => header::ACCEPT_LANGUAGE,
+            b"x-forwarded-for" => hdr::X_FORWARDED_FOR.clone(),
+            _ => return None,
+        },
+        16 => match lower {
+            b"content-encoding" => header::CONTENT_ENCODING,
+            b"x-forwarded-host" => hdr::X_FORWARDED_HOST.clone(),
+            b"sec-ch-ua-mobile" => SEC_CH_UA_MOBILE.clone(),
+            b"x-requested-with" => X_REQUESTED_WITH.clone(),
+            _ => return None,
+        },
+        17 => match lower {
+            b"if-modified-since" => header::IF_MODIFIED_SINCE,
+            b"x-forwarded-proto" => hdr::X_FORWARDED_PROTO.clone(),
+            _ => return None,
+        },
+        18 if lower == b"sec-ch-ua-platform" => SEC_CH_UA_PLATFORM.clone(),
+        19 if lower == b"if-unmodified-since" => header::IF_UNMODIFIED_SINCE,
+        25 if lower == b"upgrade-insecure-requests" => header::UPGRADE_INSECURE_REQUESTS,
+        _ => return None,
+    })
+}
+
+/// Every name [`common_name`] knows, for the tests.
+#[cfg(test)]
+const COMMON_NAMES: &[&str] = &[
+    "te",
+    "via",
+    "dnt",
+    "host",
+    "range",
+    "accept",
+    "cookie",
+    "origin",
+    "pragma",
+    "referer",
+    "if-match",
+    "if-range",
+    "priority",
+    "forwarded",
+    "sec-ch-ua",
+    "x-real-ip",
+    "user-agent",
+    "connection",
+    "keep-alive",
+    "traceparent",
+    "content-type",
+    "x-request-id",
+    "authorization",
+    "cache-control",
+    "if-none-match",
+    "content-length",
+    "accept-charset",
+    "sec-fetch-site",
+    "sec-fetch-mode",
+    "sec-fetch-dest",
+    "sec-fetch-user",
+    "accept-encoding",
+    "accept-language",
+    "x-forwarded-for",
+    "content-encoding",
+    "x-forwarded-host",
+    "sec-ch-ua-mobile",
+    "x-requested-with",
+    "if-modified-since",
+    "x-forwarded-proto",
+    "sec-ch-ua-platform",
+    "if-unmodified-since",
+    "upgrade-insecure-requests",
+];
+
 /// The request's body, cut from the bytes read after its head: `Empty`
 /// without one, else exactly `layout.body` bytes, whole; `None` while fewer
 /// have arrived. What follows the body stays in `pending`.
@@ -181,8 +371,29 @@ fn range_of(buf: &[u8], part: &[u8]) -> Range<usize> {
 }
 
 /// A line ending in LF alone: hyper and the guard read those, so they decide.
+/// What [`lines_end_in_crlf`] is checked against (debug builds, tests).
 fn has_bare_lf(head: &[u8]) -> bool {
     memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
+}
+
+/// Whether every line of a head httparse parsed ends in CRLF (a line ending
+/// in LF alone is hyper's and the guard's to read). In such a head an LF
+/// only ever ends a line (httparse takes none inside a method, target,
+/// version, name or value), and the lines end where the next one starts:
+/// the empty lines before the request line, then the one before each
+/// field's name, then the last field's (or the request line's) and the
+/// final empty line at the end. A look at those places, not a search of
+/// every byte: a search cost ~40 instructions per LF found.
+fn lines_end_in_crlf(head: &[u8], method: &str, fields: &[httparse::Header<'_>]) -> bool {
+    let start = range_of(head, method.as_bytes()).start;
+    let leading = head.get(..start).unwrap_or_default();
+    leading.len() % 2 == 0
+        && leading.chunks_exact(2).all(|l| l == b"\r\n")
+        && head.ends_with(b"\r\n\r\n")
+        && fields.iter().all(|f| {
+            let at = range_of(head, f.name.as_bytes()).start;
+            at >= 2 && head.get(at - 2..at) == Some(&b"\r\n"[..])
+        })
 }
 
 /// `value` is a comma-separated list holding `token` (any case).
@@ -393,6 +604,113 @@ mod tests {
         let head = Bytes::from_static(b"GET / HTTP/1.1\r\nHost: a\r\nX: \x80\xff\r\n\r\n");
         let (req, _) = built(&head, &odd);
         assert_eq!(req.headers()["x"].as_bytes(), b"\x80\xff");
+    }
+
+    #[test]
+    fn common_names_are_what_from_bytes_makes() {
+        for name in COMMON_NAMES {
+            let upper = name.to_ascii_uppercase();
+            let mixed: String = name
+                .chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i % 2 == 0 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            for spelling in [name.to_string(), upper, mixed] {
+                let want = HeaderName::from_bytes(spelling.as_bytes()).unwrap();
+                // `HeaderName`'s equality tells a standard name from the same
+                // spelling outside the standard set.
+                assert_eq!(common_name(spelling.as_bytes()), Some(want), "{spelling}");
+            }
+            // A name one byte off, or a byte longer or shorter, is not known.
+            let mut off = name.as_bytes().to_vec();
+            let last = off.len() - 1;
+            off[last] = if off[last] == b'x' { b'y' } else { b'x' };
+            assert_eq!(common_name(&off), None, "{name}");
+            // A shorter one is either not known or known as itself.
+            let shorter = &name.as_bytes()[..last];
+            if let Some(known) = common_name(shorter) {
+                assert_eq!(known, HeaderName::from_bytes(shorter).unwrap());
+            }
+            assert_eq!(common_name(format!("{name}s").as_bytes()), None, "{name}");
+        }
+        for other in [
+            "",
+            "x",
+            "x-other",
+            "accept_encoding",
+            "hostt",
+            "content-lengths",
+        ] {
+            assert_eq!(common_name(other.as_bytes()), None, "{other}");
+        }
+        assert_eq!(common_name(&[b'a'; 200]), None);
+        assert!(COMMON_NAMES.iter().all(|n| n.len() <= LONGEST_COMMON_NAME));
+    }
+
+    #[test]
+    fn framing_names_are_told_apart_in_any_case() {
+        for (name, want) in [
+            ("content-length", Framing::ContentLength),
+            ("Content-Length", Framing::ContentLength),
+            ("TRANSFER-ENCODING", Framing::HyperOnly),
+            ("Upgrade", Framing::HyperOnly),
+            ("expect", Framing::HyperOnly),
+            ("Connection", Framing::Connection),
+            ("tE", Framing::Te),
+            ("content-lengtx", Framing::Other),
+            ("expects", Framing::Other),
+            ("t", Framing::Other),
+            ("keep-alive", Framing::Other),
+        ] {
+            assert_eq!(Framing::of(name.as_bytes()), want, "{name}");
+        }
+        // Every field's meaning counts, wherever it stands in the head.
+        let layout = serve(
+            b"GET / HTTP/1.1\r\nTE: trailers\r\nHost: a\r\nconnection: close\r\nTe: x\r\n\r\n",
+        );
+        assert!(layout.close && layout.trailers);
+        assert_eq!(layout.fields.len(), 4);
+    }
+
+    /// The look at the line ends refuses exactly the heads a search for a
+    /// bare LF finds one in: every mix of CRLF and LF line ends, with
+    /// leading empty lines, no to three fields, and trailing whitespace.
+    #[test]
+    fn line_ends_are_checked_as_a_search_would() {
+        let lines: [&[u8]; 4] = [b"GET / HTTP/1.1", b"Host: a", b"X: 1 \t", b"Y:"];
+        for fields in 0..lines.len() {
+            let parts = &lines[..=fields];
+            // Two leading empty lines at most, each line, the final empty one.
+            let ends = 2 + parts.len() + 1;
+            for mask in 0u32..(1 << ends) {
+                for leading in 0..=2 {
+                    let end =
+                        |i: usize| -> &[u8] { if mask & (1 << i) == 0 { b"\r\n" } else { b"\n" } };
+                    let mut head = Vec::new();
+                    for i in 0..leading {
+                        head.extend_from_slice(end(i));
+                    }
+                    for (i, line) in parts.iter().enumerate() {
+                        head.extend_from_slice(line);
+                        head.extend_from_slice(end(2 + i));
+                    }
+                    head.extend_from_slice(end(ends - 1));
+                    let served = matches!(decide(&head, 1024, None), Decision::Serve(_));
+                    assert_eq!(
+                        served,
+                        !has_bare_lf(&head),
+                        "{:?}",
+                        String::from_utf8_lossy(&head)
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::upstream::balance::Balancer;
 use crate::upstream::pool::Pool;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -28,8 +29,11 @@ pub(super) fn route<'s>(
     parts: &Parts,
     snapshot: &'s Snapshot,
 ) -> Result<Routed<'s>, Refusal> {
-    let host_text = rc.host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
-    let host = normalize_host(host_text);
+    // Without host routes the path alone decides: the host is not read.
+    let host = match snapshot.router.has_hosts() {
+        true => normalize_host(rc.host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("")),
+        false => Cow::Borrowed(""),
+    };
     let Some(route_idx) = snapshot.router.find(&host, parts.uri.path()) else {
         return Err(Refusal::new(StatusCode::NOT_FOUND, "no route"));
     };
