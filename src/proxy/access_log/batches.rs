@@ -75,9 +75,7 @@ impl Batches {
             if mine.as_ref().map(|(id, _)| *id) != Some(self.id) {
                 *mine = Some((self.id, self.register()));
             }
-            let Some((_, buffer)) = mine.as_ref() else {
-                return None;
-            };
+            let (_, buffer) = mine.as_ref()?;
             let mut lines = lock(&buffer.lines);
             if lines.text.len() >= CAP {
                 return None;
