@@ -3,11 +3,13 @@
 //! more than a thread's buffer holds, lines are dropped and counted, never waited for.
 
 mod batches;
+mod json;
 
 use super::finish::Completion;
 use crate::config::AccessField;
 use crate::config::{AccessLogConfig, LogFormat, LogTarget};
 use batches::Batches;
+use json::{JsonPlan, LineValues};
 use serde_json::Value;
 use std::io::Write;
 use std::sync::Arc;
@@ -16,6 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub struct AccessLog {
     batches: Arc<Batches>,
     format: LogFormat,
+    /// The JSON line of `config.fields`, compiled once.
+    json: JsonPlan,
     pub config: AccessLogConfig,
     pub dropped: AtomicU64,
 }
@@ -39,16 +43,22 @@ impl AccessLog {
         Ok(Some(AccessLog {
             batches: Batches::start(out)?,
             format: config.format,
+            json: JsonPlan::compile(&config.fields),
             config: config.clone(),
             dropped: AtomicU64::new(0),
         }))
     }
 
     pub fn write(&self, c: &Completion) {
-        let fields = &self.config.fields;
         let written = match self.format {
-            LogFormat::Json => self.batches.append(|s| json_line(s, c, fields)),
-            LogFormat::Text => self.batches.append(|s| s.push_str(&text_line(c, fields))),
+            LogFormat::Json => {
+                let values = line_values(c);
+                self.batches.append(|s| self.json.write(s, &values))
+            }
+            LogFormat::Text => {
+                let fields = &self.config.fields;
+                self.batches.append(|s| s.push_str(&text_line(c, fields)))
+            }
         };
         if !written {
             self.dropped.fetch_add(1, Relaxed);
@@ -154,129 +164,19 @@ const KEYS: [&str; AccessField::ALL.len()] = [
     "\"aborted\":",
 ];
 
-/// One JSON object, its keys in the order of `fields`, appended to `s`.
-/// Written straight into the buffer (no intermediate JSON values): this runs
-/// once per request.
-fn json_line(s: &mut String, c: &Completion, fields: &[AccessField]) {
-    s.reserve(256 + 16 * fields.len());
-    s.push('{');
-    let mut first = true;
-    for &f in fields {
-        if !has_value(c, f) {
-            continue;
-        }
-        if !first {
-            s.push(',');
-        }
-        first = false;
-        s.push_str(KEYS[f as usize]);
-        json_value(s, c, f);
-    }
-    s.push_str("}\n");
-}
-
-/// False for the fields left out of the line when the request has no value
-/// for them: user agent, referer, TLS version, SNI, variant, aborted. The
-/// other fields are always there, `null` when empty, as they always were.
-fn has_value(c: &Completion, f: AccessField) -> bool {
-    let details = c.details.as_deref();
-    match f {
-        AccessField::UserAgent => details.is_some_and(|d| d.user_agent.is_some()),
-        AccessField::Referer => details.is_some_and(|d| d.referer.is_some()),
-        AccessField::TlsVersion => details.is_some_and(|d| d.tls.is_some()),
-        AccessField::Sni => {
-            details.is_some_and(|d| d.tls.as_ref().is_some_and(|t| t.sni.is_some()))
-        }
-        AccessField::Variant => c.variant.is_some(),
-        AccessField::Aborted => c.aborted,
-        _ => true,
-    }
-}
-
-/// Appends the JSON value of one field (`has_value` said it has one).
-fn json_value(s: &mut String, c: &Completion, f: AccessField) {
-    let details = c.details.as_deref();
-    let tls = details.and_then(|d| d.tls.as_ref());
-    let header = |s: &mut String, h: Option<&http::HeaderValue>| {
-        if let Some(v) = h {
-            json_str(s, &String::from_utf8_lossy(v.as_bytes()));
-        }
-    };
-    match f {
-        AccessField::Time => {
-            s.push('"');
-            now_rfc3339_millis(s);
-            s.push('"');
-        }
-        AccessField::RequestId => json_str(s, c.request_id.to_str().unwrap_or("")),
-        AccessField::Client => {
-            s.push('"');
-            push_ip(s, c.client_ip);
-            s.push('"');
-        }
-        // A method is a token: nothing in it needs escaping.
-        AccessField::Method => json_plain_str(s, c.method.as_str()),
-        AccessField::Host => json_str(s, c.host.as_deref().unwrap_or("")),
-        AccessField::Path => json_str(s, c.path.as_deref().unwrap_or("")),
-        AccessField::Protocol => match details {
-            Some(d) => json_plain_str(s, protocol_name(d.protocol)),
-            None => s.push_str("null"),
-        },
-        AccessField::Status => push_u64(s, u64::from(c.status)),
-        AccessField::BytesIn => {
-            let n = c.bytes_in.as_ref().map_or(0, |b| b.bytes.load(Relaxed));
-            push_u64(s, n);
-        }
-        AccessField::BytesOut => push_u64(s, c.bytes_out),
-        AccessField::DurationMs => {
-            let us = (c.duration.as_nanos() + 500) / 1000;
-            json_ms(s, us as u64);
-        }
-        AccessField::Route => json_str(s, c.route_name()),
-        AccessField::Pool => json_str(s, c.pool_name()),
-        AccessField::Backend => json_str(s, c.backend_key()),
-        AccessField::UpstreamMs => match c.upstream_us {
-            Some(us) => json_ms(s, us),
-            None => s.push_str("null"),
-        },
-        AccessField::Attempts => push_u64(s, u64::from(c.attempts)),
-        AccessField::UserAgent => header(s, details.and_then(|d| d.user_agent.as_ref())),
-        AccessField::Referer => header(s, details.and_then(|d| d.referer.as_ref())),
-        AccessField::TlsVersion => {
-            if let Some(t) = tls {
-                json_str(s, t.version);
-            }
-        }
-        AccessField::Sni => {
-            if let Some(n) = tls.and_then(|t| t.sni.as_deref()) {
-                json_str(s, n);
-            }
-        }
-        AccessField::Variant => {
-            if let Some(v) = c.variant {
-                push_u64(s, v as u64);
-            }
-        }
-        AccessField::Aborted => s.push_str("true"),
-    }
-}
-
-/// A JSON string literal of a value known to need no escaping.
-fn json_plain_str(s: &mut String, v: &str) {
-    debug_assert!(!v.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\'));
-    s.push('"');
-    s.push_str(v);
-    s.push('"');
-}
-
 /// A JSON string literal, escaped as serde_json escapes it.
 fn json_str(s: &mut String, v: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     s.push('"');
+    json_str_body(s, v);
+    s.push('"');
+}
+
+/// The inside of a JSON string literal: `v` escaped as serde_json escapes it.
+fn json_str_body(s: &mut String, v: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     // Most values need no escaping: a pass eight bytes at a time finds out.
     if !needs_escaping(v.as_bytes()) {
         s.push_str(v);
-        s.push('"');
         return;
     }
     let mut start = 0;
@@ -303,7 +203,6 @@ fn json_str(s: &mut String, v: &str) {
         }
     }
     s.push_str(&v[start..]);
-    s.push('"');
 }
 
 /// Whether `v` holds a byte JSON escapes: a control character, `"` or `\\`.
@@ -377,17 +276,14 @@ fn push_ip(s: &mut String, ip: std::net::IpAddr) {
     }
 }
 
-/// The current time as RFC 3339 UTC to the millisecond
-/// (`2026-11-29T13:40:12.345Z`). The text up to the second is kept per thread
-/// and formatted again only when the second changes.
-fn now_rfc3339_millis(s: &mut String) {
+/// A time in milliseconds since the Unix epoch as RFC 3339 UTC to the
+/// millisecond (`2026-11-29T13:40:12.345Z`). The text up to the second is kept
+/// per thread and formatted again only when the second changes.
+fn push_time(s: &mut String, now: u64) {
     use std::cell::RefCell;
     thread_local! {
         static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
-    // The coarse clock: a log line's time may be a tick (1 to 4 ms) early, as
-    // with nginx's cached time; reading it costs a sixth of the precise one.
-    let now = crate::clock::unix_ms_coarse();
     let (secs, millis) = (now / 1000, (now % 1000) as u32);
     SECOND.with(|cell| {
         let mut cached = cell.borrow_mut();
@@ -409,6 +305,38 @@ fn now_rfc3339_millis(s: &mut String) {
     ];
     for d in digits {
         s.push(d);
+    }
+}
+
+/// What a line can hold, read from the request once, outside the buffer's lock.
+fn line_values(c: &Completion) -> LineValues<'_> {
+    let details = c.details.as_deref();
+    let tls = details.and_then(|d| d.tls.as_ref());
+    LineValues {
+        // The coarse clock: a log line's time may be a tick (1 to 4 ms) early,
+        // as with nginx's cached time; reading it costs a sixth of the precise one.
+        now_ms: crate::clock::unix_ms_coarse(),
+        request_id: &c.request_id,
+        client_ip: c.client_ip,
+        method: c.method.as_str(),
+        host: c.host.as_deref().unwrap_or(""),
+        path: c.path.as_deref().unwrap_or(""),
+        protocol: details.map(|d| protocol_name(d.protocol)),
+        status: c.status,
+        bytes_in: c.bytes_in.as_ref().map_or(0, |b| b.bytes.load(Relaxed)),
+        bytes_out: c.bytes_out,
+        duration: c.duration,
+        route: c.route_name(),
+        pool: c.pool_name(),
+        backend: c.backend_key(),
+        upstream_us: c.upstream_us,
+        attempts: c.attempts,
+        user_agent: details.and_then(|d| d.user_agent.as_ref()),
+        referer: details.and_then(|d| d.referer.as_ref()),
+        tls_version: tls.map(|t| t.version),
+        sni: tls.and_then(|t| t.sni.as_deref()),
+        variant: c.variant,
+        aborted: c.aborted,
     }
 }
 
@@ -541,8 +469,8 @@ mod tests {
     #[test]
     fn the_time_is_rfc3339_to_the_millisecond() {
         let mut s = String::new();
-        now_rfc3339_millis(&mut s);
-        now_rfc3339_millis(&mut s);
+        push_time(&mut s, crate::clock::unix_ms_coarse());
+        push_time(&mut s, crate::clock::unix_ms_coarse());
         let (a, b) = s.split_at(24);
         for t in [a, b] {
             assert!(t.ends_with('Z') && t.as_bytes()[19] == b'.', "{t}");
