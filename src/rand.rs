@@ -26,6 +26,19 @@ pub fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Picks in `0..n` from a fixed xorshift sequence, the same on every run:
+/// for tests that walk many generated inputs reproducibly.
+#[cfg(test)]
+pub(crate) fn seeded(seed: u64) -> impl FnMut(usize) -> usize {
+    let mut state = seed;
+    move |n| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    }
+}
+
 pub fn u64() -> u64 {
     STATE.with(|s| {
         let v = s.get().wrapping_add(0xa076_1d64_78bd_642f);

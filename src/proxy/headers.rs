@@ -627,6 +627,19 @@ pub(crate) fn percent_decode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// The hop-by-hop names `is_hop_by_hop` must know, listed apart from it.
+    const HOP_BY_HOP: [&str; 9] = [
+        "connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authorization",
+        "keep-alive",
+        "proxy-connection",
+        "http2-settings",
+    ];
+
     use super::*;
 
     #[test]
@@ -672,17 +685,7 @@ mod tests {
             let f = facts(&[(added, "x")]);
             assert!(f.present.added && !f.present.request_id, "{added}");
         }
-        for hop in [
-            "connection",
-            "te",
-            "trailer",
-            "transfer-encoding",
-            "upgrade",
-            "proxy-authorization",
-            "keep-alive",
-            "proxy-connection",
-            "http2-settings",
-        ] {
+        for hop in HOP_BY_HOP {
             let f = facts(&[(hop, "x")]);
             assert!(f.present.hop_by_hop && !f.present.added, "{hop}");
         }
@@ -699,17 +702,7 @@ mod tests {
             let name = HeaderName::from_static(k.lowercase());
             assert_eq!(k.is_hop_by_hop(), is_hop_by_hop(&name), "{k:?}");
         }
-        for name in [
-            "connection",
-            "te",
-            "trailer",
-            "transfer-encoding",
-            "upgrade",
-            "proxy-authorization",
-            "keep-alive",
-            "proxy-connection",
-            "http2-settings",
-        ] {
+        for name in HOP_BY_HOP {
             let n = HeaderName::from_static(name);
             assert!(is_hop_by_hop(&n), "{name}");
             assert!(Known::of(name.as_bytes()).is_hop_by_hop(), "{name}");

@@ -375,13 +375,7 @@ mod tests {
             "te, connection, x-request-id",
             "proxy-authenticate, set-cookie",
         ];
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut next = crate::rand::seeded(0x9e37_79b9_7f4a_7c15_u64);
         let mut compared = 0;
         for _ in 0..3000 {
             let mut head = String::from("HTTP/1.1 200 OK\r\n");

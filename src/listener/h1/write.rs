@@ -664,13 +664,7 @@ mod tests {
             "Upgrade, x-c",
             "te",
         ];
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut next = crate::rand::seeded(0x2545_f491_4f6c_dd1d_u64);
         for _ in 0..3000 {
             let mut head = String::from(
                 [
