@@ -179,7 +179,12 @@ pub enum Fate {
     Sent,
 }
 
-pub type SlotResult = Result<(Response<Answer>, Lease), (SendError, Fate)>;
+/// A backend's answer and the connection it came over.
+pub type Answered = (Response<Answer>, Lease);
+
+/// How a [`send_in`] ended: answered (the answer is in the place it was
+/// given), or failed, with what became of the request.
+pub type SlotResult = Result<(), (SendError, Fate)>;
 
 /// What a failed [`send_in`] from `slot` gives back: the request it left
 /// there, moved out.
@@ -217,16 +222,28 @@ pub async fn send(
     conn: Conn,
 ) -> SendResult {
     let mut slot = Some(req);
-    let result = send_in(backend, &mut slot, encoded, timeouts, conn).await;
-    result.map_err(|(e, fate)| (e, give_back(fate, &mut slot)))
+    let mut answer = None;
+    match send_in(backend, &mut slot, &mut answer, encoded, timeouts, conn).await {
+        Ok(()) => answer.ok_or_else(unanswered),
+        Err((e, fate)) => Err((e, give_back(fate, &mut slot))),
+    }
+}
+
+/// A send that said it was answered and left no answer: not one of ours.
+pub fn unanswered() -> Failed {
+    debug_assert!(false, "a send answered without an answer");
+    let e = io::Error::other("no answer");
+    (SendError::Exchange(ExchangeError::Own(h1::Error::Io(e))), Returned::Lost)
 }
 
 /// [`send`] for the request in `slot`, which stays there (unless hyper's
 /// clients take it): a request is large, and each layer it was moved through
-/// on its way to the connection copied it.
+/// on its way to the connection copied it. The answer goes into `answer`
+/// (empty) for the same reason, rather than returned up through the layers.
 pub async fn send_in(
     backend: &Arc<Backend>,
     slot: &mut Option<Request<UpstreamBody>>,
+    answer: &mut Option<Answered>,
     encoded: &EncodedHead,
     timeouts: &Timeouts,
     conn: Conn,
@@ -237,13 +254,13 @@ pub async fn send_in(
             let e = io::Error::other("no request to send");
             return Err((SendError::Connect(e), Fate::Lost));
         };
-        return send_own(backend, req, encoded, timeouts, conn).await;
+        return send_own(backend, req, answer, encoded, timeouts, conn).await;
     };
     // Boxed: hyper's side is the larger future by far, and every request's
     // future would carry its size.
     if encoded.appended.is_empty() {
         let result = Box::pin(send_hyper(backend, req, timeouts, conn)).await;
-        return result.map_err(|failed| keep(failed, slot));
+        return answer_in(result, slot, answer);
     }
     for (name, value) in encoded.appended() {
         req.headers_mut().insert(name, value);
@@ -256,7 +273,22 @@ pub async fn send_in(
             req.headers_mut().remove(name);
         }
     }
-    result.map_err(|failed| keep(failed, slot))
+    answer_in(result, slot, answer)
+}
+
+/// A by-value result put into the places of [`send_in`].
+fn answer_in(
+    result: SendResult,
+    slot: &mut Option<Request<UpstreamBody>>,
+    answer: &mut Option<Answered>,
+) -> SlotResult {
+    match result {
+        Ok(a) => {
+            *answer = Some(a);
+            Ok(())
+        }
+        Err(failed) => Err(keep(failed, slot)),
+    }
 }
 
 /// Sends `req` through hyper's clients.
@@ -383,6 +415,7 @@ pub fn own_path(backend: &Backend, req: &Request<UpstreamBody>) -> bool {
 async fn send_own(
     backend: &Arc<Backend>,
     req: &mut Request<UpstreamBody>,
+    answer: &mut Option<Answered>,
     encoded: &EncodedHead,
     timeouts: &Timeouts,
     conn: Conn,
@@ -437,7 +470,10 @@ async fn send_own(
             timeouts.response_header,
         );
         return match exchange.await {
-            Ok(resp) => Ok((resp.map(Answer::Own), Lease::None)),
+            Ok(resp) => {
+                *answer = Some((resp.map(Answer::Own), Lease::None));
+                Ok(())
+            }
             Err(h1::conn::Failure::Unsent(_)) if reused => continue,
             Err(h1::conn::Failure::Unsent(e)) => {
                 Err((SendError::Exchange(ExchangeError::Own(e)), Fate::Unsent))

@@ -3,7 +3,7 @@
 use super::request::Prepared;
 use crate::upstream::backend::Backend;
 use crate::upstream::body::UpstreamBody;
-use crate::upstream::client::{self, Conn, EncodedHead, Fate, Returned, SendError};
+use crate::upstream::client::{self, Answered, Conn, EncodedHead, Fate, Returned, SendError};
 use crate::upstream::in_flight::{Awaiting, InFlight};
 use crate::upstream::pool::Pool;
 use http::Request;
@@ -77,22 +77,24 @@ pub(super) type SendFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = client::SendResult> + Send>>;
 
 /// Sends the attempt's request, which stays in `slot` unless it is lost (see
-/// [`client::send_in`]); when a pooled connection loses it unanswered, sends
-/// it once more on a new connection (see [`again`]).
+/// [`client::send_in`]), its answer into `answer` (empty); when a pooled
+/// connection loses it unanswered, sends it once more on a new connection
+/// (see [`again`]).
 pub(super) async fn send(
     attempt: &Attempt,
     slot: &mut Option<Request<UpstreamBody>>,
+    answer: &mut Option<Answered>,
     p: &Prepared,
     nth: u64,
     timeouts: crate::config::Timeouts,
 ) -> client::SlotResult {
     let encoded = &p.encoded;
-    let (backend, answered) = (&attempt.backend, Some(&attempt.answered_us));
-    let result = send_tracked(backend, slot, encoded, timeouts, Conn::Pooled, answered).await;
+    let (backend, at) = (&attempt.backend, Some(&attempt.answered_us));
+    let result = send_tracked(backend, slot, answer, encoded, timeouts, Conn::Pooled, at).await;
     if let Err((e, fate)) = &result
         && again(e, *fate, slot, backend, p, nth)
     {
-        send_tracked(backend, slot, encoded, timeouts, Conn::New, answered).await
+        send_tracked(backend, slot, answer, encoded, timeouts, Conn::New, at).await
     } else {
         result
     }
@@ -107,9 +109,12 @@ pub(super) fn send_owned(
     conn: Conn,
 ) -> SendFuture {
     Box::pin(async move {
-        let mut slot = Some(request);
-        let result = send_tracked(&backend, &mut slot, &encoded, timeouts, conn, None).await;
-        result.map_err(|(e, fate)| (e, client::give_back(fate, &mut slot)))
+        let (mut slot, mut answer) = (Some(request), None);
+        let (s, a) = (&mut slot, &mut answer);
+        match send_tracked(&backend, s, a, &encoded, timeouts, conn, None).await {
+            Ok(()) => answer.ok_or_else(client::unanswered),
+            Err((e, fate)) => Err((e, client::give_back(fate, &mut slot))),
+        }
     })
 }
 
@@ -173,13 +178,14 @@ pub(super) fn again_owned(
 async fn send_tracked(
     backend: &Arc<Backend>,
     slot: &mut Option<Request<UpstreamBody>>,
+    answer: &mut Option<Answered>,
     encoded: &EncodedHead,
     timeouts: crate::config::Timeouts,
     conn: Conn,
     answered: Option<&AtomicU64>,
 ) -> client::SlotResult {
     let waiting = Awaiting::new(backend.clone());
-    let result = client::send_in(backend, slot, encoded, &timeouts, conn).await;
+    let result = client::send_in(backend, slot, answer, encoded, &timeouts, conn).await;
     if matches!(&result, Ok(_) | Err((SendError::Exchange(_), _))) {
         let now_us = crate::clock::now_us();
         waiting.answered(now_us);

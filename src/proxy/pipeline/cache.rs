@@ -22,7 +22,7 @@ use crate::proxy::headers::{self as hdr, X_REQUEST_ID};
 use crate::proxy::respond;
 use crate::snapshot::router::normalize_host;
 use crate::upstream::body::Inbound;
-use crate::upstream::client;
+use crate::upstream::client::{self, Answered};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use std::sync::Arc;
@@ -379,7 +379,7 @@ fn spawn_refresh(conn: &ConnCtx, parts: &Parts, stored: Arc<Stored>) {
 /// What comes after forwarding for a caching route.
 pub(super) enum After {
     /// Stream the backend's answer, storing it when it may be.
-    Respond(Won, Admit),
+    Respond(Won, Answered, Admit),
     Answered(Response<ProxyBody>),
 }
 
@@ -388,10 +388,10 @@ pub(super) fn after(
     rc: &mut RequestCtx,
     routed: &Routed<'_>,
     p: Box<Pending>,
-    result: Result<Won, Refusal>,
+    result: Result<(Won, Answered), Refusal>,
 ) -> Result<After, Refusal> {
     let cache = p.cache.clone();
-    let won = match result {
+    let (won, answer) = match result {
         Ok(w) => w,
         Err(r) => {
             return match stale_on_error(rc, routed, &p, r.status) {
@@ -411,9 +411,9 @@ pub(super) fn after(
             };
         }
     };
-    let status = won.response.status();
+    let status = answer.0.status();
     if let Some(resp) = stale_on_error(rc, routed, &p, status) {
-        settle(conn, rc, routed, won);
+        settle(conn, rc, routed, won, answer);
         // `serve` set what the client gets.
         rc.done.status = resp.status().as_u16();
         return Ok(After::Answered(resp));
@@ -422,8 +422,8 @@ pub(super) fn after(
         && p.revalidating
         && let Some(old) = &p.stored
     {
-        let fresh = revalidated(&p, old, won.response.headers());
-        settle(conn, rc, routed, won);
+        let fresh = revalidated(&p, old, answer.0.headers());
+        settle(conn, rc, routed, won, answer);
         cache.store.put(&p.key, fresh.clone());
         cache.counters.revalidated.fetch_add(1, Relaxed);
         let age = fresh.age(Instant::now());
@@ -442,12 +442,12 @@ pub(super) fn after(
         )));
     }
     if policy::invalidates(&p.method, status) {
-        invalidate(&p, won.response.headers());
+        invalidate(&p, answer.0.headers());
     }
     if p.fwd != "method" {
         count_miss(&p);
     }
-    Ok(After::Respond(won, Admit { p }))
+    Ok(After::Respond(won, answer, Admit { p }))
 }
 
 fn count_miss(p: &Pending) {
@@ -458,14 +458,9 @@ fn count_miss(p: &Pending) {
 
 /// Counts the attempt like any answer, then drops the answer: a body-less one
 /// (a 304) gives its connection back to the pool.
-fn settle(conn: &ConnCtx, rc: &mut RequestCtx, routed: &Routed<'_>, won: Won) {
-    let Won {
-        attempt,
-        mut response,
-        lease,
-        ..
-    } = won;
-    super::forward::account(conn, rc, routed, attempt, response.status());
+fn settle(conn: &ConnCtx, rc: &mut RequestCtx, routed: &Routed<'_>, won: Won, answer: Answered) {
+    let (mut response, lease) = answer;
+    super::forward::account(conn, rc, routed, won.attempt, response.status());
     if http_body::Body::is_end_stream(response.body())
         && let Some(b) = &rc.done.backend
     {

@@ -10,20 +10,19 @@ use super::route::Routed;
 use super::{ConnCtx, Refusal, RequestCtx};
 use crate::events::EventKind;
 use crate::upstream::backend::Backend;
-use crate::upstream::body::{Answer, UpstreamBody};
-use crate::upstream::client::{self, Lease, Returned, SendError};
+use crate::upstream::body::UpstreamBody;
+use crate::upstream::client::{self, Answered, Returned, SendError};
 use crate::upstream::in_flight::InFlight;
 use crate::upstream::pick::{Pick, Tried};
 use crate::upstream::pool::Pool;
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-/// The attempt whose backend answered, with its response.
+/// The attempt whose backend answered; its answer (`client::Answered`) is
+/// kept apart, where the send put it.
 pub(super) struct Won {
     pub(super) attempt: Attempt,
-    pub(super) response: Response<Answer>,
-    pub(super) lease: Lease,
     pub(super) client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     pub(super) client_version: http::Version,
 }
@@ -53,9 +52,10 @@ struct Tries<'r> {
     start_is_now: bool,
 }
 
-/// Forwards the request in `pending` (see `request::prepare`); the answer
-/// that wins goes into `won` (empty) rather than returned: it is large, and
-/// it was copied at each layer it was returned through.
+/// Forwards the request in `pending` (see `request::prepare`); the attempt
+/// that wins goes into `won` and its answer into `answer` (both empty)
+/// rather than returned: the answer is large, and it was copied at each
+/// layer it was returned through. The send that gets it writes it there.
 pub(super) async fn forward(
     conn: &ConnCtx,
     rc: &mut RequestCtx,
@@ -64,8 +64,12 @@ pub(super) async fn forward(
     p: &mut Prepared,
     pending: &mut Option<Request<UpstreamBody>>,
     won: &mut Option<Won>,
+    answer: &mut Option<Answered>,
 ) -> Result<(), Refusal> {
-    debug_assert!(won.is_none(), "forward answers into an empty place");
+    debug_assert!(
+        won.is_none() && answer.is_none(),
+        "forward answers into empty places"
+    );
     let pool = routed.pool;
     let mut st = Tries {
         tried: Tried::default(),
@@ -108,17 +112,15 @@ pub(super) async fn forward(
         let winner = match hedge_after {
             None => {
                 let nth = u64::from(st.attempts);
-                let r = attempt::send(&first, st.pending, p, nth, pool.timeouts).await;
+                let r = attempt::send(&first, st.pending, answer, p, nth, pool.timeouts).await;
                 rc.done.attempts = st.attempts;
-                // The answer goes where it stays, not through the loop's
-                // value first.
+                // The answer is where it stays; the attempt goes beside it,
+                // not through the loop's value first.
                 let (e, fate) = match r {
-                    Ok((response, lease)) => {
+                    Ok(()) => {
                         record_trace(rc, &first, None);
                         *won = Some(Won {
                             attempt: first,
-                            response,
-                            lease,
                             client_upgrade: p.client_upgrade.take(),
                             client_version: p.client_version,
                         });
@@ -169,10 +171,9 @@ pub(super) async fn forward(
     rc.done.attempts = st.attempts;
     match winner {
         Some((attempt, response, lease)) => {
+            *answer = Some((response, lease));
             *won = Some(Won {
                 attempt,
-                response,
-                lease,
                 client_upgrade: p.client_upgrade.take(),
                 client_version: p.client_version,
             });

@@ -159,8 +159,9 @@ pub(crate) fn handle_with(
             Ok(rc) => rc,
             Err(answered) => return *answered,
         };
-        // Where `forward` puts the answer that wins, until `respond` takes it.
-        let mut won = None;
+        // Where `forward` puts the attempt that wins and where the send puts
+        // its answer, until `respond` takes them.
+        let (mut won, mut answer) = (None, None);
         // The phases borrow the client's request: moved into the block, it
         // was copied there.
         let (parts, body) = (&mut parts, &mut body);
@@ -179,7 +180,7 @@ pub(crate) fn handle_with(
                 let mut places = request::Places::default();
                 let (p, first) =
                     request::prepare(conn, rc, &routed, &snapshot, parts, body, &mut places)?;
-                forward::forward(conn, rc, &routed, p, first, &mut won).await?;
+                forward::forward(conn, rc, &routed, p, first, &mut won, &mut answer).await?;
                 return Ok(Outcome::Forwarded(routed, None));
             };
             rc.start_is_now = false;
@@ -193,9 +194,15 @@ pub(crate) fn handle_with(
                 Ok(body) => {
                     let ps = &mut places;
                     match request::prepare(conn, rc, &routed, &snapshot, parts, body, ps) {
-                        Ok((p, first)) => forward::forward(conn, rc, &routed, p, first, &mut won)
-                            .await
-                            .map(|()| won.take().expect("forward answered into its place")),
+                        Ok((p, first)) => {
+                            let (w, a) = (&mut won, &mut answer);
+                            forward::forward(conn, rc, &routed, p, first, w, a)
+                                .await
+                                .map(|()| match (w.take(), a.take()) {
+                                    (Some(w), Some(a)) => (w, a),
+                                    _ => unreachable!("forward answered into its places"),
+                                })
+                        }
                         Err(r) => Err(r),
                     }
                 }
@@ -203,8 +210,8 @@ pub(crate) fn handle_with(
             };
             match cache::after(conn, rc, &routed, pending, forwarded)? {
                 cache::After::Answered(resp) => Ok(Outcome::Answered(resp)),
-                cache::After::Respond(w, admit) => {
-                    won = Some(w);
+                cache::After::Respond(w, a, admit) => {
+                    (won, answer) = (Some(w), Some(a));
                     Ok(Outcome::Forwarded(routed, Some(admit)))
                 }
             }
@@ -212,16 +219,20 @@ pub(crate) fn handle_with(
         .await;
         match result {
             Ok(Outcome::Forwarded(routed, admit)) => {
-                // Both filled by the phases, the context by `accept`, the
-                // answer by `forward` (or given back by the cache's `after`);
-                // taken one at a time (a pair of them was copied twice).
+                // All filled by the phases, the context by `accept`, the
+                // attempt by `forward` and the answer by its send (or given
+                // back by the cache's `after`); taken one at a time (a pair
+                // of them was copied twice).
                 let Some(rc) = context.take() else {
                     unreachable!("accept made the context");
                 };
                 let Some(won) = won.take() else {
+                    unreachable!("a forwarded request has its attempt");
+                };
+                let Some(answer) = answer.take() else {
                     unreachable!("a forwarded request has its answer");
                 };
-                response::respond(conn, rc, &routed, won, admit)
+                response::respond(conn, rc, &routed, won, answer, admit)
             }
             Ok(Outcome::Answered(resp)) => resp,
             Err(r) => rc.refuse(r),

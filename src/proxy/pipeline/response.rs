@@ -12,6 +12,7 @@ use super::{ConnCtx, RequestCtx, tunnel};
 use crate::proxy::body::{ProxyBody, UpstreamStream};
 use crate::proxy::headers::{self as hdr, X_REQUEST_ID};
 use crate::proxy::spliced;
+use crate::upstream::client::Answered;
 use http::{Response, StatusCode, header};
 
 pub(super) fn respond(
@@ -19,15 +20,15 @@ pub(super) fn respond(
     mut rc: RequestCtx,
     routed: &Routed<'_>,
     won: Won,
+    answer: Answered,
     admit: Option<Admit>,
 ) -> Response<ProxyBody> {
     let Won {
         attempt,
-        response: mut resp,
-        lease,
         client_upgrade,
         client_version,
     } = won;
+    let (mut resp, lease) = answer;
     let status = resp.status();
     account(conn, &mut rc, routed, attempt, status);
     if status == StatusCode::SWITCHING_PROTOCOLS
