@@ -233,7 +233,10 @@ pub async fn send(
 pub fn unanswered() -> Failed {
     debug_assert!(false, "a send answered without an answer");
     let e = io::Error::other("no answer");
-    (SendError::Exchange(ExchangeError::Own(h1::Error::Io(e))), Returned::Lost)
+    (
+        SendError::Exchange(ExchangeError::Own(h1::Error::Io(e))),
+        Returned::Lost,
+    )
 }
 
 /// [`send`] for the request in `slot`, which stays there (unless hyper's
@@ -728,5 +731,61 @@ mod tests {
             Fate::Lost
         );
         assert!(slot.is_none());
+    }
+
+    fn backend_at(addr: std::net::SocketAddr) -> Arc<Backend> {
+        let address = crate::config::BackendAddress::parse(&format!("http://{addr}"));
+        Arc::new(Backend::new("t", address.expect("address"), None))
+    }
+
+    /// A send over a connection of our own writes the answer into the
+    /// place it was given and leaves the request in its slot; a failed one
+    /// leaves the place empty.
+    #[tokio::test]
+    async fn the_answer_goes_into_its_place_and_the_request_stays() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = backend_at(listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                if s.read(&mut b).await.unwrap() == 0 {
+                    return;
+                }
+                head.push(b[0]);
+            }
+            let answer = b"HTTP/1.1 203 OK\r\nContent-Length: 2\r\n\r\nhi";
+            s.write_all(answer).await.unwrap();
+        });
+        let req = Request::get("/a").header("host", "b");
+        let mut slot = Some(req.body(UpstreamBody::Empty).unwrap());
+        let mut answer = None;
+        let (timeouts, conn) = (Timeouts::default(), Conn::New);
+        let head = EncodedHead::default();
+        let sent = send_in(&backend, &mut slot, &mut answer, &head, &timeouts, conn);
+        assert!(sent.await.is_ok());
+        let (resp, lease) = answer.expect("the answer in its place");
+        assert_eq!(
+            resp.status(),
+            http::StatusCode::NON_AUTHORITATIVE_INFORMATION
+        );
+        assert!(matches!(resp.body(), Answer::Own(_)));
+        assert!(matches!(lease, Lease::None));
+        assert_eq!(slot.expect("the request left in its slot").uri(), "/a");
+
+        // Nothing listens there any more: nothing answered, nothing placed.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = backend_at(closed.local_addr().unwrap());
+        drop(closed);
+        let mut slot = request();
+        let mut answer = None;
+        let sent = send_in(&backend, &mut slot, &mut answer, &head, &timeouts, conn);
+        let Err((SendError::Connect(_), fate)) = sent.await else {
+            panic!("a connect error");
+        };
+        assert_eq!(fate, Fate::Unsent);
+        assert!(answer.is_none() && slot.is_some());
     }
 }
