@@ -232,22 +232,28 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
     F: Future<Output = http::Response<ProxyBody>>,
 {
-    let resp = poll_fn(|cx| {
+    // The answer stays where the pipeline's poll put it, and is written from
+    // there: returned up through this wait and moved into `respond`, it was
+    // copied at each step.
+    let mut resp = None;
+    poll_fn(|cx| {
         if let Poll::Ready(r) = answer.as_mut().poll(cx) {
-            return Poll::Ready(Some(r));
+            resp = Some(r);
+            return Poll::Ready(());
         }
         if client_gone(io, pending, cx) {
-            return Poll::Ready(None);
+            return Poll::Ready(());
         }
         Poll::Pending
     })
     .await;
     drop(answer);
+    let resp = resp.as_mut()?;
     let answering = Answering {
         head_method,
         close: layout.close || stop.is_cancelled(),
     };
-    Some(respond(io, resp?, &answering, layout.trailers, pending).await)
+    Some(respond(io, resp, &answering, layout.trailers, pending).await)
 }
 
 /// The connection's one timer for reading heads (and bodies). Moving the
@@ -419,10 +425,11 @@ fn client_gone<I: AsyncRead + Unpin>(
     matches!(read_into(io, pending, cx), Poll::Ready(Ok(0) | Err(_)))
 }
 
-/// Writes `resp`; whether the connection can serve another request.
+/// Writes `resp` (borrowed: moved, it was copied); whether the connection
+/// can serve another request. Its body is taken; the rest is left empty.
 async fn respond<I>(
     io: &mut I,
-    resp: http::Response<ProxyBody>,
+    resp: &mut http::Response<ProxyBody>,
     answering: &Answering,
     trailers_wanted: bool,
     pending: &mut BytesMut,
@@ -430,17 +437,20 @@ async fn respond<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let (parts, mut body) = resp.into_parts();
+    let mut body = std::mem::replace(resp.body_mut(), ProxyBody::empty());
     let mut out = take_out();
     let encoded = write::encode_head(
-        parts.version,
-        parts.status,
-        &parts.headers,
+        resp.version(),
+        resp.status(),
+        resp.headers(),
         &body,
         answering,
         &mut out,
     );
-    drop(parts);
+    // The head is written: its fields and extensions go now, as they did
+    // when the answer was split into its parts here.
+    drop(std::mem::take(resp.headers_mut()));
+    drop(std::mem::take(resp.extensions_mut()));
     let Ok(encoded) = encoded else {
         give_back_out(out);
         return false;
