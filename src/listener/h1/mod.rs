@@ -86,11 +86,26 @@ pub(super) struct HandOver<I> {
 /// so an idle connection needs no buffer.
 pub(super) trait Readiness {
     fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Writes `bufs` at once if the connection is known to have room,
+    /// without polling for it (the task's budget, a waker kept); `None`: it
+    /// has none, or cannot tell, and the caller polls.
+    fn try_write_now(&mut self, bufs: &[IoSlice<'_>]) -> Option<io::Result<usize>> {
+        let _ = bufs;
+        None
+    }
 }
 
 impl Readiness for Counted<TcpStream> {
     fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get_ref().poll_read_ready(cx)
+    }
+
+    fn try_write_now(&mut self, bufs: &[IoSlice<'_>]) -> Option<io::Result<usize>> {
+        match self.try_write_vectored(bufs) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            r => Some(r),
+        }
     }
 }
 
@@ -243,7 +258,7 @@ async fn exchange<I, F>(
     stopping: &StopWatch,
 ) -> Option<bool>
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + Readiness + Unpin,
     F: Future<Output = http::Response<ProxyBody>>,
 {
     let resp = poll_fn(|cx| {
@@ -407,13 +422,23 @@ where
         } else {
             // Idle: nothing allocated until the client sends something; a stop
             // closes at once, before what the client sent.
+            // Once woken, the read below polls the readiness itself (a wake
+            // by the deadline's timer finds nothing to read and comes back
+            // here, where the deadline is looked at).
+            let mut waited = false;
             let ready = poll_fn(|cx| {
                 if stopping.poll_stopped(stop, cx) {
                     return Poll::Ready(false);
                 }
+                if waited {
+                    return Poll::Ready(true);
+                }
                 match io.poll_readable(cx) {
                     Poll::Ready(r) => Poll::Ready(r.is_ok()),
-                    Poll::Pending => deadline.poll_expired(cx).map(|()| false),
+                    Poll::Pending => {
+                        waited = true;
+                        deadline.poll_expired(cx).map(|()| false)
+                    }
                 }
             });
             if !ready.await {
@@ -495,7 +520,7 @@ async fn respond<I>(
     pending: &mut BytesMut,
 ) -> bool
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + Readiness + Unpin,
 {
     let (parts, mut body) = resp.into_parts();
     let mut out = take_out();
@@ -525,6 +550,7 @@ where
         } else {
             Vec::new()
         },
+        written: false,
     };
     if send.done {
         // Nothing of the body is sent (HEAD, 204, 304, an empty body): it ends
@@ -562,10 +588,12 @@ struct Send {
     done: bool,
     trailers: Option<HeaderMap>,
     trailer_names: Vec<HeaderName>,
+    /// A write was tried (see `poll`).
+    written: bool,
 }
 
 impl Send {
-    fn poll<I: AsyncWrite + Unpin>(
+    fn poll<I: AsyncWrite + Readiness + Unpin>(
         &mut self,
         io: &mut I,
         body: &mut ProxyBody,
@@ -594,7 +622,19 @@ impl Send {
                     IoSlice::new(&self.data),
                     IoSlice::new(self.tail),
                 ];
-                let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &bufs))?;
+                // The first write of an answer goes out without a readiness
+                // poll: the connection sent everything before it read this
+                // request, so it has room unless the client stopped reading.
+                // Later writes poll (tokio notes a short write as no room).
+                let now = match self.written {
+                    false => io.try_write_now(&bufs),
+                    true => None,
+                };
+                self.written = true;
+                let n = match now {
+                    Some(r) => r?,
+                    None => ready!(Pin::new(&mut *io).poll_write_vectored(cx, &bufs))?,
+                };
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
