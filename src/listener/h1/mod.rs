@@ -859,6 +859,44 @@ mod tests {
         assert!(StopWatch::default().stopped(&stop));
     }
 
+    /// An answer far larger than the sockets' buffers arrives whole, and
+    /// every byte is counted: the first write goes out at once, the rest
+    /// wait for room.
+    #[tokio::test]
+    async fn a_long_answer_is_written_whole_and_counted() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let reader = tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            // Not reading at first: the proxy's side fills its buffers.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.expect("read");
+            got
+        });
+        let (server, _) = listener.accept().await.expect("accept");
+        let stats = Arc::new(crate::telemetry::ListenerStats::new("test".into()));
+        let mut io = Counted::new(server, stats.clone());
+        let body: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let resp = http::Response::new(ProxyBody::text(body.clone()));
+        let answering = Answering {
+            head_method: false,
+            close: true,
+        };
+        let mut pending = BytesMut::new();
+        respond(&mut io, resp, &answering, false, &mut pending).await;
+        drop(io);
+        let got = reader.await.expect("reader");
+        assert!(got.ends_with(&body), "{} bytes", got.len());
+        let head = String::from_utf8_lossy(&got[..got.len() - body.len()]).to_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains("content-length: 8388608\r\n"), "{head}");
+        assert_eq!(stats.sent_bytes.load(Relaxed), got.len() as u64);
+    }
+
     /// The stop registration made at the first idle wait wakes the task
     /// at a later one.
     #[tokio::test]
