@@ -43,6 +43,19 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Counted<IO> {
     }
 }
 
+impl Counted<tokio::net::TcpStream> {
+    /// `TcpStream::try_write_vectored`, counted.
+    pub(crate) fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let r = self.io.try_write_vectored(bufs);
+        if let Ok(n) = r
+            && n > 0
+        {
+            self.stats.sent_bytes.fetch_add(n as u64, Relaxed);
+        }
+        r
+    }
+}
+
 impl<IO: AsyncWrite + Unpin> Counted<IO> {
     fn sent(&self, r: &Poll<io::Result<usize>>) {
         if let Poll::Ready(Ok(n)) = r

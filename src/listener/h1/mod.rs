@@ -57,7 +57,10 @@ use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::task::{Context, Poll, Wake, Waker, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -83,11 +86,26 @@ pub(super) struct HandOver<I> {
 /// so an idle connection needs no buffer.
 pub(super) trait Readiness {
     fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Writes `bufs` at once if the connection is known to have room,
+    /// without polling for it (the task's budget, a waker kept); `None`: it
+    /// has none, or cannot tell, and the caller polls.
+    fn try_write_now(&mut self, bufs: &[IoSlice<'_>]) -> Option<io::Result<usize>> {
+        let _ = bufs;
+        None
+    }
 }
 
 impl Readiness for Counted<TcpStream> {
     fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get_ref().poll_read_ready(cx)
+    }
+
+    fn try_write_now(&mut self, bufs: &[IoSlice<'_>]) -> Option<io::Result<usize>> {
+        match self.try_write_vectored(bufs) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            r => Some(r),
+        }
     }
 }
 
@@ -190,11 +208,21 @@ where
             };
             // Boxed apart, and small to move: waiting for the answer and
             // writing it is not carried by the connection while it idles.
-            let answered =
-                boxed(|| exchange(answer, &mut io, head_method, layout, pending, stop)).await;
+            let answered = boxed(|| {
+                exchange(
+                    answer,
+                    &mut io,
+                    head_method,
+                    layout,
+                    pending,
+                    stop,
+                    &stopping,
+                )
+            })
+            .await;
             // The client left: dropping the pipeline's future is how it learns.
             let keep = answered?;
-            if !keep || stop.is_cancelled() {
+            if !keep || stopping.stopped(stop) {
                 // Boxed: the timer exists only while closing.
                 let _ = Box::pin(timeout_at(Instant::now() + CLOSE_GRACE, io.shutdown())).await;
                 return None;
@@ -227,9 +255,10 @@ async fn exchange<I, F>(
     layout: head::Layout,
     pending: &mut BytesMut,
     stop: &CancellationToken,
+    stopping: &StopWatch,
 ) -> Option<bool>
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + Readiness + Unpin,
     F: Future<Output = http::Response<ProxyBody>>,
 {
     // The answer stays where the pipeline's poll put it, and is written from
@@ -251,7 +280,7 @@ where
     let resp = resp.as_mut()?;
     let answering = Answering {
         head_method,
-        close: layout.close || stop.is_cancelled(),
+        close: layout.close || stopping.stopped(stop),
     };
     Some(respond(io, resp, &answering, layout.trailers, pending).await)
 }
@@ -296,24 +325,77 @@ impl Deadline {
 /// made at the first idle wait and kept for the connection's life, instead
 /// of one registered and removed per request. Boxed: it exists only for
 /// connections that were served, and an idle one keeps its future small.
+///
+/// Once registered, a stop is seen through a flag that the registration's
+/// wake-up sets (`StopFlag`), not through the token's state, which is read
+/// under its lock (about 40 instructions, two to four times a request): the
+/// token is asked only after that wake-up.
 #[derive(Default)]
 struct StopWatch {
-    registered: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    registered: Option<(Arc<StopFlag>, Pin<Box<WaitForCancellationFutureOwned>>)>,
+}
+
+/// The waker the stop registration holds: it notes the wake-up, then wakes
+/// the connection's task.
+struct StopFlag {
+    woken: AtomicBool,
+    task: Waker,
+}
+
+impl Wake for StopFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Release);
+        self.task.wake_by_ref();
+    }
 }
 
 impl StopWatch {
     /// Whether `stop` was cancelled; if not, the task is woken when it is.
     /// The registration holds the waker of this connection's task, the only
-    /// one that polls it, so later calls only read the token's state.
+    /// one that polls it, so later calls only read the flag.
     fn poll_stopped(&mut self, stop: &CancellationToken, cx: &mut Context<'_>) -> bool {
-        match &self.registered {
-            Some(_) => stop.is_cancelled(),
-            None => {
-                let mut wait = Box::pin(stop.clone().cancelled_owned());
-                let stopped = wait.as_mut().poll(cx).is_ready();
-                self.registered = Some(wait);
-                stopped
+        match &mut self.registered {
+            Some((flag, _)) if !flag.task.will_wake(cx.waker()) => self.register(stop, cx),
+            Some((flag, _)) if !flag.woken.load(Acquire) => false,
+            Some((flag, wait)) => {
+                // Woken: stopped, or (never seen) a wake-up without a stop,
+                // after which the poll registers again.
+                flag.woken.store(false, Relaxed);
+                let waker = Waker::from(flag.clone());
+                wait.as_mut()
+                    .poll(&mut Context::from_waker(&waker))
+                    .is_ready()
             }
+            None => self.register(stop, cx),
+        }
+    }
+
+    #[cold]
+    fn register(&mut self, stop: &CancellationToken, cx: &mut Context<'_>) -> bool {
+        let flag = Arc::new(StopFlag {
+            woken: AtomicBool::new(false),
+            task: cx.waker().clone(),
+        });
+        let mut wait = Box::pin(stop.clone().cancelled_owned());
+        let waker = Waker::from(flag.clone());
+        let stopped = wait
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_ready();
+        self.registered = Some((flag, wait));
+        stopped
+    }
+
+    /// Whether `stop` was cancelled, without registering: the flag when
+    /// registered, else the token.
+    fn stopped(&self, stop: &CancellationToken) -> bool {
+        match &self.registered {
+            Some((flag, _)) => flag.woken.load(Acquire) && stop.is_cancelled(),
+            None => stop.is_cancelled(),
         }
     }
 }
@@ -346,13 +428,23 @@ where
         } else {
             // Idle: nothing allocated until the client sends something; a stop
             // closes at once, before what the client sent.
+            // Once woken, the read below polls the readiness itself (a wake
+            // by the deadline's timer finds nothing to read and comes back
+            // here, where the deadline is looked at).
+            let mut waited = false;
             let ready = poll_fn(|cx| {
                 if stopping.poll_stopped(stop, cx) {
                     return Poll::Ready(false);
                 }
+                if waited {
+                    return Poll::Ready(true);
+                }
                 match io.poll_readable(cx) {
                     Poll::Ready(r) => Poll::Ready(r.is_ok()),
-                    Poll::Pending => deadline.poll_expired(cx).map(|()| false),
+                    Poll::Pending => {
+                        waited = true;
+                        deadline.poll_expired(cx).map(|()| false)
+                    }
                 }
             });
             if !ready.await {
@@ -435,7 +527,7 @@ async fn respond<I>(
     pending: &mut BytesMut,
 ) -> bool
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + Readiness + Unpin,
 {
     let mut body = std::mem::replace(resp.body_mut(), ProxyBody::empty());
     let mut out = take_out();
@@ -468,6 +560,7 @@ where
         } else {
             Vec::new()
         },
+        written: false,
     };
     if send.done {
         // Nothing of the body is sent (HEAD, 204, 304, an empty body): it ends
@@ -505,10 +598,12 @@ struct Send {
     done: bool,
     trailers: Option<HeaderMap>,
     trailer_names: Vec<HeaderName>,
+    /// A write was tried (see `poll`).
+    written: bool,
 }
 
 impl Send {
-    fn poll<I: AsyncWrite + Unpin>(
+    fn poll<I: AsyncWrite + Readiness + Unpin>(
         &mut self,
         io: &mut I,
         body: &mut ProxyBody,
@@ -537,7 +632,19 @@ impl Send {
                     IoSlice::new(&self.data),
                     IoSlice::new(self.tail),
                 ];
-                let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &bufs))?;
+                // The first write of an answer goes out without a readiness
+                // poll: the connection sent everything before it read this
+                // request, so it has room unless the client stopped reading.
+                // Later writes poll (tokio notes a short write as no room).
+                let now = match self.written {
+                    false => io.try_write_now(&bufs),
+                    true => None,
+                };
+                self.written = true;
+                let n = match now {
+                    Some(r) => r?,
+                    None => ready!(Pin::new(&mut *io).poll_write_vectored(cx, &bufs))?,
+                };
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
@@ -684,7 +791,6 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::task::Waker;
     use std::time::Duration;
 
     /// Polls the deadline once; whether it expired. `again`: as if it had
@@ -723,6 +829,82 @@ mod tests {
             assert_eq!(fired(&mut d, again, 10, 5, 20).await, 20);
             assert_eq!(fired(&mut d, again, 60, 30, 40).await, 40);
         }
+    }
+
+    /// Once registered, a stop is read from the flag its wake-up sets: a
+    /// wake-up without a stop is not one (and registers again), a stop sets
+    /// the flag at once, before the task runs.
+    #[tokio::test]
+    async fn a_stop_is_seen_through_the_flag_of_its_wake_up() {
+        // A waker of its own: two no-op wakers need not compare equal.
+        struct Task(std::sync::atomic::AtomicUsize);
+        impl Wake for Task {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Relaxed);
+            }
+        }
+        let task = Arc::new(Task(Default::default()));
+        let waker = Waker::from(task.clone());
+        let mut cx = Context::from_waker(&waker);
+        let stop = CancellationToken::new();
+        let mut watch = StopWatch::default();
+        assert!(!watch.stopped(&stop));
+        assert!(!watch.poll_stopped(&stop, &mut cx));
+        assert!(!watch.stopped(&stop));
+        let flag = watch.registered.as_ref().expect("registered").0.clone();
+        Waker::from(flag.clone()).wake();
+        assert_eq!(task.0.load(Relaxed), 1);
+        assert!(!watch.stopped(&stop), "woken without a stop");
+        assert!(!watch.poll_stopped(&stop, &mut cx));
+        assert!(!flag.woken.load(Acquire));
+        stop.cancel();
+        assert!(
+            flag.woken.load(Acquire),
+            "the stop woke the registration made again"
+        );
+        assert_eq!(task.0.load(Relaxed), 2, "and the task");
+        assert!(watch.stopped(&stop));
+        assert!(watch.poll_stopped(&stop, &mut cx));
+        // A watch never registered asks the token.
+        assert!(StopWatch::default().stopped(&stop));
+    }
+
+    /// An answer far larger than the sockets' buffers arrives whole, and
+    /// every byte is counted: the first write goes out at once, the rest
+    /// wait for room.
+    #[tokio::test]
+    async fn a_long_answer_is_written_whole_and_counted() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let reader = tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            // Not reading at first: the proxy's side fills its buffers.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.expect("read");
+            got
+        });
+        let (server, _) = listener.accept().await.expect("accept");
+        let stats = Arc::new(crate::telemetry::ListenerStats::new("test".into()));
+        let mut io = Counted::new(server, stats.clone());
+        let body: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let resp = http::Response::new(ProxyBody::text(body.clone()));
+        let answering = Answering {
+            head_method: false,
+            close: true,
+        };
+        let mut pending = BytesMut::new();
+        respond(&mut io, resp, &answering, false, &mut pending).await;
+        drop(io);
+        let got = reader.await.expect("reader");
+        assert!(got.ends_with(&body), "{} bytes", got.len());
+        let head = String::from_utf8_lossy(&got[..got.len() - body.len()]).to_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains("content-length: 8388608\r\n"), "{head}");
+        assert_eq!(stats.sent_bytes.load(Relaxed), got.len() as u64);
     }
 
     /// The stop registration made at the first idle wait wakes the task
