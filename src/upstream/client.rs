@@ -392,7 +392,10 @@ async fn send_own(
         UpstreamBody::Full(b) => b.clone(),
         _ => bytes::Bytes::new(),
     };
-    let stated = body.is_empty() || states_length(req.headers(), body.len());
+    // A head encoded ahead states the length of the body it goes with, which
+    // is this one: the request phase encodes it only then (`EncodedHead`).
+    let stated =
+        body.is_empty() || encoded.is_encoded() || states_length(req.headers(), body.len());
     if !stated {
         // The length of the bytes sent, stated once, whatever the fields said.
         req.headers_mut()
