@@ -238,14 +238,7 @@ pub(super) fn prepare<'p>(
     {
         parts.headers.insert(header::HOST, h.clone());
     }
-    // Bodiless, or a body already whole whose length the head states once
-    // (what a send on a connection of our own checks): the head is the same
-    // for every send.
-    let plain = !upgrade
-        && match &body {
-            Inbound::Full(b) => states_length(&parts.headers, b.len()),
-            b => b.is_end_stream(),
-        };
+    let plain = !upgrade && is_plain(&body, &parts.headers);
     let mut encoded = header_rules(conn, rc, routed, snapshot, parts, &path, plain);
     encoded.raw_answer = wants_raw_answer(conn, routed, upgrade);
     let headers = std::mem::take(&mut parts.headers);
@@ -336,6 +329,16 @@ pub(super) fn prepare<'p>(
         encoded,
     });
     Ok((prepared, &mut places.first))
+}
+
+/// A request whose head is the same for every send: bodiless, or with a
+/// body already whole whose length the head states once (what a send on a
+/// connection of our own checks).
+fn is_plain(body: &Inbound, headers: &HeaderMap) -> bool {
+    match body {
+        Inbound::Full(b) => states_length(headers, b.len()),
+        b => b.is_end_stream(),
+    }
 }
 
 /// Whether the answer's fields may stay in their raw form: only when every
