@@ -561,6 +561,42 @@ async fn get_retried_after_the_backend_read_it_is_sent_whole_again() {
     assert_eq!(b.hits(), 3);
 }
 
+/// A small PUT, whose head is encoded once with its body's length, is sent
+/// again as it was: the same fields once each, and the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_put_retried_after_the_backend_read_it_is_sent_whole_again() {
+    let (f, seen, b) = dropper_then_echo().await;
+    let addr = f.listener(0);
+    let body = Bytes::from_static(b"{\"small\":true}");
+    for i in 1..=3 {
+        let r = client::send(
+            addr,
+            Request::put("/again")
+                .header("host", "x")
+                .body(Full::new(body.clone()))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        assert_eq!(r.json()["body_len"], body.len());
+        assert_eq!(r.json()["body_sum"], testkit::backend::checksum(&body));
+        assert_eq!(seen.load(Ordering::SeqCst), i);
+        let last = b.last();
+        let h = &last.headers;
+        for (name, want) in [
+            ("host", "x".to_string()),
+            ("content-length", body.len().to_string()),
+            ("x-forwarded-for", "127.0.0.1".to_string()),
+            ("forwarded", "for=127.0.0.1;proto=http;host=x".to_string()),
+            ("via", "1.1 fulcrum".to_string()),
+            ("x-request-id", r.header("x-request-id").expect("an ID")),
+        ] {
+            let all: Vec<_> = h.get_all(name).iter().collect();
+            assert_eq!(all, [want.as_str()], "{name}: {h:?}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_open_spreads_over_backends_that_all_look_down() {
     let (a, a_ok) = switchable("a").await;

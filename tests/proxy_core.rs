@@ -285,6 +285,51 @@ async fn forwarding_fields_of_a_plain_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_fields_of_a_small_post() {
+    // A body the fast path reads whole, with its length stated: its head is
+    // encoded once with the proxy's fields, as a bodiless request's is.
+    let be = TestBackend::echo("be").await;
+    let f = Fulcrum::start(&config(&format!(
+        "pools:\n  - name: h1\n    backends: [\"{0}\"]\n  - name: h2\n    backends: [\"h2c://{0}\"]\nroutes:\n  - {{ path_prefix: /, pool: h1 }}\n  - {{ path_prefix: /two, pool: h2 }}\n",
+        be.addr
+    )));
+    let data = Bytes::from_static(b"name=value&other=1");
+    for (method, path) in [("POST", "/form"), ("PUT", "/two/form"), ("POST", "/form")] {
+        let r = client::send(
+            f.listener(0),
+            Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", "shop.example")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Full::new(data.clone()))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.json()["body_len"], data.len());
+        assert_eq!(r.json()["body_sum"], checksum(&data));
+        let seen = be.last();
+        let h = &seen.headers;
+        for (name, want) in [
+            ("x-forwarded-for", "127.0.0.1".to_string()),
+            ("x-forwarded-proto", "http".to_string()),
+            ("x-forwarded-host", "shop.example".to_string()),
+            (
+                "forwarded",
+                "for=127.0.0.1;proto=http;host=shop.example".to_string(),
+            ),
+            ("via", "1.1 fulcrum".to_string()),
+            ("x-request-id", r.header("x-request-id").expect("an ID")),
+            ("content-length", data.len().to_string()),
+        ] {
+            let all: Vec<_> = h.get_all(name).iter().collect();
+            assert_eq!(all, [want.as_str()], "{name} ({path}): {h:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_proxies_keep_and_extend_forwarding() {
     let be = TestBackend::echo("t").await;
     let f = Fulcrum::start(&format!(

@@ -331,15 +331,21 @@ pub struct PeerInfo {
     pub forwarded_for: String,
     /// On an HTTPS connection: what the handshake settled.
     pub tls: Option<TlsInfo>,
-    /// The last `Forwarded` value built without a previous one: it depends only
-    /// on the connection and the Host, which rarely changes on one connection.
+    /// The last `Forwarded` value built without a previous one, and the
+    /// forwarding fields written as lines of a head: they depend only on the
+    /// connection, the Host and the client's version, which rarely change on
+    /// one connection.
     forwarded: std::sync::Mutex<Option<ForwardedCache>>,
 }
 
 struct ForwardedCache {
     scheme: &'static str,
     host: Option<HeaderValue>,
-    value: HeaderValue,
+    value: Option<HeaderValue>,
+    /// The lines [`append_forwarding`] writes before the request ID's
+    /// value, for `via` (empty: not written yet).
+    lines: Vec<u8>,
+    via: &'static str,
 }
 
 /// The TLS version and the server name (SNI) a client connected with.
@@ -395,24 +401,68 @@ impl PeerInfo {
         scheme: &'static str,
         host: Option<&HeaderValue>,
     ) -> Option<HeaderValue> {
-        let Ok(mut cache) = self.forwarded.lock() else {
-            return forwarded_value(None, self, scheme, host);
+        self.with_cache(scheme, host, |c| c.value.clone())
+    }
+
+    /// Calls `f` with the forwarding fields (`X-Forwarded-For`, `-Proto`,
+    /// `-Host`, `Forwarded`, `Via`) for this peer and a request to `host`,
+    /// as lines of a head, and the request ID's name after them: from the
+    /// connection's cache when the scheme, host and `via` are those of the
+    /// last request, so that a request's head takes them with one copy.
+    fn with_forwarding_lines<R>(
+        &self,
+        scheme: &'static str,
+        host: Option<&HeaderValue>,
+        via: &'static str,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> R {
+        self.with_cache(scheme, host, |c| {
+            // The same literal each time, in practice: told by its address
+            // first.
+            if c.lines.is_empty() || !(std::ptr::eq(c.via, via) || c.via == via) {
+                c.lines.clear();
+                write_forwarding_lines(&mut c.lines, self, scheme, host, c.value.as_ref(), via);
+                c.via = via;
+            }
+            f(&c.lines)
+        })
+    }
+
+    /// Calls `f` with the connection's cache, made afresh unless its scheme
+    /// and host are `scheme` and `host`. The lock is the connection's own:
+    /// only the streams of one HTTP/2 connection share it.
+    fn with_cache<R>(
+        &self,
+        scheme: &'static str,
+        host: Option<&HeaderValue>,
+        f: impl FnOnce(&mut ForwardedCache) -> R,
+    ) -> R {
+        // A panic while it was held left at worst a stale entry: it is checked
+        // as any other.
+        let mut cache = self
+            .forwarded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cache = match &mut *cache {
+            Some(c)
+                if (std::ptr::eq(c.scheme, scheme) || c.scheme == scheme)
+                    && c.host.as_ref().map(HeaderValue::as_bytes)
+                        == host.map(HeaderValue::as_bytes) =>
+            {
+                c
+            }
+            slot => slot.insert(ForwardedCache {
+                scheme,
+                // A copy: the request's value may be a slice of the buffer its
+                // head was read into, which the connection would then keep
+                // while idle.
+                host: host.and_then(|h| HeaderValue::from_bytes(h.as_bytes()).ok()),
+                value: forwarded_value(None, self, scheme, host),
+                lines: Vec::new(),
+                via: "",
+            }),
         };
-        if let Some(c) = cache.as_ref()
-            && c.scheme == scheme
-            && c.host.as_ref().map(HeaderValue::as_bytes) == host.map(HeaderValue::as_bytes)
-        {
-            return Some(c.value.clone());
-        }
-        let value = forwarded_value(None, self, scheme, host)?;
-        *cache = Some(ForwardedCache {
-            scheme,
-            // A copy: the request's value may be a slice of the buffer its head
-            // was read into, which the connection would then keep while idle.
-            host: host.and_then(|h| HeaderValue::from_bytes(h.as_bytes()).ok()),
-            value: value.clone(),
-        });
-        Some(value)
+        f(cache)
     }
 }
 
@@ -541,15 +591,64 @@ pub fn can_append(h: &HeaderMap, trusted: bool, ops: &HeaderOps, may_hold_added:
 
 /// Writes the fields [`add_forwarding`], the request ID and the traceparent
 /// would put into a request that [`can_append`] allows, in the same order,
-/// as lines of a head.
-pub fn append_forwarding(
-    out: &mut Vec<u8>,
+/// as lines of a head; calls `f` with them.
+pub fn append_forwarding<R>(
     peer: &PeerInfo,
     scheme: &'static str,
     host: Option<&HeaderValue>,
     via: &'static str,
     request_id: &HeaderValue,
     traceparent: Option<&HeaderValue>,
+    f: impl FnOnce(&Appended<'_>) -> R,
+) -> R {
+    peer.with_forwarding_lines(scheme, host, via, |forwarding| {
+        f(&Appended {
+            forwarding,
+            request_id: request_id.as_bytes(),
+            traceparent: traceparent.map(HeaderValue::as_bytes),
+        })
+    })
+}
+
+/// The lines [`append_forwarding`] writes, as the connection's cache holds
+/// the forwarding ones: each a copy.
+pub struct Appended<'a> {
+    forwarding: &'a [u8],
+    request_id: &'a [u8],
+    traceparent: Option<&'a [u8]>,
+}
+
+impl Appended<'_> {
+    /// How many bytes [`Appended::write`] writes.
+    pub fn len(&self) -> usize {
+        const TP: usize = "traceparent: \r\n".len();
+        self.forwarding.len()
+            + self.request_id.len()
+            + 2
+            + self.traceparent.map_or(0, |t| TP + t.len())
+    }
+
+    pub fn write(&self, out: &mut Vec<u8>) {
+        use crate::upstream::h1::conn::put_field;
+        // The forwarding lines end with the request ID's name.
+        out.extend_from_slice(self.forwarding);
+        out.extend_from_slice(self.request_id);
+        out.extend_from_slice(b"\r\n");
+        if let Some(tp) = self.traceparent {
+            put_field(out, b"traceparent", tp);
+        }
+    }
+}
+
+/// The forwarding fields of [`append_forwarding`], then the request ID's
+/// name; `forwarded`: this hop's `Forwarded` element.
+fn write_forwarding_lines(
+    out: &mut Vec<u8>,
+    peer: &PeerInfo,
+    scheme: &'static str,
+    host: Option<&HeaderValue>,
+    forwarded: Option<&HeaderValue>,
+    via: &'static str,
 ) {
     use crate::upstream::h1::conn::put_field;
     put_field(out, b"x-forwarded-for", peer.xff.as_bytes());
@@ -557,25 +656,11 @@ pub fn append_forwarding(
     if let Some(v) = host {
         put_field(out, b"x-forwarded-host", v.as_bytes());
     }
-    if let Some(v) = peer.forwarded_element(scheme, host) {
+    if let Some(v) = forwarded {
         put_field(out, b"forwarded", v.as_bytes());
     }
     put_field(out, b"via", via.as_bytes());
-    put_field(out, b"x-request-id", request_id.as_bytes());
-    if let Some(tp) = traceparent {
-        put_field(out, b"traceparent", tp.as_bytes());
-    }
-}
-
-/// About how many bytes [`append_forwarding`] writes.
-pub fn appended_len(
-    peer: &PeerInfo,
-    host: Option<&HeaderValue>,
-    request_id: &HeaderValue,
-) -> usize {
-    let host = host.map_or(0, HeaderValue::len);
-    // Names, separators, the scheme and Via: 130; the traceparent: 70.
-    200 + peer.xff.len() * 2 + host * 2 + request_id.len()
+    out.extend_from_slice(b"x-request-id: ");
 }
 
 /// The value of a cookie in the request's Cookie headers.
@@ -790,22 +875,42 @@ mod tests {
     #[test]
     fn appended_forwarding_writes_what_inserting_would() {
         use crate::upstream::h1::conn::encode_head;
+        // One connection's peer: its cache of the lines follows the host, the
+        // scheme and the client's version from one request to the next.
         let peer = PeerInfo::new("10.1.2.3".parse().unwrap());
-        let host = HeaderValue::from_static("a.example:8080");
+        let a = HeaderValue::from_static("a.example:8080");
+        let b = HeaderValue::from_static("b.example");
         let id = HeaderValue::from_static("0123");
         let tp = HeaderValue::from_static("00-01-02-01");
         let none = HeaderOps::default();
-        for (host, tp) in [(Some(&host), Some(&tp)), (None, None)] {
+        for (host, scheme, via, tp) in [
+            (Some(&a), "https", "1.1 fulcrum", Some(&tp)),
+            (Some(&a), "https", "1.1 fulcrum", None),
+            (None, "https", "1.1 fulcrum", None),
+            (Some(&a), "https", "1.1 fulcrum", None),
+            (Some(&b), "https", "1.1 fulcrum", Some(&tp)),
+            (Some(&b), "http", "1.1 fulcrum", None),
+            (Some(&b), "http", "1.0 fulcrum", None),
+            (Some(&b), "http", "2 fulcrum", None),
+            (Some(&a), "http", "2 fulcrum", None),
+        ] {
             let mut h = HeaderMap::new();
             h.insert(header::HOST, HeaderValue::from_static("a.example:8080"));
             h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
             assert!(can_append(&h, false, &none, true));
-            let len = appended_len(&peer, host, &id);
-            let (appended, range) = encode_head(&http::Method::GET, "/", &h, len, |out| {
-                append_forwarding(out, &peer, "https", host, "1.1 fulcrum", &id, tp);
+            // Twice: the second from the connection's cache.
+            let mut heads = [0, 1].map(|_| {
+                append_forwarding(&peer, scheme, host, via, &id, tp, |f| {
+                    let (head, range) =
+                        encode_head(&http::Method::GET, "/", &h, f.len(), |out| f.write(out));
+                    assert_eq!(range.len(), f.len());
+                    head
+                })
             });
-            assert!(appended.len() <= appended.capacity() && range.len() <= len);
-            add_forwarding(&mut h, &peer, false, "https", host, "1.1 fulcrum");
+            assert_eq!(heads[0], heads[1]);
+            let appended = std::mem::take(&mut heads[0]);
+            assert_eq!(appended.len(), appended.capacity(), "an exact length");
+            add_forwarding(&mut h, &peer, false, scheme, host, via);
             h.insert(&X_REQUEST_ID, id.clone());
             if let Some(tp) = tp {
                 h.insert(&TRACEPARENT, tp.clone());

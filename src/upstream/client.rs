@@ -67,7 +67,8 @@ impl std::fmt::Display for ExchangeError {
 
 impl std::error::Error for ExchangeError {}
 
-/// The head of a bodiless HTTP/1.1 request, encoded once by the proxy for
+/// The head of an HTTP/1.1 request without a body, or with one already whole
+/// whose length it states ([`states_length`]), encoded once by the proxy for
 /// every send of it on a connection of our own. The fields in `appended`
 /// (the proxy's forwarding fields and request ID) are in these bytes only,
 /// not in the request's map: written straight into the head, they cost no
@@ -427,14 +428,19 @@ async fn send_own(
         UpstreamBody::Full(b) => b.clone(),
         _ => bytes::Bytes::new(),
     };
-    if !body.is_empty() && !states_length(req.headers(), body.len()) {
+    // A head encoded ahead states the length of the body it goes with, which
+    // is this one: the request phase encodes it only then (`EncodedHead`).
+    let stated =
+        body.is_empty() || encoded.is_encoded() || states_length(req.headers(), body.len());
+    if !stated {
         // The length of the bytes sent, stated once, whatever the fields said.
         req.headers_mut()
             .insert(http::header::CONTENT_LENGTH, body.len().into());
     }
-    // Only a bodiless request's head is encoded ahead (`EncodedHead`).
+    // A head encoded ahead (`EncodedHead`) is of a request without a body or
+    // with one whose length it states.
     let encoded_now;
-    let head = if encoded.is_encoded() && body.is_empty() {
+    let head = if encoded.is_encoded() && stated {
         &encoded.bytes[..]
     } else {
         encoded_now = h1::conn::encode_request(req);
@@ -499,7 +505,7 @@ async fn send_own(
 /// Whether `headers` hold exactly one `Content-Length`, of `len`: what the
 /// client's head said when the fast path read its body, so nothing is
 /// rewritten on the common path.
-fn states_length(headers: &http::HeaderMap, len: usize) -> bool {
+pub fn states_length(headers: &http::HeaderMap, len: usize) -> bool {
     let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
     let first = lengths
         .next()

@@ -3,7 +3,6 @@
 
 use super::head::has_token;
 use crate::proxy::body::ProxyBody;
-use crate::proxy::headers::X_REQUEST_ID;
 use crate::upstream::h1::response::{Known, Line, RawHead, decimal};
 use http::header::{self, HeaderName};
 use http::{HeaderMap, StatusCode, Version};
@@ -69,28 +68,63 @@ fn encode_parts(
     req: &Answering,
     out: &mut Vec<u8>,
 ) -> Result<Encoded, BadHead> {
-    let mapped = headers.iter().map(|(n, v)| (Name::Map(n), v.as_bytes()));
-    match raw {
-        None => encode_fields(version, status, mapped, &[], body, req, out),
-        Some(raw) => {
-            let lines = raw.lines.iter().filter_map(|line| match line {
+    if status.is_informational() {
+        // Only a 101 after an upgrade is legitimate, and upgrades go to hyper.
+        return Err(BadHead);
+    }
+    let known = if body.is_end_stream() {
+        Some(0)
+    } else {
+        body.size_hint().exact()
+    };
+    status_line(version, status, out);
+    let can_chunk = !req.head_method
+        && !matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED)
+        && version != Version::HTTP_10;
+    let mut w = Fields {
+        known,
+        head_method: req.head_method,
+        can_chunk,
+        framing: None,
+        close: req.close,
+        said_close: false,
+        wrote_date: false,
+        trailer_names: Vec::new(),
+        te_values: Vec::new(),
+        head: &[],
+        run: (0, 0),
+    };
+    if let Some(raw) = raw {
+        w.head = raw.bytes();
+        for line in &raw.lines {
+            match line {
+                // Most of a backend's lines: copied as they are, in runs.
+                Line::Backend(f) if f.plain && !f.known.is_read_by_the_writer() => {
+                    w.wrote_date |= f.known == Known::Date;
+                    w.copy_line(f.line(), out);
+                }
                 Line::Backend(f) => {
                     let line = f.plain.then(|| f.line());
-                    Some((Name::Raw(raw.name(f), f.known, line), raw.value(f)))
+                    w.field(Name::Raw(f.known, line), raw.name(f), raw.value(f), out)?;
                 }
-                Line::RequestId => Some((
-                    Name::Map(&X_REQUEST_ID),
-                    raw.request_id.as_ref()?.as_bytes(),
-                )),
-                Line::SetCookie => Some((
-                    Name::Map(&header::SET_COOKIE),
-                    raw.set_cookie.as_ref()?.as_bytes(),
-                )),
-            });
-            let head = raw.bytes();
-            encode_fields(version, status, lines.chain(mapped), head, body, req, out)
+                Line::RequestId => {
+                    if let Some(v) = &raw.request_id {
+                        w.ours(b"x-request-id: ", v.as_bytes(), out);
+                    }
+                }
+                Line::SetCookie => {
+                    if let Some(v) = &raw.set_cookie {
+                        w.ours(b"set-cookie: ", v.as_bytes(), out);
+                    }
+                }
+            }
         }
     }
+    for (name, value) in headers {
+        let n = name.as_str().as_bytes();
+        w.field(Name::Map(name), n, value.as_bytes(), out)?;
+    }
+    w.finish(status, version, out)
 }
 
 /// A field's name as the writer gets it: from a map, or from a backend's
@@ -98,9 +132,9 @@ fn encode_parts(
 #[derive(Clone, Copy)]
 enum Name<'a> {
     Map(&'a HeaderName),
-    /// The name, which one it is, and where the field's whole line lies in
-    /// the head when it is spelled there as it is written (`Field::plain`).
-    Raw(&'a [u8], Known, Option<(usize, usize)>),
+    /// Which name it is, and where the field's whole line lies in the head
+    /// when it is spelled there as it is written (`Field::plain`).
+    Raw(Known, Option<(usize, usize)>),
 }
 
 /// The names the writer looks at.
@@ -127,7 +161,7 @@ impl Name<'_> {
                 header::TRAILER => Kind::Trailer,
                 _ => Kind::Other,
             },
-            Name::Raw(_, known, _) => match known {
+            Name::Raw(known, _) => match known {
                 Known::ContentLength => Kind::ContentLength,
                 Known::TransferEncoding => Kind::TransferEncoding,
                 Known::Connection => Kind::Connection,
@@ -137,85 +171,100 @@ impl Name<'_> {
             },
         }
     }
+}
 
-    fn write(self, out: &mut Vec<u8>) {
-        match self {
-            Name::Map(n) => out.extend_from_slice(n.as_str().as_bytes()),
-            Name::Raw(n, _, _) => out.extend_from_slice(n),
-        }
+impl Known {
+    /// A name whose value the writer reads (see [`Kind`]); a `Date` is
+    /// only noted.
+    fn is_read_by_the_writer(self) -> bool {
+        matches!(
+            self,
+            Known::ContentLength | Known::TransferEncoding | Known::Connection | Known::Trailer
+        )
     }
 }
 
-/// Writes `fields`; a backend's lines that follow one another in its head
-/// (`head`) and are written as they are go out as one copy.
-fn encode_fields<'a>(
-    version: Version,
-    status: StatusCode,
-    fields: impl Iterator<Item = (Name<'a>, &'a [u8])>,
-    head: &[u8],
-    body: &ProxyBody,
-    req: &Answering,
-    out: &mut Vec<u8>,
-) -> Result<Encoded, BadHead> {
-    if status.is_informational() {
-        // Only a 101 after an upgrade is legitimate, and upgrades go to hyper.
-        return Err(BadHead);
+/// The fields as they are written, and what they decide.
+struct Fields<'a> {
+    /// The body's length when it is known.
+    known: Option<u64>,
+    head_method: bool,
+    can_chunk: bool,
+    framing: Option<Framing>,
+    close: bool,
+    said_close: bool,
+    wrote_date: bool,
+    trailer_names: Vec<HeaderName>,
+    te_values: Vec<&'a [u8]>,
+    /// The backend's head (empty without one), and its lines waiting to be
+    /// copied, as one range: lines that follow one another in it go out as
+    /// one copy.
+    head: &'a [u8],
+    run: (usize, usize),
+}
+
+impl<'a> Fields<'a> {
+    /// A backend's line, copied as it is.
+    #[inline(always)]
+    fn copy_line(&mut self, (start, end): (usize, usize), out: &mut Vec<u8>) {
+        if start != self.run.1 {
+            copy(self.head, self.run, out);
+            self.run.0 = start;
+        }
+        self.run.1 = end;
     }
-    let known = if body.is_end_stream() {
-        Some(0)
-    } else {
-        body.size_hint().exact()
-    };
-    status_line(version, status, out);
-    let can_chunk = !req.head_method
-        && !matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED)
-        && version != Version::HTTP_10;
-    let can_have_length = !matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
-    let mut framing = None;
-    let mut close = req.close;
-    let mut said_close = false;
-    let mut wrote_date = false;
-    let mut trailer_names = Vec::new();
-    let mut te_values: Vec<&[u8]> = Vec::new();
-    // The head's lines waiting to be copied, as one range.
-    let mut run = (0, 0);
-    for (name, value) in fields {
+
+    /// One of the proxy's own fields (`name` with its colon and space).
+    fn ours(&mut self, name: &[u8], value: &[u8], out: &mut Vec<u8>) {
+        copy(self.head, std::mem::take(&mut self.run), out);
+        out.extend_from_slice(name);
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+
+    fn field(
+        &mut self,
+        name: Name<'_>,
+        name_bytes: &[u8],
+        value: &'a [u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), BadHead> {
         match name.kind() {
             Kind::ContentLength => {
                 let Some(n) = content_length(value) else {
                     return Err(BadHead);
                 };
-                match framing {
-                    Some(Framing::Length(prev)) if prev == n => continue,
+                match self.framing {
+                    Some(Framing::Length(prev)) if prev == n => return Ok(()),
                     Some(_) => return Err(BadHead),
                     None => {}
                 }
                 // An empty body drops the header (a HEAD keeps it: it describes the GET).
-                if known == Some(0) && !req.head_method {
-                    continue;
+                if self.known == Some(0) && !self.head_method {
+                    return Ok(());
                 }
-                framing = Some(Framing::Length(known.unwrap_or(n)));
+                self.framing = Some(Framing::Length(self.known.unwrap_or(n)));
             }
             Kind::TransferEncoding => {
-                if matches!(framing, Some(Framing::Length(_))) {
+                if matches!(self.framing, Some(Framing::Length(_))) {
                     return Err(BadHead);
                 }
-                if can_chunk {
-                    framing = Some(Framing::Chunked);
-                    te_values.push(value);
+                if self.can_chunk {
+                    self.framing = Some(Framing::Chunked);
+                    self.te_values.push(value);
                 }
-                continue;
+                return Ok(());
             }
             Kind::Connection if has_token(value, b"close") => {
-                close = true;
-                said_close = true;
+                self.close = true;
+                self.said_close = true;
             }
-            Kind::Date => wrote_date = true,
+            Kind::Date => self.wrote_date = true,
             Kind::Trailer => {
-                if !can_chunk {
-                    continue;
+                if !self.can_chunk {
+                    return Ok(());
                 }
-                trailer_names.extend(
+                self.trailer_names.extend(
                     value
                         .split(|&b| b == b',')
                         .filter_map(|n| HeaderName::from_bytes(n.trim_ascii()).ok()),
@@ -223,67 +272,74 @@ fn encode_fields<'a>(
             }
             Kind::Connection | Kind::Other => {}
         }
-        if let Name::Raw(_, _, Some((start, end))) = name {
-            if start != run.1 {
-                copy(head, run, out);
-                run.0 = start;
-            }
-            run.1 = end;
-            continue;
+        if let Name::Raw(_, Some(line)) = name {
+            self.copy_line(line, out);
+            return Ok(());
         }
-        copy(head, std::mem::take(&mut run), out);
-        name.write(out);
+        copy(self.head, std::mem::take(&mut self.run), out);
+        out.extend_from_slice(name_bytes);
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
+        Ok(())
     }
-    copy(head, run, out);
-    if !te_values.is_empty() {
-        transfer_encoding(&te_values, out);
-    }
-    let framing = match framing {
-        Some(f) => f,
-        None => match known {
-            Some(0) => {
-                if can_have_length && !req.head_method {
-                    out.extend_from_slice(b"content-length: 0\r\n");
-                }
-                Framing::Length(0)
-            }
-            Some(n) => {
-                if can_have_length {
-                    out.extend_from_slice(b"content-length: ");
-                    push_decimal(n, out);
-                    out.extend_from_slice(b"\r\n");
-                    Framing::Length(n)
-                } else {
+
+    /// The fields the writer adds, the blank line, and what was decided.
+    fn finish(
+        self,
+        status: StatusCode,
+        version: Version,
+        out: &mut Vec<u8>,
+    ) -> Result<Encoded, BadHead> {
+        copy(self.head, self.run, out);
+        if !self.te_values.is_empty() {
+            transfer_encoding(&self.te_values, out);
+        }
+        let can_have_length = !matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
+        let framing = match self.framing {
+            Some(f) => f,
+            None => match self.known {
+                Some(0) => {
+                    if can_have_length && !self.head_method {
+                        out.extend_from_slice(b"content-length: 0\r\n");
+                    }
                     Framing::Length(0)
                 }
-            }
-            None if can_chunk => {
-                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-                Framing::Chunked
-            }
-            None => Framing::UntilClose,
-        },
-    };
-    if close && !said_close && version != Version::HTTP_10 {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    if !wrote_date {
-        out.extend_from_slice(b"date: ");
-        with_date(|d| out.extend_from_slice(d));
+                Some(n) => {
+                    if can_have_length {
+                        out.extend_from_slice(b"content-length: ");
+                        push_decimal(n, out);
+                        out.extend_from_slice(b"\r\n");
+                        Framing::Length(n)
+                    } else {
+                        Framing::Length(0)
+                    }
+                }
+                None if self.can_chunk => {
+                    out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                    Framing::Chunked
+                }
+                None => Framing::UntilClose,
+            },
+        };
+        if self.close && !self.said_close && version != Version::HTTP_10 {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        if !self.wrote_date {
+            out.extend_from_slice(b"date: ");
+            with_date(|d| out.extend_from_slice(d));
+            out.extend_from_slice(b"\r\n");
+        }
         out.extend_from_slice(b"\r\n");
+        let no_body = self.head_method || !can_have_length;
+        let framing = if no_body { Framing::Length(0) } else { framing };
+        let close = self.close || framing == Framing::UntilClose || version == Version::HTTP_10;
+        Ok(Encoded {
+            framing,
+            close,
+            trailer_names: self.trailer_names,
+        })
     }
-    out.extend_from_slice(b"\r\n");
-    let no_body = req.head_method || !can_have_length;
-    let framing = if no_body { Framing::Length(0) } else { framing };
-    let close = close || framing == Framing::UntilClose || version == Version::HTTP_10;
-    Ok(Encoded {
-        framing,
-        close,
-        trailer_names,
-    })
 }
 
 /// The `Transfer-Encoding` field of a chunked body: the backend's codings,

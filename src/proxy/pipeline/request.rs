@@ -10,7 +10,7 @@ use crate::proxy::headers::{self as hdr, X_REQUEST_ID};
 use crate::snapshot::{Route, Snapshot};
 use crate::upstream::balance::PickKey;
 use crate::upstream::body::{BodyStats, ClientBody, Inbound, Replay, UpstreamBody};
-use crate::upstream::client::EncodedHead;
+use crate::upstream::client::{EncodedHead, states_length};
 use crate::upstream::h1::conn::encode_head;
 use bytes::Bytes;
 use http::request::Parts;
@@ -49,7 +49,8 @@ pub(super) struct Prepared {
     pub(super) client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     pub(super) client_version: Version,
     /// The head as every backend of ours gets it, when it is encoded once
-    /// here (bodiless requests; see `EncodedHead`).
+    /// here (bodiless requests, and whole bodies of stated length; see
+    /// `EncodedHead`).
     pub(super) encoded: EncodedHead,
 }
 
@@ -237,7 +238,7 @@ pub(super) fn prepare<'p>(
     {
         parts.headers.insert(header::HOST, h.clone());
     }
-    let plain = body.is_end_stream() && !upgrade;
+    let plain = !upgrade && is_plain(&body, &parts.headers);
     let mut encoded = header_rules(conn, rc, routed, snapshot, parts, &path, plain);
     encoded.raw_answer = wants_raw_answer(conn, routed, upgrade);
     let headers = std::mem::take(&mut parts.headers);
@@ -330,6 +331,16 @@ pub(super) fn prepare<'p>(
     Ok((prepared, &mut places.first))
 }
 
+/// A request whose head is the same for every send: bodiless, or with a
+/// body already whole whose length the head states once (what a send on a
+/// connection of our own checks).
+fn is_plain(body: &Inbound, headers: &HeaderMap) -> bool {
+    match body {
+        Inbound::Full(b) => states_length(headers, b.len()),
+        b => b.is_end_stream(),
+    }
+}
+
 /// Whether the answer's fields may stay in their raw form: only when every
 /// reader of them between the backend and the client understands it. The
 /// client side's own HTTP/1.1 writer does (hyper's and h2's do not); the
@@ -344,7 +355,8 @@ fn wants_raw_answer(conn: &ConnCtx, routed: &Routed, upgrade: bool) -> bool {
 }
 
 /// The forwarding fields, the request ID, the traceparent and the route's
-/// edits; for a `plain` request (bodiless, no upgrade) that holds its Host,
+/// edits; for a `plain` request (no upgrade; bodiless, or with a body whole
+/// and its length stated) that holds its Host,
 /// when that writes the same (see `hdr::can_append`), its head encoded once
 /// with the proxy's fields written last instead.
 fn header_rules(
@@ -360,7 +372,7 @@ fn header_rules(
     let headers = &mut parts.headers;
     let trusted = !snapshot.trusted_proxies.is_empty() && snapshot.is_trusted(conn.peer.ip);
     let ops = &routed.route.headers.request;
-    // A bodiless request that holds its Host goes to every backend of ours
+    // A plain request that holds its Host goes to every backend of ours
     // with the same head: it is encoded here once, and the proxy's fields are
     // written last instead of inserted, where that writes the same.
     // With a host, the request holds a Host field unless a hop-by-hop rule
@@ -391,21 +403,17 @@ fn header_rules(
     if encode_now {
         let host = rc.host.as_ref();
         let traceparent = rc.traceparent.take();
-        let (bytes, appended) = encode_head(
-            &parts.method,
-            path.as_str(),
-            headers,
-            hdr::appended_len(&conn.peer, host, &rc.request_id),
-            |out| {
-                hdr::append_forwarding(
-                    out,
-                    &conn.peer,
-                    conn.scheme,
-                    host,
-                    via_for(client_version),
-                    &rc.request_id,
-                    traceparent.as_ref(),
-                )
+        let (bytes, appended) = hdr::append_forwarding(
+            &conn.peer,
+            conn.scheme,
+            host,
+            via_for(client_version),
+            &rc.request_id,
+            traceparent.as_ref(),
+            |fields| {
+                encode_head(&parts.method, path.as_str(), headers, fields.len(), |out| {
+                    fields.write(out)
+                })
             },
         );
         EncodedHead::new(bytes, appended)

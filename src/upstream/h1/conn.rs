@@ -224,8 +224,10 @@ pub fn encode_request<B>(req: &Request<B>) -> Vec<u8> {
 }
 
 /// The head of a bodiless request: request line, `headers`, then what
-/// `append` writes (about `append_len` bytes of whole field lines); with
-/// where those lines lie in it.
+/// `append` writes (`append_len` bytes of whole field lines); with where
+/// those lines lie in it. Its capacity is its length when `append_len` is
+/// exact: a `Bytes` made of it then takes the buffer as it is, without an
+/// allocation of its own.
 pub fn encode_head(
     method: &Method,
     target: &str,
@@ -233,28 +235,37 @@ pub fn encode_head(
     append_len: usize,
     append: impl FnOnce(&mut Vec<u8>),
 ) -> (Vec<u8>, Range<usize>) {
+    const VERSION: &[u8] = b" HTTP/1.1\r\n";
+    const NO_CONTENT: &[u8] = b"content-length: 0\r\n";
+    // A method that defines a meaning for content says there is none
+    // (RFC 9110 8.6).
+    let no_content = matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+        && !headers.contains_key(CONTENT_LENGTH);
     let fields: usize = headers
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
-    let mut out =
-        Vec::with_capacity(method.as_str().len() + target.len() + fields + append_len + 40);
+    let len = method.as_str().len()
+        + 1
+        + target.len()
+        + VERSION.len()
+        + fields
+        + append_len
+        + if no_content { NO_CONTENT.len() } else { 0 }
+        + 2;
+    let mut out = Vec::with_capacity(len);
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    out.extend_from_slice(VERSION);
     for (name, value) in headers {
         put_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
     }
     let start = out.len();
     append(&mut out);
     let appended = start..out.len();
-    // A method that defines a meaning for content says there is none
-    // (RFC 9110 8.6).
-    if matches!(*method, Method::POST | Method::PUT | Method::PATCH)
-        && !headers.contains_key(CONTENT_LENGTH)
-    {
-        out.extend_from_slice(b"content-length: 0\r\n");
+    if no_content {
+        out.extend_from_slice(NO_CONTENT);
     }
     out.extend_from_slice(b"\r\n");
     (out, appended)
@@ -477,5 +488,29 @@ mod tests {
         );
         let get = Request::get("/g").header("host", "a").body(()).unwrap();
         assert_eq!(encode_request(&get), b"GET /g HTTP/1.1\r\nhost: a\r\n\r\n");
+        // The room made is the head's length: a `Bytes` takes it as it is.
+        for head in [
+            encode_request(&req),
+            encode_request(&bare),
+            encode_request(&get),
+        ] {
+            assert_eq!(head.len(), head.capacity());
+        }
+    }
+
+    #[test]
+    fn appended_lines_go_before_the_blank_line() {
+        let req = Request::patch("/x").header("host", "a").body(()).unwrap();
+        let lines = b"via: 1.1 fulcrum\r\n";
+        let (head, at) =
+            super::encode_head(req.method(), "/x", req.headers(), lines.len(), |out| {
+                out.extend_from_slice(lines)
+            });
+        assert_eq!(
+            head,
+            b"PATCH /x HTTP/1.1\r\nhost: a\r\nvia: 1.1 fulcrum\r\ncontent-length: 0\r\n\r\n"
+        );
+        assert_eq!(&head[at], lines);
+        assert_eq!(head.len(), head.capacity());
     }
 }

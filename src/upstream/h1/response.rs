@@ -840,6 +840,24 @@ impl<'a> FramingFields<'a> {
 /// A length as plain ASCII digits (no sign, no spaces, no list) that fits
 /// in a `u64`.
 pub(crate) fn decimal(s: &[u8]) -> Option<u64> {
+    // Up to 19 digits cannot overflow: one pass without checked arithmetic.
+    if s.is_empty() || s.len() > 19 {
+        return decimal_long(s);
+    }
+    let mut n = 0u64;
+    for &b in s {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n = n * 10 + u64::from(d);
+    }
+    Some(n)
+}
+
+/// [`decimal`] for an empty value or one of 20 bytes or more.
+#[inline(never)]
+fn decimal_long(s: &[u8]) -> Option<u64> {
     if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -851,6 +869,32 @@ pub(crate) fn decimal(s: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_as_plain_digits_that_fit() {
+        for v in [
+            "0",
+            "13",
+            "0000000000000000000013",
+            "9999999999999999999",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999",
+            "",
+            "/",
+            ":",
+            "1a",
+            "+1",
+            " 1",
+            "1 ",
+            "1,1",
+            "\u{661}",
+        ] {
+            let digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+            let want = digits.then(|| v.parse::<u64>().ok()).flatten();
+            assert_eq!(decimal(v.as_bytes()), want, "{v:?}");
+        }
+    }
 
     fn head(text: &str, raw: bool) -> Head {
         let mut buf = BytesMut::from(text.as_bytes());
