@@ -6,6 +6,7 @@ use super::ProxyContext;
 use crate::snapshot::{Snapshot, Target};
 use crate::upstream::backend::Backend;
 use crate::upstream::body::BodyStats;
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Method};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -29,9 +30,10 @@ pub(crate) struct Completion {
     pub method: Method,
     pub request_id: HeaderValue,
     pub client_ip: IpAddr,
-    /// Host and path, kept only when the access log is on.
-    pub host: Option<String>,
-    pub path: Option<String>,
+    /// Host and path, kept only when the access log is on (the request's own
+    /// values: a reference is counted, nothing copied).
+    pub host: Option<HeaderValue>,
+    pub path: Option<PathAndQuery>,
     pub bytes_in: Option<Arc<BodyStats>>,
     pub bytes_out: u64,
     /// The response was cut short (client gone, backend error mid-body).
@@ -106,7 +108,7 @@ impl Completion {
                 KeyValue::new("client.address", self.client_ip.to_string()),
             ];
             if let Some(p) = &self.path {
-                attrs.push(KeyValue::new("url.path", p.clone()));
+                attrs.push(KeyValue::new("url.path", p.as_str().to_string()));
             }
             otlp.finish(*t, attrs, self.status);
         }
