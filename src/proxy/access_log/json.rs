@@ -167,9 +167,9 @@ impl<'a> Cursor<'a> {
             b'0' + (frac % 10) as u8,
         ];
         // Trailing zeros go, but one digit always stays (`12.0`).
-        let len = if frac % 100 == 0 {
+        let len = if frac.is_multiple_of(100) {
             2
-        } else if frac % 10 == 0 {
+        } else if frac.is_multiple_of(10) {
             3
         } else {
             4
@@ -216,7 +216,7 @@ impl<'a> Cursor<'a> {
                 found |= bad(w);
                 o.copy_from_slice(&w.to_ne_bytes());
             }
-            if n % 8 != 0 {
+            if !n.is_multiple_of(8) {
                 let w = word(&v[n - 8..]);
                 found |= bad(w);
                 out[n - 8..].copy_from_slice(&w.to_ne_bytes());
