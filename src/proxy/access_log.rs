@@ -138,7 +138,7 @@ fn field(c: &Completion, f: AccessField) -> Value {
         AccessField::Method => Value::from(c.method.as_str()),
         AccessField::Host => Value::from(host_text(c)),
         AccessField::Path => Value::from(c.path.as_ref().map_or("", |p| p.as_str())),
-        AccessField::Protocol => details.map_or(Value::Null, |d| protocol_name(d.protocol).into()),
+        AccessField::Protocol => c.protocol.map_or(Value::Null, |p| protocol_name(p).into()),
         AccessField::Status => Value::from(c.status),
         AccessField::BytesIn => Value::from(
             c.bytes_in
@@ -210,7 +210,7 @@ fn line_values(c: &Completion) -> LineValues<'_> {
         method: c.method.as_str(),
         host: c.host.as_ref(),
         path: c.path.as_ref().map_or("", |p| p.as_str()),
-        protocol: details.map(|d| protocol_name(d.protocol)),
+        protocol: c.protocol.map(protocol_name),
         status: c.status,
         bytes_in: c.bytes_in.as_ref().map_or(0, |b| b.bytes.load(Relaxed)),
         bytes_out: c.bytes_out,

@@ -86,9 +86,8 @@ pub(super) fn accept<'p>(
                 .cloned()
                 .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
         );
-        rc.done.details = Some(Box::new(crate::proxy::finish::RequestDetails::capture(
-            parts, &conn.peer, present,
-        )));
+        rc.done.protocol = Some(parts.version);
+        rc.done.details = crate::proxy::finish::RequestDetails::capture(parts, &conn.peer, present);
     }
     if let Some(why) = conn.guard.as_ref().and_then(|g| g.verdict(index)) {
         let (status, detail) = match why {
