@@ -9,8 +9,9 @@ use super::finish::Completion;
 use crate::config::AccessField;
 use crate::config::{AccessLogConfig, LogFormat, LogTarget};
 use batches::Batches;
-use json::{JsonPlan, LineValues};
+use json::{Cursor, JsonPlan, LineValues, Second};
 use serde_json::Value;
+use std::cell::RefCell;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -51,18 +52,45 @@ impl AccessLog {
 
     pub fn write(&self, c: &Completion) {
         let written = match self.format {
-            LogFormat::Json => {
-                let values = line_values(c);
-                self.batches.append(|s| self.json.write(s, &values))
-            }
+            LogFormat::Json => self.write_json(&line_values(c)),
             LogFormat::Text => {
                 let fields = &self.config.fields;
-                self.batches.append(|s| s.push_str(&text_line(c, fields)))
+                self.batches
+                    .append(|s| s.extend_from_slice(text_line(c, fields).as_bytes()))
             }
         };
         if !written {
             self.dropped.fetch_add(1, Relaxed);
         }
+    }
+}
+
+/// The most room a thread keeps for its lines: a longer line (a long URL or
+/// user agent) gets room of its own, let go after.
+const KEEP_ROOM: usize = 16 << 10;
+
+thread_local! {
+    /// This thread's room for a line, and the text of its last second.
+    static ROOM: RefCell<(Vec<u8>, Second)> = const { RefCell::new((Vec::new(), Second::new())) };
+}
+
+impl AccessLog {
+    /// Writes the line in this thread's room, outside the buffer's lock, and
+    /// appends it: the lock is held for one copy.
+    fn write_json(&self, values: &LineValues) -> bool {
+        ROOM.with_borrow_mut(|(room, second)| {
+            let need = self.json.room(values);
+            if room.len() < need {
+                room.resize(need, 0);
+            }
+            let mut line = Cursor::new(room, second);
+            self.json.write(&mut line, values);
+            let written = self.batches.append(|s| s.extend_from_slice(line.written()));
+            if room.len() > KEEP_ROOM {
+                *room = Vec::new();
+            }
+            written
+        })
     }
 }
 
@@ -87,6 +115,11 @@ fn ms(us: f64) -> f64 {
     (us).round() / 1000.0
 }
 
+/// The host's text, empty when it is not visible ASCII.
+fn host_text(c: &Completion) -> &str {
+    c.host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("")
+}
+
 /// The value of one field, `Null` when the request has none (the JSON line
 /// leaves such fields out, except the core ones that always were there).
 fn field(c: &Completion, f: AccessField) -> Value {
@@ -103,9 +136,9 @@ fn field(c: &Completion, f: AccessField) -> Value {
         AccessField::RequestId => Value::from(c.request_id.to_str().unwrap_or("")),
         AccessField::Client => Value::from(c.client_ip.to_string()),
         AccessField::Method => Value::from(c.method.as_str()),
-        AccessField::Host => Value::from(c.host.as_deref().unwrap_or("")),
-        AccessField::Path => Value::from(c.path.as_deref().unwrap_or("")),
-        AccessField::Protocol => details.map_or(Value::Null, |d| protocol_name(d.protocol).into()),
+        AccessField::Host => Value::from(host_text(c)),
+        AccessField::Path => Value::from(c.path.as_ref().map_or("", |p| p.as_str())),
+        AccessField::Protocol => c.protocol.map_or(Value::Null, |p| protocol_name(p).into()),
         AccessField::Status => Value::from(c.status),
         AccessField::BytesIn => Value::from(
             c.bytes_in
@@ -164,150 +197,6 @@ const KEYS: [&str; AccessField::ALL.len()] = [
     "\"aborted\":",
 ];
 
-/// A JSON string literal, escaped as serde_json escapes it.
-fn json_str(s: &mut String, v: &str) {
-    s.push('"');
-    json_str_body(s, v);
-    s.push('"');
-}
-
-/// The inside of a JSON string literal: `v` escaped as serde_json escapes it.
-fn json_str_body(s: &mut String, v: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    // Most values need no escaping: a pass eight bytes at a time finds out.
-    if !needs_escaping(v.as_bytes()) {
-        s.push_str(v);
-        return;
-    }
-    let mut start = 0;
-    for (i, b) in v.bytes().enumerate() {
-        let esc: &str = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0..=0x1f => "",
-            _ => continue,
-        };
-        s.push_str(&v[start..i]);
-        start = i + 1;
-        if esc.is_empty() {
-            s.push_str("\\u00");
-            s.push(HEX[(b >> 4) as usize] as char);
-            s.push(HEX[(b & 0xf) as usize] as char);
-        } else {
-            s.push_str(esc);
-        }
-    }
-    s.push_str(&v[start..]);
-}
-
-/// Whether `v` holds a byte JSON escapes: a control character, `"` or `\\`.
-fn needs_escaping(v: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    // Nonzero when a byte of `x` is below `n` (for `n` ≤ 0x80): a byte can
-    // only borrow from the one above it after it went below zero itself.
-    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
-    let mut chunks = v.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_ne_bytes(word);
-        let quote = x ^ (ONES * u64::from(b'"'));
-        let backslash = x ^ (ONES * u64::from(b'\\'));
-        if below(x, 0x20) | below(quote, 1) | below(backslash, 1) != 0 {
-            return true;
-        }
-    }
-    chunks
-        .remainder()
-        .iter()
-        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
-}
-
-/// Microseconds as milliseconds with up to three decimals, the way a float is
-/// written in JSON (`12.0`, `0.25`, `3.125`).
-fn json_ms(s: &mut String, us: u64) {
-    let (whole, frac) = (us / 1000, (us % 1000) as u16);
-    push_u64(s, whole);
-    let digits = [
-        '.',
-        char::from(b'0' + (frac / 100) as u8),
-        char::from(b'0' + (frac / 10 % 10) as u8),
-        char::from(b'0' + (frac % 10) as u8),
-    ];
-    // Trailing zeros go, but one digit always stays (`12.0`).
-    let len = if frac % 100 == 0 {
-        2
-    } else if frac % 10 == 0 {
-        3
-    } else {
-        4
-    };
-    for &d in &digits[..len] {
-        s.push(d);
-    }
-}
-
-/// A number in decimal, without going through `fmt`.
-fn push_u64(s: &mut String, n: u64) {
-    s.push_str(itoa::Buffer::new().format(n));
-}
-
-/// An address as `Display` writes it; IPv4 without going through `fmt`.
-fn push_ip(s: &mut String, ip: std::net::IpAddr) {
-    use std::fmt::Write as _;
-    match ip {
-        std::net::IpAddr::V4(a) => {
-            for (i, o) in a.octets().into_iter().enumerate() {
-                if i > 0 {
-                    s.push('.');
-                }
-                push_u64(s, u64::from(o));
-            }
-        }
-        std::net::IpAddr::V6(a) => {
-            let _ = write!(s, "{a}");
-        }
-    }
-}
-
-/// A time in milliseconds since the Unix epoch as RFC 3339 UTC to the
-/// millisecond (`2026-11-29T13:40:12.345Z`). The text up to the second is kept
-/// per thread and formatted again only when the second changes.
-fn push_time(s: &mut String, now: u64) {
-    use std::cell::RefCell;
-    thread_local! {
-        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
-    }
-    let (secs, millis) = (now / 1000, (now % 1000) as u32);
-    SECOND.with(|cell| {
-        let mut cached = cell.borrow_mut();
-        if cached.0 != secs || cached.1.is_empty() {
-            let whole = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-            let text = humantime::format_rfc3339_seconds(whole).to_string();
-            // `2026-11-29T13:40:12Z`: keep everything before the `Z`.
-            cached.1 = text.trim_end_matches('Z').to_string();
-            cached.0 = secs;
-        }
-        s.push_str(&cached.1);
-    });
-    let digits = [
-        '.',
-        char::from(b'0' + (millis / 100) as u8),
-        char::from(b'0' + (millis / 10 % 10) as u8),
-        char::from(b'0' + (millis % 10) as u8),
-        'Z',
-    ];
-    for d in digits {
-        s.push(d);
-    }
-}
-
 /// What a line can hold, read from the request once, outside the buffer's lock.
 fn line_values(c: &Completion) -> LineValues<'_> {
     let details = c.details.as_deref();
@@ -319,9 +208,9 @@ fn line_values(c: &Completion) -> LineValues<'_> {
         request_id: &c.request_id,
         client_ip: c.client_ip,
         method: c.method.as_str(),
-        host: c.host.as_deref().unwrap_or(""),
-        path: c.path.as_deref().unwrap_or(""),
-        protocol: details.map(|d| protocol_name(d.protocol)),
+        host: c.host.as_ref(),
+        path: c.path.as_ref().map_or("", |p| p.as_str()),
+        protocol: c.protocol.map(protocol_name),
         status: c.status,
         bytes_in: c.bytes_in.as_ref().map_or(0, |b| b.bytes.load(Relaxed)),
         bytes_out: c.bytes_out,
@@ -374,107 +263,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn strings_are_escaped_as_serde_json_does() {
-        for v in [
-            "",
-            "plain",
-            "quote \" and \\ backslash",
-            "ctl \u{1}\u{8}\u{c}\n\r\t\u{1f} end",
-            "ünïcödé ✓",
-            "\u{7f}",
-        ] {
-            let mut s = String::new();
-            json_str(&mut s, v);
-            assert_eq!(s, serde_json::to_string(v).unwrap(), "{v:?}");
-        }
-    }
-
-    #[test]
-    fn the_word_at_a_time_check_finds_every_byte_json_escapes() {
-        let escaped = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
-        for len in 0..20 {
-            for at in 0..len {
-                for b in 0..=255u8 {
-                    // Neighbours that sit close to the special bytes.
-                    let mut v = vec![b'!'; len];
-                    v[at] = b;
-                    if at + 1 < len {
-                        v[at + 1] = 0x21;
-                    }
-                    assert_eq!(needs_escaping(&v), escaped(b), "{v:?}");
-                    v.fill(0xff);
-                    v[at] = b;
-                    assert_eq!(needs_escaping(&v), escaped(b), "{v:?}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn milliseconds_read_as_the_float_they_were() {
-        for us in [
-            0u64,
-            1,
-            7,
-            10,
-            100,
-            999,
-            1000,
-            1001,
-            1230,
-            12_000,
-            12_345,
-            99_990,
-            3_600_000_001,
-        ] {
-            let mut s = String::new();
-            json_ms(&mut s, us);
-            let expected = serde_json::to_string(&((us as f64).round() / 1000.0)).unwrap();
-            assert_eq!(s, expected, "{us}");
-        }
-    }
-
-    #[test]
     fn keys_match_the_field_names() {
         for (i, (name, _)) in AccessField::ALL.iter().enumerate() {
             assert_eq!(KEYS[i], format!("\"{name}\":"));
-        }
-    }
-
-    #[test]
-    fn addresses_as_display_writes_them() {
-        for ip in [
-            "127.0.0.1",
-            "0.0.0.0",
-            "255.10.0.9",
-            "::1",
-            "2001:db8::8a2e:370:7334",
-        ] {
-            let ip: std::net::IpAddr = ip.parse().unwrap();
-            let mut s = String::new();
-            push_ip(&mut s, ip);
-            assert_eq!(s, ip.to_string());
-        }
-    }
-
-    #[test]
-    fn numbers_in_decimal() {
-        for n in [0u64, 7, 10, 99, 1000, 65_535, u64::MAX] {
-            let mut s = String::new();
-            push_u64(&mut s, n);
-            assert_eq!(s, n.to_string());
-        }
-    }
-
-    #[test]
-    fn the_time_is_rfc3339_to_the_millisecond() {
-        let mut s = String::new();
-        push_time(&mut s, crate::clock::unix_ms_coarse());
-        push_time(&mut s, crate::clock::unix_ms_coarse());
-        let (a, b) = s.split_at(24);
-        for t in [a, b] {
-            assert!(t.ends_with('Z') && t.as_bytes()[19] == b'.', "{t}");
-            assert!(humantime::parse_rfc3339(t).is_ok(), "{t}");
         }
     }
 }

@@ -6,6 +6,7 @@ use super::ProxyContext;
 use crate::snapshot::{Snapshot, Target};
 use crate::upstream::backend::Backend;
 use crate::upstream::body::BodyStats;
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Method};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -29,9 +30,10 @@ pub(crate) struct Completion {
     pub method: Method,
     pub request_id: HeaderValue,
     pub client_ip: IpAddr,
-    /// Host and path, kept only when the access log is on.
-    pub host: Option<String>,
-    pub path: Option<String>,
+    /// Host and path, kept only when the access log is on (the request's own
+    /// values: a reference is counted, nothing copied).
+    pub host: Option<HeaderValue>,
+    pub path: Option<PathAndQuery>,
     pub bytes_in: Option<Arc<BodyStats>>,
     pub bytes_out: u64,
     /// The response was cut short (client gone, backend error mid-body).
@@ -40,7 +42,11 @@ pub(crate) struct Completion {
     pub variant: Option<usize>,
     /// Spans to export, when tracing is on.
     pub trace: Option<Box<crate::otlp::RequestTrace>>,
-    /// Protocol, user agent, referer, TLS: kept only when the access log is on.
+    /// The request's protocol, kept only when the access log is on (the
+    /// line has `null` without it).
+    pub protocol: Option<http::Version>,
+    /// User agent, referer, TLS: kept only when the access log is on and the
+    /// request has one of them (no allocation for a request with none).
     pub details: Option<Box<RequestDetails>>,
     done: bool,
 }
@@ -75,6 +81,7 @@ impl Completion {
             aborted: false,
             variant: None,
             trace: None,
+            protocol: None,
             details: None,
             done: false,
         }
@@ -106,7 +113,7 @@ impl Completion {
                 KeyValue::new("client.address", self.client_ip.to_string()),
             ];
             if let Some(p) = &self.path {
-                attrs.push(KeyValue::new("url.path", p.clone()));
+                attrs.push(KeyValue::new("url.path", p.as_str().to_string()));
             }
             otlp.finish(*t, attrs, self.status);
         }
@@ -161,7 +168,6 @@ impl Drop for Completion {
 /// What the access log wants from a request beyond what the handler keeps
 /// anyway; captured only while the access log is on.
 pub struct RequestDetails {
-    pub protocol: http::Version,
     pub user_agent: Option<http::HeaderValue>,
     pub referer: Option<http::HeaderValue>,
     pub tls: Option<super::headers::TlsInfo>,
@@ -169,17 +175,58 @@ pub struct RequestDetails {
 
 impl RequestDetails {
     /// `present`: which fields the head holds; absent ones are not looked up.
+    /// `None` when the request has none of them.
     pub fn capture(
         req: &http::request::Parts,
         peer: &super::headers::PeerInfo,
         present: super::headers::Present,
-    ) -> Self {
+    ) -> Option<Box<Self>> {
         let get = |there: bool, name| there.then(|| req.headers.get(name).cloned()).flatten();
-        RequestDetails {
-            protocol: req.version,
+        let details = RequestDetails {
             user_agent: get(present.user_agent, http::header::USER_AGENT),
             referer: get(present.referer, http::header::REFERER),
             tls: peer.tls.clone(),
-        }
+        };
+        let any =
+            details.user_agent.is_some() || details.referer.is_some() || details.tls.is_some();
+        any.then(|| Box::new(details))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::headers::{PeerInfo, Present, TlsInfo};
+
+    #[test]
+    fn details_are_kept_only_for_a_request_that_has_some() {
+        let (parts, ()) = http::Request::builder()
+            .header("user-agent", "ua/1")
+            .header("referer", "http://r.test/")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let mut peer = PeerInfo::new("127.0.0.1".parse().unwrap());
+        let none = Present::default();
+        assert!(RequestDetails::capture(&parts, &peer, none).is_none());
+        let ua = Present {
+            user_agent: true,
+            ..none
+        };
+        let d = RequestDetails::capture(&parts, &peer, ua).unwrap();
+        assert_eq!(d.user_agent.as_ref().unwrap(), "ua/1");
+        assert!(d.referer.is_none() && d.tls.is_none());
+        let referer = Present {
+            referer: true,
+            ..none
+        };
+        let d = RequestDetails::capture(&parts, &peer, referer).unwrap();
+        assert_eq!(d.referer.as_ref().unwrap(), "http://r.test/");
+        peer.tls = Some(TlsInfo {
+            version: "TLSv1.3",
+            sni: None,
+        });
+        let d = RequestDetails::capture(&parts, &peer, none).unwrap();
+        assert_eq!(d.tls.as_ref().unwrap().version, "TLSv1.3");
     }
 }

@@ -70,6 +70,12 @@ impl<T> Switched<T> {
         }
     }
 
+    /// Whether something is switched on now, without loading it.
+    #[inline]
+    pub(crate) fn is_on(&self) -> bool {
+        self.on.load(Ordering::Acquire)
+    }
+
     pub(crate) fn load_full(&self) -> Option<Arc<T>> {
         self.value.load_full()
     }

@@ -27,7 +27,7 @@ thread_local! {
 }
 
 struct Lines {
-    text: String,
+    text: Vec<u8>,
     /// Set by the writer when it found this buffer empty; the next line clears
     /// it and wakes the writer, which may be parked for want of lines.
     writer_may_sleep: bool,
@@ -69,7 +69,7 @@ impl Batches {
 
     /// Lets `line` write one line into this thread's buffer. False when the
     /// buffer is full and the line was not written.
-    pub(super) fn append(&self, line: impl FnOnce(&mut String)) -> bool {
+    pub(super) fn append(&self, line: impl FnOnce(&mut Vec<u8>)) -> bool {
         let wake = MINE.with(|mine| {
             let mut mine = mine.borrow_mut();
             if mine.as_ref().map(|(id, _)| *id) != Some(self.id) {
@@ -105,7 +105,7 @@ impl Batches {
         let b = Arc::new(Buffer {
             owner: me,
             lines: Mutex::new(Lines {
-                text: String::new(),
+                text: Vec::new(),
                 writer_may_sleep: true,
             }),
         });
@@ -125,10 +125,13 @@ impl Batches {
     /// that wrote, wait `ROUND` for more; after one that found nothing, park
     /// until a line arrives in a buffer marked `writer_may_sleep`.
     fn write_until_closed(&self, mut out: Box<dyn Write + Send>) {
-        let mut spare = String::new();
+        let mut spare = Vec::new();
+        // The buffers of this round, taken out of the list's lock (a write may
+        // be slow); kept from round to round, so a round allocates nothing.
+        let mut buffers: Vec<Arc<Buffer>> = Vec::new();
         loop {
             let closing = self.closed.load(Ordering::Acquire);
-            let buffers: Vec<Arc<Buffer>> = lock(&self.buffers).clone();
+            buffers.extend(lock(&self.buffers).iter().cloned());
             let mut wrote = false;
             for b in &buffers {
                 let mut lines = lock(&b.lines);
@@ -139,11 +142,12 @@ impl Batches {
                 // The emptied spare goes back, so neither side allocates again.
                 std::mem::swap(&mut lines.text, &mut spare);
                 drop(lines);
-                let _ = out.write_all(spare.as_bytes());
+                let _ = out.write_all(&spare);
                 spare.clear();
                 wrote = true;
             }
-            drop(buffers);
+            // Their references go: `forget_dead_threads` counts them.
+            buffers.clear();
             if wrote {
                 let _ = out.flush();
             }
@@ -199,7 +203,7 @@ mod tests {
     fn lines_of_several_threads_are_written_after_a_quiet_spell_too() {
         let out = Shared::default();
         let batches = Batches::start(Box::new(out.clone())).unwrap();
-        assert!(batches.append(|s| s.push_str("first\n")));
+        assert!(batches.append(|s| s.extend_from_slice(b"first\n")));
         assert_eq!(text_within(&out, 1), "first\n");
         // The writer went back to sleep: the next line must wake it again.
         std::thread::sleep(Duration::from_millis(100));
@@ -208,7 +212,9 @@ mod tests {
                 let b = batches.clone();
                 std::thread::spawn(move || {
                     for i in 0..100 {
-                        assert!(b.append(|s| s.push_str(&format!("t{t} {i}\n"))));
+                        assert!(
+                            b.append(|s| s.extend_from_slice(format!("t{t} {i}\n").as_bytes()))
+                        );
                     }
                 })
             })
@@ -229,7 +235,7 @@ mod tests {
         // The ended threads' buffers are let go once written.
         let deadline = Instant::now() + Duration::from_secs(20);
         while lock(&batches.buffers).len() > 1 && Instant::now() < deadline {
-            assert!(batches.append(|s| s.push_str("more\n")));
+            assert!(batches.append(|s| s.extend_from_slice(b"more\n")));
             std::thread::sleep(Duration::from_millis(30));
         }
         assert_eq!(lock(&batches.buffers).len(), 1);
@@ -240,7 +246,7 @@ mod tests {
         let out = Shared::default();
         let batches = Batches::start(Box::new(out.clone())).unwrap();
         for i in 0..1000 {
-            assert!(batches.append(|s| s.push_str(&format!("{i}\n"))));
+            assert!(batches.append(|s| s.extend_from_slice(format!("{i}\n").as_bytes())));
         }
         batches.close();
         let text = text_within(&out, 1000);
@@ -270,7 +276,7 @@ mod tests {
         let line = "x".repeat(1023) + "\n";
         let mut refused = 0;
         for _ in 0..(3 * CAP / line.len()) {
-            if !batches.append(|s| s.push_str(&line)) {
+            if !batches.append(|s| s.extend_from_slice(line.as_bytes())) {
                 refused += 1;
             }
         }

@@ -77,22 +77,17 @@ pub(super) fn accept<'p>(
     });
     // 499 (nginx's "client closed request") unless a response is produced.
     rc.done.status = 499;
-    if conn.proxy.access_log.load().is_some() {
-        rc.done.host = rc
-            .host
-            .as_ref()
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string);
+    if conn.proxy.access_log.is_on() {
+        rc.done.host = rc.host.clone();
         rc.done.path = Some(
             parts
                 .uri
                 .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string(),
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
         );
-        rc.done.details = Some(Box::new(crate::proxy::finish::RequestDetails::capture(
-            parts, &conn.peer, present,
-        )));
+        rc.done.protocol = Some(parts.version);
+        rc.done.details = crate::proxy::finish::RequestDetails::capture(parts, &conn.peer, present);
     }
     if let Some(why) = conn.guard.as_ref().and_then(|g| g.verdict(index)) {
         let (status, detail) = match why {
