@@ -448,6 +448,30 @@ mod tests {
         assert_eq!(two, ["1", "2"]);
     }
 
+    /// The request's own map gets the room: its fields without a body, eight
+    /// more for the forwarding fields with one or from a trusted peer; a
+    /// head without fields leaves it unallocated.
+    #[test]
+    fn the_requests_map_has_its_room() {
+        let get = b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nX-B: 2\r\n\r\n";
+        let post = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok";
+        let room = |head: &[u8], inserts: bool| {
+            let layout = serve(head);
+            let head = Bytes::copy_from_slice(&head[..layout.len]);
+            let mut facts = HeadFacts::default();
+            let req = request(&head, &layout, inserts, &mut facts).expect("converts");
+            (req.headers().len(), req.headers().capacity())
+        };
+        let (fields, plain) = room(get, false);
+        assert_eq!(fields, 3);
+        assert!((3..3 + 8).contains(&plain), "{plain}");
+        assert!(room(get, true).1 >= 3 + 8);
+        let (fields, with_body) = room(post, false);
+        assert_eq!(fields, 2);
+        assert!(with_body >= 2 + 8);
+        assert_eq!(room(b"GET / HTTP/1.1\r\n\r\n", false), (0, 0));
+    }
+
     #[test]
     fn partial_heads_wait_within_the_limit() {
         assert!(matches!(

@@ -313,9 +313,7 @@ pub(super) fn prepare<'p>(
     // Built where they stay (empty places: nothing is dropped first).
     let first = places.first.get_or_insert_with(|| Request::new(first_body));
     *first.method_mut() = std::mem::take(&mut parts.method);
-    // The client's map changes places with the empty one `Request::new` made
-    // (the client's parts drop it, as they dropped the one `take` left): an
-    // assignment dropped it here too, ~50 instructions for nothing.
+    // Swapped: assigned, the empty map `Request::new` made was dropped here.
     std::mem::swap(first.headers_mut(), &mut parts.headers);
     let prepared = places.prepared.get_or_insert_with(|| Prepared {
         out,
