@@ -241,7 +241,6 @@ pub(super) fn prepare<'p>(
     let plain = !upgrade && is_plain(&body, &parts.headers);
     let mut encoded = header_rules(conn, rc, routed, snapshot, parts, &path, plain);
     encoded.raw_answer = wants_raw_answer(conn, routed, upgrade);
-    let headers = std::mem::take(&mut parts.headers);
 
     let retry = &pool.retries;
     // A request can go to another backend after it was sent only for listed
@@ -306,7 +305,7 @@ pub(super) fn prepare<'p>(
         method: parts.method.clone(),
         rebuildable,
         headers: match copy_now {
-            true => OnceLock::from(headers.clone()),
+            true => OnceLock::from(parts.headers.clone()),
             false => OnceLock::new(),
         },
         path,
@@ -315,7 +314,8 @@ pub(super) fn prepare<'p>(
     // Built where they stay (empty places: nothing is dropped first).
     let first = places.first.get_or_insert_with(|| Request::new(first_body));
     *first.method_mut() = std::mem::take(&mut parts.method);
-    *first.headers_mut() = headers;
+    // Swapped: assigned, the empty map `Request::new` made was dropped here.
+    std::mem::swap(first.headers_mut(), &mut parts.headers);
     let prepared = places.prepared.get_or_insert_with(|| Prepared {
         out,
         replay,
