@@ -891,13 +891,13 @@ mod tests {
         let stats = Arc::new(crate::telemetry::ListenerStats::new("test".into()));
         let mut io = Counted::new(server, stats.clone());
         let body: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
-        let resp = http::Response::new(ProxyBody::text(body.clone()));
+        let mut resp = http::Response::new(ProxyBody::text(body.clone()));
         let answering = Answering {
             head_method: false,
             close: true,
         };
         let mut pending = BytesMut::new();
-        respond(&mut io, resp, &answering, false, &mut pending).await;
+        respond(&mut io, &mut resp, &answering, false, &mut pending).await;
         drop(io);
         let got = reader.await.expect("reader");
         assert!(got.ends_with(&body), "{} bytes", got.len());
