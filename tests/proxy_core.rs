@@ -267,20 +267,20 @@ async fn forwarding_fields_of_a_plain_request() {
         } else {
             host.to_string()
         };
-        for (name, want) in [
-            ("x-forwarded-for", "127.0.0.1".to_string()),
-            ("x-forwarded-proto", "http".to_string()),
-            ("x-forwarded-host", host.to_string()),
-            (
-                "forwarded",
-                format!("for=127.0.0.1;proto=http;host={quoted}"),
-            ),
-            ("via", "1.1 fulcrum".to_string()),
-            ("x-request-id", r.header("x-request-id").expect("an ID")),
-        ] {
-            let all: Vec<_> = h.get_all(name).iter().collect();
-            assert_eq!(all, [want.as_str()], "{name} ({path}): {h:?}");
-        }
+        seen.has_each_once(
+            &[
+                ("x-forwarded-for", "127.0.0.1".to_string()),
+                ("x-forwarded-proto", "http".to_string()),
+                ("x-forwarded-host", host.to_string()),
+                (
+                    "forwarded",
+                    format!("for=127.0.0.1;proto=http;host={quoted}"),
+                ),
+                ("via", "1.1 fulcrum".to_string()),
+                ("x-request-id", r.header("x-request-id").expect("an ID")),
+            ],
+            path,
+        );
     }
 }
 
@@ -310,22 +310,21 @@ async fn forwarding_fields_of_a_small_post() {
         assert_eq!(r.json()["body_len"], data.len());
         assert_eq!(r.json()["body_sum"], checksum(&data));
         let seen = be.last();
-        let h = &seen.headers;
-        for (name, want) in [
-            ("x-forwarded-for", "127.0.0.1".to_string()),
-            ("x-forwarded-proto", "http".to_string()),
-            ("x-forwarded-host", "shop.example".to_string()),
-            (
-                "forwarded",
-                "for=127.0.0.1;proto=http;host=shop.example".to_string(),
-            ),
-            ("via", "1.1 fulcrum".to_string()),
-            ("x-request-id", r.header("x-request-id").expect("an ID")),
-            ("content-length", data.len().to_string()),
-        ] {
-            let all: Vec<_> = h.get_all(name).iter().collect();
-            assert_eq!(all, [want.as_str()], "{name} ({path}): {h:?}");
-        }
+        seen.has_each_once(
+            &[
+                ("x-forwarded-for", "127.0.0.1".to_string()),
+                ("x-forwarded-proto", "http".to_string()),
+                ("x-forwarded-host", "shop.example".to_string()),
+                (
+                    "forwarded",
+                    "for=127.0.0.1;proto=http;host=shop.example".to_string(),
+                ),
+                ("via", "1.1 fulcrum".to_string()),
+                ("x-request-id", r.header("x-request-id").expect("an ID")),
+                ("content-length", data.len().to_string()),
+            ],
+            path,
+        );
     }
 }
 

@@ -31,6 +31,18 @@ pub struct Seen {
     pub headers: http::HeaderMap,
 }
 
+impl Seen {
+    /// Asserts that each named field came exactly once, with the value given
+    /// (`what` says which request, in the message).
+    #[track_caller]
+    pub fn has_each_once(&self, fields: &[(&str, String)], what: &str) {
+        for (name, want) in fields {
+            let all: Vec<_> = self.headers.get_all(*name).iter().collect();
+            assert_eq!(all, [want.as_str()], "{name} ({what}): {:?}", self.headers);
+        }
+    }
+}
+
 pub struct TestBackend {
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
