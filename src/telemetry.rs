@@ -24,25 +24,74 @@ fn ptr(s: &Arc<str>) -> usize {
 }
 
 /// Connections and bytes of one listener. Each read and write adds to these
-/// (one relaxed atomic add per system call, no lock).
-#[derive(Debug, Default)]
+/// (one relaxed atomic add per system call, no lock), into the block of the
+/// worker thread that accepted the connection: with per-core runtimes every
+/// worker has a socket of its own on the listener, and one block shared by all
+/// would move its cache line between cores at every read and write. Readers sum
+/// the blocks.
+#[derive(Debug)]
 pub struct ListenerStats {
     /// The bound address, the `listener` label.
     pub address: String,
-    pub open: AtomicU64,
-    pub accepted: AtomicU64,
-    pub received_bytes: AtomicU64,
-    pub sent_bytes: AtomicU64,
+    /// One block per worker (socket) of the listener, by its index.
+    workers: Box<[WorkerCounters]>,
     /// Connections closed at accept: `limits.max_connections_per_client`.
     pub refused_per_client: AtomicU64,
 }
 
+/// One worker's connections and bytes on one listener, alone on its cache
+/// lines (128 bytes: the line and the neighbour that x86 and some ARM cores
+/// fetch with it), so that workers counting at once do not share a line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct WorkerCounters {
+    pub open: AtomicU64,
+    pub accepted: AtomicU64,
+    pub received_bytes: AtomicU64,
+    pub sent_bytes: AtomicU64,
+}
+
 impl ListenerStats {
-    pub fn new(address: String) -> Self {
+    /// Counters for a listener with `workers` sockets (at least one block).
+    pub fn new(address: String, workers: usize) -> Self {
         ListenerStats {
             address,
-            ..Default::default()
+            workers: (0..workers.max(1))
+                .map(|_| WorkerCounters::default())
+                .collect(),
+            refused_per_client: AtomicU64::new(0),
         }
+    }
+
+    /// The block of worker `i` (its socket's index; `i < workers`).
+    pub fn worker(&self, i: usize) -> &WorkerCounters {
+        &self.workers[i]
+    }
+
+    fn sum(&self, f: impl Fn(&WorkerCounters) -> &AtomicU64) -> u64 {
+        self.workers
+            .iter()
+            .fold(0u64, |n, w| n.wrapping_add(f(w).load(Relaxed)))
+    }
+
+    /// Connections open now, over every worker.
+    pub fn open(&self) -> u64 {
+        self.sum(|w| &w.open)
+    }
+
+    /// Connections accepted, over every worker.
+    pub fn accepted(&self) -> u64 {
+        self.sum(|w| &w.accepted)
+    }
+
+    /// Bytes received from clients, over every worker.
+    pub fn received_bytes(&self) -> u64 {
+        self.sum(|w| &w.received_bytes)
+    }
+
+    /// Bytes sent to clients, over every worker.
+    pub fn sent_bytes(&self) -> u64 {
+        self.sum(|w| &w.sent_bytes)
     }
 }
 
@@ -430,5 +479,52 @@ impl Telemetry {
         let mut v: Vec<_> = sum.into_iter().collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each worker counts into its own block, on its own cache lines, and the
+    /// readers see the sum of them all.
+    #[test]
+    fn listener_counters_are_per_worker_and_read_as_their_sum() {
+        let stats = Arc::new(ListenerStats::new("test".into(), 4));
+        let a = stats.worker(0) as *const WorkerCounters as usize;
+        let b = stats.worker(1) as *const WorkerCounters as usize;
+        assert_eq!(a % 128, 0);
+        assert!(b - a >= 128, "{} bytes apart", b - a);
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let stats = stats.clone();
+                std::thread::spawn(move || {
+                    let w = stats.worker(i);
+                    for _ in 0..1000 {
+                        w.accepted.fetch_add(1, Relaxed);
+                        w.open.fetch_add(1, Relaxed);
+                        w.received_bytes.fetch_add(i as u64 + 1, Relaxed);
+                        w.sent_bytes.fetch_add(2 * (i as u64 + 1), Relaxed);
+                    }
+                    // Half of them closed again.
+                    for _ in 0..500 {
+                        w.open.fetch_sub(1, Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("a counting thread");
+        }
+        assert_eq!(stats.accepted(), 4000);
+        assert_eq!(stats.open(), 2000);
+        assert_eq!(stats.received_bytes(), 1000 * (1 + 2 + 3 + 4));
+        assert_eq!(stats.sent_bytes(), 2000 * (1 + 2 + 3 + 4));
+        assert_eq!(stats.worker(2).accepted.load(Relaxed), 1000);
+        assert_eq!(stats.worker(3).received_bytes.load(Relaxed), 4000);
+        // No worker threads: one block.
+        let one = ListenerStats::new("one".into(), 0);
+        one.worker(0).sent_bytes.fetch_add(7, Relaxed);
+        assert_eq!(one.sent_bytes(), 7);
     }
 }

@@ -299,13 +299,22 @@ async fn two_workers_both_serve_connections_one_worker_starts_none() {
     })
     .await;
     let before: Vec<u64> = workers.iter().map(|t| sleeps(t)).collect();
+    let made = AtomicUsize::new(0);
     testkit::eventually("both workers to serve connections", || async {
         // A new connection each time: the kernel picks its socket by its addresses.
         assert_eq!(client::get(addr, "/").await.status, StatusCode::OK);
+        made.fetch_add(1, Ordering::SeqCst);
         let grown = workers.iter().zip(&before).filter(|(t, b)| sleeps(t) > **b);
         (grown.count() == workers.len()).then_some(())
     })
     .await;
+    // Each worker counts its connections apart; /metrics reports their sum.
+    let made = made.load(Ordering::SeqCst);
+    let metrics = client::get_host(two.admin(), "admin", "/metrics").await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    let line = format!("fulcrum_connections_total{{listener=\"{addr}\"}} {made}\n");
+    let body = metrics.text();
+    assert!(body.contains(&line), "{line}in:\n{body}");
 }
 
 /// The /proc/PID/task/TID directories of the process's worker threads.

@@ -654,7 +654,7 @@ fn encode_listeners(
             .map(|l| {
                 (
                     labels(&[("listener", &l.address)]),
-                    ConstGauge::new(l.open.load(Relaxed) as i64),
+                    ConstGauge::new(l.open() as i64),
                 )
             })
             .collect(),
@@ -664,21 +664,21 @@ fn encode_listeners(
         "fulcrum_connections",
         "Client connections accepted, by listener",
         MetricType::Counter,
-        each(&|l| l.accepted.load(Relaxed)),
+        each(&|l| l.accepted()),
     )?;
     family(
         enc,
         "fulcrum_received_bytes",
         "Bytes received from clients (TLS included), by listener",
         MetricType::Counter,
-        each(&|l| l.received_bytes.load(Relaxed)),
+        each(&|l| l.received_bytes()),
     )?;
     family(
         enc,
         "fulcrum_sent_bytes",
         "Bytes sent to clients (TLS included), by listener",
         MetricType::Counter,
-        each(&|l| l.sent_bytes.load(Relaxed)),
+        each(&|l| l.sent_bytes()),
     )
 }
 

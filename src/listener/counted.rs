@@ -1,7 +1,9 @@
 //! A client connection that counts its bytes into its listener's counters, and
-//! its own life in the listener's open-connection gauge.
+//! its own life in the listener's open-connection gauge: into the block of the
+//! worker that accepted it, which is the one it runs on (see
+//! [`ListenerStats`]).
 
-use crate::telemetry::ListenerStats;
+use crate::telemetry::{ListenerStats, WorkerCounters};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,14 +13,24 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 pub(crate) struct Counted<IO> {
     io: IO,
+    /// Held, not only the block: a listener removed by a reload stays
+    /// reported while its connections last.
     stats: Arc<ListenerStats>,
+    /// The accepting worker's index, its block in `stats`.
+    worker: usize,
 }
 
 impl<IO> Counted<IO> {
-    pub(crate) fn new(io: IO, stats: Arc<ListenerStats>) -> Self {
-        stats.accepted.fetch_add(1, Relaxed);
-        stats.open.fetch_add(1, Relaxed);
-        Counted { io, stats }
+    /// A connection accepted by worker `worker` (its socket's index).
+    pub(crate) fn new(io: IO, stats: Arc<ListenerStats>, worker: usize) -> Self {
+        let c = stats.worker(worker);
+        c.accepted.fetch_add(1, Relaxed);
+        c.open.fetch_add(1, Relaxed);
+        Counted { io, stats, worker }
+    }
+
+    fn counters(&self) -> &WorkerCounters {
+        self.stats.worker(self.worker)
     }
 
     pub(crate) fn get_ref(&self) -> &IO {
@@ -28,7 +40,7 @@ impl<IO> Counted<IO> {
 
 impl<IO> Drop for Counted<IO> {
     fn drop(&mut self) {
-        self.stats.open.fetch_sub(1, Relaxed);
+        self.counters().open.fetch_sub(1, Relaxed);
     }
 }
 
@@ -39,7 +51,8 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Counted<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        crate::passthrough::read_counting(&mut this.io, cx, buf, &this.stats.received_bytes)
+        let counters = this.stats.worker(this.worker);
+        crate::passthrough::read_counting(&mut this.io, cx, buf, &counters.received_bytes)
     }
 }
 
@@ -50,7 +63,7 @@ impl Counted<tokio::net::TcpStream> {
         if let Ok(n) = r
             && n > 0
         {
-            self.stats.sent_bytes.fetch_add(n as u64, Relaxed);
+            self.counters().sent_bytes.fetch_add(n as u64, Relaxed);
         }
         r
     }
@@ -61,7 +74,7 @@ impl<IO: AsyncWrite + Unpin> Counted<IO> {
         if let Poll::Ready(Ok(n)) = r
             && *n > 0
         {
-            self.stats.sent_bytes.fetch_add(*n as u64, Relaxed);
+            self.counters().sent_bytes.fetch_add(*n as u64, Relaxed);
         }
     }
 }

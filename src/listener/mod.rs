@@ -112,7 +112,8 @@ pub(crate) fn start(
     };
     let settings = Arc::new(ArcSwap::from_pointee(spec));
     let connection_limit = Arc::new(Semaphore::new(max_connections));
-    let stats = Arc::new(ListenerStats::new(local_addr.to_string()));
+    // A block of counters per socket, so per worker thread.
+    let stats = Arc::new(ListenerStats::new(local_addr.to_string(), sockets.len()));
     let accept = Accept {
         shared: shared.clone(),
         settings: settings.clone(),
@@ -121,6 +122,7 @@ pub(crate) fn start(
         clients: Arc::new(PerClient::default()),
         stop: stop.clone(),
         stats: stats.clone(),
+        worker: 0,
     };
     for (i, sock) in sockets.into_iter().enumerate() {
         // Registered with, and accepted on, the runtime that will serve its
@@ -133,6 +135,8 @@ pub(crate) fn start(
                 // thread's lock, not one every thread takes per request.
                 let mut on_socket = accept.clone();
                 on_socket.stop = stop.child_token();
+                // Its connections count into this worker's block.
+                on_socket.worker = i;
                 tokio::spawn(on_socket.run(listener));
             }
             Err(e) => {
@@ -161,6 +165,8 @@ struct Accept {
     clients: Arc<PerClient>,
     stop: CancellationToken,
     stats: Arc<ListenerStats>,
+    /// The socket's index, so its worker's: its block of `stats`.
+    worker: usize,
 }
 
 impl Accept {
@@ -208,7 +214,7 @@ impl Accept {
             let spec = self.settings.load_full();
             let proxy = self.shared.proxy.clone();
             let stop = self.stop.clone();
-            let stream = Counted::new(stream, self.stats.clone());
+            let stream = Counted::new(stream, self.stats.clone(), self.worker);
             let place = Place {
                 _permit: permit,
                 _slot: slot,

@@ -888,8 +888,8 @@ mod tests {
             got
         });
         let (server, _) = listener.accept().await.expect("accept");
-        let stats = Arc::new(crate::telemetry::ListenerStats::new("test".into()));
-        let mut io = Counted::new(server, stats.clone());
+        let stats = Arc::new(crate::telemetry::ListenerStats::new("test".into(), 2));
+        let mut io = Counted::new(server, stats.clone(), 1);
         let body: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
         let mut resp = http::Response::new(ProxyBody::text(body.clone()));
         let answering = Answering {
@@ -904,7 +904,11 @@ mod tests {
         let head = String::from_utf8_lossy(&got[..got.len() - body.len()]).to_lowercase();
         assert!(head.starts_with("http/1.1 200"), "{head}");
         assert!(head.contains("content-length: 8388608\r\n"), "{head}");
-        assert_eq!(stats.sent_bytes.load(Relaxed), got.len() as u64);
+        assert_eq!(stats.sent_bytes(), got.len() as u64);
+        // All in the block of the worker that accepted it.
+        assert_eq!(stats.worker(1).sent_bytes.load(Relaxed), got.len() as u64);
+        assert_eq!(stats.worker(0).sent_bytes.load(Relaxed), 0);
+        assert_eq!((stats.accepted(), stats.open()), (1, 0));
     }
 
     /// The stop registration made at the first idle wait wakes the task
