@@ -79,12 +79,13 @@ impl AccessLog {
     /// appends it: the lock is held for one copy.
     fn write_json(&self, values: &LineValues) -> bool {
         ROOM.with_borrow_mut(|(room, second)| {
-            let need = self.json.room(values);
+            let plan = self.json.line(values);
+            let need = plan.room(values);
             if room.len() < need {
                 room.resize(need, 0);
             }
             let mut line = Cursor::new(room, second);
-            self.json.write(&mut line, values);
+            plan.write(&mut line, values);
             let written = self.batches.append(|s| s.extend_from_slice(line.written()));
             if room.len() > KEEP_ROOM {
                 *room = Vec::new();

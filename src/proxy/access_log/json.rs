@@ -1,7 +1,9 @@
 //! The JSON line, compiled once per configuration: the keys, separators and
 //! quotes between consecutive fields are merged into one constant text each,
 //! so a line is a short run of (text, value) steps with no dispatch on the
-//! field's kind.
+//! field's kind. The fields left out when empty are settled by compiling a
+//! line for each set of them a request can have: a line picks its steps by
+//! the set it has, and no step decides anything.
 //!
 //! A line is written into room known to be large enough beforehand (the plan
 //! knows the most each field can take; strings count six bytes for each of
@@ -146,6 +148,12 @@ impl<'a> Cursor<'a> {
 
     /// A number in decimal (at most 20 bytes).
     fn u64(&mut self, mut n: u64) {
+        // Most numbers of a line are one digit (attempts, a body's bytes,
+        // the whole milliseconds): no count of the digits for them.
+        if n < 10 {
+            self.byte(b'0' + n as u8);
+            return;
+        }
         let len = n.checked_ilog10().map_or(1, |d| d as usize + 1);
         let end = self.pos + len;
         for b in self.buf[self.pos..end].iter_mut().rev() {
@@ -155,24 +163,40 @@ impl<'a> Cursor<'a> {
         self.pos = end;
     }
 
+    /// A byte's value in decimal (at most 3 bytes, written as a block of
+    /// 4): the three digits, shifted past the leading zeros.
+    fn octet(&mut self, n: u8) {
+        let digits = [b'0' + n / 100, b'0' + n / 10 % 10, b'0' + n % 10, 0];
+        let skip = if n >= 100 {
+            0
+        } else if n >= 10 {
+            1
+        } else {
+            2
+        };
+        let word = u32::from_le_bytes(digits) >> (8 * skip);
+        self.buf[self.pos..self.pos + 4].copy_from_slice(&word.to_le_bytes());
+        self.pos += 3 - skip;
+    }
+
     /// Microseconds as milliseconds with up to three decimals, the way a
     /// float is written in JSON (`12.0`, `0.25`, `3.125`): at most 24 bytes.
     fn ms(&mut self, us: u64) {
         self.u64(us / 1000);
         let frac = (us % 1000) as u16;
-        let digits = [
-            b'.',
-            b'0' + (frac / 100) as u8,
-            b'0' + (frac / 10 % 10) as u8,
-            b'0' + (frac % 10) as u8,
-        ];
+        let (d1, d2, d3) = (
+            (frac / 100) as u8,
+            (frac / 10 % 10) as u8,
+            (frac % 10) as u8,
+        );
+        let digits = [b'.', b'0' + d1, b'0' + d2, b'0' + d3];
         // Trailing zeros go, but one digit always stays (`12.0`).
-        let len = if frac.is_multiple_of(100) {
-            2
-        } else if frac.is_multiple_of(10) {
+        let len = if d3 != 0 {
+            4
+        } else if d2 != 0 {
             3
         } else {
-            4
+            2
         };
         self.buf[self.pos..self.pos + 4].copy_from_slice(&digits);
         self.pos += len;
@@ -261,17 +285,18 @@ impl<'a> Cursor<'a> {
     }
 
     /// A JSON string literal (two bytes more than its inside).
+    #[cfg(test)]
     fn str(&mut self, v: &str) {
         self.byte(b'"');
         self.str_body(v);
         self.byte(b'"');
     }
 
-    /// A header's value as a JSON string literal, its bytes read as UTF-8
-    /// with the replacement character for what is not (three bytes for
-    /// each byte replaced, fewer than escaping's six).
-    fn header(&mut self, h: &HeaderValue) {
-        self.str(&String::from_utf8_lossy(h.as_bytes()));
+    /// The inside of a header's value as a JSON string literal, its bytes
+    /// read as UTF-8 with the replacement character for what is not (three
+    /// bytes for each byte replaced, fewer than escaping's six).
+    fn header_body(&mut self, h: &HeaderValue) {
+        self.str_body(&String::from_utf8_lossy(h.as_bytes()));
     }
 
     /// A value's text as `HeaderValue::to_str` gives it (empty when it has
@@ -290,10 +315,10 @@ impl<'a> Cursor<'a> {
         match ip {
             IpAddr::V4(a) => {
                 let [a, b, c, d] = a.octets();
-                self.u64(u64::from(a));
+                self.octet(a);
                 for o in [b, c, d] {
                     self.byte(b'.');
-                    self.u64(u64::from(o));
+                    self.octet(o);
                 }
             }
             IpAddr::V6(a) => {
@@ -370,137 +395,161 @@ fn not_plain_word(x: u64) -> u64 {
 }
 
 type Writer = fn(&mut Cursor, &LineValues);
-type Presence = fn(&LineValues) -> bool;
 
 struct Step {
-    /// Always written: the end of the previous value, the separator, the key.
+    /// The end of the previous value, the comma, the key and the opening
+    /// quote of a string value.
     text: Text,
-    /// For a field left out when empty, or one whose comma depends on them:
-    /// what is decided per line.
-    late: Option<Late>,
     write: Writer,
 }
 
-/// What a step decides per line (fields at the start of the list that may
-/// be left out, and the first field always there after them).
-struct Late {
-    /// For the fields left out when empty: whether this line has a value.
-    present: Option<Presence>,
-    /// A comma only if a field came before.
-    comma_if_any: bool,
-    /// Written only when the field is: its key, which could not be merged.
-    key: Text,
+/// The steps of one line, for one set of the fields left out when empty:
+/// which fields are there and where the commas go is settled, so a line is
+/// a copy and a call per field with nothing decided per step.
+struct Line {
+    steps: Box<[Step]>,
+    end: Text,
+    /// The most the texts and the values other than strings can take, and
+    /// the block the last text is copied as.
+    fixed_room: usize,
 }
 
 pub(super) struct JsonPlan {
-    steps: Box<[Step]>,
-    end: Text,
-    /// The most the texts, the keys, the commas and the values other than
-    /// strings can take, and the block the last text is copied as.
-    fixed_room: usize,
+    /// One line for each set of the fields left out when empty (their
+    /// [`optional_bit`]s) that the list holds; the other places are empty.
+    lines: Box<[Line]>,
+    /// The bits of the fields left out when empty that the list holds.
+    listed: usize,
     /// The most times one field is listed (strings are counted that often).
     repeats: usize,
 }
 
 impl JsonPlan {
     pub fn compile(fields: &[AccessField]) -> JsonPlan {
-        let mut steps = Vec::with_capacity(fields.len());
-        let mut pending = String::from("{");
-        let mut fixed_room = TEXT;
-        let mut repeats = 1;
-        // A field that is always there came before: every later one has a comma.
-        let mut after_always = false;
-        for &f in fields {
-            let key = KEYS[f as usize];
-            let text = std::mem::take(&mut pending);
-            repeats = repeats.max(fields.iter().filter(|&&g| g == f).count());
-            if let Some(present) = presence(f) {
-                let comma = if after_always { "," } else { "" };
-                let key = format!("{comma}{key}");
-                fixed_room += text.len() + 1 + key.len() + most_of(f);
-                steps.push(Step {
-                    text: Text::new(&text),
-                    late: Some(Late {
-                        present: Some(present),
-                        comma_if_any: !after_always,
-                        key: Text::new(&key),
-                    }),
-                    write: optional_writer(f),
-                });
-                continue;
-            }
-            let (write, quoted) = always_writer(f);
-            let open = if quoted { "\"" } else { "" };
-            // Known whether a comma is needed: the key joins the constant text.
-            let merged = after_always || steps.is_empty();
-            let step = if merged {
-                let comma = if after_always { "," } else { "" };
-                let text = format!("{text}{comma}{key}{open}");
-                fixed_room += text.len() + most_of(f);
-                Step {
-                    text: Text::new(&text),
-                    late: None,
-                    write,
+        let listed = fields
+            .iter()
+            .filter_map(|&f| optional_bit(f))
+            .fold(0, |a, b| a | b);
+        let lines = (0..=ALL_OPTIONAL)
+            .map(|present| {
+                if present & !listed != 0 {
+                    // Never looked up: `line` masks with `listed`.
+                    return Line::compile(&[]);
                 }
-            } else {
-                let key = format!("{key}{open}");
-                fixed_room += text.len() + 1 + key.len() + most_of(f);
-                Step {
-                    text: Text::new(&text),
-                    late: Some(Late {
-                        present: None,
-                        comma_if_any: true,
-                        key: Text::new(&key),
-                    }),
-                    write,
-                }
-            };
-            steps.push(step);
-            after_always = true;
-            if quoted {
-                pending.push('"');
-            }
-        }
-        pending.push_str("}\n");
-        fixed_room += pending.len();
+                let there: Vec<AccessField> = fields
+                    .iter()
+                    .copied()
+                    .filter(|&f| optional_bit(f).is_none_or(|b| present & b != 0))
+                    .collect();
+                Line::compile(&there)
+            })
+            .collect();
+        let repeats = fields
+            .iter()
+            .map(|&f| fields.iter().filter(|&&g| g == f).count())
+            .max()
+            .unwrap_or(1);
         JsonPlan {
-            steps: steps.into(),
-            end: Text::new(&pending),
-            fixed_room,
+            lines,
+            listed,
             repeats,
         }
     }
 
-    /// Room enough for the line of `v`: the cursor's buffer must hold it.
-    pub fn room(&self, v: &LineValues) -> usize {
-        self.fixed_room + 6 * self.repeats * v.strings_len()
-    }
-
-    /// Writes one line at `c`, which has [`JsonPlan::room`] for `v`.
-    pub fn write(&self, c: &mut Cursor, v: &LineValues) {
-        let mut any = false;
-        for step in self.steps.iter() {
-            c.text(&step.text);
-            if let Some(late) = &step.late {
-                if let Some(present) = late.present
-                    && !present(v)
-                {
-                    continue;
-                }
-                if late.comma_if_any && any {
-                    c.byte(b',');
-                }
-                c.text(&late.key);
-            }
-            any = true;
-            (step.write)(c, v);
+    /// The line for the fields `v` has a value for.
+    pub fn line(&self, v: &LineValues) -> LinePlan<'_> {
+        LinePlan {
+            line: &self.lines[present_bits(v) & self.listed],
+            repeats: self.repeats,
         }
-        c.text(&self.end);
     }
 }
 
+/// The line of one request's values (`JsonPlan::line`).
+pub(super) struct LinePlan<'a> {
+    line: &'a Line,
+    repeats: usize,
+}
+
+impl LinePlan<'_> {
+    /// Room enough for the line of `v`: the cursor's buffer must hold it.
+    pub fn room(&self, v: &LineValues) -> usize {
+        self.line.fixed_room + 6 * self.repeats * v.strings_len()
+    }
+
+    /// Writes the line of `v` at `c`, which has [`LinePlan::room`] for it.
+    pub fn write(&self, c: &mut Cursor, v: &LineValues) {
+        for step in self.line.steps.iter() {
+            c.text(&step.text);
+            (step.write)(c, v);
+        }
+        c.text(&self.line.end);
+    }
+}
+
+impl Line {
+    /// The steps of a line that has every field of `fields`.
+    fn compile(fields: &[AccessField]) -> Line {
+        let mut steps = Vec::with_capacity(fields.len());
+        let mut pending = "{";
+        let mut fixed_room = TEXT;
+        for (i, &f) in fields.iter().enumerate() {
+            let comma = if i > 0 { "," } else { "" };
+            let (write, quoted) = writer(f);
+            let open = if quoted { "\"" } else { "" };
+            let text = format!("{pending}{comma}{}{open}", KEYS[f as usize]);
+            fixed_room += text.len() + most_of(f);
+            steps.push(Step {
+                text: Text::new(&text),
+                write,
+            });
+            pending = if quoted { "\"" } else { "" };
+        }
+        let end = format!("{pending}}}\n");
+        Line {
+            steps: steps.into(),
+            end: Text::new(&end),
+            fixed_room: fixed_room + end.len(),
+        }
+    }
+}
+
+/// A duration in whole microseconds, rounded half up: the low 64 bits of
+/// `(nanoseconds + 500) / 1000`, without dividing 128-bit numbers.
+fn rounded_us(d: Duration) -> u64 {
+    let part = (u64::from(d.subsec_nanos()) + 500) / 1000;
+    d.as_secs().wrapping_mul(1_000_000).wrapping_add(part)
+}
+
+/// The bits of every field left out when empty.
+const ALL_OPTIONAL: usize = (1 << 6) - 1;
+
+/// A bit for each field left out of the line when the request has no value
+/// for it; `None` for the fields always there (`null` when empty).
+fn optional_bit(f: AccessField) -> Option<usize> {
+    Some(match f {
+        AccessField::UserAgent => 1,
+        AccessField::Referer => 2,
+        AccessField::TlsVersion => 4,
+        AccessField::Sni => 8,
+        AccessField::Variant => 16,
+        AccessField::Aborted => 32,
+        _ => return None,
+    })
+}
+
+/// The [`optional_bit`]s of the fields `v` has a value for.
+fn present_bits(v: &LineValues) -> usize {
+    usize::from(v.user_agent.is_some())
+        | usize::from(v.referer.is_some()) << 1
+        | usize::from(v.tls_version.is_some()) << 2
+        | usize::from(v.sni.is_some()) << 3
+        | usize::from(v.variant.is_some()) << 4
+        | usize::from(v.aborted) << 5
+}
+
 /// The most a field's value takes in the line besides its strings' own
-/// bytes (the quotes of the optional strings, numbers, the time, addresses).
+/// bytes (numbers, the time, addresses, `null`).
 fn most_of(f: AccessField) -> usize {
     match f {
         AccessField::Time => 48,
@@ -511,37 +560,24 @@ fn most_of(f: AccessField) -> usize {
         AccessField::DurationMs | AccessField::UpstreamMs => 24,
         AccessField::Attempts => 10,
         AccessField::Aborted => 4,
-        AccessField::UserAgent
-        | AccessField::Referer
-        | AccessField::TlsVersion
-        | AccessField::Sni => 2,
         AccessField::RequestId
         | AccessField::Method
         | AccessField::Host
         | AccessField::Path
         | AccessField::Route
         | AccessField::Pool
-        | AccessField::Backend => 0,
+        | AccessField::Backend
+        | AccessField::UserAgent
+        | AccessField::Referer
+        | AccessField::TlsVersion
+        | AccessField::Sni => 0,
     }
 }
 
-/// For the fields left out of the line when the request has no value for
-/// them, the check; `None` for the fields always there (`null` when empty).
-fn presence(f: AccessField) -> Option<Presence> {
-    Some(match f {
-        AccessField::UserAgent => |v| v.user_agent.is_some(),
-        AccessField::Referer => |v| v.referer.is_some(),
-        AccessField::TlsVersion => |v| v.tls_version.is_some(),
-        AccessField::Sni => |v| v.sni.is_some(),
-        AccessField::Variant => |v| v.variant.is_some(),
-        AccessField::Aborted => |v| v.aborted,
-        _ => return None,
-    })
-}
-
-/// The writer of a field always there, and whether its value is always a
-/// string (its quotes are then part of the constant text around it).
-fn always_writer(f: AccessField) -> (Writer, bool) {
+/// The writer of a field, and whether its value is always a string (its
+/// quotes are then part of the constant texts around it). A field left out
+/// when empty is written only by a line that has its value.
+fn writer(f: AccessField) -> (Writer, bool) {
     let quoted: Writer = match f {
         AccessField::Time => |c, v| c.time(v.now_ms),
         AccessField::RequestId => |c, v| c.visible_text(v.request_id),
@@ -557,12 +593,24 @@ fn always_writer(f: AccessField) -> (Writer, bool) {
         AccessField::Route => |c, v| c.str_body(v.route),
         AccessField::Pool => |c, v| c.str_body(v.pool),
         AccessField::Backend => |c, v| c.str_body(v.backend),
+        AccessField::UserAgent => |c, v| {
+            if let Some(h) = v.user_agent {
+                c.header_body(h);
+            }
+        },
+        AccessField::Referer => |c, v| {
+            if let Some(h) = v.referer {
+                c.header_body(h);
+            }
+        },
+        AccessField::TlsVersion => |c, v| c.str_body(v.tls_version.unwrap_or("")),
+        AccessField::Sni => |c, v| c.str_body(v.sni.unwrap_or("")),
         _ => return (plain_writer(f), false),
     };
     (quoted, true)
 }
 
-/// The writer of a field always there whose value is a number or may be `null`.
+/// The writer of a field whose value is a number or may be `null`.
 fn plain_writer(f: AccessField) -> Writer {
     match f {
         AccessField::Protocol => |c, v| match v.protocol {
@@ -576,37 +624,15 @@ fn plain_writer(f: AccessField) -> Writer {
         AccessField::Status => |c, v| c.u64(u64::from(v.status)),
         AccessField::BytesIn => |c, v| c.u64(v.bytes_in),
         AccessField::BytesOut => |c, v| c.u64(v.bytes_out),
-        AccessField::DurationMs => |c, v| {
-            let us = (v.duration.as_nanos() + 500) / 1000;
-            c.ms(us as u64);
-        },
+        AccessField::DurationMs => |c, v| c.ms(rounded_us(v.duration)),
         AccessField::UpstreamMs => |c, v| match v.upstream_us {
             Some(us) => c.ms(us),
             None => c.bytes(b"null"),
         },
         AccessField::Attempts => |c, v| c.u64(u64::from(v.attempts)),
-        _ => optional_writer(f),
-    }
-}
-
-/// The writer of a field left out when empty (called only when present).
-fn optional_writer(f: AccessField) -> Writer {
-    match f {
-        AccessField::UserAgent => |c, v| {
-            if let Some(h) = v.user_agent {
-                c.header(h);
-            }
-        },
-        AccessField::Referer => |c, v| {
-            if let Some(h) = v.referer {
-                c.header(h);
-            }
-        },
-        AccessField::TlsVersion => |c, v| c.str(v.tls_version.unwrap_or("")),
-        AccessField::Sni => |c, v| c.str(v.sni.unwrap_or("")),
         AccessField::Variant => |c, v| c.u64(v.variant.unwrap_or(0) as u64),
         AccessField::Aborted => |c, _| c.bytes(b"true"),
-        // Every other field is always there and has its writer above.
+        // Every string field has its writer above.
         _ => |c, _| c.bytes(b"null"),
     }
 }
@@ -777,7 +803,10 @@ mod tests {
                 for (id, odd, host) in cases {
                     let v = values(full, id, &ua, odd, host);
                     // The room exactly: a write past it would panic.
-                    let planned = with_cursor(plan.room(&v), |c| plan.write(c, &v));
+                    let planned = {
+                        let line = plan.line(&v);
+                        with_cursor(line.room(&v), |c| line.write(c, &v))
+                    };
                     let reference = reference_line(&v, fields);
                     assert_eq!(planned, reference, "{fields:?} full={full}");
                     if full {
@@ -785,6 +814,52 @@ mod tests {
                         serde_json::from_str::<serde_json::Value>(line).unwrap();
                     }
                 }
+            }
+        }
+    }
+
+    /// A line compiled for each set of the fields left out when empty: every
+    /// set, with those fields first, last, between the others, or not listed.
+    #[test]
+    fn every_set_of_the_fields_left_out_when_empty_has_its_line() {
+        let all: Vec<AccessField> = AccessField::ALL.iter().map(|&(_, f)| f).collect();
+        let (optional, always): (Vec<AccessField>, Vec<AccessField>) =
+            all.iter().partition(|&&f| optional_bit(f).is_some());
+        let mut interleaved = Vec::new();
+        for (i, &f) in always.iter().enumerate() {
+            interleaved.push(f);
+            interleaved.extend(optional.get(i).copied());
+        }
+        let lists = [
+            all.clone(),
+            all.iter().rev().copied().collect(),
+            optional.iter().chain(&always).copied().collect(),
+            interleaved,
+            vec![optional[0], optional[5], AccessField::Status, optional[2]],
+            always.clone(),
+        ];
+        let id = HeaderValue::from_static("7f3a-01");
+        let ua = HeaderValue::from_bytes(b"curl/8 \"x\" \xe9").unwrap();
+        let host = HeaderValue::from_static("example.com");
+        for fields in &lists {
+            let plan = JsonPlan::compile(fields);
+            for present in 0..=ALL_OPTIONAL {
+                let mut v = values(true, &id, &ua, "sni.test", Some(&host));
+                let has = |bit: usize| present & bit != 0;
+                v.user_agent = v.user_agent.filter(|_| has(1));
+                v.referer = v.referer.filter(|_| has(2));
+                v.tls_version = v.tls_version.filter(|_| has(4));
+                v.sni = v.sni.filter(|_| has(8));
+                v.variant = v.variant.filter(|_| has(16));
+                v.aborted = has(32);
+                assert_eq!(present_bits(&v), present);
+                let line = plan.line(&v);
+                let planned = with_cursor(line.room(&v), |c| line.write(c, &v));
+                assert_eq!(
+                    planned,
+                    reference_line(&v, fields),
+                    "{fields:?} {present:b}"
+                );
             }
         }
     }
@@ -827,7 +902,10 @@ mod tests {
             // The room exactly: a write past it would panic. (Past 2^53 µs,
             // 285 years, the milliseconds are not the float serde_json would
             // write, as before: the line is compared as JSON.)
-            let line = with_cursor(plan.room(&v), |c| plan.write(c, &v));
+            let line = {
+                let line = plan.line(&v);
+                with_cursor(line.room(&v), |c| line.write(c, &v))
+            };
             let parsed: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
             let reference: serde_json::Value =
                 serde_json::from_str(reference_line(&v, &fields).trim_end()).unwrap();
@@ -924,6 +1002,8 @@ mod tests {
             "127.0.0.1",
             "0.0.0.0",
             "255.10.0.9",
+            "9.99.100.250",
+            "10.0.0.100",
             "::1",
             "::ffff:255.255.255.255",
             "2001:db8::8a2e:370:7334",
@@ -931,6 +1011,24 @@ mod tests {
         ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(with_cursor(45, |c| c.ip(ip)), ip.to_string());
+        }
+    }
+
+    #[test]
+    fn durations_in_microseconds_rounded_half_up() {
+        for d in [
+            Duration::ZERO,
+            Duration::from_nanos(499),
+            Duration::from_nanos(500),
+            Duration::from_nanos(1_499),
+            Duration::new(1, 999_999_499),
+            Duration::new(1, 999_999_500),
+            Duration::from_micros(12_345),
+            Duration::from_micros(u64::MAX),
+            Duration::MAX,
+        ] {
+            let wide = ((d.as_nanos() + 500) / 1000) as u64;
+            assert_eq!(rounded_us(d), wide, "{d:?}");
         }
     }
 
