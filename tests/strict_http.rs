@@ -531,6 +531,27 @@ async fn backend_answers_framed_every_way() {
     }
 }
 
+/// A head the fast path reads but cannot turn into a request (a target
+/// httparse takes and the URI parser refuses) goes to hyper after a request
+/// served on the same connection, its bytes replayed: hyper answers 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_that_does_not_convert_is_handed_over() {
+    let a = TestBackend::echo("a").await;
+    let b = TestBackend::echo("b").await;
+    let f = Fulcrum::start(&by_host(a.addr, b.addr));
+    let out = raw(
+        f.listener(0),
+        b"GET /1 HTTP/1.1\r\nHost: a.example\r\n\r\n\
+          GET /a<b HTTP/1.1\r\nHost: a.example\r\n\r\n",
+    )
+    .await;
+    let (first, second) = out.split_once("\r\n\r\n").expect("two answers");
+    assert!(first.starts_with("HTTP/1.1 200 OK"), "{out}");
+    assert!(out.contains("\"/1\""), "{out}");
+    assert!(second.contains("HTTP/1.1 400 "), "{out}");
+    assert_eq!(a.hits(), 1);
+}
+
 /// Plain bodiless requests are served by Fulcrum's own HTTP/1.1 loop; the
 /// first request that is not (a body, a smuggling attempt) hands the rest of
 /// the connection to the guarded path, which must see it as if it had served

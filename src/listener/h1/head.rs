@@ -6,6 +6,7 @@ use crate::proxy::headers::{self as hdr, HeadFacts};
 use crate::upstream::body::{Inbound, REPLAY_LIMIT};
 use crate::upstream::h1::response::decimal;
 use bytes::{Bytes, BytesMut};
+use http::request::Parts;
 use http::{HeaderName, HeaderValue, Method, Request, Uri, Version, header};
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -139,34 +140,52 @@ impl Framing {
 }
 
 /// The request the pipeline gets, its parts shared with `head` (the frozen
-/// bytes `layout` describes); the facts of its head are noted into `facts`
-/// on the way (a place of the caller's: returned with the request, they
-/// cost it a copy). `inserts`: the pipeline is expected to insert the
-/// forwarding fields into the map (a trusted peer's). `None` when a part
-/// does not convert; hyper then gets the connection and answers as it does
-/// today.
+/// bytes `layout` describes), without a body; see [`fill`]. `None` when a
+/// part does not convert.
 pub(crate) fn request(
     head: &Bytes,
     layout: &Layout,
     inserts: bool,
     facts: &mut HeadFacts,
 ) -> Option<Request<Inbound>> {
-    let method = Method::from_bytes(&head[layout.method.clone()]).ok()?;
-    let uri = Uri::from_maybe_shared(head.slice(layout.target.clone())).ok()?;
+    let mut parts = blank_parts();
+    fill(head, layout, inserts, facts, &mut parts)?;
+    Some(Request::from_parts(parts, Inbound::Empty))
+}
+
+/// The parts of a request not filled yet, as `Request::new` makes them.
+pub(crate) fn blank_parts() -> Parts {
+    Request::new(()).into_parts().0
+}
+
+/// Fills `parts` (fresh from [`blank_parts`]) with the request head, its
+/// parts shared with `head` (the frozen bytes `layout` describes); the facts
+/// of its head are noted into `facts` on the way (places of the caller's,
+/// in the box the request is served from: a request returned was copied on
+/// its way there). `inserts`: the pipeline is expected to insert the
+/// forwarding fields into the map (a trusted peer's). `None` when a part
+/// does not convert (`parts` then holds what did); hyper then gets the
+/// connection and answers as it does today.
+pub(crate) fn fill(
+    head: &Bytes,
+    layout: &Layout,
+    inserts: bool,
+    facts: &mut HeadFacts,
+    parts: &mut Parts,
+) -> Option<()> {
+    parts.method = Method::from_bytes(&head[layout.method.clone()]).ok()?;
+    parts.uri = Uri::from_maybe_shared(head.slice(layout.target.clone())).ok()?;
+    parts.version = Version::HTTP_11;
     // A bodiless request's head is usually encoded for the backends with the
     // proxy's fields written after its own, not inserted into this map: the
     // map is made for its own fields. A request with a body, or from a
     // trusted peer, gets room for the forwarding fields the pipeline
     // inserts, so they cause no rehash.
     let room = if layout.body == 0 && !inserts { 0 } else { 8 };
-    let mut req = Request::new(Inbound::Empty);
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
     // The fields go into the request's own map, given its room here: a map
     // made apart and moved in left the empty one `Request::new` made to be
     // dropped (~50 instructions for nothing).
-    let headers = req.headers_mut();
+    let headers = &mut parts.headers;
     headers.try_reserve(layout.fields.len() + room).ok()?;
     for (name, value) in &layout.fields {
         let name = &head[name.clone()];
@@ -196,7 +215,7 @@ pub(crate) fn request(
         facts.note(&name, &value);
         headers.append(name, value);
     }
-    Some(req)
+    Some(())
 }
 
 static SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
@@ -470,6 +489,33 @@ mod tests {
         assert_eq!(fields, 2);
         assert!(with_body >= 2 + 8);
         assert_eq!(room(b"GET / HTTP/1.1\r\n\r\n", false), (0, 0));
+    }
+
+    /// The parts the pipeline borrows are filled where they lie, as the
+    /// request made by value is; a target `Uri` refuses (httparse took it)
+    /// leaves them unfilled and the connection goes to hyper.
+    #[test]
+    fn the_parts_are_filled_in_place() {
+        let raw = b"PUT /a?b HTTP/1.1\r\nHost: a\r\nX-Two: 1\r\nContent-Length: 2\r\n\r\n";
+        let layout = serve(raw);
+        let head = Bytes::copy_from_slice(&raw[..layout.len]);
+        let mut facts = HeadFacts::default();
+        let mut parts = blank_parts();
+        assert!(fill(&head, &layout, false, &mut facts, &mut parts).is_some());
+        let (req, by_value) = built(&head, &layout);
+        assert_eq!(facts, by_value);
+        assert_eq!(
+            (&parts.method, &parts.uri, parts.version),
+            (req.method(), req.uri(), req.version())
+        );
+        assert_eq!(&parts.headers, req.headers());
+        assert_eq!(parts.headers.capacity(), req.headers().capacity());
+        let raw = b"GET /a<b HTTP/1.1\r\nHost: a\r\n\r\n";
+        let layout = serve(raw);
+        let head = Bytes::copy_from_slice(&raw[..layout.len]);
+        let mut parts = blank_parts();
+        assert!(fill(&head, &layout, false, &mut HeadFacts::default(), &mut parts).is_none());
+        assert!(parts.headers.is_empty());
     }
 
     #[test]

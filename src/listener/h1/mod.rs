@@ -50,6 +50,7 @@ use super::counted::Counted;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::headers::HeadFacts;
 use crate::proxy::pipeline::{ConnCtx, handle_with};
+use crate::upstream::body::Inbound;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, Method};
 use http_body::Body;
@@ -57,6 +58,7 @@ use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
@@ -177,51 +179,25 @@ where
             // rest would hold the whole body back from the backend, and bodies
             // stream (a route asks for `buffer_request_body` to have them
             // whole). hyper streams it from here, the bytes read replayed.
-            let whole = pending.len() >= body_len;
-            // The request and its head's facts in a block of their own: bound
-            // (and borrowed) where the connection waits, they would keep a
-            // place in its future.
-            let (head_method, answer) = {
-                let mut facts = HeadFacts::default();
-                // Not `whole.then(..).flatten()`: that moves the request once
-                // more, out of the nested `Option`.
-                let built = match whole {
-                    true => head::request(&head, &layout, inserts, &mut facts),
-                    false => None,
-                };
-                let Some(mut req) = built else {
-                    let mut replay = BytesMut::with_capacity(head.len() + pending.len());
-                    replay.extend_from_slice(&head);
-                    replay.extend_from_slice(pending);
-                    return Some(HandOver {
-                        io,
-                        replay: replay.freeze(),
-                    });
-                };
-                drop(head);
-                if let Some(body) = head::take_body(pending, &layout) {
-                    *req.body_mut() = body;
-                }
-                let head_method = req.method() == Method::HEAD;
-                // Boxed: the pipeline's state exists only while a request is in flight.
-                (head_method, boxed(|| handle_with(ctx, req, facts)))
+            if pending.len() < body_len {
+                return Some(hand_over(io, &head, pending));
+            }
+            let head = ServedHead {
+                bytes: head,
+                layout,
             };
-            // Boxed apart, and small to move: waiting for the answer and
-            // writing it is not carried by the connection while it idles.
-            let answered = boxed(|| {
-                exchange(
-                    answer,
-                    &mut io,
-                    head_method,
-                    layout,
-                    pending,
-                    stop,
-                    &stopping,
-                )
-            })
-            .await;
-            // The client left: dropping the pipeline's future is how it learns.
-            let keep = answered?;
+            // Boxed, all of it: the request, the pipeline's state, the wait
+            // for the answer and its writing are not carried by the
+            // connection while it idles. The request is built in the box,
+            // where the pipeline borrows it.
+            let exchanged =
+                boxed(|| exchange(ctx, head, inserts, &mut io, pending, stop, &stopping)).await;
+            let keep = match exchanged {
+                Exchanged::Answered(keep) => keep,
+                // The client left: dropping the pipeline's future is how it learns.
+                Exchanged::Left => return None,
+                Exchanged::Unconverted(head) => return Some(hand_over(io, &head, pending)),
+            };
             if !keep || stopping.stopped(stop) {
                 // Boxed: the timer exists only while closing.
                 let _ = Box::pin(timeout_at(Instant::now() + CLOSE_GRACE, io.shutdown())).await;
@@ -245,44 +221,93 @@ fn boxed<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
     Box::into_pin(Box::write(Box::new_uninit(), make()))
 }
 
-/// Waits for the pipeline's answer to one request and writes it. `None`:
-/// the client left first; else whether the connection can serve another
-/// request.
-async fn exchange<I, F>(
-    mut answer: Pin<Box<F>>,
-    io: &mut I,
-    head_method: bool,
+/// The connection as hyper gets it from a head the fast path does not serve
+/// after all: the head's bytes and those read after it are replayed.
+fn hand_over<I>(io: I, head: &[u8], pending: &BytesMut) -> HandOver<I> {
+    let mut replay = BytesMut::with_capacity(head.len() + pending.len());
+    replay.extend_from_slice(head);
+    replay.extend_from_slice(pending);
+    HandOver {
+        io,
+        replay: replay.freeze(),
+    }
+}
+
+/// A head the fast path serves: its bytes, cut from the buffer and frozen,
+/// and where its parts lie in them.
+struct ServedHead {
+    bytes: Bytes,
     layout: head::Layout,
+}
+
+/// How one request on the fast path ended.
+enum Exchanged {
+    /// Answered; whether the connection can serve another request.
+    Answered(bool),
+    /// The client left before its answer.
+    Left,
+    /// A part of the head did not convert: hyper gets the connection, the
+    /// head's bytes replayed.
+    Unconverted(Bytes),
+}
+
+/// Builds the request from its head and takes its body, runs it through the
+/// pipeline, waits for the answer and writes it. `inserts`: see `serve`.
+///
+/// The request is a local here, in the box this future is built in, and the
+/// pipeline borrows it: built apart and moved into the pipeline's own box,
+/// the request was copied four times and that future twice.
+async fn exchange<I>(
+    ctx: &ConnCtx,
+    head: ServedHead,
+    inserts: bool,
+    io: &mut I,
     pending: &mut BytesMut,
     stop: &CancellationToken,
     stopping: &StopWatch,
-) -> Option<bool>
+) -> Exchanged
 where
     I: AsyncRead + AsyncWrite + Readiness + Unpin,
-    F: Future<Output = http::Response<ProxyBody>>,
 {
+    let ServedHead { bytes, layout } = head;
     // The answer stays where the pipeline's poll put it, and is written from
     // there: returned up through this wait and moved into `respond`, it was
     // copied at each step.
     let mut resp = None;
-    poll_fn(|cx| {
-        if let Poll::Ready(r) = answer.as_mut().poll(cx) {
-            resp = Some(r);
-            return Poll::Ready(());
+    let head_method;
+    // The request goes at the end of this block, after the pipeline's state,
+    // as when that owned it (dropped in place: `drop` moved it first).
+    {
+        let mut facts = HeadFacts::default();
+        let mut parts = head::blank_parts();
+        if head::fill(&bytes, &layout, inserts, &mut facts, &mut parts).is_none() {
+            return Exchanged::Unconverted(bytes);
         }
-        if client_gone(io, pending, cx) {
-            return Poll::Ready(());
-        }
-        Poll::Pending
-    })
-    .await;
-    drop(answer);
-    let resp = resp.as_mut()?;
+        drop(bytes);
+        // The body came whole with its head (`serve` saw to that).
+        let mut body = head::take_body(pending, &layout).unwrap_or(Inbound::Empty);
+        head_method = parts.method == Method::HEAD;
+        let mut answer = pin!(handle_with(ctx, &mut parts, &mut body, facts));
+        poll_fn(|cx| {
+            if let Poll::Ready(r) = answer.as_mut().poll(cx) {
+                resp = Some(r);
+                return Poll::Ready(());
+            }
+            if client_gone(io, pending, cx) {
+                return Poll::Ready(());
+            }
+            Poll::Pending
+        })
+        .await;
+    }
+    let Some(resp) = resp.as_mut() else {
+        return Exchanged::Left;
+    };
     let answering = Answering {
         head_method,
         close: layout.close || stopping.stopped(stop),
     };
-    Some(respond(io, resp, &answering, layout.trailers, pending).await)
+    Exchanged::Answered(respond(io, resp, &answering, layout.trailers, pending).await)
 }
 
 /// The connection's one timer for reading heads (and bodies). Moving the

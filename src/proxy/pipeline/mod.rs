@@ -35,6 +35,7 @@ use super::guard::GuardState;
 use super::headers::{HeadFacts, PeerInfo, Present};
 use super::{ProxyContext, respond};
 use crate::upstream::body::Inbound;
+use http::request::Parts;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -137,106 +138,103 @@ pub(crate) fn handle(
     req: Request<Inbound>,
 ) -> impl Future<Output = Response<ProxyBody>> + '_ {
     let facts = HeadFacts::of(req.headers());
-    handle_with(conn, req, facts)
+    // A plain function returning a block: an `async fn` would keep the
+    // request it was given apart from the parts it is split into.
+    let (mut parts, mut body) = req.into_parts();
+    async move { handle_with(conn, &mut parts, &mut body, facts).await }
 }
 
-/// Runs one request through the phases; `facts`: what its head holds, noted
-/// while the head became `req` (see `HeadFacts`).
-///
-/// A plain function returning a block: an `async fn` would keep the request
-/// it was given apart from the parts it is split into, a copy of each.
-pub(crate) fn handle_with(
+/// Runs one request, lent as its parts and body, through the phases (it
+/// stays where its owner built it: moved in, it was copied on its way into
+/// the future's box); `facts`: what its head holds, noted while the head
+/// became the request (see `HeadFacts`). The body is taken.
+pub(crate) async fn handle_with(
     conn: &ConnCtx,
-    req: Request<Inbound>,
+    parts: &mut Parts,
+    body: &mut Inbound,
     facts: HeadFacts,
-) -> impl Future<Output = Response<ProxyBody>> + '_ {
-    let (mut parts, mut body) = req.into_parts();
-    async move {
-        let snapshot = conn.proxy.snapshot.load_full();
-        // The context stays where `accept` built it until the answer takes it.
-        let mut context = None;
-        let rc = match accept::accept(conn, &parts, facts, &snapshot, &mut context) {
-            Ok(rc) => rc,
-            Err(answered) => return *answered,
-        };
-        // Where `forward` puts the attempt that wins and where the send puts
-        // its answer, until `respond` takes them.
-        let (mut won, mut answer) = (None, None);
-        // The phases borrow the client's request: moved into the block, it
-        // was copied there.
-        let (parts, body) = (&mut parts, &mut body);
-        let result = async {
-            let routed = route::route(conn, rc, parts, &snapshot)?;
-            admit::admit(rc, &routed, parts)?;
-            let route = routed.route;
-            let body = std::mem::replace(body, Inbound::Empty);
-            let Some(cache) = &route.cache else {
-                let body = if hold::wanted(&routed, &body) {
-                    rc.start_is_now = false;
-                    hold::hold(conn, &routed, &snapshot, parts, body).await?
-                } else {
-                    body
-                };
-                let mut places = request::Places::default();
-                let (p, first) =
-                    request::prepare(conn, rc, &routed, &snapshot, parts, body, &mut places)?;
-                forward::forward(conn, rc, &routed, p, first, &mut won, &mut answer).await?;
-                return Ok(Outcome::Forwarded(routed, None));
+) -> Response<ProxyBody> {
+    let snapshot = conn.proxy.snapshot.load_full();
+    // The context stays where `accept` built it until the answer takes it.
+    let mut context = None;
+    let rc = match accept::accept(conn, parts, facts, &snapshot, &mut context) {
+        Ok(rc) => rc,
+        Err(answered) => return *answered,
+    };
+    // Where `forward` puts the attempt that wins and where the send puts
+    // its answer, until `respond` takes them.
+    let (mut won, mut answer) = (None, None);
+    let result = async {
+        let routed = route::route(conn, rc, parts, &snapshot)?;
+        admit::admit(rc, &routed, parts)?;
+        let route = routed.route;
+        let body = std::mem::replace(body, Inbound::Empty);
+        let Some(cache) = &route.cache else {
+            let body = if hold::wanted(&routed, &body) {
+                rc.start_is_now = false;
+                hold::hold(conn, &routed, &snapshot, parts, body).await?
+            } else {
+                body
             };
-            rc.start_is_now = false;
-            let pending = match cache::lookup(conn, rc, &routed, cache, parts).await {
-                cache::Lookup::Answered(resp) => return Ok(Outcome::Answered(resp)),
-                cache::Lookup::Forward(p) => p,
-            };
-            // A body the route wants whole is read only once the cache could not answer.
             let mut places = request::Places::default();
-            let forwarded = match hold::hold(conn, &routed, &snapshot, parts, body).await {
-                Ok(body) => {
-                    let ps = &mut places;
-                    match request::prepare(conn, rc, &routed, &snapshot, parts, body, ps) {
-                        Ok((p, first)) => {
-                            let (w, a) = (&mut won, &mut answer);
-                            forward::forward(conn, rc, &routed, p, first, w, a)
-                                .await
-                                .map(|()| match (w.take(), a.take()) {
-                                    (Some(w), Some(a)) => (w, a),
-                                    _ => unreachable!("forward answered into its places"),
-                                })
-                        }
-                        Err(r) => Err(r),
+            let (p, first) =
+                request::prepare(conn, rc, &routed, &snapshot, parts, body, &mut places)?;
+            forward::forward(conn, rc, &routed, p, first, &mut won, &mut answer).await?;
+            return Ok(Outcome::Forwarded(routed, None));
+        };
+        rc.start_is_now = false;
+        let pending = match cache::lookup(conn, rc, &routed, cache, parts).await {
+            cache::Lookup::Answered(resp) => return Ok(Outcome::Answered(resp)),
+            cache::Lookup::Forward(p) => p,
+        };
+        // A body the route wants whole is read only once the cache could not answer.
+        let mut places = request::Places::default();
+        let forwarded = match hold::hold(conn, &routed, &snapshot, parts, body).await {
+            Ok(body) => {
+                let ps = &mut places;
+                match request::prepare(conn, rc, &routed, &snapshot, parts, body, ps) {
+                    Ok((p, first)) => {
+                        let (w, a) = (&mut won, &mut answer);
+                        forward::forward(conn, rc, &routed, p, first, w, a)
+                            .await
+                            .map(|()| match (w.take(), a.take()) {
+                                (Some(w), Some(a)) => (w, a),
+                                _ => unreachable!("forward answered into its places"),
+                            })
                     }
+                    Err(r) => Err(r),
                 }
-                Err(r) => Err(r),
+            }
+            Err(r) => Err(r),
+        };
+        match cache::after(conn, rc, &routed, pending, forwarded)? {
+            cache::After::Answered(resp) => Ok(Outcome::Answered(resp)),
+            cache::After::Respond(w, a, admit) => {
+                (won, answer) = (Some(w), Some(a));
+                Ok(Outcome::Forwarded(routed, Some(admit)))
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(Outcome::Forwarded(routed, admit)) => {
+            // All filled by the phases, the context by `accept`, the
+            // attempt by `forward` and the answer by its send (or given
+            // back by the cache's `after`); taken one at a time (a pair
+            // of them was copied twice).
+            let Some(rc) = context.take() else {
+                unreachable!("accept made the context");
             };
-            match cache::after(conn, rc, &routed, pending, forwarded)? {
-                cache::After::Answered(resp) => Ok(Outcome::Answered(resp)),
-                cache::After::Respond(w, a, admit) => {
-                    (won, answer) = (Some(w), Some(a));
-                    Ok(Outcome::Forwarded(routed, Some(admit)))
-                }
-            }
+            let Some(won) = won.take() else {
+                unreachable!("a forwarded request has its attempt");
+            };
+            let Some(answer) = answer.take() else {
+                unreachable!("a forwarded request has its answer");
+            };
+            response::respond(conn, rc, &routed, won, answer, admit)
         }
-        .await;
-        match result {
-            Ok(Outcome::Forwarded(routed, admit)) => {
-                // All filled by the phases, the context by `accept`, the
-                // attempt by `forward` and the answer by its send (or given
-                // back by the cache's `after`); taken one at a time (a pair
-                // of them was copied twice).
-                let Some(rc) = context.take() else {
-                    unreachable!("accept made the context");
-                };
-                let Some(won) = won.take() else {
-                    unreachable!("a forwarded request has its attempt");
-                };
-                let Some(answer) = answer.take() else {
-                    unreachable!("a forwarded request has its answer");
-                };
-                response::respond(conn, rc, &routed, won, answer, admit)
-            }
-            Ok(Outcome::Answered(resp)) => resp,
-            Err(r) => rc.refuse(r),
-        }
+        Ok(Outcome::Answered(resp)) => resp,
+        Err(r) => rc.refuse(r),
     }
 }
 
