@@ -899,7 +899,8 @@ impl<'a> FramingFields<'a> {
 }
 
 /// A length as plain ASCII digits (no sign, no spaces, no list) that fits
-/// in a `u64`.
+/// in a `u64`. Inlined: the writer reads the length too.
+#[inline]
 pub(crate) fn decimal(s: &[u8]) -> Option<u64> {
     // Up to 19 digits cannot overflow: one pass without checked arithmetic.
     if s.is_empty() || s.len() > 19 {
@@ -1157,6 +1158,26 @@ mod tests {
         assert!(!raw.repeats);
         let again = head("HTTP/1.1 200 OK\r\nX-A: 1\r\nx-a: 2\r\n\r\n", true);
         assert!(again.raw.unwrap().repeats);
+    }
+
+    #[test]
+    fn names_over_the_bound_are_refused_and_the_kept_head_stays() {
+        let with_name = |len: usize| {
+            let name = "x".repeat(len);
+            BytesMut::from(format!("HTTP/1.1 200 OK\r\nA: 1\r\n{name}: v\r\n\r\n").as_bytes())
+        };
+        let mut scratch = Scratch::default();
+        let kept = parse(&mut with_name(MAX_NAME), &mut scratch, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.raw.as_ref().unwrap().fields().count(), 2);
+        scratch.give_back(kept.raw.unwrap());
+        let mapped = parse(&mut with_name(MAX_NAME + 1), &mut Scratch::default(), false);
+        assert!(matches!(mapped, Err(Error::Parse("invalid header name"))));
+        let raw = parse(&mut with_name(MAX_NAME + 1), &mut scratch, true);
+        assert!(matches!(raw, Err(Error::Parse("invalid header name"))));
+        // The connection's box is not lost with the refused head.
+        assert!(scratch.1.is_some());
     }
 
     #[test]
