@@ -696,7 +696,7 @@ fn put_word<const N: usize>(name: &mut [u8], at: usize, word: u64) {
 
 /// [`lower_word`] for a word of ASCII bytes only: with no byte above 0x7f,
 /// adding 0x3f sets a byte's top bit from 'A' on and adding 0x25 from past
-/// 'Z' on, without a carry into the next byte; the two differ for letters.
+/// 'Z' on, without a carry into the next byte; the two differ for capitals.
 #[inline(always)]
 fn lower_ascii(x: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
