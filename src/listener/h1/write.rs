@@ -103,6 +103,13 @@ fn encode_parts(
                     w.wrote_date |= f.known == Known::Date;
                     w.copy_line(f.line(), out);
                 }
+                // The length, as it usually comes: read here, without the
+                // call and the look at the name that `field` takes.
+                Line::Backend(f) if f.plain && f.known == Known::ContentLength => {
+                    if w.content_length(raw.value(f))? {
+                        w.copy_line(f.line(), out);
+                    }
+                }
                 Line::Backend(f) => {
                     let line = f.plain.then(|| f.line());
                     w.field(Name::Raw(f.known, line), raw.name(f), raw.value(f), out)?;
@@ -222,6 +229,26 @@ impl<'a> Fields<'a> {
         out.extend_from_slice(b"\r\n");
     }
 
+    /// A `Content-Length` field with `value`: the framing it sets, and
+    /// whether it is written.
+    #[inline(always)]
+    fn content_length(&mut self, value: &[u8]) -> Result<bool, BadHead> {
+        let Some(n) = content_length(value) else {
+            return Err(BadHead);
+        };
+        match self.framing {
+            Some(Framing::Length(prev)) if prev == n => return Ok(false),
+            Some(_) => return Err(BadHead),
+            None => {}
+        }
+        // An empty body drops the header (a HEAD keeps it: it describes the GET).
+        if self.known == Some(0) && !self.head_method {
+            return Ok(false);
+        }
+        self.framing = Some(Framing::Length(self.known.unwrap_or(n)));
+        Ok(true)
+    }
+
     fn field(
         &mut self,
         name: Name<'_>,
@@ -231,19 +258,9 @@ impl<'a> Fields<'a> {
     ) -> Result<(), BadHead> {
         match name.kind() {
             Kind::ContentLength => {
-                let Some(n) = content_length(value) else {
-                    return Err(BadHead);
-                };
-                match self.framing {
-                    Some(Framing::Length(prev)) if prev == n => return Ok(()),
-                    Some(_) => return Err(BadHead),
-                    None => {}
-                }
-                // An empty body drops the header (a HEAD keeps it: it describes the GET).
-                if self.known == Some(0) && !self.head_method {
+                if !self.content_length(value)? {
                     return Ok(());
                 }
-                self.framing = Some(Framing::Length(self.known.unwrap_or(n)));
             }
             Kind::TransferEncoding => {
                 if matches!(self.framing, Some(Framing::Length(_))) {
@@ -362,12 +379,18 @@ fn transfer_encoding(te_values: &[&[u8]], out: &mut Vec<u8>) {
 
 /// A `Content-Length` value as hyper reads it (a `u64` after trimming
 /// whitespace, a `+` allowed); plain digits without the `str` round trip.
+#[inline]
 fn content_length(value: &[u8]) -> Option<u64> {
-    decimal(value).or_else(|| {
-        std::str::from_utf8(value)
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    })
+    decimal(value).or_else(|| content_length_str(value))
+}
+
+/// [`content_length`] for values not of plain digits; apart, so that the
+/// usual case is inlined without it.
+#[inline(never)]
+fn content_length_str(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
 /// The head's bytes in `start..end`, a run of whole lines.

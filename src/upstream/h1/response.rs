@@ -173,32 +173,42 @@ impl Known {
     }
 
     /// Lowercases `name` in place and tells which name it is. A name of 4 to
-    /// 16 bytes (most names) is read as two words, its first and last eight
-    /// bytes (four below eight), lowercased and compared in registers.
+    /// 16 ASCII bytes (most names) is read as two words, its first and last
+    /// eight bytes (four below eight), lowercased in registers; the words and
+    /// the length pick the one known name they can be ([`SLOTS`]), and one
+    /// compare tells whether they are it.
     #[inline]
     pub fn lowercase_and_tell(name: &mut [u8]) -> Known {
         let n = name.len();
         let key = match n {
-            4..=7 => (lower_at::<4>(name, 0) | lower_at::<4>(name, n - 4) << 32, 0),
-            8..=16 => (lower_at::<8>(name, 0), lower_at::<8>(name, n - 8)),
+            4..=7 => {
+                let (first, last) = (word_at::<4>(name, 0), word_at::<4>(name, n - 4));
+                if (first | last) & HIGH_BITS != 0 {
+                    return lowercase_long(name);
+                }
+                let (first, last) = (lower_ascii(first), lower_ascii(last));
+                put_word::<4>(name, 0, first);
+                put_word::<4>(name, n - 4, last);
+                (first | last << 32, 0)
+            }
+            8..=16 => {
+                let (first, last) = (word_at::<8>(name, 0), word_at::<8>(name, n - 8));
+                if (first | last) & HIGH_BITS != 0 {
+                    return lowercase_long(name);
+                }
+                let (first, last) = (lower_ascii(first), lower_ascii(last));
+                put_word::<8>(name, 0, first);
+                put_word::<8>(name, n - 8, last);
+                (first, last)
+            }
             _ => return lowercase_long(name),
         };
-        let candidates: &[(Key, Known)] = match n {
-            4 => &KEYS_4,
-            6 => &KEYS_6,
-            7 => &KEYS_7,
-            8 => &KEYS_8,
-            10 => &KEYS_10,
-            12 => &KEYS_12,
-            13 => &KEYS_13,
-            14 => &KEYS_14,
-            16 => &KEYS_16,
-            _ => return Known::Other,
-        };
-        candidates
-            .iter()
-            .find(|c| c.0 == key)
-            .map_or(Known::Other, |c| c.1)
+        let slot = &SLOTS[slot_of(key, n)];
+        if slot.key == key && usize::from(slot.len) == n {
+            slot.known
+        } else {
+            Known::Other
+        }
     }
 
     /// Which name `name`, in lowercase already, is: the length, then one
@@ -468,12 +478,6 @@ pub fn parse(buf: &mut BytesMut, scratch: &mut Scratch, raw: bool) -> Result<Opt
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or(Error::Parse("invalid status code"))?;
     if raw {
-        // httparse admits exactly the bytes `HeaderName` and `HeaderValue` do
-        // (token characters; tab, visible ASCII and obs-text): only the
-        // name's length bound is left to check.
-        if resp.headers.iter().any(|h| h.name.len() > MAX_NAME) {
-            return Err(Error::Parse("invalid header name"));
-        }
         // Boxed, and the box kept by the connection from one answer to the
         // next: a response carrying it stays small to move.
         let mut raw = scratch.1.take().unwrap_or_else(|| {
@@ -490,7 +494,12 @@ pub fn parse(buf: &mut BytesMut, scratch: &mut Scratch, raw: bool) -> Result<Opt
         lines.clear();
         // Room for the proxy's two fields and for the rules to reorder in place.
         lines.reserve(2 * resp.headers.len() + 2);
+        // httparse admits exactly the bytes `HeaderName` and `HeaderValue` do
+        // (token characters; tab, visible ASCII and obs-text): only the
+        // name's length bound is left to check, in the same pass.
+        let mut longest = 0;
         lines.extend(resp.headers.iter().map(|h| {
+            longest = longest.max(h.name.len());
             Line::Backend(Field {
                 name: offset(h.name.as_bytes()),
                 value: offset(h.value),
@@ -499,6 +508,10 @@ pub fn parse(buf: &mut BytesMut, scratch: &mut Scratch, raw: bool) -> Result<Opt
                 lone: Lone::No,
             })
         }));
+        if longest > MAX_NAME {
+            scratch.1 = Some(raw);
+            return Err(Error::Parse("invalid header name"));
+        }
         (raw.names, raw.repeats) = classify(&mut buf[..len], lines);
         raw.head = buf.split_to(len).freeze();
         return Ok(Some(Head {
@@ -591,57 +604,105 @@ const fn key(name: &str) -> Key {
     }
 }
 
-const KEYS_4: [(Key, Known); 3] = [
-    (key("date"), Known::Date),
-    (key("etag"), Known::Etag),
-    (key("vary"), Known::Vary),
-];
-const KEYS_6: [(Key, Known); 1] = [(key("server"), Known::Server)];
-const KEYS_7: [(Key, Known); 3] = [
-    (key("trailer"), Known::Trailer),
-    (key("upgrade"), Known::Upgrade),
-    (key("expires"), Known::Expires),
-];
-const KEYS_8: [(Key, Known); 1] = [(key("location"), Known::Location)];
-const KEYS_10: [(Key, Known); 3] = [
-    (key("connection"), Known::Connection),
-    (key("keep-alive"), Known::KeepAlive),
-    (key("set-cookie"), Known::SetCookie),
-];
-const KEYS_12: [(Key, Known); 2] = [
-    (key("content-type"), Known::ContentType),
-    (key("x-request-id"), Known::XRequestId),
-];
-const KEYS_13: [(Key, Known); 3] = [
-    (key("cache-control"), Known::CacheControl),
-    (key("last-modified"), Known::LastModified),
-    (key("accept-ranges"), Known::AcceptRanges),
-];
-const KEYS_14: [(Key, Known); 2] = [
-    (key("content-length"), Known::ContentLength),
-    (key("http2-settings"), Known::Http2Settings),
-];
-const KEYS_16: [(Key, Known); 1] = [(key("proxy-connection"), Known::ProxyConnection)];
+/// A known name of 4 to 16 bytes, in the slot its key and length pick.
+#[derive(Clone, Copy)]
+struct Slot {
+    key: Key,
+    /// 0 for an empty slot: no name of 4 to 16 bytes matches it.
+    len: u8,
+    known: Known,
+}
 
-/// [`Known::lowercase_and_tell`] for names under 4 or over 16 bytes; apart,
-/// so that its loop does not weigh on the common case.
+/// The known names of 4 to 16 bytes, each in its own slot ([`slot_of`]).
+const SLOTS: [Slot; 32] = slots(&[
+    ("date", Known::Date),
+    ("etag", Known::Etag),
+    ("vary", Known::Vary),
+    ("server", Known::Server),
+    ("trailer", Known::Trailer),
+    ("upgrade", Known::Upgrade),
+    ("expires", Known::Expires),
+    ("location", Known::Location),
+    ("connection", Known::Connection),
+    ("keep-alive", Known::KeepAlive),
+    ("set-cookie", Known::SetCookie),
+    ("content-type", Known::ContentType),
+    ("x-request-id", Known::XRequestId),
+    ("cache-control", Known::CacheControl),
+    ("last-modified", Known::LastModified),
+    ("accept-ranges", Known::AcceptRanges),
+    ("content-length", Known::ContentLength),
+    ("http2-settings", Known::Http2Settings),
+    ("proxy-connection", Known::ProxyConnection),
+]);
+
+/// Which of [`SLOTS`] a name of `n` bytes with `key` can only be: a
+/// multiplier chosen so that the known names fall in distinct slots (checked
+/// when the table is built: a clash does not compile).
+const fn slot_of(key: Key, n: usize) -> usize {
+    const MULTIPLIER: u64 = 0xc360_b3b7_1251_310b;
+    ((key.0 ^ key.1 ^ n as u64).wrapping_mul(MULTIPLIER) >> 59) as usize
+}
+
+const fn slots(names: &[(&str, Known)]) -> [Slot; 32] {
+    let mut table = [Slot {
+        key: (0, 0),
+        len: 0,
+        known: Known::Other,
+    }; 32];
+    let mut i = 0;
+    while i < names.len() {
+        let (name, known) = names[i];
+        let at = slot_of(key(name), name.len());
+        assert!(table[at].len == 0, "two known names in one slot");
+        table[at] = Slot {
+            key: key(name),
+            len: name.len() as u8,
+            known,
+        };
+        i += 1;
+    }
+    table
+}
+
+/// [`Known::lowercase_and_tell`] for names under 4 or over 16 bytes, or not
+/// ASCII; apart, so that its loop does not weigh on the common case.
 #[inline(never)]
 fn lowercase_long(name: &mut [u8]) -> Known {
     lowercase_words(name);
     Known::of_lowercase(name)
 }
 
-/// The `N` (4 or 8) bytes of `name` at `at`, lowercased in place, as a
-/// little-endian word.
-fn lower_at<const N: usize>(name: &mut [u8], at: usize) -> u64 {
-    let Some(bytes) = name.get_mut(at..at + N) else {
-        return 0;
-    };
+/// The top bit of each byte: set in a byte that is not ASCII.
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// The `N` (4 or 8) bytes of `name` at `at`, as a little-endian word.
+#[inline(always)]
+fn word_at<const N: usize>(name: &[u8], at: usize) -> u64 {
     let mut word = [0u8; 8];
-    word[..N].copy_from_slice(bytes);
-    let lower = lower_word(u64::from_le_bytes(word));
-    bytes.copy_from_slice(&lower.to_le_bytes()[..N]);
-    lower
+    if let Some(bytes) = name.get(at..at + N) {
+        word[..N].copy_from_slice(bytes);
+    }
+    u64::from_le_bytes(word)
+}
+
+/// Writes the low `N` bytes of `word` over `name` at `at`.
+#[inline(always)]
+fn put_word<const N: usize>(name: &mut [u8], at: usize, word: u64) {
+    if let Some(bytes) = name.get_mut(at..at + N) {
+        bytes.copy_from_slice(&word.to_le_bytes()[..N]);
+    }
+}
+
+/// [`lower_word`] for a word of ASCII bytes only: with no byte above 0x7f,
+/// adding 0x3f sets a byte's top bit from 'A' on and adding 0x25 from past
+/// 'Z' on, without a carry into the next byte; the two differ for capitals.
+#[inline(always)]
+fn lower_ascii(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let from_a = x.wrapping_add((0x80 - u64::from(b'A')) * ONES);
+    let past_z = x.wrapping_add((0x80 - u64::from(b'Z') - 1) * ONES);
+    x | ((from_a ^ past_z) & HIGH_BITS) >> 2
 }
 
 /// ASCII letters to lowercase in a word, in bytes below 0x80 (a name's
@@ -838,7 +899,8 @@ impl<'a> FramingFields<'a> {
 }
 
 /// A length as plain ASCII digits (no sign, no spaces, no list) that fits
-/// in a `u64`.
+/// in a `u64`. Inlined: the writer reads the length too.
+#[inline]
 pub(crate) fn decimal(s: &[u8]) -> Option<u64> {
     // Up to 19 digits cannot overflow: one pass without checked arithmetic.
     if s.is_empty() || s.len() > 19 {
@@ -963,6 +1025,60 @@ mod tests {
         }
     }
 
+    /// What [`Known::lowercase_and_tell`] must give: the known name the bytes
+    /// spell in any case, compared byte by byte, or `Other`.
+    fn told_plainly(name: &[u8]) -> Known {
+        Known::ALL
+            .into_iter()
+            .find(|k| name.eq_ignore_ascii_case(k.lowercase().as_bytes()))
+            .unwrap_or(Known::Other)
+    }
+
+    #[test]
+    fn names_are_told_as_a_plain_compare_tells_them() {
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        for k in Known::ALL {
+            let lower = k.lowercase().as_bytes().to_vec();
+            let title: Vec<u8> = lower
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| match i == 0 || lower[i - 1] == b'-' {
+                    true => b.to_ascii_uppercase(),
+                    false => b,
+                })
+                .collect();
+            names.extend([lower.clone(), lower.to_ascii_uppercase(), title.clone()]);
+            // Longer and shorter by a byte, at either end.
+            names.extend([[&b"x"[..], &lower].concat(), [&lower, &b"x"[..]].concat()]);
+            names.extend([lower[1..].to_vec(), lower[..lower.len() - 1].to_vec()]);
+            // One byte off: a near letter, the other case's neighbour, not ASCII.
+            for at in 0..lower.len() {
+                for bit in [0x01, 0x02, 0x20, 0x40, 0x80] {
+                    let mut near = title.clone();
+                    near[at] ^= bit;
+                    names.push(near);
+                }
+            }
+        }
+        // Every length from 1 to 40, of token characters and of any bytes.
+        let token =
+            b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        let mut next = crate::rand::seeded(0x9e37_79b9_7f4a_7c15);
+        for len in 1..=40 {
+            for _ in 0..200 {
+                names.push((0..len).map(|_| token[next(token.len())]).collect());
+                names.push((0..len).map(|_| next(256) as u8).collect());
+            }
+        }
+        for name in names {
+            let mut lowered = name.clone();
+            let told = Known::lowercase_and_tell(&mut lowered);
+            assert_eq!(lowered, name.to_ascii_lowercase(), "{name:?}");
+            assert_eq!(told, told_plainly(&name), "{name:?}");
+            assert_eq!(Known::of(&name), told_plainly(&name), "{name:?}");
+        }
+    }
+
     #[test]
     fn lone_connection_tokens_are_told_as_compared_bytes_tell_them() {
         let mut values: Vec<Vec<u8>> = [
@@ -1042,6 +1158,26 @@ mod tests {
         assert!(!raw.repeats);
         let again = head("HTTP/1.1 200 OK\r\nX-A: 1\r\nx-a: 2\r\n\r\n", true);
         assert!(again.raw.unwrap().repeats);
+    }
+
+    #[test]
+    fn names_over_the_bound_are_refused_and_the_kept_head_stays() {
+        let with_name = |len: usize| {
+            let name = "x".repeat(len);
+            BytesMut::from(format!("HTTP/1.1 200 OK\r\nA: 1\r\n{name}: v\r\n\r\n").as_bytes())
+        };
+        let mut scratch = Scratch::default();
+        let kept = parse(&mut with_name(MAX_NAME), &mut scratch, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept.raw.as_ref().unwrap().fields().count(), 2);
+        scratch.give_back(kept.raw.unwrap());
+        let mapped = parse(&mut with_name(MAX_NAME + 1), &mut Scratch::default(), false);
+        assert!(matches!(mapped, Err(Error::Parse("invalid header name"))));
+        let raw = parse(&mut with_name(MAX_NAME + 1), &mut scratch, true);
+        assert!(matches!(raw, Err(Error::Parse("invalid header name"))));
+        // The connection's box is not lost with the refused head.
+        assert!(scratch.1.is_some());
     }
 
     #[test]
