@@ -212,6 +212,7 @@ pub fn header_rules(data: &[u8]) {
         "https",
         host.as_ref(),
         "1.1 fulcrum",
+        true,
     );
 }
 

@@ -328,6 +328,33 @@ async fn forwarding_fields_of_a_small_post() {
     }
 }
 
+/// A body the fast path read whole is counted in the access log though the
+/// head holds none of the log's details (no User-Agent or Referer, plain
+/// HTTP): the log being on is what asks for the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_counts_a_small_body_without_details() {
+    let be = TestBackend::echo("be").await;
+    let f = Fulcrum::start(&one_pool(&[&be], "", ""));
+    let data = Bytes::from_static(b"name=value&other=1");
+    let r = client::send(
+        f.listener(0),
+        Request::post("/form")
+            .header("host", "shop.example")
+            .body(Full::new(data.clone()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["body_len"], data.len());
+    assert!(r.json()["headers"].get("user-agent").is_none());
+    let id = r.header("x-request-id").expect("an ID");
+    let line = f.stderr.wait_for("access log line", |l| {
+        l.contains(&format!("\"request_id\":\"{id}\""))
+    });
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["bytes_in"], data.len(), "{line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_proxies_keep_and_extend_forwarding() {
     let be = TestBackend::echo("t").await;

@@ -177,6 +177,7 @@ fn context(
         guard,
         served: AtomicU64::new(0),
         raw_answers,
+        trusted: Default::default(),
     })
 }
 

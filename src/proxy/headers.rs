@@ -502,6 +502,10 @@ fn forwarded_value(
 
 /// Adds X-Forwarded-For/Proto/Host, Forwarded and Via. A trusted peer's own
 /// forwarding headers are kept and extended; anyone else's are replaced.
+///
+/// `may_hold_added`: whether `h` may hold one of the names the proxy adds (see
+/// [`Present::added`]); without, none is looked up: each lookup hashes its
+/// name, and a trusted peer's request paid five of them for nothing.
 pub fn add_forwarding(
     h: &mut HeaderMap,
     peer: &PeerInfo,
@@ -509,9 +513,18 @@ pub fn add_forwarding(
     scheme: &'static str,
     host: Option<&HeaderValue>,
     via: &'static str,
+    may_hold_added: bool,
 ) {
+    // What the request holds of a field the proxy adds (not looked up when
+    // it holds none).
+    fn held<'h>(h: &'h HeaderMap, name: &HeaderName, look: bool) -> Option<&'h HeaderValue> {
+        look.then(|| h.get(name)).flatten()
+    }
     // X-Forwarded-For: an untrusted peer's own is replaced without a look.
-    match trusted.then(|| h.get(&X_FORWARDED_FOR)).flatten() {
+    match trusted
+        .then(|| held(h, &X_FORWARDED_FOR, may_hold_added))
+        .flatten()
+    {
         Some(prev) => {
             let mut v = Vec::with_capacity(prev.len() + 2 + peer.xff.len());
             v.extend_from_slice(prev.as_bytes());
@@ -525,21 +538,25 @@ pub fn add_forwarding(
             h.insert(X_FORWARDED_FOR.clone(), peer.xff.clone());
         }
     }
-    if !(trusted && h.contains_key(&X_FORWARDED_PROTO)) {
+    if !(trusted && held(h, &X_FORWARDED_PROTO, may_hold_added).is_some()) {
         h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
     }
-    if !(trusted && h.contains_key(&X_FORWARDED_HOST)) {
+    if !(trusted && held(h, &X_FORWARDED_HOST, may_hold_added).is_some()) {
         match host {
             Some(v) => {
                 h.insert(X_FORWARDED_HOST.clone(), v.clone());
             }
-            None => {
+            None if may_hold_added => {
                 h.remove(&X_FORWARDED_HOST);
             }
+            None => {}
         }
     }
     // Forwarded (RFC 7239)
-    let fwd = match trusted.then(|| h.get(&FORWARDED)).flatten() {
+    let fwd = match trusted
+        .then(|| held(h, &FORWARDED, may_hold_added))
+        .flatten()
+    {
         Some(prev) => forwarded_value(Some(prev.as_bytes()), peer, scheme, host),
         None => peer.forwarded_element(scheme, host),
     };
@@ -547,7 +564,7 @@ pub fn add_forwarding(
         h.insert(FORWARDED.clone(), v);
     }
     // Via
-    match h.get(header::VIA) {
+    match held(h, &header::VIA, may_hold_added) {
         Some(prev) => {
             let mut v = Vec::with_capacity(prev.len() + 2 + via.len());
             v.extend_from_slice(prev.as_bytes());
@@ -829,7 +846,15 @@ mod tests {
         h.insert(&FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
         let peer = PeerInfo::new("10.1.2.3".parse().unwrap());
         let host = HeaderValue::from_static("example.com");
-        add_forwarding(&mut h, &peer, false, "http", Some(&host), "1.1 fulcrum");
+        add_forwarding(
+            &mut h,
+            &peer,
+            false,
+            "http",
+            Some(&host),
+            "1.1 fulcrum",
+            true,
+        );
         assert_eq!(h[&X_FORWARDED_FOR], "10.1.2.3");
         assert_eq!(h[&FORWARDED], "for=10.1.2.3;proto=http;host=example.com");
         assert_eq!(h[&X_FORWARDED_HOST], "example.com");
@@ -843,10 +868,60 @@ mod tests {
         h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         h.insert(header::VIA, HeaderValue::from_static("1.1 edge"));
         let peer = PeerInfo::new("::1".parse().unwrap());
-        add_forwarding(&mut h, &peer, true, "http", None, "1.1 fulcrum");
+        add_forwarding(&mut h, &peer, true, "http", None, "1.1 fulcrum", true);
         assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, ::1");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[&FORWARDED], "for=\"[::1]\";proto=http");
+        assert_eq!(h[header::VIA], "1.1 edge, 1.1 fulcrum");
+    }
+
+    #[test]
+    fn forwarding_without_a_look_adds_what_looking_adds() {
+        let peer = PeerInfo::new("10.1.2.3".parse().unwrap());
+        let host = HeaderValue::from_static("a.example");
+        for (trusted, host) in [(true, Some(&host)), (true, None), (false, Some(&host))] {
+            let mut looked = HeaderMap::new();
+            looked.insert(header::HOST, HeaderValue::from_static("a.example"));
+            looked.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+            let mut unlooked = looked.clone();
+            add_forwarding(
+                &mut looked,
+                &peer,
+                trusted,
+                "http",
+                host,
+                "1.1 fulcrum",
+                true,
+            );
+            add_forwarding(
+                &mut unlooked,
+                &peer,
+                trusted,
+                "http",
+                host,
+                "1.1 fulcrum",
+                false,
+            );
+            // The same fields in the same order: the same bytes on the wire.
+            let fields = |h: &HeaderMap| {
+                h.iter()
+                    .map(|(n, v)| (n.clone(), v.clone()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                fields(&looked),
+                fields(&unlooked),
+                "trusted {trusted}, host {host:?}"
+            );
+            assert_eq!(unlooked[&X_FORWARDED_FOR], "10.1.2.3");
+            assert_eq!(unlooked[header::VIA], "1.1 fulcrum");
+        }
+        // Told the request may hold them, a trusted peer's are extended.
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
+        h.insert(header::VIA, HeaderValue::from_static("1.1 edge"));
+        add_forwarding(&mut h, &peer, true, "http", None, "1.1 fulcrum", true);
+        assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 10.1.2.3");
         assert_eq!(h[header::VIA], "1.1 edge, 1.1 fulcrum");
     }
 
@@ -867,7 +942,7 @@ mod tests {
             (Some(&a), "https", "for=10.1.2.3;proto=https;host=a.example"),
         ] {
             let mut h = HeaderMap::new();
-            add_forwarding(&mut h, &peer, false, scheme, host, "1.1 fulcrum");
+            add_forwarding(&mut h, &peer, false, scheme, host, "1.1 fulcrum", true);
             assert_eq!(h[&FORWARDED], want);
         }
     }
@@ -910,7 +985,7 @@ mod tests {
             assert_eq!(heads[0], heads[1]);
             let appended = std::mem::take(&mut heads[0]);
             assert_eq!(appended.len(), appended.capacity(), "an exact length");
-            add_forwarding(&mut h, &peer, false, scheme, host, via);
+            add_forwarding(&mut h, &peer, false, scheme, host, via, true);
             h.insert(&X_REQUEST_ID, id.clone());
             if let Some(tp) = tp {
                 h.insert(&TRACEPARENT, tp.clone());

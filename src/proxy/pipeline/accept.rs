@@ -46,7 +46,7 @@ pub(super) fn accept<'p>(
         Some(v) if hdr::acceptable_request_id(v) => v.clone(),
         _ => hdr::generate_request_id(),
     };
-    let client = client_ip(snapshot, conn.peer.ip, &parts.headers, present);
+    let client = client_ip(conn, snapshot, &parts.headers, present);
     let repeated_host = facts.hosts > 1;
     // An absolute-form target (or HTTP/2's :authority) names the host; a Host
     // field then only has to be valid (RFC 9112 3.2.2, RFC 9113 8.3.1).
@@ -174,8 +174,9 @@ pub(crate) fn acme_http01(proxy: &ProxyContext, path: &str) -> Option<Response<P
 
 /// The client as the access log and `ip_hash` see it: behind trusted proxies, the
 /// right-most X-Forwarded-For entry that is not itself a trusted proxy.
-fn client_ip(snapshot: &Snapshot, peer: IpAddr, headers: &HeaderMap, present: Present) -> IpAddr {
-    if !present.added || snapshot.trusted_proxies.is_empty() || !snapshot.is_trusted(peer) {
+fn client_ip(conn: &ConnCtx, snapshot: &Snapshot, headers: &HeaderMap, present: Present) -> IpAddr {
+    let peer = conn.peer.ip;
+    if !present.added || !conn.peer_trusted(snapshot) {
         return peer;
     }
     let mut ip = peer;

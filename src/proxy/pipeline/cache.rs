@@ -370,6 +370,7 @@ fn spawn_refresh(conn: &ConnCtx, parts: &Parts, stored: Arc<Stored>) {
             guard: None,
             served: AtomicU64::new(0),
             raw_answers: false,
+            trusted: Default::default(),
         };
         let resp = super::handle(&conn, req).await;
         let _ = http_body_util::BodyExt::collect(resp.into_body()).await;

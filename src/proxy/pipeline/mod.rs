@@ -40,6 +40,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// Per client connection: who is on the other end and how they reached us.
 pub(crate) struct ConnCtx {
@@ -55,6 +56,47 @@ pub(crate) struct ConnCtx {
     /// reads a backend's fields in their raw form (`RawHead`) too: the
     /// response rules may then leave them so (see `request::wants_raw_answer`).
     pub(crate) raw_answers: bool,
+    /// Whether the peer is one of the snapshot's `trusted_proxies`: asked of
+    /// every request from a trusted proxy, it is the same answer until a
+    /// reload.
+    pub(crate) trusted: PerSnapshot,
+}
+
+impl ConnCtx {
+    /// Whether the peer is one of `snapshot`'s trusted proxies.
+    #[inline]
+    pub(crate) fn peer_trusted(&self, snapshot: &crate::snapshot::Snapshot) -> bool {
+        !snapshot.trusted_proxies.is_empty()
+            && self
+                .trusted
+                .get(snapshot.generation, || snapshot.is_trusted(self.peer.ip))
+    }
+}
+
+/// A fact about one connection that follows from the configuration, decided
+/// once per snapshot rather than per request. It is kept with the snapshot's
+/// generation, which a proxy never gives two snapshots (each reload counts
+/// one up), so a request under another snapshot decides it again.
+#[derive(Debug, Default)]
+pub(crate) struct PerSnapshot(AtomicU64);
+
+impl PerSnapshot {
+    /// The fact for the snapshot of `generation`: the one kept for it, else
+    /// what `decide` says (then kept).
+    pub(crate) fn get(&self, generation: u64, decide: impl FnOnce() -> bool) -> bool {
+        // One word, `(generation + 1) << 1 | fact`, so that 0 is "none kept"
+        // and a reader never sees one snapshot's key with another's fact.
+        // Streams of one HTTP/2 connection under two snapshots may overwrite
+        // each other's: the key tells, and the fact is decided again.
+        let key = generation.wrapping_add(1) << 1;
+        let kept = self.0.load(Relaxed);
+        if kept & !1 == key {
+            return kept & 1 == 1;
+        }
+        let fact = decide();
+        self.0.store(key | u64::from(fact), Relaxed);
+        fact
+    }
 }
 
 /// One request's state across the phases.
@@ -244,4 +286,38 @@ enum Outcome<'s> {
     Forwarded(route::Routed<'s>, Option<cache::Admit>),
     /// Answered without streaming a backend's body (from the cache).
     Answered(Response<ProxyBody>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PerSnapshot;
+    use std::cell::Cell;
+
+    #[test]
+    fn a_fact_is_decided_once_per_snapshot() {
+        let fact = PerSnapshot::default();
+        let asked = Cell::new(0);
+        let ask = |answer: bool| {
+            let asked = &asked;
+            move || {
+                asked.set(asked.get() + 1);
+                answer
+            }
+        };
+        assert!(fact.get(1, ask(true)));
+        assert!(fact.get(1, ask(false)), "kept for the same snapshot");
+        assert_eq!(asked.get(), 1);
+        // A reload: the next snapshot's answer, not the kept one.
+        assert!(!fact.get(2, ask(false)));
+        assert!(!fact.get(2, ask(true)));
+        assert_eq!(asked.get(), 2);
+        // A request still under the older snapshot decides it again.
+        assert!(fact.get(1, ask(true)));
+        assert_eq!(asked.get(), 3);
+        // Generation 0 is a snapshot like any other, not "none kept".
+        let zero = PerSnapshot::default();
+        assert!(!zero.get(0, ask(false)));
+        assert!(!zero.get(0, ask(true)));
+        assert_eq!(asked.get(), 4);
+    }
 }

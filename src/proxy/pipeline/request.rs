@@ -225,7 +225,6 @@ pub(super) fn prepare<'p>(
             .and_then(|k| hash_of(k, &parts.headers, &parts.uri)),
         _marker: std::marker::PhantomData,
     };
-    let path = upstream_path(routed.route, &parts.uri);
     let client_version = parts.version;
     // Without a hop-by-hop field (an upgrade needs two) there is nothing to remove.
     if rc.present.hop_by_hop {
@@ -238,7 +237,13 @@ pub(super) fn prepare<'p>(
     {
         parts.headers.insert(header::HOST, h.clone());
     }
-    let plain = !upgrade && is_plain(&body, &parts.headers);
+    let path = upstream_path(routed.route, &parts.uri);
+    // A body still to be read from the client (looked at once: it was twice).
+    let streamed = match &body {
+        Inbound::Full(_) => false,
+        b => !b.is_end_stream(),
+    };
+    let plain = !upgrade && is_plain(&body, streamed, &parts.headers);
     let mut encoded = header_rules(conn, rc, routed, snapshot, parts, &path, plain);
     encoded.raw_answer = wants_raw_answer(conn, routed, upgrade);
 
@@ -247,15 +252,7 @@ pub(super) fn prepare<'p>(
     // methods, and only if its body can be sent again.
     let retry_after_send =
         !retry.try_duration.is_zero() && !upgrade && retry.methods.contains(&parts.method);
-    // Captured by `accept` exactly when the access log is on: no second look
-    // at the log's configuration.
-    let logging = rc.done.details.is_some();
-    // A streamed body always has its stats: they keep the clock that tells a
-    // slow client from a slow backend. A body already whole only needs them
-    // counted.
-    let whole_body = matches!(body, Inbound::Full(_));
-    let stats = (logging || max_body.is_some() || (!whole_body && !body.is_end_stream()))
-        .then(|| Arc::new(BodyStats::default()));
+    let stats = body_stats(rc, &body, streamed, upgrade, max_body);
     rc.done.bytes_in = stats.clone();
     let mut replay: Option<Replay> = None;
     let mut whole: Option<Bytes> = None;
@@ -271,7 +268,7 @@ pub(super) fn prepare<'p>(
             UpstreamBody::Full(b)
         }
         body => match &stats {
-            Some(stats) if !body.is_end_stream() => {
+            Some(stats) if streamed => {
                 let b = ClientBody::new(
                     body,
                     max_body,
@@ -309,7 +306,8 @@ pub(super) fn prepare<'p>(
             false => OnceLock::new(),
         },
         path,
-        host: rc.host.clone(),
+        // Taken: no phase after this one reads it.
+        host: rc.host.take(),
     };
     // Built where they stay (empty places: nothing is dropped first).
     let first = places.first.get_or_insert_with(|| Request::new(first_body));
@@ -331,13 +329,33 @@ pub(super) fn prepare<'p>(
     Ok((prepared, &mut places.first))
 }
 
+/// The body's stats, where something reads them. A streamed body always has
+/// them: they keep the clock that tells a slow client from a slow backend. A
+/// body already whole only needs them counted (access log, body limit); none,
+/// only when an upgrade's tunnel counts what it carries (else the log's count
+/// is 0 with or without them).
+fn body_stats(
+    rc: &RequestCtx,
+    body: &Inbound,
+    streamed: bool,
+    upgrade: bool,
+    max_body: Option<u64>,
+) -> Option<Arc<BodyStats>> {
+    // Set by `accept` exactly when the access log is on: no second look at
+    // the log's configuration. (Its details are not: they are left out when
+    // the head has none of them.)
+    let logging = rc.done.path.is_some();
+    let counted = streamed || upgrade || matches!(body, Inbound::Full(_));
+    (counted && (logging || max_body.is_some() || streamed)).then(|| Arc::new(BodyStats::default()))
+}
+
 /// A request whose head is the same for every send: bodiless, or with a
 /// body already whole whose length the head states once (what a send on a
 /// connection of our own checks).
-fn is_plain(body: &Inbound, headers: &HeaderMap) -> bool {
+fn is_plain(body: &Inbound, streamed: bool, headers: &HeaderMap) -> bool {
     match body {
         Inbound::Full(b) => states_length(headers, b.len()),
-        b => b.is_end_stream(),
+        _ => !streamed,
     }
 }
 
@@ -370,7 +388,7 @@ fn header_rules(
 ) -> EncodedHead {
     let client_version = parts.version;
     let headers = &mut parts.headers;
-    let trusted = !snapshot.trusted_proxies.is_empty() && snapshot.is_trusted(conn.peer.ip);
+    let trusted = conn.peer_trusted(snapshot);
     let ops = &routed.route.headers.request;
     // A plain request that holds its Host goes to every backend of ours
     // with the same head: it is encoded here once, and the proxy's fields are
@@ -393,13 +411,17 @@ fn header_rules(
             conn.scheme,
             rc.host.as_ref(),
             via_for(client_version),
+            rc.present.added,
         );
         headers.insert(X_REQUEST_ID.clone(), rc.request_id.clone());
         if let Some(tp) = rc.traceparent.take() {
             headers.insert(hdr::TRACEPARENT.clone(), tp);
         }
     }
-    hdr::apply_ops(headers, ops);
+    // A call for no edits, the common case, cost more than the look.
+    if !ops.is_empty() {
+        hdr::apply_ops(headers, ops);
+    }
     if encode_now {
         let host = rc.host.as_ref();
         let traceparent = rc.traceparent.take();
