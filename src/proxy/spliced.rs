@@ -152,15 +152,16 @@ fn remove_line(at: Option<usize>, lines: &mut Vec<Line>) {
 /// `headers::remove_hop_by_hop` (without an upgrade kept) over `lines`, the
 /// lines of `raw` where no name comes twice.
 fn remove_hop_by_hop_lines(raw: &RawHead, lines: &mut Vec<Line>) {
-    let mut present = [Known::Other; 9];
+    // The hop-by-hop lines in their order, each with where it is.
+    let mut present = [(Known::Other, 0); 9];
     let mut n = 0;
     let mut connection = None;
-    for line in lines.iter() {
+    for (i, line) in lines.iter().enumerate() {
         if let Line::Backend(f) = line
             && f.known.is_hop_by_hop()
             && n < present.len()
         {
-            present[n] = f.known;
+            present[n] = (f.known, i);
             n += 1;
             if f.known == Known::Connection {
                 connection = Some(*f);
@@ -179,9 +180,26 @@ fn remove_hop_by_hop_lines(raw: &RawHead, lines: &mut Vec<Line>) {
             let name = token.trim_ascii();
             remove_line(named(lines, name, Known::of(name)), lines);
         }
+        // Lines moved or went: each is looked for again.
+        for &(known, _) in &present[..n] {
+            remove_line(named(lines, b"", known), lines);
+        }
+        return;
     }
-    for &known in &present[..n] {
-        remove_line(named(lines, b"", known), lines);
+    // No name comes twice: each line goes where it was found, and the last
+    // line, which takes its place, is followed there.
+    for i in 0..n {
+        let at = present[i].1;
+        if at >= lines.len() {
+            break;
+        }
+        lines.swap_remove(at);
+        let moved = lines.len();
+        for later in &mut present[i + 1..n] {
+            if later.1 == moved {
+                later.1 = at;
+            }
+        }
     }
 }
 

@@ -349,6 +349,9 @@ pub struct RawHead {
     pub repeats: bool,
     pub request_id: Option<HeaderValue>,
     pub set_cookie: Option<HeaderValue>,
+    /// What [`framing`] reads in the backend's fields, gathered by
+    /// `classify` as it tells the names: no second pass over the lines.
+    framing: FramingFields,
 }
 
 impl RawHead {
@@ -488,6 +491,7 @@ pub fn parse(buf: &mut BytesMut, scratch: &mut Scratch, raw: bool) -> Result<Opt
                 repeats: false,
                 request_id: None,
                 set_cookie: None,
+                framing: FramingFields::default(),
             })
         });
         let lines = &mut raw.lines;
@@ -512,7 +516,9 @@ pub fn parse(buf: &mut BytesMut, scratch: &mut Scratch, raw: bool) -> Result<Opt
             scratch.1 = Some(raw);
             return Err(Error::Parse("invalid header name"));
         }
-        (raw.names, raw.repeats) = classify(&mut buf[..len], lines);
+        // A kept box holds the previous answer's facts.
+        raw.framing = FramingFields::default();
+        (raw.names, raw.repeats) = classify(&mut buf[..len], lines, &mut raw.framing);
         raw.head = buf.split_to(len).freeze();
         return Ok(Some(Head {
             status,
@@ -549,8 +555,9 @@ pub fn parse(buf: &mut BytesMut, scratch: &mut Scratch, raw: bool) -> Result<Opt
 
 /// Lowercases the names of a raw head's fields in `head` (the head's bytes)
 /// and tells each which name it is and whether its line is plain; the
-/// names seen ([`RawHead::names`]), and whether one may repeat.
-fn classify(head: &mut [u8], lines: &mut [Line]) -> (u32, bool) {
+/// names seen ([`RawHead::names`]), and whether one may repeat. The framing
+/// fields are read into `framing` as they are told, in the order they came.
+fn classify(head: &mut [u8], lines: &mut [Line], framing: &mut FramingFields) -> (u32, bool) {
     let (mut names, mut repeats, mut others) = (0u32, false, 0u32);
     for line in lines {
         let Line::Backend(f) = line else { continue };
@@ -574,8 +581,15 @@ fn classify(head: &mut [u8], lines: &mut [Line]) -> (u32, bool) {
         f.plain = f.value.0 as usize == name_end + 2
             && head.get(name_end..name_end + 2) == Some(&b": "[..])
             && head.get(value_end..value_end + 2) == Some(&b"\r\n"[..]);
-        if f.known == Known::Connection {
-            f.lone = Lone::of(head.get(f.value.0 as usize..value_end).unwrap_or_default());
+        let value = || head.get(f.value.0 as usize..value_end).unwrap_or_default();
+        match f.known {
+            Known::Connection => {
+                f.lone = Lone::of(value());
+                framing.connection(value(), f.lone);
+            }
+            Known::ContentLength => framing.content_length(value()),
+            Known::TransferEncoding => framing.transfer_encoding(value()),
+            _ => {}
         }
     }
     (names, repeats)
@@ -753,9 +767,13 @@ fn part(head: &Bytes, (start, len): (u32, u32)) -> Bytes {
 /// `head_request`) is framed (RFC 9112 6.3), and whether the connection may
 /// carry another request after it.
 pub fn framing(head: &Head, head_request: bool) -> Result<(Framing, bool), Error> {
+    let mapped;
     let read = match &head.raw {
-        Some(raw) => FramingFields::of_raw(raw),
-        None => FramingFields::of_map(&head.headers),
+        Some(raw) => &raw.framing,
+        None => {
+            mapped = FramingFields::of_map(&head.headers);
+            &mapped
+        }
     };
     let keep_alive = match head.version {
         Version::HTTP_10 => read.keep_alive,
@@ -772,11 +790,9 @@ pub fn framing(head: &Head, head_request: bool) -> Result<(Framing, bool), Error
     if read.coded {
         // A length next to the coding hints at smuggling: used once only.
         let reuse = keep_alive && !read.length_field;
-        return Ok(match read.last_coding {
-            Some(c) if c.eq_ignore_ascii_case(b"chunked") => {
-                (Framing::Chunked(Decoder::new()), reuse)
-            }
-            _ => (Framing::Close, false),
+        return Ok(match read.chunked {
+            true => (Framing::Chunked(Decoder::new()), reuse),
+            false => (Framing::Close, false),
         });
     }
     if let Some(fault) = read.length_fault {
@@ -790,14 +806,15 @@ pub fn framing(head: &Head, head_request: bool) -> Result<(Framing, bool), Error
 
 /// What [`framing`] reads in a head's `Connection`, `Transfer-Encoding` and
 /// `Content-Length` fields, taken in the order they came.
-#[derive(Default)]
-struct FramingFields<'a> {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct FramingFields {
     /// `Connection` lists `close`; lists `keep-alive`.
     close: bool,
     keep_alive: bool,
-    /// A `Transfer-Encoding` field came, and the last coding listed.
+    /// A `Transfer-Encoding` field came; the last coding listed (of any
+    /// field) is `chunked`, in any case.
     coded: bool,
-    last_coding: Option<&'a [u8]>,
+    chunked: bool,
     /// A `Content-Length` field came; its value, how many values there were
     /// (a list counts each), until the first fault.
     length_field: bool,
@@ -806,8 +823,8 @@ struct FramingFields<'a> {
     length_fault: Option<&'static str>,
 }
 
-impl<'a> FramingFields<'a> {
-    fn of_map(headers: &'a HeaderMap) -> Self {
+impl FramingFields {
+    fn of_map(headers: &HeaderMap) -> Self {
         let mut read = FramingFields::default();
         for v in headers.get_all(CONNECTION) {
             read.connection(v.as_bytes(), Lone::of(v.as_bytes()));
@@ -821,8 +838,11 @@ impl<'a> FramingFields<'a> {
         read
     }
 
-    /// One pass over the lines, none for a head without the three names.
-    fn of_raw(raw: &'a RawHead) -> Self {
+    /// One pass over the lines, none for a head without the three names:
+    /// how the facts were read before `classify` gathered them, kept to
+    /// check that against.
+    #[cfg(test)]
+    fn of_raw(raw: &RawHead) -> Self {
         const FRAMING: u32 = (1 << Known::Connection as u32)
             | (1 << Known::TransferEncoding as u32)
             | (1 << Known::ContentLength as u32);
@@ -857,11 +877,11 @@ impl<'a> FramingFields<'a> {
         }
     }
 
-    fn transfer_encoding(&mut self, v: &'a [u8]) {
+    fn transfer_encoding(&mut self, v: &[u8]) {
         self.coded = true;
         let mut codings = v.split(|b| *b == b',').map(<[u8]>::trim_ascii);
         if let Some(c) = codings.rfind(|c| !c.is_empty()) {
-            self.last_coding = Some(c);
+            self.chunked = c.eq_ignore_ascii_case(b"chunked");
         }
     }
 
@@ -1227,6 +1247,98 @@ mod tests {
         }
         assert!(parse(&mut huge.clone(), &mut Scratch::default(), false).is_err());
         assert!(parse(&mut huge, &mut Scratch::default(), true).is_err());
+    }
+
+    #[test]
+    fn framing_gathered_by_classify_is_the_walk_over_the_lines() {
+        const FIELDS: [(&str, &[&str]); 5] = [
+            (
+                "connection",
+                &[
+                    "close",
+                    "keep-alive",
+                    "Keep-Alive",
+                    "CLOSE",
+                    "upgrade",
+                    "x-a, close",
+                    "",
+                ],
+            ),
+            (
+                "transfer-encoding",
+                &[
+                    "chunked",
+                    "Chunked",
+                    "gzip, chunked",
+                    "chunked, gzip",
+                    ",",
+                    "",
+                    "gzip",
+                ],
+            ),
+            (
+                "content-length",
+                &[
+                    "5",
+                    "6",
+                    "5, 5",
+                    "5,6",
+                    "",
+                    "-1",
+                    "007",
+                    "99999999999999999999",
+                ],
+            ),
+            ("x-a", &["1"]),
+            ("server", &["s"]),
+        ];
+        let mut next = crate::rand::seeded(0x2545_f491_4f6c_dd1d);
+        for _ in 0..4000 {
+            let version = ["1.0", "1.1"][next(2)];
+            let status = ["200 OK", "204 No Content", "304 Not Modified"][next(3)];
+            let mut text = format!("HTTP/{version} {status}\r\n");
+            for _ in 0..next(7) {
+                let (name, values) = FIELDS[next(FIELDS.len())];
+                // Any case, byte by byte.
+                let name: String = name
+                    .chars()
+                    .map(|c| match next(2) {
+                        0 => c.to_ascii_uppercase(),
+                        _ => c,
+                    })
+                    .collect();
+                let value = values[next(values.len())];
+                text.push_str(&format!("{name}: {value}\r\n"));
+            }
+            text.push_str("\r\n");
+            let raw = head(&text, true);
+            let gathered = raw.raw.as_ref().unwrap().framing;
+            let walked = FramingFields::of_raw(raw.raw.as_ref().unwrap());
+            assert_eq!(gathered, walked, "{text:?}");
+            assert_eq!(gathered, FramingFields::of_map(&head(&text, false).headers));
+            for head_request in [false, true] {
+                framed(&text, head_request).ok();
+            }
+        }
+    }
+
+    #[test]
+    fn a_kept_raw_head_forgets_the_last_framing() {
+        let parse_raw = |text: &str, scratch: &mut Scratch| {
+            let mut buf = BytesMut::from(text.as_bytes());
+            parse(&mut buf, scratch, true).unwrap().unwrap()
+        };
+        let mut scratch = Scratch::default();
+        let first = "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\n";
+        let first = parse_raw(first, &mut scratch).raw.unwrap();
+        assert!(first.framing.close);
+        scratch.give_back(first);
+        let second = parse_raw("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n", &mut scratch);
+        // The box is the one given back, its facts read anew.
+        assert!(matches!(
+            framing(&second, false),
+            Ok((Framing::Length(6), true))
+        ));
     }
 
     #[test]
