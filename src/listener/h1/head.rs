@@ -29,7 +29,7 @@ pub(crate) struct Layout {
     pub(crate) method: Range<usize>,
     pub(crate) target: Range<usize>,
     /// Name and value of each field, in order.
-    pub(crate) fields: Vec<(Range<usize>, Range<usize>)>,
+    pub(crate) fields: Vec<FieldPlace>,
     /// The client asked to close after this request (`Connection: close`).
     pub(crate) close: bool,
     /// The client accepts trailers (`TE: trailers`).
@@ -37,6 +37,9 @@ pub(crate) struct Layout {
     /// The body's length, from its one `Content-Length` (0: no body).
     pub(crate) body: u64,
 }
+
+/// Where a field's name and value lie in its head.
+pub(crate) type FieldPlace = (Range<usize>, Range<usize>);
 
 /// What to do with the bytes read so far.
 pub(crate) enum Decision {
@@ -52,6 +55,18 @@ pub(crate) enum Decision {
 /// or at the empty lines before it). `max_head`: `limits.max_header_bytes`;
 /// `max_body`: `limits.max_body_bytes`.
 pub(crate) fn decide(buf: &[u8], max_head: usize, max_body: Option<u64>) -> Decision {
+    decide_into(buf, max_head, max_body, &mut Vec::new())
+}
+
+/// [`decide`], the fields' places written into `places` (emptied first),
+/// which a served head's layout takes; a connection gives them back after
+/// the request is built, so that their room is allocated once, not per head.
+pub(crate) fn decide_into(
+    buf: &[u8],
+    max_head: usize,
+    max_body: Option<u64>,
+    places: &mut Vec<FieldPlace>,
+) -> Decision {
     // Left uninitialized: httparse writes the fields it finds and hands back
     // only those (an array of 100 empty fields cost ~300 instructions a
     // request to fill, for a head of one or two fields).
@@ -75,15 +90,9 @@ pub(crate) fn decide(buf: &[u8], max_head: usize, max_body: Option<u64>) -> Deci
     if method == "CONNECT" || !crlf {
         return Decision::HandOver;
     }
-    let mut layout = Layout {
-        len,
-        method: range_of(buf, method.as_bytes()),
-        target: range_of(buf, target.as_bytes()),
-        fields: Vec::with_capacity(req.headers.len()),
-        close: false,
-        trailers: false,
-        body: 0,
-    };
+    places.clear();
+    places.reserve(req.headers.len());
+    let (mut close, mut trailers, mut body) = (false, false, 0);
     let body_bound = max_body.map_or(MAX_BUFFERED_BODY, |m| m.min(MAX_BUFFERED_BODY));
     let mut lengths = 0;
     for h in req.headers.iter() {
@@ -95,22 +104,28 @@ pub(crate) fn decide(buf: &[u8], max_head: usize, max_body: Option<u64>) -> Deci
                 // larger one is hyper's (and the guard's) to answer as before.
                 lengths += 1;
                 match decimal(h.value) {
-                    Some(n) if lengths == 1 && n <= body_bound => layout.body = n,
+                    Some(n) if lengths == 1 && n <= body_bound => body = n,
                     _ => return Decision::HandOver,
                 }
             }
             // Chunked framing, upgrades and expectations are hyper's
             // business, with the guard.
             Framing::HyperOnly => return Decision::HandOver,
-            Framing::Connection => layout.close |= has_token(h.value, b"close"),
-            Framing::Te => layout.trailers |= has_token(h.value, b"trailers"),
+            Framing::Connection => close |= has_token(h.value, b"close"),
+            Framing::Te => trailers |= has_token(h.value, b"trailers"),
             Framing::Other => {}
         }
-        layout
-            .fields
-            .push((range_of(buf, name), range_of(buf, h.value)));
+        places.push((range_of(buf, name), range_of(buf, h.value)));
     }
-    Decision::Serve(layout)
+    Decision::Serve(Layout {
+        len,
+        method: range_of(buf, method.as_bytes()),
+        target: range_of(buf, target.as_bytes()),
+        fields: std::mem::take(places),
+        close,
+        trailers,
+        body,
+    })
 }
 
 /// What a field's name means to [`decide`].
@@ -174,7 +189,10 @@ pub(crate) fn fill(
     parts: &mut Parts,
 ) -> Option<()> {
     parts.method = Method::from_bytes(&head[layout.method.clone()]).ok()?;
-    parts.uri = Uri::from_maybe_shared(head.slice(layout.target.clone())).ok()?;
+    let target = Uri::from_maybe_shared(head.slice(layout.target.clone())).ok()?;
+    // The blank target is the static "/", which owns no memory: written
+    // over, not dropped (~20 instructions for nothing).
+    std::mem::forget(std::mem::replace(&mut parts.uri, target));
     parts.version = Version::HTTP_11;
     // A bodiless request's head is usually encoded for the backends with the
     // proxy's fields written after its own, not inserted into this map: the
@@ -516,6 +534,34 @@ mod tests {
         let mut parts = blank_parts();
         assert!(fill(&head, &layout, false, &mut HeadFacts::default(), &mut parts).is_none());
         assert!(parts.headers.is_empty());
+    }
+
+    /// The places' room a connection keeps is what a served head's layout
+    /// takes, emptied of the last head's; a head not served leaves it there.
+    #[test]
+    fn the_places_room_is_used_again() {
+        let mut places = Vec::with_capacity(8);
+        places.push((0..1, 2..3));
+        let room = places.as_ptr();
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\r\n";
+        let Decision::Serve(layout) = decide_into(head, 1024, None, &mut places) else {
+            panic!("not served");
+        };
+        assert_eq!(layout.fields.as_ptr(), room);
+        assert_eq!(layout.fields, [(16..20, 22..23), (25..28, 30..31)]);
+        places = layout.fields;
+        let partial = b"GET / HTTP/1.1\r\nHost: a\r\n";
+        assert!(matches!(
+            decide_into(partial, 1024, None, &mut places),
+            Decision::Partial
+        ));
+        let chunked = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(matches!(
+            decide_into(chunked, 1024, None, &mut places),
+            Decision::HandOver
+        ));
+        assert_eq!(places.as_ptr(), room);
+        assert!(places.capacity() >= 8);
     }
 
     #[test]

@@ -41,9 +41,12 @@
 //! backend side writes together with the head and which a retry can send
 //! again without having kept a copy.
 
+mod block;
 mod head;
 mod write;
 
+use block::InBlock;
+use head::FieldPlace;
 pub(crate) use head::{Decision, MAX_BUFFERED_BODY, decide, request, take_body};
 
 use super::counted::Counted;
@@ -74,6 +77,9 @@ use write::{Answering, Framing};
 const FIRST_READ: usize = 4096;
 /// Buffers kept per thread for the next connection that has something to read.
 const KEEP_FREE: usize = 64;
+/// The most field places a kept read buffer keeps room for (a browser's head
+/// has about twenty fields).
+const KEEP_PLACES: usize = 32;
 /// How long a closing connection waits for its last bytes to leave.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -139,7 +145,7 @@ pub(super) fn serve<'a, I>(
 where
     I: AsyncRead + AsyncWrite + Readiness + Unpin + 'a,
 {
-    let mut buf: Option<BytesMut> = None;
+    let mut buf: Option<Box<Reading>> = None;
     let mut deadline = Deadline::default();
     let mut stopping = StopWatch::default();
     // Whether the pipeline will insert the forwarding fields into the map
@@ -168,11 +174,12 @@ where
                 Read::Head(l) => l,
                 Read::Closed => return None,
                 Read::HandOver => {
-                    let replay = buf.take().map(BytesMut::freeze).unwrap_or_default();
+                    let replay = buf.take().map(|r| r.bytes.freeze()).unwrap_or_default();
                     return Some(HandOver { io, replay });
                 }
             };
-            let pending = buf.as_mut()?;
+            let reading = buf.as_deref_mut()?;
+            let pending = &mut reading.bytes;
             let head = pending.split_to(layout.len).freeze();
             let body_len = usize::try_from(layout.body).ok()?;
             // A body is taken only when it came with its head: waiting for the
@@ -186,39 +193,33 @@ where
                 bytes: head,
                 layout,
             };
-            // Boxed, all of it: the request, the pipeline's state, the wait
+            // Apart, all of it: the request, the pipeline's state, the wait
             // for the answer and its writing are not carried by the
-            // connection while it idles. The request is built in the box,
+            // connection while it idles. The request is built in the block,
             // where the pipeline borrows it.
             let exchanged =
-                boxed(|| exchange(ctx, head, inserts, &mut io, pending, stop, &stopping)).await;
+                InBlock::new(|| exchange(ctx, head, inserts, &mut io, reading, stop, &stopping))
+                    .await;
             let keep = match exchanged {
                 Exchanged::Answered(keep) => keep,
                 // The client left: dropping the pipeline's future is how it learns.
                 Exchanged::Left => return None,
-                Exchanged::Unconverted(head) => return Some(hand_over(io, &head, pending)),
+                Exchanged::Unconverted(head) => {
+                    return Some(hand_over(io, &head, &reading.bytes));
+                }
             };
             if !keep || stopping.stopped(stop) {
                 // Boxed: the timer exists only while closing.
                 let _ = Box::pin(timeout_at(Instant::now() + CLOSE_GRACE, io.shutdown())).await;
                 return None;
             }
-            if pending.is_empty()
+            if reading.bytes.is_empty()
                 && let Some(b) = buf.take()
             {
                 give_back(b);
             }
         }
     }
-}
-
-/// `make`'s future, boxed where it is built. `Box::pin(make())` builds it on
-/// the stack and copies all of it into the box, its size being that of its
-/// largest state (the pipeline's is several KB), though a future that has
-/// not started holds only its arguments.
-#[inline(always)]
-fn boxed<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
-    Box::into_pin(Box::write(Box::new_uninit(), make()))
 }
 
 /// The connection as hyper gets it from a head the fast path does not serve
@@ -231,6 +232,16 @@ fn hand_over<I>(io: I, head: &[u8], pending: &BytesMut) -> HandOver<I> {
         io,
         replay: replay.freeze(),
     }
+}
+
+/// What a connection reads into while it has something to read, from the
+/// per-thread free list: the bytes, and the room for the places of a head's
+/// fields ([`head::decide_into`]), which the request's map is filled from.
+/// Boxed: the connection keeps a pointer, `None` while it idles, and the
+/// free list moves pointers.
+struct Reading {
+    bytes: BytesMut,
+    places: Vec<FieldPlace>,
 }
 
 /// A head the fast path serves: its bytes, cut from the buffer and frozen,
@@ -262,14 +273,18 @@ async fn exchange<I>(
     head: ServedHead,
     inserts: bool,
     io: &mut I,
-    pending: &mut BytesMut,
+    reading: &mut Reading,
     stop: &CancellationToken,
     stopping: &StopWatch,
 ) -> Exchanged
 where
     I: AsyncRead + AsyncWrite + Readiness + Unpin,
 {
-    let ServedHead { bytes, layout } = head;
+    let ServedHead { bytes, mut layout } = head;
+    let Reading {
+        bytes: pending,
+        places,
+    } = reading;
     // The answer stays where the pipeline's poll put it, and is written from
     // there: returned up through this wait and moved into `respond`, it was
     // copied at each step.
@@ -284,6 +299,8 @@ where
             return Exchanged::Unconverted(bytes);
         }
         drop(bytes);
+        // The places' room goes back to the connection's reading for the next head.
+        *places = std::mem::take(&mut layout.fields);
         // The body came whole with its head (`serve` saw to that).
         let mut body = head::take_body(pending, &layout).unwrap_or(Inbound::Empty);
         head_method = parts.method == Method::HEAD;
@@ -434,7 +451,7 @@ enum Read {
 /// Reads until `buf` holds a complete head the fast path serves.
 async fn read_head<I>(
     io: &mut I,
-    buf: &mut Option<BytesMut>,
+    buf: &mut Option<Box<Reading>>,
     deadline: &mut Deadline,
     limits: &crate::config::Limits,
     stop: &CancellationToken,
@@ -444,8 +461,9 @@ where
     I: AsyncRead + Readiness + Unpin,
 {
     loop {
-        if let Some(b) = buf.as_ref().filter(|b| !b.is_empty()) {
-            match head::decide(b, limits.max_header_bytes, limits.max_body_bytes) {
+        if let Some(r) = buf.as_deref_mut().filter(|r| !r.bytes.is_empty()) {
+            let (max_head, max_body) = (limits.max_header_bytes, limits.max_body_bytes);
+            match head::decide_into(&r.bytes, max_head, max_body, &mut r.places) {
                 Decision::Partial => {}
                 Decision::HandOver => return Read::HandOver,
                 Decision::Serve(l) => return Read::Head(l),
@@ -476,7 +494,7 @@ where
                 return Read::Closed;
             }
         }
-        let b = buf.get_or_insert_with(take_buf);
+        let b = &mut buf.get_or_insert_with(take_buf).bytes;
         if b.capacity() - b.len() < FIRST_READ / 4 {
             b.reserve(b.len().max(FIRST_READ));
         }
@@ -502,7 +520,7 @@ where
         match read {
             Ok(Ok(0)) => {
                 // A partial head then EOF: hyper reports it as it does today.
-                return if buf.as_ref().is_none_or(BytesMut::is_empty) {
+                return if buf.as_ref().is_none_or(|r| r.bytes.is_empty()) {
                     Read::Closed
                 } else {
                     Read::HandOver
@@ -732,22 +750,33 @@ impl Send {
 }
 
 thread_local! {
-    static FREE_READ: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    // Boxes: a connection holds its `Reading` by pointer (see there), and
+    // taking one from here or giving it back moves only that pointer.
+    #[allow(clippy::vec_box)]
+    static FREE_READ: RefCell<Vec<Box<Reading>>> = const { RefCell::new(Vec::new()) };
     static FREE_OUT: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
-fn take_buf() -> BytesMut {
-    FREE_READ
-        .with(|f| f.borrow_mut().pop())
-        .unwrap_or_else(|| BytesMut::with_capacity(FIRST_READ))
+fn take_buf() -> Box<Reading> {
+    FREE_READ.with(|f| f.borrow_mut().pop()).unwrap_or_else(|| {
+        Box::new(Reading {
+            bytes: BytesMut::with_capacity(FIRST_READ),
+            places: Vec::new(),
+        })
+    })
 }
 
 /// Keeps an empty read buffer for the next request, when the heads cut from
-/// it are gone (the pipeline shares them) and it is not oversized.
-fn give_back(mut b: BytesMut) {
-    b.clear();
-    if !b.try_reclaim(FIRST_READ) || b.capacity() > 4 * FIRST_READ {
+/// it are gone (the pipeline shares them) and it is not oversized; the
+/// places' room with it, unless a head of many fields grew it.
+fn give_back(mut b: Box<Reading>) {
+    b.bytes.clear();
+    if !b.bytes.try_reclaim(FIRST_READ) || b.bytes.capacity() > 4 * FIRST_READ {
         return;
+    }
+    b.places.clear();
+    if b.places.capacity() > KEEP_PLACES {
+        b.places = Vec::new();
     }
     FREE_READ.with(|f| {
         let mut f = f.borrow_mut();
@@ -934,6 +963,25 @@ mod tests {
         assert_eq!(stats.worker(1).sent_bytes.load(Relaxed), got.len() as u64);
         assert_eq!(stats.worker(0).sent_bytes.load(Relaxed), 0);
         assert_eq!((stats.accepted(), stats.open()), (1, 0));
+    }
+
+    /// A read buffer given back keeps its room for field places for the
+    /// next head read on this thread, emptied; room grown past
+    /// `KEEP_PLACES` is let go.
+    #[test]
+    fn a_kept_buffer_keeps_the_places_room() {
+        let mut reading = take_buf();
+        reading.places.reserve(4);
+        reading.places.push((0..1, 2..3));
+        let room = reading.places.as_ptr();
+        reading.bytes.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        give_back(reading);
+        let mut again = take_buf();
+        assert_eq!(again.places.as_ptr(), room);
+        assert!(again.places.is_empty() && again.bytes.is_empty());
+        again.places.reserve(KEEP_PLACES + 1);
+        give_back(again);
+        assert_eq!(take_buf().places.capacity(), 0);
     }
 
     /// The stop registration made at the first idle wait wakes the task
