@@ -53,7 +53,6 @@ pub(crate) struct Route {
     /// The name, shared with the request counters.
     pub(crate) name: Arc<str>,
     pub(crate) path_prefix: String,
-    pub(crate) strip_prefix: bool,
     pub(crate) target: Target,
     pub(crate) headers: HeaderRules,
     /// `rate_limit`; its buckets carry over a reload that keeps the route's
@@ -63,6 +62,13 @@ pub(crate) struct Route {
     pub(crate) buffer_request_body: u64,
     /// The route's response cache, carried over while its settings stay the same.
     pub(crate) cache: Option<Arc<RouteCache>>,
+    /// Nothing of the route reads a backend's answer fields as a map (no
+    /// cache, no response edits): they may stay raw (see
+    /// `request::wants_raw_answer`). Decided here, not per request.
+    pub(crate) raw_answer: bool,
+    /// The backend's path differs from the client's: `strip_prefix` with a
+    /// prefix other than `/`.
+    pub(crate) strips_path: bool,
 }
 
 pub(crate) struct Snapshot {
@@ -129,9 +135,10 @@ impl Snapshot {
             };
             router.add(rc.host.as_ref(), &rc.path_prefix, routes.len());
             routes.push(Route {
+                raw_answer: rc.cache.is_none() && rc.headers.response.is_empty(),
+                strips_path: rc.strip_prefix && rc.path_prefix != "/",
                 name: Arc::from(rc.name.as_str()),
                 path_prefix: rc.path_prefix.clone(),
-                strip_prefix: rc.strip_prefix,
                 target,
                 headers: rc.headers.clone(),
                 rate_limit: rate_limiter(rc, prev),
@@ -323,6 +330,35 @@ mod tests {
         let c = changed.routes[0].cache.as_ref().unwrap();
         assert!(!Arc::ptr_eq(b.as_ref().unwrap(), c));
         assert_eq!(c.store.capacity(), 2 << 20);
+    }
+
+    #[test]
+    fn a_routes_facts_follow_its_settings() {
+        let text = "pools: [{ name: a }]\nroutes:\n  - { pool: a }\n  - { path_prefix: /c, pool: a, cache: { max_size: 1MiB } }\n  - { path_prefix: /e, pool: a, headers: { response: { remove: [Server] } } }\n  - { path_prefix: /q, pool: a, headers: { request: { remove: [X-A] } } }\n  - { path_prefix: /s, pool: a, strip_prefix: true }\n  - { path_prefix: /, host: h.test, pool: a, strip_prefix: true }\n";
+        let s = compile(text, None).unwrap();
+        let facts: Vec<(bool, bool)> = s
+            .routes
+            .iter()
+            .map(|r| (r.raw_answer, r.strips_path))
+            .collect();
+        assert_eq!(
+            facts,
+            [
+                (true, false),
+                (false, false),
+                (false, false),
+                (true, false),
+                (true, true),
+                (true, false)
+            ]
+        );
+        // Each against the rule it stands for, per request before.
+        for (r, rc) in s.routes.iter().zip(&s.config.routes) {
+            let raw = r.cache.is_none() && r.headers.response.is_empty();
+            assert_eq!(r.raw_answer, raw, "{}", r.name);
+            let strips = rc.strip_prefix && rc.path_prefix != "/";
+            assert_eq!(r.strips_path, strips, "{}", r.name);
+        }
     }
 
     const TWO_POOLS: &str = "

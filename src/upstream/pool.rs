@@ -6,6 +6,7 @@ use super::balance::Balancer;
 use super::member::Member;
 use crate::config::{PassiveHealthConfig, PoolConfig, QueueConfig, RetryConfig, Timeouts};
 use crate::rand;
+use http::Method;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -95,6 +96,54 @@ impl PoolState {
     }
 }
 
+/// A set of methods: the standard ones as bits, any other in a list.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct MethodSet {
+    bits: u16,
+    others: Vec<Method>,
+}
+
+impl MethodSet {
+    pub fn of(methods: &[Method]) -> MethodSet {
+        let mut set = MethodSet::default();
+        for m in methods {
+            match bit_of(m) {
+                Some(b) => set.bits |= b,
+                None if !set.others.contains(m) => set.others.push(m.clone()),
+                None => {}
+            }
+        }
+        set
+    }
+
+    #[inline]
+    pub fn contains(&self, m: &Method) -> bool {
+        match bit_of(m) {
+            Some(b) => self.bits & b != 0,
+            None => !self.others.is_empty() && self.others.contains(m),
+        }
+    }
+}
+
+/// The bit of a standard method; `None` for an extension method.
+#[inline]
+fn bit_of(m: &Method) -> Option<u16> {
+    let i = match *m {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::OPTIONS => 5,
+        Method::PATCH => 6,
+        Method::TRACE => 7,
+        Method::CONNECT => 8,
+        Method::QUERY => 9,
+        _ => return None,
+    };
+    Some(1 << i)
+}
+
 pub struct Pool {
     pub name: String,
     /// The name, shared with the request counters.
@@ -102,6 +151,10 @@ pub struct Pool {
     pub members: Vec<Member>,
     pub balancer: Balancer,
     pub retries: RetryConfig,
+    /// The methods a request may be sent again to another backend with
+    /// (`retries.methods`, none when `try_duration` is 0), as a set: looked
+    /// up per request, the list was searched.
+    pub retry_methods: MethodSet,
     pub timeouts: Timeouts,
     pub passive: PassiveHealthConfig,
     pub fail_open: bool,
@@ -145,6 +198,10 @@ impl Pool {
             balancer: Balancer::new(config.algorithm, &members),
             members,
             retries: config.retries.clone(),
+            retry_methods: match config.retries.try_duration.is_zero() {
+                true => MethodSet::default(),
+                false => MethodSet::of(&config.retries.methods),
+            },
             timeouts: config.timeouts,
             passive: config.passive_health.clone(),
             fail_open: config.fail_open,
@@ -178,5 +235,58 @@ impl Pool {
             .iter()
             .copied()
             .find(|&l| self.level_available(l, now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MethodSet;
+    use crate::upstream::pick::tests::pool;
+    use http::Method;
+
+    fn methods() -> Vec<Method> {
+        let mut all: Vec<Method> = [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT",
+            "QUERY", "PURGE", "MKCOL", "get",
+        ]
+        .iter()
+        .map(|m| Method::from_bytes(m.as_bytes()).expect("a method"))
+        .collect();
+        all.push(Method::from_bytes(b"A-VERY-LONG-EXTENSION-METHOD").expect("a method"));
+        all
+    }
+
+    #[test]
+    fn the_set_holds_what_the_list_holds() {
+        let all = methods();
+        // Every subset of the methods, as a list and as a set, asked of each.
+        for mask in 0u32..(1 << all.len()) {
+            let list: Vec<Method> = (0..all.len())
+                .filter(|i| mask & (1 << i) != 0)
+                .map(|i| all[i].clone())
+                .collect();
+            let set = MethodSet::of(&list);
+            for m in &all {
+                assert_eq!(set.contains(m), list.contains(m), "{m} in {list:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_pool_retries_the_methods_it_lists_unless_it_never_retries() {
+        let base = "pools:\n  - name: p\n    backends: [\"10.0.0.1:80\"]\n";
+        for retries in [
+            "",
+            "    retries: { try_duration: 0s }\n",
+            "    retries: { methods: [GET, post, PURGE] }\n",
+            "    retries: { methods: [] }\n",
+        ] {
+            let p = pool(&format!("{base}{retries}routes: [{{pool: p}}]\n"));
+            let r = &p.retries;
+            for m in methods() {
+                let rule = !r.try_duration.is_zero() && r.methods.contains(&m);
+                assert_eq!(p.retry_methods.contains(&m), rule, "{m} with {retries:?}");
+            }
+        }
     }
 }

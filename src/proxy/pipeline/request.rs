@@ -247,11 +247,10 @@ pub(super) fn prepare<'p>(
     let mut encoded = header_rules(conn, rc, routed, snapshot, parts, &path, plain);
     encoded.raw_answer = wants_raw_answer(conn, routed, upgrade);
 
-    let retry = &pool.retries;
     // A request can go to another backend after it was sent only for listed
-    // methods, and only if its body can be sent again.
-    let retry_after_send =
-        !retry.try_duration.is_zero() && !upgrade && retry.methods.contains(&parts.method);
+    // methods (none when the pool never retries), and only if its body can
+    // be sent again.
+    let retry_after_send = !upgrade && pool.retry_methods.contains(&parts.method);
     let stats = body_stats(rc, &body, streamed, upgrade, max_body);
     rc.done.bytes_in = stats.clone();
     let mut replay: Option<Replay> = None;
@@ -366,10 +365,7 @@ fn is_plain(body: &Inbound, streamed: bool, headers: &HeaderMap) -> bool {
 /// admission read the map; an upgrade's 101 goes to hyper's tunnel.
 /// Forwarding, retries and hedging read only the status.
 fn wants_raw_answer(conn: &ConnCtx, routed: &Routed, upgrade: bool) -> bool {
-    conn.raw_answers
-        && !upgrade
-        && routed.route.cache.is_none()
-        && routed.route.headers.response.is_empty()
+    conn.raw_answers && !upgrade && routed.route.raw_answer
 }
 
 /// The forwarding fields, the request ID, the traceparent and the route's
@@ -471,7 +467,7 @@ fn upstream_path(route: &Route, uri: &Uri) -> PathAndQuery {
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    if !route.strip_prefix || route.path_prefix == "/" {
+    if !route.strips_path {
         return original;
     }
     let rest = uri
