@@ -181,27 +181,12 @@ impl Known {
     pub fn lowercase_and_tell(name: &mut [u8]) -> Known {
         let n = name.len();
         let key = match n {
-            4..=7 => {
-                let (first, last) = (word_at::<4>(name, 0), word_at::<4>(name, n - 4));
-                if (first | last) & HIGH_BITS != 0 {
-                    return lowercase_long(name);
-                }
-                let (first, last) = (lower_ascii(first), lower_ascii(last));
-                put_word::<4>(name, 0, first);
-                put_word::<4>(name, n - 4, last);
-                (first | last << 32, 0)
-            }
-            8..=16 => {
-                let (first, last) = (word_at::<8>(name, 0), word_at::<8>(name, n - 8));
-                if (first | last) & HIGH_BITS != 0 {
-                    return lowercase_long(name);
-                }
-                let (first, last) = (lower_ascii(first), lower_ascii(last));
-                put_word::<8>(name, 0, first);
-                put_word::<8>(name, n - 8, last);
-                (first, last)
-            }
-            _ => return lowercase_long(name),
+            4..=7 => lower_ends::<4>(name).map(|(first, last)| (first | last << 32, 0)),
+            8..=16 => lower_ends::<8>(name),
+            _ => None,
+        };
+        let Some(key) = key else {
+            return lowercase_long(name);
         };
         let slot = &SLOTS[slot_of(key, n)];
         if slot.key == key && usize::from(slot.len) == n {
@@ -698,6 +683,22 @@ fn word_at<const N: usize>(name: &[u8], at: usize) -> u64 {
         word[..N].copy_from_slice(bytes);
     }
     u64::from_le_bytes(word)
+}
+
+/// The first and last `N` (4 or 8) bytes of `name` (at least `N` long) as
+/// words, lowercased, and written back lowercased; `None`, and `name` left
+/// as it is, when a byte of them is not ASCII.
+#[inline(always)]
+fn lower_ends<const N: usize>(name: &mut [u8]) -> Option<(u64, u64)> {
+    let at_last = name.len() - N;
+    let (first, last) = (word_at::<N>(name, 0), word_at::<N>(name, at_last));
+    if (first | last) & HIGH_BITS != 0 {
+        return None;
+    }
+    let (first, last) = (lower_ascii(first), lower_ascii(last));
+    put_word::<N>(name, 0, first);
+    put_word::<N>(name, at_last, last);
+    Some((first, last))
 }
 
 /// Writes the low `N` bytes of `word` over `name` at `at`.
