@@ -120,7 +120,7 @@ impl MethodSet {
     pub fn contains(&self, m: &Method) -> bool {
         match bit_of(m) {
             Some(b) => self.bits & b != 0,
-            None => !self.others.is_empty() && self.others.contains(m),
+            None => self.others.contains(m),
         }
     }
 }

@@ -192,6 +192,7 @@ pub(crate) fn fill(
     let target = Uri::from_maybe_shared(head.slice(layout.target.clone())).ok()?;
     // The blank target is the static "/", which owns no memory: written
     // over, not dropped (~20 instructions for nothing).
+    debug_assert_eq!(parts.uri, "/", "fill is given blank parts");
     std::mem::forget(std::mem::replace(&mut parts.uri, target));
     parts.version = Version::HTTP_11;
     // A bodiless request's head is usually encoded for the backends with the
